@@ -1,0 +1,200 @@
+"""How fast does clm-engine ingest, next to writing the same rows to SQLite with no engine at all?
+
+Run: ``.venv/bin/python benchmarks/ingest.py [--events 200000] [--batch-size 5000]``
+
+Three ways of storing the same events, each into a fresh file in a temporary directory, each
+with WAL and ``synchronous=NORMAL``:
+
+a. ``sqlite3 executemany``: the floor. One transaction, a plain table (no key, no index),
+   properties serialised with ``json.dumps``.
+b. ``sqlite-utils insert_all``: the library the store is built on, same plain table, inside
+   one ``db.atomic()`` transaction (it batches ~200 rows per INSERT itself).
+c. ``Engine.ingest_many``: core only (``CLM_LOAD_PLUGINS=""``), one call (one transaction)
+   per batch: validation, deduplication, reducers, contacts, stage transitions, two indexes.
+
+The stream keeps its realistic disorder by default (~1% late events, which make the engine
+re-fold the contact's history, and ~0.2% resent duplicates, which it must drop): that work is
+part of what ingestion costs. The baselines get the unique events only, so every method stores
+the same rows; ``--in-order`` turns the disorder off. Event generation is not timed: the events
+are built in memory first. Each timing covers turning the event dicts into rows and writing
+them, up to and including the commit. Nothing is profiled here; see the note at the end of the
+output for how to profile (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+# Core only: must be set before the engine loads its plugins (once per process).
+os.environ["CLM_LOAD_PLUGINS"] = ""
+
+import sqlite_utils
+
+from clm_engine import Engine
+from clm_engine.synthetic import generate_events
+
+_PLAIN_TABLE = (
+    "CREATE TABLE events (id TEXT, contact_id TEXT, type TEXT, occurred_at TEXT, properties TEXT)"
+)
+
+
+def make_events(count: int, *, seed: int, in_order: bool) -> list[dict[str, Any]]:
+    """The first ``count`` events of a stream with just enough contacts to reach ``count``."""
+    disorder = {"late_fraction": 0.0, "duplicate_fraction": 0.0} if in_order else {}
+    probe = 500
+    per_contact = sum(1 for _ in generate_events(probe, seed=seed, **disorder)) / probe
+    contacts = max(1, math.ceil(count / per_contact * 1.03))
+    while True:
+        events = list(islice(generate_events(contacts, seed=seed, **disorder), count))
+        if len(events) == count:
+            return events
+        contacts = math.ceil(contacts * 1.1)
+
+
+def unique(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    kept = []
+    for event in events:
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            kept.append(event)
+    return kept
+
+
+def raw_executemany(path: Path, events: list[dict[str, Any]], _batch: int) -> float:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute(_PLAIN_TABLE)
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    began = time.perf_counter()
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+        (
+            (e["id"], e["contact_id"], e["type"], e["occurred_at"], dumps(e["properties"]))
+            for e in events
+        ),
+    )
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - began
+    conn.close()
+    return elapsed
+
+
+def sqlite_utils_insert_all(path: Path, events: list[dict[str, Any]], _batch: int) -> float:
+    db = sqlite_utils.Database(path)
+    db.enable_wal()
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.execute(_PLAIN_TABLE)
+    began = time.perf_counter()
+    with db.atomic():
+        db["events"].insert_all(events)  # the properties dict is stored as JSON text
+    elapsed = time.perf_counter() - began
+    db.close()
+    return elapsed
+
+
+def engine_ingest_many(path: Path, events: list[dict[str, Any]], batch: int) -> float:
+    engine = Engine(path)  # creates and migrates the file: not timed
+    began = time.perf_counter()
+    totals = {"ingested": 0, "duplicates": 0, "rejected": 0, "failed": 0}
+    for at in range(0, len(events), batch):
+        result = engine.ingest_many(events[at : at + batch])
+        totals["ingested"] += result.ingested
+        totals["duplicates"] += result.duplicates
+        totals["rejected"] += len(result.rejected)
+        totals["failed"] += len(result.failed)
+    elapsed = time.perf_counter() - began
+    engine.close()
+    engine_ingest_many.totals = totals  # type: ignore[attr-defined]
+    return elapsed
+
+
+def count_rows(path: Path, sql: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000, help="events to ingest")
+    parser.add_argument("--batch-size", type=int, default=5000, help="events per ingest_many")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--in-order", action="store_true", help="no late events and no duplicates in the stream"
+    )
+    args = parser.parse_args(argv)
+
+    began = time.perf_counter()
+    events = make_events(args.events, seed=args.seed, in_order=args.in_order)
+    rows = unique(events)
+    contacts = len({e["contact_id"] for e in events})
+    print(
+        f"{len(events):,} events ({len(events) - len(rows):,} resent duplicates) for "
+        f"{contacts:,} contacts, generated in {time.perf_counter() - began:.2f}s; "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
+
+    methods: list[tuple[str, Callable[[Path, list[dict[str, Any]], int], float], list]] = [
+        ("sqlite3 executemany", raw_executemany, rows),
+        ("sqlite-utils insert_all", sqlite_utils_insert_all, rows),
+        (f"clm-engine ingest_many ({args.batch_size:,}/tx)", engine_ingest_many, events),
+    ]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="clm-bench-") as tmp:
+        for index, (name, run, data) in enumerate(methods):
+            path = Path(tmp) / f"{index}.db"
+            seconds = run(path, data, args.batch_size)
+            results.append((name, len(data), seconds, path))
+        baseline = results[0][2]
+        print()
+        print(f"{'method':<38} {'rows':>9} {'seconds':>8} {'rows/s':>10} {'x raw':>7}")
+        for name, count, seconds, _ in results:
+            print(
+                f"{name:<38} {count:>9,} {seconds:>8.2f} {count / seconds:>10,.0f} "
+                f"{seconds / baseline:>7.1f}"
+            )
+
+        engine_db = results[2][3]
+        stored = count_rows(engine_db, "SELECT count(*) FROM events")
+        distinct = count_rows(engine_db, "SELECT count(DISTINCT id) FROM events")
+        stored_contacts = count_rows(engine_db, "SELECT count(*) FROM contacts")
+        totals = engine_ingest_many.totals  # type: ignore[attr-defined]
+        ok = (
+            stored == distinct == len(rows)
+            and stored_contacts == contacts
+            and totals["rejected"] == totals["failed"] == 0
+        )
+        print()
+        print(
+            f"check: engine stored {stored:,} events ({distinct:,} distinct ids) of "
+            f"{len(rows):,} unique sent, {stored_contacts:,} of {contacts:,} contacts; "
+            f"ingested {totals['ingested']:,}, duplicates dropped {totals['duplicates']:,}, "
+            f"rejected {totals['rejected']}, failed {totals['failed']} -> "
+            f"{'OK' if ok else 'MISMATCH'}"
+        )
+    print(
+        "\nTo profile (c): pip install pyinstrument, then wrap engine_ingest_many in a "
+        "pyinstrument.Profiler (this script does not need it)."
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

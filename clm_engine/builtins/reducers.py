@@ -1,0 +1,153 @@
+"""The core's reducers: how the standard event types change a contact.
+
+Events are folded in time order (the engine replays a contact's history when one arrives
+late), so a reducer may assume it sees a contact's events oldest first.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+
+from ..hooks import hookimpl
+from ..models import Contact, Event, utc_seconds
+
+#: Properties of ``signup`` / ``contact.created`` / ``contact.updated`` that are contact fields;
+#: every other property is an attribute.
+CONTACT_FIELDS = ("email", "timezone", "consent", "attributes")
+
+
+def _when(event: Event) -> str:
+    return utc_seconds(event.occurred_at)
+
+
+def _count(contact: Contact, metric: str) -> None:
+    contact.metrics[metric] = contact.metrics.get(metric, 0) + 1
+
+
+def track_activity(contact: Contact, event: Event) -> None:
+    """Every event: when the contact first and last did anything."""
+    if contact.created_at is None:
+        contact.created_at = event.occurred_at
+    contact.last_event_at = event.occurred_at
+    contact.metrics["events_count"] = contact.metrics.get("events_count", 0) + 1
+
+
+def apply_profile(contact: Contact, event: Event) -> None:
+    """``signup``, ``contact.created``, ``contact.updated``: what the CRM says about the person.
+
+    ``email``, ``timezone``, ``consent`` (a mapping of channel to bool) and ``attributes`` are
+    contact fields; any other property is an attribute. An attribute set to ``null`` is removed.
+    """
+    props = event.properties
+    if "email" in props:
+        email = props["email"]
+        Contact.model_validate({"id": contact.id, "email": email})  # raises with the reason
+        contact.email = email
+    if "timezone" in props:
+        timezone = props["timezone"]
+        Contact.model_validate({"id": contact.id, "timezone": timezone})
+        contact.timezone = timezone
+    consent = props.get("consent")
+    if consent is not None:
+        if not isinstance(consent, dict) or not all(isinstance(v, bool) for v in consent.values()):
+            raise ValueError("'consent' must map channel names to true or false")
+        contact.consent.update(consent)
+    attributes = dict(props.get("attributes") or {})
+    attributes.update((k, v) for k, v in props.items() if k not in CONTACT_FIELDS)
+    for key, value in attributes.items():
+        if value is None:
+            contact.attributes.pop(key, None)
+        else:
+            contact.attributes[key] = value
+    if event.type != "contact.updated" and "signed_up_at" not in contact.metrics:
+        contact.metrics["signed_up_at"] = _when(event)
+
+
+def apply_purchase(contact: Contact, event: Event) -> None:
+    """``purchase``: orders count, total spent, first and last order time, average order value."""
+    amount = event.properties.get("amount")
+    if not isinstance(amount, Real) or isinstance(amount, bool):
+        raise ValueError(f"a purchase needs a numeric 'amount' property (got {amount!r})")
+    metrics = contact.metrics
+    orders = metrics.get("orders_count", 0) + 1
+    total = round(metrics.get("total_spent", 0) + float(amount), 2)
+    metrics["orders_count"] = orders
+    metrics["total_spent"] = total
+    metrics["average_order_value"] = round(total / orders, 2)
+    metrics.setdefault("first_order_at", _when(event))
+    metrics["last_order_at"] = _when(event)
+
+
+def apply_email_opened(contact: Contact, event: Event) -> None:
+    _count(contact, "emails_opened")
+    contact.metrics["last_email_opened_at"] = _when(event)
+    contact.metrics["last_engaged_at"] = _when(event)
+
+
+def apply_email_clicked(contact: Contact, event: Event) -> None:
+    _count(contact, "emails_clicked")
+    contact.metrics["last_email_clicked_at"] = _when(event)
+    contact.metrics["last_engaged_at"] = _when(event)
+
+
+def apply_support_ticket(contact: Contact, event: Event) -> None:
+    """``support.ticket``: counts tickets and keeps the ids of the open ones.
+
+    A ticket with ``status: "closed"`` (or ``"resolved"``) closes the ticket of the same
+    ``ticket_id``; any other status opens or keeps it open.
+    """
+    metrics = contact.metrics
+    ticket_id = event.properties.get("ticket_id")
+    status = str(event.properties.get("status", "open")).lower()
+    open_tickets: list = metrics.setdefault("open_tickets", [])
+    known = ticket_id is not None and (
+        ticket_id in open_tickets or ticket_id in metrics.get("closed_tickets", [])
+    )
+    if not known:
+        _count(contact, "tickets_count")
+        metrics["last_ticket_at"] = _when(event)
+    if ticket_id is None:
+        return
+    if status in ("closed", "resolved"):
+        if ticket_id in open_tickets:
+            open_tickets.remove(ticket_id)
+        closed = metrics.setdefault("closed_tickets", [])
+        if ticket_id not in closed:
+            closed.append(ticket_id)
+    elif ticket_id not in open_tickets:
+        open_tickets.append(ticket_id)
+
+
+def apply_nps(contact: Contact, event: Event) -> None:
+    """``nps.answered``: the latest score (0-10) and its category."""
+    score = event.properties.get("score")
+    if not isinstance(score, int) or isinstance(score, bool) or not 0 <= score <= 10:
+        raise ValueError(f"an NPS answer needs an integer 'score' from 0 to 10 (got {score!r})")
+    category = "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+    contact.metrics.update(nps_score=score, nps_category=category, nps_answered_at=_when(event))
+
+
+def apply_unsubscribed(contact: Contact, event: Event) -> None:
+    """``unsubscribed``: withdraws consent on ``properties.channel`` (``email`` by default)."""
+    channel = str(event.properties.get("channel", "email"))
+    contact.consent[channel] = False
+    contact.metrics["unsubscribed_at"] = _when(event)
+
+
+def apply_subscribed(contact: Contact, event: Event) -> None:
+    """``subscribed``: grants consent on ``properties.channel`` (``email`` by default)."""
+    contact.consent[str(event.properties.get("channel", "email"))] = True
+
+
+@hookimpl
+def register_reducers(register):
+    register("*", track_activity, name="core.track_activity")
+    for event_type in ("signup", "contact.created", "contact.updated"):
+        register(event_type, apply_profile, name=f"core.profile[{event_type}]")
+    register("purchase", apply_purchase, name="core.purchase")
+    register("email.opened", apply_email_opened, name="core.email_opened")
+    register("email.clicked", apply_email_clicked, name="core.email_clicked")
+    register("support.ticket", apply_support_ticket, name="core.support_ticket")
+    register("nps.answered", apply_nps, name="core.nps")
+    register("unsubscribed", apply_unsubscribed, name="core.unsubscribed")
+    register("subscribed", apply_subscribed, name="core.subscribed")

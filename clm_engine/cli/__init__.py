@@ -1,0 +1,53 @@
+"""The ``clm`` command-line tool.
+
+Every command takes ``--db PATH`` (default ``clm.db``, or ``$CLM_DB``); every command that
+shows data takes ``--json``. A ``ClmError`` becomes one line on stderr and exit code 1, never
+a traceback. Plugins add commands through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import plugins
+from ..errors import ClmError
+
+
+class ClmGroup(click.Group):
+    """The ``clm`` group: turns clm errors into one clean line, and adds plugins' commands."""
+
+    _plugin_commands_added = False
+
+    def _add_plugin_commands(self) -> None:
+        if not ClmGroup._plugin_commands_added:
+            ClmGroup._plugin_commands_added = True
+            plugins.register_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        self._add_plugin_commands()
+        return super().get_command(ctx, name)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClmError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=ClmGroup)
+@click.version_option(package_name="clm-engine", prog_name="clm")
+def cli() -> None:
+    """clm-engine: customer lifecycle automation.
+
+    Events in (signups, orders, opens, tickets ...), contact state out; rulesets and plugins
+    decide what happens next.
+    """
+
+
+from . import contacts, info, ingest, sample  # noqa: E402  (commands register on import)
+
+__all__ = ["cli", "contacts", "info", "ingest", "sample"]

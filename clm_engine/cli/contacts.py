@@ -1,0 +1,158 @@
+"""``clm contacts``: look at contacts, and erase one on request (GDPR)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.tree import Tree
+
+from ..errors import ClmError
+from ..models import Contact
+from . import cli
+from .common import console, db_option, json_option, open_engine, print_json
+
+
+@cli.group()
+def contacts() -> None:
+    """Show, list and forget contacts."""
+
+
+@contacts.command("show")
+@click.argument("contact_id")
+@db_option
+@click.option(
+    "--events", "event_limit", default=15, show_default=True, help="Recent events to show."
+)
+@json_option
+def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> None:
+    """A contact's state, stage history and recent events."""
+    with open_engine(db_path) as engine:
+        contact = engine.contact(contact_id)
+        if contact is None:
+            raise ClmError(f"no contact {contact_id!r} in {db_path}")
+        history = engine.store.stage_history(contact_id)
+        events = engine.store.recent_events(contact_id, limit=event_limit)
+    if as_json:
+        print_json(
+            {
+                "contact": contact.model_dump(mode="json"),
+                "stage_history": [vars(t) for t in history],
+                "recent_events": [e.model_dump(mode="json") for e in events],
+            }
+        )
+        return
+    tree = Tree(
+        f"[bold]{contact.id}[/]  {contact.email or '(no email)'}  stage: [bold]{contact.stage}[/]"
+    )
+    name = " ".join(str(contact.attributes.get(k, "")) for k in ("first_name", "last_name")).strip()
+    facts = tree.add("contact")
+    for label, value in (
+        ("name", name or None),
+        ("timezone", contact.timezone),
+        ("created", contact.created_at),
+        ("last event", contact.last_event_at),
+        ("consent", contact.consent or None),
+        ("tags", ", ".join(contact.tags) or None),
+        ("scores", contact.scores or None),
+    ):
+        if value is not None:
+            facts.add(f"{label}: {value}")
+    _add_mapping(tree.add("attributes"), contact.attributes)
+    _add_mapping(tree.add("metrics"), contact.metrics)
+    stages = tree.add("stage history")
+    for t in history:
+        stages.add(f"{t.at[:19]}  {t.from_stage or '(new)'} -> {t.to_stage}  [dim]{t.cause}[/]")
+    console.print(tree)
+    table = Table("occurred at", "type", "properties", title="recent events", title_justify="left")
+    for event in events:
+        props = ", ".join(f"{k}={v}" for k, v in event.properties.items())
+        table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), event.type, props[:80])
+    console.print(table)
+
+
+def _add_mapping(node: Tree, mapping: dict) -> None:
+    for key, value in sorted(mapping.items()):
+        node.add(
+            f"{key}: {value}",
+        )
+
+
+@contacts.command("list")
+@db_option
+@click.option("--stage", help="Only contacts in this lifecycle stage.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@click.option("--offset", default=0, type=click.IntRange(0))
+@click.option(
+    "--sort",
+    "order_by",
+    default="id",
+    show_default=True,
+    type=click.Choice(["id", "spent", "orders", "recent", "created"]),
+)
+@json_option
+def list_(
+    db_path: Path, stage: str | None, limit: int, offset: int, order_by: str, as_json: bool
+) -> None:
+    """List contacts, optionally in one stage."""
+    with open_engine(db_path) as engine:
+        found = engine.store.list_contacts(
+            stage=stage, limit=limit, offset=offset, order_by=order_by
+        )
+        total = engine.store.count_contacts(stage=stage)
+        known_stages = engine.stages
+    if as_json:
+        print_json({"total": total, "contacts": [c.model_dump(mode="json") for c in found]})
+        return
+    if stage is not None and stage not in known_stages:
+        raise ClmError(f"unknown stage {stage!r}; the stages are: {', '.join(known_stages)}")
+    table = Table(
+        "id",
+        "email",
+        "stage",
+        "orders",
+        "spent",
+        "last event",
+        title=f"{total:,} contacts" + (f" in stage {stage}" if stage else ""),
+        title_justify="left",
+    )
+    for contact in found:
+        table.add_row(*_row(contact))
+    console.print(table)
+    if total > offset + len(found):
+        console.print(f"[dim]showing {offset + 1}-{offset + len(found)}; use --offset for more[/]")
+
+
+def _row(contact: Contact) -> tuple[str, ...]:
+    metrics = contact.metrics
+    return (
+        contact.id,
+        contact.email or "",
+        contact.stage or "",
+        str(metrics.get("orders_count", 0)),
+        f"{metrics.get('total_spent', 0):,.2f}",
+        contact.last_event_at.strftime("%Y-%m-%d") if contact.last_event_at else "",
+    )
+
+
+@contacts.command("forget")
+@click.argument("contact_id")
+@db_option
+@json_option
+def forget(contact_id: str, db_path: Path, as_json: bool) -> None:
+    """Erase a contact's personal data from every table (GDPR erasure), and say what went.
+
+    The core's tables and every plugin's are erased in one transaction: all or nothing. A
+    hash of the id is kept in the erasures log as proof, and holds no personal data.
+    """
+    with open_engine(db_path) as engine:
+        removed = engine.forget(contact_id)
+    if as_json:
+        print_json({"contact_id": contact_id, "removed": removed})
+    elif not removed:
+        console.print(f"nothing held for contact {contact_id!r}; nothing removed")
+    else:
+        console.print(f"forgot contact {contact_id!r}:")
+        for table, count in removed.items():
+            console.print(f"  {table}: {count:,} rows removed")

@@ -1,0 +1,152 @@
+"""``clm plugins``, ``migrate``, ``report`` and ``failures``: what the engine has and knows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .. import plugins
+from ..store import open_store
+from . import cli
+from .common import console, db_option, json_option, open_engine, print_json
+
+
+@cli.command("plugins")
+@json_option
+def plugins_(as_json: bool) -> None:
+    """The plugins loaded, where each comes from, and the hooks it implements."""
+    infos = plugins.get_plugin_info()
+    if as_json:
+        print_json(
+            {
+                "plugins": [vars(info) | {"hooks": list(info.hooks)} for info in infos],
+                "failed": plugins.load_failures,
+            }
+        )
+        return
+    table = Table("plugin", "from", "version", "hooks")
+    for info in infos:
+        table.add_row(info.name, info.source, info.version or "", ", ".join(info.hooks))
+    console.print(table)
+    for name, reason in plugins.load_failures.items():
+        console.print(f"[red]failed to load[/] {name}: {reason}", markup=True)
+
+
+@cli.command()
+@db_option
+@json_option
+def migrate(db_path: Path, as_json: bool) -> None:
+    """Create the database or bring its schema up to date (the core's and every plugin's)."""
+    store = open_store(str(db_path))
+    try:
+        migration_sets = plugins.get_migrations()
+        applied = store.migrate(migration_sets)
+        state = {m.name: [a.name for a in m.applied(store.db)] for m in migration_sets}
+    finally:
+        store.close()
+    if as_json:
+        print_json({"db": str(db_path), "applied_now": applied, "applied": state})
+        return
+    if applied:
+        console.print(f"applied {len(applied)} migration(s) to {db_path}:")
+        for name in applied:
+            console.print(f"  {name}")
+    else:
+        console.print(f"{db_path} is up to date")
+    for name, done in state.items():
+        console.print(f"[dim]  {name}: {', '.join(done)}[/]")
+
+
+@cli.command()
+@db_option
+@click.option("--examples", default=3, show_default=True, help="Example contacts to show.")
+@json_option
+def report(db_path: Path, examples: int, as_json: bool) -> None:
+    """What the engine knows: contacts, stages, events by type, orders and revenue."""
+    with open_engine(db_path) as engine:
+        summary = engine.store.summary()
+        sample = _example_contacts(engine, examples)
+    if as_json:
+        print_json(summary | {"examples": [c.model_dump(mode="json") for c in sample]})
+        return
+    overview = Table(
+        "", "", title=f"clm-engine: {db_path}", title_justify="left", show_header=False
+    )
+    first, last = (summary["first_event_at"] or "")[:10], (summary["last_event_at"] or "")[:10]
+    for label, value in (
+        ("contacts", f"{summary['contacts']:,}"),
+        ("with email consent", f"{summary['contacts_with_email_consent']:,}"),
+        ("customers (1+ order)", f"{summary['customers']:,}"),
+        ("orders", f"{summary['orders']:,}"),
+        ("revenue", f"{summary['revenue']:,.2f}"),
+        ("average order value", f"{summary['average_order_value']:,.2f}"),
+        ("events", f"{summary['events']:,}  ({first} to {last})"),
+        ("ingest failures", f"{summary['ingest_failures']:,}"),
+    ):
+        overview.add_row(label, value)
+    console.print(overview)
+    by_type = Table("event type", "count", title="events by type", title_justify="left")
+    for name, count in summary["events_by_type"].items():
+        by_type.add_row(name, f"{count:,}")
+    console.print(by_type)
+    by_stage = Table("stage", "contacts", title="contacts by stage", title_justify="left")
+    for name, count in summary["contacts_by_stage"].items():
+        by_stage.add_row(name, f"{count:,}")
+    console.print(by_stage)
+    if sample:
+        table = Table(
+            "id",
+            "email",
+            "stage",
+            "orders",
+            "spent",
+            "nps",
+            "consent",
+            title="example contacts",
+            title_justify="left",
+        )
+        for c in sample:
+            m = c.metrics
+            table.add_row(
+                c.id,
+                c.email or "",
+                c.stage or "",
+                str(m.get("orders_count", 0)),
+                f"{m.get('total_spent', 0):,.2f}",
+                str(m.get("nps_score", "")),
+                ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in c.consent.items()),
+            )
+        console.print(table)
+
+
+def _example_contacts(engine, count: int):
+    """A few contacts worth looking at: the biggest spenders, then the most recently active."""
+    picked = {}
+    for order_by in ("spent", "recent"):
+        for contact in engine.store.list_contacts(limit=count, order_by=order_by):
+            picked.setdefault(contact.id, contact)
+    return list(picked.values())[:count]
+
+
+@cli.command()
+@db_option
+@click.option("--limit", default=50, show_default=True)
+@json_option
+def failures(db_path: Path, limit: int, as_json: bool) -> None:
+    """Events that a reducer failed to apply (not stored; ingest them again once fixed)."""
+    with open_engine(db_path) as engine:
+        found = engine.store.failures(limit=limit)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        console.print("no ingest failures")
+        return
+    for f in found:
+        console.print(
+            f"[bold]{f['event_id']}[/] ({f['type']} for contact {f['contact_id']}), "
+            f"{f['attempts']} attempt(s), last {f['failed_at'][:19]}"
+        )
+        console.print(f"  reducer {f['reducer']}: {f['error']}", markup=False)

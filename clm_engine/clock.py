@@ -1,0 +1,52 @@
+"""Where clm-engine reads the time.
+
+Every component takes a ``Clock`` instead of calling ``datetime.now()``, so that tests and
+simulation can drive time with a ``VirtualClock`` and never sleep.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class VirtualClock:
+    """A clock that only moves when told to: for tests and simulation."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        if start.tzinfo is None:
+            raise ValueError("VirtualClock needs a timezone-aware start time")
+        self._now = start.astimezone(UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        """Move forward by ``delta`` or by ``timedelta(**kwargs)``; never backward."""
+        step = delta if delta is not None else timedelta(**kwargs)
+        if step < timedelta(0):
+            raise ValueError("a VirtualClock never moves backward")
+        self._now += step
+        return self._now
+
+    def set(self, when: datetime) -> datetime:
+        """Jump to ``when``, which must not be earlier than now."""
+        when = when.astimezone(UTC)
+        if when < self._now:
+            raise ValueError("a VirtualClock never moves backward")
+        self._now = when
+        return self._now

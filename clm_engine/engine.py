@@ -1,0 +1,286 @@
+"""The engine: events in, contact state out (and, as later parts land, rules, actions, time).
+
+Ingestion is the one path every change takes:
+
+1. **Parse**: each event is validated against the fixed event shape; a bad one is rejected
+   with a message naming the field, and the others go on.
+2. **Deduplicate**: the event id is the idempotency key. Inside one write transaction the
+   engine drops events already stored, so a replayed event changes nothing.
+3. **Fold**: reducers (a hook) fold each new event into its contact, oldest first. An event
+   older than the newest one already applied to its contact makes the engine re-fold that
+   contact's whole history in time order, so late events still give the right state.
+4. **Write**: events, contacts, stage transitions and failures are written in the same
+   transaction. A reducer that raises drops its event from the batch, leaves its contact as if
+   the event had never come, and is recorded with its reason; the rest of the batch lands.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import plugins
+from .clock import Clock, SystemClock
+from .errors import EventError, ReducerError
+from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
+from .store import IngestFailure, StageTransition, Store, StoreTransaction, open_store
+
+
+@dataclass
+class Rejection:
+    """An input that is not an event: where it was (0-based position) and what is wrong."""
+
+    position: int
+    error: str
+    raw: Any = None
+
+
+@dataclass
+class IngestResult:
+    """What one call to ``ingest`` / ``ingest_many`` did."""
+
+    ingested: int = 0
+    duplicates: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    failed: list[IngestFailure] = field(default_factory=list)
+
+    def add(self, other: IngestResult) -> None:
+        self.ingested += other.ingested
+        self.duplicates += other.duplicates
+        self.rejected.extend(other.rejected)
+        self.failed.extend(other.failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ingested": self.ingested,
+            "duplicates": self.duplicates,
+            "rejected": len(self.rejected),
+            "failed": [
+                {"event_id": f.event.id, "reducer": f.reducer, "error": f.error}
+                for f in self.failed
+            ],
+        }
+
+
+@dataclass
+class _Folded:
+    """One contact after folding a batch's events into it."""
+
+    contact: Contact | None
+    applied: list[Event]
+    transitions: list[StageTransition]
+    failures: list[IngestFailure]
+    refolded: bool
+
+
+def parse_event(item: Event | Mapping[str, Any] | str | bytes) -> Event:
+    """An ``Event`` from a model, a mapping or a JSON text; ``EventError`` names what is wrong."""
+    if isinstance(item, Event):
+        return item
+    try:
+        if isinstance(item, str | bytes):
+            return Event.model_validate_json(item)
+        if isinstance(item, Mapping):
+            return Event.model_validate(item)
+    except ValidationError as error:
+        raise EventError(f"invalid event: {describe_validation_error(error)}") from None
+    raise EventError(f"invalid event: expected a JSON object, got {type(item).__name__}")
+
+
+class Engine:
+    """clm-engine as a library: open a store, ingest events, read contacts.
+
+    ``store`` is a path to a SQLite file (created and migrated if needed) or a ``Store``.
+    Nothing runs in the background: the host decides when work happens.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str] = "clm.db",
+        *,
+        clock: Clock | None = None,
+        stages: Sequence[str] = DEFAULT_STAGES,
+        migrate: bool = True,
+    ) -> None:
+        plugins.load_plugins()
+        self.clock = clock or SystemClock()
+        self.store: Store = (
+            open_store(os.fspath(store)) if isinstance(store, str | os.PathLike) else store
+        )
+        self.stages = tuple(stages)
+        self.reducers = plugins.get_reducers()
+        if migrate:
+            self.store.migrate(plugins.get_migrations())
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- ingestion ---------------------------------------------------------------------------
+
+    def ingest(self, event: Event | Mapping[str, Any] | str) -> IngestResult:
+        """Store one event exactly once and fold it into its contact.
+
+        Raises ``EventError`` for a malformed event and ``ReducerError`` when a reducer failed
+        (the failure is recorded; the event is not stored and may be ingested again later).
+        """
+        result = self._ingest_events([parse_event(event)])
+        if result.failed:
+            failure = result.failed[0]
+            raise ReducerError(
+                f"event {failure.event.id} was not applied: reducer {failure.reducer} "
+                f"failed with {failure.error}"
+            )
+        return result
+
+    def ingest_many(self, events: Iterable[Event | Mapping[str, Any] | str]) -> IngestResult:
+        """Ingest a batch in one transaction: the fast path.
+
+        Malformed events are returned in ``rejected`` (with their position) and events whose
+        reducers failed in ``failed``; everything else lands, together.
+        """
+        parsed: list[Event] = []
+        rejected: list[Rejection] = []
+        for position, item in enumerate(events):
+            try:
+                parsed.append(parse_event(item))
+            except EventError as error:
+                rejected.append(Rejection(position, str(error), item))
+        result = self._ingest_events(parsed)
+        result.rejected = rejected
+        return result
+
+    def _ingest_events(self, events: list[Event]) -> IngestResult:
+        result = IngestResult()
+        unique: dict[str, Event] = {}
+        for event in events:
+            if event.id in unique:
+                result.duplicates += 1
+            else:
+                unique[event.id] = event  # type: ignore[index]
+        if not unique:
+            return result
+        now = self.clock.now()
+        with self.store.write() as tx:
+            existing = tx.existing_event_ids(list(unique))
+            result.duplicates += len(existing)
+            by_contact: dict[str, list[Event]] = defaultdict(list)
+            for event_id, event in unique.items():
+                if event_id not in existing:
+                    by_contact[event.contact_id].append(event)
+            stored = tx.load_contacts(by_contact)
+            applied: list[Event] = []
+            contacts: list[Contact] = []
+            transitions: list[StageTransition] = []
+            for contact_id, contact_events in by_contact.items():
+                folded = self._fold(tx, contact_id, contact_events, stored.get(contact_id))
+                result.failed.extend(folded.failures)
+                if folded.contact is None:
+                    continue
+                folded.contact.updated_at = now
+                contacts.append(folded.contact)
+                applied.extend(folded.applied)
+                if folded.refolded:
+                    tx.replace_transitions(contact_id, folded.transitions)
+                else:
+                    transitions.extend(folded.transitions)
+            tx.insert_events(applied, received_at=utc_text(now))
+            tx.upsert_contacts(contacts)
+            tx.add_transitions(transitions)
+            if result.failed:
+                tx.record_failures(result.failed, failed_at=utc_text(now))
+            tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
+        result.ingested = len(applied)
+        return result
+
+    def _fold(
+        self,
+        tx: StoreTransaction,
+        contact_id: str,
+        new_events: list[Event],
+        stored_json: str | None,
+    ) -> _Folded:
+        new_events.sort(key=_occurred_at)  # stable: ties keep their arrival order
+        if stored_json is None:
+            return self._fold_from(lambda: Contact(id=contact_id), new_events, new_events)
+        parsed = [Contact.model_validate_json(stored_json)]
+
+        def stored() -> Contact:  # parsed once; parsed again only if a fold must restart
+            return parsed.pop() if parsed else Contact.model_validate_json(stored_json)
+
+        last_event_at = parsed[0].last_event_at
+        if last_event_at is None or new_events[0].occurred_at >= last_event_at:
+            return self._fold_from(stored, new_events, new_events)
+        # A late event: re-fold the whole history in time order (stored events first on ties).
+        history = sorted(tx.contact_events(contact_id) + new_events, key=_occurred_at)
+        folded = self._fold_from(lambda: Contact(id=contact_id), history, new_events)
+        folded.refolded = True
+        return folded
+
+    def _fold_from(
+        self, start: Callable[[], Contact], events: list[Event], new_events: list[Event]
+    ) -> _Folded:
+        """Fold ``events`` into ``start()``; on a reducer error, drop that event and fold again."""
+        failures: list[IngestFailure] = []
+        while True:
+            contact = start()
+            transitions: list[StageTransition] = []
+            reducer_name = ""
+            try:
+                for event in events:
+                    before = contact.stage
+                    for name, reducer in self.reducers.for_type(event.type):
+                        reducer_name = name  # named in the failure if it raises
+                        reducer(contact, event)
+                    if contact.stage is None and self.stages:
+                        contact.stage = self.stages[0]
+                    if contact.stage != before:
+                        transitions.append(_transition(contact, before, event))
+            except Exception as error:  # a plugin's bug must not take the batch down
+                failures.append(
+                    IngestFailure(event, reducer_name, f"{type(error).__name__}: {error}")
+                )
+                events = [e for e in events if e is not event]
+                continue
+            failed = {id(f.event) for f in failures}
+            applied = [e for e in new_events if id(e) not in failed]
+            if not events:
+                return _Folded(None, [], [], failures, False)
+            return _Folded(contact, applied, transitions, failures, False)
+
+    # -- reading and erasing -----------------------------------------------------------------
+
+    def contact(self, contact_id: str) -> Contact | None:
+        return self.store.get_contact(contact_id)
+
+    def forget(self, contact_id: str) -> dict[str, int]:
+        """Erase a contact's personal data everywhere (core and plugins); rows removed by table."""
+        return self.store.forget(
+            contact_id, also=plugins.forget_contact, erased_at=utc_text(self.clock.now())
+        )
+
+
+def _occurred_at(event: Event) -> Any:
+    return event.occurred_at
+
+
+def _transition(contact: Contact, before: str | None, event: Event) -> StageTransition:
+    cause = f"{event.type} event" if before is not None else f"created by {event.type} event"
+    return StageTransition(
+        contact_id=contact.id,
+        from_stage=before,
+        to_stage=contact.stage or "",
+        at=utc_text(event.occurred_at),
+        cause=cause,
+        event_id=event.id,
+    )

@@ -1,0 +1,218 @@
+"""Loading plugins, and the one door to their hooks.
+
+Built-in behaviour lives in ``clm_engine.builtins`` and is registered exactly like a third-party
+plugin. Installed distributions are discovered through the ``clm_engine`` entry point group.
+``CLM_LOAD_PLUGINS`` (comma-separated entry point or distribution names) is an allow-list; set
+to an empty string it loads no external plugin at all.
+
+This is the only module that calls ``pm.hook``: everything else asks the typed getters below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from .errors import PluginError
+from .hooks import specs
+
+if TYPE_CHECKING:
+    import click
+    import sqlite_utils
+    from sqlite_utils.migrations import Migrations
+
+    from .models import Contact, Event
+
+    Reducer = Callable[[Contact, Event], None]
+
+ENTRY_POINT_GROUP = "clm_engine"
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "clm_engine.builtins.reducers",
+    "clm_engine.builtins.migrations",
+)
+
+pm = pluggy.PluginManager("clm_engine")
+pm.add_hookspecs(specs)
+
+_loaded = False
+#: Where each entry-point plugin came from: name -> (distribution, version).
+_distributions: dict[str, tuple[str, str]] = {}
+#: Plugins that failed to import: name -> reason. Shown by ``clm plugins``; never fatal.
+load_failures: dict[str, str] = {}
+
+
+def load_plugins() -> None:
+    """Register the built-ins and the installed plugins, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in DEFAULT_PLUGINS:
+        if pm.get_plugin(module_name) is None:
+            pm.register(importlib.import_module(module_name), module_name)
+    allow = os.environ.get("CLM_LOAD_PLUGINS")
+    allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist_name = entry_point.dist.name if entry_point.dist else None
+        if allowed is not None and not ({entry_point.name, dist_name} & allowed):
+            continue
+        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+            continue
+        try:
+            plugin = entry_point.load()
+            pm.register(plugin, name=entry_point.name)
+            if entry_point.dist is not None:
+                _distributions[entry_point.name] = (entry_point.dist.name, entry_point.dist.version)
+        except Exception as error:  # a broken plugin must not take the engine down
+            load_failures[entry_point.name] = f"{type(error).__name__}: {error}"
+            print(
+                f"clm: plugin {entry_point.name!r} failed to load and was skipped: "
+                f"{load_failures[entry_point.name]}",
+                file=sys.stderr,
+            )
+    pm.check_pending()
+
+
+def _hookimpls(hook_name: str) -> Iterator[tuple[str, Callable[..., Any], list[str]]]:
+    """(plugin name, function, argument names) of a hook's implementations.
+
+    In registration order (built-ins first), honouring ``tryfirst`` / ``trylast``.
+    """
+    load_plugins()
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        yield impl.plugin_name, impl.function, list(impl.argnames)
+
+
+def _call_each(hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """Call each implementation on its own, so the core knows which plugin said what."""
+    for plugin_name, function, argnames in _hookimpls(hook_name):
+        yield plugin_name, function(**{k: v for k, v in kwargs.items() if k in argnames})
+
+
+@dataclass
+class Reducers:
+    """Reducers by event type, in the order they run: ``"*"`` reducers first, then by plugin."""
+
+    by_type: dict[str, list[tuple[str, Reducer]]] = field(default_factory=lambda: defaultdict(list))
+    any_type: list[tuple[str, Reducer]] = field(default_factory=list)
+    _cache: dict[str, list[tuple[str, Reducer]]] = field(default_factory=dict)
+
+    def for_type(self, event_type: str) -> list[tuple[str, Reducer]]:
+        found = self._cache.get(event_type)
+        if found is None:
+            found = self._cache[event_type] = self.any_type + self.by_type.get(event_type, [])
+        return found
+
+
+class _Names:
+    """Names already claimed, and by which plugin: a second claim is a PluginError naming both."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.owners: dict[str, str] = {}
+
+    def claim(self, name: str, plugin_name: str) -> None:
+        owner = self.owners.get(name)
+        if owner is not None:
+            raise PluginError(
+                f"{self.kind} {name!r} is registered by both plugin {owner!r} and plugin "
+                f"{plugin_name!r}; rename one of them or uninstall a plugin"
+            )
+        self.owners[name] = plugin_name
+
+
+def get_reducers() -> Reducers:
+    """Every registered reducer, checked for name collisions."""
+    reducers = Reducers()
+    names = _Names("reducer")
+    for plugin_name, function, argnames in _hookimpls("register_reducers"):
+
+        def register(
+            event_type: str, reducer: Reducer, name: str | None = None, *, _plugin=plugin_name
+        ) -> None:
+            if not isinstance(event_type, str) or not event_type:
+                raise PluginError(f"plugin {_plugin!r} registered a reducer without an event type")
+            if not callable(reducer):
+                raise PluginError(f"plugin {_plugin!r} registered a reducer that is not callable")
+            full_name = name or f"{_plugin}.{getattr(reducer, '__name__', 'reducer')}"
+            names.claim(full_name, _plugin)
+            target = reducers.any_type if event_type == "*" else reducers.by_type[event_type]
+            target.append((full_name, reducer))
+
+        if "register" in argnames:
+            function(register=register)
+    return reducers
+
+
+def get_migrations() -> list[Migrations]:
+    """Every plugin's migration set, core first."""
+    from sqlite_utils.migrations import Migrations
+
+    sets: list[Migrations] = []
+    names = _Names("migration set")
+    for plugin_name, function, argnames in _hookimpls("register_migrations"):
+
+        def register(migrations: Migrations, *, _plugin=plugin_name) -> None:
+            if not isinstance(migrations, Migrations):
+                raise PluginError(
+                    f"plugin {_plugin!r} registered {migrations!r}, "
+                    "not a sqlite_utils.migrations.Migrations"
+                )
+            names.claim(migrations.name, _plugin)
+            sets.append(migrations)
+
+        if "register" in argnames:
+            function(register=register)
+    return sets
+
+
+def register_commands(cli: click.Group) -> None:
+    """Let every plugin add its subcommands to ``cli``."""
+    load_plugins()
+    pm.hook.register_commands(cli=cli)
+
+
+def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]:
+    """Ask every plugin to erase one contact; what each removed, by ``plugin:table``."""
+    removed: dict[str, int] = {}
+    for plugin_name, result in _call_each("forget_contact", db=db, contact_id=contact_id):
+        for table, count in (result or {}).items():
+            removed[f"{plugin_name}:{table}"] = int(count)
+    return removed
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    source: str
+    version: str | None
+    hooks: tuple[str, ...]
+
+
+def get_plugin_info() -> list[PluginInfo]:
+    """What is loaded, from where, and which hooks each plugin implements."""
+    load_plugins()
+    infos = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:
+            continue
+        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or []))
+        if name in _distributions:
+            source, version = _distributions[name]
+        elif name in DEFAULT_PLUGINS:
+            source, version = "built-in", None
+        else:  # registered in code by the host application (or a test)
+            source = getattr(plugin, "__name__", None) or type(plugin).__module__
+            version = None
+        infos.append(PluginInfo(name, source, version, hooks))
+    return infos

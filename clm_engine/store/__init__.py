@@ -1,0 +1,88 @@
+"""Where state lives. ``Store`` is the protocol; ``SQLiteStore`` the embedded default.
+
+All SQL of the core lives in this package (the condition-to-SQL compiler will be the one other
+place). The engine talks to a store through the methods below and, for writes, through a
+``StoreTransaction`` that holds the write lock from first read to commit, so that a batch of
+events is checked for duplicates, folded and written as one atomic step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..models import Contact, Event
+
+
+@dataclass(frozen=True)
+class StageTransition:
+    contact_id: str
+    from_stage: str | None
+    to_stage: str
+    at: str
+    cause: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestFailure:
+    event: Event
+    reducer: str
+    error: str
+
+
+class StoreTransaction(Protocol):
+    def existing_event_ids(self, ids: Sequence[str]) -> set[str]: ...
+    def load_contacts(self, ids: Iterable[str]) -> dict[str, str]:
+        """Stored contacts as their JSON text, by id (the engine parses what it needs)."""
+        ...
+
+    def contact_events(self, contact_id: str) -> list[Event]:
+        """A contact's stored events, oldest first (ties in arrival order)."""
+        ...
+
+    def insert_events(self, events: Sequence[Event]) -> None: ...
+    def upsert_contacts(self, contacts: Sequence[Contact]) -> None: ...
+    def add_transitions(self, transitions: Sequence[StageTransition]) -> None: ...
+    def replace_transitions(
+        self, contact_id: str, transitions: Sequence[StageTransition]
+    ) -> None: ...
+    def record_failures(self, failures: Sequence[IngestFailure]) -> None: ...
+    def clear_failures(self, event_ids: Sequence[str]) -> None: ...
+
+
+class Store(Protocol):
+    def write(self) -> AbstractContextManager[StoreTransaction]:
+        """A write transaction, begun at once with the write lock; commits or rolls back whole."""
+        ...
+
+    def migrate(self, migration_sets: Sequence[Any]) -> list[str]: ...
+    def get_contact(self, contact_id: str) -> Contact | None: ...
+    def list_contacts(
+        self, *, stage: str | None = None, limit: int = 50, offset: int = 0, order_by: str = "id"
+    ) -> list[Contact]:
+        """Contacts in a stage (or all), sorted by ``id``, ``spent``, ``orders``, ``recent``
+        or ``created``."""
+        ...
+
+    def iter_contacts(self, *, chunk_size: int = 1000) -> Iterator[Contact]: ...
+    def recent_events(self, contact_id: str, *, limit: int = 20) -> list[Event]: ...
+    def stage_history(self, contact_id: str) -> list[StageTransition]: ...
+    def failures(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
+    def summary(self) -> dict[str, Any]: ...
+    def forget(
+        self, contact_id: str, *, also: Callable[[Any, str], dict[str, int]], erased_at: str
+    ) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+def open_store(path: str, **options: Any) -> Store:
+    """Open the store at ``path`` (a SQLite file; created if missing)."""
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore(path, **options)
+
+
+__all__ = ["IngestFailure", "StageTransition", "Store", "StoreTransaction", "open_store"]

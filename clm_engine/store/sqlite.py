@@ -1,0 +1,368 @@
+"""The embedded default store: one SQLite file, through sqlite-utils.
+
+Why it is built this way:
+
+* WAL mode and ``synchronous=NORMAL``: readers never block the writer, and a commit costs no
+  fsync of the main file.
+* Every write transaction begins with ``BEGIN IMMEDIATE`` under a busy timeout. Python's
+  sqlite3 and sqlite-utils' ``atomic()`` begin *deferred* transactions, and with two processes
+  writing, a deferred transaction that turns into a write fails at once with "database is
+  locked" whatever the timeout. ``BEGIN IMMEDIATE`` waits its turn instead.
+* Schema and migrations come from sqlite-utils; the hot paths (batch ingestion) use its
+  connection with ``executemany``, which is several times faster than ``insert_all``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from pydantic_core import to_json
+
+from ..errors import StoreError
+from ..models import Contact, Event, utc_text
+from . import IngestFailure, StageTransition
+
+
+def _dumps(value: Any) -> str:
+    # pydantic-core's serializer: compact JSON, and several times faster than json.dumps.
+    return to_json(value, fallback=str).decode()
+
+
+def _event_from_row(row: sqlite3.Row | tuple) -> Event:
+    event_id, contact_id, type_, occurred_at, properties = row
+    return Event.model_construct(
+        id=event_id,
+        contact_id=contact_id,
+        type=type_,
+        occurred_at=datetime.fromisoformat(occurred_at),
+        properties=json.loads(properties),
+    )
+
+
+_EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
+
+#: The orders ``list_contacts`` offers, by name: fixed SQL, never built from input.
+CONTACT_ORDERS = {
+    "id": "id",
+    "spent": "coalesce(json_extract(data, '$.metrics.total_spent'), 0) DESC, id",
+    "orders": "coalesce(json_extract(data, '$.metrics.orders_count'), 0) DESC, id",
+    "recent": "last_event_at DESC, id",
+    "created": "created_at, id",
+}
+
+
+class SQLiteStore:
+    """A clm-engine store in one SQLite file (created if missing)."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA cache_size = -65536")
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"cannot open {self.path} as a clm-engine database: {error}") from None
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        # One connection may be shared by the host's threads (a BackgroundScheduler, say).
+        self._lock = threading.RLock()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[SQLiteTransaction]:
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
+            try:
+                yield SQLiteTransaction(self.conn)
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
+        """Apply every pending migration of every set, all in one write; what ran, as set:name."""
+        try:
+            if not any(m.pending(self.db) for m in migration_sets):
+                return []
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
+        applied = []
+        with self.write():
+            for migrations in migration_sets:
+                pending = [m.name for m in migrations.pending(self.db)]
+                migrations.apply(self.db)
+                applied.extend(f"{migrations.name}:{name}" for name in pending)
+        return applied
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_contact(self, contact_id: str) -> Contact | None:
+        row = self.conn.execute("SELECT data FROM contacts WHERE id = ?", [contact_id]).fetchone()
+        return Contact.model_validate_json(row[0]) if row else None
+
+    def list_contacts(
+        self,
+        *,
+        stage: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        order_by: str = "id",
+    ) -> list[Contact]:
+        if order_by not in CONTACT_ORDERS:
+            raise StoreError(
+                f"cannot sort contacts by {order_by!r}; use one of {list(CONTACT_ORDERS)}"
+            )
+        where, params = ("WHERE stage = ?", [stage]) if stage is not None else ("", [])
+        rows = self.conn.execute(
+            f"SELECT data FROM contacts {where} ORDER BY {CONTACT_ORDERS[order_by]} "
+            "LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
+        return [Contact.model_validate_json(data) for (data,) in rows]
+
+    def iter_contacts(self, *, chunk_size: int = 1000) -> Iterator[Contact]:
+        last = ""
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, data FROM contacts WHERE id > ? ORDER BY id LIMIT ?",
+                [last, chunk_size],
+            ).fetchall()
+            if not rows:
+                return
+            for _, data in rows:
+                yield Contact.model_validate_json(data)
+            last = rows[-1][0]
+
+    def count_contacts(self, *, stage: str | None = None) -> int:
+        if stage is None:
+            return self.conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+        return self.conn.execute(
+            "SELECT count(*) FROM contacts WHERE stage = ?", [stage]
+        ).fetchone()[0]
+
+    def recent_events(self, contact_id: str, *, limit: int = 20) -> list[Event]:
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE contact_id = ? "
+            "ORDER BY occurred_at DESC, seq DESC LIMIT ?",
+            [contact_id, limit],
+        )
+        return [_event_from_row(row) for row in rows]
+
+    def stage_history(self, contact_id: str) -> list[StageTransition]:
+        rows = self.conn.execute(
+            "SELECT contact_id, from_stage, to_stage, at, cause, event_id FROM stage_transitions "
+            "WHERE contact_id = ? ORDER BY at, id",
+            [contact_id],
+        )
+        return [StageTransition(*row) for row in rows]
+
+    def failures(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT event_id, contact_id, type, reducer, error, attempts, failed_at "
+            "FROM ingest_failures ORDER BY failed_at DESC LIMIT ?",
+            [limit],
+        )
+        keys = ("event_id", "contact_id", "type", "reducer", "error", "attempts", "failed_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def summary(self) -> dict[str, Any]:
+        """What the engine knows, in numbers: the body of ``clm report``."""
+        one = lambda sql: self.conn.execute(sql).fetchone()  # noqa: E731
+        contacts, with_email, consenting = one(
+            "SELECT count(*), count(email), "
+            "coalesce(sum(json_extract(data, '$.consent.email') = 1), 0) FROM contacts"
+        )
+        customers, orders, revenue = one(
+            "SELECT count(*), coalesce(sum(json_extract(data, '$.metrics.orders_count')), 0), "
+            "coalesce(sum(json_extract(data, '$.metrics.total_spent')), 0) FROM contacts "
+            "WHERE json_extract(data, '$.metrics.orders_count') > 0"
+        )
+        events, first, last = one("SELECT count(*), min(occurred_at), max(occurred_at) FROM events")
+        by_type = self.conn.execute(
+            "SELECT type, count(*) FROM events GROUP BY type ORDER BY count(*) DESC, type"
+        ).fetchall()
+        by_stage = self.conn.execute(
+            "SELECT coalesce(stage, '(none)'), count(*) FROM contacts GROUP BY stage "
+            "ORDER BY count(*) DESC"
+        ).fetchall()
+        failures = one("SELECT count(*) FROM ingest_failures")[0]
+        return {
+            "contacts": contacts,
+            "contacts_with_email": with_email,
+            "contacts_with_email_consent": consenting,
+            "contacts_by_stage": dict(by_stage),
+            "customers": customers,
+            "orders": orders,
+            "revenue": round(revenue, 2),
+            "average_order_value": round(revenue / orders, 2) if orders else 0.0,
+            "events": events,
+            "events_by_type": dict(by_type),
+            "first_event_at": first,
+            "last_event_at": last,
+            "ingest_failures": failures,
+        }
+
+    # -- erasure -----------------------------------------------------------------------------
+
+    def forget(
+        self,
+        contact_id: str,
+        *,
+        also: Callable[[sqlite_utils.Database, str], dict[str, int]],
+        erased_at: str,
+    ) -> dict[str, int]:
+        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        with self.write():
+            removed = {}
+            for table in ("events", "stage_transitions", "ingest_failures"):
+                cursor = self.conn.execute(
+                    f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
+                )
+                removed[table] = cursor.rowcount
+            cursor = self.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
+            removed["contacts"] = cursor.rowcount
+            removed.update(also(self.db, contact_id))
+            removed = {table: count for table, count in removed.items() if count}
+            if removed:
+                self.conn.execute(
+                    "INSERT INTO erasures (contact_hash, erased_at, removed) VALUES (?, ?, ?)",
+                    [hashlib.sha256(contact_id.encode()).hexdigest(), erased_at, _dumps(removed)],
+                )
+        return removed
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SQLiteTransaction:
+    """The writes and the reads-for-writing of one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        rows = self.conn.execute(
+            "SELECT id FROM events WHERE id IN (SELECT value FROM json_each(?))", [_dumps(ids)]
+        )
+        return {row[0] for row in rows}
+
+    def load_contacts(self, ids: Iterable[str]) -> dict[str, str]:
+        ids = list(ids)
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            "SELECT id, data FROM contacts WHERE id IN (SELECT value FROM json_each(?))",
+            [_dumps(ids)],
+        )
+        return dict(rows.fetchall())
+
+    def contact_events(self, contact_id: str) -> list[Event]:
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE contact_id = ? ORDER BY occurred_at, seq",
+            [contact_id],
+        )
+        return [_event_from_row(row) for row in rows]
+
+    def insert_events(self, events: Sequence[Event], *, received_at: str) -> None:
+        self.conn.executemany(
+            "INSERT INTO events (id, contact_id, type, occurred_at, properties, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    e.id,
+                    e.contact_id,
+                    e.type,
+                    utc_text(e.occurred_at),
+                    _dumps(e.properties),
+                    received_at,
+                )
+                for e in events
+            ],
+        )
+
+    def upsert_contacts(self, contacts: Sequence[Contact]) -> None:
+        self.conn.executemany(
+            "INSERT INTO contacts (id, email, stage, timezone, created_at, updated_at, "
+            "last_event_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET email = excluded.email, stage = excluded.stage, "
+            "timezone = excluded.timezone, created_at = excluded.created_at, "
+            "updated_at = excluded.updated_at, last_event_at = excluded.last_event_at, "
+            "data = excluded.data",
+            [
+                (
+                    c.id,
+                    c.email,
+                    c.stage,
+                    c.timezone,
+                    c.created_at and utc_text(c.created_at),
+                    c.updated_at and utc_text(c.updated_at),
+                    c.last_event_at and utc_text(c.last_event_at),
+                    c.model_dump_json(),
+                )
+                for c in contacts
+            ],
+        )
+
+    def add_transitions(self, transitions: Sequence[StageTransition]) -> None:
+        self.conn.executemany(
+            "INSERT INTO stage_transitions (contact_id, from_stage, to_stage, at, cause, event_id) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (t.contact_id, t.from_stage, t.to_stage, t.at, t.cause, t.event_id)
+                for t in transitions
+            ],
+        )
+
+    def replace_transitions(self, contact_id: str, transitions: Sequence[StageTransition]) -> None:
+        self.conn.execute("DELETE FROM stage_transitions WHERE contact_id = ?", [contact_id])
+        self.add_transitions(transitions)
+
+    def record_failures(self, failures: Sequence[IngestFailure], *, failed_at: str) -> None:
+        self.conn.executemany(
+            "INSERT INTO ingest_failures (event_id, contact_id, type, event, reducer, error, "
+            "failed_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
+            "reducer = excluded.reducer, error = excluded.error, "
+            "attempts = attempts + 1, failed_at = excluded.failed_at",
+            [
+                (
+                    f.event.id,
+                    f.event.contact_id,
+                    f.event.type,
+                    f.event.to_json(),
+                    f.reducer,
+                    f.error,
+                    failed_at,
+                )
+                for f in failures
+            ],
+        )
+
+    def clear_failures(self, event_ids: Sequence[str]) -> None:
+        """Forget earlier failures of events that have now been applied."""
+        if event_ids and self.conn.execute("SELECT 1 FROM ingest_failures LIMIT 1").fetchone():
+            self.conn.execute(
+                "DELETE FROM ingest_failures WHERE event_id IN (SELECT value FROM json_each(?))",
+                [_dumps(list(event_ids))],
+            )

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from clm_engine.cli import cli
+from tests.helpers import event
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((ln if isinstance(ln, str) else json.dumps(ln)) + "\n" for ln in lines))
+    return path
+
+
+GOOD = [
+    event(
+        "c1",
+        "signup",
+        "2026-10-01",
+        email="ada@example.com",
+        first_name="Ada",
+        consent={"email": True},
+    ),
+    event("c1", "purchase", "2026-10-03", amount=30, order_id="o1"),
+    event("c2", "signup", "2026-10-02", email="bob@example.com"),
+]
+
+
+def test_ingest_reports_a_summary_and_is_idempotent(run, tmp_path):
+    path = write_jsonl(tmp_path / "events.jsonl", GOOD)
+    first = run("ingest", str(path), "--json")
+    assert first.exit_code == 0
+    assert json.loads(first.output) | {} == json.loads(first.output)
+    assert (json.loads(first.output)["ingested"], json.loads(first.output)["duplicates"]) == (3, 0)
+    again = run("ingest", str(path))
+    assert again.exit_code == 0
+    assert "0 ingested, 3 duplicates, 0 rejected, 0 failed" in again.output
+    assert (tmp_path / "clm.db").exists()
+
+
+def test_bad_lines_are_reported_by_number_written_to_rejects_and_good_lines_land(run, tmp_path):
+    path = write_jsonl(
+        tmp_path / "events.jsonl",
+        [
+            GOOD[0],
+            '{"contact_id": "c9", "type": "signup", "occurred_at": "2026-10-01"}',
+            "",
+            "{broken",
+            GOOD[1],
+            {"type": "signup", "occurred_at": "2026-10-01T00:00:00Z"},
+        ],
+    )
+    result = run("ingest", str(path), "--db", "x.db")
+    assert result.exit_code == 1
+    assert "2 ingested, 0 duplicates, 3 rejected" in result.output
+    assert (
+        "line 2: invalid event: occurred_at: needs an ISO 8601 time with an offset" in result.output
+    )
+    assert "line 4: invalid event: not valid JSON" in result.output
+    assert "line 6: invalid event: contact_id: is required but missing" in result.output
+    rejects = [json.loads(line) for line in (tmp_path / "events.jsonl.rejects.jsonl").open()]
+    assert [r["line"] for r in rejects] == [2, 4, 6]
+    assert rejects[1]["input"] == "{broken"
+
+
+def test_reducer_failures_are_summarised_and_listed(run, tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [event("c1", "purchase", "2026-10-01", amount="lots")])
+    result = run("ingest", str(path))
+    assert result.exit_code == 1
+    assert (
+        "reducer core.purchase failed: ValueError: a purchase needs a numeric 'amount'"
+        in result.output
+    )
+    listed = json.loads(run("failures", "--json").output)
+    assert [(f["type"], f["reducer"]) for f in listed] == [("purchase", "core.purchase")]
+
+
+def test_contacts_show_list_and_forget(run, tmp_path):
+    run("ingest", str(write_jsonl(tmp_path / "e.jsonl", GOOD)))
+    shown = run("contacts", "show", "c1")
+    assert shown.exit_code == 0
+    assert "ada@example.com" in shown.output and "(new) -> awareness" in shown.output
+    assert "purchase" in shown.output
+    data = json.loads(run("contacts", "show", "c1", "--json").output)
+    assert data["contact"]["metrics"]["orders_count"] == 1
+    assert data["stage_history"][0]["to_stage"] == "awareness"
+    assert [e["type"] for e in data["recent_events"]] == ["purchase", "signup"]
+
+    listed = json.loads(run("contacts", "list", "--stage", "awareness", "--json").output)
+    assert listed["total"] == 2 and [c["id"] for c in listed["contacts"]] == ["c1", "c2"]
+    assert "2 contacts in stage awareness" in run("contacts", "list", "--stage", "awareness").output
+    assert (
+        json.loads(run("contacts", "list", "--stage", "retention", "--json").output)["total"] == 0
+    )
+    unknown = run("contacts", "list", "--stage", "retnetion")
+    assert unknown.exit_code == 1 and "unknown stage 'retnetion'" in unknown.output
+
+    forgotten = run("contacts", "forget", "c1")
+    assert forgotten.exit_code == 0
+    assert "events: 2 rows removed" in forgotten.output
+    missing = run("contacts", "show", "c1")
+    assert missing.exit_code == 1
+    assert missing.output.strip() == "Error: no contact 'c1' in clm.db"
+
+
+def test_report_prints_what_the_engine_knows(run, tmp_path):
+    run("ingest", str(write_jsonl(tmp_path / "e.jsonl", GOOD)))
+    report = json.loads(run("report", "--json").output)
+    assert (report["contacts"], report["orders"], report["revenue"]) == (2, 1, 30.0)
+    assert report["events_by_type"] == {"signup": 2, "purchase": 1}
+    text = run("report").output
+    assert "events by type" in text and "revenue" in text
+
+
+def test_errors_are_one_line_never_a_traceback(run, tmp_path):
+    (tmp_path / "junk.db").write_text("not a database" * 200)
+    for args in (["report", "--db", "absent.db"], ["contacts", "show", "x", "--db", "junk.db"]):
+        result = run(*args)
+        assert result.exit_code == 1
+        assert len(result.output.strip().splitlines()) == 1
+        assert result.output.startswith("Error: ")
+        assert "Traceback" not in result.output
+
+
+def test_migrate_and_plugins(run):
+    migrated = run("migrate", "--db", "new.db")
+    assert "applied 1 migration(s) to new.db" in migrated.output
+    assert "is up to date" in run("migrate", "--db", "new.db").output
+    plugins = json.loads(run("plugins", "--json").output)["plugins"]
+    assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"

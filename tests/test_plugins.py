@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from clm_engine import Engine, PluginError, hookimpl
+from clm_engine import plugins as clm_plugins
+from clm_engine.cli import ClmGroup, cli
+from clm_engine.plugins import pm
+from tests.helpers import event
+from tests.plugins import sample_plugin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sample():
+    pm.register(sample_plugin, name="sample")
+    try:
+        yield sample_plugin
+    finally:
+        pm.unregister(name="sample")
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name in dir(pm.hook) if not name.startswith("_"))
+
+
+def test_hook_register_reducers(sample, db_path):
+    with Engine(db_path) as engine:
+        engine.ingest(event("c1", "points.earned", "2026-10-01", points=5))
+        engine.ingest(event("c1", "points.earned", "2026-10-02", points=7))
+        assert engine.contact("c1").scores == {"loyalty": 12.0}
+    names = [name for name, _ in clm_plugins.get_reducers().for_type("points.earned")]
+    assert names == ["core.track_activity", "sample.earn_points"]
+
+
+def test_hook_register_migrations(sample, db_path):
+    with Engine(db_path) as engine:
+        assert "sample_notes" in engine.store.db.table_names()
+        assert engine.store.migrate(clm_plugins.get_migrations()) == []
+
+
+def test_hook_register_commands(sample, monkeypatch):
+    monkeypatch.setattr(ClmGroup, "_plugin_commands_added", False)
+    try:
+        result = CliRunner().invoke(cli, ["sample-hello", "Ada"])
+        assert result.exit_code == 0, result.output
+        assert result.output == "hello Ada from the sample plugin\n"
+    finally:
+        cli.commands.pop("sample-hello", None)
+
+
+def test_hook_forget_contact(sample, db_path):
+    with Engine(db_path) as engine:
+        engine.ingest(event("c1", "signup", "2026-10-01"))
+        engine.store.db["sample_notes"].insert_all(
+            [
+                {"contact_id": "c1", "note": "likes red"},
+                {"contact_id": "c2", "note": "keep me"},
+            ]
+        )
+        removed = engine.forget("c1")
+        assert removed == {
+            "events": 1,
+            "stage_transitions": 1,
+            "contacts": 1,
+            "sample:sample_notes": 1,
+        }
+        assert [r["contact_id"] for r in engine.store.db["sample_notes"].rows] == ["c2"]
+        assert engine.store.db["erasures"].count == 1
+        assert engine.forget("c1") == {}
+
+
+class Clash:
+    @hookimpl
+    def register_reducers(self, register):
+        register("points.earned", lambda contact, event: None, name="sample.earn_points")
+
+
+def test_two_plugins_registering_one_name_fail_at_load_naming_both(sample, db_path):
+    pm.register(Clash(), name="clash")
+    try:
+        with pytest.raises(
+            PluginError,
+            match=r"'sample\.earn_points' is registered by both plugin 'sample' and plugin 'clash'",
+        ):
+            Engine(db_path)
+    finally:
+        pm.unregister(name="clash")
+
+
+class SecondSampleMigrations:
+    @hookimpl
+    def register_migrations(self, register):
+        register(sample_plugin.migrations)
+
+
+def test_two_migration_sets_with_one_name_fail_at_load(sample, db_path):
+    pm.register(SecondSampleMigrations(), name="again")
+    try:
+        with pytest.raises(PluginError, match=r"migration set 'sample_plugin'.*'sample'.*'again'"):
+            Engine(db_path)
+    finally:
+        pm.unregister(name="again")
+
+
+def _run_clm(args: list[str], extra_path: Path | None = None, **env: str):
+    environ = {**os.environ, **env}
+    if extra_path:
+        environ["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(extra_path), environ.get("PYTHONPATH")])
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "clm_engine", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+
+
+def _fake_distribution(folder: Path, name: str, module_source: str) -> Path:
+    """An installed distribution with a clm_engine entry point, as pip would leave it."""
+    (folder / f"{name}.py").write_text(textwrap.dedent(module_source))
+    info = folder / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[clm_engine]\n{name} = {name}\n")
+    return folder
+
+
+def test_entry_point_plugins_load_and_the_allow_list_filters_them(tmp_path):
+    _fake_distribution(
+        tmp_path,
+        "clm_hello",
+        """
+        from clm_engine import hookimpl
+
+        @hookimpl
+        def register_reducers(register):
+            register("hello", lambda contact, event: None)
+    """,
+    )
+    loaded = _run_clm(["plugins", "--json"], tmp_path, CLM_LOAD_PLUGINS="clm_hello")
+    assert loaded.returncode == 0, loaded.stderr
+    listed = {p["name"]: p for p in json.loads(loaded.stdout)["plugins"]}
+    assert listed["clm_hello"]["source"] == "clm_hello"
+    assert listed["clm_hello"]["hooks"] == ["register_reducers"]
+    filtered = _run_clm(["plugins", "--json"], tmp_path, CLM_LOAD_PLUGINS="something-else")
+    assert "clm_hello" not in {p["name"] for p in json.loads(filtered.stdout)["plugins"]}
+
+
+def test_a_plugin_that_fails_to_import_is_skipped_and_reported(tmp_path):
+    _fake_distribution(tmp_path, "clm_broken", "raise ImportError('needs libfoo')\n")
+    result = _run_clm(["plugins", "--json"], tmp_path, CLM_LOAD_PLUGINS="clm_broken")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["failed"] == {"clm_broken": "ImportError: needs libfoo"}
+    assert "plugin 'clm_broken' failed to load and was skipped" in result.stderr
+
+
+def test_every_hook_is_documented():
+    docs = (ROOT / "docs" / "plugin-hooks.md").read_text()
+    documented = set(re.findall(r"^## `?(\w+)", docs, re.MULTILINE))
+    assert set(hook_names()) <= documented, set(hook_names()) - documented
+
+
+def test_every_hook_is_tested():
+    tests = {name for name in globals() if name.startswith("test_hook_")}
+    assert {f"test_hook_{name}" for name in hook_names()} <= tests
