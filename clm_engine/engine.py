@@ -16,6 +16,7 @@ Ingestion is the one path every change takes:
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -76,6 +77,9 @@ class _Folded:
     transitions: list[StageTransition]
     failures: list[IngestFailure]
     refolded: bool
+
+
+_OCCURRED_AT = operator.attrgetter("occurred_at")
 
 
 def parse_event(item: Event | Mapping[str, Any] | str | bytes) -> Event:
@@ -195,7 +199,7 @@ class Engine:
                 else:
                     transitions.extend(folded.transitions)
             tx.insert_events(applied, received_at=utc_text(now))
-            tx.upsert_contacts(contacts)
+            tx.upsert_contacts(contacts, updated_at=utc_text(now))
             tx.add_transitions(transitions)
             if result.failed:
                 tx.record_failures(result.failed, failed_at=utc_text(now))
@@ -210,7 +214,7 @@ class Engine:
         new_events: list[Event],
         stored_json: str | None,
     ) -> _Folded:
-        new_events.sort(key=_occurred_at)  # stable: ties keep their arrival order
+        new_events.sort(key=_OCCURRED_AT)  # stable: ties keep their arrival order
         if stored_json is None:
             return self._fold_from(lambda: Contact(id=contact_id), new_events, new_events)
         parsed = [Contact.model_validate_json(stored_json)]
@@ -222,7 +226,7 @@ class Engine:
         if last_event_at is None or new_events[0].occurred_at >= last_event_at:
             return self._fold_from(stored, new_events, new_events)
         # A late event: re-fold the whole history in time order (stored events first on ties).
-        history = sorted(tx.contact_events(contact_id) + new_events, key=_occurred_at)
+        history = sorted(tx.contact_events(contact_id) + new_events, key=_OCCURRED_AT)
         folded = self._fold_from(lambda: Contact(id=contact_id), history, new_events)
         folded.refolded = True
         return folded
@@ -232,6 +236,8 @@ class Engine:
     ) -> _Folded:
         """Fold ``events`` into ``start()``; on a reducer error, drop that event and fold again."""
         failures: list[IngestFailure] = []
+        for_type = self.reducers.for_type  # bound once: this loop runs for every event
+        first_stage = self.stages[0] if self.stages else None
         while True:
             contact = start()
             transitions: list[StageTransition] = []
@@ -239,11 +245,11 @@ class Engine:
             try:
                 for event in events:
                     before = contact.stage
-                    for name, reducer in self.reducers.for_type(event.type):
+                    for name, reducer in for_type(event.type):
                         reducer_name = name  # named in the failure if it raises
                         reducer(contact, event)
-                    if contact.stage is None and self.stages:
-                        contact.stage = self.stages[0]
+                    if contact.stage is None:
+                        contact.stage = first_stage
                     if contact.stage != before:
                         transitions.append(_transition(contact, before, event))
             except Exception as error:  # a plugin's bug must not take the batch down
@@ -252,11 +258,12 @@ class Engine:
                 )
                 events = [e for e in events if e is not event]
                 continue
-            failed = {id(f.event) for f in failures}
-            applied = [e for e in new_events if id(e) not in failed]
             if not events:
                 return _Folded(None, [], [], failures, False)
-            return _Folded(contact, applied, transitions, failures, False)
+            if failures:
+                failed = {id(f.event) for f in failures}
+                new_events = [e for e in new_events if id(e) not in failed]
+            return _Folded(contact, new_events, transitions, failures, False)
 
     # -- reading and erasing -----------------------------------------------------------------
 
@@ -268,10 +275,6 @@ class Engine:
         return self.store.forget(
             contact_id, also=plugins.forget_contact, erased_at=utc_text(self.clock.now())
         )
-
-
-def _occurred_at(event: Event) -> Any:
-    return event.occurred_at
 
 
 def _transition(contact: Contact, before: str | None, event: Event) -> StageTransition:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -90,13 +90,18 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        return value if not value.utcoffset() else value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _derive_id(self) -> Event:
         if self.id is None:
             self.id = derive_event_id(self.contact_id, self.type, self.occurred_at, self.properties)
         return self
+
+    @cached_property
+    def occurred_at_text(self) -> str:
+        """``occurred_at`` as fixed-width UTC text, computed once: stores and reducers use it."""
+        return utc_text(self.occurred_at)
 
     def to_json(self) -> str:
         """The event in its fixed JSON shape, with its id."""

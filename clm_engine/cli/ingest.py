@@ -37,7 +37,7 @@ def _batches(stream: IO[bytes], size: int):
 @db_option
 @click.option(
     "--batch-size",
-    default=5000,
+    default=10_000,
     show_default=True,
     type=click.IntRange(1, 100_000),
     help="Events per transaction.",
