@@ -13,7 +13,7 @@ $(PY):
 
 # Core and every plugin under plugins/, editable, with dev extras; redone when a pyproject changes.
 $(STAMP): pyproject.toml $(PLUGINS) | $(PY)
-	$(PY) -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(PY) -m pip install -q -e '.[dev,bench]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 install: $(STAMP)

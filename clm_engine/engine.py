@@ -21,14 +21,19 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
 from . import plugins
 from .clock import Clock, SystemClock
-from .errors import EventError, ReducerError
+from .dispatch import Dispatcher, DispatchReport
+from .errors import EventError, ReducerError, RulesetError
+from .evaluation import Evaluator, Fire, settle
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
+from .rules import RuleBook
 from .store import IngestFailure, StageTransition, Store, StoreTransaction, open_store
 
 
@@ -49,10 +54,12 @@ class IngestResult:
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[IngestFailure] = field(default_factory=list)
+    enqueued: int = 0  # actions put in the outbox by the rules these events fired
 
     def add(self, other: IngestResult) -> None:
         self.ingested += other.ingested
         self.duplicates += other.duplicates
+        self.enqueued += other.enqueued
         self.rejected.extend(other.rejected)
         self.failed.extend(other.failed)
 
@@ -61,6 +68,7 @@ class IngestResult:
             "ingested": self.ingested,
             "duplicates": self.duplicates,
             "rejected": len(self.rejected),
+            "enqueued": self.enqueued,
             "failed": [
                 {"event_id": f.event.id, "reducer": f.reducer, "error": f.error}
                 for f in self.failed
@@ -77,6 +85,7 @@ class _Folded:
     transitions: list[StageTransition]
     failures: list[IngestFailure]
     refolded: bool
+    fires: list[Fire] = field(default_factory=list)
 
 
 _OCCURRED_AT = operator.attrgetter("occurred_at")
@@ -109,6 +118,8 @@ class Engine:
         *,
         clock: Clock | None = None,
         stages: Sequence[str] = DEFAULT_STAGES,
+        rulesets: Sequence[str | os.PathLike[str]] | None = None,
+        max_attempts: int = 5,
         migrate: bool = True,
     ) -> None:
         plugins.load_plugins()
@@ -118,8 +129,17 @@ class Engine:
         )
         self.stages = tuple(stages)
         self.reducers = plugins.get_reducers()
+        self.operators = plugins.get_operators()
+        self.facts = plugins.get_facts()
+        self.actions = plugins.get_actions()
+        self.max_attempts = max_attempts
+        self.rulebook = RuleBook(stages=self.stages)
+        self._evaluator = Evaluator(self.rulebook)
+        self._ruleset_paths: list[str] = []
         if migrate:
             self.store.migrate(plugins.get_migrations())
+        if rulesets:
+            self.load_rulesets(rulesets)
 
     def __enter__(self) -> Engine:
         return self
@@ -174,38 +194,56 @@ class Engine:
                 unique[event.id] = event  # type: ignore[index]
         if not unique:
             return result
-        now = self.clock.now()
         with self.store.write() as tx:
-            existing = tx.existing_event_ids(list(unique))
-            result.duplicates += len(existing)
-            by_contact: dict[str, list[Event]] = defaultdict(list)
-            for event_id, event in unique.items():
-                if event_id not in existing:
-                    by_contact[event.contact_id].append(event)
-            stored = tx.load_contacts(by_contact)
-            applied: list[Event] = []
-            contacts: list[Contact] = []
-            transitions: list[StageTransition] = []
-            for contact_id, contact_events in by_contact.items():
-                folded = self._fold(tx, contact_id, contact_events, stored.get(contact_id))
-                result.failed.extend(folded.failures)
-                if folded.contact is None:
-                    continue
-                folded.contact.updated_at = now
-                contacts.append(folded.contact)
-                applied.extend(folded.applied)
-                if folded.refolded:
-                    tx.replace_transitions(contact_id, folded.transitions)
-                else:
-                    transitions.extend(folded.transitions)
-            tx.insert_events(applied, received_at=utc_text(now))
-            tx.upsert_contacts(contacts, updated_at=utc_text(now))
-            tx.add_transitions(transitions)
-            if result.failed:
-                tx.record_failures(result.failed, failed_at=utc_text(now))
-            tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
-        result.ingested = len(applied)
+            self._apply(tx, list(unique.values()), self.clock.now(), 0, result)
         return result
+
+    def _apply(
+        self,
+        tx: StoreTransaction,
+        events: list[Event],
+        now: datetime,
+        depth: int,
+        result: IngestResult,
+    ) -> None:
+        """Deduplicate, fold, evaluate rules and write, inside ``tx``: the heart of ingestion.
+
+        ``events`` have distinct ids. ``depth`` counts the actions that led to these events
+        (0 for events from outside), so chains of rules cannot loop forever.
+        """
+        existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]
+        result.duplicates += len(existing)
+        by_contact: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            if event.id not in existing:
+                by_contact[event.contact_id].append(event)
+        stored = tx.load_contacts(by_contact)
+        applied: list[Event] = []
+        contacts: list[Contact] = []
+        transitions: list[StageTransition] = []
+        fires: list[Fire] = []
+        for contact_id, contact_events in by_contact.items():
+            folded = self._fold(tx, contact_id, contact_events, stored.get(contact_id), depth)
+            result.failed.extend(folded.failures)
+            if folded.contact is None:
+                continue
+            folded.contact.updated_at = now
+            contacts.append(folded.contact)
+            applied.extend(folded.applied)
+            fires.extend(folded.fires)
+            if folded.refolded:
+                tx.replace_transitions(contact_id, folded.transitions)
+            else:
+                transitions.extend(folded.transitions)
+        now_text = utc_text(now)
+        tx.insert_events(applied, received_at=now_text)
+        tx.upsert_contacts(contacts, updated_at=now_text)
+        tx.add_transitions(transitions)
+        if result.failed:
+            tx.record_failures(result.failed, failed_at=now_text)
+        tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
+        result.enqueued += settle(tx, fires, recorded_at=now_text)
+        result.ingested += len(applied)
 
     def _fold(
         self,
@@ -213,10 +251,12 @@ class Engine:
         contact_id: str,
         new_events: list[Event],
         stored_json: str | None,
+        depth: int = 0,
     ) -> _Folded:
         new_events.sort(key=_OCCURRED_AT)  # stable: ties keep their arrival order
+        fold = partial(self._fold_from, tx=tx, contact_id=contact_id, depth=depth)
         if stored_json is None:
-            return self._fold_from(lambda: Contact(id=contact_id), new_events, new_events)
+            return fold(lambda: Contact(id=contact_id), new_events, new_events)
         parsed = [Contact.model_validate_json(stored_json)]
 
         def stored() -> Contact:  # parsed once; parsed again only if a fold must restart
@@ -224,23 +264,39 @@ class Engine:
 
         last_event_at = parsed[0].last_event_at
         if last_event_at is None or new_events[0].occurred_at >= last_event_at:
-            return self._fold_from(stored, new_events, new_events)
+            return fold(stored, new_events, new_events)
         # A late event: re-fold the whole history in time order (stored events first on ties).
         history = sorted(tx.contact_events(contact_id) + new_events, key=_OCCURRED_AT)
-        folded = self._fold_from(lambda: Contact(id=contact_id), history, new_events)
+        folded = fold(lambda: Contact(id=contact_id), history, new_events)
         folded.refolded = True
         return folded
 
     def _fold_from(
-        self, start: Callable[[], Contact], events: list[Event], new_events: list[Event]
+        self,
+        start: Callable[[], Contact],
+        events: list[Event],
+        new_events: list[Event],
+        *,
+        tx: StoreTransaction,
+        contact_id: str,
+        depth: int,
     ) -> _Folded:
-        """Fold ``events`` into ``start()``; on a reducer error, drop that event and fold again."""
+        """Fold ``events`` into ``start()``; on a reducer error, drop that event and fold again.
+
+        Each *new* event is evaluated against the rules right after it is folded, so rules see
+        the contact as of that event. What they decide is collected, not yet written.
+        """
         failures: list[IngestFailure] = []
         for_type = self.reducers.for_type  # bound once: this loop runs for every event
         first_stage = self.stages[0] if self.stages else None
+        evaluate = None if self.rulebook.empty else self._evaluator.on_event
+        is_new = {id(event) for event in new_events} if evaluate else set()
         while True:
             contact = start()
             transitions: list[StageTransition] = []
+            fires: list[Fire] = []
+            applied_new: list[Event] = []
+            counter = _EventCounter(tx, contact_id, applied_new)
             reducer_name = ""
             try:
                 for event in events:
@@ -252,6 +308,10 @@ class Engine:
                         contact.stage = first_stage
                     if contact.stage != before:
                         transitions.append(_transition(contact, before, event))
+                    if evaluate is not None and id(event) in is_new:
+                        applied_new.append(event)
+                        reducer_name = "(rules)"
+                        evaluate(contact, event, before, counter, depth, fires)
             except Exception as error:  # a plugin's bug must not take the batch down
                 failures.append(
                     IngestFailure(event, reducer_name, f"{type(error).__name__}: {error}")
@@ -263,7 +323,83 @@ class Engine:
             if failures:
                 failed = {id(f.event) for f in failures}
                 new_events = [e for e in new_events if id(e) not in failed]
-            return _Folded(contact, new_events, transitions, failures, False)
+            return _Folded(contact, new_events, transitions, failures, False, fires)
+
+    # -- rulesets ------------------------------------------------------------------------------
+
+    def load_rulesets(self, paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+        """Validate, compile and start using the rulesets at ``paths`` (files or directories).
+
+        Raises ``RulesetError`` listing every problem if any ruleset is invalid: the engine
+        never runs a ruleset that failed validation, and keeps the rules it had. Each loaded
+        version is recorded in the store with its content hash; returns warnings.
+        """
+        from .rulesets import load_rulesets
+
+        registries = {"actions": self.actions, "operators": self.operators, "facts": self.facts}
+        loaded = load_rulesets(list(paths), **registries)
+        book = RuleBook.build(loaded, **registries)
+        warnings = []
+        now_text = utc_text(self.clock.now())
+        known = {
+            (v["name"], v["version"]): v["content_hash"] for v in self.store.ruleset_versions()
+        }
+        with self.store.write() as tx:
+            for item in loaded:
+                name, version = item.ruleset.ruleset, item.ruleset.version
+                if known.get((name, version), item.content_hash) != item.content_hash:
+                    warnings.append(
+                        f"ruleset {name!r} version {version} changed without a new version "
+                        "number; decisions record the content hash, but bump 'version'"
+                    )
+                tx.record_ruleset(
+                    name, version, item.content_hash, item.path, item.source, now_text
+                )
+        self.rulebook = book
+        self.stages = book.stages
+        self._evaluator = Evaluator(book)
+        self._ruleset_paths = [os.fspath(p) for p in paths]
+        return warnings
+
+    def reload_rulesets(self) -> tuple[bool, str]:
+        """Load the same paths again. If they are now invalid, keep running the last valid
+        version and say so: ``(False, the problems)``; else ``(True, a summary)``."""
+        try:
+            warnings = self.load_rulesets(self._ruleset_paths)
+        except RulesetError as error:
+            return False, f"kept the last valid rulesets; the new ones are invalid:\n{error}"
+        loaded = ", ".join(
+            f"{r.ruleset.ruleset} v{r.ruleset.version}" for r in self.rulebook.rulesets
+        )
+        return True, "\n".join([f"loaded {loaded}", *warnings])
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def dispatch(self, *, limit: int | None = None, batch: int = 200) -> DispatchReport:
+        """Run every action that is due now (and those that running them makes due).
+
+        Each batch is one write transaction; each action inside it a savepoint. Returns what
+        happened, by outcome: done, skipped, vetoed, deferred, retried, dead.
+        """
+        report = DispatchReport()
+        dispatcher = Dispatcher(
+            actions=self.actions,
+            stages=self.stages,
+            apply_events=self._apply_emitted,
+            max_attempts=self.max_attempts,
+        )
+        while limit is None or report.total < limit:
+            take = batch if limit is None else min(batch, limit - report.total)
+            with self.store.write() as tx:
+                if not dispatcher.run_batch(tx, self.clock.now(), take, report):
+                    break
+        return report
+
+    def _apply_emitted(self, tx: StoreTransaction, events: list[Event], depth: int) -> list[str]:
+        """Apply events an action emitted, in the dispatch transaction; failures as text."""
+        result = IngestResult()
+        self._apply(tx, events, self.clock.now(), depth, result)
+        return [f"{f.event.type}: {f.reducer} failed with {f.error}" for f in result.failed]
 
     # -- reading and erasing -----------------------------------------------------------------
 
@@ -278,7 +414,9 @@ class Engine:
 
 
 def _transition(contact: Contact, before: str | None, event: Event) -> StageTransition:
-    cause = f"{event.type} event" if before is not None else f"created by {event.type} event"
+    cause = event.properties.get("cause") if event.type == "clm.stage.set" else None
+    if not cause:
+        cause = f"{event.type} event" if before is not None else f"created by {event.type} event"
     return StageTransition(
         contact_id=contact.id,
         from_stage=before,
@@ -287,3 +425,18 @@ def _transition(contact: Contact, before: str | None, event: Event) -> StageTran
         cause=cause,
         event_id=event.id,
     )
+
+
+class _EventCounter:
+    """``events.count`` for one contact during a fold: stored events plus the batch's so far."""
+
+    def __init__(self, tx: StoreTransaction, contact_id: str, applied_new: list[Event]) -> None:
+        self.tx, self.contact_id, self.applied_new = tx, contact_id, applied_new
+
+    def __call__(self, type_: str, since: datetime | None) -> int:
+        stored = self.tx.count_events(self.contact_id, type_, utc_text(since) if since else None)
+        return stored + sum(
+            1
+            for e in self.applied_new
+            if e.type == type_ and (since is None or e.occurred_at >= since)
+        )

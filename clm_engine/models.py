@@ -14,12 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_STAGES: tuple[str, ...] = (
     "awareness",
@@ -181,3 +189,206 @@ def describe_validation_error(error: Exception) -> str:
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
             parts.append(f"{location}: {item['msg'].rstrip('.')}{shown}")
     return "; ".join(parts)
+
+
+# -- Rulesets: the JSON language ops teams write ---------------------------------------------
+#
+# The keys are fixed (other tools write them): ruleset, version, rules, id, description, when,
+# if, then, limit, priority, enabled; leaves fact / op / value; all / any / not; action / with.
+# The shipped JSON Schema (clm_engine/rulesets/ruleset.schema.json) is generated from these
+# models, so the two cannot disagree; ``docs/rulesets.md`` is the reference for people.
+
+Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+FactPath = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_-]+)*$")
+]
+Scalar = str | int | float | bool | None
+
+
+class Duration(BaseModel):
+    """A length of time: ``{"days": 30}``, ``{"hours": 12}``; or an ISO 8601 string ``"P30D"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weeks: Annotated[int, Field(ge=0)] = 0
+    days: Annotated[int, Field(ge=0)] = 0
+    hours: Annotated[int, Field(ge=0)] = 0
+    minutes: Annotated[int, Field(ge=0)] = 0
+
+
+def _iso_duration(text: str) -> str:
+    if text in ("P", "PT") or text.endswith("T"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration (like 'P30D' or 'PT12H')")
+    return text
+
+
+DurationSpec = Annotated[
+    Duration
+    | Annotated[
+        str,
+        Field(pattern=r"^P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$"),
+        AfterValidator(_iso_duration),
+    ],
+    Field(description='A duration: {"days": 30} or ISO 8601 like "P30D", "PT12H", "P1W".'),
+]
+
+
+def duration_to_timedelta(spec: Duration | str) -> timedelta:
+    """The ``timedelta`` of a validated duration spec."""
+    if isinstance(spec, Duration):
+        return timedelta(weeks=spec.weeks, days=spec.days, hours=spec.hours, minutes=spec.minutes)
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(timedelta).validate_python(spec)
+
+
+class FactRef(BaseModel):
+    """A value taken from another fact: ``{"fact": "contact.metrics.first_order_at"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fact: FactPath
+
+
+class Leaf(BaseModel):
+    """One test: ``{"fact": "contact.metrics.orders_count", "op": "gte", "value": 2}``.
+
+    ``value`` is a JSON value or ``{"fact": ...}``. ``args`` parameterises a computed fact (for
+    ``events.count``: ``{"type": "page.viewed", "within": "P30D"}``). ``fact`` may be left out
+    only for ``in_segment``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fact: FactPath | None = None
+    op: Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z][a-z0-9_]*$")]
+    value: FactRef | Scalar | list[Scalar] | Duration = None
+    args: dict[str, Any] | None = None
+
+
+class All(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    all: Annotated[list[Condition], Field(min_length=1)]
+
+
+class AnyOf(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    any: Annotated[list[Condition], Field(min_length=1)]
+
+
+class Not(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    not_: Condition = Field(alias="not")
+
+
+Condition = All | AnyOf | Not | Leaf
+
+
+class EventTrigger(BaseModel):
+    """``{"event": "purchase", "where": {...}}``: each event of that type (filtered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventType
+    where: Condition | None = None
+
+
+class StageChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_: Name | list[Name] | None = Field(default=None, alias="from")
+    to: Name | list[Name] | None = None
+
+
+class StageTrigger(BaseModel):
+    """``{"stage_changed": {"from": "awareness", "to": "consideration"}}``, either optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage_changed: StageChange
+
+
+class ScheduleTrigger(BaseModel):
+    """``{"schedule": "0 9 * * MON", "timezone": "contact"}``: a cron schedule over all contacts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: Annotated[str, Field(min_length=9, max_length=100)]
+    timezone: str = "UTC"
+
+
+class RelativeTrigger(BaseModel):
+    """``{"before": "product.warranty_ends_at", "days": 30}``: a time relative to a date fact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    before: FactPath | None = None
+    after: FactPath | None = None
+    days: Annotated[int, Field(ge=0)] = 0
+    hours: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _one_anchor(self) -> RelativeTrigger:
+        if (self.before is None) == (self.after is None):
+            raise ValueError("give exactly one of 'before' or 'after' (the date fact)")
+        return self
+
+
+Trigger = EventTrigger | StageTrigger | ScheduleTrigger | RelativeTrigger
+
+
+class ActionCall(BaseModel):
+    """``{"action": "tag.add", "with": {"tag": "vip"}, "after": {"days": 3}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Annotated[
+        str, Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")
+    ]
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    after: DurationSpec | None = None
+
+
+class Limit(BaseModel):
+    """How often a rule may fire for a contact.
+
+    ``{"once_per": "contact"}``: once ever. ``{"cooldown": {"days": 7}}``: at most once per 7
+    days. ``{"once_per": "event.properties.product_id"}``: once per entity named by a fact of
+    the trigger. ``once_per`` and ``cooldown`` combine (at most once per 30 days per product).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    once_per: Literal["contact"] | FactPath | None = None
+    cooldown: DurationSpec | None = None
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name
+    description: str = ""
+    when: Trigger
+    if_: Condition | None = Field(default=None, alias="if")
+    then: Annotated[list[ActionCall], Field(min_length=1)]
+    limit: Limit | None = None
+    priority: int = 0
+    enabled: bool = True
+
+
+class Ruleset(BaseModel):
+    """A named, versioned set of rules, as one JSON file."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    ruleset: Name
+    version: Annotated[int, Field(ge=1)]
+    description: str = ""
+    stages: Annotated[list[Name], Field(min_length=2)] | None = None
+    segments: dict[Name, Condition] = Field(default_factory=dict)
+    trace: Literal["matches", "all"] = "matches"
+    rules: list[Rule]

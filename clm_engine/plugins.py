@@ -38,6 +38,9 @@ ENTRY_POINT_GROUP = "clm_engine"
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.reducers",
     "clm_engine.builtins.migrations",
+    "clm_engine.builtins.operators",
+    "clm_engine.builtins.facts",
+    "clm_engine.builtins.actions",
 )
 
 pm = pluggy.PluginManager("clm_engine")
@@ -216,3 +219,133 @@ def get_plugin_info() -> list[PluginInfo]:
             version = None
         infos.append(PluginInfo(name, source, version, hooks))
     return infos
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A condition operator: ``test(fact_value, value) -> bool``; ``prepare(value)`` at load."""
+
+    name: str
+    test: Callable[[Any, Any], bool]
+    prepare: Callable[[Any], Any] | None
+    accepts_missing: bool
+    description: str
+    plugin: str
+
+
+@dataclass(frozen=True)
+class FactSpec:
+    """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``."""
+
+    name: str
+    compute: Callable[..., Any]
+    description: str
+    plugin: str
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """An action: ``run(ctx, params)``, with ``params`` validated by the ``Params`` model."""
+
+    name: str
+    run: Callable[..., Any]
+    params: type
+    description: str
+    plugin: str
+
+
+def get_operators() -> dict[str, OperatorSpec]:
+    """Every registered condition operator, by name."""
+    found: dict[str, OperatorSpec] = {}
+    names = _Names("operator")
+    for plugin_name, function, argnames in _hookimpls("register_operators"):
+
+        def register(
+            name: str,
+            test: Callable[[Any, Any], bool],
+            *,
+            prepare: Callable[[Any], Any] | None = None,
+            accepts_missing: bool = False,
+            description: str = "",
+            _plugin: str = plugin_name,
+        ) -> None:
+            if not callable(test) or (prepare is not None and not callable(prepare)):
+                raise PluginError(f"plugin {_plugin!r} registered operator {name!r} badly")
+            names.claim(name, _plugin)
+            found[name] = OperatorSpec(name, test, prepare, accepts_missing, description, _plugin)
+
+        if "register" in argnames:
+            function(register=register)
+    return found
+
+
+def get_facts() -> dict[str, FactSpec]:
+    """Every registered computed fact, by its dotted name."""
+    found: dict[str, FactSpec] = {}
+    names = _Names("fact")
+    for plugin_name, function, argnames in _hookimpls("register_facts"):
+
+        def register(
+            name: str,
+            compute: Callable[..., Any],
+            *,
+            description: str = "",
+            _plugin: str = plugin_name,
+        ) -> None:
+            if not callable(compute):
+                raise PluginError(f"plugin {_plugin!r} registered fact {name!r} badly")
+            names.claim(name, _plugin)
+            found[name] = FactSpec(name, compute, description, _plugin)
+
+        if "register" in argnames:
+            function(register=register)
+    return found
+
+
+def get_actions() -> dict[str, ActionSpec]:
+    """Every registered action, by name; each with the pydantic model of its parameters."""
+    from pydantic import BaseModel
+
+    found: dict[str, ActionSpec] = {}
+    names = _Names("action")
+    for plugin_name, function, argnames in _hookimpls("register_actions"):
+
+        def register(
+            name: str,
+            run: Callable[..., Any],
+            params: type,
+            *,
+            description: str = "",
+            _plugin: str = plugin_name,
+        ) -> None:
+            if not callable(run):
+                raise PluginError(f"plugin {_plugin!r} registered action {name!r} badly")
+            if not (isinstance(params, type) and issubclass(params, BaseModel)):
+                raise PluginError(
+                    f"plugin {_plugin!r} registered action {name!r} without a pydantic "
+                    "model for its parameters"
+                )
+            names.claim(name, _plugin)
+            found[name] = ActionSpec(name, run, params, description, _plugin)
+
+        if "register" in argnames:
+            function(register=register)
+    return found
+
+
+def dispatch_policy(action: str, params: dict, contact: Contact, now: Any) -> list[Any]:
+    """Every plugin's answer (``Veto``, ``Defer`` or ``None``) about dispatching an action now.
+
+    A plugin whose policy raises is reported as a veto naming it: an action that a policy
+    could not clear must not go out (consent may be what it was checking).
+    """
+    from .types import Veto
+
+    answers = []
+    for plugin_name, function, argnames in _hookimpls("dispatch_policy"):
+        kwargs = {"action": action, "params": params, "contact": contact, "now": now}
+        try:
+            answers.append(function(**{k: v for k, v in kwargs.items() if k in argnames}))
+        except Exception as error:
+            answers.append(Veto(f"policy of plugin {plugin_name!r} failed: {error!r}"))
+    return answers

@@ -2,8 +2,11 @@
 
 1. a realistic history: a few thousand contacts' events over six months, with a few late and
    duplicated events (as CRMs send them) and five malformed lines planted on purpose;
-2. `clm ingest` into a fresh SQLite file under .demo/;
-3. `clm report` and `clm contacts show` for what the engine now knows.
+2. `clm validate` the example rulesets in rulesets/ (lead scoring, lifecycle stages, churn risk);
+3. `clm ingest` into a fresh SQLite file under .demo/, with the rulesets running: each event is
+   judged by the rules that listen to it and what fires lands in the outbox;
+4. `clm dispatch` runs the actions (stages, scores, tags), and the rules those trigger;
+5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why.
 
 Each later part of clm-engine (rules, time, email, referral, warranty) adds its step here, so
 the demo always shows the whole product as it stands.
@@ -22,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 DB = DEMO / "clm.db"
 EVENTS = DEMO / "events.jsonl"
+RULESETS = ROOT / "rulesets"
 CLM = str(Path(sys.executable).parent / "clm")
 
 
@@ -43,53 +47,42 @@ def clm(*args: str, ok_codes: tuple[int, ...] = (0,), capture: bool = False) -> 
 def main() -> None:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
+    db, rulesets = ["--db", str(DB)], ["--rulesets", str(RULESETS)]
 
     step("A realistic history: 3,000 contacts over six months (plus 5 bad lines, on purpose)")
-    clm(
-        "sample-events",
-        "--contacts",
-        "3000",
-        "--months",
-        "6",
-        "--seed",
-        "7",
-        "--bad-lines",
-        "5",
-        "-o",
-        str(EVENTS),
-    )
+    sample = ["--contacts", "3000", "--months", "6", "--seed", "7", "--bad-lines", "5"]
+    clm("sample-events", *sample, "-o", str(EVENTS))
 
-    step("Ingest it (exit code 1 is expected: the planted bad lines are rejected)")
+    step("Validate the example rulesets (what an ops team edits)")
+    clm("validate", str(RULESETS))
+
+    step("Ingest it with the rulesets running, dispatching as it goes (exit 1: the bad lines)")
     started = time.perf_counter()
-    clm("ingest", str(EVENTS), "--db", str(DB), ok_codes=(0, 1))
+    live = ["--dispatch", "--batch-size", "1000"]  # about a day of this history per batch
+    clm("ingest", str(EVENTS), *db, *rulesets, *live, ok_codes=(0, 1))
     print(f"({time.perf_counter() - started:.1f} s including start-up)")
 
-    step("Ingest it again: every event is a duplicate, nothing changes")
-    clm("ingest", str(EVENTS), "--db", str(DB), ok_codes=(0, 1))
+    step("Ingest it again: every event is a duplicate; nothing changes, nothing fires twice")
+    clm("ingest", str(EVENTS), *db, *rulesets, ok_codes=(0, 1))
+
+    step("Dispatch what is still due (nothing: it ran as the events came)")
+    clm("dispatch", *db, *rulesets)
 
     step("What the engine now knows")
-    clm("report", "--db", str(DB), "--examples", "4")
+    clm("report", *db, "--examples", "4")
 
-    top = json.loads(
-        clm(
-            "contacts",
-            "list",
-            "--db",
-            str(DB),
-            "--sort",
-            "spent",
-            "--limit",
-            "1",
-            "--json",
-            capture=True,
-        )
-    )["contacts"][0]["id"]
-    step(f"One contact up close: {top}, the biggest spender")
-    clm("contacts", "show", top, "--db", str(DB), "--events", "8")
+    listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
+    found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]
+    contact = (found or json.loads(clm(*listing, capture=True))["contacts"])[0]["id"]
+    step(f"One contact up close: {contact}")
+    clm("contacts", "show", contact, *db, "--events", "8")
+
+    step(f"Why is {contact} where it is? (clm explain, the lifecycle rules)")
+    clm("explain", contact, *db, *rulesets, "--ruleset", "lifecycle-stages", "--limit", "1")
 
     print(
-        f"\nThe database is {DB.relative_to(ROOT)}; try `.venv/bin/clm contacts list "
-        f"--db {DB.relative_to(ROOT)} --sort recent`."
+        f"\nThe database is {DB.relative_to(ROOT)}; try `.venv/bin/clm explain {contact} "
+        f"--db {DB.relative_to(ROOT)} --rulesets rulesets --rule first-order`."
     )
 
 

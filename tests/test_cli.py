@@ -136,7 +136,101 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    assert "applied 1 migration(s) to new.db" in migrated.output
+    assert "applied 2 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"
+
+
+RULES = {
+    "ruleset": "cli-test",
+    "version": 1,
+    "rules": [
+        {
+            "id": "first-order",
+            "description": "The first order makes a customer",
+            "when": {"event": "purchase"},
+            "if": {"fact": "contact.metrics.orders_count", "op": "eq", "value": 1},
+            "then": [
+                {"action": "stage.set", "with": {"stage": "purchase", "reason": "first order"}}
+            ],
+        },
+        {
+            "id": "promoter",
+            "when": {"event": "nps.answered"},
+            "then": [{"action": "tag.add", "with": {"tag": "promoter"}}],
+        },
+    ],
+}
+
+
+@pytest.fixture
+def with_rules(run, tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    events = write_jsonl(tmp_path / "e.jsonl", GOOD)
+    return rules, events
+
+
+def test_ingest_with_rules_enqueues_and_dispatch_runs(run, with_rules):
+    rules, events = with_rules
+    ingested = run("ingest", str(events), "--rulesets", str(rules))
+    assert "1 actions enqueued" in ingested.output
+    dispatched = run("dispatch", "--rulesets", str(rules))
+    assert "dispatched 1 actions: 1 done" in dispatched.output
+    assert "cli-test/first-order: 1 done" in dispatched.output
+    shown = json.loads(run("contacts", "show", "c1", "--json").output)
+    assert shown["contact"]["stage"] == "purchase"
+
+
+def test_ingest_can_dispatch_as_it_goes(run, with_rules):
+    rules, events = with_rules
+    result = json.loads(
+        run("ingest", str(events), "--rulesets", str(rules), "--dispatch", "--json").output
+    )
+    assert result["dispatched"]["outcomes"] == {"done": 1}
+
+
+def test_explain_prints_the_decision_tree_and_why_not(run, with_rules):
+    rules, events = with_rules
+    run("ingest", str(events), "--rulesets", str(rules), "--dispatch")
+    text = run("explain", "c1", "--rulesets", str(rules)).output
+    assert "first-order" in text and "fired" in text
+    assert "contact.metrics.orders_count eq 1" in text and "saw 1" in text
+    assert "stage.set" in text and "done" in text
+    assert "not evaluated: the trigger never came (no nps.answered event" in text
+    data = json.loads(
+        run("explain", "c1", "--rulesets", str(rules), "--rule", "first-order", "--json").output
+    )
+    [entry] = data["rules"]
+    assert entry["decisions"][0]["actions"][0]["status"] == "done"
+    missing = run("explain", "nobody", "--rulesets", str(rules))
+    assert missing.exit_code == 1 and missing.output.startswith("Error: no contact 'nobody'")
+
+
+def test_check_is_a_dry_run_from_the_command_line(run, with_rules, tmp_path):
+    rules, events = with_rules
+    run("ingest", str(events))  # without rules: nothing enqueued
+    text = run("check", "--contact", "c1", "--rulesets", str(rules)).output
+    assert "would fire first-order" in text
+    ids = tmp_path / "ids.txt"
+    ids.write_text("c1\nc2\n")
+    many = run("check", "--contacts", str(ids), "--rulesets", str(rules)).output
+    assert "first-order: would fire for 1" in many
+    assert "dispatched 0 actions" in run("dispatch", "--rulesets", str(rules)).output
+    assert run("check", "--contact", "c1").exit_code == 1  # no rulesets: a clear error
+
+
+def test_an_invalid_ruleset_stops_the_command_with_its_location(run, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({**RULES, "rules": [{**RULES["rules"][1], "then": [{"action": "tag.ad"}]}]})
+    )
+    events = write_jsonl(tmp_path / "e.jsonl", GOOD)
+    result = run("ingest", str(events), "--rulesets", str(bad))
+    assert result.exit_code == 1
+    assert "/rules/0/then/0/action" in result.output and "tag.add" in result.output
+    assert (
+        not (tmp_path / "clm.db").exists()
+        or json.loads(run("report", "--json").output)["events"] == 0
+    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clm_engine import Engine, PluginError, hookimpl
+from clm_engine import ClmError, Engine, PluginError, hookimpl
 from clm_engine import plugins as clm_plugins
 from clm_engine.cli import ClmGroup, cli
 from clm_engine.plugins import pm
@@ -78,6 +78,53 @@ def test_hook_forget_contact(sample, db_path):
         assert [r["contact_id"] for r in engine.store.db["sample_notes"].rows] == ["c2"]
         assert engine.store.db["erasures"].count == 1
         assert engine.forget("c1") == {}
+
+
+def _sample_rules(tmp_path, if_=None):
+    path = tmp_path / "sample.json"
+    rule = {
+        "id": "shout",
+        "when": {"event": "signup"},
+        "then": [{"action": "sample.shout", "with": {"word": "hello"}}],
+    }
+    if if_:
+        rule["if"] = if_
+    path.write_text(json.dumps({"ruleset": "sample", "version": 1, "rules": [rule]}))
+    return path
+
+
+def test_hook_register_actions(sample, db_path, tmp_path):
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
+        engine.ingest(event("c1", "signup", "2026-10-01"))
+        assert engine.dispatch().outcomes == {"done": 1}
+        assert engine.contact("c1").scores == {"loyalty": 5.0}
+        [row] = engine.store.actions_for("c1")
+        assert row.result == {"shouted": "HELLO"}
+
+
+def test_hook_register_operators(sample, db_path, tmp_path):
+    cond = {"fact": "contact.metrics.events_count", "op": "divisible_by", "value": 1}
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)]) as engine:
+        assert engine.ingest(event("c1", "signup", "2026-10-01")).enqueued == 1
+    bad = {"fact": "contact.metrics.events_count", "op": "divisible_by", "value": 0}
+    with pytest.raises(ClmError, match="divisible_by needs a positive whole number"):
+        Engine(db_path, rulesets=[_sample_rules(tmp_path, bad)])
+
+
+def test_hook_register_facts(sample, db_path, tmp_path):
+    cond = {"fact": "contact.name_length", "op": "gte", "value": 3}
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)]) as engine:
+        assert engine.ingest(event("c1", "signup", "2026-10-01", first_name="Al")).enqueued == 0
+        assert engine.ingest(event("c2", "signup", "2026-10-01", first_name="Ada")).enqueued == 1
+
+
+def test_hook_dispatch_policy(sample, db_path, tmp_path):
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
+        engine.ingest(event("c1", "signup", "2026-10-01"))
+        engine.ingest(event("c1", "clm.tag.add", "2026-10-01T11:00:00Z", tag="quiet"))
+        report = engine.dispatch()
+        assert report.outcomes == {"vetoed": 1}
+        assert engine.store.actions_for("c1")[0].note == "this contact asked for quiet"
 
 
 class Clash:

@@ -16,12 +16,20 @@ from clm_engine.store.sqlite import SQLiteStore
 def test_core_migrations_on_an_in_memory_database():
     db = sqlite_utils.Database(memory=True)
     migrations.apply(db)
-    assert {"events", "contacts", "stage_transitions", "ingest_failures", "erasures"} <= set(
-        db.table_names()
-    )
+    assert {
+        "events",
+        "contacts",
+        "stage_transitions",
+        "ingest_failures",
+        "erasures",
+        "outbox",
+        "rule_limits",
+        "traces",
+        "rulesets",
+    } <= set(db.table_names())
     assert [m.name for m in migrations.pending(db)] == []
     migrations.apply(db)  # a second run is a no-op
-    assert len(migrations.applied(db)) == 1
+    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_rules"]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 
 

@@ -74,6 +74,77 @@ _M001 = """
 """
 
 
+@migrations()
+def m002_rules(db) -> None:
+    for statement in _M002.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_M002 = """
+        CREATE TABLE rulesets (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,       -- sha256 of the file: what a decision ran on
+            path TEXT NOT NULL,
+            content TEXT NOT NULL,
+            loaded_at TEXT NOT NULL,
+            PRIMARY KEY (name, content_hash)
+        );
+
+        CREATE TABLE outbox (
+            seq INTEGER PRIMARY KEY,          -- enqueue order: priority ties run in this order
+            key TEXT NOT NULL UNIQUE,         -- ruleset/rule/contact/occurrence/action: idempotency
+            ruleset TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            contact_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            params TEXT NOT NULL,             -- JSON, validated by the action's model
+            priority INTEGER NOT NULL DEFAULT 0,
+            depth INTEGER NOT NULL DEFAULT 0, -- how many actions led to this one (loop guard)
+            status TEXT NOT NULL DEFAULT 'pending',  -- pending, done, skipped, vetoed, dead
+            due_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            note TEXT,                        -- the last deferral, veto, error or skip reason
+            result TEXT,                      -- JSON returned by the action
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX outbox_due ON outbox (status, due_at);
+        CREATE INDEX outbox_by_contact ON outbox (contact_id, rule);
+
+        CREATE TABLE rule_limits (
+            ruleset TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            contact_id TEXT NOT NULL,
+            entity TEXT NOT NULL,             -- '' for once per contact / cooldown
+            last_fired_at TEXT NOT NULL,
+            fired INTEGER NOT NULL DEFAULT 1,
+            PRIMARY KEY (ruleset, rule, contact_id, entity)
+        );
+
+        CREATE TABLE traces (
+            id INTEGER PRIMARY KEY,
+            contact_id TEXT NOT NULL,
+            ruleset TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            content_hash TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            occurrence TEXT NOT NULL,         -- what triggered it: event id, stage change ...
+            trigger TEXT NOT NULL,            -- the trigger, in words
+            decision TEXT NOT NULL,           -- fired, no_match, blocked_by_limit
+            detail TEXT,
+            tree TEXT,                        -- JSON: each condition, the value it saw, its result
+            actions TEXT,                     -- JSON: outbox keys enqueued
+            at TEXT NOT NULL,                 -- when the occurrence happened
+            recorded_at TEXT NOT NULL
+        );
+        CREATE INDEX traces_by_contact ON traces (contact_id, rule, at)
+"""
+
+
 @hookimpl
 def register_migrations(register):
     register(migrations)

@@ -6,6 +6,7 @@ late), so a reducer may assume it sees a contact's events oldest first.
 
 from __future__ import annotations
 
+from datetime import datetime
 from numbers import Real
 
 from ..hooks import hookimpl
@@ -144,6 +145,47 @@ def apply_subscribed(contact: Contact, event: Event) -> None:
     contact.consent[str(event.properties.get("channel", "email"))] = True
 
 
+# -- what actions did: the engine's own clm.* events ---------------------------------------------
+
+
+def apply_stage_set(contact: Contact, event: Event) -> None:
+    """``clm.stage.set`` (from the ``stage.set`` action): the new stage."""
+    contact.stage = event.properties["stage"]
+
+
+def apply_score_add(contact: Contact, event: Event) -> None:
+    """``clm.score.add`` (from ``score.add``): decay what the score was, add, then cap."""
+    props = event.properties
+    name = props["score"]
+    changed_at: dict = contact.metrics.setdefault("scores_changed_at", {})
+    value = contact.scores.get(name, 0.0)
+    half_life = props.get("half_life_seconds")
+    if half_life and name in changed_at:
+        elapsed = (event.occurred_at - datetime.fromisoformat(changed_at[name])).total_seconds()
+        value *= 0.5 ** (max(elapsed, 0.0) / half_life)
+    value += float(props["points"])
+    if props.get("cap") is not None:
+        value = min(value, float(props["cap"]))
+    contact.scores[name] = round(value, 4)
+    changed_at[name] = _when(event)
+
+
+def apply_tag_add(contact: Contact, event: Event) -> None:
+    contact.add_tag(event.properties["tag"])
+
+
+def apply_tag_remove(contact: Contact, event: Event) -> None:
+    contact.remove_tag(event.properties["tag"])
+
+
+def apply_attribute_set(contact: Contact, event: Event) -> None:
+    name, value = event.properties["name"], event.properties.get("value")
+    if value is None:
+        contact.attributes.pop(name, None)
+    else:
+        contact.attributes[name] = value
+
+
 @hookimpl
 def register_reducers(register):
     register("*", track_activity, name="core.track_activity")
@@ -156,3 +198,8 @@ def register_reducers(register):
     register("nps.answered", apply_nps, name="core.nps")
     register("unsubscribed", apply_unsubscribed, name="core.unsubscribed")
     register("subscribed", apply_subscribed, name="core.subscribed")
+    register("clm.stage.set", apply_stage_set, name="core.stage_set")
+    register("clm.score.add", apply_score_add, name="core.score_add")
+    register("clm.tag.add", apply_tag_add, name="core.tag_add")
+    register("clm.tag.remove", apply_tag_remove, name="core.tag_remove")
+    register("clm.attribute.set", apply_attribute_set, name="core.attribute_set")

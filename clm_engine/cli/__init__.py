@@ -48,6 +48,6 @@ def cli() -> None:
     """
 
 
-from . import contacts, info, ingest, sample  # noqa: E402  (commands register on import)
+from . import contacts, info, ingest, rules, sample, validate  # noqa: E402  (commands register on import)
 
-__all__ = ["cli", "contacts", "info", "ingest", "sample"]
+__all__ = ["cli", "contacts", "info", "ingest", "rules", "sample", "validate"]

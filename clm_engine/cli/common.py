@@ -26,17 +26,46 @@ db_option = click.option(
     help="The SQLite database file (or $CLM_DB).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+rulesets_option = click.option(
+    "--rulesets",
+    "ruleset_paths",
+    multiple=True,
+    envvar="CLM_RULESETS",
+    type=click.Path(exists=True, path_type=Path),
+    help="Ruleset files or directories to run (repeatable; or $CLM_RULESETS).",
+)
 
 
-def open_engine(db_path: Path, *, must_exist: bool = True) -> Engine:
+def open_engine(
+    db_path: Path, *, must_exist: bool = True, rulesets: tuple[Path, ...] = ()
+) -> Engine:
     """An engine on ``db_path``; a read command on a missing file is an error, not a new file."""
     if must_exist and not db_path.exists():
         raise ClmError(
             f"no database at {db_path}: ingest events first (clm ingest FILE --db {db_path}) "
             "or pass --db"
         )
-    return Engine(db_path)
+    engine = Engine(db_path)
+    if rulesets:
+        try:
+            for warning in engine.load_rulesets(list(rulesets)):
+                errors.print(f"warning: {warning}", markup=False)
+        except BaseException:
+            engine.close()
+            raise
+    return engine
 
 
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def print_dispatch(report: Any) -> None:
+    """A dispatch report for people: totals, then per rule, then the notes that matter."""
+    outcomes = ", ".join(f"{count:,} {name}" for name, count in sorted(report.outcomes.items()))
+    console.print(f"dispatched {report.total:,} actions: {outcomes or 'nothing was due'}")
+    for rule, counts in report.as_dict()["by_rule"].items():
+        detail = ", ".join(f"{count:,} {name}" for name, count in counts.items())
+        console.print(f"  {rule}: {detail}", markup=False, soft_wrap=True)
+    for note in report.notes[:10]:
+        errors.print(f"  {note}", markup=False)

@@ -68,8 +68,19 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
     with open_engine(db_path) as engine:
         summary = engine.store.summary()
         sample = _example_contacts(engine, examples)
+        rules = engine.store.rules_summary()
+        scores = {
+            name: _distribution(values) for name, values in engine.store.score_summary().items()
+        }
     if as_json:
-        print_json(summary | {"examples": [c.model_dump(mode="json") for c in sample]})
+        print_json(
+            summary
+            | {
+                "examples": [c.model_dump(mode="json") for c in sample],
+                "rules": rules,
+                "scores": scores,
+            }
+        )
         return
     overview = Table(
         "", "", title=f"clm-engine: {db_path}", title_justify="left", show_header=False
@@ -95,6 +106,40 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
     for name, count in summary["contacts_by_stage"].items():
         by_stage.add_row(name, f"{count:,}")
     console.print(by_stage)
+    if rules:
+        table = Table(
+            "ruleset",
+            "rule",
+            "fired",
+            "contacts",
+            "blocked",
+            "done",
+            "pending",
+            "other",
+            title="rules at work",
+            title_justify="left",
+        )
+        for r in rules:
+            acts = r.get("actions", {})
+            other = ", ".join(
+                f"{k} {v:,}" for k, v in sorted(acts.items()) if k not in ("done", "pending")
+            )
+            table.add_row(
+                r["ruleset"],
+                r["rule"],
+                f"{r.get('fired', 0):,}",
+                f"{r.get('contacts', 0):,}",
+                f"{r.get('blocked_by_limit', 0):,}",
+                f"{acts.get('done', 0):,}",
+                f"{acts.get('pending', 0):,}",
+                other,
+            )
+        console.print(table)
+    for name, dist in scores.items():
+        console.print(
+            f"score [bold]{name}[/]: {dist['contacts']:,} contacts, min {dist['min']}, "
+            f"median {dist['median']}, p90 {dist['p90']}, max {dist['max']}"
+        )
     if sample:
         table = Table(
             "id",
@@ -103,7 +148,8 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
             "orders",
             "spent",
             "nps",
-            "consent",
+            "lead",
+            "tags",
             title="example contacts",
             title_justify="left",
         )
@@ -116,9 +162,25 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
                 str(m.get("orders_count", 0)),
                 f"{m.get('total_spent', 0):,.2f}",
                 str(m.get("nps_score", "")),
-                ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in c.consent.items()),
+                str(c.scores.get("lead", "")),
+                ", ".join(c.tags),
             )
         console.print(table)
+
+
+def _distribution(values: list[float]) -> dict:
+    ordered = sorted(values)
+
+    def at(share: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
+
+    return {
+        "contacts": len(ordered),
+        "min": at(0),
+        "median": at(0.5),
+        "p90": at(0.9),
+        "max": round(ordered[-1], 1),
+    }
 
 
 def _example_contacts(engine, count: int):

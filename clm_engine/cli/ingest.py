@@ -10,9 +10,19 @@ from typing import IO
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from ..dispatch import DispatchReport
 from ..engine import IngestResult
 from . import cli
-from .common import console, db_option, errors, json_option, open_engine, print_json
+from .common import (
+    console,
+    db_option,
+    errors,
+    json_option,
+    open_engine,
+    print_dispatch,
+    print_json,
+    rulesets_option,
+)
 
 
 def _batches(stream: IO[bytes], size: int):
@@ -48,8 +58,23 @@ def _batches(stream: IO[bytes], size: int):
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where bad lines go (default: FILE.rejects.jsonl).",
 )
+@rulesets_option
+@click.option(
+    "--dispatch",
+    "dispatch_as_you_go",
+    is_flag=True,
+    help="After each batch, run the actions that are due (as a live engine would).",
+)
 @json_option
-def ingest(file: Path, db_path: Path, batch_size: int, rejects_path: Path | None, as_json: bool):
+def ingest(
+    file: Path,
+    db_path: Path,
+    batch_size: int,
+    rejects_path: Path | None,
+    ruleset_paths: tuple[Path, ...],
+    dispatch_as_you_go: bool,
+    as_json: bool,
+):
     """Ingest events from FILE (JSON Lines; - for stdin) into the database.
 
     Each line is one event: {"id", "contact_id", "type", "occurred_at", "properties"}. An event
@@ -57,12 +82,13 @@ def ingest(file: Path, db_path: Path, batch_size: int, rejects_path: Path | None
     again safely. Bad lines are reported with their line numbers and written, with the reason,
     to the rejects file; good lines still land. Exits 1 if any line was rejected or failed.
     """
-    engine = open_engine(db_path, must_exist=False)
+    engine = open_engine(db_path, must_exist=False, rulesets=ruleset_paths)
     from_stdin = str(file) == "-"
     stream = sys.stdin.buffer if from_stdin else file.open("rb")
     total_bytes = None if from_stdin else file.stat().st_size
     rejects_path = rejects_path or Path("rejects.jsonl" if from_stdin else f"{file}.rejects.jsonl")
     result = IngestResult()
+    dispatched = DispatchReport()
     rejects: list[dict] = []
     show_progress = not as_json and console.is_terminal and (total_bytes or 0) > 1_000_000
     progress = Progress(
@@ -89,6 +115,8 @@ def ingest(file: Path, db_path: Path, batch_size: int, rejects_path: Path | None
                 )
             outcome.rejected = []
             result.add(outcome)
+            if dispatch_as_you_go:
+                dispatched.add(engine.dispatch())
             progress.update(task, completed=read)
     if not from_stdin:
         stream.close()
@@ -103,22 +131,29 @@ def ingest(file: Path, db_path: Path, batch_size: int, rejects_path: Path | None
         "duplicates": result.duplicates,
         "rejected": len(rejects),
         "failed": len(result.failed),
+        "actions_enqueued": result.enqueued,
         "rejects_file": str(rejects_path) if rejects else None,
         "rejections": rejects[:100],
         "failures": result.as_dict()["failed"][:100],
     }
+    if dispatch_as_you_go:
+        summary["dispatched"] = dispatched.as_dict()
     if as_json:
         print_json(summary)
     else:
         _print_summary(summary, rejects, result)
+        if dispatch_as_you_go:
+            print_dispatch(dispatched)
     if rejects or result.failed:
         sys.exit(1)
 
 
 def _print_summary(summary: dict, rejects: list[dict], result: IngestResult) -> None:
+    actions = summary["actions_enqueued"]
+    enqueued = f", {actions:,} actions enqueued" if actions else ""
     console.print(
         f"[bold]{summary['ingested']:,}[/] ingested, {summary['duplicates']:,} duplicates, "
-        f"{summary['rejected']:,} rejected, {summary['failed']:,} failed "
+        f"{summary['rejected']:,} rejected, {summary['failed']:,} failed{enqueued} "
         f"[dim]({summary['file']} -> {summary['db']})[/]",
         soft_wrap=True,
     )

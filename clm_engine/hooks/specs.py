@@ -10,6 +10,7 @@ Each hook is documented for users in ``docs/plugin-hooks.md``; a test fails when
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from . import hookspec
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from ..models import Contact, Event
+    from ..types import Defer, Veto
 
     Reducer = Callable[[Contact, Event], None]
 
@@ -67,4 +69,55 @@ def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
     that erases the core's rows, so the erasure happens everywhere or nowhere. Return a mapping
     of table name to the number of rows removed (or ``None`` if the plugin holds nothing).
+    """
+
+
+@hookspec
+def register_operators(register: Callable[..., None]) -> None:
+    """Contribute condition operators (the ``op`` of a leaf).
+
+    Call ``register(name, test, *, prepare=None, description="")``. ``test(fact_value, value)``
+    returns a bool; it is never called with a missing fact (a missing fact makes a leaf false,
+    except for operators registered with ``accepts_missing=True``). ``prepare(value)``, if
+    given, runs once when a ruleset loads: it turns the ruleset's ``value`` into what ``test``
+    receives (a compiled pattern, a parsed duration) and raises ``ValueError`` with a message
+    for an ops person when the value is unusable, which makes the ruleset invalid.
+    """
+
+
+@hookspec
+def register_facts(register: Callable[..., None]) -> None:
+    """Contribute computed facts that conditions can read.
+
+    Call ``register(name, compute, *, description="")``. ``name`` is a dotted path such as
+    ``"contact.days_since_signup"``; ``compute(ctx, **args)`` receives a
+    :class:`clm_engine.types.FactContext` and the leaf's ``args`` and returns the value, or
+    ``clm_engine.types.MISSING``. It is called at most once per contact per evaluation (the
+    engine caches it), must not write anything, and must not raise for ordinary data.
+    """
+
+
+@hookspec
+def register_actions(register: Callable[..., None]) -> None:
+    """Contribute actions that rules can call in ``then``.
+
+    Call ``register(name, run, params, *, description="")``. ``params`` is a pydantic model
+    (declare ``model_config = ConfigDict(extra="forbid")``) that validates the rule's ``with``
+    when the ruleset loads. ``run(ctx, params)`` runs when the action is dispatched; ``ctx``
+    gives the contact, the idempotency key and ``ctx.emit(type, properties)`` for effects on
+    contact state, which commit together with the action being marked done. ``run`` may raise:
+    the action is retried with backoff, then dead-lettered; the engine goes on.
+    """
+
+
+@hookspec
+def dispatch_policy(
+    action: str, params: dict, contact: Contact, now: datetime
+) -> Veto | Defer | None:
+    """Decide whether an action may run now (consent, quiet hours, frequency caps ...).
+
+    Called for every action about to be dispatched. Return ``None`` to let it run,
+    ``Veto(reason)`` to stop it (recorded with the reason, never silently dropped) or
+    ``Defer(until, reason)`` to run it later. Every plugin is asked: any veto wins, else the
+    latest deferral wins.
     """

@@ -33,7 +33,47 @@ class IngestFailure:
     error: str
 
 
+@dataclass(frozen=True)
+class OutboxRow:
+    """One action waiting in (or gone through) the outbox."""
+
+    seq: int
+    key: str
+    ruleset: str
+    version: int
+    rule: str
+    contact_id: str
+    action: str
+    params: dict[str, Any]
+    priority: int
+    depth: int
+    status: str
+    due_at: str
+    attempts: int
+    note: str | None = None
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Why a rule did or did not fire for a contact, on one occurrence."""
+
+    contact_id: str
+    ruleset: str
+    version: int
+    content_hash: str
+    rule: str
+    occurrence: str
+    trigger: str
+    decision: str
+    detail: str | None
+    tree: Any
+    actions: list[str]
+    at: str
+
+
 class StoreTransaction(Protocol):
+    def savepoint(self) -> AbstractContextManager[None]: ...
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]: ...
     def load_contacts(self, ids: Iterable[str]) -> dict[str, str]:
         """Stored contacts as their JSON text, by id (the engine parses what it needs)."""
@@ -51,11 +91,34 @@ class StoreTransaction(Protocol):
     ) -> None: ...
     def record_failures(self, failures: Sequence[IngestFailure]) -> None: ...
     def clear_failures(self, event_ids: Sequence[str]) -> None: ...
+    def count_events(self, contact_id: str, type: str, since: str | None) -> int: ...
+    def limit_state(self, keys: Sequence[tuple[str, str, str, str]]) -> dict[tuple, str]:
+        """Last fire time (text) by (ruleset, rule, contact, entity) for the keys that fired."""
+        ...
+
+    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str]]) -> None: ...
+    def enqueue(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert outbox rows; a row whose key exists is ignored. Returns how many were new."""
+        ...
+
+    def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None: ...
+    def due_actions(self, now: str, limit: int) -> list[OutboxRow]: ...
+    def finish_action(
+        self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
+    ) -> None: ...
+    def reschedule_action(self, seq: int, *, due_at: str, note: str, attempts: int) -> None: ...
+    def record_ruleset(
+        self, name: str, version: int, content_hash: str, path: str, content: str, at: str
+    ) -> bool: ...
 
 
 class Store(Protocol):
     def write(self) -> AbstractContextManager[StoreTransaction]:
         """A write transaction, begun at once with the write lock; commits or rolls back whole."""
+        ...
+
+    def read(self) -> StoreTransaction:
+        """The read methods of a transaction, without the write lock."""
         ...
 
     def migrate(self, migration_sets: Sequence[Any]) -> list[str]: ...
@@ -85,4 +148,12 @@ def open_store(path: str, **options: Any) -> Store:
     return SQLiteStore(path, **options)
 
 
-__all__ = ["IngestFailure", "StageTransition", "Store", "StoreTransaction", "open_store"]
+__all__ = [
+    "IngestFailure",
+    "OutboxRow",
+    "StageTransition",
+    "Store",
+    "StoreTransaction",
+    "Trace",
+    "open_store",
+]

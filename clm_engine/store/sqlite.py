@@ -29,7 +29,7 @@ from pydantic_core import to_json
 
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
-from . import IngestFailure, StageTransition
+from . import IngestFailure, OutboxRow, StageTransition, Trace
 
 
 def _dumps(value: Any) -> str:
@@ -49,6 +49,31 @@ def _event_from_row(row: sqlite3.Row | tuple) -> Event:
 
 
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
+_OUTBOX_COLUMNS = (
+    "seq, key, ruleset, version, rule, contact_id, action, params, priority, depth, status, "
+    "due_at, attempts, note, result"
+)
+
+
+def _outbox_row(row: tuple) -> OutboxRow:
+    values = list(row)
+    values[7] = json.loads(values[7])
+    values[14] = json.loads(values[14]) if values[14] is not None else None
+    return OutboxRow(*values)
+
+
+_TRACE_COLUMNS = (
+    "contact_id, ruleset, version, content_hash, rule, occurrence, trigger, decision, detail, "
+    "tree, actions, at"
+)
+
+
+def _trace_row(row: tuple) -> Trace:
+    values = list(row)
+    values[9] = json.loads(values[9]) if values[9] else None
+    values[10] = json.loads(values[10]) if values[10] else []
+    return Trace(*values)
+
 
 #: The orders ``list_contacts`` offers, by name: fixed SQL, never built from input.
 CONTACT_ORDERS = {
@@ -101,6 +126,10 @@ class SQLiteStore:
                 raise
             else:
                 self.conn.execute("COMMIT")
+
+    def read(self) -> SQLiteTransaction:
+        """The transaction's read methods, without taking the write lock (dry runs, reports)."""
+        return SQLiteTransaction(self.conn)
 
     def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
         """Apply every pending migration of every set, all in one write; what ran, as set:name."""
@@ -225,6 +254,81 @@ class SQLiteStore:
             "ingest_failures": failures,
         }
 
+    def traces(self, contact_id: str, *, rule: str | None = None, limit: int = 50) -> list[Trace]:
+        """A contact's most recent decisions: up to ``limit`` per rule, newest first."""
+        where, params = "contact_id = ?", [contact_id]
+        if rule is not None:
+            where, params = where + " AND rule = ?", [*params, rule]
+        rows = self.conn.execute(
+            f"SELECT {_TRACE_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY ruleset, "
+            f"rule ORDER BY at DESC, id DESC) AS nth FROM traces WHERE {where}) WHERE nth <= ? "
+            "ORDER BY at DESC, id DESC",
+            [*params, limit],
+        )
+        return [_trace_row(row) for row in rows]
+
+    def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]:
+        where, params = "contact_id = ?", [contact_id]
+        if rule is not None:
+            where, params = where + " AND rule = ?", [*params, rule]
+        rows = self.conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY due_at, seq", params
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
+        rows = self.conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key IN (SELECT value FROM json_each(?))",
+            [_dumps(list(keys))],
+        )
+        return {r.key: r for r in map(_outbox_row, rows)}
+
+    def last_event(self, contact_id: str, type_: str) -> Event | None:
+        row = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE contact_id = ? AND type = ? "
+            "ORDER BY occurred_at DESC, seq DESC LIMIT 1",
+            [contact_id, type_],
+        ).fetchone()
+        return _event_from_row(row) if row else None
+
+    def ruleset_versions(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT name, version, content_hash, path, loaded_at FROM rulesets "
+            "ORDER BY name, loaded_at, rowid"
+        )
+        keys = ("name", "version", "content_hash", "path", "loaded_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def rules_summary(self) -> list[dict[str, Any]]:
+        """Per rule: decisions recorded and actions by status (the body of ``clm report``)."""
+        decisions = self.conn.execute(
+            "SELECT ruleset, rule, decision, count(*), count(DISTINCT contact_id) FROM traces "
+            "GROUP BY ruleset, rule, decision"
+        ).fetchall()
+        actions = self.conn.execute(
+            "SELECT ruleset, rule, status, count(*) FROM outbox GROUP BY ruleset, rule, status"
+        ).fetchall()
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for ruleset, rule, decision, count, contacts in decisions:
+            entry = found.setdefault((ruleset, rule), {"ruleset": ruleset, "rule": rule})
+            entry[decision] = count
+            if decision == "fired":
+                entry["contacts"] = contacts
+        for ruleset, rule, status, count in actions:
+            entry = found.setdefault((ruleset, rule), {"ruleset": ruleset, "rule": rule})
+            entry.setdefault("actions", {})[status] = count
+        return sorted(found.values(), key=lambda e: (e["ruleset"], e["rule"]))
+
+    def score_summary(self) -> dict[str, list[float]]:
+        """Every contact's value of every named score, by score name."""
+        rows = self.conn.execute(
+            "SELECT s.key, s.value FROM contacts, json_each(contacts.data, '$.scores') AS s"
+        )
+        scores: dict[str, list[float]] = {}
+        for name, value in rows:
+            scores.setdefault(name, []).append(value)
+        return scores
+
     # -- erasure -----------------------------------------------------------------------------
 
     def forget(
@@ -237,13 +341,15 @@ class SQLiteStore:
         """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
         with self.write():
             removed = {}
-            for table in ("events", "stage_transitions", "ingest_failures"):
+            for table in ("events", "stage_transitions", "ingest_failures", "outbox", "traces"):
                 cursor = self.conn.execute(
                     f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
                 )
                 removed[table] = cursor.rowcount
             cursor = self.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
             removed["contacts"] = cursor.rowcount
+            cursor = self.conn.execute("DELETE FROM rule_limits WHERE contact_id = ?", [contact_id])
+            removed["rule_limits"] = cursor.rowcount
             removed.update(also(self.db, contact_id))
             removed = {table: count for table, count in removed.items() if count}
             if removed:
@@ -262,6 +368,22 @@ class SQLiteTransaction:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._savepoints = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested step that rolls back alone if it raises (one action of a dispatch batch)."""
+        self._savepoints += 1
+        name = f"clm_step_{self._savepoints}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.conn.execute(f"RELEASE SAVEPOINT {name}")
+            raise
+        else:
+            self.conn.execute(f"RELEASE SAVEPOINT {name}")
 
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -370,3 +492,103 @@ class SQLiteTransaction:
                 "DELETE FROM ingest_failures WHERE event_id IN (SELECT value FROM json_each(?))",
                 [_dumps(list(event_ids))],
             )
+
+    # -- rules: limits, outbox, traces, versions ----------------------------------------------
+
+    def count_events(self, contact_id: str, type: str, since: str | None) -> int:
+        if since is None:
+            sql, params = "contact_id = ? AND type = ?", [contact_id, type]
+        else:
+            sql, params = (
+                "contact_id = ? AND type = ? AND occurred_at >= ?",
+                [contact_id, type, since],
+            )
+        return self.conn.execute(f"SELECT count(*) FROM events WHERE {sql}", params).fetchone()[0]
+
+    def limit_state(self, keys: Sequence[tuple[str, str, str, str]]) -> dict[tuple, str]:
+        if not keys:
+            return {}
+        rows = self.conn.execute(
+            "SELECT ruleset, rule, contact_id, entity, last_fired_at FROM rule_limits "
+            "WHERE (ruleset, rule, contact_id, entity) IN (SELECT json_extract(value, '$[0]'), "
+            "json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') "
+            "FROM json_each(?))",
+            [_dumps([list(k) for k in keys])],
+        )
+        return {tuple(row[:4]): row[4] for row in rows}
+
+    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO rule_limits (ruleset, rule, contact_id, entity, last_fired_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ruleset, rule, contact_id, entity) DO UPDATE "
+            "SET last_fired_at = max(last_fired_at, excluded.last_fired_at), fired = fired + 1",
+            fires,
+        )
+
+    def enqueue(self, rows: Sequence[dict[str, Any]]) -> int:
+        before = self.conn.total_changes
+        self.conn.executemany(
+            "INSERT INTO outbox (key, ruleset, version, content_hash, rule, contact_id, action, "
+            "params, priority, depth, due_at, created_at) VALUES (:key, :ruleset, :version, "
+            ":content_hash, :rule, :contact_id, :action, :params, :priority, :depth, :due_at, "
+            ":created_at) ON CONFLICT (key) DO NOTHING",
+            [{**row, "params": _dumps(row["params"])} for row in rows],
+        )
+        return self.conn.total_changes - before
+
+    def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None:
+        self.conn.executemany(
+            f"INSERT INTO traces ({_TRACE_COLUMNS}, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    t.contact_id,
+                    t.ruleset,
+                    t.version,
+                    t.content_hash,
+                    t.rule,
+                    t.occurrence,
+                    t.trigger,
+                    t.decision,
+                    t.detail,
+                    _dumps(t.tree) if t.tree is not None else None,
+                    _dumps(t.actions),
+                    t.at,
+                    recorded_at,
+                )
+                for t in traces
+            ],
+        )
+
+    def due_actions(self, now: str, limit: int) -> list[OutboxRow]:
+        rows = self.conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND due_at <= ? "
+            "ORDER BY due_at, priority DESC, seq LIMIT ?",
+            [now, limit],
+        )
+        return [_outbox_row(row) for row in rows]
+
+    def finish_action(
+        self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
+    ) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET status = ?, note = ?, result = ?, finished_at = ?, attempts = ? "
+            "WHERE seq = ?",
+            [status, note, _dumps(result) if result is not None else None, at, attempts, seq],
+        )
+
+    def reschedule_action(self, seq: int, *, due_at: str, note: str, attempts: int) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET due_at = ?, note = ?, attempts = ? WHERE seq = ?",
+            [due_at, note, attempts, seq],
+        )
+
+    def record_ruleset(
+        self, name: str, version: int, content_hash: str, path: str, content: str, at: str
+    ) -> bool:
+        cursor = self.conn.execute(
+            "INSERT INTO rulesets (name, version, content_hash, path, content, loaded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name, content_hash) DO NOTHING",
+            [name, version, content_hash, path, content, at],
+        )
+        return cursor.rowcount == 1

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from pydantic import BaseModel, ConfigDict
 from sqlite_utils.migrations import Migrations
 
 from clm_engine import hookimpl
+from clm_engine.types import Veto
 
 migrations = Migrations("sample_plugin")
 
@@ -45,3 +47,50 @@ def register_commands(cli):
 def forget_contact(db, contact_id):
     cursor = db.execute("DELETE FROM sample_notes WHERE contact_id = ?", [contact_id])
     return {"sample_notes": cursor.rowcount}
+
+
+class Shout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    word: str
+
+
+def shout(ctx, params):
+    ctx.emit("points.earned", {"points": len(params.word)})
+    return {"shouted": params.word.upper()}
+
+
+@hookimpl
+def register_actions(register):
+    register("sample.shout", shout, Shout, description="Earn a point per letter shouted.")
+
+
+def divisible_by(fact_value, value):
+    return isinstance(fact_value, int) and fact_value % value == 0
+
+
+def prepare_divisor(value):
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError(f"divisible_by needs a positive whole number (got {value!r})")
+    return value
+
+
+@hookimpl
+def register_operators(register):
+    register("divisible_by", divisible_by, prepare=prepare_divisor)
+
+
+def name_length(ctx):
+    return len(ctx.contact.attributes.get("first_name", ""))
+
+
+@hookimpl
+def register_facts(register):
+    register("contact.name_length", name_length, description="Letters in the first name.")
+
+
+@hookimpl
+def dispatch_policy(action, params, contact, now):
+    if action == "sample.shout" and "quiet" in contact.tags:
+        return Veto("this contact asked for quiet")
+    return None

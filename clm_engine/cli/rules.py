@@ -1,0 +1,176 @@
+"""``clm explain``, ``clm check`` and ``clm dispatch``: rules at work, and why."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.tree import Tree
+
+from .. import explain as explaining
+from ..errors import ClmError
+from . import cli
+from .common import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_dispatch,
+    print_json,
+    rulesets_option,
+)
+
+_DECISION_STYLE = {
+    "fired": "[green]fired[/]",
+    "no_match": "[yellow]did not match[/]",
+    "blocked_by_limit": "[magenta]blocked by limit[/]",
+    "error": "[red]evaluation failed[/]",
+}
+_STATUS_STYLE = {
+    "done": "green",
+    "pending": "cyan",
+    "skipped": "yellow",
+    "vetoed": "magenta",
+    "dead": "red",
+}
+
+
+@cli.command()
+@click.argument("contact_id")
+@click.option("--rule", help="Only this rule.")
+@click.option("--ruleset", help="Only the rules of this ruleset.")
+@click.option("--limit", default=5, show_default=True, help="Decisions to show per rule.")
+@db_option
+@rulesets_option
+@json_option
+def explain(contact_id, rule, ruleset, limit, db_path, ruleset_paths, as_json):
+    """Why a contact did or did not get what each rule does.
+
+    Shows, per rule, every recorded decision: the trigger, each condition with the value it saw
+    and its result, limits, and what became of the actions (done, pending, vetoed ...). A rule
+    never evaluated says why (its trigger never came, it is disabled ...).
+    """
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
+        answer = explaining.explain(engine, contact_id, rule=rule, ruleset=ruleset, limit=limit)
+    if as_json:
+        print_json(answer)
+        return
+    root = Tree(f"[bold]{answer['contact']}[/]  stage: [bold]{answer['stage']}[/]")
+    for entry in answer["rules"]:
+        title = f"[bold]{entry['rule']}[/] [dim]({entry['ruleset']}; {entry['trigger']})[/]"
+        node = root.add(title)
+        if entry.get("description"):
+            node.add(f"[dim]{entry['description']}[/]")
+        if entry.get("not_evaluated"):
+            node.add(entry["not_evaluated"])
+        for decision in entry["decisions"]:
+            label = _DECISION_STYLE.get(decision["decision"], decision["decision"])
+            item = node.add(
+                f"{decision['at']}  {label}  [dim]on {decision['trigger']} "
+                f"(v{decision['version']} {decision['content_hash']})[/]"
+            )
+            if decision["detail"]:
+                item.add(decision["detail"])
+            if decision["conditions"] is not None:
+                _conditions(item.add("conditions"), decision["conditions"])
+            for action in decision["actions"]:
+                style = _STATUS_STYLE.get(action["status"], "white")
+                text = (
+                    f"{action.get('action', '?')} {json.dumps(action.get('params', {}))} "
+                    f"[{style}]{action['status']}[/]"
+                )
+                if action.get("note"):
+                    text += f" [dim]({action['note']})[/]"
+                item.add(text)
+    console.print(root)
+
+
+def _conditions(node: Tree, trace: dict) -> None:
+    """Draw a condition trace: each group and leaf with what it saw and its result."""
+    mark = "[green]✓[/]" if trace.get("result") else "[red]✗[/]"
+    for group in ("all", "any"):
+        if group in trace:
+            child = node.add(f"{mark} {group}")
+            for item in trace[group]:
+                _conditions(child, item)
+            return
+    if "not" in trace:
+        _conditions(node.add(f"{mark} not"), trace["not"])
+        return
+    if "error" in trace and "op" not in trace:
+        node.add(f"[red]✗ {trace['error']}[/]")
+        return
+    seen = "missing" if trace.get("missing") else json.dumps(trace.get("actual"), default=str)
+    value = trace.get("value")
+    shown = json.dumps(value, default=str)
+    if trace.get("value_fact"):
+        shown = f"{trace['value_fact']} (= {shown})"
+    text = f"{mark} {trace.get('fact') or ''} {trace.get('op')} {shown}  [dim]saw {seen}[/]"
+    if trace.get("note"):
+        text += f" [dim]({trace['note']})[/]"
+    leaf = node.add(text)
+    segment = trace.get("segment")
+    if isinstance(segment, dict) and segment.get("trace"):
+        _conditions(leaf.add(f"segment {segment.get('name')}"), segment["trace"])
+
+
+@cli.command()
+@click.argument("ruleset", required=False)
+@click.option("--contact", "contact_id", help="The contact to judge.")
+@click.option(
+    "--contacts", "contacts_file", type=click.File("r"), help="A file of contact ids, one per line."
+)
+@db_option
+@rulesets_option
+@json_option
+def check(ruleset, contact_id, contacts_file, db_path, ruleset_paths, as_json):
+    """Dry run: what each rule (of RULESET, or all) would do for contacts now. Writes nothing."""
+    if not ruleset_paths:
+        raise ClmError("no rulesets to check: pass --rulesets PATH (or set CLM_RULESETS)")
+    ids = [contact_id] if contact_id else []
+    if contacts_file:
+        ids += [line.strip() for line in contacts_file if line.strip()]
+    if not ids:
+        raise ClmError("say which contacts: --contact ID or --contacts FILE")
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
+        answers = [explaining.check(engine, cid, ruleset=ruleset) for cid in ids]
+    if as_json:
+        print_json(answers if len(answers) > 1 else answers[0])
+        return
+    if len(answers) == 1:
+        root = Tree(f"[bold]{answers[0]['contact']}[/]  stage: {answers[0]['stage']}  (dry run)")
+        for result in answers[0]["rules"]:
+            verdict = "[green]would fire[/]" if result["would_fire"] else "[yellow]would not[/]"
+            node = root.add(
+                f"{verdict} [bold]{result['rule']}[/] [dim]({result['ruleset']})[/]: "
+                f"{result['why']}"
+            )
+            if result.get("conditions"):
+                _conditions(node, result["conditions"])
+            for action in result.get("actions", []):
+                node.add(f"-> {action}")
+        console.print(root)
+        return
+    counts: dict[str, int] = {}
+    for answer in answers:
+        for result in answer["rules"]:
+            counts.setdefault(result["rule"], 0)
+            counts[result["rule"]] += bool(result["would_fire"])
+    console.print(f"dry run over {len(answers):,} contacts:")
+    for name, count in counts.items():
+        console.print(f"  {name}: would fire for {count:,}")
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1), help="Stop after this many actions.")
+@db_option
+@rulesets_option
+@json_option
+def dispatch(limit, db_path, ruleset_paths, as_json):
+    """Run every action that is due now, once, and say what happened."""
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
+        report = engine.dispatch(limit=limit)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    print_dispatch(report)

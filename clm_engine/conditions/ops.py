@@ -1,0 +1,583 @@
+"""The built-in operators: what each ``op`` of a leaf means.
+
+Each operator is a ``test(fact_value, prepared_value) -> bool`` and an optional
+``prepare(value)`` that runs once when a ruleset loads, turns the ruleset's value into what
+``test`` needs (a compiled pattern, a parsed date) and raises ``ValueError`` with a message for
+an ops person when the value is unusable. ``clm_engine.builtins.operators`` registers them.
+
+``test`` never raises for ordinary data: a value of the wrong type makes it false. The
+compiler inlines the common ones (recognising these exact functions), so a change of meaning
+here must be mirrored in ``codegen.py``; the property test in ``tests/test_conditions.py``
+checks that both agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import re2
+
+from ..models import DEFAULT_STAGES
+from ..types import MISSING, FactContext
+from .values import (
+    NUMBER_TYPES,
+    ContextValue,
+    describe,
+    parse_duration,
+    strict_eq,
+    to_datetime,
+)
+
+MAX_PATTERN_LENGTH = 1_000
+MAX_MATCH_INPUT = 10_000
+
+_SEQUENCES = (list, tuple)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """A built-in operator as it is registered."""
+
+    name: str
+    test: Callable[[Any, Any], bool]
+    prepare: Callable[[Any], Any] | None
+    accepts_missing: bool
+    description: str
+
+
+# -- prepare helpers ---------------------------------------------------------------------------
+
+
+def _scalar(name: str, value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} needs a finite number (got {value!r})")
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, datetime):  # the value of another fact, at evaluation time
+        return value
+    if isinstance(value, list):
+        raise ValueError(
+            f"{name} compares with one value (a string, number, true/false or null); "
+            "to test membership in a list use 'in'"
+        )
+    raise ValueError(
+        f"{name} compares with one value (a string, number, true/false or null), "
+        f"not {describe(value)}"
+    )
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """A number, a date (from ISO text or a datetime), or plain text: what lt/gt/between take."""
+    if type(value) in NUMBER_TYPES:
+        if not math.isfinite(value):
+            raise ValueError(f"{name} needs a finite number (got {value!r})")
+        return value
+    if isinstance(value, str | datetime):
+        moment = to_datetime(value)
+        return moment if moment is not None else value
+    raise ValueError(
+        f"{name} needs a number, a string or an ISO date like '2026-11-02' (got {describe(value)})"
+    )
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "date"
+    return "text" if isinstance(value, str) else "number"
+
+
+# -- equality ----------------------------------------------------------------------------------
+
+
+def prepare_eq(value: Any) -> Any:
+    return _scalar("eq", value)
+
+
+def prepare_ne(value: Any) -> Any:
+    return _scalar("ne", value)
+
+
+def test_eq(fact: Any, value: Any) -> bool:
+    return strict_eq(fact, value)
+
+
+def test_ne(fact: Any, value: Any) -> bool:
+    return not strict_eq(fact, value)
+
+
+def _eq_note(fact: Any, value: Any) -> str | None:
+    if (type(fact) is bool) != (type(value) is bool) and {type(fact), type(value)} <= {
+        bool,
+        int,
+        float,
+    }:
+        return "true/false is not a number: they never compare equal"
+    return None
+
+
+test_eq.explain_note = _eq_note  # type: ignore[attr-defined]
+test_ne.explain_note = _eq_note  # type: ignore[attr-defined]
+
+
+# -- ordering ----------------------------------------------------------------------------------
+
+
+def _ordered(fact: Any, value: Any) -> Any:
+    """The fact in the value's terms (a number, text or a date), or None when it cannot be."""
+    kind = type(value)
+    if kind is str:
+        return fact if type(fact) is str else None
+    if kind in NUMBER_TYPES:
+        return fact if type(fact) in NUMBER_TYPES else None
+    return to_datetime(fact)
+
+
+def test_lt(fact: Any, value: Any) -> bool:
+    fact = _ordered(fact, value)
+    return fact is not None and fact < value
+
+
+def test_lte(fact: Any, value: Any) -> bool:
+    fact = _ordered(fact, value)
+    return fact is not None and fact <= value
+
+
+def test_gt(fact: Any, value: Any) -> bool:
+    fact = _ordered(fact, value)
+    return fact is not None and fact > value
+
+
+def test_gte(fact: Any, value: Any) -> bool:
+    fact = _ordered(fact, value)
+    return fact is not None and fact >= value
+
+
+def _order_note(fact: Any, value: Any) -> str | None:
+    bounds = value if isinstance(value, tuple) else (value,)
+    if _ordered(fact, bounds[0]) is None:
+        shown = "true/false" if type(fact) is bool else type(fact).__name__
+        if isinstance(bounds[0], datetime):
+            return f"the fact ({shown}) is not a date, so it cannot be compared with a date"
+        return f"the fact ({shown}) cannot be compared with {_kind(bounds[0])}"
+    return None
+
+
+def _prepare_order(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> Any:
+        return _comparable(name, value)
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def prepare_between(value: Any) -> tuple[Any, Any]:
+    hint = "between needs [low, high]: two numbers, two strings or two dates, low first"
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{hint} (got {describe(value)})")
+    low, high = (_comparable("between", bound) for bound in value)
+    if _kind(low) != _kind(high):
+        raise ValueError(f"{hint}; got a {_kind(low)} and a {_kind(high)}")
+    if low > high:
+        raise ValueError(
+            f"between: the low bound {value[0]!r} is above the high bound {value[1]!r}"
+        )
+    return low, high
+
+
+def test_between(fact: Any, value: tuple[Any, Any]) -> bool:
+    low, high = value
+    fact = _ordered(fact, low)
+    return fact is not None and low <= fact <= high
+
+
+for _test in (test_lt, test_lte, test_gt, test_gte, test_between):
+    _test.explain_note = _order_note  # type: ignore[attr-defined]
+
+
+# -- membership --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Members:
+    """The values of an ``in`` list, split by type so that membership is strict and fast."""
+
+    strings: frozenset[str]
+    numbers: frozenset[int | float]
+    singletons: tuple[Any, ...]  # true, false, null
+
+    def __contains__(self, fact: Any) -> bool:
+        kind = type(fact)
+        if kind is str:
+            return fact in self.strings
+        if kind in NUMBER_TYPES:
+            return fact in self.numbers
+        return any(fact is item for item in self.singletons)
+
+
+def _prepare_members(name: str, value: Any) -> Members:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"{name} needs a list of values like ['a', 'b'] (got {describe(value)})")
+    strings, numbers, singletons = set(), set(), []
+    for item in value:
+        if type(item) is str:
+            strings.add(item)
+        elif type(item) in NUMBER_TYPES and math.isfinite(item):
+            numbers.add(item)
+        elif item is None or type(item) is bool:
+            singletons.append(item)
+        else:
+            raise ValueError(
+                f"{name}: the list may hold strings, numbers, true/false and null, "
+                f"not {describe(item)}"
+            )
+    return Members(frozenset(strings), frozenset(numbers), tuple(singletons))
+
+
+def prepare_in(value: Any) -> Members:
+    return _prepare_members("in", value)
+
+
+def prepare_not_in(value: Any) -> Members:
+    return _prepare_members("not_in", value)
+
+
+def test_in(fact: Any, value: Members) -> bool:
+    return fact in value
+
+
+def test_not_in(fact: Any, value: Members) -> bool:
+    return fact not in value
+
+
+def _prepare_needle(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> Any:
+        if type(value) in (str, int, bool) or (type(value) is float and math.isfinite(value)):
+            return value
+        raise ValueError(
+            f"{name} needs one string, number or true/false to look for (got {describe(value)})"
+        )
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def _contains(fact: Any, value: Any) -> bool | None:
+    """Whether the list or text ``fact`` holds ``value``; None when ``fact`` is neither."""
+    kind = type(fact)
+    if kind is str:
+        return type(value) is str and value in fact
+    if kind in _SEQUENCES:
+        if type(value) is str:
+            return value in fact
+        return any(strict_eq(item, value) for item in fact)
+    return None
+
+
+def test_contains(fact: Any, value: Any) -> bool:
+    return _contains(fact, value) is True
+
+
+def test_not_contains(fact: Any, value: Any) -> bool:
+    return _contains(fact, value) is False
+
+
+def _contains_note(fact: Any, value: Any) -> str | None:
+    if _contains(fact, value) is None:
+        return "the fact is neither a list nor text"
+    return None
+
+
+test_contains.explain_note = _contains_note  # type: ignore[attr-defined]
+test_not_contains.explain_note = _contains_note  # type: ignore[attr-defined]
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def _prepare_text(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} needs a string (got {describe(value)})")
+        return value
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def test_starts_with(fact: Any, value: str) -> bool:
+    return type(fact) is str and fact.startswith(value)
+
+
+def test_ends_with(fact: Any, value: str) -> bool:
+    return type(fact) is str and fact.endswith(value)
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+@lru_cache(maxsize=512)
+def _compile_pattern(pattern: str) -> Any:
+    try:
+        return re2.compile(pattern, options=_RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(
+            f"matches: {pattern!r} is not a valid regular expression ({reason}); patterns use "
+            "RE2 syntax, which has no lookaround and no backreferences"
+        ) from None
+
+
+def prepare_matches(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"matches needs a regular expression as a string (got {describe(value)})")
+    if len(value) > MAX_PATTERN_LENGTH:
+        raise ValueError(
+            f"matches: the pattern is {len(value):,} characters long; the limit is "
+            f"{MAX_PATTERN_LENGTH:,}"
+        )
+    return _compile_pattern(value)
+
+
+def test_matches(fact: Any, pattern: Any) -> bool:
+    if type(fact) is not str or len(fact) > MAX_MATCH_INPUT:
+        return False
+    return pattern.search(fact) is not None
+
+
+def _matches_note(fact: Any, pattern: Any) -> str | None:
+    if type(fact) is str and len(fact) > MAX_MATCH_INPUT:
+        return (
+            f"input longer than {MAX_MATCH_INPUT:,} characters ({len(fact):,}): "
+            "not matched, by design"
+        )
+    if type(fact) is not str:
+        return "the fact is not text"
+    return None
+
+
+test_matches.explain_note = _matches_note  # type: ignore[attr-defined]
+
+
+# -- presence ----------------------------------------------------------------------------------
+
+
+def _prepare_flag(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> bool:
+        if value is None:  # {"fact": "x", "op": "exists"} reads as "exists: true"
+            return True
+        if type(value) is not bool:
+            raise ValueError(f"{name} needs true or false (got {describe(value)})")
+        return value
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def test_exists(fact: Any, value: bool) -> bool:
+    return (fact is not MISSING) is value
+
+
+def test_is_null(fact: Any, value: bool) -> bool:
+    return (fact is None or fact is MISSING) is value
+
+
+# -- dates -------------------------------------------------------------------------------------
+
+_NOW = ContextValue(lambda ctx: ctx.now, "now")
+_DATE_HINT = (
+    "an ISO date or time like '2026-11-02' or '2026-11-02T10:00:00Z', \"now\", or {\"fact\": ...}"
+)
+
+
+def _prepare_moment(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> Any:
+        if value == "now":
+            return _NOW
+        moment = to_datetime(value) if isinstance(value, str | datetime) else None
+        if moment is None:
+            raise ValueError(f"{name} needs {_DATE_HINT} (got {describe(value)})")
+        return moment
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def test_before(fact: Any, value: datetime) -> bool:
+    moment = to_datetime(fact)
+    return moment is not None and moment < to_datetime(value)  # type: ignore[operator]
+
+
+def test_after(fact: Any, value: datetime) -> bool:
+    moment = to_datetime(fact)
+    return moment is not None and moment > to_datetime(value)  # type: ignore[operator]
+
+
+def _date_note(fact: Any, value: Any) -> str | None:
+    if to_datetime(fact) is None:
+        return "the fact is not a date"
+    return None
+
+
+def _aware_now(ctx: FactContext) -> datetime:
+    now = ctx.now
+    return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def prepare_within_last(value: Any) -> ContextValue:
+    delta = _duration("within_last", value)
+
+    def window(ctx: FactContext) -> tuple[datetime, datetime]:
+        now = _aware_now(ctx)
+        return now - delta, now
+
+    return ContextValue(window, f"the last {value!r}")
+
+
+def prepare_older_than(value: Any) -> ContextValue:
+    delta = _duration("older_than", value)
+
+    def cutoff(ctx: FactContext) -> datetime:
+        return _aware_now(ctx) - delta
+
+    return ContextValue(cutoff, f"now minus {value!r}")
+
+
+def _duration(name: str, value: Any) -> Any:
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise ValueError(f"{name} {error}") from None
+
+
+def test_within_last(fact: Any, window: tuple[datetime, datetime]) -> bool:
+    moment = to_datetime(fact)
+    return moment is not None and window[0] <= moment <= window[1]
+
+
+def test_older_than(fact: Any, cutoff: datetime) -> bool:
+    moment = to_datetime(fact)
+    return moment is not None and moment < cutoff
+
+
+for _test in (test_before, test_after, test_within_last, test_older_than):
+    _test.explain_note = _date_note  # type: ignore[attr-defined]
+
+
+# -- stages and segments -----------------------------------------------------------------------
+
+
+def _prepare_stage(name: str) -> Callable[[Any], Any]:
+    def prepare(value: Any) -> ContextValue:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} needs a stage name (got {describe(value)})")
+        return ContextValue(lambda ctx: (ctx.stages or DEFAULT_STAGES, value), f"stage {value!r}")
+
+    prepare.__name__ = f"prepare_{name}"
+    return prepare
+
+
+def _stage_order(fact: Any, value: tuple[tuple[str, ...], str]) -> int | None:
+    stages, target = value
+    if type(fact) is not str or fact not in stages or target not in stages:
+        return None
+    return stages.index(fact) - stages.index(target)
+
+
+def test_stage_at_least(fact: Any, value: tuple[tuple[str, ...], str]) -> bool:
+    order = _stage_order(fact, value)
+    return order is not None and order >= 0
+
+
+def test_stage_at_most(fact: Any, value: tuple[tuple[str, ...], str]) -> bool:
+    order = _stage_order(fact, value)
+    return order is not None and order <= 0
+
+
+def _stage_note(fact: Any, value: tuple[tuple[str, ...], str]) -> str | None:
+    stages, target = value
+    if fact not in stages:
+        return f"{describe(fact)} is not one of the stages {list(stages)}"
+    if target not in stages:
+        return f"{target!r} is not one of the stages {list(stages)}"
+    return None
+
+
+test_stage_at_least.explain_note = _stage_note  # type: ignore[attr-defined]
+test_stage_at_most.explain_note = _stage_note  # type: ignore[attr-defined]
+
+
+def prepare_in_segment(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"in_segment needs the name of a segment (got {describe(value)})")
+    return value
+
+
+def test_in_segment(fact: Any, value: Any) -> bool:
+    """Never called: the compiler evaluates the named segment's condition instead."""
+    raise RuntimeError("in_segment is evaluated by the condition compiler")
+
+
+OPERATORS: tuple[Operator, ...] = (
+    Operator("eq", test_eq, prepare_eq, False, "equal (strict: true is not 1)"),
+    Operator("ne", test_ne, prepare_ne, False, "present and not equal"),
+    Operator("lt", test_lt, _prepare_order("lt"), False, "less than (numbers, text or dates)"),
+    Operator("lte", test_lte, _prepare_order("lte"), False, "less than or equal"),
+    Operator("gt", test_gt, _prepare_order("gt"), False, "greater than (numbers, text or dates)"),
+    Operator("gte", test_gte, _prepare_order("gte"), False, "greater than or equal"),
+    Operator("between", test_between, prepare_between, False, "within [low, high], inclusive"),
+    Operator("in", test_in, prepare_in, False, "equal to one of a list of values"),
+    Operator("not_in", test_not_in, prepare_not_in, False, "present and not in a list"),
+    Operator("contains", test_contains, _prepare_needle("contains"), False, "list/text holds"),
+    Operator(
+        "not_contains",
+        test_not_contains,
+        _prepare_needle("not_contains"),
+        False,
+        "list/text does not hold",
+    ),
+    Operator("starts_with", test_starts_with, _prepare_text("starts_with"), False, "text prefix"),
+    Operator("ends_with", test_ends_with, _prepare_text("ends_with"), False, "text suffix"),
+    Operator("matches", test_matches, prepare_matches, False, "RE2 regular expression search"),
+    Operator("exists", test_exists, _prepare_flag("exists"), True, "the fact is present"),
+    Operator("is_null", test_is_null, _prepare_flag("is_null"), True, "null or missing"),
+    Operator("before", test_before, _prepare_moment("before"), False, "date before a date"),
+    Operator("after", test_after, _prepare_moment("after"), False, "date after a date"),
+    Operator(
+        "within_last", test_within_last, prepare_within_last, False, "date within the last ..."
+    ),
+    Operator("older_than", test_older_than, prepare_older_than, False, "date before now - ..."),
+    Operator(
+        "stage_at_least",
+        test_stage_at_least,
+        _prepare_stage("stage_at_least"),
+        False,
+        "stage at or after a stage",
+    ),
+    Operator(
+        "stage_at_most",
+        test_stage_at_most,
+        _prepare_stage("stage_at_most"),
+        False,
+        "stage at or before a stage",
+    ),
+    Operator(
+        "in_segment",
+        test_in_segment,
+        prepare_in_segment,
+        True,
+        "the named segment's condition holds",
+    ),
+)
+
+#: Operators whose value names a stage; the compiler checks the name against its stages.
+STAGE_OPERATORS = frozenset({"stage_at_least", "stage_at_most"})
+
+__all__ = ["OPERATORS", "STAGE_OPERATORS", "Members", "Operator"]

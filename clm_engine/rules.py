@@ -1,0 +1,165 @@
+"""Loaded rulesets, compiled and indexed by what triggers them.
+
+A ``RuleBook`` is built once per load of the rulesets: conditions are compiled (one evaluator
+per ruleset and trigger, so a fact several rules read is loaded once per contact), action
+parameters are validated into their final form, and rules are indexed so that an event only
+touches the rules that listen to its type.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from .errors import RulesetError
+from .models import (
+    DEFAULT_STAGES,
+    ActionCall,
+    All,
+    Condition,
+    EventTrigger,
+    Rule,
+    StageTrigger,
+    duration_to_timedelta,
+)
+
+if TYPE_CHECKING:
+    from .conditions import CompiledConditions, ConditionCompiler
+    from .plugins import ActionSpec
+    from .rulesets import LoadedRuleset
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One enabled rule, ready to run."""
+
+    ruleset: str
+    version: int
+    content_hash: str
+    rule: Rule
+    condition: Condition | None  # the trigger's filter and the rule's ``if``, together
+    actions: tuple[tuple[ActionCall, dict[str, Any]], ...]  # each call with validated params
+    compiler: ConditionCompiler  # the ruleset's (its segments): explains this rule's decisions
+    trace_all: bool
+    once_per: str | None
+    cooldown: timedelta | None
+
+    @property
+    def id(self) -> str:
+        return self.rule.id
+
+    def trigger_text(self) -> str:
+        when = self.rule.when
+        if isinstance(when, EventTrigger):
+            return f"{when.event} event" + (" (filtered)" if when.where else "")
+        if isinstance(when, StageTrigger):
+            change = when.stage_changed
+            return f"stage change from {change.from_ or 'any'} to {change.to or 'any'}"
+        return "time"  # schedules and relative times: run by the scheduler
+
+    def matches_stage_change(self, before: str | None, after: str | None) -> bool:
+        change = self.rule.when.stage_changed  # type: ignore[union-attr]
+        return _among(before, change.from_) and _among(after, change.to)
+
+
+def _among(stage: str | None, allowed: str | list[str] | None) -> bool:
+    if allowed is None:
+        return True
+    return stage in ([allowed] if isinstance(allowed, str) else allowed)
+
+
+@dataclass
+class RuleGroup:
+    """Rules evaluated together over one context: one compiled evaluator for all of them."""
+
+    rules: list[CompiledRule]
+    evaluator: CompiledConditions
+
+
+@dataclass
+class RuleBook:
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    rulesets: list[LoadedRuleset] = field(default_factory=list)
+    by_event: dict[str, list[RuleGroup]] = field(default_factory=dict)
+    on_stage_change: list[RuleGroup] = field(default_factory=list)
+    timed: list[CompiledRule] = field(default_factory=list)  # schedule / relative: not yet run
+    rules: dict[tuple[str, str], CompiledRule] = field(default_factory=dict)
+    disabled: dict[tuple[str, str], Rule] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rules
+
+    @classmethod
+    def build(
+        cls,
+        loaded: Sequence[LoadedRuleset],
+        *,
+        operators: dict[str, Any],
+        facts: dict[str, Any],
+        actions: dict[str, ActionSpec],
+    ) -> RuleBook:
+        from .conditions import ConditionCompiler
+
+        stages = next((tuple(r.ruleset.stages) for r in loaded if r.ruleset.stages), DEFAULT_STAGES)
+        book = cls(stages=stages, rulesets=list(loaded))
+        event_rules: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
+        stage_rules: dict[str, list[CompiledRule]] = defaultdict(list)
+        compilers: dict[str, ConditionCompiler] = {}
+        for item in loaded:
+            ruleset = item.ruleset
+            compiler = compilers[ruleset.ruleset] = ConditionCompiler(
+                operators=operators, facts=facts, segments=ruleset.segments, stages=stages
+            )
+            for rule in ruleset.rules:
+                if not rule.enabled:
+                    book.disabled[(ruleset.ruleset, rule.id)] = rule
+                    continue
+                compiled = CompiledRule(
+                    ruleset=ruleset.ruleset,
+                    version=ruleset.version,
+                    content_hash=item.content_hash,
+                    rule=rule,
+                    condition=_combined(rule),
+                    actions=tuple((call, _params(call, actions)) for call in rule.then),
+                    compiler=compiler,
+                    trace_all=ruleset.trace == "all",
+                    once_per=rule.limit.once_per if rule.limit else None,
+                    cooldown=(
+                        duration_to_timedelta(rule.limit.cooldown)
+                        if rule.limit and rule.limit.cooldown
+                        else None
+                    ),
+                )
+                book.rules[(ruleset.ruleset, rule.id)] = compiled
+                if isinstance(rule.when, EventTrigger):
+                    event_rules[(rule.when.event, ruleset.ruleset)].append(compiled)
+                elif isinstance(rule.when, StageTrigger):
+                    stage_rules[ruleset.ruleset].append(compiled)
+                else:
+                    book.timed.append(compiled)
+        for (event_type, ruleset_name), rules in event_rules.items():
+            group = RuleGroup(rules, compilers[ruleset_name].compile([r.condition for r in rules]))
+            book.by_event.setdefault(event_type, []).append(group)
+        for ruleset_name, rules in stage_rules.items():
+            book.on_stage_change.append(
+                RuleGroup(rules, compilers[ruleset_name].compile([r.condition for r in rules]))
+            )
+        return book
+
+
+def _combined(rule: Rule) -> Condition | None:
+    where = rule.when.where if isinstance(rule.when, EventTrigger) else None
+    if where is not None and rule.if_ is not None:
+        return All(all=[where, rule.if_])
+    return where if where is not None else rule.if_
+
+
+def _params(call: ActionCall, actions: dict[str, ActionSpec]) -> dict[str, Any]:
+    spec = actions.get(call.action)
+    if spec is None:  # validation reports it with a location; this guards direct use
+        raise RulesetError(f"unknown action {call.action!r}")
+    return spec.params.model_validate(call.with_).model_dump(mode="json")

@@ -1,0 +1,258 @@
+"""Finding ruleset files, validating them all at once, and loading them for the engine.
+
+Validation runs in steps, each only on what the step before accepted, and collects every
+problem of every file before returning:
+
+a. JSON syntax (and keys written twice);
+b. the JSON Schema, every error, explained (``schema_errors``);
+c. the pydantic models, for what the schema cannot say (``pydantic_errors``);
+d. semantic checks against the registered plugins and the shared stage model (``semantics``),
+   and across files: ruleset names are unique, and files that list stages agree.
+
+Problems come back sorted by file, then line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..models import DEFAULT_STAGES, Ruleset
+from .problems import Issue, RulesetProblem, RulesetValidationError, sort_key
+from .pydantic_errors import pydantic_issues
+from .schema_errors import schema_issues
+from .semantics import Registries, check_ruleset
+from .source import Locator, duplicate_keys, parse, plain, too_deep
+
+
+@dataclass(frozen=True)
+class LoadedRuleset:
+    """A valid ruleset and where it came from; ``content_hash`` is the sha256 of the file."""
+
+    path: str
+    ruleset: Ruleset
+    content_hash: str
+    source: str
+
+
+@dataclass
+class _Document:
+    path: str
+    text: str = ""
+    content_hash: str = ""
+    data: Any = None
+    ruleset: Ruleset | None = None
+    issues: list[Issue] = field(default_factory=list)
+    problems: list[RulesetProblem] = field(default_factory=list)
+
+    def problem(self, issue: Issue, locator: Locator) -> RulesetProblem:
+        line, column = locator.position(issue.pointer, at_key=issue.at_key)
+        return RulesetProblem(self.path, issue.pointer, line, column, issue.message, issue.hint)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def ruleset_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The ruleset files in ``paths``: files as given, ``*.json`` under directories.
+
+    Directories are searched recursively, in sorted order, skipping hidden entries and
+    ``*.schema.json`` (a copy of the schema beside the rulesets is not a ruleset). Raises
+    :class:`RulesetValidationError` if a path does not exist.
+    """
+    files, problems = _collect(paths)
+    if problems:
+        raise RulesetValidationError(problems)
+    return files
+
+
+def _collect(paths: Iterable[str | Path]) -> tuple[list[Path], list[RulesetProblem]]:
+    files: list[Path] = []
+    problems: list[RulesetProblem] = []
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*.json")
+                if p.is_file()
+                and not p.name.endswith(".schema.json")
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif path.exists():
+            found = [path]
+        else:
+            problems.append(RulesetProblem(str(given), "", None, None, "no such file or directory"))
+            continue
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(file)
+    return files, problems
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def validate_files(
+    paths: Iterable[str | Path],
+    *,
+    actions: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> tuple[list[LoadedRuleset], list[RulesetProblem]]:
+    """Validate every ruleset file in ``paths``; the valid rulesets and every problem.
+
+    ``actions``, ``operators`` and ``facts`` default to what the loaded plugins register
+    (``clm_engine.plugins.get_actions()`` ...). A file with any problem is left out of the
+    rulesets. Never raises for a bad file: a missing path or an unreadable file is a problem.
+    """
+    files, problems = _collect(paths)
+    documents = [_read(file) for file in files]
+    parsed = [d for d in documents if d.ruleset is not None]
+    if parsed:
+        registries = _registries(actions, operators, facts)
+        _check_across(parsed)
+        stages = stage_model(d.ruleset for d in parsed if d.ruleset is not None)
+        for document in parsed:
+            assert document.ruleset is not None
+            # A file whose stages disagree is checked against its own (the conflict is
+            # reported once, at /stages, rather than as every stage name it uses).
+            own = tuple(dict.fromkeys(document.ruleset.stages or ())) or stages
+            document.issues += check_ruleset(document.ruleset, registries, own)
+    loaded = []
+    for document in documents:
+        if document.issues:
+            locator = Locator(document.text)
+            found = {document.problem(issue, locator) for issue in document.issues}
+            problems += found
+        problems += document.problems
+        if document.ruleset is not None and not document.issues and not document.problems:
+            loaded.append(
+                LoadedRuleset(document.path, document.ruleset, document.content_hash, document.text)
+            )
+    return loaded, sorted(problems, key=sort_key)
+
+
+def load_rulesets(
+    paths: Iterable[str | Path],
+    *,
+    actions: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> list[LoadedRuleset]:
+    """Every ruleset in ``paths``, validated; raises listing every problem if there is one.
+
+    The error is a :class:`RulesetValidationError` (a ``RulesetError``) whose message starts
+    with the count; its ``problems`` attribute holds them.
+    """
+    loaded, problems = validate_files(paths, actions=actions, operators=operators, facts=facts)
+    if problems:
+        raise RulesetValidationError(problems)
+    return loaded
+
+
+def stage_model(rulesets: Iterable[Ruleset]) -> tuple[str, ...]:
+    """The stages every ruleset shares: the first ``stages`` listed, else the default."""
+    for ruleset in rulesets:
+        if ruleset.stages:
+            return tuple(dict.fromkeys(ruleset.stages))
+    return DEFAULT_STAGES
+
+
+def _registries(
+    actions: Mapping[str, Any] | None,
+    operators: Mapping[str, Any] | None,
+    facts: Mapping[str, Any] | None,
+) -> Registries:
+    from .. import plugins
+
+    return Registries(
+        actions=plugins.get_actions() if actions is None else actions,
+        operators=plugins.get_operators() if operators is None else operators,
+        facts=plugins.get_facts() if facts is None else facts,
+    )
+
+
+def _read(file: Path) -> _Document:
+    """Steps a to c for one file."""
+    document = _Document(str(file))
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        document.problems.append(
+            RulesetProblem(document.path, "", None, None, f"cannot read: {error.strerror}")
+        )
+        return document
+    document.content_hash = hashlib.sha256(raw).hexdigest()
+    try:
+        document.text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        document.problems.append(
+            RulesetProblem(document.path, "", None, None, f"not UTF-8 text (byte {error.start})")
+        )
+        return document
+    data, syntax = parse(document.text)
+    if syntax is not None:
+        document.problems.append(
+            RulesetProblem(
+                document.path, "", syntax.line, syntax.column, syntax.message, syntax.hint
+            )
+        )
+        return document
+    deep = too_deep(data)
+    if deep is not None:
+        document.issues.append(deep)
+        return document
+    document.issues += duplicate_keys(data)
+    document.data = data = plain(data)
+    schema = schema_issues(data)
+    if schema:
+        document.issues += schema
+        return document
+    try:
+        document.ruleset = Ruleset.model_validate(data)
+    except ValidationError as error:
+        document.issues += pydantic_issues(error, data)
+    return document
+
+
+def _check_across(documents: Sequence[_Document]) -> None:
+    """Ruleset names are unique, and every file that lists stages lists the same ones."""
+    names: dict[str, str] = {}
+    first_stages: _Document | None = None
+    for document in documents:
+        ruleset = document.ruleset
+        assert ruleset is not None
+        other = names.setdefault(ruleset.ruleset, document.path)
+        if other != document.path:
+            document.issues.append(
+                Issue(
+                    "/ruleset",
+                    f"ruleset {ruleset.ruleset!r} is also defined in {other}",
+                    hint="ruleset names are unique across files: rename one",
+                )
+            )
+        if not ruleset.stages:
+            continue
+        if first_stages is None:
+            first_stages = document
+            continue
+        assert first_stages.ruleset is not None and first_stages.ruleset.stages
+        if ruleset.stages != first_stages.ruleset.stages:
+            document.issues.append(
+                Issue(
+                    "/stages",
+                    f"these stages differ from those in {first_stages.path}: "
+                    f"{', '.join(first_stages.ruleset.stages)}",
+                    hint="every ruleset that lists stages must list the same ones in the same "
+                    "order; or leave 'stages' out of all but one file",
+                )
+            )

@@ -1,0 +1,468 @@
+"""Rules at work end to end: ingest -> match -> outbox -> dispatch -> contact, and explain."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from clm_engine import Engine, RulesetError, VirtualClock, hookimpl
+from clm_engine.explain import check, explain
+from clm_engine.plugins import pm
+from clm_engine.types import Defer, Veto
+from tests.helpers import event
+
+SCHEMA = "../clm_engine/rulesets/ruleset.schema.json"
+
+
+def ruleset(tmp_path, name="test", rules=(), version=1, **extra):
+    path = tmp_path / f"{name}.json"
+    path.write_text(
+        json.dumps({"ruleset": name, "version": version, "rules": list(rules), **extra})
+    )
+    return path
+
+
+def rule(id, when, then, **extra):
+    return {"id": id, "when": when, "then": then, **extra}
+
+
+STAGE_ON_FIRST_ORDER = rule(
+    "first-order",
+    {"event": "purchase"},
+    [{"action": "stage.set", "with": {"stage": "purchase", "reason": "first order"}}],
+    **{"if": {"fact": "contact.metrics.orders_count", "op": "eq", "value": 1}},
+)
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+
+
+def make(tmp_path, clock, *rules, **extra):
+    return Engine(
+        tmp_path / "clm.db", clock=clock, rulesets=[ruleset(tmp_path, rules=rules, **extra)]
+    )
+
+
+def test_a_matching_event_enqueues_and_dispatch_moves_the_stage(tmp_path, clock):
+    engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
+    engine.ingest(event("c1", "signup", "2026-11-01"))
+    result = engine.ingest(
+        event("c1", "purchase", "2026-11-01T12:00:00Z", amount=20, order_id="o1")
+    )
+    assert result.enqueued == 1
+    [row] = engine.store.actions_for("c1")
+    assert row.key.startswith("test/first-order/c1/")
+    assert (row.action, row.status, row.params["stage"]) == ("stage.set", "pending", "purchase")
+    assert engine.contact("c1").stage == "awareness"  # nothing happens before dispatch
+
+    report = engine.dispatch()
+    assert report.outcomes == {"done": 1}
+    assert engine.contact("c1").stage == "purchase"
+    [_, transition] = engine.store.stage_history("c1")
+    assert transition.cause == "rule first-order of ruleset test: first order"
+    assert engine.dispatch().total == 0  # nothing runs twice
+
+
+def test_a_replayed_event_enqueues_nothing_new(tmp_path, clock):
+    engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
+    purchase = event("c1", "purchase", "2026-11-01", amount=20)
+    engine.ingest(purchase)
+    assert engine.ingest(purchase).enqueued == 0
+    assert len(engine.store.actions_for("c1")) == 1
+
+
+TAG_ON_PURCHASE = rule(
+    "vip",
+    {"event": "purchase"},
+    [{"action": "tag.add", "with": {"tag": "vip"}}],
+    limit={"once_per": "contact"},
+)
+
+
+def test_once_per_contact_blocks_later_fires_and_says_when(tmp_path, clock):
+    engine = make(tmp_path, clock, TAG_ON_PURCHASE)
+    engine.ingest_many(
+        [
+            event("c1", "purchase", "2026-11-01", amount=1, order_id="a"),
+            event("c1", "purchase", "2026-11-02", amount=1, order_id="b"),
+        ]
+    )
+    assert len(engine.store.actions_for("c1")) == 1
+    decisions = [t.decision for t in engine.store.traces("c1")]
+    assert sorted(decisions) == ["blocked_by_limit", "fired"]
+    blocked = next(t for t in engine.store.traces("c1") if t.decision == "blocked_by_limit")
+    assert blocked.detail == "fires once; last fired on 2026-11-01T10:00:00Z"
+
+
+def test_cooldown_and_once_per_entity(tmp_path, clock):
+    engine = make(
+        tmp_path,
+        clock,
+        rule(
+            "daily",
+            {"event": "page.viewed"},
+            [{"action": "score.add", "with": {"score": "x", "points": 1}}],
+            limit={"cooldown": {"days": 1}},
+        ),
+        rule(
+            "per-product",
+            {"event": "product.registered"},
+            [{"action": "tag.add", "with": {"tag": "owner"}}],
+            limit={"once_per": "event.properties.product_id"},
+        ),
+    )
+    engine.ingest_many(
+        [
+            event("c1", "page.viewed", "2026-11-01T08:00:00Z"),
+            event("c1", "page.viewed", "2026-11-01T20:00:00Z"),  # within a day: blocked
+            event("c1", "page.viewed", "2026-11-02T09:00:00Z"),  # a day later: fires
+            event("c1", "product.registered", "2026-11-01", product_id="p1"),
+            event("c1", "product.registered", "2026-11-02", product_id="p1"),  # same product
+            event("c1", "product.registered", "2026-11-03", product_id="p2"),
+        ]
+    )
+    rules = [row.rule for row in engine.store.actions_for("c1")]
+    assert rules.count("daily") == 2 and rules.count("per-product") == 2
+
+
+def test_priority_orders_the_actions_of_one_occurrence(tmp_path, clock):
+    low = rule(
+        "low", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "low"}}], priority=1
+    )
+    high = rule(
+        "high", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "high"}}], priority=50
+    )
+    engine = make(tmp_path, clock, low, high)
+    engine.ingest(event("c1", "signup", "2026-11-01"))
+    due = engine.store.read().due_actions("9999", 10)
+    assert [row.rule for row in due] == ["high", "low"]
+
+
+def test_stage_change_rules_fire_on_the_transition_an_action_made(tmp_path, clock):
+    welcome_customer = rule(
+        "welcome-customer",
+        {"stage_changed": {"to": "purchase"}},
+        [{"action": "tag.add", "with": {"tag": "customer"}}],
+        **{"if": {"fact": "transition.from", "op": "eq", "value": "awareness"}},
+    )
+    engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER, welcome_customer)
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=5))
+    report = engine.dispatch()
+    assert report.outcomes == {"done": 2}
+    assert engine.contact("c1").tags == ["customer"]
+    [trace] = engine.store.traces("c1", rule="welcome-customer")
+    assert trace.trigger == "stage change awareness -> purchase"
+
+
+def test_moving_backward_needs_an_explicit_action_with_a_reason(tmp_path, clock):
+    to_retention = rule(
+        "retain", {"event": "purchase"}, [{"action": "stage.set", "with": {"stage": "retention"}}]
+    )
+    back = rule(
+        "back",
+        {"event": "complaint"},
+        [{"action": "stage.set", "with": {"stage": "consideration"}}],
+    )
+    back_ok = rule(
+        "back-ok",
+        {"event": "revisit"},
+        [
+            {
+                "action": "stage.set",
+                "with": {"stage": "consideration", "backward": True, "reason": "revisited"},
+            }
+        ],
+    )
+    engine = make(tmp_path, clock, to_retention, back, back_ok)
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=5))
+    engine.dispatch()
+    engine.ingest(event("c1", "complaint", "2026-11-02"))
+    report = engine.dispatch()
+    assert report.outcomes == {"skipped": 1}
+    [skipped] = [r for r in engine.store.actions_for("c1") if r.rule == "back"]
+    assert "would move backward from 'retention' to 'consideration'" in skipped.note
+    assert engine.contact("c1").stage == "retention"
+    engine.ingest(event("c1", "revisit", "2026-11-02T11:00:00Z"))
+    engine.dispatch()
+    assert engine.contact("c1").stage == "consideration"
+    assert engine.store.stage_history("c1")[-1].cause == "rule back-ok of ruleset test: revisited"
+
+
+def test_backward_without_a_reason_is_a_validation_error(tmp_path, clock):
+    bad = rule(
+        "back",
+        {"event": "x"},
+        [{"action": "stage.set", "with": {"stage": "awareness", "backward": True}}],
+    )
+    with pytest.raises(RulesetError, match="reason"):
+        make(tmp_path, clock, bad)
+
+
+class Flaky:
+    calls = 0
+
+    @hookimpl
+    def register_actions(self, register):
+        from pydantic import BaseModel, ConfigDict
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+
+        def run(ctx, params):
+            Flaky.calls += 1
+            raise ConnectionError("CRM is down")
+
+        register("crm.sync", run, Params)
+
+
+@pytest.fixture
+def flaky():
+    Flaky.calls = 0
+    pm.register(Flaky(), name="flaky")
+    try:
+        yield
+    finally:
+        pm.unregister(name="flaky")
+
+
+def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run(
+    flaky, tmp_path, clock
+):
+    engine = make(
+        tmp_path,
+        clock,
+        rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]),
+        rule("tag", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "new"}}]),
+    )
+    engine.max_attempts = 3
+    engine.ingest(event("c1", "signup", "2026-11-01"))
+    first = engine.dispatch()
+    assert first.outcomes == {"retried": 1, "done": 1}
+    assert engine.contact("c1").tags == ["new"]
+    assert engine.dispatch().total == 0  # backing off: not due yet
+    clock.advance(seconds=31)
+    assert engine.dispatch().outcomes == {"retried": 1}
+    clock.advance(seconds=59)
+    assert engine.dispatch().total == 0  # the second wait is twice as long
+    clock.advance(seconds=2)
+    assert engine.dispatch().outcomes == {"dead": 1}
+    [row] = [r for r in engine.store.actions_for("c1") if r.rule == "sync"]
+    assert (row.status, row.attempts) == ("dead", 3)
+    assert "ConnectionError: CRM is down" in row.note
+    assert Flaky.calls == 3
+
+
+class Policy:
+    @hookimpl
+    def dispatch_policy(self, action, params, contact, now):
+        if params.get("tag") == "spam":
+            return Veto("no consent for marketing")
+        if params.get("tag") == "later" and now.hour < 20:
+            return Defer(now.replace(hour=20, minute=0), "quiet until 20:00")
+        return None
+
+
+def test_policies_veto_and_defer_never_silently(tmp_path, clock):
+    pm.register(Policy(), name="policy")
+    try:
+        engine = make(
+            tmp_path,
+            clock,
+            rule("a", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "spam"}}]),
+            rule("b", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "later"}}]),
+        )
+        engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))
+        report = engine.dispatch()
+        assert report.outcomes == {"vetoed": 1, "deferred": 1}
+        rows = {r.rule: r for r in engine.store.actions_for("c1")}
+        assert (rows["a"].status, rows["a"].note) == ("vetoed", "no consent for marketing")
+        assert rows["b"].status == "pending" and "quiet until 20:00" in rows["b"].note
+        clock.set(datetime(2026, 11, 2, 20, 0, tzinfo=UTC))
+        assert engine.dispatch().outcomes == {"done": 1}
+        assert engine.contact("c1").tags == ["later"]
+    finally:
+        pm.unregister(name="policy")
+
+
+def test_event_emit_chains_and_a_loop_is_cut(tmp_path, clock):
+    ping = rule("ping", {"event": "ping"}, [{"action": "event.emit", "with": {"type": "pong"}}])
+    pong = rule("pong", {"event": "pong"}, [{"action": "event.emit", "with": {"type": "ping"}}])
+    engine = make(tmp_path, clock, ping, pong)
+    engine.ingest(event("c1", "ping", "2026-11-01"))
+    report = engine.dispatch()
+    assert report.outcomes["done"] == 11 and report.outcomes["dead"] == 1
+    assert any("a loop between rules?" in note for note in report.notes)
+
+
+def test_a_late_event_does_not_fire_rules_again_for_old_events(tmp_path, clock):
+    engine = make(
+        tmp_path,
+        clock,
+        rule("any-order", {"event": "purchase"}, [{"action": "tag.add", "with": {"tag": "buyer"}}]),
+    )
+    engine.ingest(event("c1", "purchase", "2026-11-05", amount=1, order_id="late-2"))
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=1, order_id="early-1"))  # late
+    assert len(engine.store.actions_for("c1")) == 2
+
+
+def test_explain_shows_values_limits_and_rules_whose_trigger_never_came(tmp_path, clock):
+    engine = make(
+        tmp_path,
+        clock,
+        STAGE_ON_FIRST_ORDER,
+        TAG_ON_PURCHASE,
+        rule(
+            "promoter",
+            {"event": "nps.answered"},
+            [{"action": "stage.set", "with": {"stage": "advocacy"}}],
+        ),
+    )
+    engine.ingest_many(
+        [
+            event("c1", "purchase", "2026-11-01", amount=3, order_id="1"),
+            event("c1", "purchase", "2026-11-02", amount=3, order_id="2"),
+        ]
+    )
+    engine.dispatch()
+    answer = explain(engine, "c1")
+    by_rule = {entry["rule"]: entry for entry in answer["rules"]}
+    fired = by_rule["first-order"]["decisions"][0]
+    assert fired["decision"] == "fired" and fired["version"] == 1
+    assert fired["conditions"]["actual"] == 1 and fired["conditions"]["result"] is True
+    assert fired["actions"][0]["status"] == "done"
+    assert "blocked_by_limit" in [d["decision"] for d in by_rule["vip"]["decisions"]]
+    assert by_rule["promoter"]["not_evaluated"].startswith("not evaluated: the trigger never came")
+
+
+def test_explain_with_trace_all_shows_the_condition_that_failed(tmp_path, clock):
+    big = rule(
+        "big-order",
+        {"event": "purchase"},
+        [{"action": "tag.add", "with": {"tag": "big"}}],
+        **{
+            "if": {
+                "all": [
+                    {"fact": "event.properties.amount", "op": "gte", "value": 100},
+                    {"fact": "contact.attributes.plan", "op": "eq", "value": "pro"},
+                ]
+            }
+        },
+    )
+    engine = make(tmp_path, clock, big, trace="all")
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=250))
+    [decision] = explain(engine, "c1", rule="big-order")["rules"][0]["decisions"]
+    assert decision["decision"] == "no_match"
+    amount, plan = decision["conditions"]["all"]
+    assert (amount["actual"], amount["result"]) == (250, True)
+    assert plan["missing"] is True and plan["result"] is False
+
+
+def test_check_is_a_dry_run(tmp_path, clock):
+    engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
+    before = (engine.store.summary(), len(engine.store.actions_for("c1")))
+    answer = check(engine, "c1")
+    assert answer["rules"][0]["would_fire"] is True
+    assert (engine.store.summary(), len(engine.store.actions_for("c1"))) == before
+
+
+def test_an_invalid_ruleset_never_runs_and_a_bad_reload_keeps_the_last_valid(tmp_path, clock):
+    path = ruleset(tmp_path, rules=[STAGE_ON_FIRST_ORDER])
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[path])
+    path.write_text(
+        json.dumps(
+            {
+                "ruleset": "test",
+                "version": 2,
+                "rules": [{**STAGE_ON_FIRST_ORDER, "then": [{"action": "stage.sett"}]}],
+            }
+        )
+    )
+    ok, message = engine.reload_rulesets()
+    assert not ok and "kept the last valid rulesets" in message and "stage.set" in message
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
+    assert [r.rule for r in engine.store.actions_for("c1")] == ["first-order"]
+    with pytest.raises(RulesetError):
+        Engine(tmp_path / "other.db", clock=clock, rulesets=[path])
+
+
+def test_every_loaded_version_is_kept_and_decisions_record_theirs(tmp_path, clock):
+    engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
+    ruleset(tmp_path, rules=[STAGE_ON_FIRST_ORDER], version=2, description="now v2")
+    engine.reload_rulesets()
+    engine.ingest(event("c2", "purchase", "2026-11-01", amount=3))
+    versions = [(v["name"], v["version"]) for v in engine.store.ruleset_versions()]
+    assert versions == [("test", 1), ("test", 2)]
+    assert [t.version for t in engine.store.traces("c1")] == [1]
+    assert [t.version for t in engine.store.traces("c2")] == [2]
+
+
+class BrokenFact:
+    @hookimpl
+    def register_facts(self, register):
+        def explode(ctx):
+            raise RuntimeError("warehouse unreachable")
+
+        register("contact.lifetime_value", explode)
+
+
+def test_a_failing_plugin_fact_is_traced_as_an_error_and_spares_other_rules(tmp_path, clock):
+    pm.register(BrokenFact(), name="broken-fact")
+    try:
+        engine = make(
+            tmp_path,
+            clock,
+            rule(
+                "ltv",
+                {"event": "purchase"},
+                [{"action": "tag.add", "with": {"tag": "ltv"}}],
+                **{"if": {"fact": "contact.lifetime_value", "op": "gt", "value": 100}},
+            ),
+            rule("plain", {"event": "purchase"}, [{"action": "tag.add", "with": {"tag": "buyer"}}]),
+        )
+        engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
+        assert [r.rule for r in engine.store.actions_for("c1")] == ["plain"]
+        [trace] = engine.store.traces("c1", rule="ltv")
+        assert trace.decision == "error" and "warehouse unreachable" in trace.detail
+    finally:
+        pm.unregister(name="broken-fact")
+
+
+def test_scores_add_up_to_their_cap_and_decay(tmp_path, clock):
+    engine = make(
+        tmp_path,
+        clock,
+        rule(
+            "opened",
+            {"event": "email.opened"},
+            [
+                {
+                    "action": "score.add",
+                    "with": {"score": "lead", "points": 10, "cap": 25, "half_life": "P10D"},
+                }
+            ],
+        ),
+    )
+    engine.ingest_many(
+        [
+            event("c1", "email.opened", "2026-11-01T10:00:00Z"),
+            event("c1", "email.opened", "2026-11-01T10:00:00Z", campaign="b"),
+        ]
+    )
+    engine.dispatch()
+    assert engine.contact("c1").scores["lead"] == 20  # effects stamped when due: no decay
+    clock.advance(days=20)
+    engine.ingest(event("c1", "email.opened", "2026-11-11T10:00:00Z"))  # ten days later
+    engine.dispatch()
+    assert engine.contact("c1").scores["lead"] == pytest.approx(20 * 0.5 + 10)
+    engine.ingest(event("c1", "email.opened", "2026-11-11T11:00:00Z", campaign="c"))
+    engine.ingest(event("c1", "email.opened", "2026-11-11T12:00:00Z", campaign="d"))
+    engine.dispatch()
+    assert engine.contact("c1").scores["lead"] == 25  # capped
+    history = [e.type for e in engine.store.recent_events("c1", limit=50)]
+    assert history.count("clm.score.add") == 5
