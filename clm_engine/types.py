@@ -54,7 +54,7 @@ class FactContext:
     transition: dict[str, str | None] | None = None
     count_events: Callable[[str, datetime | None], int] | None = None
     stages: tuple[str, ...] = ()
-    cache: dict[str, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

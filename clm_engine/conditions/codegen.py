@@ -123,6 +123,7 @@ class _Scope:
         self.lines: list[str] = []
         self.bases: set[str] = set()
         self.shadows: set[str] = set()
+        self.loaders: dict[str, str] = {}
 
     def fact(self, plan: FactPlan) -> tuple[str, bool]:
         """(expression for the fact's value, whether it is a plain local read)."""
@@ -131,7 +132,9 @@ class _Scope:
             name = self.locals[plan.identity] = f"f{len(self.locals)}"
             self._load(plan, name)
         if plan.kind == "computed":
-            loader = self.gen.const(_computed_loader(plan), "_cf")
+            loader = self.loaders.get(name)
+            if loader is None:
+                loader = self.loaders[name] = self.gen.const(_computed_loader(plan), "_cf")
             return f"({name} if {name} is not _U else ({name} := {loader}(ctx)))", False
         return name, True
 

@@ -50,6 +50,9 @@ class ConditionCompiler:
         self.facts = facts
         self.segments = dict(segments or {})
         self.stages = tuple(stages)
+        #: Prepared trees of the conditions explained so far, by identity (the tuple keeps the
+        #: condition alive, so its id cannot be reused by another object).
+        self._explained: dict[int, tuple[Condition, Node]] = {}
 
     def _preparer(self) -> Preparer:
         return Preparer(self.operators, self.facts, self.segments, self.stages)
@@ -99,5 +102,12 @@ class ConditionCompiler:
         """
         if condition is None:
             return {"result": True, "note": "no condition: always true"}
-        (root,) = self._prepare_all([condition])
-        return explain_node(root, ctx)
+        # Prepared once per condition: the engine explains every match it records, and
+        # preparing (operators' prepare(), fact plans) costs more than evaluating.
+        prepared = self._explained.get(id(condition))
+        if prepared is None or prepared[0] is not condition:
+            prepared = self._explained[id(condition)] = (
+                condition,
+                self._prepare_all([condition])[0],
+            )
+        return explain_node(prepared[1], ctx)

@@ -76,12 +76,15 @@ def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]
 def register_operators(register: Callable[..., None]) -> None:
     """Contribute condition operators (the ``op`` of a leaf).
 
-    Call ``register(name, test, *, prepare=None, description="")``. ``test(fact_value, value)``
+    Call ``register(name, test, *, prepare=None, accepts_missing=False, description="")``.
+    ``test(fact_value, value)``
     returns a bool; it is never called with a missing fact (a missing fact makes a leaf false,
     except for operators registered with ``accepts_missing=True``). ``prepare(value)``, if
     given, runs once when a ruleset loads: it turns the ruleset's ``value`` into what ``test``
     receives (a compiled pattern, a parsed duration) and raises ``ValueError`` with a message
-    for an ops person when the value is unusable, which makes the ruleset invalid.
+    for an ops person when the value is unusable, which makes the ruleset invalid. ``prepare``
+    may return a ``clm_engine.conditions.ContextValue`` for a value that depends on the moment
+    of evaluation (like ``"now"``).
     """
 
 
@@ -93,7 +96,9 @@ def register_facts(register: Callable[..., None]) -> None:
     ``"contact.days_since_signup"``; ``compute(ctx, **args)`` receives a
     :class:`clm_engine.types.FactContext` and the leaf's ``args`` and returns the value, or
     ``clm_engine.types.MISSING``. It is called at most once per contact per evaluation (the
-    engine caches it), must not write anything, and must not raise for ordinary data.
+    engine caches it), must not write anything, and must not raise for ordinary data. A
+    ``compute.check_args(args)`` attribute, if present, validates a leaf's ``args`` when the
+    ruleset loads (raise ``ValueError``).
     """
 
 
