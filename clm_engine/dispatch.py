@@ -70,6 +70,7 @@ class Dispatcher:
         stages: tuple[str, ...],
         apply_events: ApplyEvents,
         max_attempts: int = 5,
+        dry_run_external: bool = False,
         backoff: timedelta = timedelta(seconds=30),
         max_backoff: timedelta = timedelta(hours=6),
     ) -> None:
@@ -77,6 +78,7 @@ class Dispatcher:
         self.stages = stages
         self.apply_events = apply_events
         self.max_attempts = max_attempts
+        self.dry_run_external = dry_run_external
         self.backoff = backoff
         self.max_backoff = max_backoff
 
@@ -133,6 +135,8 @@ class Dispatcher:
             params = spec.params.model_validate(row.params)
         except ValidationError as error:
             return finish("dead", f"parameters no longer valid: {describe_validation_error(error)}")
+        if spec.external and self.dry_run_external:
+            return finish("simulated", "external action: recorded, not run (dry run)", attempts=1)
         ctx = ActionContext(
             contact=contact,
             key=row.key,

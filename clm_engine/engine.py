@@ -35,6 +35,7 @@ from .evaluation import Evaluator, Fire, settle
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
 from .rules import RuleBook
 from .store import IngestFailure, StageTransition, Store, StoreTransaction, open_store
+from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Engine:
         stages: Sequence[str] = DEFAULT_STAGES,
         rulesets: Sequence[str | os.PathLike[str]] | None = None,
         max_attempts: int = 5,
+        dry_run_external: bool = False,
         migrate: bool = True,
     ) -> None:
         plugins.load_plugins()
@@ -133,6 +135,8 @@ class Engine:
         self.facts = plugins.get_facts()
         self.actions = plugins.get_actions()
         self.max_attempts = max_attempts
+        #: Record actions that reach outside (emails ...) instead of running them: simulations.
+        self.dry_run_external = dry_run_external
         self.rulebook = RuleBook(stages=self.stages)
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
@@ -243,6 +247,8 @@ class Engine:
             tx.record_failures(result.failed, failed_at=now_text)
         tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
         result.enqueued += settle(tx, fires, recorded_at=now_text)
+        if self.rulebook.relative:
+            refresh_anchors(tx, self.rulebook, contacts, self.facts)
         result.ingested += len(applied)
 
     def _fold(
@@ -359,6 +365,7 @@ class Engine:
         self.stages = book.stages
         self._evaluator = Evaluator(book)
         self._ruleset_paths = [os.fspath(p) for p in paths]
+        rebuild_anchors(self.store, book, self.facts)
         return warnings
 
     def reload_rulesets(self) -> tuple[bool, str]:
@@ -387,12 +394,34 @@ class Engine:
             stages=self.stages,
             apply_events=self._apply_emitted,
             max_attempts=self.max_attempts,
+            dry_run_external=self.dry_run_external,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
             with self.store.write() as tx:
                 if not dispatcher.run_batch(tx, self.clock.now(), take, report):
                     break
+        return report
+
+    def tick(self, *, progress: Callable[[int], None] | None = None) -> TimeReport:
+        """Run everything that is due at ``clock.now()``, once, and return what happened.
+
+        Relative-time anchors whose fire time has come, cron slots that came due (missed ones
+        coalesce; stale ones are skipped and recorded), then due actions, including those that
+        running them makes due. ``clm tick`` and every pump of ``clm run`` call this; so can a
+        host application from its own cron or request cycle.
+        """
+        report = TimeReport()
+        for _ in range(10):  # actions may set dates that make anchors due: settle it out
+            now = self.clock.now()
+            before = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
+            sweep_anchors(self.store, self.rulebook, self.facts, now, report)
+            run_schedules(self.store, self.rulebook, now, report, progress)
+            dispatched = self.dispatch()
+            report.dispatched.add(dispatched)
+            after = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
+            if not dispatched.total and after == before:
+                break
         return report
 
     def _apply_emitted(self, tx: StoreTransaction, events: list[Event], depth: int) -> list[str]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .models import Contact, Event, Leaf, duration_to_timedelta, utc_text
+from .conditions.facts import plan_fact, resolve
+from .models import Contact, Event, duration_to_timedelta, utc_text
 from .rules import CompiledRule, RuleBook, RuleGroup
 from .store import StoreTransaction, Trace
 from .types import MISSING, FactContext
@@ -121,21 +122,18 @@ class Evaluator:
             if not hit and not rule.trace_all:
                 continue
             tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
-            entity = _entity(rule, ctx) if hit else None
+            entity = limit_entity(rule, ctx) if hit else None
             out.append(
                 Fire(rule, ctx.contact.id, occurrence, trigger, ctx.now, hit, tree, entity, depth)
             )
 
 
-def _entity(rule: CompiledRule, ctx: FactContext) -> str | None:
+def limit_entity(rule: CompiledRule, ctx: FactContext) -> str | None:
     """The value naming the entity a rule's ``once_per`` limit counts (``""`` per contact)."""
     if rule.once_per is None or rule.once_per == "contact":
         return ""
-    probe = Leaf(fact=rule.once_per, op="exists", value=True)
-    node = rule.compiler.explain(probe, ctx)
-    if node.get("missing") or node.get("actual") in (None, MISSING):
-        return None
-    return str(node["actual"])
+    value = resolve(plan_fact(rule.once_per, None, rule.compiler.facts), ctx)
+    return None if value is MISSING or value is None else str(value)
 
 
 def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:

@@ -318,6 +318,10 @@ class ScheduleTrigger(BaseModel):
 
     schedule: Annotated[str, Field(min_length=9, max_length=100)]
     timezone: str = "UTC"
+    stale_after: DurationSpec | None = Field(
+        default=None,
+        description="After downtime, a slot older than this is skipped (recorded), not run.",
+    )
 
 
 class RelativeTrigger(BaseModel):
@@ -329,6 +333,20 @@ class RelativeTrigger(BaseModel):
     after: FactPath | None = None
     days: Annotated[int, Field(ge=0)] = 0
     hours: Annotated[int, Field(ge=0)] = 0
+    stale_after: DurationSpec | None = Field(
+        default=None,
+        description="After downtime, a fire time older than this is skipped (recorded), not run.",
+    )
+
+    @property
+    def anchor(self) -> str:
+        return self.before or self.after  # type: ignore[return-value]
+
+    @property
+    def offset(self) -> timedelta:
+        """From the anchor date to the fire time: negative for ``before``."""
+        delta = timedelta(days=self.days, hours=self.hours)
+        return -delta if self.before else delta
 
     @model_validator(mode="after")
     def _one_anchor(self) -> RelativeTrigger:

@@ -252,6 +252,7 @@ class ActionSpec:
     params: type
     description: str
     plugin: str
+    external: bool = False  # reaches outside the engine (an email): not run by simulations
 
 
 def get_operators() -> dict[str, OperatorSpec]:
@@ -316,6 +317,7 @@ def get_actions() -> dict[str, ActionSpec]:
             params: type,
             *,
             description: str = "",
+            external: bool = False,
             _plugin: str = plugin_name,
         ) -> None:
             if not callable(run):
@@ -326,7 +328,7 @@ def get_actions() -> dict[str, ActionSpec]:
                     "model for its parameters"
                 )
             names.claim(name, _plugin)
-            found[name] = ActionSpec(name, run, params, description, _plugin)
+            found[name] = ActionSpec(name, run, params, description, _plugin, external)
 
         if "register" in argnames:
             function(register=register)

@@ -21,6 +21,7 @@ from .models import (
     All,
     Condition,
     EventTrigger,
+    RelativeTrigger,
     Rule,
     StageTrigger,
     duration_to_timedelta,
@@ -58,7 +59,11 @@ class CompiledRule:
         if isinstance(when, StageTrigger):
             change = when.stage_changed
             return f"stage change from {change.from_ or 'any'} to {change.to or 'any'}"
-        return "time"  # schedules and relative times: run by the scheduler
+        if isinstance(when, RelativeTrigger):
+            side = "before" if when.before else "after"
+            span = f"{when.days} days" + (f" {when.hours} hours" if when.hours else "")
+            return f"{span} {side} {when.anchor}"
+        return f"schedule {when.schedule} ({when.timezone})"
 
     def matches_stage_change(self, before: str | None, after: str | None) -> bool:
         change = self.rule.when.stage_changed  # type: ignore[union-attr]
@@ -85,7 +90,8 @@ class RuleBook:
     rulesets: list[LoadedRuleset] = field(default_factory=list)
     by_event: dict[str, list[RuleGroup]] = field(default_factory=dict)
     on_stage_change: list[RuleGroup] = field(default_factory=list)
-    timed: list[CompiledRule] = field(default_factory=list)  # schedule / relative: not yet run
+    relative: list[CompiledRule] = field(default_factory=list)  # before/after a date
+    scheduled: list[CompiledRule] = field(default_factory=list)  # cron
     rules: dict[tuple[str, str], CompiledRule] = field(default_factory=dict)
     disabled: dict[tuple[str, str], Rule] = field(default_factory=dict)
 
@@ -139,8 +145,10 @@ class RuleBook:
                     event_rules[(rule.when.event, ruleset.ruleset)].append(compiled)
                 elif isinstance(rule.when, StageTrigger):
                     stage_rules[ruleset.ruleset].append(compiled)
+                elif isinstance(rule.when, RelativeTrigger):
+                    book.relative.append(compiled)
                 else:
-                    book.timed.append(compiled)
+                    book.scheduled.append(compiled)
         for (event_type, ruleset_name), rules in event_rules.items():
             group = RuleGroup(rules, compilers[ruleset_name].compile([r.condition for r in rules]))
             book.by_event.setdefault(event_type, []).append(group)

@@ -145,6 +145,44 @@ _M002 = """
 """
 
 
+@migrations()
+def m003_time(db) -> None:
+    for statement in _M003.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+_M003 = """
+        CREATE TABLE anchors (
+            ruleset TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            contact_id TEXT NOT NULL,
+            entity TEXT NOT NULL DEFAULT '',  -- '' for a date of the contact itself
+            anchor_at TEXT NOT NULL,          -- the date the rule counts from
+            fire_at TEXT NOT NULL,            -- anchor_at plus or minus the rule's offset
+            status TEXT NOT NULL DEFAULT 'pending',  -- pending, fired, skipped
+            note TEXT,
+            PRIMARY KEY (ruleset, rule, contact_id, entity)
+        );
+        CREATE INDEX anchors_due ON anchors (status, fire_at);
+
+        CREATE TABLE anchor_rules (
+            ruleset TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            definition TEXT NOT NULL,         -- anchor fact and offset the rows were built for
+            PRIMARY KEY (ruleset, rule)
+        );
+
+        CREATE TABLE schedules (
+            ruleset TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            timezone TEXT NOT NULL,
+            last_slot TEXT NOT NULL,          -- the latest slot run (or skipped): UTC text
+            PRIMARY KEY (ruleset, rule, timezone)
+        )
+"""
+
+
 @hookimpl
 def register_migrations(register):
     register(migrations)

@@ -48,6 +48,16 @@ def cli() -> None:
     """
 
 
-from . import contacts, info, ingest, rules, sample, validate  # noqa: E402  (commands register on import)
+from . import contacts, info, ingest, rules, running, sample, simulate, validate  # noqa: E402  (commands register on import)
 
-__all__ = ["cli", "contacts", "info", "ingest", "rules", "sample", "validate"]
+__all__ = [
+    "cli",
+    "contacts",
+    "info",
+    "ingest",
+    "rules",
+    "running",
+    "sample",
+    "simulate",
+    "validate",
+]

@@ -106,7 +106,9 @@ def register_facts(register: Callable[..., None]) -> None:
 def register_actions(register: Callable[..., None]) -> None:
     """Contribute actions that rules can call in ``then``.
 
-    Call ``register(name, run, params, *, description="")``. ``params`` is a pydantic model
+    Call ``register(name, run, params, *, description="", external=False)``. Say
+    ``external=True`` for an action that reaches outside the engine (an email, a webhook):
+    simulations record it instead of running it. ``params`` is a pydantic model
     (declare ``model_config = ConfigDict(extra="forbid")``) that validates the rule's ``with``
     when the ruleset loads. ``run(ctx, params)`` runs when the action is dispatched; ``ctx``
     gives the contact, the idempotency key and ``ctx.emit(type, properties)`` for effects on

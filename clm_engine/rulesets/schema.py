@@ -123,6 +123,14 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ),
     ("RelativeTrigger", "days"): "Days before/after the date (default 0).",
     ("RelativeTrigger", "hours"): "Hours before/after the date, added to days (default 0).",
+    ("RelativeTrigger", "stale_after"): (
+        "After downtime, a fire time older than this is skipped and recorded as skipped, "
+        "not run late (default: always run late, once)."
+    ),
+    ("ScheduleTrigger", "stale_after"): (
+        "After downtime, a missed slot older than this is skipped and recorded as skipped, "
+        "not run late (default: run the latest missed slot once)."
+    ),
     ("All", "all"): "Conditions that must all be true.",
     ("AnyOf", "any"): "Conditions of which at least one must be true.",
     ("Not", "not"): "A condition that must be false.",

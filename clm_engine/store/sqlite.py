@@ -348,8 +348,11 @@ class SQLiteStore:
                 removed[table] = cursor.rowcount
             cursor = self.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
             removed["contacts"] = cursor.rowcount
-            cursor = self.conn.execute("DELETE FROM rule_limits WHERE contact_id = ?", [contact_id])
-            removed["rule_limits"] = cursor.rowcount
+            for table in ("rule_limits", "anchors"):
+                cursor = self.conn.execute(
+                    f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
+                )
+                removed[table] = cursor.rowcount
             removed.update(also(self.db, contact_id))
             removed = {table: count for table, count in removed.items() if count}
             if removed:
@@ -592,3 +595,94 @@ class SQLiteTransaction:
             [name, version, content_hash, path, content, at],
         )
         return cursor.rowcount == 1
+
+    # -- time: anchors of relative-time rules, schedule slots ------------------------------------
+
+    def anchors_for(self, contact_ids: Sequence[str]) -> dict[tuple[str, str, str, str], tuple]:
+        """Current anchors of these contacts: key -> (anchor_at, fire_at, status)."""
+        rows = self.conn.execute(
+            "SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at, status FROM anchors "
+            "WHERE contact_id IN (SELECT value FROM json_each(?))",
+            [_dumps(list(contact_ids))],
+        )
+        return {tuple(row[:4]): tuple(row[4:]) for row in rows}
+
+    def put_anchors(self, rows: Sequence[tuple[str, str, str, str, str, str]]) -> None:
+        """Set anchors (ruleset, rule, contact, entity, anchor_at, fire_at), pending again."""
+        self.conn.executemany(
+            "INSERT INTO anchors (ruleset, rule, contact_id, entity, anchor_at, fire_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ruleset, rule, contact_id, entity) DO UPDATE "
+            "SET anchor_at = excluded.anchor_at, fire_at = excluded.fire_at, "
+            "status = 'pending', note = NULL",
+            rows,
+        )
+
+    def drop_anchors(self, keys: Sequence[tuple[str, str, str, str]]) -> None:
+        """Cancel pending anchors whose date is gone (fired ones stay, as history)."""
+        self.conn.executemany(
+            "DELETE FROM anchors WHERE ruleset = ? AND rule = ? AND contact_id = ? AND entity = ? "
+            "AND status = 'pending'",
+            keys,
+        )
+
+    def due_anchors(self, now: str, limit: int) -> list[tuple]:
+        """Pending anchors whose fire time has come, oldest first (an index range scan)."""
+        return self.conn.execute(
+            "SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at FROM anchors "
+            "WHERE status = 'pending' AND fire_at <= ? ORDER BY fire_at LIMIT ?",
+            [now, limit],
+        ).fetchall()
+
+    def close_anchor(
+        self, key: tuple[str, str, str, str], *, status: str, note: str | None
+    ) -> None:
+        self.conn.execute(
+            "UPDATE anchors SET status = ?, note = ? WHERE ruleset = ? AND rule = ? "
+            "AND contact_id = ? AND entity = ?",
+            [status, note, *key],
+        )
+
+    def anchor_definitions(self) -> dict[tuple[str, str], str]:
+        rows = self.conn.execute("SELECT ruleset, rule, definition FROM anchor_rules")
+        return {(r, n): d for r, n, d in rows}
+
+    def reset_anchor_rule(self, ruleset: str, rule: str, definition: str) -> None:
+        """Forget a rule's pending anchors (its definition changed) and record the new one."""
+        self.conn.execute(
+            "DELETE FROM anchors WHERE ruleset = ? AND rule = ? AND status = 'pending'",
+            [ruleset, rule],
+        )
+        self.conn.execute(
+            "INSERT INTO anchor_rules (ruleset, rule, definition) VALUES (?, ?, ?) "
+            "ON CONFLICT (ruleset, rule) DO UPDATE SET definition = excluded.definition",
+            [ruleset, rule, definition],
+        )
+
+    def contacts_after(
+        self, last_id: str, limit: int, timezone: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(id, data) of contacts after ``last_id`` in id order: chunks for sweeps."""
+        if timezone is None:
+            sql, params = "id > ?", [last_id]
+        else:
+            sql, params = "id > ? AND timezone = ?", [last_id, timezone]
+        return self.conn.execute(
+            f"SELECT id, data FROM contacts WHERE {sql} ORDER BY id LIMIT ?", [*params, limit]
+        ).fetchall()
+
+    def contact_timezones(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT DISTINCT timezone FROM contacts")]
+
+    def schedule_slot(self, ruleset: str, rule: str, timezone: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT last_slot FROM schedules WHERE ruleset = ? AND rule = ? AND timezone = ?",
+            [ruleset, rule, timezone],
+        ).fetchone()
+        return row[0] if row else None
+
+    def set_schedule_slot(self, ruleset: str, rule: str, timezone: str, slot: str) -> None:
+        self.conn.execute(
+            "INSERT INTO schedules (ruleset, rule, timezone, last_slot) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (ruleset, rule, timezone) DO UPDATE SET last_slot = excluded.last_slot",
+            [ruleset, rule, timezone, slot],
+        )

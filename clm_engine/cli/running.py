@@ -1,0 +1,102 @@
+"""``clm tick`` and ``clm run``: time-driven work, once or for as long as it takes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+from rich.progress import Progress
+
+from ..scheduling import run_forever
+from ..timed import TimeReport
+from . import cli
+from .common import (
+    console,
+    db_option,
+    errors,
+    json_option,
+    open_engine,
+    print_dispatch,
+    print_json,
+    rulesets_option,
+)
+
+
+def print_time_report(report: TimeReport) -> None:
+    console.print(
+        f"anchors: {report.anchors_fired:,} fired, {report.anchors_not_matched:,} did not match, "
+        f"{report.anchors_skipped:,} skipped; schedules: {report.slots_run:,} slots run over "
+        f"{report.contacts_evaluated:,} contacts, {report.slots_skipped:,} skipped or coalesced; "
+        f"{report.enqueued:,} actions enqueued",
+        soft_wrap=True,
+    )
+    for note in report.notes[:10]:
+        errors.print(f"  {note}", markup=False)
+    print_dispatch(report.dispatched)
+
+
+@cli.command()
+@db_option
+@rulesets_option
+@json_option
+def tick(db_path, ruleset_paths, as_json):
+    """Run everything that is due now, once, and exit (for your own cron, or a request cycle).
+
+    Dates that came up (relative-time rules), schedule slots that came due, and due actions.
+    What fell due while nothing ran is caught up once; what is older than a rule's stale_after
+    is skipped and recorded.
+    """
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
+        show = not as_json and console.is_terminal and bool(engine.rulebook.scheduled)
+        with Progress(console=errors, disable=not show, transient=True) as progress:
+            total = engine.store.count_contacts()
+            task = progress.add_task("schedules", total=total * len(engine.rulebook.scheduled))
+            report = engine.tick(progress=lambda n: progress.advance(task, n))
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        print_time_report(report)
+
+
+@cli.command()
+@db_option
+@rulesets_option
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="Seconds between pumps.",
+)
+def run(db_path, ruleset_paths, interval):
+    """Run the engine until stopped (SIGTERM or Ctrl-C): pumps due work every few seconds.
+
+    Schedules run on their slots; delayed actions and dates that come up run as they fall due;
+    changed ruleset files are reloaded (an invalid change keeps the last valid rulesets and
+    says so). Safe to run twice on one database: nothing is done twice.
+    """
+    engine = open_engine(db_path, must_exist=False, rulesets=ruleset_paths)
+
+    def on_tick(report: TimeReport) -> None:
+        busy = report.dispatched.total or report.anchors_fired or report.slots_run
+        if busy:
+            stamp = datetime.now(UTC).strftime("%H:%M:%S")
+            outcomes = ", ".join(
+                f"{n:,} {k}" for k, n in sorted(report.dispatched.outcomes.items())
+            )
+            console.print(
+                f"{stamp} anchors {report.anchors_fired}, slots {report.slots_run}, "
+                f"actions: {outcomes or 'none'}",
+                soft_wrap=True,
+            )
+
+    def on_reload(ok: bool, message: str) -> None:
+        (console if ok else errors).print(message, markup=False)
+
+    rules = len(engine.rulebook.rules)
+    console.print(f"clm run: {db_path}, {rules} rules, pump every {interval:g}s (Ctrl-C stops)")
+    try:
+        run_forever(engine, interval=interval, on_tick=on_tick, on_reload=on_reload)
+    finally:
+        engine.close()
+        console.print("clm run: stopped")

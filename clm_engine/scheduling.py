@@ -1,0 +1,155 @@
+"""APScheduler 3.x wiring: the pumps that drive clm-engine on the real clock.
+
+APScheduler holds no per-contact state here. It runs a few fixed jobs, rebuilt from the loaded
+rulesets at every start with stable ids: a pump that calls ``Engine.tick()`` every few
+seconds (due anchors, schedule slots, due actions), one job per cron rule so its slot runs on
+time rather than at the next pump, and a watcher that reloads changed ruleset files. Every job
+has ``coalesce=True``, ``max_instances=1`` and ``misfire_grace_time=None``: measured with
+APScheduler 3.11, the default grace of 1 s silently dropped jobs that fell due during a short
+restart. What is due lives in the store (outbox rows, anchors, schedule slots), so a restart
+loses nothing and a pump can always catch up; and because every step claims its work in a
+``BEGIN IMMEDIATE`` transaction, two processes on one database never run the same thing twice.
+
+Nothing here starts on import: ``background(engine)`` returns a scheduler the host starts and
+stops; ``run_forever(engine)`` is what ``clm run`` does.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .timed import TimeReport
+
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+PUMP_ID = "clm:pump"
+RELOAD_ID = "clm:reload-rulesets"
+
+
+def _new(kind: type[BaseScheduler]) -> BaseScheduler:
+    # One worker thread: the engine's jobs never overlap, so they share its connection safely.
+    return kind(
+        timezone=UTC,
+        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        job_defaults=JOB_DEFAULTS,
+    )
+
+
+def install_jobs(
+    engine: Engine,
+    scheduler: BaseScheduler,
+    *,
+    interval: float = 5.0,
+    on_tick: Callable[[TimeReport], Any] | None = None,
+) -> list[str]:
+    """(Re)build the engine's jobs on ``scheduler`` from the loaded rulesets; their ids.
+
+    Schedule jobs of rules that are gone are removed; the others are replaced in place.
+    """
+
+    def pump() -> None:
+        report = engine.tick()
+        if on_tick is not None:
+            on_tick(report)
+
+    wanted = {PUMP_ID}
+    scheduler.add_job(
+        pump,
+        IntervalTrigger(seconds=interval),
+        id=PUMP_ID,
+        replace_existing=True,
+        next_run_time=engine.clock.now(),
+    )
+    for rule in engine.rulebook.scheduled:
+        when = rule.rule.when
+        if when.timezone == "contact":
+            continue  # one slot per contact timezone: the pump runs each as it comes
+        job_id = f"clm:schedule:{rule.ruleset}/{rule.id}"
+        trigger = CronTrigger.from_crontab(when.schedule, timezone=ZoneInfo(when.timezone))
+        scheduler.add_job(pump, trigger, id=job_id, replace_existing=True)
+        wanted.add(job_id)
+    for job in scheduler.get_jobs():
+        if job.id.startswith("clm:schedule:") and job.id not in wanted:
+            job.remove()
+    return sorted(wanted)
+
+
+def watch_rulesets(
+    engine: Engine,
+    scheduler: BaseScheduler,
+    *,
+    every: float = 10.0,
+    interval: float = 5.0,
+    on_tick: Callable[[TimeReport], Any] | None = None,
+    on_reload: Callable[[bool, str], Any] | None = None,
+) -> None:
+    """Reload the rulesets when their files change (an invalid change keeps the last valid)."""
+    seen = [_fingerprint(engine)]
+
+    def check() -> None:
+        current = _fingerprint(engine)
+        if current == seen[0]:
+            return
+        seen[0] = current
+        ok, message = engine.reload_rulesets()
+        if ok:
+            install_jobs(engine, scheduler, interval=interval, on_tick=on_tick)
+        if on_reload is not None:
+            on_reload(ok, message)
+
+    scheduler.add_job(check, IntervalTrigger(seconds=every), id=RELOAD_ID, replace_existing=True)
+
+
+def _fingerprint(engine: Engine) -> tuple:
+    files = []
+    for path in engine._ruleset_paths:
+        root = Path(path)
+        candidates = sorted(root.rglob("*.json")) if root.is_dir() else [root]
+        for file in candidates:
+            try:
+                stat = file.stat()
+            except OSError:
+                continue
+            files.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return tuple(files)
+
+
+def background(engine: Engine, *, interval: float = 5.0) -> BackgroundScheduler:
+    """A BackgroundScheduler with the engine's jobs, not started: the host calls ``start()``
+    and ``shutdown()`` (the library form of ``clm run``)."""
+    scheduler = _new(BackgroundScheduler)
+    install_jobs(engine, scheduler, interval=interval)
+    return scheduler  # type: ignore[return-value]
+
+
+def run_forever(
+    engine: Engine,
+    *,
+    interval: float = 5.0,
+    on_tick: Callable[[TimeReport], Any] | None = None,
+    on_reload: Callable[[bool, str], Any] | None = None,
+) -> None:
+    """``clm run``: pump until SIGTERM or SIGINT, then finish the job at hand and stop."""
+    scheduler = _new(BlockingScheduler)
+    install_jobs(engine, scheduler, interval=interval, on_tick=on_tick)
+    watch_rulesets(engine, scheduler, interval=interval, on_tick=on_tick, on_reload=on_reload)
+
+    def stop(signum: int, frame: Any) -> None:
+        scheduler.shutdown(wait=False)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    scheduler.start()

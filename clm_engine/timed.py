@@ -1,0 +1,288 @@
+"""Rules on the time axis: dates coming up or gone by (anchors), and cron schedules.
+
+**Anchors.** A rule such as ``{"before": "contact.attributes.renewal_at", "days": 30}`` fires
+once per anchor date. The engine keeps one row per (rule, contact, entity) in ``anchors`` with
+the date and the fire time, refreshed in the ingest transaction whenever a contact changes: a
+moved date moves the pending fire, a removed date cancels it. A sweep then reads the pending
+anchors whose fire time has come through the ``(status, fire_at)`` index, so its cost grows
+with what is due, not with the number of contacts.
+
+**Schedules.** A cron rule keeps, per timezone, the last slot it ran in ``schedules``. A tick
+computes the slots that came due since (APScheduler's ``CronTrigger``), runs the latest one
+over the contacts in chunks (all missed slots coalesce into one run) and records it, in write
+transactions, so two processes or a restart never run a slot twice. On the first sight of a
+rule, its clock starts at that moment: past slots are not replayed.
+
+Both skip, and record as skipped with the reason, what is older than the rule's
+``stale_after`` (after downtime); otherwise what fell due while the engine was stopped runs
+once when it comes back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from .conditions.facts import plan_fact, resolve
+from .conditions.values import to_datetime
+from .dispatch import DispatchReport
+from .evaluation import Fire, limit_entity, settle
+from .models import Contact, RelativeTrigger, ScheduleTrigger, duration_to_timedelta, utc_text
+from .rules import CompiledRule, RuleBook
+from .store import Store, StoreTransaction
+from .types import MISSING, FactContext
+
+#: Contacts evaluated per write transaction by a schedule, and anchors per sweep step.
+CHUNK = 1000
+
+
+@dataclass
+class TimeReport:
+    anchors_fired: int = 0
+    anchors_skipped: int = 0
+    anchors_not_matched: int = 0
+    slots_run: int = 0
+    slots_skipped: int = 0
+    contacts_evaluated: int = 0
+    enqueued: int = 0
+    notes: list[str] = field(default_factory=list)
+    dispatched: DispatchReport = field(default_factory=DispatchReport)
+
+    def as_dict(self) -> dict:
+        return {
+            "anchors": {
+                "fired": self.anchors_fired,
+                "not_matched": self.anchors_not_matched,
+                "skipped": self.anchors_skipped,
+            },
+            "schedules": {
+                "slots_run": self.slots_run,
+                "slots_skipped": self.slots_skipped,
+                "contacts_evaluated": self.contacts_evaluated,
+            },
+            "enqueued": self.enqueued,
+            "dispatched": self.dispatched.as_dict(),
+            "notes": self.notes[:100],
+        }
+
+
+def anchor_definition(rule: CompiledRule) -> str:
+    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
+    return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
+
+
+def anchor_date(rule: CompiledRule, contact: Contact, facts: dict) -> datetime | None:
+    """The date a relative-time rule counts from, for this contact (None if it has none)."""
+    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
+    ctx = FactContext(contact=contact, now=contact.updated_at or contact.created_at)  # type: ignore[arg-type]
+    value = resolve(plan_fact(when.anchor, None, facts), ctx)
+    return None if value is MISSING or value is None else to_datetime(value)
+
+
+def refresh_anchors(
+    tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact], facts: dict
+) -> None:
+    """Bring these contacts' anchors in line with their dates (in the ingest transaction)."""
+    rules = book.relative
+    if not rules or not contacts:
+        return
+    existing = tx.anchors_for([c.id for c in contacts])
+    puts, drops = [], []
+    for contact in contacts:
+        for rule in rules:
+            key = (rule.ruleset, rule.id, contact.id, "")
+            old = existing.get(key)
+            moment = anchor_date(rule, contact, facts)
+            if moment is None:
+                if old is not None and old[2] == "pending":
+                    drops.append(key)
+                continue
+            anchor_text = utc_text(moment)
+            if old is not None and old[0] == anchor_text:
+                continue  # unchanged: keep its status (a fired anchor does not fire again)
+            fire_at = moment + rule.rule.when.offset  # type: ignore[union-attr]
+            puts.append((*key, anchor_text, utc_text(fire_at)))
+    tx.put_anchors(puts)
+    tx.drop_anchors(drops)
+
+
+def rebuild_anchors(store: Store, book: RuleBook, facts: dict) -> int:
+    """After a load: compute every contact's anchors for relative rules that are new or changed.
+
+    A rule whose anchor and offset are unchanged keeps its rows (and what already fired).
+    Returns the number of contacts scanned.
+    """
+    known = store.read().anchor_definitions()
+    stale = [r for r in book.relative if known.get((r.ruleset, r.id)) != anchor_definition(r)]
+    if not stale:
+        return 0
+    scanned, last = 0, ""
+    with store.write() as tx:
+        for rule in stale:
+            tx.reset_anchor_rule(rule.ruleset, rule.id, anchor_definition(rule))
+    narrowed = RuleBook(stages=book.stages, relative=stale)
+    while True:
+        with store.write() as tx:
+            rows = tx.contacts_after(last, CHUNK)
+            if not rows:
+                return scanned
+            contacts = [Contact.model_validate_json(data) for _, data in rows]
+            refresh_anchors(tx, narrowed, contacts, facts)
+            scanned += len(rows)
+            last = rows[-1][0]
+
+
+def sweep_anchors(
+    store: Store, book: RuleBook, facts: dict, now: datetime, report: TimeReport
+) -> None:
+    """Fire every pending anchor whose time has come, once, in fire-time order."""
+    rules = {(r.ruleset, r.id): r for r in book.relative}
+    now_text = utc_text(now)
+    while True:
+        with store.write() as tx:
+            due = tx.due_anchors(now_text, CHUNK)
+            if not due:
+                return
+            contacts = {
+                cid: Contact.model_validate_json(data)
+                for cid, data in tx.load_contacts({row[2] for row in due}).items()
+            }
+            fires: list[Fire] = []
+            for ruleset, rule_id, contact_id, entity, anchor_at, fire_at in due:
+                key = (ruleset, rule_id, contact_id, entity)
+                rule, contact = rules.get((ruleset, rule_id)), contacts.get(contact_id)
+                if rule is None or contact is None:
+                    gone = "rule" if rule is None else "contact"
+                    tx.close_anchor(key, status="skipped", note=f"the {gone} no longer exists")
+                    report.anchors_skipped += 1
+                    continue
+                fire_time = datetime.fromisoformat(fire_at)
+                stale = _stale_after(rule)
+                if stale is not None and now - fire_time > stale:
+                    note = f"due {fire_at[:19]}Z, more than {stale} ago (stale_after): skipped"
+                    tx.close_anchor(key, status="skipped", note=note)
+                    report.anchors_skipped += 1
+                    report.notes.append(f"{ruleset}/{rule_id}/{contact_id}: {note}")
+                    continue
+                hit = _judge(
+                    rule,
+                    contact,
+                    fire_time,
+                    tx,
+                    fires,
+                    f"anchor:{entity}:{anchor_at[:19]}Z",
+                    f"{rule.trigger_text()} ({anchor_at[:10]})",
+                )
+                tx.close_anchor(
+                    key, status="fired", note=None if hit else "conditions did not match"
+                )
+                if hit:
+                    report.anchors_fired += 1
+                else:
+                    report.anchors_not_matched += 1
+            report.enqueued += settle(tx, fires, recorded_at=now_text)
+
+
+def run_schedules(
+    store: Store,
+    book: RuleBook,
+    now: datetime,
+    report: TimeReport,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Run every cron rule's slot that came due since its last run (one run per rule+zone)."""
+    for rule in book.scheduled:
+        when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]
+        zones = store.read().contact_timezones() if when.timezone == "contact" else [when.timezone]
+        for zone in zones:
+            _run_slot(store, rule, when, zone, now, report, progress)
+
+
+def _run_slot(store, rule, when, zone, now, report, progress) -> None:
+    contact_zone = zone if when.timezone == "contact" else None
+    with store.write() as tx:
+        last = tx.schedule_slot(rule.ruleset, rule.id, zone)
+        if last is None:  # first sight: the clock starts now, past slots are not replayed
+            tx.set_schedule_slot(rule.ruleset, rule.id, zone, utc_text(now))
+            return
+        slots = due_slots(when.schedule, zone, datetime.fromisoformat(last), now)
+        if not slots:
+            return
+        slot = slots[-1]
+        tx.set_schedule_slot(rule.ruleset, rule.id, zone, utc_text(slot))
+        stale = _stale_after(rule)
+        if stale is not None and now - slot > stale:
+            report.slots_skipped += len(slots)
+            report.notes.append(
+                f"{rule.ruleset}/{rule.id} ({zone}): slot {utc_text(slot)[:16]}Z is more than "
+                f"{stale} old (stale_after): skipped"
+            )
+            return
+    report.slots_run += 1
+    report.slots_skipped += len(slots) - 1  # coalesced into the latest
+    occurrence = f"schedule:{utc_text(slot)[:16]}Z"
+    last_id = ""
+    while True:
+        with store.write() as tx:
+            rows = tx.contacts_after(last_id, CHUNK, contact_zone)
+            if not rows:
+                return
+            fires: list[Fire] = []
+            for _, data in rows:
+                _judge(
+                    rule,
+                    Contact.model_validate_json(data),
+                    slot,
+                    tx,
+                    fires,
+                    occurrence,
+                    f"schedule {when.schedule} ({zone})",
+                )
+            report.enqueued += settle(tx, fires, recorded_at=utc_text(now))
+            report.contacts_evaluated += len(rows)
+            last_id = rows[-1][0]
+        if progress is not None:
+            progress(len(rows))
+
+
+def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> list[datetime]:
+    """The cron slots in (after, until], in UTC (at most 1,000: older ones coalesce anyway)."""
+    trigger = CronTrigger.from_crontab(expression, timezone=ZoneInfo(zone))
+    slots: list[datetime] = []
+    previous, moment = None, after
+    while True:
+        nxt = trigger.get_next_fire_time(previous, moment)
+        if nxt is None or nxt > until:
+            return [s.astimezone(after.tzinfo) for s in slots]
+        if nxt > after:
+            slots.append(nxt)
+            slots = slots[-1000:]
+        previous, moment = nxt, nxt + timedelta(seconds=1)
+
+
+def _judge(rule, contact, moment, tx, fires, occurrence, trigger) -> bool:
+    """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``."""
+    ctx = FactContext(
+        contact=contact,
+        now=moment,
+        stages=rule.compiler.stages,
+        count_events=lambda t, since: tx.count_events(
+            contact.id, t, utc_text(since) if since else None
+        ),
+    )
+    tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
+    hit = tree is None or bool(tree["result"])
+    if hit or rule.trace_all:
+        entity = limit_entity(rule, ctx) if hit else None
+        fires.append(Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, entity, 0))
+    return hit
+
+
+def _stale_after(rule: CompiledRule) -> timedelta | None:
+    spec = getattr(rule.rule.when, "stale_after", None)
+    return duration_to_timedelta(spec) if spec else None

@@ -1,0 +1,212 @@
+"""Rules on the time axis, driven by a virtual clock: no test sleeps."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from clm_engine import Engine, VirtualClock, hookimpl
+from clm_engine.plugins import pm
+from tests.helpers import event
+
+
+def write_rules(tmp_path, *rules, name="timed", version=1):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"ruleset": name, "version": version, "rules": list(rules)}))
+    return path
+
+
+def tag(name):
+    return [{"action": "tag.add", "with": {"tag": name}}]
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))  # a Monday
+
+
+def engine_with(tmp_path, clock, *rules, **options):
+    return Engine(
+        tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, *rules)], **options
+    )
+
+
+DAY3 = {"id": "day-3", "when": {"after": "contact.created_at", "days": 3}, "then": tag("day3")}
+
+
+def test_a_relative_rule_fires_once_when_its_time_comes(tmp_path, clock):
+    engine = engine_with(tmp_path, clock, DAY3)
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    clock.advance(days=2, hours=23)
+    assert engine.tick().anchors_fired == 0
+    clock.advance(hours=1)
+    report = engine.tick()
+    assert (report.anchors_fired, report.dispatched.outcomes["done"]) == (1, 1)
+    assert engine.contact("c1").tags == ["day3"]
+    clock.advance(days=30)
+    assert engine.tick().anchors_fired == 0  # once per anchor
+    [trace] = engine.store.traces("c1")
+    assert trace.trigger == "3 days after contact.created_at (2026-11-02)"
+
+
+RENEWAL = {
+    "id": "renewal-reminder",
+    "when": {"before": "contact.attributes.renewal_at", "days": 30},
+    "then": tag("renewal-soon"),
+}
+
+
+def test_a_moved_date_moves_the_pending_fire_and_a_removed_one_cancels_it(tmp_path, clock):
+    engine = engine_with(tmp_path, clock, RENEWAL)
+    engine.ingest(event("c1", "signup", "2026-11-02", renewal_at="2026-12-12"))  # fire 11-12
+    engine.ingest(event("c1", "contact.updated", "2026-11-03", renewal_at="2027-01-31"))  # 01-01
+    clock.set(datetime(2026, 11, 20, tzinfo=UTC))
+    assert engine.tick().anchors_fired == 0
+    clock.set(datetime(2027, 1, 1, 1, tzinfo=UTC))
+    assert engine.tick().anchors_fired == 1
+    engine.ingest(event("c2", "signup", "2026-11-02", renewal_at="2026-12-31"))
+    engine.ingest(event("c2", "contact.updated", "2026-11-04", renewal_at=None))
+    clock.set(datetime(2027, 2, 1, tzinfo=UTC))
+    assert engine.tick().anchors_fired == 0  # cancelled
+
+
+def test_after_downtime_due_anchors_run_once_or_are_skipped_when_stale(tmp_path, clock):
+    stale = {
+        **DAY3,
+        "id": "day-3-fresh-only",
+        "when": {"after": "contact.created_at", "days": 3, "stale_after": "P1D"},
+    }
+    engine = engine_with(tmp_path, clock, DAY3, stale)
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    clock.advance(days=10)  # the engine was down for a week
+    report = engine.tick()
+    assert (report.anchors_fired, report.anchors_skipped) == (1, 1)
+    assert "stale_after" in report.notes[0]
+    assert engine.tick().anchors_fired == 0
+
+
+def test_a_new_relative_rule_gets_anchors_for_existing_contacts(tmp_path, clock):
+    path = write_rules(tmp_path, {"id": "noop", "when": {"event": "x"}, "then": tag("x")})
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[path])
+    engine.ingest_many([event(f"c{n}", "signup", "2026-11-02T08:00:00Z") for n in range(5)])
+    write_rules(tmp_path, DAY3, version=2)
+    assert engine.reload_rulesets()[0]
+    clock.advance(days=3)
+    assert engine.tick().anchors_fired == 5
+
+
+def test_the_anchor_sweep_reads_only_what_is_due_through_its_index(tmp_path, clock):
+    engine = engine_with(tmp_path, clock, DAY3)
+    plan = engine.store.conn.execute(
+        "EXPLAIN QUERY PLAN SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at FROM "
+        "anchors WHERE status = 'pending' AND fire_at <= ? ORDER BY fire_at LIMIT 10",
+        ["x"],
+    ).fetchall()
+    assert "anchors_due" in " ".join(str(row) for row in plan)
+
+
+WEEKLY = {
+    "id": "monday-digest",
+    "when": {"schedule": "0 9 * * MON"},
+    "then": tag("digest"),
+    "if": {"fact": "contact.consent.email", "op": "eq", "value": True},
+}
+
+
+def test_a_cron_rule_runs_each_slot_once_over_matching_contacts(tmp_path, clock):
+    engine = engine_with(
+        tmp_path,
+        clock,
+        {**WEEKLY, "then": [{"action": "score.add", "with": {"score": "digests", "points": 1}}]},
+    )
+    engine.ingest_many(
+        [
+            event("c1", "signup", "2026-11-01", consent={"email": True}),
+            event("c2", "signup", "2026-11-01", consent={"email": False}),
+        ]
+    )
+    assert engine.tick().slots_run == 0  # first sight: the schedule's clock starts now (08:00)
+    clock.advance(hours=1)  # Monday 09:00
+    report = engine.tick()
+    assert (report.slots_run, report.contacts_evaluated, report.enqueued) == (1, 2, 1)
+    assert engine.tick().slots_run == 0
+    clock.advance(weeks=3)  # down for three weeks: one run, two slots coalesced
+    report = engine.tick()
+    assert (report.slots_run, report.slots_skipped) == (1, 2)
+    assert engine.contact("c1").scores == {"digests": 2.0}
+    assert "digests" not in engine.contact("c2").scores
+
+
+def test_a_cron_rule_in_the_contacts_timezones(tmp_path):
+    clock = VirtualClock(datetime(2026, 11, 2, 6, 0, tzinfo=UTC))
+    local = {**WEEKLY, "when": {"schedule": "0 9 * * MON", "timezone": "contact"}}
+    engine = engine_with(tmp_path, clock, local)
+    engine.ingest_many(
+        [
+            event(
+                "paris", "signup", "2026-11-01", timezone="Europe/Paris", consent={"email": True}
+            ),
+            event(
+                "ny", "signup", "2026-11-01", timezone="America/New_York", consent={"email": True}
+            ),
+        ]
+    )
+    clock.set(datetime(2026, 11, 2, 7, 0, tzinfo=UTC))
+    engine.tick()  # the clocks start
+    clock.set(datetime(2026, 11, 2, 8, 1, tzinfo=UTC))  # 09:01 in Paris, 03:01 in New York
+    engine.tick()
+    assert engine.contact("paris").tags == ["digest"] and engine.contact("ny").tags == []
+    clock.set(datetime(2026, 11, 2, 14, 1, tzinfo=UTC))  # 09:01 in New York
+    engine.tick()
+    assert engine.contact("ny").tags == ["digest"]
+
+
+def test_a_delayed_action_waits_for_its_time(tmp_path, clock):
+    engine = engine_with(
+        tmp_path,
+        clock,
+        {
+            "id": "welcome-tips",
+            "when": {"event": "signup"},
+            "then": [{"action": "tag.add", "with": {"tag": "tips"}, "after": {"days": 2}}],
+        },
+    )
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    clock.advance(days=1)
+    assert engine.tick().dispatched.total == 0
+    clock.advance(days=1)
+    assert engine.tick().dispatched.outcomes == {"done": 1}
+
+
+class Mailer:
+    sent: list = []
+
+    @hookimpl
+    def register_actions(self, register):
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+
+        def send(ctx, params):
+            Mailer.sent.append(ctx.key)
+
+        register("test.mail", send, Params, external=True)
+
+
+def test_a_dry_run_records_external_actions_without_running_them(tmp_path, clock):
+    Mailer.sent = []
+    pm.register(Mailer(), name="mailer")
+    try:
+        rule = {"id": "mail", "when": {"event": "signup"}, "then": [{"action": "test.mail"}]}
+        engine = engine_with(tmp_path, clock, rule, dry_run_external=True)
+        engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+        assert engine.tick().dispatched.outcomes == {"simulated": 1}
+        assert Mailer.sent == []
+        live = Engine(tmp_path / "live.db", clock=clock, rulesets=[tmp_path / "timed.json"])
+        live.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+        live.tick()
+        assert len(Mailer.sent) == 1
+    finally:
+        pm.unregister(name="mailer")
