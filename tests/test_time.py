@@ -210,3 +210,29 @@ def test_a_dry_run_records_external_actions_without_running_them(tmp_path, clock
         assert len(Mailer.sent) == 1
     finally:
         pm.unregister(name="mailer")
+
+
+def test_the_scheduler_is_built_from_the_rulesets_with_stable_ids_and_not_started(tmp_path, clock):
+    from clm_engine.scheduling import background, install_jobs
+
+    engine = engine_with(
+        tmp_path,
+        clock,
+        WEEKLY,
+        DAY3,
+        {**WEEKLY, "id": "local", "when": {"schedule": "0 9 * * *", "timezone": "contact"}},
+    )
+    scheduler = background(engine, interval=60)
+    assert not scheduler.running
+    ids = sorted(job.id for job in scheduler.get_jobs())
+    assert ids == ["clm:pump", "clm:schedule:timed/monday-digest"]
+    scheduler.start(paused=True)  # the host starts it (paused here: no pump runs)
+    try:
+        for job in scheduler.get_jobs():
+            assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, None)
+    finally:
+        scheduler.shutdown()
+    write_rules(tmp_path, DAY3, version=2)  # the cron rule is removed: its job goes
+    engine.reload_rulesets()
+    assert install_jobs(engine, scheduler, interval=60) == ["clm:pump"]
+    assert [job.id for job in scheduler.get_jobs()] == ["clm:pump"]

@@ -63,7 +63,7 @@ def _batches(stream: IO[bytes], size: int):
     "--dispatch",
     "dispatch_as_you_go",
     is_flag=True,
-    help="After each batch, run the actions that are due (as a live engine would).",
+    help="After each batch, run what is due: actions, dates come up (as a live engine would).",
 )
 @json_option
 def ingest(
@@ -116,7 +116,7 @@ def ingest(
             outcome.rejected = []
             result.add(outcome)
             if dispatch_as_you_go:
-                dispatched.add(engine.dispatch())
+                dispatched.add(engine.tick().dispatched)
             progress.update(task, completed=read)
     if not from_stdin:
         stream.close()
