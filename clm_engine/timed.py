@@ -76,12 +76,23 @@ def anchor_definition(rule: CompiledRule) -> str:
     return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
 
 
-def anchor_date(rule: CompiledRule, contact: Contact, facts: dict) -> datetime | None:
-    """The date a relative-time rule counts from, for this contact (None if it has none)."""
+def anchor_dates(rule: CompiledRule, contact: Contact, facts: dict) -> dict[str, datetime]:
+    """The dates a relative-time rule counts from for this contact, by entity.
+
+    A plain date fact (``contact.created_at``) gives one anchor, entity ``""``. A computed fact
+    whose value is a mapping of entity id to date (a plugin's ``product.warranty_ends_at``:
+    ``{"p-17": "2027-03-01", ...}``) gives one anchor per entity, each fired once.
+    """
     when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
     ctx = FactContext(contact=contact, now=contact.updated_at or contact.created_at)  # type: ignore[arg-type]
     value = resolve(plan_fact(when.anchor, None, facts), ctx)
-    return None if value is MISSING or value is None else to_datetime(value)
+    if value is MISSING or value is None:
+        return {}
+    if isinstance(value, dict):
+        found = {str(entity): to_datetime(date) for entity, date in value.items()}
+        return {entity: moment for entity, moment in found.items() if moment is not None}
+    moment = to_datetime(value)
+    return {"": moment} if moment is not None else {}
 
 
 def refresh_anchors(
@@ -92,21 +103,25 @@ def refresh_anchors(
     if not rules or not contacts:
         return
     existing = tx.anchors_for([c.id for c in contacts])
+    entities: dict[tuple[str, str, str], list[str]] = {}
+    for key in existing:
+        entities.setdefault(key[:3], []).append(key[3])
     puts, drops = [], []
     for contact in contacts:
         for rule in rules:
-            key = (rule.ruleset, rule.id, contact.id, "")
-            old = existing.get(key)
-            moment = anchor_date(rule, contact, facts)
-            if moment is None:
-                if old is not None and old[2] == "pending":
-                    drops.append(key)
-                continue
-            anchor_text = utc_text(moment)
-            if old is not None and old[0] == anchor_text:
-                continue  # unchanged: keep its status (a fired anchor does not fire again)
-            fire_at = moment + rule.rule.when.offset  # type: ignore[union-attr]
-            puts.append((*key, anchor_text, utc_text(fire_at)))
+            dates = anchor_dates(rule, contact, facts)
+            for entity in entities.get((rule.ruleset, rule.id, contact.id), ()):
+                key = (rule.ruleset, rule.id, contact.id, entity)
+                if entity not in dates and existing[key][2] == "pending":
+                    drops.append(key)  # the date is gone: cancel what was pending
+            for entity, moment in dates.items():
+                key = (rule.ruleset, rule.id, contact.id, entity)
+                old = existing.get(key)
+                anchor_text = utc_text(moment)
+                if old is not None and old[0] == anchor_text:
+                    continue  # unchanged: keep its status (a fired anchor does not fire again)
+                fire_at = moment + rule.rule.when.offset  # type: ignore[union-attr]
+                puts.append((*key, anchor_text, utc_text(fire_at)))
     tx.put_anchors(puts)
     tx.drop_anchors(drops)
 
@@ -176,7 +191,8 @@ def sweep_anchors(
                     tx,
                     fires,
                     f"anchor:{entity}:{anchor_at[:19]}Z",
-                    f"{rule.trigger_text()} ({anchor_at[:10]})",
+                    f"{rule.trigger_text()} ({(entity + ' ') if entity else ''}{anchor_at[:10]})",
+                    entity or None,
                 )
                 tx.close_anchor(
                     key, status="fired", note=None if hit else "conditions did not match"
@@ -265,11 +281,12 @@ def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> l
         previous, moment = nxt, nxt + timedelta(seconds=1)
 
 
-def _judge(rule, contact, moment, tx, fires, occurrence, trigger) -> bool:
+def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -> bool:
     """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``."""
     ctx = FactContext(
         contact=contact,
         now=moment,
+        entity=entity,
         stages=rule.compiler.stages,
         count_events=lambda t, since: tx.count_events(
             contact.id, t, utc_text(since) if since else None

@@ -55,6 +55,9 @@ class FactContext:
     count_events: Callable[[str, datetime | None], int] | None = None
     stages: tuple[str, ...] = ()
     cache: dict[Any, Any] = field(default_factory=dict)
+    #: For a rule timed on a plugin's entity (a product's warranty end): that entity's id, so
+    #: the plugin's facts (``product.has_service_agreement``) know which one is meant.
+    entity: str | None = None
 
 
 @dataclass(frozen=True)

@@ -236,3 +236,74 @@ def test_the_scheduler_is_built_from_the_rulesets_with_stable_ids_and_not_starte
     engine.reload_rulesets()
     assert install_jobs(engine, scheduler, interval=60) == ["clm:pump"]
     assert [job.id for job in scheduler.get_jobs()] == ["clm:pump"]
+
+
+class Warranties:
+    """A plugin that owns an entity with a date: products and their warranty ends."""
+
+    @hookimpl
+    def register_reducers(self, register):
+        def registered(contact, event):
+            products = contact.metrics.setdefault("warranties", {})
+            products[event.properties["product_id"]] = event.properties["warranty_ends_at"]
+
+        register("product.registered", registered, name="warranties.registered")
+
+    @hookimpl
+    def register_facts(self, register):
+        def ends_at(ctx):
+            return dict(ctx.contact.metrics.get("warranties", {}))
+
+        def is_premium(ctx):
+            return ctx.entity is not None and ctx.entity.startswith("premium")
+
+        register("product.warranty_ends_at", ends_at)
+        register("product.is_premium", is_premium)
+
+
+def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(tmp_path, clock):
+    pm.register(Warranties(), name="warranties")
+    try:
+        rule = {
+            "id": "extension-offer",
+            "when": {"before": "product.warranty_ends_at", "days": 30},
+            "if": {"fact": "product.is_premium", "op": "eq", "value": True},
+            "then": [{"action": "score.add", "with": {"score": "offers", "points": 1}}],
+        }
+        engine = engine_with(tmp_path, clock, rule)
+        engine.ingest_many(
+            [
+                event(
+                    "c1",
+                    "product.registered",
+                    "2026-11-02",
+                    product_id="premium-1",
+                    warranty_ends_at="2026-12-15",
+                ),
+                event(
+                    "c1",
+                    "product.registered",
+                    "2026-11-02T11:00:00Z",
+                    product_id="premium-2",
+                    warranty_ends_at="2027-01-31",
+                ),
+                event(
+                    "c1",
+                    "product.registered",
+                    "2026-11-02T12:00:00Z",
+                    product_id="basic-1",
+                    warranty_ends_at="2026-12-10",
+                ),
+            ]
+        )
+        clock.set(datetime(2026, 11, 16, tzinfo=UTC))
+        report = engine.tick()
+        assert (report.anchors_fired, report.anchors_not_matched) == (1, 1)  # premium-1 only
+        clock.set(datetime(2027, 1, 2, tzinfo=UTC))
+        assert engine.tick().anchors_fired == 1  # premium-2
+        assert engine.tick().anchors_fired == 0
+        assert engine.contact("c1").scores == {"offers": 2.0}
+        triggers = sorted(t.trigger for t in engine.store.traces("c1"))
+        assert triggers[0].startswith("30 days before product.warranty_ends_at (premium-1 ")
+    finally:
+        pm.unregister(name="warranties")
