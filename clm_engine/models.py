@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -237,9 +238,15 @@ def duration_to_timedelta(spec: Duration | str) -> timedelta:
     """The ``timedelta`` of a validated duration spec."""
     if isinstance(spec, Duration):
         return timedelta(weeks=spec.weeks, days=spec.days, hours=spec.hours, minutes=spec.minutes)
-    from pydantic import TypeAdapter
+    return _iso_timedelta(spec)
 
-    return TypeAdapter(timedelta).validate_python(spec)
+
+@lru_cache(maxsize=256)
+def _iso_timedelta(text: str) -> timedelta:
+    return _TIMEDELTA.validate_python(text)
+
+
+_TIMEDELTA = TypeAdapter(timedelta)
 
 
 class FactRef(BaseModel):

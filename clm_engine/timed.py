@@ -24,6 +24,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -266,9 +267,14 @@ def _run_slot(store, rule, when, zone, now, report, progress) -> None:
             progress(len(rows))
 
 
+@lru_cache(maxsize=1024)
+def _cron(expression: str, zone: str) -> CronTrigger:
+    return CronTrigger.from_crontab(expression, timezone=ZoneInfo(zone))
+
+
 def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> list[datetime]:
     """The cron slots in (after, until], in UTC (at most 1,000: older ones coalesce anyway)."""
-    trigger = CronTrigger.from_crontab(expression, timezone=ZoneInfo(zone))
+    trigger = _cron(expression, zone)
     slots: list[datetime] = []
     previous, moment = None, after
     while True:

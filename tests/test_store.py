@@ -29,7 +29,12 @@ def test_core_migrations_on_an_in_memory_database():
     } <= set(db.table_names())
     assert [m.name for m in migrations.pending(db)] == []
     migrations.apply(db)  # a second run is a no-op
-    assert [m.name for m in migrations.applied(db)] == ["m001_initial", "m002_rules", "m003_time"]
+    assert [m.name for m in migrations.applied(db)] == [
+        "m001_initial",
+        "m002_rules",
+        "m003_time",
+        "m004_time_indexes",
+    ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 
 

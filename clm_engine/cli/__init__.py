@@ -48,7 +48,7 @@ def cli() -> None:
     """
 
 
-from . import contacts, info, ingest, rules, running, sample, validate  # noqa: E402  (commands register on import)
+from . import contacts, info, ingest, rules, running, sample, simulate, validate  # noqa: E402  (commands register on import)
 
 __all__ = [
     "cli",
@@ -58,5 +58,6 @@ __all__ = [
     "rules",
     "running",
     "sample",
+    "simulate",
     "validate",
 ]
