@@ -9,12 +9,17 @@ from ..hooks import hookimpl
 migrations = Migrations("clm_engine")
 
 
-@migrations()
-def m001_initial(db) -> None:
-    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
-    for statement in _M001.split(";"):
+def _run(db, script: str) -> None:
+    """Run a schema script one statement at a time: sqlite3's executescript() would COMMIT
+    the transaction every migration runs in."""
+    for statement in script.split(";"):
         if statement.strip():
             db.execute(statement)
+
+
+@migrations()
+def m001_initial(db) -> None:
+    _run(db, _M001)
 
 
 _M001 = """
@@ -76,9 +81,7 @@ _M001 = """
 
 @migrations()
 def m002_rules(db) -> None:
-    for statement in _M002.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    _run(db, _M002)
 
 
 _M002 = """
@@ -147,9 +150,7 @@ _M002 = """
 
 @migrations()
 def m003_time(db) -> None:
-    for statement in _M003.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    _run(db, _M003)
 
 
 _M003 = """

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..types import MISSING, FactContext
 from . import ops
-from .facts import FactPlan, load_computed
+from .facts import CONTACT_VALUES, FactPlan, load_computed
 from .prepare import Node, PConst, PGroup, PLeaf, PNot, PSegment
 from .values import NUMBER_TYPES, ContextValue
 
@@ -29,19 +29,7 @@ _TEXT_OR_LIST = frozenset({str, list, tuple})
 # Source fragments for plain fields, keyed by the (validated) field name. The text comes from
 # these tables, never from the ruleset that named the field. A mapping field is read once into
 # its own local (``_cm = _c.metrics``) and each key from there.
-_CONTACT_VALUE_CODE = {
-    name: f"_c.{name}"
-    for name in (
-        "id",
-        "email",
-        "stage",
-        "timezone",
-        "tags",
-        "created_at",
-        "updated_at",
-        "last_event_at",
-    )
-}
+_CONTACT_VALUE_CODE = {name: f"_c.{name}" for name in CONTACT_VALUES}
 _CONTACT_MAPPING_BASES = {
     "attributes": ("_ca", "_ca = _c.attributes"),
     "metrics": ("_cm", "_cm = _c.metrics"),
