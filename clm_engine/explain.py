@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClmError
-from .models import Contact, EventTrigger, StageTrigger, utc_text
+from .models import Contact, EventTrigger, RelativeTrigger, StageTrigger, utc_text
 from .rules import CompiledRule
 from .types import FactContext
 
@@ -128,7 +128,24 @@ def _why_not(engine: Engine, contact: Contact, compiled: CompiledRule | None) ->
         )
     if isinstance(when, StageTrigger):
         return f"not evaluated: the trigger never came ({compiled.trigger_text()})"
-    return "runs on time (schedules and relative times are run by the scheduler)"
+    if isinstance(when, RelativeTrigger):
+        anchors = engine.store.anchors_of(contact.id, compiled.ruleset, compiled.id)
+        if not anchors:
+            return f"not scheduled: the contact has no {when.anchor}"
+        parts = []
+        for entity, anchor_at, fire_at, status, note in anchors:
+            which = f"{entity}: " if entity else ""
+            if status == "pending":
+                parts.append(f"{which}fires at {fire_at[:16]}Z ({when.anchor} is {anchor_at[:10]})")
+            else:
+                parts.append(f"{which}{status} at {fire_at[:16]}Z" + (f" ({note})" if note else ""))
+        return "; ".join(parts)
+    last = engine.store.read().schedule_slot(compiled.ruleset, compiled.id, when.timezone)
+    if when.timezone == "contact":
+        last = engine.store.read().schedule_slot(compiled.ruleset, compiled.id, contact.timezone)
+    if last is None:
+        return "not run yet: its clock starts the first time the engine ticks with this rule"
+    return f"no match on its slots (the latest ran {last[:16]}Z)"
 
 
 def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dict:

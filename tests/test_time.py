@@ -307,3 +307,19 @@ def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(tmp_path, cloc
         assert triggers[0].startswith("30 days before product.warranty_ends_at (premium-1 ")
     finally:
         pm.unregister(name="warranties")
+
+
+def test_explain_says_when_a_relative_rule_will_fire(tmp_path, clock):
+    from clm_engine.explain import explain
+
+    engine = engine_with(tmp_path, clock, RENEWAL)
+    engine.ingest(event("c1", "signup", "2026-11-02", renewal_at="2026-12-31"))
+    [entry] = explain(engine, "c1")["rules"]
+    assert entry["not_evaluated"] == (
+        "fires at 2026-12-01T00:00Z (contact.attributes.renewal_at is 2026-12-31)"
+    )
+    engine.ingest(event("c2", "signup", "2026-11-02"))
+    [entry] = explain(engine, "c2")["rules"]
+    assert (
+        entry["not_evaluated"] == "not scheduled: the contact has no contact.attributes.renewal_at"
+    )

@@ -283,6 +283,14 @@ class SQLiteStore:
         )
         return {r.key: r for r in map(_outbox_row, rows)}
 
+    def anchors_of(self, contact_id: str, ruleset: str, rule: str) -> list[tuple]:
+        """(entity, anchor_at, fire_at, status, note) of one rule's anchors for a contact."""
+        return self.conn.execute(
+            "SELECT entity, anchor_at, fire_at, status, note FROM anchors WHERE contact_id = ? "
+            "AND ruleset = ? AND rule = ? ORDER BY fire_at",
+            [contact_id, ruleset, rule],
+        ).fetchall()
+
     def last_event(self, contact_id: str, type_: str) -> Event | None:
         row = self.conn.execute(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE contact_id = ? AND type = ? "
