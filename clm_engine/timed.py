@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
@@ -195,9 +196,10 @@ def sweep_anchors(
                     f"{rule.trigger_text()} ({(entity + ' ') if entity else ''}{anchor_at[:10]})",
                     entity or None,
                 )
-                tx.close_anchor(
-                    key, status="fired", note=None if hit else "conditions did not match"
+                note = {True: None, False: "conditions did not match"}.get(
+                    hit, "evaluation failed (see clm explain)"
                 )
+                tx.close_anchor(key, status="fired", note=note)
                 if hit:
                     report.anchors_fired += 1
                 else:
@@ -287,8 +289,15 @@ def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> l
         previous, moment = nxt, nxt + timedelta(seconds=1)
 
 
-def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -> bool:
-    """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``."""
+def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -> bool | None:
+    """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``.
+
+    True if it fired, False if not, None if evaluating it failed.
+
+    The compiled evaluator decides (a schedule runs it over every contact); the explaining
+    interpreter runs only for what will be traced. A plugin fact that raises fails this rule
+    for this contact only: traced as an error, never a stuck sweep.
+    """
     ctx = FactContext(
         contact=contact,
         now=moment,
@@ -298,12 +307,33 @@ def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -
             contact.id, t, utc_text(since) if since else None
         ),
     )
-    tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
-    hit = tree is None or bool(tree["result"])
-    if hit or rule.trace_all:
-        entity = limit_entity(rule, ctx) if hit else None
-        fires.append(Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, entity, 0))
+    try:
+        hit = rule.condition is None or bool(_evaluator(rule).matching(ctx))
+        if not hit and not rule.trace_all:
+            return False
+        tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
+        limit = limit_entity(rule, ctx) if hit else None
+    except Exception as error:
+        reason = f"{type(error).__name__}: {error}"
+        fires.append(
+            Fire(rule, contact.id, occurrence, trigger, moment, False, None, None, 0, error=reason)
+        )
+        return None
+    fires.append(Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, limit, 0))
     return hit
+
+
+_EVALUATORS: dict[int, tuple[CompiledRule, Any]] = {}
+
+
+def _evaluator(rule: CompiledRule):
+    """The rule's condition compiled once (kept by identity; rules are rebuilt on reload)."""
+    entry = _EVALUATORS.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_EVALUATORS) > 10_000:
+            _EVALUATORS.clear()
+        entry = _EVALUATORS[id(rule)] = (rule, rule.compiler.compile([rule.condition]))
+    return entry[1]
 
 
 def _stale_after(rule: CompiledRule) -> timedelta | None:

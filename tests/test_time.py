@@ -323,3 +323,32 @@ def test_explain_says_when_a_relative_rule_will_fire(tmp_path, clock):
     assert (
         entry["not_evaluated"] == "not scheduled: the contact has no contact.attributes.renewal_at"
     )
+
+
+class Flaky:
+    @hookimpl
+    def register_facts(self, register):
+        def explode(ctx):
+            raise RuntimeError("warehouse unreachable")
+
+        register("contact.lifetime_value", explode)
+
+
+def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(tmp_path, clock):
+    pm.register(Flaky(), name="flaky-fact")
+    try:
+        broken = {
+            **DAY3,
+            "id": "ltv-check",
+            "if": {"fact": "contact.lifetime_value", "op": "gt", "value": 1},
+        }
+        engine = engine_with(tmp_path, clock, broken, DAY3)
+        engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+        clock.advance(days=3)
+        report = engine.tick()
+        assert report.anchors_fired == 1  # day-3 still fired
+        [trace] = engine.store.traces("c1", rule="ltv-check")
+        assert trace.decision == "error" and "warehouse unreachable" in trace.detail
+        assert engine.tick().anchors_fired == 0  # nothing stuck, nothing repeated
+    finally:
+        pm.unregister(name="flaky-fact")
