@@ -16,6 +16,7 @@ stops; ``run_forever(engine)`` is what ``clm run`` does.
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Callable
 from datetime import UTC
@@ -135,6 +136,13 @@ def background(engine: Engine, *, interval: float = 5.0) -> BackgroundScheduler:
     return scheduler  # type: ignore[return-value]
 
 
+def _quiet_skips() -> None:
+    """A pump still busy when the next is due is skipped by design (max_instances=1): say
+    nothing about it; job errors are still logged."""
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
+
+
 def run_forever(
     engine: Engine,
     *,
@@ -143,12 +151,16 @@ def run_forever(
     on_reload: Callable[[bool, str], Any] | None = None,
 ) -> None:
     """``clm run``: pump until SIGTERM or SIGINT, then finish the job at hand and stop."""
+    _quiet_skips()
     scheduler = _new(BlockingScheduler)
     install_jobs(engine, scheduler, interval=interval, on_tick=on_tick)
     watch_rulesets(engine, scheduler, interval=interval, on_tick=on_tick, on_reload=on_reload)
 
     def stop(signum: int, frame: Any) -> None:
-        scheduler.shutdown(wait=False)
+        # Wait for the job at hand: the engine's connection is closed right after, and closing
+        # it under a running job would crash the process instead of stopping it cleanly.
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)

@@ -179,5 +179,9 @@ def test_two_runs_on_one_database_never_dispatch_the_same_action(world):
         for proc in runs:
             proc.send_signal(signal.SIGTERM)
         for proc in runs:
-            assert proc.wait(timeout=30) == 0, proc.stderr.read()
+            # A run still waiting for the write lock at start-up (the other one holds it batch
+            # after batch) may meet SIGTERM before its handler exists: that is a clean stop too.
+            code, errors = proc.wait(timeout=60), proc.stderr.read()
+            assert code in (0, -signal.SIGTERM), errors
+            assert b"Traceback" not in errors, errors
     assert_exactly_once(db)
