@@ -274,8 +274,23 @@ def _cron(expression: str, zone: str) -> CronTrigger:
     return CronTrigger.from_crontab(expression, timezone=ZoneInfo(zone))
 
 
+@lru_cache(maxsize=65536)
+def _first_slot_after(expression: str, zone: str, after: datetime) -> datetime | None:
+    """The first slot after ``after``: asked again on every pump until it comes, so cached."""
+    trigger = _cron(expression, zone)
+    previous, moment = None, after
+    while True:
+        nxt = trigger.get_next_fire_time(previous, moment)
+        if nxt is None or nxt > after:
+            return nxt
+        previous, moment = nxt, nxt + timedelta(seconds=1)
+
+
 def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> list[datetime]:
     """The cron slots in (after, until], in UTC (at most 1,000: older ones coalesce anyway)."""
+    first = _first_slot_after(expression, zone, after)
+    if first is None or first > until:
+        return []  # the common case on a pump: nothing new since the last slot
     trigger = _cron(expression, zone)
     slots: list[datetime] = []
     previous, moment = None, after
