@@ -31,7 +31,7 @@ from . import plugins
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher, DispatchReport
 from .errors import EventError, ReducerError, RulesetError
-from .evaluation import Evaluator, Fire, settle
+from .evaluation import Evaluator, EventCounter, Fire, settle
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
 from .rules import RuleBook
 from .store import IngestFailure, StageTransition, Store, StoreTransaction, open_store
@@ -302,7 +302,7 @@ class Engine:
             transitions: list[StageTransition] = []
             fires: list[Fire] = []
             applied_new: list[Event] = []
-            counter = _EventCounter(tx, contact_id, applied_new)
+            counter = EventCounter(tx, contact_id, applied_new)
             reducer_name = ""
             try:
                 for event in events:
@@ -454,18 +454,3 @@ def _transition(contact: Contact, before: str | None, event: Event) -> StageTran
         cause=cause,
         event_id=event.id,
     )
-
-
-class _EventCounter:
-    """``events.count`` for one contact during a fold: stored events plus the batch's so far."""
-
-    def __init__(self, tx: StoreTransaction, contact_id: str, applied_new: list[Event]) -> None:
-        self.tx, self.contact_id, self.applied_new = tx, contact_id, applied_new
-
-    def __call__(self, type_: str, since: datetime | None) -> int:
-        stored = self.tx.count_events(self.contact_id, type_, utc_text(since) if since else None)
-        return stored + sum(
-            1
-            for e in self.applied_new
-            if e.type == type_ and (since is None or e.occurred_at >= since)
-        )

@@ -9,7 +9,7 @@ in the same transaction as the event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -128,6 +128,24 @@ class Evaluator:
             )
 
 
+class EventCounter:
+    """``events.count`` for one contact: its stored events, plus those of the batch being
+    folded that are not stored yet (``pending``). The one place that answers it."""
+
+    def __init__(
+        self, reader: StoreTransaction, contact_id: str, pending: Sequence[Event] = ()
+    ) -> None:
+        self.reader, self.contact_id, self.pending = reader, contact_id, pending
+
+    def __call__(self, type_: str, since: datetime | None) -> int:
+        stored = self.reader.count_events(
+            self.contact_id, type_, utc_text(since) if since else None
+        )
+        return stored + sum(
+            1 for e in self.pending if e.type == type_ and (since is None or e.occurred_at >= since)
+        )
+
+
 def limit_entity(rule: CompiledRule, ctx: FactContext) -> str | None:
     """The value naming the entity a rule's ``once_per`` limit counts (``""`` per contact)."""
     if rule.once_per is None or rule.once_per == "contact":
@@ -147,7 +165,7 @@ def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
         return 0
     fires.sort(key=lambda f: (f.at, -f.rule.rule.priority))
     limited = [f for f in fires if f.matched and (f.rule.once_per or f.rule.cooldown)]
-    state = tx.limit_state(list({_limit_key(f) for f in limited if f.entity is not None}))
+    state = tx.limit_state(list({limit_key(f) for f in limited if f.entity is not None}))
     rows: list[dict[str, Any]] = []
     traces: list[Trace] = []
     fired: list[tuple[str, str, str, str, str]] = []
@@ -160,12 +178,12 @@ def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
         if fire.matched:
             decision, detail = "fired", None
             if rule.once_per or rule.cooldown:
-                blocked = _blocked(fire, state)
+                blocked = blocked_by_limit(fire, state)
                 if blocked:
                     decision, detail = "blocked_by_limit", blocked
                 else:
-                    state[_limit_key(fire)] = at
-                    fired.append((*_limit_key(fire), at))
+                    state[limit_key(fire)] = at
+                    fired.append((*limit_key(fire), at))
         if decision == "fired":
             for index, (call, params) in enumerate(rule.actions):
                 key = f"{rule.ruleset}/{rule.id}/{fire.contact_id}/{fire.occurrence}/{index}"
@@ -209,15 +227,16 @@ def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
     return added
 
 
-def _limit_key(fire: Fire) -> tuple[str, str, str, str]:
+def limit_key(fire: Fire) -> tuple[str, str, str, str]:
     return (fire.rule.ruleset, fire.rule.id, fire.contact_id, fire.entity or "")
 
 
-def _blocked(fire: Fire, state: dict[tuple, str]) -> str | None:
+def blocked_by_limit(fire: Fire, state: dict[tuple, str]) -> str | None:
+    """Why ``fire`` may not fire, given the last fires in ``state``; None if it may."""
     rule = fire.rule
     if fire.entity is None:
         return f"the limit's entity ({rule.once_per}) is missing for this occurrence"
-    last = state.get(_limit_key(fire))
+    last = state.get(limit_key(fire))
     if last is None:
         return None
     per = "" if not fire.entity else f" for {rule.once_per} {fire.entity}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClmError
+from .evaluation import EventCounter, Fire, blocked_by_limit, limit_entity, limit_key
 from .models import Contact, EventTrigger, RelativeTrigger, StageTrigger, utc_text
 from .rules import CompiledRule
 from .types import FactContext
@@ -182,22 +183,29 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
             contact=contact,
             now=event.occurred_at if event else now,
             event=event,
-            count_events=lambda t, since, c=contact.id: reader.count_events(
-                c, t, utc_text(since) if since else None
-            ),
+            count_events=EventCounter(reader, contact.id),
             stages=engine.rulebook.stages,
         )
         tree = compiled.compiler.explain(compiled.condition, ctx) if compiled.condition else None
         hit = tree is None or bool(tree["result"])
         why = "conditions hold" if hit else "conditions do not hold"
         if hit and (compiled.once_per or compiled.cooldown):
-            entity = "" if compiled.once_per in (None, "contact") else "?"
-            state = reader.limit_state([(compiled.ruleset, compiled.id, contact.id, entity)])
-            if state:
-                hit, why = (
-                    False,
-                    f"blocked by limit (last fired on {next(iter(state.values()))[:19]}Z)",
-                )
+            # The same limit check the engine makes when it settles a fire.
+            fire = Fire(
+                compiled,
+                contact.id,
+                "dry-run",
+                "",
+                ctx.now,
+                True,
+                tree,
+                limit_entity(compiled, ctx),
+                0,
+            )
+            state = reader.limit_state([limit_key(fire)]) if fire.entity is not None else {}
+            blocked = blocked_by_limit(fire, state)
+            if blocked:
+                hit, why = False, f"blocked by limit: {blocked}"
         results.append(
             {
                 **_rule_header(compiled),

@@ -33,7 +33,7 @@ from apscheduler.triggers.cron import CronTrigger
 from .conditions.facts import plan_fact, resolve
 from .conditions.values import to_datetime
 from .dispatch import DispatchReport
-from .evaluation import Fire, limit_entity, settle
+from .evaluation import EventCounter, Fire, limit_entity, settle
 from .models import Contact, RelativeTrigger, ScheduleTrigger, duration_to_timedelta, utc_text
 from .rules import CompiledRule, RuleBook
 from .store import Store, StoreTransaction
@@ -318,9 +318,7 @@ def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -
         now=moment,
         entity=entity,
         stages=rule.compiler.stages,
-        count_events=lambda t, since: tx.count_events(
-            contact.id, t, utc_text(since) if since else None
-        ),
+        count_events=EventCounter(tx, contact.id),
     )
     try:
         hit = rule.condition is None or bool(_evaluator(rule).matching(ctx))

@@ -466,3 +466,34 @@ def test_scores_add_up_to_their_cap_and_decay(tmp_path, clock):
     assert engine.contact("c1").scores["lead"] == 25  # capped
     history = [e.type for e in engine.store.recent_events("c1", limit=50)]
     assert history.count("clm.score.add") == 5
+
+
+def test_check_applies_the_limits_the_engine_applies(tmp_path, clock):
+    per_product = rule(
+        "per-product",
+        {"event": "product.registered"},
+        [{"action": "tag.add", "with": {"tag": "owner"}}],
+        limit={"once_per": "event.properties.product_id"},
+    )
+    daily = rule(
+        "daily",
+        {"event": "page.viewed"},
+        [{"action": "tag.add", "with": {"tag": "v"}}],
+        limit={"cooldown": {"days": 1}},
+    )
+    engine = make(tmp_path, clock, per_product, daily)
+    engine.ingest_many(
+        [
+            event("c1", "product.registered", "2026-11-01", product_id="p1"),
+            event("c1", "page.viewed", "2026-10-01"),
+        ]
+    )
+    verdicts = {r["rule"]: r for r in check(engine, "c1")["rules"]}
+    assert verdicts["per-product"]["would_fire"] is False
+    assert verdicts["per-product"]["why"] == (
+        "blocked by limit: fires once for event.properties.product_id p1; "
+        "last fired on 2026-11-01T10:00:00Z"
+    )
+    # Judged on that page view again: a fire at the same moment is within its own cooldown.
+    assert verdicts["daily"]["would_fire"] is False
+    assert verdicts["daily"]["why"].startswith("blocked by limit: cooldown of 1 day")
