@@ -100,12 +100,14 @@ def test_a_new_relative_rule_gets_anchors_for_existing_contacts(tmp_path, clock)
 
 def test_the_anchor_sweep_reads_only_what_is_due_through_its_index(tmp_path, clock):
     engine = engine_with(tmp_path, clock, DAY3)
-    plan = engine.store.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at FROM "
-        "anchors WHERE status = 'pending' AND fire_at <= ? ORDER BY fire_at LIMIT 10",
-        ["x"],
-    ).fetchall()
-    assert "anchors_due" in " ".join(str(row) for row in plan)
+    seen: list[str] = []
+    engine.store.conn.set_trace_callback(seen.append)  # the SQL the sweep really runs
+    engine.store.read().due_anchors("2026-11-02T00:00:00.000000Z", 10)
+    engine.store.conn.set_trace_callback(None)
+    [query] = [sql for sql in seen if "FROM anchors" in sql]
+    plan = engine.store.conn.execute(f"EXPLAIN QUERY PLAN {query}").fetchall()
+    details = " ".join(row[-1] for row in plan)
+    assert "USING INDEX anchors_due" in details and "SCAN anchors" not in details, details
 
 
 WEEKLY = {
