@@ -398,6 +398,8 @@ class Engine:
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
+            if not self.store.read().due_actions(utc_text(self.clock.now()), 1):
+                break  # nothing due: a read, not the write lock (an idle pump, another process)
             with self.store.write() as tx:
                 if not dispatcher.run_batch(tx, self.clock.now(), take, report):
                     break

@@ -160,6 +160,8 @@ def sweep_anchors(
     """Fire every pending anchor whose time has come, once, in fire-time order."""
     rules = {(r.ruleset, r.id): r for r in book.relative}
     now_text = utc_text(now)
+    if not store.read().due_anchors(now_text, 1):
+        return  # a read, not the write lock, when nothing is due (most pumps)
     while True:
         with store.write() as tx:
             due = tx.due_anchors(now_text, CHUNK)
@@ -224,6 +226,11 @@ def run_schedules(
 
 def _run_slot(store, rule, when, zone, now, report, progress) -> None:
     contact_zone = zone if when.timezone == "contact" else None
+    seen = store.read().schedule_slot(rule.ruleset, rule.id, zone)
+    if seen is not None:
+        first = _first_slot_after(when.schedule, zone, datetime.fromisoformat(seen))
+        if first is None or first > now:
+            return  # no slot since the last run: a read, not the write lock (most pumps)
     with store.write() as tx:
         last = tx.schedule_slot(rule.ruleset, rule.id, zone)
         if last is None:  # first sight: the clock starts now, past slots are not replayed

@@ -354,3 +354,23 @@ def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(tmp
         assert engine.tick().anchors_fired == 0  # nothing stuck, nothing repeated
     finally:
         pm.unregister(name="flaky-fact")
+
+
+def test_an_idle_tick_only_reads_so_it_never_waits_for_another_writer(tmp_path, clock):
+    import sqlite3
+
+    from clm_engine.store.sqlite import SQLiteStore
+
+    write_rules(tmp_path, DAY3, WEEKLY)
+    store = SQLiteStore(tmp_path / "clm.db", busy_timeout=0.2)
+    engine = Engine(store, clock=clock, rulesets=[tmp_path / "timed.json"])
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    engine.tick()  # starts the schedule's clock
+    other = sqlite3.connect(tmp_path / "clm.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process is writing
+    try:
+        report = engine.tick()  # nothing due: must not need the write lock
+        assert report.dispatched.total == 0 and report.anchors_fired == 0
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
