@@ -255,84 +255,79 @@ class ActionSpec:
     external: bool = False  # reaches outside the engine (an email): not run by simulations
 
 
-def get_operators() -> dict[str, OperatorSpec]:
-    """Every registered condition operator, by name."""
-    found: dict[str, OperatorSpec] = {}
-    names = _Names("operator")
-    for plugin_name, function, argnames in _hookimpls("register_operators"):
+def _collect(hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, Any]:
+    """Call a registration hook plugin by plugin: ``build(plugin, *args, **kwargs)`` checks one
+    registration and returns its spec; a second claim of a name names both plugins."""
+    found: dict[str, Any] = {}
+    names = _Names(kind)
+    for plugin_name, function, argnames in _hookimpls(hook_name):
 
-        def register(
-            name: str,
-            test: Callable[[Any, Any], bool],
-            *,
-            prepare: Callable[[Any], Any] | None = None,
-            accepts_missing: bool = False,
-            description: str = "",
-            _plugin: str = plugin_name,
-        ) -> None:
-            if not callable(test) or (prepare is not None and not callable(prepare)):
-                raise PluginError(f"plugin {_plugin!r} registered operator {name!r} badly")
-            names.claim(name, _plugin)
-            found[name] = OperatorSpec(name, test, prepare, accepts_missing, description, _plugin)
+        def register(*args: Any, _plugin: str = plugin_name, **kwargs: Any) -> None:
+            spec = build(_plugin, *args, **kwargs)
+            names.claim(spec.name, _plugin)
+            found[spec.name] = spec
 
         if "register" in argnames:
             function(register=register)
     return found
+
+
+def _operator(
+    plugin: str,
+    name: str,
+    test: Callable[[Any, Any], bool],
+    *,
+    prepare: Callable[[Any], Any] | None = None,
+    accepts_missing: bool = False,
+    description: str = "",
+) -> OperatorSpec:
+    if not callable(test) or (prepare is not None and not callable(prepare)):
+        raise PluginError(f"plugin {plugin!r} registered operator {name!r} badly")
+    return OperatorSpec(name, test, prepare, accepts_missing, description, plugin)
+
+
+def _fact(
+    plugin: str, name: str, compute: Callable[..., Any], *, description: str = ""
+) -> FactSpec:
+    if not callable(compute):
+        raise PluginError(f"plugin {plugin!r} registered fact {name!r} badly")
+    return FactSpec(name, compute, description, plugin)
+
+
+def _action(
+    plugin: str,
+    name: str,
+    run: Callable[..., Any],
+    params: type,
+    *,
+    description: str = "",
+    external: bool = False,
+) -> ActionSpec:
+    from pydantic import BaseModel
+
+    if not callable(run):
+        raise PluginError(f"plugin {plugin!r} registered action {name!r} badly")
+    if not (isinstance(params, type) and issubclass(params, BaseModel)):
+        raise PluginError(
+            f"plugin {plugin!r} registered action {name!r} without a pydantic "
+            "model for its parameters"
+        )
+    return ActionSpec(name, run, params, description, plugin, external)
+
+
+def get_operators() -> dict[str, OperatorSpec]:
+    """Every registered condition operator, by name."""
+    return _collect("register_operators", "operator", _operator)
 
 
 def get_facts() -> dict[str, FactSpec]:
     """Every registered computed fact, by its dotted name."""
-    found: dict[str, FactSpec] = {}
-    names = _Names("fact")
-    for plugin_name, function, argnames in _hookimpls("register_facts"):
-
-        def register(
-            name: str,
-            compute: Callable[..., Any],
-            *,
-            description: str = "",
-            _plugin: str = plugin_name,
-        ) -> None:
-            if not callable(compute):
-                raise PluginError(f"plugin {_plugin!r} registered fact {name!r} badly")
-            names.claim(name, _plugin)
-            found[name] = FactSpec(name, compute, description, _plugin)
-
-        if "register" in argnames:
-            function(register=register)
-    return found
+    return _collect("register_facts", "fact", _fact)
 
 
 def get_actions() -> dict[str, ActionSpec]:
     """Every registered action, by name; each with the pydantic model of its parameters."""
-    from pydantic import BaseModel
-
-    found: dict[str, ActionSpec] = {}
-    names = _Names("action")
-    for plugin_name, function, argnames in _hookimpls("register_actions"):
-
-        def register(
-            name: str,
-            run: Callable[..., Any],
-            params: type,
-            *,
-            description: str = "",
-            external: bool = False,
-            _plugin: str = plugin_name,
-        ) -> None:
-            if not callable(run):
-                raise PluginError(f"plugin {_plugin!r} registered action {name!r} badly")
-            if not (isinstance(params, type) and issubclass(params, BaseModel)):
-                raise PluginError(
-                    f"plugin {_plugin!r} registered action {name!r} without a pydantic "
-                    "model for its parameters"
-                )
-            names.claim(name, _plugin)
-            found[name] = ActionSpec(name, run, params, description, _plugin, external)
-
-        if "register" in argnames:
-            function(register=register)
-    return found
+    return _collect("register_actions", "action", _action)
 
 
 def dispatch_policy(action: str, params: dict, contact: Contact, now: Any) -> list[Any]:

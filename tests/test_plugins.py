@@ -223,3 +223,35 @@ def test_every_hook_is_documented():
 def test_every_hook_is_tested():
     tests = {name for name in globals() if name.startswith("test_hook_")}
     assert {f"test_hook_{name}" for name in hook_names()} <= tests
+
+
+class ActionClash:
+    @hookimpl
+    def register_actions(self, register):
+        register("sample.shout", lambda ctx, params: None, sample_plugin.Shout)
+
+
+class BadAction:
+    @hookimpl
+    def register_actions(self, register):
+        register("bad.action", lambda ctx, params: None, dict)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "message"),
+    [
+        (
+            ActionClash(),
+            r"action 'sample\.shout' is registered by both plugin 'sample' and "
+            r"plugin 'other'",
+        ),
+        (BadAction(), r"plugin 'other' registered action 'bad\.action' without a pydantic model"),
+    ],
+)
+def test_actions_are_checked_when_registered(sample, db_path, plugin, message):
+    pm.register(plugin, name="other")
+    try:
+        with pytest.raises(PluginError, match=message):
+            Engine(db_path)
+    finally:
+        pm.unregister(name="other")
