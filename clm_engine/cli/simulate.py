@@ -131,21 +131,12 @@ def simulate(
     step = parse_step(step_text)
     history = read_events(Path(events_path))
     show = not as_json and errors.is_terminal
+    window = {"start": start, "end": end, "db": db_path, "step": step, "keep": keep_dir}
     if compare_dirs:
         old, new = compare_dirs
         with _progress(show, start, end, ("old", "new")) as report:
             comparison = _ruleset_errors(
-                lambda: compare(
-                    old,
-                    new,
-                    history,
-                    start=start,
-                    end=end,
-                    db=db_path,
-                    step=step,
-                    keep=keep_dir,
-                    progress=report,
-                )
+                lambda: compare(old, new, history, **window, progress=report)
             )
         if as_json:
             print_json(comparison.as_dict())
@@ -158,11 +149,7 @@ def simulate(
             lambda: run_simulation(
                 list(ruleset_paths),
                 history,
-                start=start,
-                end=end,
-                db=db_path,
-                step=step,
-                keep=keep_dir,
+                **window,
                 progress=lambda at: report("simulating", at),
             )
         )
