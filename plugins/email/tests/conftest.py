@@ -1,0 +1,147 @@
+"""A real SMTP server on 127.0.0.1 (aiosmtpd) for the email plugin's tests.
+
+The server records what it received and can be told to answer a temporary (4xx) or a
+permanent (5xx) refusal, so tests check retries and suppression against real SMTP replies.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class Recorder:
+    """The server's handler: keeps what it accepted; answers queued replies first."""
+
+    messages: list[Received] = field(default_factory=list)
+    #: Replies to give to the next DATA commands instead of accepting ("451 ...", "550 ...").
+    data_replies: list[str] = field(default_factory=list)
+    #: Replies to RCPT TO for given addresses, every time.
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        message = message_from_bytes(envelope.content, policy=default)
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: Recorder
+    ca_file: str | None = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1, made with openssl for this test session."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _start(handler: Recorder, **options) -> Controller:
+    controller = Controller(handler, hostname="127.0.0.1", port=_free_port(), **options)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def smtp_server():
+    """A plain SMTP server (no TLS): ``security: none`` in the settings."""
+    handler = Recorder()
+    controller = _start(handler)
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, handler)
+    finally:
+        controller.stop()
+
+
+def _authenticator(handler: Recorder):
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        user, password = auth_data.login.decode(), auth_data.password.decode()
+        handler.logins.append((user, password))
+        ok = (user, password) == ("mailer", "s3cret")
+        return AuthResult(success=ok, handled=False)  # the server answers 235 or 535
+
+    return authenticate
+
+
+@pytest.fixture
+def starttls_server(certificate):
+    """An SMTP server that requires STARTTLS, then a login (mailer / s3cret)."""
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Recorder()
+    controller = _start(
+        handler,
+        tls_context=context,
+        require_starttls=True,
+        authenticator=_authenticator(handler),
+        auth_required=True,
+    )
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, handler, str(cert))
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def tls_server(certificate):
+    """An SMTP server speaking TLS from the first byte (port-465 style)."""
+    cert, key = certificate
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    handler = Recorder()
+    controller = _start(handler, ssl_context=context)
+    try:
+        yield SmtpServer("127.0.0.1", controller.port, handler, str(cert))
+    finally:
+        controller.stop()
