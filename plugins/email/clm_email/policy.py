@@ -1,0 +1,145 @@
+"""Consent, suppression, frequency caps and quiet hours: the email plugin's dispatch policy.
+
+It runs through the engine's ``dispatch_policy`` hook, before an ``email.send`` leaves the
+outbox, so it sees the contact as it is at that moment: an ``unsubscribed`` event or a hard
+bounce stops messages already queued. A capped message or one due in quiet hours is deferred
+to the next allowed time (the engine reschedules it and ``clm explain`` shows the reason);
+nothing is dropped silently.
+
+:func:`next_allowed` knows nothing of email: give it the times of a contact's recent sends on
+any channel and it answers with the deferral, so another channel's plugin can reuse it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from clm_engine.models import utc_text
+from clm_engine.types import Defer, Veto
+
+from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
+
+#: Suppression reasons that stop every message, exempt categories included.
+HARD_REASONS = ("hard_bounce", "complaint", "manual")
+
+
+def quiet_until(now: datetime, quiet: QuietHours, timezone: str) -> datetime | None:
+    """The end of the quiet hours ``now`` falls in (in ``timezone``), or ``None``."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    start, end = parse_clock(quiet.start), parse_clock(quiet.end)
+    clock = local.time().replace(tzinfo=None)
+    # Across midnight (21:00-08:00) the quiet span is "after start or before end".
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return None
+    day = local.date() if clock < end else local.date() + timedelta(days=1)
+    return datetime.combine(day, end, tzinfo=zone).astimezone(UTC)
+
+
+def cap_until(now: datetime, sends: Sequence[datetime], cap: FrequencyCap) -> datetime | None:
+    """When another send fits under ``cap``, given earlier send times; ``None``: it fits now."""
+    window = cap.window
+    recent = sorted((s for s in sends if s > now - window), reverse=True)
+    if len(recent) < cap.max:
+        return None
+    return recent[cap.max - 1] + window
+
+
+def next_allowed(
+    now: datetime,
+    *,
+    sends: Sequence[datetime],
+    caps: Sequence[FrequencyCap],
+    quiet: QuietHours | None,
+    timezone: str,
+    noun: str = "emails",
+) -> Defer | None:
+    """The deferral for a message due ``now``, or ``None`` if it may go now.
+
+    Caps and quiet hours are applied together: the answer is the first moment that is both
+    under every cap and outside quiet hours, with every reason that pushed it there.
+    """
+    when, reasons = now, []
+    for _ in range(10):  # each constraint can only push later; a few rounds settle it
+        moved = False
+        for cap in caps:
+            until = cap_until(when, sends, cap)
+            if until is not None and until > when:
+                days = cap.window.total_seconds() / 86400
+                span = f"{days:g} days" if days >= 1 else f"{cap.window}"
+                reason = f"frequency cap: {cap.max} {noun} per {span}"
+                if reason not in reasons:
+                    reasons.append(reason)
+                when, moved = until, True
+        if quiet is not None:
+            until = quiet_until(when, quiet, timezone)
+            if until is not None and until > when:
+                reason = f"quiet hours {quiet.start}-{quiet.end} ({timezone})"
+                if reason not in reasons:
+                    reasons.append(reason)
+                when, moved = until, True
+        if not moved:
+            break
+    if when <= now:
+        return None
+    return Defer(when, "; ".join(reasons))
+
+
+def decide(
+    *,
+    params: dict,
+    contact,
+    now: datetime,
+    db,
+    settings: EmailSettings,
+) -> Veto | Defer | None:
+    """The answer for one ``email.send`` about to be dispatched (``db``: read only)."""
+    category = params.get("category") or "marketing"
+    exempt = category in settings.exempt_categories
+    enrollment = params.get("enrollment")
+    if enrollment is not None and db is not None:
+        row = db.execute(
+            "SELECT status, sequence, exit_reason FROM email_enrollments WHERE id = ?",
+            [enrollment],
+        ).fetchone()
+        if row is not None and row[0] in ("exited", "stopped"):
+            return Veto(f"left sequence {row[1]!r} ({row[2] or row[0]})")
+    address = contact.email
+    if address is None:
+        return None  # the action records the skip: there is nobody to write to
+    if db is not None:
+        row = db.execute(
+            "SELECT reason, at FROM email_suppressions WHERE address = ?", [address.lower()]
+        ).fetchone()
+        if row is not None and (row[0] in HARD_REASONS or not exempt):
+            return Veto(f"{address} is suppressed ({row[0]} at {row[1][:19]}Z)")
+    if exempt:
+        return None
+    if contact.consent.get("email") is not True:
+        state = "withdrawn" if "email" in contact.consent else "not given"
+        return Veto(f"no consent to {category} email (consent {state})")
+    if not settings.frequency_caps and settings.quiet_hours is None:
+        return None
+    sends: list[datetime] = []
+    if settings.frequency_caps and db is not None:
+        longest = max(cap.window for cap in settings.frequency_caps)
+        exempted = list(settings.exempt_categories) or [""]
+        placeholders = ",".join("?" * len(exempted))
+        rows = db.execute(
+            "SELECT sent_at FROM email_messages WHERE contact_id = ? AND sent_at >= ? "
+            "AND status IN ('sent', 'bounced') "
+            f"AND coalesce(category, '') NOT IN ({placeholders})",
+            [contact.id, utc_text(now - longest), *exempted],
+        ).fetchall()
+        sends = [datetime.fromisoformat(r[0]) for r in rows]
+    return next_allowed(
+        now,
+        sends=sends,
+        caps=settings.frequency_caps,
+        quiet=settings.quiet_hours,
+        timezone=contact.timezone,
+        noun=f"{category} emails",
+    )

@@ -1,0 +1,152 @@
+"""Drip sequences: JSON documents beside the rulesets, and the timing of their steps.
+
+```json
+{"sequence": "onboarding", "category": "marketing",
+ "exit": {"events": ["purchase"], "stage": "purchase"},
+ "steps": [
+   {"id": "welcome", "template": "onboarding-welcome"},
+   {"id": "tips", "template": "onboarding-tips", "after": "P2D", "at": "10:00"}]}
+```
+
+A step waits ``after`` (a duration) from the previous step (from the enrollment for the first
+step) and then, if ``at`` is given, until that time of day in the contact's own timezone. A
+contact leaves the sequence when one of the ``exit`` events happens, when it reaches the
+``exit`` stage (or a later one), or when the ``exit`` condition holds at a step.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from clm_engine.models import Condition, DurationSpec, EventType, Name, duration_to_timedelta
+
+from . import templates
+from .settings import ClockTime, check_address, parse_clock
+
+#: The document kind (and key) of sequences.
+KIND = "sequence"
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name
+    description: str = ""
+    template: Name
+    #: Wait this long after the previous step (the first step: after the enrollment).
+    after: DurationSpec | None = None
+    #: Then wait for this time of day (HH:MM) in the contact's timezone.
+    at: ClockTime | None = None
+    category: Name | None = None
+    reply_to: str | None = None
+
+    @model_validator(mode="after")
+    def _reply_to(self) -> Step:
+        if self.reply_to is not None:
+            check_address(self.reply_to)
+        return self
+
+    @property
+    def wait(self) -> timedelta:
+        return duration_to_timedelta(self.after) if self.after is not None else timedelta(0)
+
+
+class Exit(BaseModel):
+    """When a contact leaves the sequence early; any one is enough."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    events: list[EventType] = Field(default_factory=list)
+    stage: Name | None = None
+    if_: Condition | None = Field(default=None, alias="if")
+
+
+class Sequence(BaseModel):
+    """A drip sequence document."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: str | None = Field(default=None, alias="$schema")
+    sequence: Name
+    description: str = ""
+    #: The category of its emails (``marketing`` needs consent; see the settings' exemptions).
+    category: Name = "marketing"
+    #: False: a contact is in the sequence at most once at a time (a start while enrolled is
+    #: skipped). True: every start enrolls again, alongside any running enrollment.
+    allow_reentry: bool = False
+    exit: Exit = Field(default_factory=Exit)
+    steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
+
+    def step_index(self, step_id: str) -> int:
+        for index, step in enumerate(self.steps):
+            if step.id == step_id:
+                return index
+        raise KeyError(step_id)
+
+
+def next_time(previous: datetime, step: Step, timezone: str) -> datetime:
+    """When ``step`` is due, the previous step (or the enrollment) having been at ``previous``.
+
+    ``at`` is the first such time of day at or after ``previous + after``, on the contact's
+    wall clock: across a daylight-saving change "10:00" stays 10:00 local time.
+    """
+    due = previous + step.wait
+    if step.at is None:
+        return due
+    zone = ZoneInfo(timezone)
+    local = due.astimezone(zone)
+    wanted = parse_clock(step.at)
+    candidate = datetime.combine(local.date(), wanted, tzinfo=zone)
+    if candidate < local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), wanted, tzinfo=zone)
+    return candidate.astimezone(UTC)
+
+
+def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
+    """Semantic problems, as ``(json pointer, message)``: what the model alone cannot know.
+
+    Duplicate step ids, templates that do not exist, an exit stage outside the stage model and
+    an exit condition the engine cannot evaluate (unknown facts, operators ...).
+    """
+    problems: list[tuple[str, str]] = []
+    documents = getattr(context, "documents", None) or {}
+    known = documents.get(templates.KIND, {})
+    seen: set[str] = set()
+    for index, step in enumerate(document.steps):
+        if step.id in seen:
+            problems.append((f"/steps/{index}/id", f"step id {step.id!r} is used twice"))
+        seen.add(step.id)
+        if step.template not in known:
+            problems.append(
+                (f"/steps/{index}/template", _unknown("template", step.template, known))
+            )
+    stages = tuple(getattr(context, "stages", None) or ())
+    if document.exit.stage is not None and stages and document.exit.stage not in stages:
+        problems.append(
+            ("/exit/stage", f"no stage {document.exit.stage!r}; stages: {', '.join(stages)}")
+        )
+    if document.exit.if_ is not None:
+        from clm_engine.conditions import ConditionCompiler
+
+        compiler = ConditionCompiler(
+            operators=getattr(context, "operators", {}) or {},
+            facts=getattr(context, "facts", {}) or {},
+            stages=stages,
+        )
+        for pointer, message in compiler.check(document.exit.if_):
+            problems.append((f"/exit/if{pointer}", message))
+    return problems
+
+
+def _unknown(kind: str, name: str, known: Any) -> str:
+    import difflib
+
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"no {kind} {name!r}; did you mean {close[0]!r}?"
+    return f"no {kind} {name!r}; known: {', '.join(names) or 'none'}"
