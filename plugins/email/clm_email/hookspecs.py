@@ -19,7 +19,9 @@ def register_email_transports(register: Callable[..., None]) -> None:
     Call ``register(name, factory)``; ``factory(settings)`` receives the
     :class:`clm_email.settings.EmailSettings` in force and returns an object with
     ``send(message, *, sender, recipients) -> str`` (where the message went, for the log) and
-    ``close()``. ``send`` raises :class:`clm_email.transports.TemporaryDeliveryError` for a
+    ``close()``. ``message`` is a :class:`clm_email.message.OutgoingMessage`: ``as_bytes()`` is
+    the wire format, ``message["Message-ID"]`` a header, ``to_email_message()`` a standard
+    ``EmailMessage``. ``send`` raises :class:`clm_email.transports.TemporaryDeliveryError` for a
     failure worth retrying (the engine retries with backoff) and
     :class:`clm_email.transports.PermanentDeliveryError` for one that never will succeed (the
     address is suppressed). Settings choose a transport by name (``"transport": "ses"``). Two

@@ -14,12 +14,12 @@ import smtplib
 import ssl
 import threading
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
 
 from clm_engine.errors import PluginError
 
+from .message import OutgoingMessage
 from .settings import EmailSettings
 
 
@@ -40,7 +40,7 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class Transport(Protocol):
-    def send(self, message: EmailMessage, *, sender: str, recipients: list[str]) -> str:
+    def send(self, message: OutgoingMessage, *, sender: str, recipients: list[str]) -> str:
         """Deliver ``message``; return where it went (a path, a server's reply) for the log."""
         ...
 
@@ -62,7 +62,7 @@ class FileTransport:
         self.directory = Path(directory)
         self._made = False
 
-    def send(self, message: EmailMessage, *, sender: str, recipients: list[str]) -> str:
+    def send(self, message: OutgoingMessage, *, sender: str, recipients: list[str]) -> str:
         if not self._made:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._made = True
@@ -116,14 +116,12 @@ class SmtpTransport:
             raise
         return connection
 
-    def send(self, message: EmailMessage, *, sender: str, recipients: list[str]) -> str:
+    def send(self, message: OutgoingMessage, *, sender: str, recipients: list[str]) -> str:
         with self._lock:
             for attempt in (1, 2):  # a connection the server closed while idle: reconnect once
                 connection = self._connection or self._open()
                 try:
-                    refused = connection.send_message(
-                        message, from_addr=sender, to_addrs=recipients
-                    )
+                    refused = connection.sendmail(sender, recipients, message.as_bytes())
                     break
                 except smtplib.SMTPServerDisconnected as error:
                     self._drop()

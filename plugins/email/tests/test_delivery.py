@@ -312,3 +312,38 @@ def test_settings_layers_defaults_document_environment():
     )
     with pytest.raises(ValueError, match=r"\$CLM_SMTP_PORT"):
         resolve_settings({}, environ={"CLM_SMTP_PORT": "many"})
+
+
+def test_what_the_server_receives_decodes_to_exactly_what_was_rendered(smtp_server):
+    # Non-ASCII names, a line that is only a dot (SMTP's end of data), '=' signs, long lines
+    # and trailing spaces all survive the wire.
+    tpl = template(
+        subject="Bienvenue, {{ first_name }} — à bientôt",
+        text="Zoë's line\n.\n=3D is not a code\n" + "x" * 200 + "\ntrailing   \n",
+        html="<p>{{ first_name }} &amp; co</p>\n.\n",
+    )
+    contact = ada(first_name="Zoë")
+    link = "https://acme.example/u?contact=c1"
+    rendered = templates.render(tpl, templates.context_for(contact, tpl, unsubscribe_url=link))
+    message = build_message(
+        rendered,
+        to=contact.email,
+        sender="Équipe Acme <hello@acme.example>",
+        message_id=message_id("k", "acme.example"),
+        date=NOW,
+        unsubscribe_url=link,
+        reply_to="Zoë Support <help@acme.example>",
+    )
+    transport = SmtpTransport(smtp_settings(smtp_server))
+    try:
+        transport.send(message, sender="hello@acme.example", recipients=["ada@example.com"])
+    finally:
+        transport.close()
+    got = smtp_server.messages[0].message
+    assert got["Subject"] == "Bienvenue, Zoë — à bientôt"
+    assert got["From"].addresses[0].display_name == "Équipe Acme"
+    assert got["Reply-To"].addresses[0].display_name == "Zoë Support"
+    # Line ends are CRLF on the wire, as RFC 5322 wants.
+    assert got.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text
+    assert got.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html
+    assert message.to_email_message()["Subject"] == got["Subject"]
