@@ -1,64 +1,31 @@
-"""clm-email: the email channel of clm-engine.
+"""clm-email: the email channel of clm-engine, built on the public plugin hooks only.
 
-What it does now:
+* **Templates**: ``email_template`` documents beside the rulesets (Jinja2, sandboxed): subject,
+  text and HTML parts, personal fields with fallbacks; checked when rulesets are validated.
+* **Actions**: ``email.send`` (external: rendered and delivered outside the engine's write
+  lock), ``email.start_sequence`` / ``email.stop_sequence`` for drip ``sequence`` documents.
+* **Delivery**: the ``file`` transport (``.eml`` files, the default), ``smtp``, and any a
+  plugin adds through this plugin's own hook, ``register_email_transports`` (its own plugin
+  manager, ``clm_email.transports.pm``; see ``clm_email.hookspecs``).
+* **Policy** (``dispatch_policy``): consent, suppressions, frequency caps and quiet hours;
+  a capped or quiet-hours message is deferred, never dropped.
+* **Its own tables** (migrations ``clm_email``), kept from events by event handlers; GDPR
+  erasure of a contact's rows.
 
-* ``email.bounced`` events count bounces, and a hard bounce withdraws the contact's email
-  consent, so no rule can email an address that does not exist.
-* Its own tables, ``email_messages`` (every message the plugin will send, with its idempotency
-  key) and ``email_suppressions`` (addresses never to email again), created by its migrations.
-* GDPR erasure of a contact's rows in those tables.
-
-Sending (an ``email.send`` action), templates and filling the tables from events come in the
-plugin's own issue.
+``plugins/email/README.md`` is the user documentation.
 """
 
 from __future__ import annotations
 
-from sqlite_utils.migrations import Migrations
-
 from clm_engine import Contact, Event, hookimpl
+
+from . import actions, policy, sequences, settings, store, templates
 
 BOUNCE_TYPES = ("hard", "soft")
 
-migrations = Migrations("clm_email")
-
-
-@migrations()
-def m001_initial(db) -> None:
-    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
-    db.execute(
-        """
-        CREATE TABLE email_messages (
-            id INTEGER PRIMARY KEY,
-            contact_id TEXT NOT NULL,
-            idempotency_key TEXT UNIQUE,      -- one message per (rule, contact, occasion)
-            template TEXT,
-            category TEXT,                    -- transactional / marketing: decides consent checks
-            to_address TEXT,
-            subject TEXT,
-            status TEXT,                      -- queued / sent / failed / suppressed
-            error TEXT,
-            created_at TEXT,
-            sent_at TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX email_messages_by_contact ON email_messages (contact_id)")
-    db.execute(
-        """
-        CREATE TABLE email_suppressions (
-            address TEXT PRIMARY KEY,         -- never email this address again
-            contact_id TEXT,
-            reason TEXT,                      -- hard_bounce / complaint / unsubscribed / manual
-            at TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX email_suppressions_by_contact ON email_suppressions (contact_id)")
-
-
-#: The tables this plugin owns, and the column that names the contact in each.
-TABLES = (("email_messages", "contact_id"), ("email_suppressions", "contact_id"))
+migrations = store.migrations
+m001_initial = store.m001_initial
+TABLES = store.TABLES
 
 
 def _when(event: Event) -> str:
@@ -87,9 +54,24 @@ def apply_bounce(contact: Contact, event: Event) -> None:
         contact.metrics["email_hard_bounced_at"] = _when(event)
 
 
+def remember_product(contact: Contact, event: Event) -> None:
+    """``purchase``: the last product bought (its ``name``), for templates' ``{{ product }}``."""
+    name = event.properties.get("name")
+    if isinstance(name, str) and name:
+        contact.metrics["last_product"] = name
+
+
+def count_sent(contact: Contact, event: Event) -> None:
+    """``email.sent``: how many emails the contact was sent, and when the last one went."""
+    contact.metrics["emails_sent"] = contact.metrics.get("emails_sent", 0) + 1
+    contact.metrics["last_email_sent_at"] = _when(event)
+
+
 @hookimpl
 def register_reducers(register):
     register("email.bounced", apply_bounce, name="email.bounced")
+    register("purchase", remember_product, name="email.remember_product")
+    register("email.sent", count_sent, name="email.count_sent")
 
 
 @hookimpl
@@ -99,14 +81,79 @@ def register_migrations(register):
 
 @hookimpl
 def forget_contact(db, contact_id):
-    # GDPR note: erasure may keep a *hashed* address in email_suppressions, so that an opt-out
-    # or a hard bounce is still honoured if the same address comes back under a new contact
-    # (keeping what is needed to respect an objection is allowed). Until the plugin stores
-    # hashed addresses, the simplest correct behaviour is to delete every row of the contact.
-    removed = {}
-    for table, column in TABLES:
-        if db[table].exists():
-            removed[table] = db.execute(
-                f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
-            ).rowcount
-    return removed
+    return store.forget(db, contact_id)
+
+
+@hookimpl
+def register_event_handlers(register):
+    register("email.sent", store.on_sent, name="email.log_sent")
+    register("email.failed", store.on_failed, name="email.log_failed")
+    register("email.bounced", store.on_bounced, name="email.log_bounced")
+    register("unsubscribed", store.on_unsubscribed, name="email.unsubscribed")
+    register("subscribed", store.on_subscribed, name="email.subscribed")
+    register("*", store.on_any_event, name="email.sequence_exits")
+
+
+@hookimpl
+def register_documents(register):
+    register(
+        templates.KIND,
+        templates.EmailTemplate,
+        check=lambda document, context: templates.check_template(document),
+        description="an email template: subject, text and HTML parts (Jinja2, sandboxed)",
+    )
+    register(
+        sequences.KIND,
+        sequences.Sequence,
+        check=sequences.check_sequence,
+        description="an email drip sequence: steps with delays, exit conditions",
+    )
+
+
+@hookimpl
+def register_actions(register):
+    register(
+        "email.send",
+        actions.send,
+        actions.SendParams,
+        description="render an email template for the contact and send it",
+        external=True,
+    )
+    register(
+        "email.start_sequence",
+        actions.start_sequence,
+        actions.StartParams,
+        description="enroll the contact in a drip sequence",
+    )
+    register(
+        "email.stop_sequence",
+        actions.stop_sequence,
+        actions.StopParams,
+        description="take the contact out of a drip sequence (or all of them)",
+    )
+    register(
+        "email.sequence_step",
+        actions.sequence_step,
+        actions.StepParams,
+        description="one step of a drip sequence (enqueued by the sequence, not by rules)",
+    )
+
+
+@hookimpl
+def dispatch_policy(action, params, contact, now, db, documents=None):
+    if action != "email.send":
+        return None
+    return policy.decide(
+        params=params,
+        contact=contact,
+        now=now,
+        db=db,
+        settings=settings.resolve_settings(documents),
+    )
+
+
+@hookimpl
+def register_commands(cli):
+    from .cli import email
+
+    cli.add_command(email)

@@ -135,6 +135,17 @@ def decide(
             [contact.id, utc_text(now - longest), *exempted],
         ).fetchall()
         sends = [datetime.fromisoformat(r[0]) for r in rows]
+        # Messages claimed and on their way (external actions run after the claim commits)
+        # count as sent now, or two due together would both fit under the cap. A claimed row
+        # is pending with its due time pushed to the end of its lease.
+        in_flight = db.execute(
+            "SELECT count(*) FROM outbox WHERE contact_id = ? AND action = 'email.send' "
+            "AND status = 'pending' AND due_at > ? AND note LIKE 'running%' "
+            "AND coalesce(json_extract(params, '$.category'), 'marketing') "
+            f"NOT IN ({placeholders})",
+            [contact.id, utc_text(now), *exempted],
+        ).fetchone()[0]
+        sends.extend([now] * in_flight)
     return next_allowed(
         now,
         sends=sends,

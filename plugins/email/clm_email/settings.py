@@ -4,26 +4,42 @@ Three layers, later ones win, so the demo needs no set-up and production needs n
 for secrets:
 
 1. defaults: the file transport into ``./outbox``, no caps, no quiet hours;
-2. an ``email_settings`` document beside the rulesets (``{"email_settings": "default", ...}``),
-   validated like a ruleset: what ops teams tune (caps, quiet hours, exempt categories);
+2. a JSON settings file, if ``$CLM_EMAIL_SETTINGS`` names one: what ops teams tune (sender,
+   caps, quiet hours, exempt categories), validated with the same model;
 3. environment variables (``CLM_EMAIL_*``, ``CLM_SMTP_*``): deployment concerns, and the only
-   place credentials come from (a document never holds a password).
+   place credentials come from (a file never holds a password).
+
+Why not a document beside the rulesets: the dispatch policy hook, which applies caps and quiet
+hours, is not given the loaded documents, and the policy and the action must agree on one set
+of settings. A file named by the environment is read the same way by every part of the plugin
+(the policy, the action, ``clm email preview``) in every process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from datetime import time, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from clm_engine.models import DurationSpec, Name, duration_to_timedelta
-
-#: The document kind (and key) of email settings.
-KIND = "email_settings"
+from clm_engine.models import (
+    DurationSpec,
+    Name,
+    describe_validation_error,
+    duration_to_timedelta,
+)
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -102,7 +118,6 @@ class EmailSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: str | None = Field(default=None, alias="$schema")
-    email_settings: Name = "default"
     description: str = ""
     #: A transport name: ``file``, ``smtp``, or one a plugin registers.
     transport: Name = "file"
@@ -159,20 +174,46 @@ SECRET_ENV = "CLM_EMAIL_UNSUBSCRIBE_SECRET"
 DEFAULT_SECRET = "clm-engine-unsubscribe-demo-secret"
 
 
-def resolve_settings(
-    documents: Mapping[str, Mapping[str, Any]] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> EmailSettings:
-    """The settings in force: defaults, then the ``default`` settings document, then env.
+#: Names the JSON settings file.
+SETTINGS_ENV = "CLM_EMAIL_SETTINGS"
+_cache: dict[tuple, EmailSettings] = {}
 
-    ``documents`` is the engine's loaded documents by kind (``ctx.documents``). Raises
-    ``ValueError`` naming the variable when an environment value is unusable.
+
+def resolve_settings(environ: Mapping[str, str] | None = None) -> EmailSettings:
+    """The settings in force: defaults, then the ``$CLM_EMAIL_SETTINGS`` file, then env.
+
+    Cached until the file or the environment changes (the policy asks for every message).
+    Raises ``ValueError`` naming the file or the variable when something is unusable.
     """
     environ = os.environ if environ is None else environ
-    found = (documents or {}).get(KIND, {})
-    base = found.get("default") or (next(iter(found.values())) if len(found) == 1 else None)
-    data: dict[str, Any] = base.model_dump(by_alias=True) if base is not None else {}
-    for variable, (path, convert) in ENVIRONMENT.items():
+    path = environ.get(SETTINGS_ENV) or ""
+    try:
+        info = os.stat(path) if path else None
+        stamp = (info.st_mtime_ns, info.st_size) if info else None
+    except OSError:
+        raise ValueError(f"${SETTINGS_ENV} names {path!r}, which cannot be read") from None
+    key = (path, stamp, *(environ.get(name) for name in ENVIRONMENT))
+    found = _cache.get(key)
+    if found is None:
+        found = _cache[key] = _resolve(path, environ)
+    return found
+
+
+def _resolve(path: str, environ: Mapping[str, str]) -> EmailSettings:
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"email settings file {path}: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"email settings file {path}: expected a JSON object")
+        try:
+            EmailSettings.model_validate(data)
+        except ValidationError as error:
+            reason = describe_validation_error(error)
+            raise ValueError(f"email settings file {path} is not valid: {reason}") from None
+    for variable, (keys, convert) in ENVIRONMENT.items():
         raw = environ.get(variable)
         if raw in (None, ""):
             continue
@@ -181,13 +222,14 @@ def resolve_settings(
         except ValueError:
             raise ValueError(f"${variable} is not valid: {raw!r}") from None
         target = data
-        for step in path[:-1]:
+        for step in keys[:-1]:
             target = target.setdefault(step, {})
-        target[path[-1]] = value
+        target[keys[-1]] = value
     try:
         return EmailSettings.model_validate(data)
-    except ValueError as error:
-        raise ValueError(f"email settings are not valid: {error}") from None
+    except ValidationError as error:
+        reason = describe_validation_error(error)
+        raise ValueError(f"email settings are not valid: {reason}") from None
 
 
 def unsubscribe_secret(environ: Mapping[str, str] | None = None) -> bytes:

@@ -12,13 +12,19 @@ import contextlib
 import os
 import smtplib
 import ssl
+import sys
 import threading
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
+import pluggy
+
 from clm_engine.errors import PluginError
 
+from . import hookspecs
+from .hookspecs import hookimpl
 from .message import OutgoingMessage
 from .settings import EmailSettings
 
@@ -205,14 +211,60 @@ def smtp_transport(settings: EmailSettings) -> Transport:
     return SmtpTransport(settings)
 
 
-# -- the registry: the one door to the register_email_transports hook -------------------------
+# -- the registry: this plugin's own plugin manager ------------------------------------------
+
+#: Transport plugins register here (entry point group ``clm_email``), not in the engine's.
+pm = pluggy.PluginManager("clm_email")
+pm.add_hookspecs(hookspecs)
+ENTRY_POINT_GROUP = "clm_email"
+_loaded = False
+
+
+class _BuiltinTransports:
+    """``file`` and ``smtp``, registered through the hook like any other transport."""
+
+    @hookimpl
+    def register_email_transports(self, register):
+        register("file", file_transport)
+        register("smtp", smtp_transport)
+
+
+def load_transport_plugins() -> None:
+    """Register the built-in transports and the installed transport plugins, once.
+
+    ``CLM_LOAD_PLUGINS``, the engine's allow-list, applies here too (by entry point or
+    distribution name), so tests load no transport they did not ask for.
+    """
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    if pm.get_plugin("builtin") is None:
+        pm.register(_BuiltinTransports(), name="builtin")
+    allow = os.environ.get("CLM_LOAD_PLUGINS")
+    allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
+    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = entry_point.dist.name if entry_point.dist else None
+        if allowed is not None and not ({entry_point.name, dist} & allowed):
+            continue
+        if pm.get_plugin(entry_point.name) is not None:
+            continue
+        try:
+            pm.register(entry_point.load(), name=entry_point.name)
+        except Exception as error:  # a broken transport plugin must not take email down
+            print(
+                f"clm-email: transport plugin {entry_point.name!r} failed to load: {error!r}",
+                file=sys.stderr,
+            )
+    pm.check_pending()
 
 
 def get_transport_factories() -> dict[str, TransportFactory]:
-    """Every registered transport factory by name (``file``, ``smtp``, and plugins')."""
-    from clm_engine.plugins import load_plugins, pm
+    """Every registered transport factory by name (``file``, ``smtp``, and plugins').
 
-    load_plugins()
+    The one place that calls this plugin manager's hook.
+    """
+    load_transport_plugins()
     found: dict[str, TransportFactory] = {}
     owners: dict[str, str] = {}
     for impl in pm.hook.register_email_transports.get_hookimpls():

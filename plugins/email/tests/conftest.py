@@ -6,17 +6,26 @@ permanent (5xx) refusal, so tests check retries and suppression against real SMT
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import ssl
 import subprocess
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
+from pathlib import Path
 
+import clm_email
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from clm_email.transports import close_transports
+
+from clm_engine import Engine, VirtualClock
+from clm_engine.testing import registered
 
 
 @dataclass
@@ -145,3 +154,102 @@ def tls_server(certificate):
         yield SmtpServer("127.0.0.1", controller.port, handler, str(cert))
     finally:
         controller.stop()
+
+
+# -- an engine with the email plugin, the example templates and sequences -----------------------
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "rulesets"
+START = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
+
+
+@dataclass
+class Mail:
+    """A workspace: rulesets folder, outbox folder, clock and a way to (re)open the engine."""
+
+    root: Path
+    clock: VirtualClock
+    engine: Engine | None = None
+
+    @property
+    def rules(self) -> Path:
+        return self.root / "rules"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    def write(self, name: str, document: dict) -> Path:
+        path = self.rules / name
+        path.write_text(json.dumps(document, indent=2))
+        return path
+
+    def ruleset(self, *rules: dict, name: str = "mail") -> Path:
+        return self.write(f"{name}.json", {"ruleset": name, "version": 1, "rules": list(rules)})
+
+    def settings(self, monkeypatch, **values) -> None:
+        path = self.root / "email-settings.json"
+        path.write_text(json.dumps(values))
+        monkeypatch.setenv("CLM_EMAIL_SETTINGS", str(path))
+
+    def open(self) -> Engine:
+        self.engine = Engine(self.root / "clm.db", clock=self.clock)
+        self.engine.load_rulesets([self.rules])
+        return self.engine
+
+    def files(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.eml")) if self.outbox.is_dir() else []
+
+    def log(self) -> list[dict]:
+        return list(self.engine.store.db.query("SELECT * FROM email_messages ORDER BY id"))
+
+    def sends(self) -> list:
+        return [r for r in self.engine.store.actions_for("c1") if r.action == "email.send"]
+
+
+@pytest.fixture
+def mail(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLM_LOAD_PLUGINS", "email")
+    monkeypatch.setenv("CLM_EMAIL_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("CLM_EMAIL_UNSUBSCRIBE_SECRET", "test-secret")
+    for name in ("CLM_EMAIL_SETTINGS", "CLM_EMAIL_TRANSPORT", "CLM_SMTP_HOST", "CLM_SMTP_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    workspace = Mail(tmp_path, VirtualClock(START))
+    workspace.rules.mkdir()
+    for kind in ("templates", "sequences"):
+        for path in (EXAMPLES / "email" / kind).glob("*.json"):
+            shutil.copy(path, workspace.rules / path.name)
+    with registered(clm_email, "email"):
+        try:
+            yield workspace
+        finally:
+            if workspace.engine is not None:
+                workspace.engine.close()
+            close_transports()
+
+
+def use_smtp(monkeypatch, server) -> None:
+    monkeypatch.setenv("CLM_EMAIL_TRANSPORT", "smtp")
+    monkeypatch.setenv("CLM_SMTP_HOST", server.host)
+    monkeypatch.setenv("CLM_SMTP_PORT", str(server.port))
+    monkeypatch.setenv("CLM_SMTP_SECURITY", "none")
+
+
+def signup(contact_id: str = "c1", at: str = "2026-11-02T12:00:00Z", **properties) -> dict:
+    props = {
+        "email": f"{contact_id}@example.com",
+        "first_name": "Ada",
+        "company": "Engines Ltd",
+        "plan": "starter",
+        "consent": {"email": True},
+        "timezone": "Europe/London",
+        **properties,
+    }
+    return {"contact_id": contact_id, "type": "signup", "occurred_at": at, "properties": props}
+
+
+def send_rule(template: str = "onboarding-welcome", event: str = "signup", **with_) -> dict:
+    return {
+        "id": f"send-{template}",
+        "when": {"event": event},
+        "then": [{"action": "email.send", "with": {"template": template, **with_}}],
+    }

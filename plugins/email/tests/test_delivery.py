@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import default
+from pathlib import Path
 
 import pytest
 from clm_email import templates
@@ -296,54 +298,29 @@ def test_an_untrusted_certificate_is_refused(tls_server):
 # -- settings ------------------------------------------------------------------------------------
 
 
-def test_settings_layers_defaults_document_environment():
-    assert resolve_settings({}, environ={}).transport == "file"
-    document = EmailSettings(
-        email_settings="default", outbox_dir="mail", frequency_caps=[{"max": 2, "per": "P7D"}]
+def test_settings_layers_defaults_file_environment(tmp_path):
+    assert resolve_settings(environ={}).transport == "file"
+    path = tmp_path / "email-settings.json"
+    path.write_text(
+        json.dumps({"outbox_dir": "mail", "frequency_caps": [{"max": 2, "per": "P7D"}]})
     )
     settings = resolve_settings(
-        {"email_settings": {"default": document}},
-        environ={"CLM_EMAIL_OUTBOX": "/tmp/x", "CLM_SMTP_PORT": "2525"},
+        environ={
+            "CLM_EMAIL_SETTINGS": str(path),
+            "CLM_EMAIL_OUTBOX": "/tmp/x",
+            "CLM_SMTP_PORT": "2525",
+        }
     )
-    assert (settings.outbox_dir, settings.smtp.port, settings.frequency_caps[0].max) == (
-        "/tmp/x",
-        2525,
-        2,
-    )
+    assert (settings.outbox_dir, settings.smtp.port) == ("/tmp/x", 2525)
+    assert settings.frequency_caps[0].max == 2
     with pytest.raises(ValueError, match=r"\$CLM_SMTP_PORT"):
-        resolve_settings({}, environ={"CLM_SMTP_PORT": "many"})
+        resolve_settings(environ={"CLM_SMTP_PORT": "many"})
+    path.write_text(json.dumps({"quiet_hours": {"start": "25:00", "end": "08:00"}}))
+    with pytest.raises(ValueError, match=r"email-settings.json is not valid.*quiet_hours.start"):
+        resolve_settings(environ={"CLM_EMAIL_SETTINGS": str(path)})
 
 
-def test_what_the_server_receives_decodes_to_exactly_what_was_rendered(smtp_server):
-    # Non-ASCII names, a line that is only a dot (SMTP's end of data), '=' signs, long lines
-    # and trailing spaces all survive the wire.
-    tpl = template(
-        subject="Bienvenue, {{ first_name }} — à bientôt",
-        text="Zoë's line\n.\n=3D is not a code\n" + "x" * 200 + "\ntrailing   \n",
-        html="<p>{{ first_name }} &amp; co</p>\n.\n",
-    )
-    contact = ada(first_name="Zoë")
-    link = "https://acme.example/u?contact=c1"
-    rendered = templates.render(tpl, templates.context_for(contact, tpl, unsubscribe_url=link))
-    message = build_message(
-        rendered,
-        to=contact.email,
-        sender="Équipe Acme <hello@acme.example>",
-        message_id=message_id("k", "acme.example"),
-        date=NOW,
-        unsubscribe_url=link,
-        reply_to="Zoë Support <help@acme.example>",
-    )
-    transport = SmtpTransport(smtp_settings(smtp_server))
-    try:
-        transport.send(message, sender="hello@acme.example", recipients=["ada@example.com"])
-    finally:
-        transport.close()
-    got = smtp_server.messages[0].message
-    assert got["Subject"] == "Bienvenue, Zoë — à bientôt"
-    assert got["From"].addresses[0].display_name == "Équipe Acme"
-    assert got["Reply-To"].addresses[0].display_name == "Zoë Support"
-    # Line ends are CRLF on the wire, as RFC 5322 wants.
-    assert got.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text
-    assert got.get_body(("html",)).get_content().replace("\r\n", "\n") == rendered.html
-    assert message.to_email_message()["Subject"] == got["Subject"]
+def test_the_example_settings_file_is_valid():
+    example = Path(__file__).parent.parent / "examples" / "email-settings.json"
+    settings = resolve_settings(environ={"CLM_EMAIL_SETTINGS": str(example)})
+    assert settings.quiet_hours is not None and settings.frequency_caps

@@ -10,7 +10,7 @@ from clm_engine.testing import check_migrations, check_rejected, discover, regis
 from clm_engine.testing import make_event as event
 
 NAME = "email"
-TABLES = {"email_messages", "email_suppressions"}
+TABLES = {"email_messages", "email_suppressions", "email_enrollments"}
 
 
 @pytest.fixture
@@ -24,7 +24,16 @@ def engine(monkeypatch, tmp_path):
 def test_discovered_through_its_entry_point():
     loaded = discover(NAME)
     assert (loaded[NAME]["source"], loaded[NAME]["version"]) == ("clm-email", "0.1.0")
-    hooks = {"register_reducers", "register_migrations", "forget_contact"}
+    hooks = {
+        "register_reducers",
+        "register_migrations",
+        "forget_contact",
+        "register_event_handlers",
+        "register_documents",
+        "register_actions",
+        "dispatch_policy",
+        "register_commands",
+    }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.
     assert "referral" not in loaded and "warranty" not in loaded
@@ -41,7 +50,10 @@ def test_migrations_create_the_tables_and_indexes(engine):
     assert db["email_messages"].columns_dict["idempotency_key"] is str
     # Stored databases know the set by its name: renaming it would run its migrations again.
     applied = [m.name for m in clm_email.migrations.applied(db)]
-    assert (clm_email.migrations.name, applied) == ("clm_email", ["m001_initial"])
+    assert (clm_email.migrations.name, applied) == (
+        "clm_email",
+        ["m001_initial", "m002_delivery_and_sequences"],
+    )
 
 
 def test_bounces_count_and_a_hard_bounce_withdraws_consent(engine):

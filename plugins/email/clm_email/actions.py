@@ -1,0 +1,336 @@
+"""The actions: ``email.send`` (external) and the drip-sequence actions (internal).
+
+``email.send`` renders and delivers outside the engine's write lock (an SMTP round trip never
+blocks other writers) and reports what happened as events, which the plugin's handlers log:
+``email.sent``; ``email.failed`` (a template that did not render: nothing was sent);
+``email.bounced`` of type ``hard`` (a permanent 5xx refusal: the address is suppressed). A
+temporary failure raises, and the engine retries with backoff.
+
+The sequence actions run inside the dispatch transaction, so an enrollment, its next step and
+its message are recorded exactly once however often a worker retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from email.utils import parseaddr
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from clm_engine.models import Name, utc_text
+
+from . import sequences, store, templates
+from .message import build_message, message_id
+from .sequences import Sequence, next_time
+from .settings import check_address, resolve_settings, unsubscribe_secret
+from .transports import PermanentDeliveryError, transport_for
+
+
+def _documents(ctx: Any) -> dict[str, dict[str, Any]]:
+    return getattr(ctx, "documents", None) or {}
+
+
+def _missing(kind: str, name: str, known: dict[str, Any]) -> list[str]:
+    if name in known:
+        return []
+    return [sequences._unknown(kind, name, known)]
+
+
+# -- email.send --------------------------------------------------------------------------------
+
+
+class SendParams(BaseModel):
+    """``{"action": "email.send", "with": {"template": "receipt", "category": "transactional"}}``.
+
+    ``sequence``, ``step`` and ``enrollment`` are set by drip sequences; a rule leaves them out.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    template: Name
+    category: Name = "marketing"
+    reply_to: str | None = None
+    sequence: Name | None = None
+    step: Name | None = None
+    enrollment: str | None = None
+
+    @field_validator("reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @classmethod
+    def check_references(cls, params: SendParams, documents: dict[str, Any]) -> list[str]:
+        return _missing("template", params.template, documents.get(templates.KIND, {}))
+
+
+def send(ctx: Any, params: SendParams) -> dict[str, Any]:
+    """Render ``params.template`` for the contact and deliver it through the transport."""
+    documents = _documents(ctx)
+    settings = resolve_settings()
+    contact = ctx.contact
+    log = {
+        "key": ctx.key,
+        "template": params.template,
+        "category": params.category,
+        "sequence": params.sequence,
+        "step": params.step,
+    }
+    template = documents.get(templates.KIND, {}).get(params.template)
+    if template is None:
+        reason = f"no template {params.template!r} is loaded"
+        ctx.emit("email.failed", {**log, "reason": reason})
+        return {"failed": reason}
+    if not contact.email:
+        return {"skipped": "the contact has no email address"}
+    link = templates.unsubscribe_link(settings.unsubscribe_url, contact.id, unsubscribe_secret())
+    context = templates.context_for(
+        contact, template, unsubscribe_url=link, sequence=params.sequence, step=params.step
+    )
+    try:
+        rendered = templates.render(template, context)
+    except templates.RenderError as error:
+        ctx.emit("email.failed", {**log, "to": contact.email, "reason": str(error)})
+        return {"failed": str(error)}
+    mid = message_id(ctx.key, settings.domain)
+    headers = {"X-CLM-Template": params.template, "X-CLM-Category": params.category}
+    if params.sequence:
+        headers["X-CLM-Sequence"] = f"{params.sequence}/{params.step}"
+    message = build_message(
+        rendered,
+        to=contact.email,
+        sender=settings.from_address,
+        message_id=mid,
+        date=ctx.now,
+        unsubscribe_url=link,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        reply_to=params.reply_to or settings.reply_to,
+        headers=headers,
+    )
+    log.update(message_id=mid, to=contact.email, subject=rendered.subject)
+    envelope_from = parseaddr(settings.from_address)[1]
+    try:
+        where = transport_for(settings).send(
+            message, sender=envelope_from, recipients=[contact.email]
+        )
+    except PermanentDeliveryError as error:
+        # The existing bounce reducer withdraws consent; the handler suppresses the address.
+        ctx.emit(
+            "email.bounced",
+            {**log, "type": "hard", "address": contact.email, "reason": str(error)},
+        )
+        return {"failed": f"permanent failure, address suppressed: {error}"}
+    # A TemporaryDeliveryError (or any other) propagates: the engine retries with backoff.
+    ctx.emit("email.sent", {**log, "location": where})
+    return {"sent": mid, "to": contact.email, "location": where}
+
+
+# -- sequences ---------------------------------------------------------------------------------
+
+
+class StartParams(BaseModel):
+    """``{"action": "email.start_sequence", "with": {"sequence": "onboarding"}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequence: Name
+
+    @classmethod
+    def check_references(cls, params: StartParams, documents: dict[str, Any]) -> list[str]:
+        return _missing("sequence", params.sequence, documents.get(sequences.KIND, {}))
+
+
+class StopParams(BaseModel):
+    """``{"action": "email.stop_sequence", "with": {"sequence": "win-back"}}``; or
+    ``{"all": true}`` for every sequence the contact is in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequence: Name | None = None
+    all: bool = False
+    reason: str = ""
+
+    @classmethod
+    def check_references(cls, params: StopParams, documents: dict[str, Any]) -> list[str]:
+        if params.sequence is None:
+            return [] if params.all else ["give a 'sequence' to stop, or \"all\": true"]
+        return _missing("sequence", params.sequence, documents.get(sequences.KIND, {}))
+
+
+class StepParams(BaseModel):
+    """One step of one enrollment; enqueued by the sequence actions, not written in rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequence: Name
+    enrollment: str
+    step: Name
+
+
+def _exit_stages(seq: Sequence, stages: tuple[str, ...]) -> list[str]:
+    if seq.exit.stage is None:
+        return []
+    if seq.exit.stage not in stages:
+        return [seq.exit.stage]
+    return list(stages[stages.index(seq.exit.stage) :])
+
+
+def _condition_exit(seq: Sequence, ctx: Any) -> str | None:
+    """The exit condition, if the sequence has one and it holds now."""
+    if seq.exit.if_ is None:
+        return None
+    from clm_engine.conditions import ConditionCompiler
+    from clm_engine.plugins import get_facts, get_operators
+    from clm_engine.types import FactContext
+
+    compiled = _compiled_exits.get(id(seq))
+    if compiled is None or compiled[0] is not seq:
+        compiler = ConditionCompiler(
+            operators=get_operators(), facts=get_facts(), stages=tuple(ctx.stages)
+        )
+        compiled = _compiled_exits[id(seq)] = (seq, compiler.compile([seq.exit.if_]))
+    fact_ctx = FactContext(contact=ctx.contact, now=ctx.now, stages=tuple(ctx.stages))
+    if hasattr(fact_ctx, "db"):
+        fact_ctx.db = ctx.db
+    return "exit condition holds" if compiled[1].matching(fact_ctx) else None
+
+
+_compiled_exits: dict[int, tuple[Sequence, Any]] = {}
+
+
+def _stage_exit(seq: Sequence, ctx: Any) -> str | None:
+    stage = ctx.contact.stage
+    if stage is not None and stage in _exit_stages(seq, tuple(ctx.stages)):
+        return f"reached stage {stage}"
+    return None
+
+
+def _logical_now(ctx: Any) -> datetime:
+    """When this action was meant to run: step times count from there, so downtime, a backlog
+    or a retry does not push every later step back.
+
+    The engine's ``ActionContext`` has no due time, so it is read from the outbox row (the
+    dispatch transaction, read only); ``ctx.now`` if that is not possible.
+    """
+    due = getattr(ctx, "due_at", None)
+    if isinstance(due, datetime):
+        return due
+    if ctx.db is not None:
+        row = ctx.db.execute("SELECT due_at FROM outbox WHERE key = ?", [ctx.key]).fetchone()
+        if row is not None:
+            return min(datetime.fromisoformat(row[0]), ctx.now)
+    return ctx.now
+
+
+def start_sequence(ctx: Any, params: StartParams) -> dict[str, Any]:
+    seq = _documents(ctx).get(sequences.KIND, {}).get(params.sequence)
+    if seq is None:
+        return {"failed": f"no sequence {params.sequence!r} is loaded"}
+    db = ctx.db
+    if not seq.allow_reentry:
+        active = db.execute(
+            "SELECT id FROM email_enrollments WHERE contact_id = ? AND sequence = ? "
+            "AND status = 'active'",
+            [ctx.contact.id, seq.sequence],
+        ).fetchone()
+        if active is not None:
+            return {"skipped": f"already in sequence {seq.sequence!r} (enrollment {active[0]})"}
+    reason = _stage_exit(seq, ctx) or _condition_exit(seq, ctx)
+    if reason:
+        return {"skipped": f"not enrolled in {seq.sequence!r}: {reason}"}
+    enrollment = "e-" + hashlib.sha256(ctx.key.encode()).hexdigest()[:24]
+    started = _logical_now(ctx)
+    store.enroll(
+        db,
+        enrollment=enrollment,
+        contact_id=ctx.contact.id,
+        sequence=seq.sequence,
+        at=utc_text(started),
+        exit_events=list(seq.exit.events),
+        exit_stages=_exit_stages(seq, tuple(ctx.stages)),
+    )
+    first = seq.steps[0]
+    due = next_time(started, first, ctx.contact.timezone)
+    _enqueue_step(ctx, seq, enrollment, first.id, due)
+    return {"enrolled": enrollment, "sequence": seq.sequence, "first_step_at": utc_text(due)}
+
+
+def _enqueue_step(ctx: Any, seq: Sequence, enrollment: str, step: str, due: datetime) -> None:
+    ctx.enqueue(
+        "email.sequence_step",
+        {"sequence": seq.sequence, "enrollment": enrollment, "step": step},
+        due_at=due,
+        occurrence=f"step-{step}",
+    )
+
+
+def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
+    db = ctx.db
+    row = db.execute(
+        "SELECT status, exit_reason FROM email_enrollments WHERE id = ?", [params.enrollment]
+    ).fetchone()
+    if row is None:
+        return {"skipped": "the enrollment is gone (the contact was erased?)"}
+    if row[0] != "active":
+        return {"skipped": f"left sequence {params.sequence!r}: {row[1] or row[0]}"}
+    seq = _documents(ctx).get(sequences.KIND, {}).get(params.sequence)
+    now = _logical_now(ctx)
+    if seq is None:
+        store.end_enrollment(db, params.enrollment, "stopped", "sequence no longer loaded", now)
+        return {"skipped": f"sequence {params.sequence!r} is no longer loaded"}
+    try:
+        index = seq.step_index(params.step)
+    except KeyError:
+        store.end_enrollment(db, params.enrollment, "stopped", f"step {params.step} removed", now)
+        return {"skipped": f"sequence {params.sequence!r} has no step {params.step!r} any more"}
+    reason = _stage_exit(seq, ctx) or _condition_exit(seq, ctx)
+    if reason:
+        store.end_enrollment(db, params.enrollment, "exited", reason, now)
+        return {"skipped": f"left sequence {seq.sequence!r}: {reason}"}
+    step = seq.steps[index]
+    send_params = {
+        "template": step.template,
+        "category": step.category or seq.category,
+        "sequence": seq.sequence,
+        "step": step.id,
+        "enrollment": params.enrollment,
+    }
+    if step.reply_to:
+        send_params["reply_to"] = step.reply_to
+    ctx.enqueue("email.send", send_params, due_at=now, occurrence=f"send-{step.id}")
+    result: dict[str, Any] = {"step": step.id, "template": step.template}
+    if index + 1 < len(seq.steps):
+        following = seq.steps[index + 1]
+        due = next_time(now, following, ctx.contact.timezone)
+        _enqueue_step(ctx, seq, params.enrollment, following.id, due)
+        db.execute(
+            "UPDATE email_enrollments SET step = ?, last_step_at = ? WHERE id = ?",
+            [step.id, utc_text(now), params.enrollment],
+        )
+        result["next"] = {"step": following.id, "at": utc_text(due)}
+    else:
+        db.execute(
+            "UPDATE email_enrollments SET step = ?, last_step_at = ?, status = 'completed', "
+            "ended_at = ?, exit_reason = 'completed' WHERE id = ?",
+            [step.id, utc_text(now), utc_text(now), params.enrollment],
+        )
+    return result
+
+
+def stop_sequence(ctx: Any, params: StopParams) -> dict[str, Any]:
+    reason = params.reason or f"stopped by {ctx.ruleset}/{ctx.rule}"
+    at = utc_text(_logical_now(ctx))
+    query = (
+        "UPDATE email_enrollments SET status = 'stopped', exit_reason = ?, ended_at = ? "
+        "WHERE contact_id = ? AND status = 'active'"
+    )
+    args: list[Any] = [reason, at, ctx.contact.id]
+    if not params.all:
+        query += " AND sequence = ?"
+        args.append(params.sequence)
+    stopped = ctx.db.execute(query, args).rowcount
+    if not stopped:
+        return {"skipped": f"not in sequence {params.sequence or 'any'}"}
+    return {"stopped": stopped}

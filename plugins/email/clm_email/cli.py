@@ -1,0 +1,185 @@
+"""``clm email``: preview a template for a real contact; the send log; suppressions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from clm_engine.cli.common import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_json,
+    rulesets_option,
+)
+from clm_engine.errors import ClmError
+
+from . import templates
+from .message import build_message, message_id
+from .settings import resolve_settings, unsubscribe_secret
+
+
+@click.group()
+def email() -> None:
+    """Email: preview templates, the send log, suppressed addresses."""
+
+
+@email.command()
+@click.argument("template_name", metavar="TEMPLATE")
+@click.option("--contact", "contact_id", required=True, help="The contact to render it for.")
+@db_option
+@rulesets_option
+@click.option(
+    "--eml",
+    "eml_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the whole message (headers, text and HTML parts) to this .eml file.",
+)
+@click.option("--html", "show_html", is_flag=True, help="Print the HTML part too.")
+@json_option
+def preview(
+    template_name: str,
+    contact_id: str,
+    db_path: Path,
+    ruleset_paths: tuple[Path, ...],
+    eml_path: Path | None,
+    show_html: bool,
+    as_json: bool,
+) -> None:
+    """Render TEMPLATE for contact --contact exactly as email.send would; nothing is sent.
+
+    Templates are documents beside the rulesets: pass --rulesets (or $CLM_RULESETS).
+    """
+    if not ruleset_paths:
+        raise ClmError("pass --rulesets DIR (or set $CLM_RULESETS): templates live beside them")
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
+        documents = getattr(engine, "documents", {}) or {}
+        found = documents.get(templates.KIND, {})
+        template = found.get(template_name)
+        if template is None:
+            from .sequences import _unknown
+
+            raise ClmError(_unknown("template", template_name, found))
+        contact = engine.contact(contact_id)
+        if contact is None:
+            raise ClmError(f"no contact {contact_id!r} in {db_path}")
+        now = engine.clock.now()
+    settings = resolve_settings()
+    link = templates.unsubscribe_link(settings.unsubscribe_url, contact.id, unsubscribe_secret())
+    context = templates.context_for(contact, template, unsubscribe_url=link)
+    try:
+        rendered = templates.render(template, context)
+    except templates.RenderError as error:
+        raise ClmError(f"cannot render for {contact_id}: {error}") from None
+    message = build_message(
+        rendered,
+        to=contact.email or "(no address)",
+        sender=settings.from_address,
+        message_id=message_id(f"preview/{template_name}/{contact.id}", settings.domain),
+        date=now,
+        unsubscribe_url=link,
+        unsubscribe_mailto=settings.unsubscribe_mailto,
+        reply_to=settings.reply_to,
+        headers={"X-CLM-Template": template_name},
+    )
+    if eml_path is not None:
+        eml_path.write_bytes(message.as_bytes())
+    if as_json:
+        print_json(
+            {
+                "template": template_name,
+                "contact": contact.id,
+                "headers": {k: str(v) for k, v in message.items()},
+                "subject": rendered.subject,
+                "text": rendered.text,
+                "html": rendered.html,
+                "eml": str(eml_path) if eml_path else None,
+            }
+        )
+        return
+    for name, value in message.items():
+        if not name.startswith("Content-") and name != "MIME-Version":
+            console.print(f"[bold]{name}:[/] {value}", markup=True, highlight=False)
+    console.print()
+    console.print(rendered.text, markup=False)
+    if show_html and rendered.html:
+        console.print("[bold]-- HTML --[/]")
+        console.print(rendered.html, markup=False)
+    if eml_path is not None:
+        console.print(f"[dim]wrote {eml_path}[/]")
+
+
+@email.command("log")
+@db_option
+@click.option("--contact", "contact_id", help="Only this contact's messages.")
+@click.option("--limit", default=20, show_default=True, help="How many, newest first.")
+@json_option
+def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> None:
+    """Messages sent, failed and bounced, newest first."""
+    where, args = ("WHERE contact_id = ?", [contact_id]) if contact_id else ("", [])
+    with open_engine(db_path) as engine:
+        rows = [
+            dict(
+                zip(
+                    (
+                        "contact",
+                        "at",
+                        "status",
+                        "template",
+                        "sequence",
+                        "step",
+                        "subject",
+                        "error",
+                        "message_id",
+                    ),
+                    row,
+                    strict=True,
+                )
+            )
+            for row in engine.store.db.execute(
+                "SELECT contact_id, coalesce(sent_at, created_at), status, template, sequence, "
+                f"step, subject, error, message_id FROM email_messages {where} "
+                "ORDER BY id DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
+        ]
+    if as_json:
+        print_json({"messages": rows})
+        return
+    table = Table("at", "contact", "status", "template", "sequence/step", "subject or error")
+    for row in rows:
+        where_in = f"{row['sequence']}/{row['step']}" if row["sequence"] else ""
+        table.add_row(
+            (row["at"] or "")[:16],
+            row["contact"],
+            row["status"],
+            row["template"] or "",
+            where_in,
+            (row["error"] or row["subject"] or "")[:70],
+        )
+    console.print(table)
+
+
+@email.command()
+@db_option
+@json_option
+def suppressions(db_path: Path, as_json: bool) -> None:
+    """Addresses that get no email (hard bounces), or no marketing email (unsubscribed)."""
+    with open_engine(db_path) as engine:
+        rows = [
+            {"address": r[0], "contact": r[1], "reason": r[2], "at": r[3]}
+            for r in engine.store.db.execute(
+                "SELECT address, contact_id, reason, at FROM email_suppressions ORDER BY at DESC"
+            ).fetchall()
+        ]
+    if as_json:
+        print_json({"suppressions": rows})
+        return
+    table = Table("address", "contact", "reason", "since")
+    for row in rows:
+        table.add_row(row["address"], row["contact"] or "", row["reason"], row["at"][:16])
+    console.print(table)
+    console.print(f"{len(rows):,} suppressed addresses")

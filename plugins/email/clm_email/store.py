@@ -1,0 +1,250 @@
+"""The plugin's tables, their migrations, and the event handlers that keep them.
+
+Tables are written only from events (``email.sent``, ``email.failed``, ``email.bounced``,
+``unsubscribed`` ...) in the transaction that stores the event, and from the sequence actions
+in the dispatch transaction: so the log, the suppressions and the enrollments are exactly as
+durable as the events and actions they come from.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlite_utils.migrations import Migrations
+
+from clm_engine import Contact, Event
+from clm_engine.models import utc_text
+
+migrations = Migrations("clm_email")
+
+
+@migrations()
+def m001_initial(db) -> None:
+    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
+    db.execute(
+        """
+        CREATE TABLE email_messages (
+            id INTEGER PRIMARY KEY,
+            contact_id TEXT NOT NULL,
+            idempotency_key TEXT UNIQUE,      -- one message per (rule, contact, occasion)
+            template TEXT,
+            category TEXT,                    -- transactional / marketing: decides consent checks
+            to_address TEXT,
+            subject TEXT,
+            status TEXT,                      -- queued / sent / failed / suppressed
+            error TEXT,
+            created_at TEXT,
+            sent_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX email_messages_by_contact ON email_messages (contact_id)")
+    db.execute(
+        """
+        CREATE TABLE email_suppressions (
+            address TEXT PRIMARY KEY,         -- never email this address again
+            contact_id TEXT,
+            reason TEXT,                      -- hard_bounce / complaint / unsubscribed / manual
+            at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX email_suppressions_by_contact ON email_suppressions (contact_id)")
+
+
+@migrations()
+def m002_delivery_and_sequences(db) -> None:
+    """What sending and drip sequences need: the Message-ID, sequence and step of each
+    message and where it went; an index for frequency caps; enrollments in sequences."""
+    for column in ("message_id", "sequence", "step", "location"):
+        db.execute(f"ALTER TABLE email_messages ADD COLUMN {column} TEXT")
+    db.execute("CREATE INDEX email_messages_by_sent ON email_messages (contact_id, sent_at)")
+    db.execute(
+        """
+        CREATE TABLE email_enrollments (
+            id TEXT PRIMARY KEY,              -- derived from the start action's outbox key
+            contact_id TEXT NOT NULL,
+            sequence TEXT NOT NULL,
+            status TEXT NOT NULL,             -- active / completed / exited / stopped
+            step TEXT,                        -- the last step taken
+            enrolled_at TEXT NOT NULL,
+            last_step_at TEXT,
+            ended_at TEXT,
+            exit_reason TEXT,
+            exit_events TEXT NOT NULL,        -- JSON list: these event types end it
+            exit_stages TEXT NOT NULL         -- JSON list: reaching one of these stages ends it
+        )
+        """
+    )
+    db.execute(
+        "CREATE INDEX email_enrollments_by_contact ON email_enrollments (contact_id, status)"
+    )
+
+
+#: The tables this plugin owns, and the column that names the contact in each.
+TABLES = (
+    ("email_messages", "contact_id"),
+    ("email_suppressions", "contact_id"),
+    ("email_enrollments", "contact_id"),
+)
+
+
+def _log(db, contact: Contact, event: Event, status: str, error: str | None = None) -> None:
+    props = event.properties
+    at = event.occurred_at_text
+    db.execute(
+        """
+        INSERT INTO email_messages (contact_id, idempotency_key, template, category, to_address,
+            subject, status, error, created_at, sent_at, message_id, sequence, step, location)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (idempotency_key) DO UPDATE SET
+            status = excluded.status, error = coalesce(excluded.error, error),
+            sent_at = coalesce(sent_at, excluded.sent_at),
+            location = coalesce(excluded.location, location)
+        """,
+        [
+            contact.id,
+            props.get("key") or event.id,
+            props.get("template"),
+            props.get("category"),
+            props.get("to") or props.get("address") or contact.email,
+            props.get("subject"),
+            status,
+            error,
+            at,
+            at if status == "sent" else None,
+            props.get("message_id"),
+            props.get("sequence"),
+            props.get("step"),
+            props.get("location"),
+        ],
+    )
+
+
+def on_sent(db, contact: Contact, event: Event) -> None:
+    """``email.sent`` (emitted by ``email.send``): the message is logged as sent."""
+    if not event.properties.get("message_id"):
+        raise ValueError("an email.sent event needs a 'message_id' property")
+    _log(db, contact, event, "sent")
+
+
+def on_failed(db, contact: Contact, event: Event) -> None:
+    """``email.failed``: a message that could not be built (a template that did not render)."""
+    _log(db, contact, event, "failed", str(event.properties.get("reason") or "unknown"))
+
+
+def suppress(db, address: str, contact_id: str, reason: str, at: str) -> None:
+    """Never email ``address`` again (for ``reason``); a hard reason replaces a soft one."""
+    db.execute(
+        """
+        INSERT INTO email_suppressions (address, contact_id, reason, at) VALUES (?, ?, ?, ?)
+        ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, at = excluded.at
+        WHERE email_suppressions.reason = 'unsubscribed' AND excluded.reason != 'unsubscribed'
+        """,
+        [address.lower(), contact_id, reason, at],
+    )
+
+
+def on_bounced(db, contact: Contact, event: Event) -> None:
+    """``email.bounced``: the message (if we sent it) is logged bounced; a hard bounce
+    suppresses the address at once, so messages already queued for it are vetoed."""
+    props = event.properties
+    if props.get("key") or props.get("message_id"):
+        reason = props.get("reason") or f"{props.get('type')} bounce"
+        if props.get("key"):
+            _log(db, contact, event, "bounced", reason)
+        else:
+            db.execute(
+                "UPDATE email_messages SET status = 'bounced', error = ? WHERE message_id = ?",
+                [reason, props["message_id"]],
+            )
+    address = props.get("address") or contact.email
+    if props.get("type") == "hard" and address:
+        suppress(db, address, contact.id, "hard_bounce", event.occurred_at_text)
+
+
+def on_unsubscribed(db, contact: Contact, event: Event) -> None:
+    """``unsubscribed`` from email: the address is suppressed for everything not exempt, and
+    the contact leaves every drip sequence."""
+    if str(event.properties.get("channel", "email")) != "email":
+        return
+    if contact.email:
+        suppress(db, contact.email, contact.id, "unsubscribed", event.occurred_at_text)
+    db.execute(
+        "UPDATE email_enrollments SET status = 'exited', ended_at = ?, exit_reason = ? "
+        "WHERE contact_id = ? AND status = 'active' AND enrolled_at <= ?",
+        [event.occurred_at_text, "unsubscribed", contact.id, event.occurred_at_text],
+    )
+
+
+def on_subscribed(db, contact: Contact, event: Event) -> None:
+    """``subscribed`` to email: an unsubscription is lifted (a hard bounce is not)."""
+    if str(event.properties.get("channel", "email")) == "email" and contact.email:
+        db.execute(
+            "DELETE FROM email_suppressions WHERE address = ? AND reason = 'unsubscribed'",
+            [contact.email.lower()],
+        )
+
+
+def on_any_event(db, contact: Contact, event: Event) -> None:
+    """Every event: a contact whose event or stage is an exit of a sequence leaves it now.
+
+    One indexed statement, which changes nothing for a contact in no sequence.
+    """
+    at = event.occurred_at_text
+    db.execute(
+        """
+        UPDATE email_enrollments SET status = 'exited', ended_at = :at,
+            exit_reason = CASE
+                WHEN EXISTS (SELECT 1 FROM json_each(exit_events) WHERE value = :type)
+                THEN 'event ' || :type ELSE 'reached stage ' || :stage END
+        WHERE contact_id = :contact AND status = 'active' AND enrolled_at <= :at
+          AND (EXISTS (SELECT 1 FROM json_each(exit_events) WHERE value = :type)
+               OR EXISTS (SELECT 1 FROM json_each(exit_stages) WHERE value = :stage))
+        """,
+        {"at": at, "type": event.type, "stage": contact.stage or "", "contact": contact.id},
+    )
+
+
+def enroll(
+    db,
+    *,
+    enrollment: str,
+    contact_id: str,
+    sequence: str,
+    at: str,
+    exit_events: list[str],
+    exit_stages: list[str],
+) -> bool:
+    """Record an enrollment; False if it was already there (a re-run of the same action)."""
+    cursor = db.execute(
+        """
+        INSERT INTO email_enrollments (id, contact_id, sequence, status, enrolled_at,
+            exit_events, exit_stages)
+        VALUES (?, ?, ?, 'active', ?, ?, ?) ON CONFLICT (id) DO NOTHING
+        """,
+        [enrollment, contact_id, sequence, at, json.dumps(exit_events), json.dumps(exit_stages)],
+    )
+    return cursor.rowcount == 1
+
+
+def end_enrollment(db, enrollment: str, status: str, reason: str, at) -> None:
+    db.execute(
+        "UPDATE email_enrollments SET status = ?, exit_reason = ?, ended_at = ? "
+        "WHERE id = ? AND status = 'active'",
+        [status, reason, utc_text(at), enrollment],
+    )
+
+
+def forget(db, contact_id: str) -> dict[str, int]:
+    # GDPR note: erasure may keep a *hashed* address in email_suppressions, so that an opt-out
+    # or a hard bounce is still honoured if the same address comes back under a new contact
+    # (keeping what is needed to respect an objection is allowed). Until the plugin stores
+    # hashed addresses, the simplest correct behaviour is to delete every row of the contact.
+    removed = {}
+    for table, column in TABLES:
+        if db[table].exists():
+            removed[table] = db.execute(
+                f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
+            ).rowcount
+    return removed
