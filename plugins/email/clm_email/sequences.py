@@ -9,7 +9,8 @@
 ```
 
 A step waits ``after`` (a duration) from the previous step (from the enrollment for the first
-step) and then, if ``at`` is given, until that time of day in the contact's own timezone. A
+step); with ``at``, it goes at that time of day (the contact's own timezone) on the day the wait
+ends: "after P2D at 10:00" is day 2 at 10:00. A
 contact leaves the sequence when one of the ``exit`` events happens, when it reaches the
 ``exit`` stage (or a later one), or when the ``exit`` condition holds at a step.
 """
@@ -39,7 +40,7 @@ class Step(BaseModel):
     template: Name
     #: Wait this long after the previous step (the first step: after the enrollment).
     after: DurationSpec | None = None
-    #: Then wait for this time of day (HH:MM) in the contact's timezone.
+    #: At this time of day (HH:MM, the contact's timezone) on the day the wait ends.
     at: ClockTime | None = None
     category: Name | None = None
     reply_to: str | None = None
@@ -91,18 +92,20 @@ class Sequence(BaseModel):
 def next_time(previous: datetime, step: Step, timezone: str) -> datetime:
     """When ``step`` is due, the previous step (or the enrollment) having been at ``previous``.
 
-    ``at`` is the first such time of day at or after ``previous + after``, on the contact's
-    wall clock: across a daylight-saving change "10:00" stays 10:00 local time.
+    Without ``at``: ``previous + after``. With ``at``: that time of day on the contact's wall
+    clock, on the day the wait ends, so "after 2 days at 10:00" is the day after tomorrow at
+    10:00 whatever time the previous step ran (a drip's "day 2"); never before ``previous``
+    (then the next day). Across a daylight-saving change "10:00" stays 10:00 local time.
     """
     due = previous + step.wait
     if step.at is None:
         return due
     zone = ZoneInfo(timezone)
-    local = due.astimezone(zone)
     wanted = parse_clock(step.at)
-    candidate = datetime.combine(local.date(), wanted, tzinfo=zone)
-    if candidate < local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), wanted, tzinfo=zone)
+    day = due.astimezone(zone).date()
+    candidate = datetime.combine(day, wanted, tzinfo=zone)
+    if candidate < previous:
+        candidate = datetime.combine(day + timedelta(days=1), wanted, tzinfo=zone)
     return candidate.astimezone(UTC)
 
 

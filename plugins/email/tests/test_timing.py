@@ -13,19 +13,22 @@ def utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def test_a_step_waits_then_takes_the_next_time_of_day_in_the_contacts_timezone():
+def test_a_step_goes_at_a_time_of_day_on_the_day_its_wait_ends():
     step = Step(id="tips", template="t", after="P2D", at="10:00")
-    # 2026-11-02 16:00 UTC + 2 days = 11-04 16:00 UTC = 11:00 in New York: the next 10:00
-    # there is 11-05 10:00 EST = 15:00 UTC.
+    # Day 2 at 10:00 in New York (EST, UTC-5), whether the previous step ran at 11:00 ...
     assert next_time(utc("2026-11-02T16:00:00"), step, "America/New_York") == utc(
-        "2026-11-05T15:00:00"
-    )
-    # Exactly 10:00 in New York is on time.
-    assert next_time(utc("2026-11-02T15:00:00"), step, "America/New_York") == utc(
         "2026-11-04T15:00:00"
     )
-    # In Tokyo 11-04 16:00 UTC is 11-05 01:00: 10:00 the same local day is 01:00 UTC.
+    # ... or at 08:00 local.
+    assert next_time(utc("2026-11-02T13:00:00"), step, "America/New_York") == utc(
+        "2026-11-04T15:00:00"
+    )
+    # In Tokyo 11-04 16:00 UTC is already 11-05: day 2 there is the 5th.
     assert next_time(utc("2026-11-02T16:00:00"), step, "Asia/Tokyo") == utc("2026-11-05T01:00:00")
+    # No wait and a time already gone today: tomorrow.
+    soon = Step(id="x", template="t", at="10:00")
+    assert next_time(utc("2026-11-02T12:00:00"), soon, "UTC") == utc("2026-11-03T10:00:00")
+    assert next_time(utc("2026-11-02T09:00:00"), soon, "UTC") == utc("2026-11-02T10:00:00")
     assert next_time(utc("2026-11-02T15:00:00"), Step(id="x", template="t"), "UTC") == utc(
         "2026-11-02T15:00:00"
     )
@@ -34,7 +37,8 @@ def test_a_step_waits_then_takes_the_next_time_of_day_in_the_contacts_timezone()
 def test_a_time_of_day_stays_on_the_wall_clock_across_daylight_saving():
     step = Step(id="tips", template="t", after="P1D", at="10:00")
     # Paris leaves summer time on 2026-10-25: 10:00 is 08:00 UTC before, 09:00 UTC after.
-    assert next_time(utc("2026-10-23T12:00:00"), step, "Europe/Paris") == utc("2026-10-25T09:00:00")
+    assert next_time(utc("2026-10-23T12:00:00"), step, "Europe/Paris") == utc("2026-10-24T08:00:00")
+    assert next_time(utc("2026-10-24T12:00:00"), step, "Europe/Paris") == utc("2026-10-25T09:00:00")
 
 
 QUIET = QuietHours(start="21:00", end="08:00")
