@@ -22,7 +22,18 @@ from .message import build_message, message_id
 from .settings import resolve_settings, unsubscribe_secret
 
 
-@click.group()
+class EmailGroup(click.Group):
+    """Errors a user should see (``ClmError``) as one line, also when the group is invoked on
+    its own rather than through ``clm`` (which does the same)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ClmError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=EmailGroup)
 def email() -> None:
     """Email: preview templates, the send log, suppressed addresses."""
 

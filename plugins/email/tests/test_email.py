@@ -95,3 +95,19 @@ def test_forget_removes_the_contacts_rows(engine):
     assert removed["email:email_suppressions"] == 1
     assert [r["contact_id"] for r in db["email_messages"].rows] == ["c2"]
     assert db["email_suppressions"].count == 0
+
+
+def test_clm_has_an_email_command_when_the_plugin_is_installed():
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "clm_engine", "email", "--help"],
+        env={**os.environ, "CLM_LOAD_PLUGINS": NAME},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert {"preview", "log", "suppressions"} <= set(done.stdout.split())

@@ -1,0 +1,81 @@
+"""Frequency caps and quiet hours through the engine: deferred with a reason, never dropped."""
+
+from __future__ import annotations
+
+from clm_engine.explain import explain
+from conftest import send_rule, signup
+
+
+def page_view(at: str) -> dict:
+    return {"contact_id": "c1", "type": "page.viewed", "occurred_at": at}
+
+
+def test_a_capped_message_is_deferred_to_when_the_cap_allows_and_explain_says_why(
+    mail, monkeypatch
+):
+    mail.settings(monkeypatch, frequency_caps=[{"max": 2, "per": "P7D"}])
+    mail.ruleset(send_rule("onboarding-tips", event="page.viewed"))
+    engine = mail.open()
+    engine.ingest(signup())
+    for at in ("2026-11-02T12:00:00Z", "2026-11-03T12:00:00Z", "2026-11-04T12:00:00Z"):
+        engine.ingest(page_view(at))
+        mail.clock.set(mail.clock.now().fromisoformat(at))
+        engine.dispatch()
+    sends = mail.sends()
+    assert [r.status for r in sends] == ["done", "done", "pending"]
+    # The oldest of the two sends leaves the 7-day window on 11-09 12:00.
+    assert sends[2].due_at.startswith("2026-11-09T12:00:00")
+    assert sends[2].note == (
+        "deferred to 2026-11-09T12:00:00Z: frequency cap: 2 marketing emails per 7 days"
+    )
+    why = explain(engine, "c1", rule="send-onboarding-tips")
+    notes = [a["note"] for d in why["rules"][0]["decisions"] for a in d["actions"]]
+    assert "deferred to 2026-11-09T12:00:00Z: frequency cap: 2 marketing emails per 7 days" in notes
+    mail.clock.set(mail.clock.now().fromisoformat("2026-11-09T12:00:00+00:00"))
+    assert engine.dispatch().outcomes["done"] == 1
+    assert len(mail.files()) == 3  # deferred, never dropped
+
+
+def test_caps_count_every_ruleset_and_sequence_but_not_transactional_mail(mail, monkeypatch):
+    mail.settings(monkeypatch, frequency_caps=[{"max": 1, "per": "P1D"}])
+    mail.ruleset(send_rule("onboarding-tips", event="page.viewed"), name="one")
+    mail.ruleset(
+        send_rule("onboarding-offer", event="page.viewed"),
+        send_rule("onboarding-case-study", event="page.viewed", category="transactional"),
+        name="two",
+    )
+    engine = mail.open()
+    engine.ingest(signup())
+    engine.ingest(page_view("2026-11-02T12:00:00Z"))
+    report = engine.dispatch()
+    assert (report.outcomes["done"], report.outcomes["deferred"]) == (2, 1)
+    templates = sorted(r["template"] for r in mail.log())
+    assert templates[0] == "onboarding-case-study"  # transactional: never capped
+
+
+def test_quiet_hours_in_the_contacts_timezone(mail, monkeypatch):
+    mail.settings(monkeypatch, quiet_hours={"start": "21:00", "end": "08:00"})
+    mail.ruleset(
+        send_rule(), send_rule("onboarding-tips", event="page.viewed", category="transactional")
+    )
+    engine = mail.open()
+    mail.clock.set(mail.clock.now().fromisoformat("2026-11-02T22:30:00+00:00"))
+    # 22:30 UTC is 07:30 the next morning in Tokyo: quiet until 08:00 there (23:00 UTC).
+    engine.ingest(signup(at="2026-11-02T22:30:00Z", timezone="Asia/Tokyo"))
+    engine.ingest(page_view("2026-11-02T22:30:00Z"))
+    report = engine.dispatch()
+    assert (report.outcomes["deferred"], report.outcomes["done"]) == (1, 1)
+    [deferred] = [r for r in mail.sends() if r.status == "pending"]
+    assert deferred.note == "deferred to 2026-11-02T23:00:00Z: quiet hours 21:00-08:00 (Asia/Tokyo)"
+    mail.clock.set(mail.clock.now().fromisoformat("2026-11-02T23:00:00+00:00"))
+    assert engine.dispatch().outcomes["done"] == 1
+
+
+def test_two_messages_due_together_do_not_both_slip_under_a_cap(mail, monkeypatch):
+    # Both are checked before either is sent (external actions run after the batch's claims).
+    mail.settings(monkeypatch, frequency_caps=[{"max": 1, "per": "P1D"}])
+    mail.ruleset(send_rule(), send_rule("onboarding-tips", event="signup"))
+    engine = mail.open()
+    engine.ingest(signup())
+    report = engine.dispatch()
+    assert (report.outcomes["done"], report.outcomes["deferred"]) == (1, 1)
