@@ -123,7 +123,9 @@ def send(ctx: Any, params: SendParams) -> dict[str, Any]:
         )
         return {"failed": f"permanent failure, address suppressed: {error}"}
     # A TemporaryDeliveryError (or any other) propagates: the engine retries with backoff.
-    ctx.emit("email.sent", {**log, "location": where})
+    # The event is stamped with the time the message was due (the engine keeps a contact's
+    # history in logical order); "sent_at" is when it really left, which frequency caps count.
+    ctx.emit("email.sent", {**log, "location": where, "sent_at": utc_text(ctx.now)})
     return {"sent": mid, "to": contact.email, "location": where}
 
 

@@ -119,8 +119,8 @@ def decide(
     if exempt:
         return None
     if contact.consent.get("email") is not True:
-        state = "withdrawn" if "email" in contact.consent else "not given"
-        return Veto(f"no consent to {category} email (consent {state})")
+        state = "false" if "email" in contact.consent else "not recorded"
+        return Veto(f"no consent to {category} email (consent.email is {state})")
     if not settings.frequency_caps and settings.quiet_hours is None:
         return None
     sends: list[datetime] = []

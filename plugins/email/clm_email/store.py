@@ -112,7 +112,7 @@ def _log(db, contact: Contact, event: Event, status: str, error: str | None = No
             status,
             error,
             at,
-            at if status == "sent" else None,
+            (props.get("sent_at") or at) if status == "sent" else None,
             props.get("message_id"),
             props.get("sequence"),
             props.get("step"),

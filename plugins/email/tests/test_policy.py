@@ -79,3 +79,22 @@ def test_two_messages_due_together_do_not_both_slip_under_a_cap(mail, monkeypatc
     engine.ingest(signup())
     report = engine.dispatch()
     assert (report.outcomes["done"], report.outcomes["deferred"]) == (1, 1)
+
+
+def test_a_backlog_is_capped_by_when_messages_really_leave(mail, monkeypatch):
+    # The engine was down for a month: the whole onboarding drip is due at once. Steps keep
+    # their planned times, but caps count real send times: two go now, two wait a week.
+    import shutil
+
+    from conftest import EXAMPLES
+
+    shutil.copy(EXAMPLES / "email-drips.json", mail.rules / "email-drips.json")
+    mail.settings(monkeypatch, frequency_caps=[{"max": 2, "per": "P7D"}])
+    engine = mail.open()
+    engine.ingest(signup(at="2026-10-01T12:00:00Z"))
+    report = engine.dispatch()
+    assert report.outcomes["deferred"] == 2
+    sent = [(r["step"], r["sent_at"][:16]) for r in mail.log()]
+    assert sent == [("welcome", "2026-11-02T12:00"), ("tips", "2026-11-02T12:00")]
+    deferred = [r for r in mail.sends() if r.status == "pending"]
+    assert {r.due_at[:16] for r in deferred} == {"2026-11-09T12:00"}

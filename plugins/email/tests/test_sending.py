@@ -160,7 +160,7 @@ def test_no_marketing_email_without_consent_but_transactional_goes(mail):
     mail.clock.advance(minutes=10)
     report = engine.dispatch()
     assert (report.outcomes["vetoed"], report.outcomes["done"]) == (1, 1)
-    assert "no consent to marketing email (consent withdrawn)" in report.notes[0]
+    assert "no consent to marketing email (consent.email is false)" in report.notes[0]
     assert [r["template"] for r in mail.log()] == ["onboarding-tips"]
 
 

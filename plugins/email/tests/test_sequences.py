@@ -36,7 +36,7 @@ def run_until(mail, when: str) -> None:
 
     target = datetime.fromisoformat(when)
     while mail.clock.now() < target:
-        mail.clock.advance(hours=6)
+        mail.clock.advance(hours=1)
         mail.engine.tick()
 
 
