@@ -175,6 +175,45 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> Non
 
 
 @email.command()
+@click.argument("contact_id")
+@db_option
+@json_option
+def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
+    """CONTACT_ID's email actions in the outbox: sends and sequence steps, with why each waits.
+
+    `clm explain` shows the actions a rule queued; a drip's later steps and messages are
+    queued by the sequence itself, and this is where their deferrals and vetoes show.
+    """
+    with open_engine(db_path) as engine:
+        rows = [r for r in engine.store.actions_for(contact_id) if r.action.startswith("email.")]
+    items = [
+        {
+            "action": r.action,
+            "what": r.params.get("template") or r.params.get("step") or r.params.get("sequence"),
+            "sequence": r.params.get("sequence"),
+            "status": r.status,
+            "due_at": r.due_at,
+            "note": r.note,
+        }
+        for r in sorted(rows, key=lambda r: r.seq)
+    ]
+    if as_json:
+        print_json({"contact": contact_id, "actions": items})
+        return
+    table = Table("due", "action", "sequence", "template / step", "status", "why")
+    for item in items:
+        table.add_row(
+            item["due_at"][:16],
+            item["action"].removeprefix("email."),
+            item["sequence"] or "",
+            item["what"] or "",
+            item["status"],
+            item["note"] or "",
+        )
+    console.print(table)
+
+
+@email.command()
 @db_option
 @json_option
 def suppressions(db_path: Path, as_json: bool) -> None:

@@ -135,6 +135,10 @@ def test_log_and_suppressions_commands(mail):
     assert [(m["contact"], m["status"]) for m in log] == [("c2", "sent"), ("c1", "sent")]
     text = runner.invoke(cli, ["email", "suppressions", *db]).output
     assert "c2@example.com" in text and "unsubscribed" in text
+    queued = json.loads(runner.invoke(cli, ["email", "queue", "c1", *db, "--json"]).output)
+    assert [(a["action"], a["what"], a["status"]) for a in queued["actions"]] == [
+        ("email.send", "onboarding-welcome", "done")
+    ]
 
 
 def test_demo_summary(mail, monkeypatch):

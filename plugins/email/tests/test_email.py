@@ -110,4 +110,4 @@ def test_clm_has_an_email_command_when_the_plugin_is_installed():
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert {"preview", "log", "suppressions"} <= set(done.stdout.split())
+    assert {"preview", "log", "queue", "suppressions"} <= set(done.stdout.split())
