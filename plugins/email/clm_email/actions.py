@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -110,10 +109,9 @@ def send(ctx: Any, params: SendParams) -> dict[str, Any]:
         headers=headers,
     )
     log.update(message_id=mid, to=contact.email, subject=rendered.subject)
-    envelope_from = parseaddr(settings.from_address)[1]
     try:
         where = transport_for(settings).send(
-            message, sender=envelope_from, recipients=[contact.email]
+            message, sender=settings.envelope_from, recipients=[contact.email]
         )
     except PermanentDeliveryError as error:
         # The existing bounce reducer withdraws consent; the handler suppresses the address.

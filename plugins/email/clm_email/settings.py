@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -150,11 +151,17 @@ class EmailSettings(BaseModel):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value
 
-    @property
+    @cached_property
     def domain(self) -> str:
+        """The Message-ID domain (computed once: settings are resolved once and reused)."""
+        return self.message_id_domain or self.envelope_from.rsplit("@", 1)[1]
+
+    @cached_property
+    def envelope_from(self) -> str:
+        """The bare address of ``from_address``, for the SMTP envelope."""
         from email.utils import parseaddr
 
-        return self.message_id_domain or parseaddr(self.from_address)[1].rsplit("@", 1)[1]
+        return parseaddr(self.from_address)[1]
 
 
 #: Environment variable -> (setting path, converter). The environment wins over documents.

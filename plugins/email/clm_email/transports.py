@@ -284,14 +284,15 @@ def get_transport_factories() -> dict[str, TransportFactory]:
     return found
 
 
-_open: dict[str, Transport] = {}
+_open: dict[int, Transport] = {}
+_keep: list[EmailSettings] = []  # the settings behind each id, so an id is never reused
 _open_lock = threading.Lock()
 
 
 def transport_for(settings: EmailSettings) -> Transport:
     """The transport the settings name, opened once per distinct settings and reused (an SMTP
     connection stays open between messages)."""
-    identity = settings.model_dump_json()
+    identity = id(settings)  # resolve_settings returns one object per distinct settings
     with _open_lock:
         transport = _open.get(identity)
         if transport is None:
@@ -301,6 +302,7 @@ def transport_for(settings: EmailSettings) -> Transport:
                 known = ", ".join(sorted(factories)) or "none"
                 raise PluginError(f"no email transport {settings.transport!r}; registered: {known}")
             transport = _open[identity] = factory(settings)
+            _keep.append(settings)
         return transport
 
 
@@ -310,3 +312,4 @@ def close_transports() -> None:
         for transport in _open.values():
             transport.close()
         _open.clear()
+        _keep.clear()
