@@ -86,9 +86,9 @@ def test_a_backlog_is_capped_by_when_messages_really_leave(mail, monkeypatch):
     # their planned times, but caps count real send times: two go now, two wait a week.
     import shutil
 
-    from conftest import EXAMPLES
+    from conftest import DRIPS
 
-    shutil.copy(EXAMPLES / "email-drips.json", mail.rules / "email-drips.json")
+    shutil.copy(DRIPS, mail.rules / "email-drips.json")
     mail.settings(monkeypatch, frequency_caps=[{"max": 2, "per": "P7D"}])
     engine = mail.open()
     engine.ingest(signup(at="2026-10-01T12:00:00Z"))

@@ -7,12 +7,12 @@ import shutil
 import pytest
 
 from clm_engine import RulesetError
-from conftest import EXAMPLES, signup
+from conftest import DRIPS, signup
 
 
 @pytest.fixture
 def drips(mail):
-    shutil.copy(EXAMPLES / "email-drips.json", mail.rules / "email-drips.json")
+    shutil.copy(DRIPS, mail.rules / "email-drips.json")
     return mail
 
 
