@@ -191,9 +191,13 @@ def _condition_exit(seq: Sequence, ctx: Any) -> str | None:
             operators=get_operators(), facts=get_facts(), stages=tuple(ctx.stages)
         )
         compiled = _compiled_exits[id(seq)] = (seq, compiler.compile([seq.exit.if_]))
-    fact_ctx = FactContext(contact=ctx.contact, now=ctx.now, stages=tuple(ctx.stages))
-    if hasattr(fact_ctx, "db"):
-        fact_ctx.db = ctx.db
+    fact_ctx = FactContext(
+        contact=ctx.contact,
+        now=ctx.now,
+        stages=tuple(ctx.stages),
+        db=ctx.db,
+        documents=_documents(ctx),
+    )
     return "exit condition holds" if compiled[1].matching(fact_ctx) else None
 
 

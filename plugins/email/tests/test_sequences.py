@@ -231,3 +231,44 @@ def test_sequence_mistakes_fail_validation(mail):
     assert "/steps/1/id: step id 'a' is used twice" in text
     assert "/exit/stage: no stage 'purchased'" in text
     assert "/exit/if" in text
+
+
+def test_an_exit_condition_is_checked_at_each_step(mail):
+    mail.write(
+        "vip.json",
+        {
+            "sequence": "nurture",
+            "exit": {"if": {"fact": "contact.tags", "op": "contains", "value": "vip"}},
+            "steps": [
+                {"id": "one", "template": "onboarding-welcome"},
+                {"id": "two", "template": "onboarding-tips", "after": "P1D"},
+            ],
+        },
+    )
+    mail.ruleset(
+        {
+            "id": "start",
+            "when": {"event": "signup"},
+            "then": [{"action": "email.start_sequence", "with": {"sequence": "nurture"}}],
+        },
+        {
+            "id": "vip",
+            "when": {"event": "purchase"},
+            "then": [{"action": "tag.add", "with": {"tag": "vip"}}],
+        },
+    )
+    engine = mail.open()
+    engine.ingest(signup())
+    engine.tick()
+    engine.ingest(
+        {
+            "contact_id": "c1",
+            "type": "purchase",
+            "occurred_at": "2026-11-02T13:00:00Z",
+            "properties": {"amount": 10},
+        }
+    )
+    run_until(mail, "2026-11-04T00:00:00+00:00")
+    assert [step for _, step, _ in sent(mail)] == ["one"]
+    row = enrollment(mail, "nurture")
+    assert (row["status"], row["exit_reason"]) == ("exited", "exit condition holds")
