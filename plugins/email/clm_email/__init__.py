@@ -17,9 +17,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from clm_engine import Contact, Event, hookimpl
+from clm_engine.types import Defer, Veto
 
 from . import actions, policy, sequences, settings, store, templates
+
+if TYPE_CHECKING:
+    import click
+    from sqlite_utils import Database
 
 BOUNCE_TYPES = ("hard", "soft")
 
@@ -68,24 +77,24 @@ def count_sent(contact: Contact, event: Event) -> None:
 
 
 @hookimpl
-def register_reducers(register):
+def register_reducers(register: Callable[..., None]) -> None:
     register("email.bounced", apply_bounce, name="email.bounced")
     register("purchase", remember_product, name="email.remember_product")
     register("email.sent", count_sent, name="email.count_sent")
 
 
 @hookimpl
-def register_migrations(register):
+def register_migrations(register: Callable[..., None]) -> None:
     register(migrations)
 
 
 @hookimpl
-def forget_contact(db, contact_id):
+def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
     return store.forget(db, contact_id)
 
 
 @hookimpl
-def register_event_handlers(register):
+def register_event_handlers(register: Callable[..., None]) -> None:
     register("email.sent", store.on_sent, name="email.log_sent")
     register("email.failed", store.on_failed, name="email.log_failed")
     register("email.bounced", store.on_bounced, name="email.log_bounced")
@@ -95,7 +104,7 @@ def register_event_handlers(register):
 
 
 @hookimpl
-def register_documents(register):
+def register_documents(register: Callable[..., None]) -> None:
     register(
         templates.KIND,
         templates.EmailTemplate,
@@ -111,7 +120,7 @@ def register_documents(register):
 
 
 @hookimpl
-def register_actions(register):
+def register_actions(register: Callable[..., None]) -> None:
     register(
         "email.send",
         actions.send,
@@ -140,20 +149,20 @@ def register_actions(register):
 
 
 @hookimpl
-def dispatch_policy(action, params, contact, now, db, documents=None):
+def dispatch_policy(
+    action: str, params: dict, contact: Contact, now: datetime, db: Database
+) -> Veto | Defer | None:
     if action != "email.send":
         return None
+    # Settings that cannot be read raise: the engine then vetoes, naming this plugin (a
+    # message whose consent or caps could not be checked does not go out).
     return policy.decide(
-        params=params,
-        contact=contact,
-        now=now,
-        db=db,
-        settings=settings.resolve_settings(documents),
+        params=params, contact=contact, now=now, db=db, settings=settings.resolve_settings()
     )
 
 
 @hookimpl
-def register_commands(cli):
+def register_commands(cli: click.Group) -> None:
     from .cli import email
 
     cli.add_command(email)

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from clm_engine.models import utc_text
 from clm_engine.types import Defer, Veto
 
 from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+    from clm_engine import Contact
 
 #: Suppression reasons that stop every message, exempt categories included.
 HARD_REASONS = ("hard_bounce", "complaint", "manual")
@@ -91,9 +97,9 @@ def next_allowed(
 def decide(
     *,
     params: dict,
-    contact,
+    contact: Contact,
     now: datetime,
-    db,
+    db: Database | None,
     settings: EmailSettings,
 ) -> Veto | Defer | None:
     """The answer for one ``email.send`` about to be dispatched (``db``: read only)."""

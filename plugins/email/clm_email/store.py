@@ -9,7 +9,9 @@ durable as the events and actions they come from.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
+from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from clm_engine import Contact, Event
@@ -19,7 +21,7 @@ migrations = Migrations("clm_email")
 
 
 @migrations()
-def m001_initial(db) -> None:
+def m001_initial(db: Database) -> None:
     # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
     db.execute(
         """
@@ -53,7 +55,7 @@ def m001_initial(db) -> None:
 
 
 @migrations()
-def m002_delivery_and_sequences(db) -> None:
+def m002_delivery_and_sequences(db: Database) -> None:
     """What sending and drip sequences need: the Message-ID, sequence and step of each
     message and where it went; an index for frequency caps; enrollments in sequences."""
     for column in ("message_id", "sequence", "step", "location"):
@@ -89,7 +91,9 @@ TABLES = (
 )
 
 
-def _log(db, contact: Contact, event: Event, status: str, error: str | None = None) -> None:
+def _log(
+    db: Database, contact: Contact, event: Event, status: str, error: str | None = None
+) -> None:
     props = event.properties
     at = event.occurred_at_text
     db.execute(
@@ -121,19 +125,19 @@ def _log(db, contact: Contact, event: Event, status: str, error: str | None = No
     )
 
 
-def on_sent(db, contact: Contact, event: Event) -> None:
+def on_sent(db: Database, contact: Contact, event: Event) -> None:
     """``email.sent`` (emitted by ``email.send``): the message is logged as sent."""
     if not event.properties.get("message_id"):
         raise ValueError("an email.sent event needs a 'message_id' property")
     _log(db, contact, event, "sent")
 
 
-def on_failed(db, contact: Contact, event: Event) -> None:
+def on_failed(db: Database, contact: Contact, event: Event) -> None:
     """``email.failed``: a message that could not be built (a template that did not render)."""
     _log(db, contact, event, "failed", str(event.properties.get("reason") or "unknown"))
 
 
-def suppress(db, address: str, contact_id: str, reason: str, at: str) -> None:
+def suppress(db: Database, address: str, contact_id: str, reason: str, at: str) -> None:
     """Never email ``address`` again (for ``reason``); a hard reason replaces a soft one."""
     db.execute(
         """
@@ -145,7 +149,7 @@ def suppress(db, address: str, contact_id: str, reason: str, at: str) -> None:
     )
 
 
-def on_bounced(db, contact: Contact, event: Event) -> None:
+def on_bounced(db: Database, contact: Contact, event: Event) -> None:
     """``email.bounced``: the message (if we sent it) is logged bounced; a hard bounce
     suppresses the address at once, so messages already queued for it are vetoed."""
     props = event.properties
@@ -163,7 +167,7 @@ def on_bounced(db, contact: Contact, event: Event) -> None:
         suppress(db, address, contact.id, "hard_bounce", event.occurred_at_text)
 
 
-def on_unsubscribed(db, contact: Contact, event: Event) -> None:
+def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
     """``unsubscribed`` from email: the address is suppressed for everything not exempt, and
     the contact leaves every drip sequence."""
     if str(event.properties.get("channel", "email")) != "email":
@@ -177,7 +181,7 @@ def on_unsubscribed(db, contact: Contact, event: Event) -> None:
     )
 
 
-def on_subscribed(db, contact: Contact, event: Event) -> None:
+def on_subscribed(db: Database, contact: Contact, event: Event) -> None:
     """``subscribed`` to email: an unsubscription is lifted (a hard bounce is not)."""
     if str(event.properties.get("channel", "email")) == "email" and contact.email:
         db.execute(
@@ -186,7 +190,7 @@ def on_subscribed(db, contact: Contact, event: Event) -> None:
         )
 
 
-def on_any_event(db, contact: Contact, event: Event) -> None:
+def on_any_event(db: Database, contact: Contact, event: Event) -> None:
     """Every event: a contact whose event or stage is an exit of a sequence leaves it now.
 
     One indexed statement, which changes nothing for a contact in no sequence.
@@ -207,7 +211,7 @@ def on_any_event(db, contact: Contact, event: Event) -> None:
 
 
 def enroll(
-    db,
+    db: Database,
     *,
     enrollment: str,
     contact_id: str,
@@ -228,7 +232,7 @@ def enroll(
     return cursor.rowcount == 1
 
 
-def end_enrollment(db, enrollment: str, status: str, reason: str, at) -> None:
+def end_enrollment(db: Database, enrollment: str, status: str, reason: str, at: datetime) -> None:
     db.execute(
         "UPDATE email_enrollments SET status = ?, exit_reason = ?, ended_at = ? "
         "WHERE id = ? AND status = 'active'",
@@ -236,7 +240,7 @@ def end_enrollment(db, enrollment: str, status: str, reason: str, at) -> None:
     )
 
 
-def forget(db, contact_id: str) -> dict[str, int]:
+def forget(db: Database, contact_id: str) -> dict[str, int]:
     # GDPR note: erasure may keep a *hashed* address in email_suppressions, so that an opt-out
     # or a hard bounce is still honoured if the same address comes back under a new contact
     # (keeping what is needed to respect an objection is allowed). Until the plugin stores
