@@ -205,3 +205,24 @@ def test_forget_removes_the_contacts_messages(mail):
     removed = engine.forget("c1")
     assert removed["email:email_messages"] == 1
     assert [r["contact_id"] for r in mail.log()] == ["c2"]
+
+
+def test_a_bounce_reported_later_marks_the_message_and_suppresses_the_address(mail):
+    # A provider's webhook turns an asynchronous bounce into an event naming the Message-ID.
+    mail.ruleset(send_rule())
+    engine = mail.open()
+    engine.ingest(signup())
+    engine.dispatch()
+    [logged] = mail.log()
+    engine.ingest(
+        {
+            "contact_id": "c1",
+            "type": "email.bounced",
+            "occurred_at": "2026-11-02T12:30:00Z",
+            "properties": {"type": "hard", "message_id": logged["message_id"]},
+        }
+    )
+    [logged] = mail.log()
+    assert (logged["status"], logged["error"]) == ("bounced", "hard bounce")
+    suppressed = engine.store.db.execute("SELECT address, reason FROM email_suppressions")
+    assert suppressed.fetchall() == [("c1@example.com", "hard_bounce")]
