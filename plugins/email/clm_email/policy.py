@@ -21,6 +21,7 @@ from clm_engine.models import utc_text
 from clm_engine.types import Defer, Veto
 
 from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
+from .store import is_suppressed
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -117,11 +118,9 @@ def decide(
     if address is None:
         return None  # the action records the skip: there is nobody to write to
     if db is not None:
-        row = db.execute(
-            "SELECT reason, at FROM email_suppressions WHERE address = ?", [address.lower()]
-        ).fetchone()
-        if row is not None and (row[0] in HARD_REASONS or not exempt):
-            return Veto(f"{address} is suppressed ({row[0]} at {row[1][:19]}Z)")
+        found = is_suppressed(db, address)
+        if found is not None and (found[0] in HARD_REASONS or not exempt):
+            return Veto(f"{address} is suppressed ({found[0]} at {found[1][:19]}Z)")
     if exempt:
         return None
     if contact.consent.get("email") is not True:

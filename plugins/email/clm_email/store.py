@@ -8,6 +8,7 @@ durable as the events and actions they come from.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 
@@ -240,14 +241,45 @@ def end_enrollment(db: Database, enrollment: str, status: str, reason: str, at: 
     )
 
 
+def hashed(address: str) -> str:
+    """What an erased contact's suppression keeps: a hash of the address, not the address."""
+    return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
+
+
+def is_suppressed(db: Database, address: str) -> tuple[str, str] | None:
+    """``(reason, since)`` if ``address`` (or its hash, kept after an erasure) is suppressed."""
+    row = db.execute(
+        "SELECT reason, at FROM email_suppressions WHERE address IN (?, ?) "
+        "ORDER BY reason = 'unsubscribed' LIMIT 1",
+        [address.lower(), hashed(address)],
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def forget(db: Database, contact_id: str) -> dict[str, int]:
-    # GDPR note: erasure may keep a *hashed* address in email_suppressions, so that an opt-out
-    # or a hard bounce is still honoured if the same address comes back under a new contact
-    # (keeping what is needed to respect an objection is allowed). Until the plugin stores
-    # hashed addresses, the simplest correct behaviour is to delete every row of the contact.
+    """Erase a contact's rows; a suppression is kept as a hash of the address, unlinked.
+
+    Why keep it: if the same address comes back (a new signup, a CRM import), an opt-out or a
+    hard bounce must still be honoured, and keeping what is needed to respect an objection is
+    allowed; the address itself and the link to the contact are gone.
+    """
     removed = {}
     for table, column in TABLES:
-        if db[table].exists():
+        if table == "email_suppressions":
+            rows = db.execute(
+                "SELECT address, reason, at FROM email_suppressions WHERE contact_id = ?",
+                [contact_id],
+            ).fetchall()
+            db.execute("DELETE FROM email_suppressions WHERE contact_id = ?", [contact_id])
+            for address, reason, at in rows:
+                key = address if address.startswith("sha256:") else hashed(address)
+                db.execute(
+                    "INSERT INTO email_suppressions (address, contact_id, reason, at) "
+                    "VALUES (?, NULL, ?, ?) ON CONFLICT (address) DO NOTHING",
+                    [key, reason, at],
+                )
+            removed[table] = len(rows)
+        else:
             removed[table] = db.execute(
                 f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
             ).rowcount

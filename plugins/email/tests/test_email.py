@@ -78,7 +78,9 @@ def test_a_bounce_without_a_type_is_a_recorded_failure(engine):
     check_rejected(engine, bounce, match="'hard' or 'soft'", reducer="email.bounced")
 
 
-def test_forget_removes_the_contacts_rows(engine):
+def test_forget_removes_the_contacts_rows_and_keeps_suppressions_only_as_hashes(engine):
+    from clm_email.store import hashed, is_suppressed
+
     engine.ingest(event("signup", {"email": "ada@example.com"}))
     db = engine.store.db
     db["email_messages"].insert_all(
@@ -88,13 +90,22 @@ def test_forget_removes_the_contacts_rows(engine):
         ]
     )
     db["email_suppressions"].insert(
-        {"address": "ada@example.com", "contact_id": "c1", "reason": "hard_bounce"}
+        {"address": "ada@example.com", "contact_id": "c1", "reason": "hard_bounce", "at": "t"}
     )
     removed = engine.forget("c1")
     assert removed["email:email_messages"] == 1
     assert removed["email:email_suppressions"] == 1
     assert [r["contact_id"] for r in db["email_messages"].rows] == ["c2"]
-    assert db["email_suppressions"].count == 0
+    # The address and the link to the contact are gone; the same address is still refused.
+    assert list(db["email_suppressions"].rows) == [
+        {
+            "address": hashed("ada@example.com"),
+            "contact_id": None,
+            "reason": "hard_bounce",
+            "at": "t",
+        }
+    ]
+    assert is_suppressed(db, "Ada@Example.com") == ("hard_bounce", "t")
 
 
 def test_clm_has_an_email_command_when_the_plugin_is_installed():
