@@ -108,6 +108,9 @@ def register_actions(register):
 def register_facts(register):
     register("referral.count", facts.fact_count, description=facts.fact_count.__doc__)
     register(
+        "referral.referred_by", facts.fact_referred_by, description=facts.fact_referred_by.__doc__
+    )
+    register(
         "referral.successful", facts.fact_successful, description=facts.fact_successful.__doc__
     )
     register("referral.balance", facts.fact_balance, description=facts.fact_balance.__doc__)

@@ -66,6 +66,19 @@ def fact_count(ctx: FactContext) -> Any:
     return MISSING if db is None else referral_count(db, ctx.contact.id)
 
 
+def fact_referred_by(ctx: FactContext) -> Any:
+    """Who referred this contact (their contact id), as attribution recorded it; MISSING if
+    nobody did."""
+    db = _db(ctx)
+    if db is None:
+        return MISSING
+    row = db.execute(
+        "SELECT referrer_contact_id FROM referral_attributions WHERE referred_contact_id = ?",
+        [ctx.contact.id],
+    ).fetchone()
+    return row[0] if row else MISSING
+
+
 def fact_successful(ctx: FactContext) -> Any:
     """Referred contacts that earned this contact a reward not held, rejected or reversed."""
     db = _db(ctx)
