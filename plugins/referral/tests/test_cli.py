@@ -20,6 +20,13 @@ from clm_engine.testing import make_event
 CLM = str(Path(sys.executable).parent / "clm")
 RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
 
+# TEMPORARY: until the core's event handlers (and ctx.db, ctx.emit(contact_id=), ctx.enqueue)
+# are merged from main.
+pytestmark = pytest.mark.skipif(
+    not hasattr(__import__("clm_engine.hooks.specs").hooks.specs, "register_event_handlers"),
+    reason="needs the core's event handlers",
+)
+
 
 def clm(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLM_LOAD_PLUGINS": "referral", "CLM_DB": str(db)}

@@ -22,6 +22,13 @@ NAME = "referral"
 RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
+# TEMPORARY: until the core's event handlers (and ctx.db, ctx.emit(contact_id=), ctx.enqueue)
+# are merged from main.
+pytestmark = pytest.mark.skipif(
+    not hasattr(__import__("clm_engine.hooks.specs").hooks.specs, "register_event_handlers"),
+    reason="needs the core's event handlers",
+)
+
 
 def event(type_, properties=None, *, contact_id, at, **extra):
     return make_event(type_, properties, contact_id=contact_id, at=at, **extra)
