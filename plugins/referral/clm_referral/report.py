@@ -93,16 +93,24 @@ def _amounts(slot: dict[str, Any] | None) -> str:
 def format_report(data: dict[str, Any], *, held_limit: int = 5) -> str:
     """The report as text for people."""
     rewards = data["rewards"]
+    paid: Counter = Counter()
+    granted = 0
+    for state in ("approved", "redeemed", "pending"):
+        slot = rewards.get(state)
+        if slot:
+            granted += slot["count"]
+            paid.update(slot["amount_minor"])
+    total = ", ".join(format_minor(v, c) for c, v in sorted(paid.items())) or "nothing"
     lines = [
         f"referral rate: {data['referral_rate']:.1%} ({data['referred']:,} of "
         f"{data['contacts']:,} contacts were referred, by {data['referrers']:,} referrers)",
-        "rewards:",
-        f"  granted, approved:      {_amounts(rewards.get('approved'))}",
-        f"  granted, redeemed:      {_amounts(rewards.get('redeemed'))}",
+        f"rewards granted: {granted:,} ({total}), of which:",
+        f"  approved:               {_amounts(rewards.get('approved'))}",
+        f"  redeemed (paid out):    {_amounts(rewards.get('redeemed'))}",
         f"  pending approval:       {_amounts(rewards.get('pending'))}",
-        f"  held for review:        {_amounts(rewards.get('held'))}",
-        f"  reversed (clawed back): {_amounts(rewards.get('reversed'))}",
-        f"  rejected in review:     {_amounts(rewards.get('rejected'))}",
+        f"held for review:          {_amounts(rewards.get('held'))}",
+        f"reversed (clawed back):   {_amounts(rewards.get('reversed'))}",
+        f"rejected in review:       {_amounts(rewards.get('rejected'))}",
     ]
     if data["held"]:
         lines.append("held for review (clm referral review):")

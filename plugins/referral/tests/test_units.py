@@ -364,8 +364,9 @@ def test_facts_and_report_from_the_tables(db):
         "earned": ["50.00 USD"],
     }
     text = format_report(data)
-    assert "held for review:        1 (50.00 USD)" in text
-    assert "reversed (clawed back): 1 (50.00 USD)" in text
+    assert "rewards granted: 1 (50.00 USD)" in text
+    assert "held for review:          1 (50.00 USD)" in text
+    assert "reversed (clawed back):   1 (50.00 USD)" in text
 
 
 def test_migrations_create_every_table(db):
