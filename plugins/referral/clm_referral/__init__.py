@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 from clm_engine import Contact, Event, hookimpl
-from clm_engine.hooks import specs as _specs
 
 from . import actions, attribution, facts, reviews
 from .schema import migrations
@@ -63,17 +62,13 @@ def register_migrations(register):
     register(migrations)
 
 
+@hookimpl
 def register_event_handlers(register):
     register("referral.signup", attribution.on_referral_signup, name="referral.attribute")
     register("signup", attribution.on_signup, name="referral.attribute_signup_code")
     register("*", attribution.on_any_event, name="referral.fingerprints")
     register("referral.reviewed", reviews.on_reviewed, name="referral.review")
     register("referral.redeem", reviews.on_redeem, name="referral.redeem")
-
-
-# TEMPORARY until the core's event-handler hook is merged from main.
-if hasattr(_specs, "register_event_handlers"):
-    register_event_handlers = hookimpl(register_event_handlers)
 
 
 @hookimpl

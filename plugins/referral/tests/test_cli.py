@@ -20,13 +20,6 @@ from clm_engine.testing import make_event
 CLM = str(Path(sys.executable).parent / "clm")
 RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
 
-# TEMPORARY: until the core's event handlers (and ctx.db, ctx.emit(contact_id=), ctx.enqueue)
-# are merged from main.
-pytestmark = pytest.mark.skipif(
-    not hasattr(__import__("clm_engine.hooks.specs").hooks.specs, "register_event_handlers"),
-    reason="needs the core's event handlers",
-)
-
 
 def clm(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLM_LOAD_PLUGINS": "referral", "CLM_DB": str(db)}
@@ -85,13 +78,13 @@ def test_review_ledger_redeem_and_report(db):
     held = json.loads(clm("referral", "review", "--json", db=db).stdout)["held"]
     held_ids = [r["id"] for r in held if r["role"] == "referrer"]
     assert len(held_ids) == 1
-    # bob's reward is not held: it is approved automatically, not by a reviewer.
+    # bob's reward is not held: it was approved automatically (14 days are long gone).
     pending = clm("referral", "ledger", "ada", "--json", db=db).stdout
     auto = [
         e["reward_id"] for e in json.loads(pending)["entries"] if e["reward_id"] not in held_ids
     ]
     refused = clm("referral", "review", "--approve", auto[0], db=db, ok=False)
-    assert "not held" in refused.stderr
+    assert "is approved: nothing to review" in refused.stderr
     decided = clm(
         "referral", "review", "--approve", held_ids[0], "--by", "ann", "--note", "checked by phone",
         "--rulesets", str(RULESET), db=db,
@@ -101,9 +94,9 @@ def test_review_ledger_redeem_and_report(db):
     assert "is approved: nothing to review" in again.stderr
     ledger_text = clm("referral", "ledger", "ada", db=db).stdout
     assert "review by ann" in ledger_text and "Dr referral_expense" in ledger_text
-    assert "available 50.00 USD, pending 50.00 USD" in ledger_text
+    assert "available 100.00 USD, pending 0.00 USD" in ledger_text
     redeemed = clm("referral", "redeem", "ada", "--reference", "PAYOUT-1", db=db).stdout
-    assert "redeemed 1 rewards of ada: 50.00 USD" in redeemed
+    assert "redeemed 2 rewards of ada: 100.00 USD" in redeemed
     nothing = clm("referral", "redeem", "ada", "--reference", "PAYOUT-2", db=db, ok=False)
     assert "no approved reward" in nothing.stderr
     report = json.loads(clm("referral", "report", "--json", db=db).stdout)

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import clm_referral
-import pytest
 from clm_referral import ledger
 from clm_referral.demo import add_to_history, extra_events, summary
 
@@ -17,13 +16,6 @@ from clm_engine.synthetic import bad_lines, generate_events, write_jsonl
 from clm_engine.testing import registered
 
 RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
-
-# TEMPORARY: until the core's event handlers (and ctx.db, ctx.emit(contact_id=), ctx.enqueue)
-# are merged from main.
-pytestmark = pytest.mark.skipif(
-    not hasattr(__import__("clm_engine.hooks.specs").hooks.specs, "register_event_handlers"),
-    reason="needs the core's event handlers",
-)
 
 
 def test_extra_events_are_deterministic_and_plausible():

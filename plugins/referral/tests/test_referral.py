@@ -31,6 +31,7 @@ def test_discovered_through_its_entry_point():
         "register_actions",
         "register_facts",
         "register_commands",
+        "register_event_handlers",
     }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.

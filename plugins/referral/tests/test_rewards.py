@@ -22,13 +22,6 @@ NAME = "referral"
 RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
-# TEMPORARY: until the core's event handlers (and ctx.db, ctx.emit(contact_id=), ctx.enqueue)
-# are merged from main.
-pytestmark = pytest.mark.skipif(
-    not hasattr(__import__("clm_engine.hooks.specs").hooks.specs, "register_event_handlers"),
-    reason="needs the core's event handlers",
-)
-
 
 def event(type_, properties=None, *, contact_id, at, **extra):
     return make_event(type_, properties, contact_id=contact_id, at=at, **extra)
@@ -304,6 +297,10 @@ def test_two_workers_at_once_credit_once(monkeypatch, tmp_path, same_event):
             "SELECT COUNT(*) FROM referral_entries WHERE kind = 'credit'"
         ).fetchone()
         assert credits == 2
+        statuses = sorted(
+            a.status for a in engine.store.actions_for("bob") if a.action == "referral.reward"
+        )
+        assert statuses == (["done"] if same_event else ["done", "skipped"])
         assert (
             ledger.balances(db_, "ada")["USD"]["pending"]
             + ledger.balances(db_, "ada")["USD"]["available"]
