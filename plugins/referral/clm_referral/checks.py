@@ -27,10 +27,7 @@ def self_referral(claim: Claim, db: sqlite_utils.Database) -> str | None:
     if mine.strip().lower() == theirs.strip().lower():
         return f"the referrer and the referred contact share the email {theirs}"
     if normalise_email(mine) == normalise_email(theirs):
-        return (
-            f"the referrer's email {mine} and the referred contact's {theirs} are one "
-            f"mailbox ({normalise_email(theirs)})"
-        )
+        return f"the referrer's email {mine} and the referred contact's {theirs} are one mailbox"
     return None
 
 

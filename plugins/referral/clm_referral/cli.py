@@ -159,7 +159,8 @@ def review(
         print_json({"decisions": done, "held": held})
         return
     for item in done:
-        console.print(f"{item['reward']}: {item['decision']}d by {reviewer}", markup=False)
+        verb = {"approve": "approved", "reject": "rejected"}[item["decision"]]
+        console.print(f"{item['reward']}: {verb} by {reviewer}", markup=False)
     if decisions:
         return
     if not held:

@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from .ledger import rewards
 from .report import format_report, report
 
 
@@ -165,6 +166,32 @@ def add_to_history(path: str | Path, seed: int = 7) -> int:
     merged.extend(json.dumps(e, separators=(",", ":")) for e in queue)
     path.write_text("\n".join(merged) + "\n", encoding="utf-8")
     return len(extras)
+
+
+def demo_decisions(db_path: str | Path) -> dict[str, str]:
+    """What the demo decides by hand, read from its database: a held reward to approve (a
+    burst or shared device: plausible after a phone call), one to reject (a self-referral),
+    and the top referrer with approved rewards, to redeem. Keys are missing when there is
+    nothing of the kind."""
+    db = Database(str(db_path))
+    try:
+        held = report(db)["held"]
+        picks: dict[str, str] = {}
+        for item in held:
+            if item["role"] != "referrer":
+                continue
+            if "approve" not in picks and not item["reasons"][0].startswith("self-referral"):
+                picks["approve"] = item["reward"]
+            if "reject" not in picks and item["reasons"][0].startswith("self-referral"):
+                picks["reject"] = item["reward"]
+        owed = {r["beneficiary_contact_id"] for r in rewards(db, state="approved")}
+        for entry in report(db, top=20)["top_referrers"]:
+            if entry["contact"] in owed:
+                picks["redeem"] = entry["contact"]
+                break
+        return picks
+    finally:
+        db.close()
 
 
 def summary(db_path: str | Path) -> str:

@@ -34,6 +34,7 @@ def report(db: sqlite_utils.Database, *, top: int = 5) -> dict[str, Any]:
             held.append(
                 {
                     "reward": row["id"],
+                    "role": row["role"],
                     "to": row["beneficiary_contact_id"],
                     "referred": row["referred_contact_id"],
                     "amount": format_minor(row["amount_minor"], row["currency"]),
@@ -93,34 +94,35 @@ def _amounts(slot: dict[str, Any] | None) -> str:
 def format_report(data: dict[str, Any], *, held_limit: int = 5) -> str:
     """The report as text for people."""
     rewards = data["rewards"]
-    paid: Counter = Counter()
-    granted = 0
-    for state in ("approved", "redeemed", "pending"):
-        slot = rewards.get(state)
-        if slot:
-            granted += slot["count"]
-            paid.update(slot["amount_minor"])
-    total = ", ".join(format_minor(v, c) for c, v in sorted(paid.items())) or "nothing"
+    granted = sum(slot["count"] for slot in rewards.values())
+    every: Counter = Counter()
+    for slot in rewards.values():
+        every.update(slot["amount_minor"])
+    total = ", ".join(format_minor(v, c) for c, v in sorted(every.items())) or "nothing"
     lines = [
         f"referral rate: {data['referral_rate']:.1%} ({data['referred']:,} of "
         f"{data['contacts']:,} contacts were referred, by {data['referrers']:,} referrers)",
-        f"rewards granted: {granted:,} ({total}), of which:",
+        f"rewards granted: {granted:,} ({total}); now:",
         f"  approved:               {_amounts(rewards.get('approved'))}",
         f"  redeemed (paid out):    {_amounts(rewards.get('redeemed'))}",
         f"  pending approval:       {_amounts(rewards.get('pending'))}",
-        f"held for review:          {_amounts(rewards.get('held'))}",
-        f"reversed (clawed back):   {_amounts(rewards.get('reversed'))}",
-        f"rejected in review:       {_amounts(rewards.get('rejected'))}",
+        f"  held for review:        {_amounts(rewards.get('held'))}",
+        f"  reversed (clawed back): {_amounts(rewards.get('reversed'))}",
+        f"  rejected in review:     {_amounts(rewards.get('rejected'))}",
     ]
     if data["held"]:
-        lines.append("held for review (clm referral review):")
-        for item in data["held"][:held_limit]:
-            lines.append(
-                f"  {item['reward']} {item['amount']} to {item['to']} for {item['referred']}: "
-                + "; ".join(item["reasons"])
-            )
-        if len(data["held"]) > held_limit:
-            lines.append(f"  ... and {len(data['held']) - held_limit} more")
+        # One line per referral: its rewards (referrer's and friend's) share their reasons.
+        by_referral: dict[str, list[dict[str, Any]]] = {}
+        for item in sorted(data["held"], key=lambda i: (i["referred"], i["role"] != "referrer")):
+            by_referral.setdefault(item["referred"], []).append(item)
+        lines.append("held for review, by referred contact (clm referral review):")
+        for referred, items in list(by_referral.items())[:held_limit]:
+            amounts = " + ".join(f"{i['amount']} to {i['to']}" for i in items)
+            lines.append(f"  {referred}: {amounts}")
+            for reason in items[0]["reasons"]:
+                lines.append(f"      {reason}")
+        if len(by_referral) > held_limit:
+            lines.append(f"  ... and {len(by_referral) - held_limit} more referrals")
     if data["top_referrers"]:
         lines.append("top referrers (successful / referred, earned):")
         for item in data["top_referrers"]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import clm_referral
 from clm_referral import ledger
-from clm_referral.demo import add_to_history, extra_events, summary
+from clm_referral.demo import add_to_history, demo_decisions, extra_events, summary
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.simulation import read_events
@@ -47,6 +47,8 @@ def test_a_small_history_gives_granted_held_and_reversed_rewards(monkeypatch, tm
         states = Counter("held" if r["held_reasons"] else r["state"] for r in rows)
         assert states["approved"] > 5 and states["held"] >= 4 and states["reversed"] >= 1
         assert ledger.check_balanced(engine.store.db) == {}
+    picks = demo_decisions(db)
+    assert set(picks) == {"approve", "reject", "redeem"}
     text = summary(db)
     for wanted in (
         "referral rate",

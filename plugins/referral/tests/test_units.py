@@ -364,9 +364,10 @@ def test_facts_and_report_from_the_tables(db):
         "earned": ["50.00 USD"],
     }
     text = format_report(data)
-    assert "rewards granted: 1 (50.00 USD)" in text
-    assert "held for review:          1 (50.00 USD)" in text
-    assert "reversed (clawed back):   1 (50.00 USD)" in text
+    assert "rewards granted: 3 (150.00 USD); now:" in text
+    assert "  held for review:        1 (50.00 USD)" in text
+    assert "  reversed (clawed back): 1 (50.00 USD)" in text
+    assert "  c3: 50.00 USD to c1\n      burst" in text
 
 
 def test_migrations_create_every_table(db):
