@@ -125,7 +125,7 @@ def get_fraud_checks() -> dict[str, FraudCheck]:
     """Every registered fraud check, by name, in registration order (built-ins first)."""
     load_checks()
     found: dict[str, FraudCheck] = {}
-    for impl in reversed(pm.hook.register_fraud_checks.get_hookimpls()):
+    for impl in pm.hook.register_fraud_checks.get_hookimpls():
 
         def register(
             name: str,

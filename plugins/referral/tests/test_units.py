@@ -6,11 +6,11 @@ import sqlite3
 from datetime import UTC, datetime
 
 import pytest
-from clm_referral import attribution, checks, ledger
+from clm_referral import attribution, checks, fraud, ledger
 from clm_referral.codes import display_code, is_well_formed, new_code, normalise_code
 from clm_referral.emails import normalise_email
 from clm_referral.facts import balance, referral_count, successful_count
-from clm_referral.fraud import Claim, FraudSettings, get_fraud_checks, run_checks
+from clm_referral.fraud import Claim, FraudSettings, get_fraud_checks, hookimpl, run_checks
 from clm_referral.money import format_minor, to_minor
 from clm_referral.report import format_report, report
 from clm_referral.schema import TABLES, migrations
@@ -372,3 +372,42 @@ def test_facts_and_report_from_the_tables(db):
 
 def test_migrations_create_every_table(db):
     assert set(db.table_names()) >= TABLES
+
+
+class _PostcodeChecks:
+    """A third party's checks, registered through the plugin's own hook."""
+
+    @hookimpl
+    def register_fraud_checks(self, register):
+        register("same-postcode", lambda claim, db: "both live at 75011")
+        register("flaky", self.flaky)
+
+    @staticmethod
+    def flaky(claim, db):
+        raise RuntimeError("service down")
+
+
+def test_a_plugin_of_the_plugin_adds_checks_and_a_failing_check_holds(db):
+    get_fraud_checks()  # built-ins first
+    fraud.pm.register(_PostcodeChecks(), name="postcodes")
+    try:
+        assert list(get_fraud_checks())[-2:] == ["same-postcode", "flaky"]
+        reasons = run_checks(_claim(), db)
+        assert reasons == [
+            "same-postcode: both live at 75011",
+            "flaky: the check failed (RuntimeError: service down)",
+        ]
+        fraud.pm.register(_Clash(), name="clash")
+        with pytest.raises(ValueError, match="registered by both"):
+            get_fraud_checks()
+    finally:
+        for name in ("postcodes", "clash"):
+            if fraud.pm.get_plugin(name) is not None:
+                fraud.pm.unregister(name=name)
+    assert run_checks(_claim(), db) == []
+
+
+class _Clash:
+    @hookimpl
+    def register_fraud_checks(self, register):
+        register("burst", lambda claim, db: None)
