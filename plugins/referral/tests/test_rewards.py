@@ -306,3 +306,53 @@ def test_two_workers_at_once_credit_once(monkeypatch, tmp_path, same_event):
             + ledger.balances(db_, "ada")["USD"]["available"]
             == 5000
         )
+
+
+def test_codes_on_demand_and_facts_in_conditions(monkeypatch, tmp_path, clock):
+    rules = {
+        "ruleset": "referral-extras",
+        "version": 1,
+        "rules": [
+            {
+                "id": "code-on-request",
+                "when": {"event": "code.requested"},
+                "then": [{"action": "referral.code"}],
+            },
+            {
+                "id": "big-referrer",
+                "when": {"event": "referral.rewarded"},
+                "if": {"all": [
+                    {"fact": "referral.balance", "args": {"part": "total"},
+                     "op": "gte", "value": 10000},
+                    {"fact": "referral.count", "op": "eq", "value": 2},
+                ]},
+                "then": [{"action": "tag.add", "with": {"tag": "big-referrer"}}],
+            },
+        ],
+    }  # fmt: skip
+    extra = tmp_path / "extras.json"
+    extra.write_text(json.dumps(rules))
+    monkeypatch.setenv("CLM_LOAD_PLUGINS", NAME)
+    with (
+        registered(clm_referral, NAME),
+        Engine(tmp_path / "clm.db", clock=clock, rulesets=[RULESET, extra]) as engine,
+    ):
+        signup(engine, "ada", "ada@example.com", "2026-03-01T10:00:00Z")
+        for n in (1, 2):  # asked twice: one code, one code_issued event
+            engine.ingest(event("code.requested", contact_id="ada", at=f"2026-03-01T1{n}:00:00Z"))
+        clock.set(datetime(2026, 3, 2, tzinfo=UTC))
+        engine.dispatch()
+        results = [a.result for a in engine.store.actions_for("ada") if a.action == "referral.code"]
+        assert results[0]["created"] and results[1] == {
+            "code": results[0]["code"],
+            "created": False,
+        }
+        issued = [e for e in engine.store.recent_events("ada") if e.type == "referral.code_issued"]
+        assert [e.properties["code"] for e in issued] == [results[0]["code"]]
+        for name in ("bob", "cy"):
+            signup(engine, name, f"{name}@example.org", "2026-03-02T10:00:00Z")
+            refer(engine, name, None, "2026-03-02T10:01:00Z", code=results[0]["code"].lower())
+            onboard(engine, name, "2026-03-03T10:00:00Z")
+        clock.set(datetime(2026, 3, 4, tzinfo=UTC))
+        engine.dispatch()
+        assert "big-referrer" in engine.contact("ada").tags
