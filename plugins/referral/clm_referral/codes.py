@@ -4,7 +4,9 @@ Why this shape: a code is shared by people, so it must survive being read over t
 typed in lower case, or written with an ``O`` for a zero. Crockford's base32 alphabet has no
 ``I``, ``L``, ``O`` or ``U``, and decoding maps the look-alikes back (``o`` -> ``0``, ``i``/``l``
 -> ``1``). Nine random symbols from :mod:`secrets` give 45 bits (3.5e13 codes), and a tenth
-check symbol catches a typo or a guessed code before the database is asked. Codes are stored
+check symbol (a position-weighted sum mod 31) catches a mistyped symbol or two swapped
+neighbours before the database is asked (but for ``0`` against ``Z``, equal mod 31), and
+turns away 30 of 31 guessed codes. Codes are stored
 in their canonical form (upper case, no separator) and shown as ``XXXXX-XXXXX``.
 """
 
