@@ -33,11 +33,12 @@ def referral() -> None:
 
 
 def _engine(db_path: Path, rulesets: tuple[Path, ...] = ()):
-    engine = open_engine(db_path, rulesets=rulesets)
-    if not engine.store.db["referral_rewards"].exists():  # pragma: no cover - migrations ran
-        engine.close()
-        raise ClmError("the referral tables are missing: run clm migrate")
-    return engine
+    return open_engine(db_path, rulesets=rulesets)  # opening it runs the plugin's migrations
+
+
+def _read(engine):
+    """The store's connection for reading the plugin's tables (no write lock taken)."""
+    return engine.store.read().db
 
 
 def _need_contact(engine, contact_id: str) -> None:
@@ -54,9 +55,9 @@ def code(contact_id: str, rotate: bool, db_path: Path, as_json: bool) -> None:
     """Show a contact's referral code, creating it if they have none."""
     with _engine(db_path) as engine:
         _need_contact(engine, contact_id)
-        with engine.store.write():
+        with engine.store.write() as tx:
             value, created = ensure_code(
-                engine.store.db, contact_id, at=utc_text(engine.clock.now()), rotate=rotate
+                tx.db, contact_id, at=utc_text(engine.clock.now()), rotate=rotate
             )
     if as_json:
         print_json({"contact": contact_id, "code": display_code(value), "created": created})
@@ -71,7 +72,7 @@ def code(contact_id: str, rotate: bool, db_path: Path, as_json: bool) -> None:
 def ledger_command(contact_id: str, db_path: Path, as_json: bool) -> None:
     """A contact's ledger entries (every credit, approval, reversal, redemption) and balance."""
     with _engine(db_path) as engine:
-        db = engine.store.db
+        db = _read(engine)
         rows = ledger.entries(db, contact_id)
         balances = ledger.balances(db, contact_id)
     if as_json:
@@ -140,7 +141,7 @@ def review(
     given with --rulesets react to it) and as a ledger entry naming the reviewer.
     """
     with _engine(db_path, ruleset_paths) as engine:
-        db = engine.store.db
+        db = _read(engine)
         decisions = [(i, "approve") for i in approve_ids] + [(i, "reject") for i in reject_ids]
         done = []
         for reward_id, decision in decisions:
@@ -192,7 +193,7 @@ def redeem(
 ) -> None:
     """Pay out a contact's approved rewards (one redemption entry per reward)."""
     with _engine(db_path, ruleset_paths) as engine:
-        db = engine.store.db
+        db = _read(engine)
         _need_contact(engine, contact_id)
         approved = approved_rewards(db, contact_id)
         if not approved:
@@ -226,7 +227,7 @@ def redeem(
 def report_command(top: int, db_path: Path, as_json: bool) -> None:
     """Referral rate, rewards granted / held / reversed, and the top referrers."""
     with _engine(db_path) as engine:
-        data = report(engine.store.db, top=top)
+        data = report(_read(engine), top=top)
     if as_json:
         print_json(data)
     else:
