@@ -309,6 +309,11 @@ def test_shared_fingerprints(db):
         attribution.on_any_event(db, Contact(id=contact), event)
     assert "device fingerprint" in checks.shared_fingerprint(_claim(), db)[0]
     assert checks.shared_fingerprint(_claim(referred_id="c3"), db) == []
+    card = _event("purchase", {"amount": 5, "payment_fingerprint": "card-9"}, contact_id="c3")
+    attribution.on_any_event(db, Contact(id="c3"), card)
+    attribution.on_any_event(db, Contact(id="c1"), card.model_copy(update={"contact_id": "c1"}))
+    [reason] = checks.shared_fingerprint(_claim(referred_id="c3"), db)
+    assert "payment fingerprint (card-9)" in reason
 
 
 def test_monthly_cap(db):
