@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import clm_referral
 import pytest
 from clm_referral.codes import normalise_code
 
@@ -18,7 +17,8 @@ from clm_engine.synthetic import write_jsonl
 from clm_engine.testing import make_event
 
 CLM = str(Path(sys.executable).parent / "clm")
-RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
+#: The example ruleset the repository ships, in rulesets/ at its root.
+RULESET = Path(__file__).resolve().parents[3] / "rulesets" / "referral-rewards.json"
 
 
 def clm(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ from clm_engine.simulation import read_events
 from clm_engine.synthetic import bad_lines, generate_events, write_jsonl
 from clm_engine.testing import registered
 
-RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
+#: The example ruleset the repository ships, in rulesets/ at its root.
+RULESET = Path(__file__).resolve().parents[3] / "rulesets" / "referral-rewards.json"
 
 
 def test_extra_events_are_deterministic_and_plausible():

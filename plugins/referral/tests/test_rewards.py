@@ -19,7 +19,8 @@ from clm_engine import Engine, VirtualClock
 from clm_engine.testing import make_event, registered
 
 NAME = "referral"
-RULESET = Path(clm_referral.__file__).resolve().parent.parent / "rulesets" / "referral-rewards.json"
+#: The example ruleset the repository ships, in rulesets/ at its root.
+RULESET = Path(__file__).resolve().parents[3] / "rulesets" / "referral-rewards.json"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
