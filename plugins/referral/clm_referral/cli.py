@@ -118,9 +118,41 @@ def _review_event(reward: dict, decision: str, reviewer: str, note: str | None, 
     }
 
 
+def _to_review(db, target: str, decision: str) -> list[dict]:
+    """The rewards a decision is about: one reward by its id, or every reward held for one
+    referral, by the referred contact's id (the referrer's and the friend's go together)."""
+    row = ledger.get_reward(db, target)
+    if row is not None:
+        if row["state"] != "pending":
+            raise ClmError(f"reward {target} is {row['state']}: nothing to review")
+        if decision == "approve" and not row["held_reasons"]:
+            raise ClmError(f"reward {target} is not held: it is approved automatically")
+        return [row]
+    rows = [
+        r
+        for r in ledger.rewards(db, state="pending", held=True)
+        if r["referred_contact_id"] == target
+    ]
+    if not rows:
+        raise ClmError(f"no reward {target!r}, and no reward held for a referral of {target!r}")
+    return rows
+
+
 @referral.command()
-@click.option("--approve", "approve_ids", multiple=True, help="Approve this held reward.")
-@click.option("--reject", "reject_ids", multiple=True, help="Reject this held reward.")
+@click.option(
+    "--approve",
+    "approve_ids",
+    multiple=True,
+    metavar="ID",
+    help="Approve a held reward (its rw- id), or every held reward of a referred contact.",
+)
+@click.option(
+    "--reject",
+    "reject_ids",
+    multiple=True,
+    metavar="ID",
+    help="Reject a pending reward (its rw- id), or every held reward of a referred contact.",
+)
 @click.option("--by", "reviewer", default="ops", show_default=True, help="Who decides.")
 @click.option("--note", default=None, help="Why (recorded in the ledger entry).")
 @db_option
@@ -144,17 +176,11 @@ def review(
         db = _read(engine)
         decisions = [(i, "approve") for i in approve_ids] + [(i, "reject") for i in reject_ids]
         done = []
-        for reward_id, decision in decisions:
-            row = ledger.get_reward(db, reward_id)
-            if row is None:
-                raise ClmError(f"no reward {reward_id!r}")
-            if row["state"] != "pending":
-                raise ClmError(f"reward {reward_id} is {row['state']}: nothing to review")
-            if decision == "approve" and not row["held_reasons"]:
-                raise ClmError(f"reward {reward_id} is not held: it is approved automatically")
-            event = _review_event(row, decision, reviewer, note, engine.clock.now())
-            engine.ingest(event)
-            done.append({"reward": reward_id, "decision": decision})
+        for target, decision in decisions:
+            for row in _to_review(db, target, decision):
+                event = _review_event(row, decision, reviewer, note, engine.clock.now())
+                engine.ingest(event)
+                done.append({"reward": row["id"], "decision": decision})
         held = ledger.rewards(db, state="pending", held=True)
     if as_json:
         print_json({"decisions": done, "held": held})

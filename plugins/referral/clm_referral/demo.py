@@ -169,10 +169,10 @@ def add_to_history(path: str | Path, seed: int = 7) -> int:
 
 
 def demo_decisions(db_path: str | Path) -> dict[str, str]:
-    """What the demo decides by hand, read from its database: a held reward to approve (a
-    burst or shared device: plausible after a phone call), one to reject (a self-referral),
-    and the top referrer with approved rewards, to redeem. Keys are missing when there is
-    nothing of the kind."""
+    """What the demo decides by hand, read from its database: a held referral to approve (a
+    burst or shared device: plausible after a phone call) and one to reject (a
+    self-referral), by the referred contact's id, and the top referrer with approved rewards,
+    to redeem. Keys are missing when there is nothing of the kind."""
     db = Database(str(db_path))
     try:
         held = report(db)["held"]
@@ -181,9 +181,9 @@ def demo_decisions(db_path: str | Path) -> dict[str, str]:
             if item["role"] != "referrer":
                 continue
             if "approve" not in picks and not item["reasons"][0].startswith("self-referral"):
-                picks["approve"] = item["reward"]
+                picks["approve"] = item["referred"]
             if "reject" not in picks and item["reasons"][0].startswith("self-referral"):
-                picks["reject"] = item["reward"]
+                picks["reject"] = item["referred"]
         owed = {r["beneficiary_contact_id"] for r in rewards(db, state="approved")}
         for entry in report(db, top=20)["top_referrers"]:
             if entry["contact"] in owed:

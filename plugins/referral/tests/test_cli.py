@@ -99,6 +99,12 @@ def test_review_ledger_redeem_and_report(db):
     assert "redeemed 2 rewards of ada: 100.00 USD" in redeemed
     nothing = clm("referral", "redeem", "ada", "--reference", "PAYOUT-2", db=db, ok=False)
     assert "no approved reward" in nothing.stderr
+    # A whole referral at once, by the referred contact: eve's own $10, still held.
+    rejected = clm("referral", "review", "--reject", "eve", "--note", "same person", db=db).stdout
+    assert rejected.count("rejected by ops") == 1
+    assert "no reward is held" in clm("referral", "review", db=db).stdout
+    unknown = clm("referral", "review", "--reject", "nobody", db=db, ok=False)
+    assert "no reward held for a referral of 'nobody'" in unknown.stderr
     report = json.loads(clm("referral", "report", "--json", db=db).stdout)
     assert report["referred"] == 2 and report["unbalanced"] == {}
     assert report["top_referrers"][0]["contact"] == "ada"
