@@ -212,20 +212,10 @@ def _stage_exit(seq: Sequence, ctx: Any) -> str | None:
 
 
 def _logical_now(ctx: Any) -> datetime:
-    """When this action was meant to run: step times count from there, so downtime, a backlog
-    or a retry does not push every later step back.
-
-    The engine's ``ActionContext`` has no due time, so it is read from the outbox row (the
-    dispatch transaction, read only); ``ctx.now`` if that is not possible.
-    """
-    due = getattr(ctx, "due_at", None)
-    if isinstance(due, datetime):
-        return due
-    if ctx.db is not None:
-        row = ctx.db.execute("SELECT due_at FROM outbox WHERE key = ?", [ctx.key]).fetchone()
-        if row is not None:
-            return min(datetime.fromisoformat(row[0]), ctx.now)
-    return ctx.now
+    """When this action was meant to run (``ctx.due_at``, never later than now): step times
+    count from there, so downtime, a backlog or a retry does not push every later step back."""
+    due = ctx.due_at
+    return min(due, ctx.now) if isinstance(due, datetime) else ctx.now
 
 
 def start_sequence(ctx: Any, params: StartParams) -> dict[str, Any]:
