@@ -72,6 +72,14 @@ def collect(db_path: str, outbox_dir: str) -> dict:
     }
 
 
+def _shown(path: str) -> str:
+    """A path relative to the working directory when it is under it (shorter to read)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def summary(db_path: str, outbox_dir: str) -> str:
     """Printable text: messages by sequence and step, deferrals and vetoes by reason, one file."""
     data = collect(db_path, outbox_dir)
@@ -97,7 +105,7 @@ def summary(db_path: str, outbox_dir: str) -> str:
         if data[key]:
             lines.append(f"{title}:")
             lines.extend(f"  {n:>6,}  {reason}" for reason, n in data[key].items())
-    lines.append(f"{data['eml_files']:,} .eml files in {outbox_dir}")
+    lines.append(f"{data['eml_files']:,} .eml files in {_shown(outbox_dir)}")
     if data["example"]:
-        lines.append(f"One rendered message: {data['example']}")
+        lines.append(f"One rendered message: {_shown(data['example'])}")
     return "\n".join(lines)
