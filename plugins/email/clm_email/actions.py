@@ -34,7 +34,7 @@ def _documents(ctx: Any) -> dict[str, dict[str, Any]]:
 def _missing(kind: str, name: str, known: dict[str, Any]) -> list[str]:
     if name in known:
         return []
-    return [sequences._unknown(kind, name, known)]
+    return [sequences.unknown_name(kind, name, known)]
 
 
 # -- email.send --------------------------------------------------------------------------------

@@ -71,9 +71,9 @@ def preview(
         found = documents.get(templates.KIND, {})
         template = found.get(template_name)
         if template is None:
-            from .sequences import _unknown
+            from .sequences import unknown_name
 
-            raise ClmError(_unknown("template", template_name, found))
+            raise ClmError(unknown_name("template", template_name, found))
         contact = engine.contact(contact_id)
         if contact is None:
             raise ClmError(f"no contact {contact_id!r} in {db_path}")

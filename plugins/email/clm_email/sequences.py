@@ -125,7 +125,7 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
         seen.add(step.id)
         if step.template not in known:
             problems.append(
-                (f"/steps/{index}/template", _unknown("template", step.template, known))
+                (f"/steps/{index}/template", unknown_name("template", step.template, known))
             )
     stages = tuple(getattr(context, "stages", None) or ())
     if document.exit.stage is not None and stages and document.exit.stage not in stages:
@@ -145,7 +145,8 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
     return problems
 
 
-def _unknown(kind: str, name: str, known: Any) -> str:
+def unknown_name(kind: str, name: str, known: Any) -> str:
+    """``no template 'x'; did you mean 'y'?`` (or the known names): one wording everywhere."""
     import difflib
 
     names = sorted(known)
