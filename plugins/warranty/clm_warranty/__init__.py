@@ -1,14 +1,18 @@
-"""clm-warranty: registered products and their warranties, for clm-engine.
+"""clm-warranty: registered products, warranty reminders and offers, for clm-engine.
 
-What it does now:
+The hooks are here; the parts live beside them:
 
-* ``product.registered`` counts the contact's distinct registered products in
-  ``metrics["products_registered"]`` and keeps their ids in ``metrics["product_ids"]``.
-* Its own table, ``warranty_products``, created by its migrations.
-* GDPR erasure of a contact's rows in that table.
+- ``products``: the tables (migrations) and the event handlers that keep them
+  (``product.registered``, ``warranty.extended``, ``service_agreement.purchased``,
+  ``product.returned``), and acceptance of offers;
+- ``catalogue``: the catalogue document (per SKU: warranty, extensions and agreements sold,
+  expected life, successor);
+- ``facts``: anchor dates per product and per-product facts for conditions;
+- ``actions``: the offer actions, which record offers and hand messages to the email plugin;
+- ``reports`` and ``cli``: ``clm warranty products | upcoming | offers``;
+- ``demo``: events and a summary for ``make demo``.
 
-Filling ``warranty_products`` from events, warranty-expiry facts and service-agreement offers
-come in the plugin's own issue.
+``README.md`` describes it for users.
 """
 
 from __future__ import annotations
