@@ -7,9 +7,14 @@ apply the events it emitted (reducers, and any rules they trigger) and mark the 
 that transaction. An action that raises is retried with exponential backoff and dead-lettered
 after ``max_attempts``; it never stops the other actions or the engine.
 
-External effects (an email) happen inside ``run``: if the process dies after ``run`` and
-before the commit, the row runs again (at least once); the row's ``key`` goes with the effect
-so that a receiver can deduplicate.
+Actions registered ``external=True`` (an email) must not hold SQLite's write lock through a
+network round trip, so they go in three steps: inside the batch's transaction the policies are
+asked and the row is *claimed* (its due time moves to the end of a lease, so the row comes
+back by itself if the worker dies); ``run`` is called after the commit, with no lock held and
+``ctx.db = None``; then a short write transaction records the outcome and applies what the
+action emitted. A crash between the send and the record sends again when the lease ends (at
+least once): the row's ``key`` goes with the effect (an email's Message-ID) so that a receiver
+can deduplicate.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pydantic import ValidationError
 
 from . import plugins
 from .models import Contact, Event, describe_validation_error, utc_text
-from .store import OutboxRow, StoreTransaction
+from .store import OutboxRow, Store, StoreTransaction
 from .types import ActionContext, Defer, Veto
 
 if TYPE_CHECKING:
@@ -62,6 +67,18 @@ class DispatchReport:
 ApplyEvents = Callable[[StoreTransaction, list[Event], int], list[str]]
 
 
+@dataclass
+class Claim:
+    """An external action claimed under a lease, to run after the batch's transaction."""
+
+    row: OutboxRow
+    spec: ActionSpec
+    params: Any
+    contact: Contact
+    lease_until: str
+    attempts: int
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -73,6 +90,8 @@ class Dispatcher:
         dry_run_external: bool = False,
         backoff: timedelta = timedelta(seconds=30),
         max_backoff: timedelta = timedelta(hours=6),
+        lease: timedelta = timedelta(minutes=5),
+        documents: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.actions = actions
         self.stages = stages
@@ -81,31 +100,62 @@ class Dispatcher:
         self.dry_run_external = dry_run_external
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.lease = lease
+        self.documents = documents or {}
 
     def run_batch(
         self, tx: StoreTransaction, now: datetime, limit: int, report: DispatchReport
-    ) -> int:
-        """Dispatch up to ``limit`` due rows in ``tx``; how many were taken."""
+    ) -> tuple[int, list[Claim]]:
+        """Dispatch up to ``limit`` due rows in ``tx``: how many were taken, and the external
+        actions claimed, for ``run_claims`` to run once ``tx`` has committed."""
         rows = tx.due_actions(utc_text(now), limit)
+        claims: list[Claim] = []
         for row in rows:
             with tx.savepoint():
-                outcome, note = self._one(tx, row, now)
-            report.outcomes[outcome] += 1
-            report.by_rule[(f"{row.ruleset}/{row.rule}", outcome)] += 1
-            if note and outcome not in ("done", "skipped") and len(report.notes) < 1000:
-                report.notes.append(f"{row.key}: {outcome}: {note}")
-        return len(rows)
+                outcome, note = self._one(tx, row, now, claims)
+            if outcome != "claimed":
+                _count(report, row, outcome, note)
+        return len(rows), claims
 
-    def _one(self, tx: StoreTransaction, row: OutboxRow, now: datetime) -> tuple[str, str | None]:
-        at = utc_text(now)
+    def run_claims(
+        self,
+        store: Store,
+        claims: list[Claim],
+        now: Callable[[], datetime],
+        report: DispatchReport,
+    ) -> None:
+        """Run claimed external actions with no lock held; record each in its own write."""
+        for claim in claims:
+            row = claim.row
+            ctx = self._context(row, claim.contact, now(), claim.attempts, db=None)
+            try:
+                result, error = claim.spec.run(ctx, claim.params), None
+            except Exception as exc:  # a plugin's failure is retried, never fatal
+                result, error = None, exc
+            with store.write() as tx:
+                current = tx.action(row.seq)
+                if current is None or (current.status, current.due_at, current.attempts) != (
+                    "pending",
+                    claim.lease_until,
+                    claim.attempts,
+                ):
+                    # The lease ran out and another worker took the row: it records it.
+                    _count(report, row, "lost_lease", "the lease ran out before the outcome")
+                    continue
+                with tx.savepoint():
+                    outcome, note = self._record(tx, row, claim.contact, ctx, result, error, now())
+            _count(report, row, outcome, note)
 
-        def finish(status: str, note: str | None = None, result: Any = None, attempts: int = 0):
+    def _one(
+        self, tx: StoreTransaction, row: OutboxRow, now: datetime, claims: list[Claim]
+    ) -> tuple[str, str | None]:
+        def finish(status: str, note: str | None = None, attempts: int = 0):
             tx.finish_action(
                 row.seq,
                 status=status,
                 note=note,
-                result=result,
-                at=at,
+                result=None,
+                at=utc_text(now),
                 attempts=row.attempts + attempts,
             )
             return status, note
@@ -119,7 +169,17 @@ class Dispatcher:
         if stored is None:
             return finish("skipped", "the contact no longer exists")
         contact = Contact.model_validate_json(stored)
-        answers = plugins.dispatch_policy(row.action, row.params, contact, now)
+        answers = plugins.dispatch_policy(
+            action=row.action,
+            params=row.params,
+            contact=contact,
+            now=now,
+            db=tx.db,
+            entity=row.entity,
+            key=row.key,
+            ruleset=row.ruleset,
+            rule=row.rule,
+        )
         vetoes = [a.reason for a in answers if isinstance(a, Veto)]
         if vetoes:
             return finish("vetoed", "; ".join(vetoes))
@@ -137,47 +197,144 @@ class Dispatcher:
             return finish("dead", f"parameters no longer valid: {describe_validation_error(error)}")
         if spec.external and self.dry_run_external:
             return finish("simulated", "external action: recorded, not run (dry run)", attempts=1)
-        ctx = ActionContext(
+        attempts = row.attempts + 1
+        if spec.external:
+            lease_until = utc_text(now + self.lease)
+            tx.reschedule_action(
+                row.seq,
+                due_at=lease_until,
+                note=f"running (attempt {attempts}); back at {lease_until[:19]}Z if it never ends",
+                attempts=attempts,
+            )
+            claims.append(Claim(row, spec, params, contact, lease_until, attempts))
+            return "claimed", None
+        ctx = self._context(row, contact, now, attempts, db=tx.db)
+        try:
+            with tx.savepoint():  # the action's writes and effects roll back together
+                result = spec.run(ctx, params)
+                self._apply_effects(tx, row, contact, ctx)
+        except Exception as error:  # a plugin's failure is retried, never fatal
+            return self._failed(tx, row, attempts, error, now)
+        return self._outcome(tx, row, result, attempts, now)
+
+    def _context(
+        self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, db: Any
+    ) -> ActionContext:
+        return ActionContext(
             contact=contact,
             key=row.key,
             now=now,
             ruleset=row.ruleset,
             rule=row.rule,
             stages=self.stages,
+            db=db,
+            entity=row.entity,
+            documents=self.documents,
+            attempt=attempt,
+            params_raw=row.params,
         )
+
+    def _record(
+        self,
+        tx: StoreTransaction,
+        row: OutboxRow,
+        contact: Contact,
+        ctx: ActionContext,
+        result: Any,
+        error: Exception | None,
+        now: datetime,
+    ) -> tuple[str, str | None]:
+        """Record an external action's run: its outcome, and what it emitted."""
+        if error is not None:
+            return self._failed(tx, row, ctx.attempt, error, now)
         try:
-            with tx.savepoint():  # the action's effects roll back alone if anything fails
-                result = spec.run(ctx, params)
-                effective = _effect_time(row, contact)
-                events = [
-                    Event(
-                        id=_emitted_id(row.key, n),
-                        contact_id=row.contact_id,
-                        type=type_,
-                        occurred_at=effective,
-                        properties=properties,
-                    )
-                    for n, (type_, properties) in enumerate(ctx.emitted)
-                ]
-                failures = self.apply_events(tx, events, row.depth + 1) if events else []
-                if failures:
-                    raise RuntimeError("; ".join(failures))
-        except Exception as error:  # a plugin's failure is retried, never fatal
-            attempts = row.attempts + 1
-            reason = f"{type(error).__name__}: {error}"
-            if attempts >= self.max_attempts:
-                return finish("dead", f"failed {attempts} times; last: {reason}", attempts=1)
-            delay = min(self.backoff * 2 ** (attempts - 1), self.max_backoff)
-            note = (
-                f"attempt {attempts} failed ({reason}); retrying at {utc_text(now + delay)[:19]}Z"
+            with tx.savepoint():
+                self._apply_effects(tx, row, contact, ctx)
+        except Exception as exc:  # the effect is out: recording it must not repeat it
+            note = f"ran, but applying what it emitted failed: {exc}"
+            return self._finish(tx, row, "done", note, result, ctx.attempt, now)
+        return self._outcome(tx, row, result, ctx.attempt, now)
+
+    def _failed(
+        self, tx: StoreTransaction, row: OutboxRow, attempts: int, error: Exception, now: datetime
+    ) -> tuple[str, str | None]:
+        """Retry with exponential backoff, or dead-letter after ``max_attempts``."""
+        reason = f"{type(error).__name__}: {error}"
+        if attempts >= self.max_attempts:
+            note = f"failed {attempts} times; last: {reason}"
+            return self._finish(tx, row, "dead", note, None, attempts, now)
+        delay = min(self.backoff * 2 ** (attempts - 1), self.max_backoff)
+        retry_at = utc_text(now + delay)
+        note = f"attempt {attempts} failed ({reason}); retrying at {retry_at[:19]}Z"
+        tx.reschedule_action(row.seq, due_at=retry_at, note=note, attempts=attempts)
+        return "retried", note
+
+    def _outcome(
+        self, tx: StoreTransaction, row: OutboxRow, result: Any, attempts: int, now: datetime
+    ) -> tuple[str, str | None]:
+        """``{"skipped": why}`` and ``{"failed": why}`` results say so; anything else is done."""
+        for status in ("skipped", "failed"):
+            if isinstance(result, dict) and status in result:
+                return self._finish(tx, row, status, str(result[status]), result, attempts, now)
+        return self._finish(tx, row, "done", None, result, attempts, now)
+
+    @staticmethod
+    def _finish(tx, row, status, note, result, attempts, now) -> tuple[str, str | None]:
+        tx.finish_action(
+            row.seq, status=status, note=note, result=result, at=utc_text(now), attempts=attempts
+        )
+        return status, note
+
+    def _apply_effects(
+        self, tx: StoreTransaction, row: OutboxRow, contact: Contact, ctx: ActionContext
+    ) -> None:
+        """Apply the events the action emitted and enqueue its follow-ups; raise on failure."""
+        if ctx.enqueued:
+            tx.enqueue([_follow_up(row, item, utc_text(ctx.now)) for item in ctx.enqueued])
+        if not ctx.emitted:
+            return
+        effective = _effect_time(row, contact)
+        events = [
+            Event(
+                id=_emitted_id(row.key, n),
+                contact_id=contact_id or row.contact_id,
+                type=type_,
+                occurred_at=effective,
+                properties=properties,
             )
-            tx.reschedule_action(
-                row.seq, due_at=utc_text(now + delay), note=note, attempts=attempts
-            )
-            return "retried", note
-        if isinstance(result, dict) and "skipped" in result:
-            return finish("skipped", str(result["skipped"]), result, attempts=1)
-        return finish("done", None, result, attempts=1)
+            for n, (type_, properties, contact_id) in enumerate(ctx.emitted)
+        ]
+        failures = self.apply_events(tx, events, row.depth + 1)
+        if failures:
+            raise RuntimeError("; ".join(failures))
+
+
+def _count(report: DispatchReport, row: OutboxRow, outcome: str, note: str | None) -> None:
+    report.outcomes[outcome] += 1
+    report.by_rule[(f"{row.ruleset}/{row.rule}", outcome)] += 1
+    if note and outcome not in ("done", "skipped") and len(report.notes) < 1000:
+        report.notes.append(f"{row.key}: {outcome}: {note}")
+
+
+def _follow_up(row: OutboxRow, item: dict[str, Any], created_at: str) -> dict[str, Any]:
+    """An outbox row an action enqueued: same rule and contact, key derived from the parent's
+    (so it is enqueued once however often the parent runs), same chain depth (a planned
+    continuation, such as a drip's next step, is not a loop)."""
+    return {
+        "key": f"{row.key}/{item['occurrence']}",
+        "ruleset": row.ruleset,
+        "version": row.version,
+        "content_hash": row.content_hash,
+        "rule": row.rule,
+        "contact_id": row.contact_id,
+        "action": item["action"],
+        "params": item["params"],
+        "priority": row.priority,
+        "depth": row.depth,
+        "due_at": utc_text(item["due_at"]),
+        "created_at": created_at,
+        "entity": item["entity"] if item["entity"] is not None else row.entity,
+    }
 
 
 def _effect_time(row: OutboxRow, contact: Contact) -> datetime:

@@ -20,8 +20,9 @@ import operator
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -123,6 +124,7 @@ class Engine:
         max_attempts: int = 5,
         dry_run_external: bool = False,
         migrate: bool = True,
+        lease: timedelta = timedelta(minutes=5),
     ) -> None:
         plugins.load_plugins()
         self.clock = clock or SystemClock()
@@ -131,12 +133,16 @@ class Engine:
         )
         self.stages = tuple(stages)
         self.reducers = plugins.get_reducers()
+        self.handlers = plugins.get_event_handlers()
         self.operators = plugins.get_operators()
         self.facts = plugins.get_facts()
         self.actions = plugins.get_actions()
         self.max_attempts = max_attempts
         #: Record actions that reach outside (emails ...) instead of running them: simulations.
         self.dry_run_external = dry_run_external
+        #: How long an external action (an email) may run before its row is given to another
+        #: worker: longer than any send can take (SMTP timeouts), short enough to recover.
+        self.lease = lease
         self.rulebook = RuleBook(stages=self.stages)
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
@@ -296,7 +302,10 @@ class Engine:
         for_type = self.reducers.for_type  # bound once: this loop runs for every event
         first_stage = self.stages[0] if self.stages else None
         evaluate = None if self.rulebook.empty else self._evaluator.on_event
-        is_new = {id(event) for event in new_events} if evaluate else set()
+        handlers_for = self.handlers.for_type
+        handled = any(handlers_for(event.type) for event in new_events)
+        is_new = {id(event) for event in new_events} if evaluate or handled else set()
+        db = tx.db if handled else None
         while True:
             contact = start()
             transitions: list[StageTransition] = []
@@ -305,19 +314,27 @@ class Engine:
             counter = EventCounter(tx, contact_id, applied_new)
             reducer_name = ""
             try:
-                for event in events:
-                    before = contact.stage
-                    for name, reducer in for_type(event.type):
-                        reducer_name = name  # named in the failure if it raises
-                        reducer(contact, event)
-                    if contact.stage is None:
-                        contact.stage = first_stage
-                    if contact.stage != before:
-                        transitions.append(_transition(contact, before, event))
-                    if evaluate is not None and id(event) in is_new:
+                # Handlers write the plugins' tables: a failed fold must take their writes back.
+                with tx.savepoint() if handled else nullcontext():
+                    for event in events:
+                        before = contact.stage
+                        for name, reducer in for_type(event.type):
+                            reducer_name = name  # named in the failure if it raises
+                            reducer(contact, event)
+                        if contact.stage is None:
+                            contact.stage = first_stage
+                        if contact.stage != before:
+                            transitions.append(_transition(contact, before, event))
+                        if id(event) not in is_new:
+                            continue
                         applied_new.append(event)
-                        reducer_name = "(rules)"
-                        evaluate(contact, event, before, counter, depth, fires)
+                        if handled:
+                            for name, handler in handlers_for(event.type):
+                                reducer_name = name
+                                handler(db, contact, event)
+                        if evaluate is not None:
+                            reducer_name = "(rules)"
+                            evaluate(contact, event, before, counter, depth, fires, tx.db)
             except Exception as error:  # a plugin's bug must not take the batch down
                 failures.append(
                     IngestFailure(event, reducer_name, f"{type(error).__name__}: {error}")
@@ -338,13 +355,16 @@ class Engine:
 
         Raises ``RulesetError`` listing every problem if any ruleset is invalid: the engine
         never runs a ruleset that failed validation, and keeps the rules it had. Each loaded
-        version is recorded in the store with its content hash; returns warnings.
+        version is recorded in the store with its content hash; returns warnings. Plugin
+        documents found in ``paths`` (sequences, catalogues) load with them, all or nothing:
+        ``self.documents[kind][name]``.
         """
-        from .rulesets import load_rulesets
+        from .rulesets import load_all
 
         registries = {"actions": self.actions, "operators": self.operators, "facts": self.facts}
-        loaded = load_rulesets(list(paths), **registries)
-        book = RuleBook.build(loaded, **registries)
+        validated = load_all(list(paths), **registries)
+        loaded = validated.rulesets
+        book = RuleBook.build(loaded, **registries, documents=validated.by_kind())
         warnings = []
         now_text = utc_text(self.clock.now())
         known = {
@@ -367,6 +387,11 @@ class Engine:
         self._ruleset_paths = [os.fspath(p) for p in paths]
         rebuild_anchors(self.store, book, self.facts)
         return warnings
+
+    @property
+    def documents(self) -> dict[str, dict[str, Any]]:
+        """Plugin documents loaded with the rulesets, by kind and name."""
+        return self.rulebook.documents
 
     def reload_rulesets(self) -> tuple[bool, str]:
         """Load the same paths again. If they are now invalid, keep running the last valid
@@ -395,14 +420,19 @@ class Engine:
             apply_events=self._apply_emitted,
             max_attempts=self.max_attempts,
             dry_run_external=self.dry_run_external,
+            lease=self.lease,
+            documents=self.rulebook.documents,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
             if not self.store.read().due_actions(utc_text(self.clock.now()), 1):
                 break  # nothing due: a read, not the write lock (an idle pump, another process)
             with self.store.write() as tx:
-                if not dispatcher.run_batch(tx, self.clock.now(), take, report):
-                    break
+                taken, claims = dispatcher.run_batch(tx, self.clock.now(), take, report)
+            if claims:  # external actions: run with no lock held, each recorded after
+                dispatcher.run_claims(self.store, claims, self.clock.now, report)
+            if not taken:
+                break
         return report
 
     def tick(self, *, progress: Callable[[int], None] | None = None) -> TimeReport:

@@ -35,6 +35,7 @@ class Fire:
     entity: str | None
     depth: int
     error: str | None = None
+    subject: str | None = None  # the entity an anchor fired for (a product id), if any
 
 
 class Evaluator:
@@ -51,6 +52,7 @@ class Evaluator:
         count_events: Callable[[str, datetime | None], int],
         depth: int,
         out: list[Fire],
+        db: Any = None,
     ) -> None:
         book = self.rulebook
         groups = book.by_event.get(event.type)
@@ -63,6 +65,8 @@ class Evaluator:
             event=event,
             count_events=count_events,
             stages=book.stages,
+            db=db,
+            documents=book.documents,
         )
         for group in groups or ():
             self._run(group, ctx, event.id, f"{event.type} event {event.id}", depth, out)
@@ -203,6 +207,7 @@ def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
                         "depth": fire.depth,
                         "due_at": utc_text(due),
                         "created_at": recorded_at,
+                        "entity": fire.subject or fire.entity or None,
                     }
                 )
         traces.append(

@@ -185,6 +185,8 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
             event=event,
             count_events=EventCounter(reader, contact.id),
             stages=engine.rulebook.stages,
+            db=reader.db,
+            documents=engine.rulebook.documents,
         )
         tree = compiled.compiler.explain(compiled.condition, ctx) if compiled.condition else None
         hit = tree is None or bool(tree["result"])

@@ -136,25 +136,35 @@ class _Names:
 
 def get_reducers() -> Reducers:
     """Every registered reducer, checked for name collisions."""
-    reducers = Reducers()
-    names = _Names("reducer")
-    for plugin_name, function, argnames in _hookimpls("register_reducers"):
+    return _by_event_type("register_reducers", "reducer")
+
+
+def get_event_handlers() -> Reducers:
+    """Every registered event handler (``handler(db, contact, event)``), by event type."""
+    return _by_event_type("register_event_handlers", "event handler")
+
+
+def _by_event_type(hook_name: str, kind: str) -> Reducers:
+    """Functions registered per event type (reducers, event handlers), names checked."""
+    found = Reducers()
+    names = _Names(kind)
+    for plugin_name, function, argnames in _hookimpls(hook_name):
 
         def register(
-            event_type: str, reducer: Reducer, name: str | None = None, *, _plugin=plugin_name
+            event_type: str, handler: Callable, name: str | None = None, *, _plugin=plugin_name
         ) -> None:
             if not isinstance(event_type, str) or not event_type:
-                raise PluginError(f"plugin {_plugin!r} registered a reducer without an event type")
-            if not callable(reducer):
-                raise PluginError(f"plugin {_plugin!r} registered a reducer that is not callable")
-            full_name = name or f"{_plugin}.{getattr(reducer, '__name__', 'reducer')}"
+                raise PluginError(f"plugin {_plugin!r} registered a {kind} without an event type")
+            if not callable(handler):
+                raise PluginError(f"plugin {_plugin!r} registered a {kind} that is not callable")
+            full_name = name or f"{_plugin}.{getattr(handler, '__name__', kind)}"
             names.claim(full_name, _plugin)
-            target = reducers.any_type if event_type == "*" else reducers.by_type[event_type]
-            target.append((full_name, reducer))
+            target = found.any_type if event_type == "*" else found.by_type[event_type]
+            target.append((full_name, handler))
 
         if "register" in argnames:
             function(register=register)
-    return reducers
+    return found
 
 
 def get_migrations() -> list[Migrations]:
@@ -272,6 +282,45 @@ def _collect(hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, 
     return found
 
 
+@dataclass(frozen=True)
+class DocumentKind:
+    """A kind of JSON document a plugin reads from the ruleset paths (a sequence, a catalogue).
+
+    A file whose top-level object has the key ``name`` is one; ``model`` (pydantic) validates
+    it, ``check(document, context)`` (optional) returns ``(pointer, message)`` pairs.
+    """
+
+    name: str
+    model: type
+    check: Callable[..., Any] | None
+    description: str
+    plugin: str
+
+
+def _document_kind(
+    plugin: str,
+    kind: str,
+    model: type,
+    *,
+    check: Callable[..., Any] | None = None,
+    description: str = "",
+) -> DocumentKind:
+    from pydantic import BaseModel
+
+    if not (isinstance(kind, str) and kind) or kind in ("ruleset", "$schema"):
+        raise PluginError(f"plugin {plugin!r} registered a document kind named {kind!r}")
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise PluginError(f"plugin {plugin!r} registered document kind {kind!r} without a model")
+    if check is not None and not callable(check):
+        raise PluginError(f"plugin {plugin!r} registered document kind {kind!r} badly")
+    return DocumentKind(kind, model, check, description, plugin)
+
+
+def get_document_kinds() -> dict[str, DocumentKind]:
+    """Every kind of plugin document, by the top-level key that marks it."""
+    return _collect("register_documents", "document kind", _document_kind)
+
+
 def _operator(
     plugin: str,
     name: str,
@@ -330,17 +379,18 @@ def get_actions() -> dict[str, ActionSpec]:
     return _collect("register_actions", "action", _action)
 
 
-def dispatch_policy(action: str, params: dict, contact: Contact, now: Any) -> list[Any]:
+def dispatch_policy(**kwargs: Any) -> list[Any]:
     """Every plugin's answer (``Veto``, ``Defer`` or ``None``) about dispatching an action now.
 
-    A plugin whose policy raises is reported as a veto naming it: an action that a policy
-    could not clear must not go out (consent may be what it was checking).
+    ``kwargs`` are the hook's arguments (action, params, contact, now, db, entity, key,
+    ruleset, rule); each plugin gets those it asks for. A plugin whose policy raises is
+    reported as a veto naming it: an action that a policy could not clear must not go out
+    (consent may be what it was checking).
     """
     from .types import Veto
 
     answers = []
     for plugin_name, function, argnames in _hookimpls("dispatch_policy"):
-        kwargs = {"action": action, "params": params, "contact": contact, "now": now}
         try:
             answers.append(function(**{k: v for k, v in kwargs.items() if k in argnames}))
         except Exception as error:

@@ -94,6 +94,8 @@ class RuleBook:
     scheduled: list[CompiledRule] = field(default_factory=list)  # cron
     rules: dict[tuple[str, str], CompiledRule] = field(default_factory=dict)
     disabled: dict[tuple[str, str], Rule] = field(default_factory=dict)
+    #: Plugin documents loaded with the rulesets (sequences, catalogues): kind -> name -> model.
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -107,11 +109,12 @@ class RuleBook:
         operators: dict[str, Any],
         facts: dict[str, Any],
         actions: dict[str, ActionSpec],
+        documents: dict[str, dict[str, Any]] | None = None,
     ) -> RuleBook:
         from .conditions import ConditionCompiler
 
         stages = next((tuple(r.ruleset.stages) for r in loaded if r.ruleset.stages), DEFAULT_STAGES)
-        book = cls(stages=stages, rulesets=list(loaded))
+        book = cls(stages=stages, rulesets=list(loaded), documents=documents or {})
         event_rules: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
         stage_rules: dict[str, list[CompiledRule]] = defaultdict(list)
         compilers: dict[str, ConditionCompiler] = {}

@@ -78,7 +78,9 @@ def anchor_definition(rule: CompiledRule) -> str:
     return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
 
 
-def anchor_dates(rule: CompiledRule, contact: Contact, facts: dict) -> dict[str, datetime]:
+def anchor_dates(
+    rule: CompiledRule, contact: Contact, facts: dict, db: Any = None, documents: Any = None
+) -> dict[str, datetime]:
     """The dates a relative-time rule counts from for this contact, by entity.
 
     A plain date fact (``contact.created_at``) gives one anchor, entity ``""``. A computed fact
@@ -86,7 +88,12 @@ def anchor_dates(rule: CompiledRule, contact: Contact, facts: dict) -> dict[str,
     ``{"p-17": "2027-03-01", ...}``) gives one anchor per entity, each fired once.
     """
     when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
-    ctx = FactContext(contact=contact, now=contact.updated_at or contact.created_at)  # type: ignore[arg-type]
+    ctx = FactContext(
+        contact=contact,
+        now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
+        db=db,
+        documents=documents or {},
+    )
     value = resolve(plan_fact(when.anchor, None, facts), ctx)
     if value is MISSING or value is None:
         return {}
@@ -111,7 +118,7 @@ def refresh_anchors(
     puts, drops = [], []
     for contact in contacts:
         for rule in rules:
-            dates = anchor_dates(rule, contact, facts)
+            dates = anchor_dates(rule, contact, facts, tx.db, book.documents)
             for entity in entities.get((rule.ruleset, rule.id, contact.id), ()):
                 key = (rule.ruleset, rule.id, contact.id, entity)
                 if entity not in dates and existing[key][2] == "pending":
@@ -142,7 +149,7 @@ def rebuild_anchors(store: Store, book: RuleBook, facts: dict) -> int:
     with store.write() as tx:
         for rule in stale:
             tx.reset_anchor_rule(rule.ruleset, rule.id, anchor_definition(rule))
-    narrowed = RuleBook(stages=book.stages, relative=stale)
+    narrowed = RuleBook(stages=book.stages, relative=stale, documents=book.documents)
     while True:
         with store.write() as tx:
             rows = tx.contacts_after(last, CHUNK)
@@ -196,6 +203,7 @@ def sweep_anchors(
                     fires,
                     f"anchor:{entity}:{anchor_at[:19]}Z",
                     f"{rule.trigger_text()} ({(entity + ' ') if entity else ''}{anchor_at[:10]})",
+                    book.documents,
                     entity or None,
                 )
                 note = {True: None, False: "conditions did not match"}.get(
@@ -221,10 +229,10 @@ def run_schedules(
         when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]
         zones = store.read().contact_timezones() if when.timezone == "contact" else [when.timezone]
         for zone in zones:
-            _run_slot(store, rule, when, zone, now, report, progress)
+            _run_slot(store, rule, when, zone, now, report, progress, book.documents)
 
 
-def _run_slot(store, rule, when, zone, now, report, progress) -> None:
+def _run_slot(store, rule, when, zone, now, report, progress, documents) -> None:
     contact_zone = zone if when.timezone == "contact" else None
     seen = store.read().schedule_slot(rule.ruleset, rule.id, zone)
     if seen is not None:
@@ -268,6 +276,7 @@ def _run_slot(store, rule, when, zone, now, report, progress) -> None:
                     fires,
                     occurrence,
                     f"schedule {when.schedule} ({zone})",
+                    documents,
                 )
             report.enqueued += settle(tx, fires, recorded_at=utc_text(now))
             report.contacts_evaluated += len(rows)
@@ -311,7 +320,9 @@ def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> l
         previous, moment = nxt, nxt + timedelta(seconds=1)
 
 
-def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -> bool | None:
+def _judge(
+    rule, contact, moment, tx, fires, occurrence, trigger, documents, entity=None
+) -> bool | None:
     """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``.
 
     True if it fired, False if not, None if evaluating it failed.
@@ -326,6 +337,8 @@ def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -
         entity=entity,
         stages=rule.compiler.stages,
         count_events=EventCounter(tx, contact.id),
+        db=tx.db,
+        documents=documents,
     )
     try:
         hit = rule.condition is None or bool(_evaluator(rule).matching(ctx))
@@ -339,7 +352,9 @@ def _judge(rule, contact, moment, tx, fires, occurrence, trigger, entity=None) -
             Fire(rule, contact.id, occurrence, trigger, moment, False, None, None, 0, error=reason)
         )
         return None
-    fires.append(Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, limit, 0))
+    fires.append(
+        Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, limit, 0, subject=entity)
+    )
     return hit
 
 

@@ -6,7 +6,7 @@ function, an operator or an action receives, and what a dispatch policy may answ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,6 +58,11 @@ class FactContext:
     #: For a rule timed on a plugin's entity (a product's warranty end): that entity's id, so
     #: the plugin's facts (``product.has_service_agreement``) know which one is meant.
     entity: str | None = None
+    #: The store, for plugin facts that read their own tables (a ``sqlite_utils.Database`` on
+    #: the current transaction's connection; read only), or ``None`` when there is none.
+    db: Any = None
+    #: Plugin documents loaded beside the rulesets (catalogues, sequences): kind -> name -> model.
+    documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,17 @@ class Defer:
 class ActionContext:
     """What an action's ``run(ctx, params)`` receives when it is dispatched.
 
-    ``emit(type, properties)`` records an event about the contact; the engine applies it (its
-    reducers, and any rules it triggers) in the same transaction that marks the action done,
-    so an internal effect happens exactly once. The emitted event's id derives from ``key``.
+    ``emit(type, properties)`` records an event about the contact (or, with ``contact_id``,
+    about another one: the referrer a reward credits); the engine applies it (reducers, event
+    handlers and the rules it triggers) in the same transaction that marks the action done, so
+    an internal effect happens exactly once. Emitted ids derive from ``key``.
+
+    ``db`` is the dispatch write transaction (a ``sqlite_utils.Database``) for an internal
+    action's own tables: its writes commit with the action, or roll back with it. It is
+    ``None`` while an external action runs, because that runs outside the write lock.
+
+    ``enqueue(action, params, due_at=..., occurrence=...)`` puts a follow-up action in the
+    outbox (a drip sequence's next step), once: its key derives from this action's key.
     """
 
     contact: Contact
@@ -90,7 +103,39 @@ class ActionContext:
     ruleset: str
     rule: str
     stages: tuple[str, ...] = ()
-    emitted: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    emitted: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
+    db: Any = None
+    #: The entity the rule fired for (a product id), or ``None`` for the contact itself.
+    entity: str | None = None
+    documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    attempt: int = 1  # 1 on the first run, 2 on the first retry ...
+    params_raw: dict[str, Any] = field(default_factory=dict)
+    enqueued: list[dict[str, Any]] = field(default_factory=list)
 
-    def emit(self, type: str, properties: dict[str, Any] | None = None) -> None:
-        self.emitted.append((type, dict(properties or {})))
+    def emit(
+        self, type: str, properties: dict[str, Any] | None = None, *, contact_id: str | None = None
+    ) -> None:
+        self.emitted.append((type, dict(properties or {}), contact_id))
+
+    def enqueue(
+        self,
+        action: str,
+        params: dict[str, Any],
+        *,
+        due_at: datetime,
+        occurrence: str,
+        entity: str | None = None,
+    ) -> None:
+        if due_at.tzinfo is None:
+            raise ValueError("enqueue needs an aware due_at (UTC or with a zone)")
+        if not occurrence or "/" in occurrence:
+            raise ValueError(f"enqueue needs an occurrence without '/' (got {occurrence!r})")
+        self.enqueued.append(
+            {
+                "action": action,
+                "params": dict(params),
+                "due_at": due_at,
+                "occurrence": occurrence,
+                "entity": entity,
+            }
+        )

@@ -214,6 +214,32 @@ def test_a_plugin_that_fails_to_import_is_skipped_and_reported(tmp_path):
     assert "plugin 'clm_broken' failed to load and was skipped" in result.stderr
 
 
+def test_hook_register_event_handlers(db_path):
+    from tests.plugins import credits_plugin
+
+    pm.register(credits_plugin, name="credits")
+    try:
+        with Engine(db_path) as engine:
+            engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
+            engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
+            rows = engine.store.read().db.execute("SELECT * FROM credit_invites").fetchall()
+        assert [row[:2] for row in rows] == [("bob", "ann")]
+    finally:
+        pm.unregister(name="credits")
+
+
+def test_hook_register_documents(db_path, tmp_path):
+    from tests.plugins import credits_plugin
+
+    (tmp_path / "gold.json").write_text(json.dumps({"tier": "gold", "amount": 50}))
+    pm.register(credits_plugin, name="credits")
+    try:
+        with Engine(db_path, rulesets=[tmp_path / "gold.json"]) as engine:
+            assert engine.documents["tier"]["gold"].amount == 50
+    finally:
+        pm.unregister(name="credits")
+
+
 def test_every_hook_is_documented():
     docs = (ROOT / "docs" / "plugin-hooks.md").read_text()
     documented = set(re.findall(r"^## `?(\w+)", docs, re.MULTILINE))

@@ -816,6 +816,7 @@ def test_clm_validate_json(run, tmp_path):
                 "content_hash": hashlib.sha256(good.read_bytes()).hexdigest(),
             }
         ],
+        "documents": [],
     }
     bad = run("bad.json", "good.json", "--json")
     assert bad.exit_code == 1

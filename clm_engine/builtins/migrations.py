@@ -192,6 +192,13 @@ def m004_time_indexes(db) -> None:
     db.execute("CREATE INDEX contacts_by_timezone ON contacts (timezone)")
 
 
+@migrations()
+def m005_outbox_entity(db) -> None:
+    # The entity an action is about (a product, for a rule timed on its warranty), so the
+    # plugin's action knows which one is meant.
+    db.execute("ALTER TABLE outbox ADD COLUMN entity TEXT")
+
+
 @hookimpl
 def register_migrations(register):
     register(migrations)

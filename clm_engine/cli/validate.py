@@ -7,11 +7,12 @@ Exit code 1 on any problem, so it can gate a deploy.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
 
-from ..rulesets import validate_files
+from ..rulesets import validate_all
 from ..rulesets.problems import plural, summary
 from . import cli
 from .common import print_json
@@ -23,8 +24,9 @@ from .common import print_json
 def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     """Validate ruleset files (or every *.json under directories) against the schema, the
     models and the registered plugins; print every problem with its line and column."""
-    loaded, problems = validate_files(paths)
-    files = len({r.path for r in loaded} | {p.file for p in problems})
+    result = validate_all(paths)
+    loaded, problems, documents = result.rulesets, result.problems, result.documents
+    files = len({r.path for r in loaded} | {d.path for d in documents} | {p.file for p in problems})
     if as_json:
         print_json(
             {
@@ -40,6 +42,10 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
                     }
                     for r in loaded
                 ],
+                "documents": [
+                    {"path": d.path, "kind": d.kind, "name": d.name, "content_hash": d.content_hash}
+                    for d in documents
+                ],
             }
         )
     else:
@@ -51,6 +57,8 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             click.echo("no ruleset files (*.json) found in " + ", ".join(map(str, paths)))
         else:
             rules = sum(len(r.ruleset.rules) for r in loaded)
-            click.echo(f"ok: {plural(len(loaded), 'ruleset')}, {plural(rules, 'rule')}")
+            kinds = Counter(d.kind for d in documents)
+            extra = "".join(f", {plural(n, kind)}" for kind, n in sorted(kinds.items()))
+            click.echo(f"ok: {plural(len(loaded), 'ruleset')}, {plural(rules, 'rule')}{extra}")
     if problems or files == 0:
         click.get_current_context().exit(1)

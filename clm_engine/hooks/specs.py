@@ -43,6 +43,26 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_event_handlers(register: Callable[..., None]) -> None:
+    """Contribute event handlers: functions that keep the plugin's own tables from events.
+
+    Call ``register(event_type, handler, name=None)`` (``"*"`` for every event).
+    ``handler(db, contact, event)`` is called once per *newly stored* event (never for a
+    duplicate, never again when a late event makes the engine re-fold a contact's history),
+    after the event's reducers, inside the write transaction that stores the event, and before
+    the rules the event triggers are evaluated, so facts reading the plugin's tables see its
+    effect. ``db`` is a ``sqlite_utils.Database`` on that transaction; ``contact`` is the
+    contact after the event was folded: read it, never change it (a re-fold would lose the
+    change). Events from outside and events emitted by actions both pass through.
+
+    If the handler raises, the event is not stored, every write the handlers made for the
+    contact's batch is rolled back, and the failure is recorded like a reducer's. Why a separate
+    hook from reducers: a reducer must depend only on the contact and the event (it is replayed),
+    while a handler records facts that span contacts (who referred whom, which products exist).
+    """
+
+
+@hookspec
 def register_migrations(register: Callable[[Migrations], None]) -> None:
     """Contribute the plugin's own set of database migrations.
 
@@ -118,12 +138,43 @@ def register_actions(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_documents(register: Callable[..., None]) -> None:
+    """Contribute a kind of JSON document that ops teams keep beside the rulesets.
+
+    Call ``register(kind, model, *, check=None, description="")``. A JSON file in the ruleset
+    paths whose top-level object has the key ``kind`` (``{"sequence": "onboarding", ...}``) is
+    a document of that kind, named by that key's value; ``$schema`` is allowed. ``model`` is a
+    pydantic model (declare ``extra="forbid"``) that validates the document; its problems are
+    reported like a ruleset's, with file, line, column and JSON pointer, by ``clm validate``
+    and at every load. ``check(document, context)`` may return ``(json_pointer, message)``
+    pairs for what a model cannot know; ``context`` has ``actions``, ``facts``, ``operators``,
+    ``stages`` and ``documents`` (every loaded document, by kind and name).
+
+    Loaded documents reach facts and actions as ``ctx.documents[kind][name]``. An action's
+    params model may define a classmethod ``check_references(params, documents)`` returning
+    messages: each becomes a problem at that action's ``with`` (a sequence name misspelt).
+    """
+
+
+@hookspec
 def dispatch_policy(
-    action: str, params: dict, contact: Contact, now: datetime
+    action: str,
+    params: dict,
+    contact: Contact,
+    now: datetime,
+    db: sqlite_utils.Database,
+    entity: str | None,
+    key: str,
+    ruleset: str,
+    rule: str,
 ) -> Veto | Defer | None:
     """Decide whether an action may run now (consent, quiet hours, frequency caps ...).
 
-    Called for every action about to be dispatched. Return ``None`` to let it run,
+    Called for every action about to be dispatched, inside the dispatch write transaction
+    (``db``, for reading what the plugin keeps; never write in a policy). ``entity`` is what
+    the action is about (a product id) if not the contact, ``key`` the outbox row's idempotency
+    key, ``ruleset`` and ``rule`` where it came from. Accept the arguments you need. Return
+    ``None`` to let it run,
     ``Veto(reason)`` to stop it (recorded with the reason, never silently dropped) or
     ``Defer(until, reason)`` to run it later. Every plugin is asked: any veto wins, else the
     latest deferral wins.

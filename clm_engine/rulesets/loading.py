@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..models import DEFAULT_STAGES, Ruleset
-from .problems import Issue, RulesetProblem, RulesetValidationError, sort_key
+from .problems import Issue, RulesetProblem, RulesetValidationError, pointer, sort_key
 from .pydantic_errors import pydantic_issues
 from .schema_errors import schema_issues
 from .semantics import Registries, check_ruleset
@@ -40,6 +40,33 @@ class LoadedRuleset:
     source: str
 
 
+@dataclass(frozen=True)
+class LoadedDocument:
+    """A valid plugin document (a sequence, a catalogue): its kind, name and model."""
+
+    path: str
+    kind: str
+    name: str
+    model: Any
+    content_hash: str
+
+
+@dataclass
+class Validated:
+    """What validating the ruleset paths gave: valid rulesets and documents, and problems."""
+
+    rulesets: list[LoadedRuleset]
+    documents: list[LoadedDocument]
+    problems: list[RulesetProblem]
+
+    def by_kind(self) -> dict[str, dict[str, Any]]:
+        """The documents' models by kind and name: what facts and actions see."""
+        found: dict[str, dict[str, Any]] = {}
+        for document in self.documents:
+            found.setdefault(document.kind, {})[document.name] = document.model
+        return found
+
+
 @dataclass
 class _Document:
     path: str
@@ -47,6 +74,8 @@ class _Document:
     content_hash: str = ""
     data: Any = None
     ruleset: Ruleset | None = None
+    kind: str | None = None  # a plugin document's kind, when it is one
+    model: Any = None
     issues: list[Issue] = field(default_factory=list)
     problems: list[RulesetProblem] = field(default_factory=list)
 
@@ -113,32 +142,118 @@ def validate_files(
     ``actions``, ``operators`` and ``facts`` default to what the loaded plugins register
     (``clm_engine.plugins.get_actions()`` ...). A file with any problem is left out of the
     rulesets. Never raises for a bad file: a missing path or an unreadable file is a problem.
+    Plugin documents are validated too (:func:`validate_all` returns them).
     """
+    result = validate_all(paths, actions=actions, operators=operators, facts=facts)
+    return result.rulesets, result.problems
+
+
+def validate_all(
+    paths: Iterable[str | Path],
+    *,
+    actions: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+    kinds: Mapping[str, Any] | None = None,
+) -> Validated:
+    """Validate every ruleset and plugin document in ``paths``, collecting every problem."""
+    from .. import plugins
+
+    kinds = plugins.get_document_kinds() if kinds is None else kinds
     files, problems = _collect(paths)
-    documents = [_read(file) for file in files]
+    documents = [_read(file, kinds) for file in files]
     parsed = [d for d in documents if d.ruleset is not None]
-    if parsed:
-        registries = _registries(actions, operators, facts)
-        _check_across(parsed)
-        stages = stage_model(d.ruleset for d in parsed if d.ruleset is not None)
-        for document in parsed:
-            assert document.ruleset is not None
-            # A file whose stages disagree is checked against its own (the conflict is
-            # reported once, at /stages, rather than as every stage name it uses).
-            own = tuple(dict.fromkeys(document.ruleset.stages or ())) or stages
-            document.issues += check_ruleset(document.ruleset, registries, own)
-    loaded = []
+    plugin_docs = [d for d in documents if d.model is not None]
+    registries = _registries(actions, operators, facts)
+    _check_names(parsed, plugin_docs)
+    by_kind: dict[str, dict[str, Any]] = {}
+    for document in plugin_docs:
+        by_kind.setdefault(document.kind, {})[_name_of(document)] = document.model  # type: ignore[arg-type]
+    stages = stage_model(d.ruleset for d in parsed if d.ruleset is not None)
+    for document in parsed:
+        assert document.ruleset is not None
+        # A file whose stages disagree is checked against its own (the conflict is
+        # reported once, at /stages, rather than as every stage name it uses).
+        own = tuple(dict.fromkeys(document.ruleset.stages or ())) or stages
+        document.issues += check_ruleset(document.ruleset, registries, own)
+        document.issues += _references(document.ruleset, registries, by_kind)
+    context = DocumentContext(
+        registries.actions, registries.facts, registries.operators, stages, by_kind
+    )
+    for document in plugin_docs:
+        check = kinds[document.kind].check  # type: ignore[index]
+        if check is not None:
+            document.issues += _plugin_check(check, document, context)
+    loaded, loaded_docs = [], []
     for document in documents:
         if document.issues:
             locator = Locator(document.text)
             found = {document.problem(issue, locator) for issue in document.issues}
             problems += found
         problems += document.problems
-        if document.ruleset is not None and not document.issues and not document.problems:
+        if document.issues or document.problems:
+            continue
+        if document.ruleset is not None:
             loaded.append(
                 LoadedRuleset(document.path, document.ruleset, document.content_hash, document.text)
             )
-    return loaded, sorted(problems, key=sort_key)
+        elif document.model is not None:
+            loaded_docs.append(
+                LoadedDocument(
+                    document.path,
+                    document.kind,  # type: ignore[arg-type]
+                    _name_of(document),
+                    document.model,
+                    document.content_hash,
+                )
+            )
+    return Validated(loaded, loaded_docs, sorted(problems, key=sort_key))
+
+
+@dataclass(frozen=True)
+class DocumentContext:
+    """What a document kind's ``check`` may cross-check against."""
+
+    actions: Mapping[str, Any]
+    facts: Mapping[str, Any]
+    operators: Mapping[str, Any]
+    stages: tuple[str, ...]
+    documents: Mapping[str, Mapping[str, Any]]
+
+
+def _name_of(document: _Document) -> str:
+    return str(document.data[document.kind])
+
+
+def _plugin_check(check: Any, document: _Document, context: DocumentContext) -> list[Issue]:
+    try:
+        found = list(check(document.model, context) or ())
+    except Exception as error:  # a plugin's bug is a problem to show, not a crash
+        return [Issue("", f"the {document.kind} check failed: {type(error).__name__}: {error}")]
+    return [Issue(str(where), str(message)) for where, message in found]
+
+
+def _references(
+    ruleset: Ruleset, registries: Registries, documents: Mapping[str, Mapping[str, Any]]
+) -> list[Issue]:
+    """Ask each action's params model what its ``with`` names that no document defines."""
+    issues = []
+    for index, rule in enumerate(ruleset.rules):
+        for position, call in enumerate(rule.then):
+            spec = registries.actions.get(call.action)
+            check = getattr(getattr(spec, "params", None), "check_references", None)
+            if check is None:
+                continue
+            try:
+                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]
+                messages = list(check(params, documents) or ())
+            except ValidationError:
+                continue  # reported by the semantic checks already
+            except Exception as error:
+                messages = [f"checking {call.action}'s references failed: {error}"]
+            where = pointer("rules", index, "then", position, "with")
+            issues += [Issue(where, str(message)) for message in messages]
+    return issues
 
 
 def load_rulesets(
@@ -153,10 +268,21 @@ def load_rulesets(
     The error is a :class:`RulesetValidationError` (a ``RulesetError``) whose message starts
     with the count; its ``problems`` attribute holds them.
     """
-    loaded, problems = validate_files(paths, actions=actions, operators=operators, facts=facts)
-    if problems:
-        raise RulesetValidationError(problems)
-    return loaded
+    return load_all(paths, actions=actions, operators=operators, facts=facts).rulesets
+
+
+def load_all(
+    paths: Iterable[str | Path],
+    *,
+    actions: Mapping[str, Any] | None = None,
+    operators: Mapping[str, Any] | None = None,
+    facts: Mapping[str, Any] | None = None,
+) -> Validated:
+    """Every ruleset and plugin document in ``paths``; raises if anything is invalid."""
+    result = validate_all(paths, actions=actions, operators=operators, facts=facts)
+    if result.problems:
+        raise RulesetValidationError(result.problems)
+    return result
 
 
 def stage_model(rulesets: Iterable[Ruleset]) -> tuple[str, ...]:
@@ -181,8 +307,8 @@ def _registries(
     )
 
 
-def _read(file: Path) -> _Document:
-    """Steps a to c for one file."""
+def _read(file: Path, kinds: Mapping[str, Any]) -> _Document:
+    """Steps a to c for one file (a plugin document goes to its kind's model at step b)."""
     document = _Document(str(file))
     try:
         raw = file.read_bytes()
@@ -213,6 +339,15 @@ def _read(file: Path) -> _Document:
         return document
     document.issues += duplicate_keys(data)
     document.data = data = plain(data)
+    kind = _kind_of(data, kinds)
+    if kind is not None:
+        document.kind = kind
+        body = {k: v for k, v in data.items() if k != "$schema"}
+        try:
+            document.model = kinds[kind].model.model_validate(body)
+        except ValidationError as error:
+            document.issues += pydantic_issues(error, body)
+        return document
     schema = schema_issues(data)
     if schema:
         document.issues += schema
@@ -222,6 +357,31 @@ def _read(file: Path) -> _Document:
     except ValidationError as error:
         document.issues += pydantic_issues(error, data)
     return document
+
+
+def _kind_of(data: Any, kinds: Mapping[str, Any]) -> str | None:
+    """The plugin document kind of a parsed file, or None for a ruleset (or nothing known)."""
+    if not isinstance(data, dict) or "ruleset" in data:
+        return None
+    return next((key for key in data if key in kinds), None)
+
+
+def _check_names(rulesets: Sequence[_Document], documents: Sequence[_Document]) -> None:
+    """Names are unique: rulesets among rulesets, documents among their kind."""
+    if rulesets:
+        _check_across(rulesets)
+    seen: dict[tuple[str, str], str] = {}
+    for document in documents:
+        name = _name_of(document)
+        other = seen.setdefault((document.kind, name), document.path)  # type: ignore[arg-type]
+        if other != document.path:
+            document.issues.append(
+                Issue(
+                    f"/{document.kind}",
+                    f"{document.kind} {name!r} is also defined in {other}",
+                    hint=f"{document.kind} names are unique across files: rename one",
+                )
+            )
 
 
 def _check_across(documents: Sequence[_Document]) -> None:

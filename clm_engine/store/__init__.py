@@ -52,6 +52,8 @@ class OutboxRow:
     attempts: int
     note: str | None = None
     result: Any = None
+    entity: str | None = None  # what the action is about (a product id), if not the contact
+    content_hash: str = ""  # of the ruleset version that enqueued it
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class Trace:
 
 
 class StoreTransaction(Protocol):
+    #: The transaction's connection as a ``sqlite_utils.Database``: what plugins' event
+    #: handlers, facts and actions use for their own tables.
+    db: Any
+
     def savepoint(self) -> AbstractContextManager[None]: ...
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]: ...
     def load_contacts(self, ids: Iterable[str]) -> dict[str, str]:
@@ -103,6 +109,7 @@ class StoreTransaction(Protocol):
 
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None: ...
     def due_actions(self, now: str, limit: int) -> list[OutboxRow]: ...
+    def action(self, seq: int) -> OutboxRow | None: ...
     def finish_action(
         self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
     ) -> None: ...

@@ -51,7 +51,7 @@ def _event_from_row(row: sqlite3.Row | tuple) -> Event:
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
 _OUTBOX_COLUMNS = (
     "seq, key, ruleset, version, rule, contact_id, action, params, priority, depth, status, "
-    "due_at, attempts, note, result"
+    "due_at, attempts, note, result, entity, content_hash"
 )
 
 
@@ -119,7 +119,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
             try:
-                yield SQLiteTransaction(self.conn)
+                yield SQLiteTransaction(self.conn, self.db)
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -129,7 +129,7 @@ class SQLiteStore:
 
     def read(self) -> SQLiteTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
-        return SQLiteTransaction(self.conn)
+        return SQLiteTransaction(self.conn, self.db)
 
     def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
         """Apply every pending migration of every set, all in one write; what ran, as set:name."""
@@ -377,9 +377,17 @@ class SQLiteStore:
 class SQLiteTransaction:
     """The writes and the reads-for-writing of one ``BEGIN IMMEDIATE`` transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, db: sqlite_utils.Database | None = None) -> None:
         self.conn = conn
+        self._db = db
         self._savepoints = 0
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The transaction's connection as sqlite-utils sees it: for the plugins' own tables."""
+        if self._db is None:
+            self._db = sqlite_utils.Database(self.conn)
+        return self._db
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -540,10 +548,10 @@ class SQLiteTransaction:
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO outbox (key, ruleset, version, content_hash, rule, contact_id, action, "
-            "params, priority, depth, due_at, created_at) VALUES (:key, :ruleset, :version, "
-            ":content_hash, :rule, :contact_id, :action, :params, :priority, :depth, :due_at, "
-            ":created_at) ON CONFLICT (key) DO NOTHING",
-            [{**row, "params": _dumps(row["params"])} for row in rows],
+            "params, priority, depth, due_at, created_at, entity) VALUES (:key, :ruleset, "
+            ":version, :content_hash, :rule, :contact_id, :action, :params, :priority, :depth, "
+            ":due_at, :created_at, :entity) ON CONFLICT (key) DO NOTHING",
+            [{"entity": None, **row, "params": _dumps(row["params"])} for row in rows],
         )
         return self.conn.total_changes - before
 
@@ -578,6 +586,12 @@ class SQLiteTransaction:
             [now, limit],
         )
         return [_outbox_row(row) for row in rows]
+
+    def action(self, seq: int) -> OutboxRow | None:
+        row = self.conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE seq = ?", [seq]
+        ).fetchone()
+        return _outbox_row(row) if row else None
 
     def finish_action(
         self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
