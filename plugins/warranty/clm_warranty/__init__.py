@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from clm_engine import Contact, Event, hookimpl
 
-from . import facts, products
+from . import actions, catalogue, facts, products
 from .products import migrations
 
 
@@ -47,6 +47,34 @@ def register_reducers(register):
 @hookimpl
 def register_migrations(register):
     register(migrations)
+
+
+@hookimpl
+def register_event_handlers(register):
+    register("product.registered", products.on_registered, name="warranty.registered")
+    register("warranty.extended", products.on_extended, name="warranty.extended")
+    register(
+        "service_agreement.purchased",
+        products.on_service_agreement,
+        name="warranty.service_agreement",
+    )
+    register("product.returned", products.on_returned, name="warranty.returned")
+
+
+@hookimpl
+def register_documents(register):
+    register(
+        catalogue.KIND,
+        catalogue.Catalogue,
+        check=catalogue.check_catalogue,
+        description="Products sold, per SKU: warranty, extensions, agreements, life, successor.",
+    )
+
+
+@hookimpl
+def register_actions(register):
+    for name, (run, params, description) in actions.ACTIONS.items():
+        register(name, run, params, description=description)
 
 
 @hookimpl

@@ -25,7 +25,15 @@ from clm_engine.testing import make_event as event
 
 NAME = "warranty"
 ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ROOT / "rulesets"
+#: The example ruleset and catalogue: in rulesets/ once the core's tests load plugins, beside
+#: the plugin until then (see README).
+EXAMPLES = next(
+    (
+        d
+        for d in (ROOT / "rulesets", ROOT / "plugins" / "warranty" / "rulesets")
+        if (d / "warranty-offers.json").exists()
+    ),
+)
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -171,28 +179,33 @@ def test_the_example_offers_from_purchase_to_end_of_life(plugin, clock, tmp_path
         clock.set(at("2027-12-20"))
         happen(engine, "warranty.extended", "cam", months=12)
         go(engine, at("2028-01-04"))  # the 7-day reminder moved a year on
-        go(engine, at("2028-12-04"))  # and once there, it does not match: extended
-        assert engine.store.anchors_of("c1", "warranty-offers", "extension-7d")[0][3:] == (
+        go(engine, at("2029-01-04"))  # and once there, it does not match: extended
+        anchors = engine.store.anchors_of("c1", "warranty-offers", "extension-7d")
+        assert {row[0]: row[2:] for row in anchors}["cam"] == (
+            "2029-01-03T00:00:00.000000Z",
             "fired",
             "conditions did not match",
         )
 
-        assert [(o["kind"], o["status"]) for o in offers(engine)] == [
-            ("upgrade", "accepted"),
-            ("service_agreement", "accepted"),
-            ("extension", "accepted"),
+        assert [(o["kind"], o["product_id"], o["status"]) for o in offers(engine)] == [
+            ("upgrade", "hub", "accepted"),
+            ("service_agreement", "cam", "accepted"),
+            ("extension", "cam", "accepted"),
+            ("extension", "hub3", "open"),  # the new hub's warranty ends 2028-02-20: no taker
         ]
         report = reports.offers(engine.store.db, clock.now())
-        assert {k: (v["made"], v["accepted"]) for k, v in report["by_kind"].items()} == {
-            "extension": (1, 1),
-            "service_agreement": (1, 1),
-            "upgrade": (1, 1),
+        assert {
+            k: (v["made"], v["accepted"], v["expired"]) for k, v in report["by_kind"].items()
+        } == {
+            "extension": (2, 1, 1),
+            "service_agreement": (1, 1, 0),
+            "upgrade": (1, 1, 0),
         }
         assert report["by_kind"]["extension"]["accepted_minor"] == {"USD": 3900}
-        assert report["by_kind"]["extension"]["reminders"] == 2
+        assert report["by_kind"]["extension"]["reminders"] == 3  # cam's two, hub3's one
         path = str(engine.store.path) if hasattr(engine.store, "path") else str(tmp_path / "x.db")
     text = summary(path)
-    assert "extension" in text and "3 offers made, 3 accepted (100.0%)" in text
+    assert "extension" in text and "4 offers made, 3 accepted (75.0%)" in text
 
 
 def test_no_consent_no_offer_and_a_return_withdraws_open_offers(plugin, clock, tmp_path):
@@ -321,3 +334,41 @@ def test_the_cli_shows_products_upcoming_fires_and_offers(plugin, clock, tmp_pat
     assert report["by_kind"]["service_agreement"]["made"] == 1
     people = runner.invoke(warranty, ["offers", "--db", str(db), "--at", "2026-04-01"])
     assert "service agreement" in people.output and "1 offers made, 0 accepted" in people.output
+
+
+def test_the_examples_are_valid_with_the_core_rulesets(plugin):
+    from clm_engine.rulesets.loading import validate_all
+
+    validated = validate_all([ROOT / "rulesets", EXAMPLES])
+    assert [str(p) for p in validated.problems] == []
+    assert {d.name for d in validated.documents} == {"aurora"}
+
+
+def test_catalogue_mistakes_are_reported_where_they_are(plugin, tmp_path):
+    from clm_engine.rulesets.loading import validate_all
+
+    catalogue = json.loads((EXAMPLES / "warranty-catalogue.json").read_text())
+    catalogue["products"]["AUR-LOCK"]["successor"] = "AUR-LOCK-9"
+    catalogue["products"]["AUR-HUB-2"]["extension"]["price_minor"] = 19.5
+    (tmp_path / "catalogue.json").write_text(json.dumps(catalogue, indent=2))
+    problems = [str(p) for p in validate_all([tmp_path]).problems]
+    assert any("/products/AUR-HUB-2/extension/price_minor" in p for p in problems), problems
+    (tmp_path / "catalogue.json").write_text(
+        json.dumps(
+            {
+                **catalogue,
+                "products": {
+                    **catalogue["products"],
+                    "AUR-HUB-2": {
+                        **catalogue["products"]["AUR-HUB-2"],
+                        "extension": {"months": 12, "price_minor": 1900},
+                    },
+                },
+            },
+            indent=2,
+        )
+    )
+    (problem,) = validate_all([tmp_path]).problems
+    assert "/products/AUR-LOCK/successor" in str(problem)
+    assert "successor 'AUR-LOCK-9' is in no catalogue" in str(problem)
+    assert str(problem).startswith(f"{tmp_path / 'catalogue.json'}:")

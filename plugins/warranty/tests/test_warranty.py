@@ -27,6 +27,9 @@ def test_discovered_through_its_entry_point():
     hooks = {
         "register_reducers",
         "register_migrations",
+        "register_event_handlers",
+        "register_documents",
+        "register_actions",
         "register_facts",
         "register_commands",
         "forget_contact",
@@ -85,14 +88,9 @@ def test_a_bad_registration_is_a_recorded_failure(engine, properties, reason):
 
 
 def test_forget_removes_the_contacts_rows(engine):
-    engine.ingest(event("product.registered", {"product_id": "p1"}))
+    engine.ingest(event("product.registered", {"product_id": "p1", "sku": "TOA-2"}))
+    engine.ingest(event("product.registered", {"product_id": "p2"}, contact_id="c2"))
     db = engine.store.db
-    db["warranty_products"].insert_all(
-        [
-            {"product_id": "p1", "contact_id": "c1", "sku": "TOA-2", "price_minor": 4900},
-            {"product_id": "p2", "contact_id": "c2", "sku": "KET-1", "price_minor": 2900},
-        ]
-    )
     removed = engine.forget("c1")
     assert removed["warranty:warranty_products"] == 1
     assert [r["product_id"] for r in db["warranty_products"].rows] == ["p2"]
