@@ -37,6 +37,8 @@ def explain(
         if ruleset in (None, t.ruleset)
     ]
     actions = engine.store.actions_by_key([k for t in traces for k in t.actions])
+    # Follow-ups an action enqueued (a drip's next steps) have keys under their parent's.
+    planned = [r for r in engine.store.actions_for(contact_id) if r.key not in actions]
     by_rule: dict[tuple[str, str], dict[str, Any]] = {}
     for (set_name, rule_id), compiled in engine.rulebook.rules.items():
         if rule in (None, rule_id) and ruleset in (None, set_name):
@@ -75,7 +77,15 @@ def explain(
                 "version": trace.version,
                 "content_hash": trace.content_hash[:12],
                 "conditions": trace.tree,
-                "actions": [_action(actions.get(key), key) for key in trace.actions],
+                "actions": [
+                    {
+                        **_action(actions.get(key), key),
+                        "follow_ups": [
+                            _action(r, r.key) for r in planned if r.key.startswith(key + "/")
+                        ],
+                    }
+                    for key in trace.actions
+                ],
             }
         )
     if rule is not None and not by_rule:

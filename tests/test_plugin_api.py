@@ -121,6 +121,11 @@ def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_p
         assert reminder.key == f"{grant.key}/reminder"
         assert (reminder.action, reminder.status) == ("credits.notify", "pending")
         assert reminder.due_at.startswith("2026-11-04T12:00")
+        from clm_engine.explain import explain
+
+        [decision] = explain(engine, "bob", rule="grant")["rules"][0]["decisions"]
+        [follow_up] = decision["actions"][0]["follow_ups"]
+        assert (follow_up["action"], follow_up["status"]) == ("credits.notify", "pending")
         clock.advance(days=2)
         assert engine.dispatch().outcomes == {"done": 1}
         assert [o["message"] for o in credits_plugin.OUTSIDE] == ["you got 50"]

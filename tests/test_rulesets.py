@@ -120,6 +120,7 @@ def test_a_valid_ruleset_loads_with_its_hash_and_source():
     assert load_rulesets([path]) == loaded
 
 
+@pytest.mark.usefixtures("example_plugins")
 def test_the_example_rulesets_are_valid():
     files = sorted(EXAMPLES.glob("*.json"))
     if not files:
@@ -842,6 +843,7 @@ def test_clm_validate_with_no_ruleset_files_fails(run, tmp_path):
     assert result.output == "no ruleset files (*.json) found in empty\n"
 
 
+@pytest.mark.usefixtures("example_plugins")
 def test_clm_validate_checks_the_shipped_examples(run):
     if not sorted(EXAMPLES.glob("*.json")):
         pytest.skip("no example rulesets yet")

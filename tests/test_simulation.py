@@ -27,6 +27,7 @@ from clm_engine.simulation import (
 from clm_engine.synthetic import generate_events, write_jsonl
 from tests.helpers import event
 
+pytestmark = pytest.mark.usefixtures("example_plugins")  # the examples use the plugins
 EXAMPLES = Path(__file__).resolve().parent.parent / "rulesets"
 MAY = datetime(2026, 5, 1, tzinfo=UTC)
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)

@@ -32,6 +32,8 @@ _STATUS_STYLE = {
     "skipped": "yellow",
     "vetoed": "magenta",
     "dead": "red",
+    "failed": "red",
+    "simulated": "dim",
 }
 
 
@@ -74,15 +76,21 @@ def explain(contact_id, rule, ruleset, limit, db_path, ruleset_paths, as_json):
             if decision["conditions"] is not None:
                 _conditions(item.add("conditions"), decision["conditions"])
             for action in decision["actions"]:
-                style = _STATUS_STYLE.get(action["status"], "white")
-                text = (
-                    f"{action.get('action', '?')} {json.dumps(action.get('params', {}))} "
-                    f"[{style}]{action['status']}[/]"
-                )
-                if action.get("note"):
-                    text += f" [dim]({action['note']})[/]"
-                item.add(text)
+                added = item.add(_action_text(action))
+                for follow_up in action.get("follow_ups", ()):
+                    added.add(f"then {_action_text(follow_up)} [dim]due {follow_up['due_at']}[/]")
     console.print(root)
+
+
+def _action_text(action: dict) -> str:
+    style = _STATUS_STYLE.get(action["status"], "white")
+    text = (
+        f"{action.get('action', '?')} {json.dumps(action.get('params', {}))} "
+        f"[{style}]{action['status']}[/]"
+    )
+    if action.get("note"):
+        text += f" [dim]({action['note']})[/]"
+    return text
 
 
 def _conditions(node: Tree, trace: dict) -> None:
