@@ -11,15 +11,21 @@ makes conversion show:
 - about 35% of products priced 150.00 or more buy a service agreement 33 to 58 days after
   purchase (the example rules offer one 30 days after purchase, valid 30 days);
 - about 30% of the rest extend their warranty 8 to 25 days before it ends (after the 30-day
-  reminder, before the 7-day one).
+  reminder, before the 7-day one);
+- about 8% of the customers who register a product also register an older device they have
+  owned for years (``p-old-...``), whose expected life ends one to eight months later; about
+  40% of those buy its successor (a registration of the successor SKU) 5 to 40 days after the
+  upgrade offer the example rules make 90 days before the end of life.
 
 ``summary`` prints offers made and accepted by kind from a store.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
@@ -30,6 +36,16 @@ from .products import to_minor
 
 #: Products priced at least this (minor units) are "high-value" in the example rules.
 HIGH_VALUE_MINOR = 15000
+#: Older devices customers still own: SKU, name, list price (minor units), warranty and
+#: expected life (months), successor. As in the example catalogue (a test checks it).
+LEGACY = (
+    ("AUR-HUB-2", "Aurora Hub 2", 12900, 24, 72, "AUR-HUB-3"),
+    ("AUR-CAM-IN", "Aurora Indoor Camera", 8900, 12, 48, "AUR-CAM-IN-2"),
+    ("AUR-CAM-OUT", "Aurora Outdoor Camera", 24900, 24, 60, "AUR-CAM-OUT-2"),
+    ("AUR-ROUTER", "Aurora Mesh Router (3-pack)", 34900, 36, 60, "AUR-ROUTER-2"),
+)
+#: The example rules offer an upgrade this long before the end of expected life.
+UPGRADE_LEAD = timedelta(days=90)
 
 
 def extra_events(
@@ -45,6 +61,7 @@ def extra_events(
     rng = random.Random(seed)
     limit = parse_moment(until, "until") if until is not None else None
     seen: set[str] = set()
+    owners: set[str] = set()
     made: list[tuple[datetime, str, str, dict[str, Any]]] = []
     registrations = sorted(
         (e for e in events if e.get("type") == "product.registered"),
@@ -65,6 +82,11 @@ def extra_events(
             price = 0
         contact = event["contact_id"]
         draw_return, draw_agreement, draw_extension = rng.random(), rng.random(), rng.random()
+        draw_legacy = rng.random()
+        if contact not in owners:
+            owners.add(contact)
+            if draw_legacy < 0.08:
+                made += _legacy(rng, contact, registered, len(owners))
         if draw_return < 0.04:
             at = registered + _days(rng, 2, 12)
             made.append((at, contact, "product.returned", {"product_id": product_id}))
@@ -97,6 +119,87 @@ def extra_events(
         for number, (at, contact, type_, props) in enumerate(made, 1)
         if limit is None or at <= limit
     ]
+
+
+def _legacy(
+    rng: random.Random, contact: str, registered: datetime, number: int
+) -> list[tuple[datetime, str, str, dict[str, Any]]]:
+    """An older device registered beside a new one, and perhaps its successor bought."""
+    sku, name, price, warranty, life, successor = LEGACY[int(rng.random() * len(LEGACY))]
+    at = registered + _days(rng, 1, 3)
+    end_of_life = at + _days(rng, 30, 240)
+    bought = add_months(end_of_life, -life)
+    product_id = f"p-old-{number:06d}"
+    made = [
+        (
+            at,
+            contact,
+            "product.registered",
+            {
+                "product_id": product_id,
+                "sku": sku,
+                "name": name,
+                "purchased_at": bought.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "warranty_months": warranty,
+                "price_minor": price,
+            },
+        )
+    ]
+    if rng.random() < 0.4:
+        offered = max(end_of_life - UPGRADE_LEAD, at)
+        upgraded = offered + _days(rng, 5, 40)
+        made.append(
+            (
+                upgraded,
+                contact,
+                "product.registered",
+                {
+                    "product_id": f"p-new-{number:06d}",
+                    "sku": successor,
+                    "purchased_at": (upgraded - _days(rng, 1, 4)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "replaces": product_id,
+                },
+            )
+        )
+    return made
+
+
+def add_to_file(
+    path: str | Path, out: str | Path | None = None, seed: int = 7, *, until: str | None = None
+) -> int:
+    """Merge ``extra_events`` into a JSON Lines history, in time order; returns how many.
+
+    The history's own lines stay as they are and in their order (its late events and its
+    malformed lines are part of what the demo shows); each new event goes in before the first
+    line that happened after it. Writes to ``out``, or back to ``path``.
+    """
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    events: list[dict[str, Any]] = []
+    times: list[datetime | None] = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        moment = optional_moment(event.get("occurred_at")) if isinstance(event, dict) else None
+        if moment is not None:
+            events.append(event)  # type: ignore[arg-type]
+        times.append(moment)
+    extra = extra_events(events, seed, until=until)
+    merged: list[str] = []
+    index = 0
+    for line, moment in zip(lines, times, strict=True):
+        while (
+            index < len(extra)
+            and moment is not None
+            and parse_moment(extra[index]["occurred_at"]) < moment
+        ):
+            merged.append(json.dumps(extra[index], separators=(",", ":")))
+            index += 1
+        merged.append(line)
+    merged += [json.dumps(e, separators=(",", ":")) for e in extra[index:]]
+    Path(out or path).write_text("\n".join(merged) + "\n", encoding="utf-8")
+    return len(extra)
 
 
 def summary(db_path: str, at: str | None = None) -> str:

@@ -28,6 +28,11 @@ from .catalogue import CatalogueItem, lookup
 from .dates import add_months, optional_moment, utc_text, whole_days
 
 _ROWS = ("clm_warranty", "products")
+_SELECT = (
+    "SELECT product_id, sku, status, purchased_at, warranty_months, warranty_ends_at, "
+    "extension_months, extended_to, has_service_agreement, service_agreement_ends_at, "
+    "price_minor FROM warranty_products WHERE contact_id = ? ORDER BY product_id"
+)
 
 
 # -- what a registration comes to, given the catalogue ------------------------------------------
@@ -71,19 +76,24 @@ def agreement_active(row: Mapping[str, Any], now: datetime) -> bool:
 
 
 def products_of(ctx: Any) -> list[dict[str, Any]] | None:
-    """The contact's registrations (active and returned), read once per evaluation."""
+    """The contact's registrations (active and returned), read once per evaluation.
+
+    One indexed query, and none for a contact who never registered a product (the reducer's
+    ``metrics["product_ids"]`` says so), with no check that the table exists: facts run for
+    every relative-time rule on every event a contact gets, so each query counts (the
+    plugin's migrations created the table before any rule could ask).
+    """
     cache = getattr(ctx, "cache", None)
     if cache is not None and _ROWS in cache:
         return cache[_ROWS]
     db = getattr(ctx, "db", None)
-    if db is None or not db["warranty_products"].exists():
+    if db is None:
         return None
-    rows = list(
-        db.query(
-            "SELECT * FROM warranty_products WHERE contact_id = ? ORDER BY product_id",
-            [ctx.contact.id],
-        )
-    )
+    if not ctx.contact.metrics.get("product_ids"):
+        return []  # the registration reducer keeps this list: no product, no query
+    cursor = db.conn.execute(_SELECT, [ctx.contact.id])
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor]
     if cache is not None:
         cache[_ROWS] = rows
     return rows

@@ -136,6 +136,15 @@ def test_the_example_catalogue_covers_every_registered_sku_of_the_sample():
     )
 
 
+def _example_catalogue() -> Path:
+    """In rulesets/ once the core's tests load plugins; beside the plugin until then."""
+    root = Path(__file__).resolve().parents[3]
+    folders = (root / "rulesets", root / "plugins" / "warranty" / "rulesets")
+    return next(f for f in folders if (f / "warranty-catalogue.json").exists()) / (
+        "warranty-catalogue.json"
+    )
+
+
 # -- handlers and facts on a plain database -------------------------------------------------------
 
 
@@ -177,7 +186,9 @@ class Ctx:
 
 def ctx(db, now: datetime, entity: str | None = "p1", **kwargs: Any) -> Ctx:
     documents = {"catalogue": {"test": Catalogue.model_validate(CATALOGUE)}}
-    return Ctx(contact("c1"), now, db, documents, entity, **kwargs)
+    owner = contact("c1")
+    owner.metrics["product_ids"] = ["p1"]  # what the registration reducer keeps
+    return Ctx(owner, now, db, documents, entity, **kwargs)
 
 
 def test_m002_converts_real_prices_to_minor_units():
@@ -238,6 +249,7 @@ def test_per_product_facts(db):
     assert facts.status(ctx(db, now, "p3")) == "returned"
     assert facts.price_minor(ctx(db, now, "nope")) is MISSING
     assert facts.price_minor(Ctx(contact(), now)) is MISSING  # no database
+    assert facts.warranty_ends_at(Ctx(contact(), now, db)) == {}  # no product registered
     on_event = ctx(db, now, None, event=ev("product.registered", now, product_id="p1"))
     assert facts.sku(on_event) == "CAM-1"
 
@@ -321,15 +333,33 @@ def test_extra_events_are_deterministic_and_follow_their_registrations():
     derived = extra_events(history, seed=7)
     assert derived == extra_events(history, seed=7)
     types = {e["type"] for e in derived}
-    assert types == {"warranty.extended", "service_agreement.purchased", "product.returned"}
+    assert types == {
+        "warranty.extended",
+        "service_agreement.purchased",
+        "product.returned",
+        "product.registered",  # older devices, and the successors bought for them
+    }
     registered = {
         e["properties"]["product_id"]: e["occurred_at"]
-        for e in history
+        for e in history + derived
         if e["type"] == "product.registered"
     }
     for event in derived:
-        assert event["occurred_at"] > registered[event["properties"]["product_id"]]
         Event.model_validate(event)
+        if event["type"] != "product.registered":
+            assert event["occurred_at"] > registered[event["properties"]["product_id"]]
+        elif "replaces" in event["properties"]:
+            assert event["occurred_at"] > registered[event["properties"]["replaces"]]
     cut = extra_events(history, seed=7, until="2026-11-01")
     assert cut and all(e["occurred_at"] <= "2026-11-01" for e in cut)
     assert len(cut) < len(derived)
+
+
+def test_the_demos_older_devices_are_as_in_the_example_catalogue():
+    from clm_warranty.demo import LEGACY
+
+    document = Catalogue.model_validate_json(_example_catalogue().read_text())
+    for sku, name, price, warranty, life, successor in LEGACY:
+        item = document.products[sku]
+        assert (item.name, item.price_minor, item.warranty_months) == (name, price, warranty)
+        assert (item.expected_life_months, item.successor) == (life, successor)
