@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from clm_engine.cli.common import (
@@ -41,6 +42,18 @@ def _now(at_text: str | None, option: str = "--at") -> datetime:
         return parse_moment(at_text, option)
     except ValueError as error:
         raise ClmError(str(error)) from None
+
+
+#: Columns of a table written to a file or a pipe: wide enough that none is cut.
+FILE_WIDTH = 160
+
+
+def _print_table(table: Table) -> None:
+    """On a terminal, fit its width; into a file or a pipe, keep every column readable."""
+    if console.is_terminal:
+        _print_table(table)
+    else:
+        Console(file=console.file, width=FILE_WIDTH, highlight=False).print(table)
 
 
 def _documents(engine: Any) -> dict[str, Any]:
@@ -108,7 +121,7 @@ def products_command(
             reports.money(p["price_minor"], p["currency"]),
             offers or "-",
         )
-    console.print(table)
+    _print_table(table)
 
 
 @warranty.command("upcoming")
@@ -152,7 +165,7 @@ def upcoming_command(days: float, db_path: Path, at_text: str | None, as_json: b
             row["sku"] or "",
             row["anchor_at"][:10],
         )
-    console.print(table)
+    _print_table(table)
 
 
 @warranty.command("offers")
