@@ -372,3 +372,26 @@ def test_catalogue_mistakes_are_reported_where_they_are(plugin, tmp_path):
     assert "/products/AUR-LOCK/successor" in str(problem)
     assert "successor 'AUR-LOCK-9' is in no catalogue" in str(problem)
     assert str(problem).startswith(f"{tmp_path / 'catalogue.json'}:")
+
+
+def test_an_event_rule_offers_for_the_events_product(plugin, clock, tmp_path):
+    rules = tmp_path / "rules"
+    write_ruleset(
+        rules,
+        "at-registration",
+        [
+            {
+                "id": "agreement-now",
+                "when": {"event": "product.registered"},
+                "if": {"fact": "product.price_minor", "op": "gte", "value": 20000},
+                "then": [{"action": "warranty.offer_service_agreement"}],
+                "limit": {"once_per": "event.properties.product_id"},
+            }
+        ],
+    )
+    shutil.copy(EXAMPLES / "warranty-catalogue.json", rules)
+    with Engine(tmp_path / "x.db", clock=clock, rulesets=[rules]) as engine:
+        register(engine, "lock", "AUR-LOCK", "2026-01-01", price=279.0)
+        register(engine, "hub", "AUR-HUB-2", "2026-01-01", price=129.0)
+        engine.dispatch()
+        assert [(o["product_id"], o["price_minor"]) for o in offers(engine)] == [("lock", 5900)]
