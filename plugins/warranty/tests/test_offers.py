@@ -395,3 +395,32 @@ def test_an_event_rule_offers_for_the_events_product(plugin, clock, tmp_path):
         register(engine, "hub", "AUR-HUB-2", "2026-01-01", price=129.0)
         engine.dispatch()
         assert [(o["product_id"], o["price_minor"]) for o in offers(engine)] == [("lock", 5900)]
+
+
+def test_clm_warranty_is_a_command_of_clm_with_one_line_errors(plugin, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    clm = Path(sys.executable).parent / "clm"
+    env = {**os.environ, "CLM_LOAD_PLUGINS": NAME}
+    db = tmp_path / "x.db"
+    with Engine(db) as engine:  # a store with the plugin's tables, and no contact
+        assert engine.store.db["warranty_offers"].exists()
+    done = subprocess.run(
+        [str(clm), "warranty", "products", "nobody", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr) == (1, f"Error: no contact 'nobody' in {db}\n")
+    done = subprocess.run(
+        [str(clm), "warranty", "upcoming", "--days", "30", "--db", str(db)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "nothing fires on products in the next 30 days\n"
