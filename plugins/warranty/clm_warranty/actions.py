@@ -23,6 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from clm_engine.types import ActionContext
+
 from .catalogue import KIND as CATALOGUE
 from .catalogue import CatalogueItem, lookup
 from .dates import utc_text
@@ -79,7 +81,7 @@ class UpgradeParams(OfferParams):
     )
 
 
-def offer_extension(ctx: Any, params: OfferParams) -> dict[str, Any]:
+def offer_extension(ctx: ActionContext, params: OfferParams) -> dict[str, Any]:
     """``warranty.offer_extension``: more warranty, as the catalogue sells it for the SKU."""
 
     def terms(row: dict[str, Any], item: CatalogueItem) -> dict[str, Any] | str:
@@ -105,7 +107,7 @@ def offer_extension(ctx: Any, params: OfferParams) -> dict[str, Any]:
     return _offer(ctx, params, EXTENSION, terms)
 
 
-def offer_service_agreement(ctx: Any, params: OfferParams) -> dict[str, Any]:
+def offer_service_agreement(ctx: ActionContext, params: OfferParams) -> dict[str, Any]:
     """``warranty.offer_service_agreement``: for a product not covered by one."""
 
     def terms(row: dict[str, Any], item: CatalogueItem) -> dict[str, Any] | str:
@@ -124,7 +126,7 @@ def offer_service_agreement(ctx: Any, params: OfferParams) -> dict[str, Any]:
     return _offer(ctx, params, SERVICE_AGREEMENT, terms)
 
 
-def offer_upgrade(ctx: Any, params: UpgradeParams) -> dict[str, Any]:
+def offer_upgrade(ctx: ActionContext, params: UpgradeParams) -> dict[str, Any]:
     """``warranty.offer_upgrade``: the successor SKU, near the end of the product's life."""
 
     def terms(row: dict[str, Any], item: CatalogueItem) -> dict[str, Any] | str:
@@ -155,11 +157,11 @@ def offer_upgrade(ctx: Any, params: UpgradeParams) -> dict[str, Any]:
     return _offer(ctx, params, UPGRADE, terms)
 
 
-def _after(ctx: Any, days: int) -> datetime:
+def _after(ctx: ActionContext, days: int) -> datetime:
     return ctx.now + timedelta(days=days)
 
 
-def _offer(ctx: Any, params: OfferParams, kind: str, terms) -> dict[str, Any]:
+def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms) -> dict[str, Any]:
     """Check the product, price the offer, record it (or re-send the open one), hand to email."""
     db, product_id = getattr(ctx, "db", None), getattr(ctx, "entity", None)
     if db is None:
@@ -289,7 +291,7 @@ def _hand_to_email(
     email = {"template": params.email_template, "category": "marketing", "data": data}
     if params.reply_to:
         email["reply_to"] = params.reply_to
-    ctx.enqueue(EMAIL_ACTION, email, due_at=ctx.now, occurrence="email")
+    ctx.enqueue(EMAIL_ACTION, email, due_at=ctx.now, occurrence="email", entity=offer["product_id"])
     return "queued"
 
 

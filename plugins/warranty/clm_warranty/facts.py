@@ -18,11 +18,11 @@ product the contact does not own, a fact is ``MISSING`` (its leaf is false).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from clm_engine.types import MISSING
+from clm_engine.types import MISSING, FactContext
 
 from .catalogue import CatalogueItem, lookup
 from .dates import add_months, optional_moment, utc_text, whole_days
@@ -75,7 +75,7 @@ def agreement_active(row: Mapping[str, Any], now: datetime) -> bool:
 # -- reading ---------------------------------------------------------------------------------
 
 
-def products_of(ctx: Any) -> list[dict[str, Any]] | None:
+def products_of(ctx: FactContext) -> list[dict[str, Any]] | None:
     """The contact's registrations (active and returned), read once per evaluation.
 
     One indexed query, and none for a contact who never registered a product (the reducer's
@@ -99,12 +99,12 @@ def products_of(ctx: Any) -> list[dict[str, Any]] | None:
     return rows
 
 
-def _item(ctx: Any, row: Mapping[str, Any]) -> CatalogueItem | None:
+def _item(ctx: FactContext, row: Mapping[str, Any]) -> CatalogueItem | None:
     found = lookup(getattr(ctx, "documents", None), row.get("sku"))
     return found[1] if found else None
 
 
-def _product(ctx: Any) -> dict[str, Any] | None:
+def _product(ctx: FactContext) -> dict[str, Any] | None:
     """The product a per-product fact is about: the anchor's entity, or the event's product."""
     product_id = getattr(ctx, "entity", None)
     if product_id is None and getattr(ctx, "event", None) is not None:
@@ -117,7 +117,7 @@ def _product(ctx: Any) -> dict[str, Any] | None:
     return None
 
 
-def _dates(ctx: Any, date_of) -> Any:
+def _dates(ctx: FactContext, date_of: Callable[..., datetime | None]) -> Any:
     rows = products_of(ctx)
     if rows is None:
         return MISSING
@@ -134,35 +134,35 @@ def _dates(ctx: Any, date_of) -> Any:
 # -- the facts ---------------------------------------------------------------------------------
 
 
-def warranty_ends_at(ctx: Any) -> Any:
+def warranty_ends_at(ctx: FactContext) -> Any:
     """``{product_id: date}``: when each active product's warranty ends (extensions included)."""
     return _dates(ctx, warranty_end)
 
 
-def end_of_life_at(ctx: Any) -> Any:
+def end_of_life_at(ctx: FactContext) -> Any:
     """``{product_id: date}``: purchase plus the catalogue's expected useful life."""
     return _dates(ctx, end_of_life)
 
 
-def purchased_at(ctx: Any) -> Any:
+def purchased_at(ctx: FactContext) -> Any:
     """``{product_id: date}``: when each active product was bought."""
     return _dates(ctx, lambda row, _item: optional_moment(row["purchased_at"]))
 
 
-def days_until_warranty_end(ctx: Any) -> Any:
+def days_until_warranty_end(ctx: FactContext) -> Any:
     """Whole days from now until the product's warranty ends (negative once it has ended)."""
     row = _product(ctx)
     ends = warranty_end(row, _item(ctx, row)) if row else None
     return MISSING if ends is None else whole_days(ctx.now, ends)
 
 
-def has_service_agreement(ctx: Any) -> Any:
+def has_service_agreement(ctx: FactContext) -> Any:
     """Whether the product is covered by a service agreement now."""
     row = _product(ctx)
     return MISSING if row is None else agreement_active(row, ctx.now)
 
 
-def extended(ctx: Any) -> Any:
+def extended(ctx: FactContext) -> Any:
     """Whether the product's warranty was ever extended (``warranty.extended``)."""
     row = _product(ctx)
     if row is None:
@@ -170,14 +170,14 @@ def extended(ctx: Any) -> Any:
     return bool(row["extension_months"] or row["extended_to"])
 
 
-def age_days(ctx: Any) -> Any:
+def age_days(ctx: FactContext) -> Any:
     """Whole days since the product was bought."""
     row = _product(ctx)
     bought = optional_moment(row["purchased_at"]) if row else None
     return MISSING if bought is None else whole_days(bought, ctx.now)
 
 
-def life_used(ctx: Any) -> Any:
+def life_used(ctx: FactContext) -> Any:
     """The share of the expected useful life used so far: 0.5 halfway, 1.0 at its end."""
     row = _product(ctx)
     if row is None:
@@ -189,7 +189,7 @@ def life_used(ctx: Any) -> Any:
     return round((ctx.now - bought) / (eol - bought), 4)
 
 
-def price_minor(ctx: Any) -> Any:
+def price_minor(ctx: FactContext) -> Any:
     """What the customer paid, in minor units (cents): 30000 is 300.00."""
     row = _product(ctx)
     if row is None or row["price_minor"] is None:
@@ -197,19 +197,19 @@ def price_minor(ctx: Any) -> Any:
     return row["price_minor"]
 
 
-def sku(ctx: Any) -> Any:
+def sku(ctx: FactContext) -> Any:
     """The product's SKU."""
     row = _product(ctx)
     return MISSING if row is None or row["sku"] is None else row["sku"]
 
 
-def status(ctx: Any) -> Any:
+def status(ctx: FactContext) -> Any:
     """``"active"``, or ``"returned"`` after ``product.returned``."""
     row = _product(ctx)
     return MISSING if row is None else row["status"]
 
 
-def other_skus(ctx: Any) -> Any:
+def other_skus(ctx: FactContext) -> Any:
     """The SKUs of the contact's other active products (a list: test with ``contains``)."""
     row = _product(ctx)
     if row is None:
@@ -225,7 +225,7 @@ def other_skus(ctx: Any) -> Any:
     )
 
 
-def other_products(ctx: Any) -> Any:
+def other_products(ctx: FactContext) -> Any:
     """How many other active products the contact owns."""
     row = _product(ctx)
     if row is None:
