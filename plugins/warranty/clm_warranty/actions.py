@@ -242,6 +242,16 @@ def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms) -> dict[st
                 )
             ],
         )
+        # In the contact's history too: `clm contacts show` lists it, and rules can count
+        # offers (events.count of warranty.offered) to cap them.
+        ctx.emit(
+            "warranty.offered",
+            {
+                k: offer[k]
+                for k in ("offer_id", "kind", "product_id", "sku", "price_minor", "currency")
+            }
+            | {"expires_at": offer["expires_at"]},
+        )
     result = {
         "offer": offer["offer_id"],
         "kind": kind,

@@ -278,6 +278,11 @@ def test_without_email_the_offer_is_still_recorded_and_says_why(plugin, clock, t
         register(engine, "cam", "AUR-CAM-OUT", "2026-01-10", price=249.0)
         go(engine, at("2026-02-10"))
         assert len(offers(engine)) == 1
+        (offered,) = [e for e in engine.store.recent_events("c1") if e.type == "warranty.offered"]
+        assert (offered.properties["kind"], offered.properties["price_minor"]) == (
+            "service_agreement",
+            4900,
+        )
         (row,) = [r for r in engine.store.actions_for("c1") if r.action.startswith("warranty.")]
         assert row.status == "done"
         assert row.result["email"].startswith("not sent: no email.send action")
@@ -332,6 +337,7 @@ def test_the_cli_shows_products_upcoming_fires_and_offers(plugin, clock, tmp_pat
     ]
     report = run("offers", "--at", "2026-02-11")
     assert report["by_kind"]["service_agreement"]["made"] == 1
+    assert run("offers", "--since", "2026-03-01")["made"] == 0
     people = runner.invoke(warranty, ["offers", "--db", str(db), "--at", "2026-04-01"])
     assert "service agreement" in people.output and "1 offers made, 0 accepted" in people.output
 
