@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from clm_referral.demo import add_to_history, demo_decisions, summary
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
 DB = DEMO / "clm.db"
@@ -85,6 +87,8 @@ def main() -> None:
     step("A realistic history: 3,000 contacts over six months (plus 5 bad lines, on purpose)")
     sample = ["--contacts", "3000", "--months", "6", "--seed", "7", "--bad-lines", "5"]
     clm("sample-events", *sample, "-o", str(EVENTS))
+    added = add_to_history(EVENTS, seed=7)  # onboarding, refunds and farming attempts
+    print(f"(+ {added} referral events: onboarding, refunds and farming attempts)")
 
     step("Validate the example rulesets (what an ops team edits)")
     clm("validate", str(RULESETS))
@@ -103,6 +107,14 @@ def main() -> None:
 
     step("What the engine now knows")
     clm("report", *db, "--examples", "4")
+
+    step("Referrals: rewards granted, held for review and reversed; a review and a payout")
+    picks = demo_decisions(DB)
+    note = ["--by", "ops", "--note"]
+    clm("referral", "review", "--reject", picks["reject"], *note, "own mailbox", *db, *rulesets)
+    clm("referral", "review", "--approve", picks["approve"], *note, "checked", *db, *rulesets)
+    clm("referral", "redeem", picks["redeem"], "--reference", "DEMO-PAYOUT-1", *db)
+    print(summary(DB))
 
     listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
     found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]

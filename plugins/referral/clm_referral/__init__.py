@@ -1,53 +1,25 @@
-"""clm-referral: who referred whom, for clm-engine.
+"""clm-referral: referral codes, attribution, an auditable reward ledger and fraud rules.
 
-What it does now:
-
-* ``referral.signup`` (on the referred contact) records the referrer in
-  ``attributes["referred_by"]``; the first referrer wins.
-* ``referral.sent`` (on the referrer) counts ``metrics["referrals_sent"]``.
-* Its own tables, ``referral_codes`` and ``referral_attributions``, created by its migrations.
-* GDPR erasure of a contact's rows in those tables.
-
-Issuing codes, filling the attribution table from events and rewarding referrers come in the
-plugin's own issue.
+* Codes per contact (:mod:`.codes`), issued by the ``referral.code`` action or
+  ``clm referral code ID``.
+* Attribution (:mod:`.attribution`): event handlers for ``referral.signup`` and ``signup``
+  events carrying a ``referral_code``; the first attribution in event time wins.
+* Rewards (:mod:`.actions`, :mod:`.ledger`): ``referral.reward`` credits the referrer (and
+  optionally the referred contact) once per referred contact and kind, in a double-entry
+  ledger; approval, review, reversal and redemption are new entries, never updates.
+* Fraud rules (:mod:`.fraud`, :mod:`.checks`): a hook of this plugin; flagged rewards are held.
+* Facts ``referral.count``, ``referral.successful``, ``referral.balance``; the ``clm
+  referral`` commands (:mod:`.cli`).
 """
 
 from __future__ import annotations
 
-from sqlite_utils.migrations import Migrations
-
 from clm_engine import Contact, Event, hookimpl
 
-migrations = Migrations("clm_referral")
+from . import actions, attribution, facts, reviews
+from .schema import migrations
 
-
-@migrations()
-def m001_initial(db) -> None:
-    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
-    db.execute(
-        """
-        CREATE TABLE referral_codes (
-            code TEXT PRIMARY KEY,
-            contact_id TEXT NOT NULL,         -- the referrer who shares the code
-            created_at TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX referral_codes_by_contact ON referral_codes (contact_id)")
-    db.execute(
-        """
-        CREATE TABLE referral_attributions (
-            referred_contact_id TEXT PRIMARY KEY,   -- a contact is referred at most once
-            referrer_contact_id TEXT,
-            code TEXT,
-            attributed_at TEXT
-        )
-        """
-    )
-    db.execute(
-        "CREATE INDEX referral_attributions_by_referrer ON referral_attributions "
-        "(referrer_contact_id)"
-    )
+__all__ = ["migrations"]
 
 
 def _text(event: Event, key: str, *, required: bool) -> str | None:
@@ -62,14 +34,16 @@ def _text(event: Event, key: str, *, required: bool) -> str | None:
 def apply_signup(contact: Contact, event: Event) -> None:
     """``referral.signup``, on the referred contact: remembers who referred them.
 
-    Properties: ``referrer_id`` (required, the referrer's contact id) and ``code`` (optional).
-    Sets ``attributes["referred_by"]``; the first referral wins, later ones change nothing.
+    Properties: ``referrer_id`` (the referrer's contact id) and/or ``code`` (a referral code,
+    resolved to its owner by the attribution handler). Sets ``attributes["referred_by"]``
+    when ``referrer_id`` is given; the first referral (in event time) wins.
     """
-    referrer_id = _text(event, "referrer_id", required=True)
-    _text(event, "code", required=False)
+    code = _text(event, "code", required=False)
+    referrer_id = _text(event, "referrer_id", required=code is None)
     if referrer_id == contact.id:
         raise ValueError(f"contact {contact.id!r} cannot refer themselves")
-    contact.attributes.setdefault("referred_by", referrer_id)
+    if referrer_id is not None:
+        contact.attributes.setdefault("referred_by", referrer_id)
 
 
 def apply_sent(contact: Contact, event: Event) -> None:
@@ -89,6 +63,62 @@ def register_migrations(register):
 
 
 @hookimpl
+def register_event_handlers(register):
+    register("referral.signup", attribution.on_referral_signup, name="referral.attribute")
+    register("signup", attribution.on_signup, name="referral.attribute_signup_code")
+    register("*", attribution.on_any_event, name="referral.fingerprints")
+    register("referral.reviewed", reviews.on_reviewed, name="referral.review")
+    register("referral.redeem", reviews.on_redeem, name="referral.redeem")
+
+
+@hookimpl
+def register_actions(register):
+    register(
+        "referral.code",
+        actions.issue_code,
+        actions.CodeParams,
+        description="Give the contact a referral code (the same one if asked again)",
+    )
+    register(
+        "referral.reward",
+        actions.reward,
+        actions.RewardParams,
+        description="Credit the referrer of this contact, once per referred contact and kind",
+    )
+    register(
+        "referral.approve",
+        actions.approve,
+        actions.ApproveParams,
+        description="Approve an unflagged reward (the follow-up referral.reward enqueues)",
+    )
+    register(
+        "referral.reverse",
+        actions.reverse,
+        actions.ReverseParams,
+        description="Claw back this referred contact's rewards (a refund within N days)",
+    )
+
+
+@hookimpl
+def register_facts(register):
+    register("referral.count", facts.fact_count, description=facts.fact_count.__doc__)
+    register(
+        "referral.referred_by", facts.fact_referred_by, description=facts.fact_referred_by.__doc__
+    )
+    register(
+        "referral.successful", facts.fact_successful, description=facts.fact_successful.__doc__
+    )
+    register("referral.balance", facts.fact_balance, description=facts.fact_balance.__doc__)
+
+
+@hookimpl
+def register_commands(cli):
+    from .cli import referral
+
+    cli.add_command(referral)
+
+
+@hookimpl
 def forget_contact(db, contact_id):
     removed = {}
     if db["referral_codes"].exists():
@@ -102,5 +132,31 @@ def forget_contact(db, contact_id):
             "DELETE FROM referral_attributions "
             "WHERE referred_contact_id = ? OR referrer_contact_id = ?",
             [contact_id, contact_id],
+        ).rowcount
+    if db["referral_rewards"].exists():
+        # Whole rewards with all their entries and lines, so the books still balance.
+        ids = [
+            row[0]
+            for row in db.execute(
+                "SELECT id FROM referral_rewards WHERE referred_contact_id = ? "
+                "OR referrer_contact_id = ? OR beneficiary_contact_id = ?",
+                [contact_id] * 3,
+            ).fetchall()
+        ]
+        marks = ", ".join("?" * len(ids))
+        lines = entries = 0
+        if ids:
+            lines = db.execute(
+                "DELETE FROM referral_lines WHERE entry_seq IN (SELECT seq FROM "
+                f"referral_entries WHERE reward_id IN ({marks}))",
+                ids,
+            ).rowcount
+            entries = db.execute(
+                f"DELETE FROM referral_entries WHERE reward_id IN ({marks})", ids
+            ).rowcount
+            db.execute(f"DELETE FROM referral_rewards WHERE id IN ({marks})", ids)
+        removed.update(referral_rewards=len(ids), referral_entries=entries, referral_lines=lines)
+        removed["referral_fingerprints"] = db.execute(
+            "DELETE FROM referral_fingerprints WHERE contact_id = ?", [contact_id]
         ).rowcount
     return removed

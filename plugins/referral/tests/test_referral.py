@@ -10,7 +10,7 @@ from clm_engine.testing import check_migrations, check_rejected, discover, regis
 from clm_engine.testing import make_event as event
 
 NAME = "referral"
-TABLES = {"referral_codes", "referral_attributions"}
+TABLES = clm_referral.schema.TABLES
 
 
 @pytest.fixture
@@ -24,7 +24,15 @@ def engine(monkeypatch, tmp_path):
 def test_discovered_through_its_entry_point():
     loaded = discover(NAME)
     assert (loaded[NAME]["source"], loaded[NAME]["version"]) == ("clm-referral", "0.1.0")
-    hooks = {"register_reducers", "register_migrations", "forget_contact"}
+    hooks = {
+        "register_reducers",
+        "register_migrations",
+        "forget_contact",
+        "register_actions",
+        "register_facts",
+        "register_commands",
+        "register_event_handlers",
+    }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.
     assert "email" not in loaded and "warranty" not in loaded
@@ -42,7 +50,10 @@ def test_migrations_create_the_tables_and_indexes(engine):
     assert ("referrer_contact_id",) in indexes
     # Stored databases know the set by its name: renaming it would run its migrations again.
     applied = [m.name for m in clm_referral.migrations.applied(db)]
-    assert (clm_referral.migrations.name, applied) == ("clm_referral", ["m001_initial"])
+    assert (clm_referral.migrations.name, applied) == (
+        "clm_referral",
+        ["m001_initial", "m002_ledger"],
+    )
 
 
 def test_signup_records_the_first_referrer(engine):
@@ -61,9 +72,9 @@ def test_sent_referrals_are_counted_on_the_referrer(engine):
     assert engine.contact("c7").metrics["referrals_sent"] == 2
 
 
-def test_a_signup_without_referrer_is_a_recorded_failure(engine):
+def test_a_signup_without_referrer_nor_code_is_a_recorded_failure(engine):
     engine.ingest(event("signup", {"email": "ada@example.com"}))
-    signup = event("referral.signup", {"code": "ADA-7"}, id="signup-1")
+    signup = event("referral.signup", {"channel": "email"}, id="signup-1")
     check_rejected(engine, signup, match="referrer_id", reducer="referral.signup")
 
 
