@@ -342,10 +342,16 @@ def test_the_cli_shows_products_upcoming_fires_and_offers(plugin, clock, tmp_pat
     assert "service agreement" in people.output and "1 offers made, 0 accepted" in people.output
 
 
-def test_the_examples_are_valid_with_the_core_rulesets(plugin):
+def test_the_examples_are_valid_with_the_other_examples(plugin):
+    import importlib
+    from contextlib import ExitStack
+
     from clm_engine.rulesets.loading import validate_all
 
-    validated = validate_all([ROOT / "rulesets", EXAMPLES])
+    with ExitStack() as stack:  # the other examples use the other plugins
+        for name in ("email", "referral"):
+            stack.enter_context(registered(importlib.import_module(f"clm_{name}"), name))
+        validated = validate_all(sorted({ROOT / "rulesets", EXAMPLES}))
     assert [str(p) for p in validated.problems] == []
     assert {d.name for d in validated.documents} == {"aurora"}
 
@@ -430,3 +436,14 @@ def test_clm_warranty_is_a_command_of_clm_with_one_line_errors(plugin, tmp_path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "nothing fires on products in the next 30 days\n"
+
+
+def test_rules_loaded_later_anchor_on_products_already_registered(plugin, clock, tmp_path):
+    with Engine(tmp_path / "x.db", clock=clock) as engine:
+        signup(engine)
+        register(engine, "cam", "AUR-CAM-OUT", "2026-01-10", price=249.0)
+        engine.load_rulesets([examples(tmp_path / "r")])
+        anchors = engine.store.anchors_of("c1", "warranty-offers", "extension-60d")
+        assert [(entity, fire_at[:10]) for entity, _, fire_at, *_ in anchors] == [
+            ("cam", "2027-11-11")
+        ]
