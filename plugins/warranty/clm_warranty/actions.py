@@ -18,6 +18,7 @@ emails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -157,11 +158,33 @@ def offer_upgrade(ctx: ActionContext, params: UpgradeParams) -> dict[str, Any]:
     return _offer(ctx, params, UPGRADE, terms)
 
 
+#: The columns an action writes when it records a new offer (the rest have defaults).
+_OFFER_COLUMNS = (
+    "offer_id",
+    "contact_id",
+    "product_id",
+    "kind",
+    "sku",
+    "months",
+    "price_minor",
+    "currency",
+    "offered_at",
+    "expires_at",
+    "ruleset",
+    "rule",
+)
+_INSERT = (
+    f"INSERT INTO warranty_offers ({', '.join(_OFFER_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_OFFER_COLUMNS))}) ON CONFLICT (offer_id) DO NOTHING"
+)
+Terms = Callable[[dict[str, Any], CatalogueItem], "dict[str, Any] | str"]
+
+
 def _after(ctx: ActionContext, days: int) -> datetime:
     return ctx.now + timedelta(days=days)
 
 
-def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms) -> dict[str, Any]:
+def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms: Terms) -> dict[str, Any]:
     """Check the product, price the offer, record it (or re-send the open one), hand to email."""
     db, product_id = getattr(ctx, "db", None), getattr(ctx, "entity", None)
     if db is None:
@@ -220,28 +243,7 @@ def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms) -> dict[st
             "ruleset": ctx.ruleset,
             "rule": ctx.rule,
         }
-        db.execute(
-            "INSERT INTO warranty_offers (offer_id, contact_id, product_id, kind, sku, months, "
-            "price_minor, currency, offered_at, expires_at, ruleset, rule) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (offer_id) DO NOTHING",
-            [
-                offer[k]
-                for k in (
-                    "offer_id",
-                    "contact_id",
-                    "product_id",
-                    "kind",
-                    "sku",
-                    "months",
-                    "price_minor",
-                    "currency",
-                    "offered_at",
-                    "expires_at",
-                    "ruleset",
-                    "rule",
-                )
-            ],
-        )
+        db.execute(_INSERT, [offer[column] for column in _OFFER_COLUMNS])
         # In the contact's history too: `clm contacts show` lists it, and rules can count
         # offers (events.count of warranty.offered) to cap them.
         ctx.emit(
@@ -266,7 +268,7 @@ def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms) -> dict[st
 
 
 def _hand_to_email(
-    ctx: Any,
+    ctx: ActionContext,
     params: OfferParams,
     offer: dict[str, Any],
     offered: dict[str, Any],
