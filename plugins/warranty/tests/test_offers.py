@@ -447,3 +447,16 @@ def test_rules_loaded_later_anchor_on_products_already_registered(plugin, clock,
         assert [(entity, fire_at[:10]) for entity, _, fire_at, *_ in anchors] == [
             ("cam", "2027-11-11")
         ]
+
+
+def test_a_product_of_another_contact_is_refused_and_nothing_changes(plugin, clock, tmp_path):
+    with Engine(tmp_path / "x.db", clock=clock) as engine:
+        register(engine, "p1", "AUR-LOCK", "2026-01-01")
+        register(engine, "p2", "AUR-LOCK", "2026-01-01", contact="c2")
+        theirs = event("product.registered", {"product_id": "p1"}, contact_id="c2", id="reg-x")
+        check_rejected(engine, theirs, match="another contact", reducer="warranty.registered")
+        assert engine.contact("c2").metrics["product_ids"] == ["p2"]
+        owners = dict(
+            engine.store.db.execute("SELECT product_id, contact_id FROM warranty_products")
+        )
+        assert owners == {"p1": "c1", "p2": "c2"}
