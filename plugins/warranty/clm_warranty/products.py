@@ -285,7 +285,9 @@ def on_registered(db: Database, contact: Contact, event: Event) -> None:
                 service_agreement_ends_at, excluded.service_agreement_ends_at
             ),
             data = COALESCE(data, excluded.data),
-            registered_at = MIN(registered_at, excluded.registered_at)
+            registered_at = MIN(
+                COALESCE(registered_at, excluded.registered_at), excluded.registered_at
+            )
         """,
         [
             row["product_id"],
