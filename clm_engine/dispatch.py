@@ -127,7 +127,7 @@ class Dispatcher:
         """Run claimed external actions with no lock held; record each in its own write."""
         for claim in claims:
             row = claim.row
-            ctx = self._context(row, claim.contact, now(), claim.attempts, db=None)
+            ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
             try:
                 result, error = claim.spec.run(ctx, claim.params), None
             except Exception as exc:  # a plugin's failure is retried, never fatal
@@ -208,7 +208,7 @@ class Dispatcher:
             )
             claims.append(Claim(row, spec, params, contact, lease_until, attempts))
             return "claimed", None
-        ctx = self._context(row, contact, now, attempts, db=tx.db)
+        ctx = self._context(row, contact, now, attempts, tx=tx)
         try:
             with tx.savepoint():  # the action's writes and effects roll back together
                 result = spec.run(ctx, params)
@@ -218,8 +218,9 @@ class Dispatcher:
         return self._outcome(tx, row, result, attempts, now)
 
     def _context(
-        self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, db: Any
+        self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, tx: Any
     ) -> ActionContext:
+        """The action's context; ``tx`` is the write transaction (``None`` for external)."""
         return ActionContext(
             contact=contact,
             key=row.key,
@@ -227,11 +228,13 @@ class Dispatcher:
             ruleset=row.ruleset,
             rule=row.rule,
             stages=self.stages,
-            db=db,
+            db=tx.db if tx is not None else None,
             entity=row.entity,
             documents=self.documents,
             attempt=attempt,
             params_raw=row.params,
+            due_at=datetime.fromisoformat(row.due_at),
+            load_contact=_contact_loader(tx) if tx is not None else None,
         )
 
     def _record(
@@ -307,6 +310,14 @@ class Dispatcher:
         failures = self.apply_events(tx, events, row.depth + 1)
         if failures:
             raise RuntimeError("; ".join(failures))
+
+
+def _contact_loader(tx: StoreTransaction) -> Callable[[str], Contact | None]:
+    def load(contact_id: str) -> Contact | None:
+        stored = tx.load_contacts([contact_id]).get(contact_id)
+        return Contact.model_validate_json(stored) if stored else None
+
+    return load
 
 
 def _count(report: DispatchReport, row: OutboxRow, outcome: str, note: str | None) -> None:

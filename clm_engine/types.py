@@ -111,6 +111,19 @@ class ActionContext:
     attempt: int = 1  # 1 on the first run, 2 on the first retry ...
     params_raw: dict[str, Any] = field(default_factory=dict)
     enqueued: list[dict[str, Any]] = field(default_factory=list)
+    #: When the action was due: the triggering event's time for an immediate rule, the step's
+    #: time for a delayed one. Date what the action records by it (never later than ``now``),
+    #: so windows follow the customer's time line, not the moment a worker got to the row.
+    due_at: datetime | None = None
+    load_contact: Callable[[str], Contact | None] | None = field(default=None, repr=False)
+
+    def contact_of(self, contact_id: str) -> Contact | None:
+        """Another contact as stored now (the referrer of a reward), or ``None`` if unknown.
+
+        Only for internal actions: an external action runs outside the transaction."""
+        if self.load_contact is None:
+            raise RuntimeError("contact_of() is for internal actions (ctx.db is set)")
+        return self.load_contact(contact_id)
 
     def emit(
         self, type: str, properties: dict[str, Any] | None = None, *, contact_id: str | None = None

@@ -118,6 +118,11 @@ def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_p
         ]
         assert [e.properties for e in thanked] == [{"for": "bob"}]
         [grant, reminder] = engine.store.actions_for("bob")
+        assert grant.result == {
+            "granted": 50,
+            "due_at": "2026-11-02T10:00:00+00:00",  # the event's time, not the clock's
+            "inviter_signed_up": "2026-10-01T10:00:00+00:00",  # ctx.contact_of("ann")
+        }
         assert reminder.key == f"{grant.key}/reminder"
         assert (reminder.action, reminder.status) == ("credits.notify", "pending")
         assert reminder.due_at.startswith("2026-11-04T12:00")

@@ -157,7 +157,12 @@ def grant(ctx, params: Grant):
         due_at=ctx.now + timedelta(days=2),
         occurrence="reminder",
     )
-    return {"granted": amount}
+    inviter_contact = ctx.contact_of(inviter[0]) if inviter else None
+    return {
+        "granted": amount,
+        "due_at": ctx.due_at.isoformat(),
+        "inviter_signed_up": inviter_contact.created_at.isoformat() if inviter_contact else None,
+    }
 
 
 class Notify(BaseModel):

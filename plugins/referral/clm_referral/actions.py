@@ -115,14 +115,12 @@ def effective_time(ctx: ActionContext) -> datetime:
     time for an immediate rule), never later than now. Rewards are dated by it, so windows
     (approval delay, refund window, monthly caps) follow the customer's time line, not the
     moment a worker got to the row."""
-    row = _db(ctx).execute("SELECT due_at FROM outbox WHERE key = ?", [ctx.key]).fetchone()
-    due = datetime.fromisoformat(row[0]) if row else ctx.now
-    return min(due, ctx.now)
+    return min(ctx.due_at or ctx.now, ctx.now)
 
 
-def _email(db: sqlite_utils.Database, contact_id: str) -> str | None:
-    row = db.execute("SELECT email FROM contacts WHERE id = ?", [contact_id]).fetchone()
-    return row[0] if row else None
+def _email(ctx: ActionContext, contact_id: str) -> str | None:
+    contact = ctx.contact_of(contact_id)
+    return contact.email if contact is not None else None
 
 
 def issue_code(ctx: ActionContext, params: CodeParams) -> dict[str, Any]:
@@ -161,8 +159,8 @@ def reward(ctx: ActionContext, params: RewardParams) -> dict[str, Any]:
         amount_minor=amounts["referrer"],
         currency=params.currency,
         at=earned,
-        referrer_email=_email(db, referrer),
-        referred_email=referred.email or _email(db, referred.id),
+        referrer_email=_email(ctx, referrer),
+        referred_email=referred.email,
         attributed_at=attribution["attributed_at"],
         settings=settings,
     )
