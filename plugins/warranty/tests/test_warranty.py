@@ -10,7 +10,7 @@ from clm_engine.testing import check_migrations, check_rejected, discover, regis
 from clm_engine.testing import make_event as event
 
 NAME = "warranty"
-TABLES = {"warranty_products"}
+TABLES = {"warranty_products", "warranty_offers"}
 
 
 @pytest.fixture
@@ -24,7 +24,16 @@ def engine(monkeypatch, tmp_path):
 def test_discovered_through_its_entry_point():
     loaded = discover(NAME)
     assert (loaded[NAME]["source"], loaded[NAME]["version"]) == ("clm-warranty", "0.1.0")
-    hooks = {"register_reducers", "register_migrations", "forget_contact"}
+    hooks = {
+        "register_reducers",
+        "register_migrations",
+        "register_event_handlers",
+        "register_documents",
+        "register_actions",
+        "register_facts",
+        "register_commands",
+        "forget_contact",
+    }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.
     assert "email" not in loaded and "referral" not in loaded
@@ -39,10 +48,13 @@ def test_migrations_create_the_tables_and_indexes(engine):
     assert set(db.table_names()) >= TABLES
     indexes = {tuple(i.columns) for i in db["warranty_products"].indexes}
     assert {("contact_id",), ("warranty_ends_at",)} <= indexes
-    assert db["warranty_products"].columns_dict["price"] is float
+    assert db["warranty_products"].columns_dict["price_minor"] is int
     # Stored databases know the set by its name: renaming it would run its migrations again.
     applied = [m.name for m in clm_warranty.migrations.applied(db)]
-    assert (clm_warranty.migrations.name, applied) == ("clm_warranty", ["m001_initial"])
+    assert (clm_warranty.migrations.name, applied) == (
+        "clm_warranty",
+        ["m001_initial", "m002_minor_units_lifecycle_and_offers"],
+    )
 
 
 def test_registered_products_are_counted_once_each(engine):
@@ -76,14 +88,9 @@ def test_a_bad_registration_is_a_recorded_failure(engine, properties, reason):
 
 
 def test_forget_removes_the_contacts_rows(engine):
-    engine.ingest(event("product.registered", {"product_id": "p1"}))
+    engine.ingest(event("product.registered", {"product_id": "p1", "sku": "TOA-2"}))
+    engine.ingest(event("product.registered", {"product_id": "p2"}, contact_id="c2"))
     db = engine.store.db
-    db["warranty_products"].insert_all(
-        [
-            {"product_id": "p1", "contact_id": "c1", "sku": "TOA-2", "price": 49.0},
-            {"product_id": "p2", "contact_id": "c2", "sku": "KET-1", "price": 29.0},
-        ]
-    )
     removed = engine.forget("c1")
     assert removed["warranty:warranty_products"] == 1
     assert [r["product_id"] for r in db["warranty_products"].rows] == ["p2"]
