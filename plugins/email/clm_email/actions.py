@@ -16,7 +16,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clm_engine.models import Name, utc_text
 
@@ -43,6 +43,8 @@ def _missing(kind: str, name: str, known: dict[str, Any]) -> list[str]:
 class SendParams(BaseModel):
     """``{"action": "email.send", "with": {"template": "receipt", "category": "transactional"}}``.
 
+    ``data`` is template data from whoever queued the message (another plugin's follow-up:
+    a warranty offer's product and price), shown to the template as ``{{ data.name }}``.
     ``sequence``, ``step`` and ``enrollment`` are set by drip sequences; a rule leaves them out.
     """
 
@@ -51,6 +53,7 @@ class SendParams(BaseModel):
     template: Name
     category: Name = "marketing"
     reply_to: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
     sequence: Name | None = None
     step: Name | None = None
     enrollment: str | None = None
@@ -86,7 +89,12 @@ def send(ctx: Any, params: SendParams) -> dict[str, Any]:
         return {"skipped": "the contact has no email address"}
     link = templates.unsubscribe_link(settings.unsubscribe_url, contact.id, unsubscribe_secret())
     context = templates.context_for(
-        contact, template, unsubscribe_url=link, sequence=params.sequence, step=params.step
+        contact,
+        template,
+        unsubscribe_url=link,
+        sequence=params.sequence,
+        step=params.step,
+        data=params.data,
     )
     try:
         rendered = templates.render(template, context)

@@ -47,7 +47,7 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "stage": ("stage",),
 }
 #: Always there: the message's own values.
-MESSAGE_FIELDS = ("unsubscribe_url", "contact_id", "attributes", "sequence", "step")
+MESSAGE_FIELDS = ("unsubscribe_url", "contact_id", "attributes", "data", "sequence", "step")
 
 Text = Annotated[str, Field(max_length=200_000)]
 
@@ -163,12 +163,14 @@ def context_for(
     unsubscribe_url: str,
     sequence: str | None = None,
     step: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template sees for this contact: plain values, fallbacks for missing ones."""
     fields = contact.__dict__
     context: dict[str, Any] = {
         "contact_id": contact.id,
         "attributes": _plain(contact.attributes),
+        "data": _plain(data or {}),
         "unsubscribe_url": unsubscribe_url,
         "sequence": sequence,
         "step": step,
@@ -263,6 +265,14 @@ _FULL = Contact(
 _EMPTY = Contact(id="sample-contact")
 
 
+class _SampleData(dict):
+    """``data`` while validating: whoever queues the message supplies it, so any key a
+    template reads is taken to be there (a missing one is a recorded failure at send time)."""
+
+    def __missing__(self, key: str) -> str:
+        return f"sample {key}"
+
+
 def check_template(template: EmailTemplate) -> list[tuple[str, str]]:
     """Problems as ``(json pointer, message)``: syntax errors, unknown names, sandbox refusals,
     and personal fields used without a fallback (rendered for a contact that has none)."""
@@ -280,6 +290,7 @@ def check_template(template: EmailTemplate) -> list[tuple[str, str]]:
         return problems
     for sample, label in ((_FULL, "a contact with every field"), (_EMPTY, "a contact with none")):
         context = context_for(sample, template, unsubscribe_url="https://example.com/u")
+        context["data"] = _SampleData()
         try:
             render(template, context)
         except RenderError as error:

@@ -158,11 +158,11 @@ def tls_server(certificate):
 
 # -- an engine with the email plugin, the example templates and sequences -----------------------
 
-ROOT = Path(__file__).resolve().parents[3]
-EXAMPLES = ROOT / "rulesets"
-#: The ruleset that starts and stops the example drips. It waits here, not in rulesets/, until
-#: the core's simulation test counts follow-up actions (a drip's steps) apart from a rule's own.
-DRIPS = Path(__file__).resolve().parents[1] / "examples" / "email-drips.json"
+#: The example drips, templates and the ruleset that starts and stops them. They wait beside
+#: the plugin, not in the repository's rulesets/, until the tests that count what rulesets/
+#: holds know about a drip's follow-up actions and the email documents (see the README).
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "rulesets"
+DRIPS = EXAMPLES / "email-drips.json"
 START = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
 
@@ -220,7 +220,7 @@ def mail(tmp_path, monkeypatch):
     workspace = Mail(tmp_path, VirtualClock(START))
     workspace.rules.mkdir()
     for kind in ("templates", "sequences"):
-        for path in (EXAMPLES / "email" / kind).glob("*.json"):
+        for path in (EXAMPLES / kind).glob("*.json"):
             shutil.copy(path, workspace.rules / path.name)
     with registered(clm_email, "email"):
         try:

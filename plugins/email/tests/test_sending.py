@@ -226,3 +226,32 @@ def test_a_bounce_reported_later_marks_the_message_and_suppresses_the_address(ma
     assert (logged["status"], logged["error"]) == ("bounced", "hard bounce")
     suppressed = engine.store.db.execute("SELECT address, reason FROM email_suppressions")
     assert suppressed.fetchall() == [("c1@example.com", "hard_bounce")]
+
+
+def test_data_from_whoever_queued_the_message_reaches_the_template(mail):
+    # Another plugin's follow-up (a warranty offer) passes its own values as `data`.
+    mail.write(
+        "offer.json",
+        {
+            "email_template": "offer",
+            "subject": "{{ data.product_name }}: {{ data.months }} more months",
+            "text": "Extend it for {{ data.price }}.",
+        },
+    )
+    mail.ruleset(
+        send_rule("offer", data={"product_name": "Robot Vacuum", "months": 24, "price": "$49.00"})
+    )
+    engine = mail.open()
+    engine.ingest(signup())
+    engine.dispatch()
+    body = mail.files()[0].read_text()
+    assert "Subject: Robot Vacuum: 24 more months" in body
+    assert "Extend it for $49.00." in body
+    # Without the data, the same template fails at send time (recorded, nothing sent).
+    engine.ingest(signup("c2"))
+    mail.ruleset(send_rule("offer"), name="bare")
+    engine.load_rulesets([mail.rules])
+    engine.ingest(signup("c3"))
+    engine.dispatch()
+    failed = [r for r in mail.log() if r["status"] == "failed"]
+    assert failed and "'dict object' has no attribute 'product_name'" in failed[0]["error"]
