@@ -102,6 +102,7 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.lease = lease
         self.documents = documents or {}
+        self.action_names = frozenset(actions)
 
     def run_batch(
         self, tx: StoreTransaction, now: datetime, limit: int, report: DispatchReport
@@ -235,6 +236,7 @@ class Dispatcher:
             params_raw=row.params,
             due_at=datetime.fromisoformat(row.due_at),
             load_contact=_contact_loader(tx) if tx is not None else None,
+            actions=self.action_names,
         )
 
     def _record(

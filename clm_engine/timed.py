@@ -79,22 +79,24 @@ def anchor_definition(rule: CompiledRule) -> str:
 
 
 def anchor_dates(
-    rule: CompiledRule, contact: Contact, facts: dict, db: Any = None, documents: Any = None
+    rule: CompiledRule,
+    contact: Contact,
+    facts: dict,
+    db: Any = None,
+    documents: Any = None,
+    ctx: FactContext | None = None,
 ) -> dict[str, datetime]:
     """The dates a relative-time rule counts from for this contact, by entity.
 
     A plain date fact (``contact.created_at``) gives one anchor, entity ``""``. A computed fact
     whose value is a mapping of entity id to date (a plugin's ``product.warranty_ends_at``:
-    ``{"p-17": "2027-03-01", ...}``) gives one anchor per entity, each fired once.
+    ``{"p-17": "2027-03-01", ...}``) gives one anchor per entity, each fired once. Pass one
+    ``ctx`` for all the rules of a contact so a fact several rules count from (a plugin's
+    query) is computed once.
     """
-    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
-    ctx = FactContext(
-        contact=contact,
-        now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
-        db=db,
-        documents=documents or {},
-    )
-    value = resolve(plan_fact(when.anchor, None, facts), ctx)
+    if ctx is None:
+        ctx = _anchor_context(contact, db, documents)
+    value = resolve(_anchor_plan(rule, facts), ctx)
     if value is MISSING or value is None:
         return {}
     if isinstance(value, dict):
@@ -102,6 +104,30 @@ def anchor_dates(
         return {entity: moment for entity, moment in found.items() if moment is not None}
     moment = to_datetime(value)
     return {"": moment} if moment is not None else {}
+
+
+def _anchor_context(contact: Contact, db: Any, documents: Any) -> FactContext:
+    return FactContext(
+        contact=contact,
+        now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
+        db=db,
+        documents=documents or {},
+    )
+
+
+_PLANS: dict[int, tuple[CompiledRule, Any]] = {}
+
+
+def _anchor_plan(rule: CompiledRule, facts: dict) -> Any:
+    """The anchor fact's plan, made once per rule (kept by identity; rules are rebuilt on
+    reload): it is asked for on every ingested event."""
+    entry = _PLANS.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_PLANS) > 10_000:
+            _PLANS.clear()
+        anchor = rule.rule.when.anchor  # type: ignore[union-attr]
+        entry = _PLANS[id(rule)] = (rule, plan_fact(anchor, None, facts))
+    return entry[1]
 
 
 def refresh_anchors(
@@ -117,8 +143,9 @@ def refresh_anchors(
         entities.setdefault(key[:3], []).append(key[3])
     puts, drops = [], []
     for contact in contacts:
+        ctx = _anchor_context(contact, tx.db, book.documents)  # shared: facts computed once
         for rule in rules:
-            dates = anchor_dates(rule, contact, facts, tx.db, book.documents)
+            dates = anchor_dates(rule, contact, facts, ctx=ctx)
             for entity in entities.get((rule.ruleset, rule.id, contact.id), ()):
                 key = (rule.ruleset, rule.id, contact.id, entity)
                 if entity not in dates and existing[key][2] == "pending":

@@ -116,6 +116,9 @@ class ActionContext:
     #: so windows follow the customer's time line, not the moment a worker got to the row.
     due_at: datetime | None = None
     load_contact: Callable[[str], Contact | None] | None = field(default=None, repr=False)
+    #: The names of the registered actions: what ``enqueue`` can hand work to (an offer's
+    #: email, when the email plugin is installed).
+    actions: frozenset[str] = frozenset()
 
     def contact_of(self, contact_id: str) -> Contact | None:
         """Another contact as stored now (the referrer of a reward), or ``None`` if unknown.

@@ -6,7 +6,11 @@
 3. `clm ingest` into a fresh SQLite file under .demo/, with the rulesets running: each event is
    judged by the rules that listen to it and what fires lands in the outbox;
 4. `clm dispatch` runs the actions (stages, scores, tags), and the rules those trigger;
-5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why.
+5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why;
+6. referrals: rewards granted, held for review (fraud rules) and clawed back, a review and a
+   payout through `clm referral`;
+7. a week-by-week backtest (`clm simulate`), and warranties 18 months ahead on a virtual
+   clock: reminders, extension / service-agreement / upgrade offers and their conversion.
 
 Each later part of clm-engine (rules, time, email, referral, warranty) adds its step here, so
 the demo always shows the whole product as it stands.
@@ -21,7 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from clm_referral.demo import add_to_history, demo_decisions, summary
+from clm_referral.demo import add_to_history, demo_decisions
+from clm_referral.demo import summary as referral_summary
+from clm_warranty.demo import add_to_file as add_warranty_events
+from clm_warranty.demo import summary as warranty_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / ".demo"
@@ -114,7 +121,7 @@ def main() -> None:
     clm("referral", "review", "--reject", picks["reject"], *note, "own mailbox", *db, *rulesets)
     clm("referral", "review", "--approve", picks["approve"], *note, "checked", *db, *rulesets)
     clm("referral", "redeem", picks["redeem"], "--reference", "DEMO-PAYOUT-1", *db)
-    print(summary(DB))
+    print(referral_summary(DB))
 
     listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
     found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]
@@ -139,6 +146,20 @@ def main() -> None:
         ok_codes=(0, 1),
     )
     print_weeks(json.loads(raw))
+
+    step("Warranties: 18 months on a virtual clock: reminders, offers, and what customers bought")
+    # Warranty ends lie one to three years after purchase, so this runs ahead of the history:
+    # extensions, service agreements and returns are added in the customers' future.
+    future = DEMO / "events-warranty.jsonl"
+    added = add_warranty_events(EVENTS, future, seed=7)
+    print(f"(+ {added} warranty events: extensions, service agreements, returns, upgrades)")
+    warranty = ["--rulesets", str(RULESETS / "warranty-offers.json")]
+    warranty += ["--rulesets", str(RULESETS / "warranty-catalogue.json")]
+    window = ["--from", "2026-05-01", "--to", "2027-11-01", "--step", "1d"]
+    kept = ["--keep", str(DEMO / "warranty"), "--json"]
+    simulate = ["simulate", *warranty, "--events", str(future), *window, *kept]
+    clm(*simulate, capture=True, ok_codes=(0, 1))
+    print(warranty_summary(str(DEMO / "warranty" / "simulation.db")))
 
     print(
         f"\nThe database is {DB.relative_to(ROOT)}; try `.venv/bin/clm explain {contact} "

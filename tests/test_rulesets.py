@@ -30,6 +30,7 @@ from clm_engine.rulesets import (
     load_schema,
     ruleset_files,
     stage_model,
+    validate_all,
     validate_files,
 )
 from clm_engine.rulesets.schema import DESCRIPTIONS, build_schema, schema_text
@@ -120,14 +121,20 @@ def test_a_valid_ruleset_loads_with_its_hash_and_source():
     assert load_rulesets([path]) == loaded
 
 
+def example_rulesets() -> list[Path]:
+    """The shipped example files that are rulesets (the others are plugin documents)."""
+    return [p for p in sorted(EXAMPLES.glob("*.json")) if "ruleset" in json.loads(p.read_text())]
+
+
 @pytest.mark.usefixtures("example_plugins")
 def test_the_example_rulesets_are_valid():
     files = sorted(EXAMPLES.glob("*.json"))
     if not files:
         pytest.skip("no example rulesets yet")
-    loaded, problems = validate_files([EXAMPLES])
-    assert [str(p) for p in problems] == []
-    assert len(loaded) == len(files)
+    result = validate_all([EXAMPLES])
+    assert [str(p) for p in result.problems] == []
+    assert len(result.rulesets) == len(example_rulesets())
+    assert len(result.rulesets) + len(result.documents) == len(files)
 
 
 # -- every mistake at once, exactly where it is ------------------------------------------------
@@ -742,7 +749,7 @@ def test_the_schema_is_draft_2020_12_and_every_key_is_described():
 
 
 def test_the_schema_alone_validates_the_examples_and_their_schema_paths_resolve():
-    files = [*sorted(EXAMPLES.glob("*.json")), FIXTURES / "valid.json"]
+    files = [*example_rulesets(), FIXTURES / "valid.json"]
     validator = Draft202012Validator(load_schema())
     for file in files:
         document = json.loads(file.read_text())

@@ -277,7 +277,7 @@ def _hand_to_email(
     """Queue the message through the email plugin, if the rule asks and it is installed."""
     if params.email_template is None:
         return "not asked (no email_template)"
-    if not email_installed():
+    if EMAIL_ACTION not in ctx.actions:
         return f"not sent: no {EMAIL_ACTION} action is installed (the clm-email plugin)"
     data = {
         "offer_id": offer["offer_id"],
@@ -305,14 +305,6 @@ def _hand_to_email(
         email["reply_to"] = params.reply_to
     ctx.enqueue(EMAIL_ACTION, email, due_at=ctx.now, occurrence="email", entity=offer["product_id"])
     return "queued"
-
-
-def email_installed() -> bool:
-    """Whether an ``email.send`` action is registered: the core's typed getter is the
-    documented way to see what is (``clm plugins`` lists the same)."""
-    from clm_engine.plugins import get_actions
-
-    return EMAIL_ACTION in get_actions()
 
 
 #: name -> (run, params model, description), registered by the plugin.

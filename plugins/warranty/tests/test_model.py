@@ -120,15 +120,7 @@ def test_the_catalogue_check_finds_unknown_successors_and_shared_skus():
 def test_the_example_catalogue_covers_every_registered_sku_of_the_sample():
     from clm_engine.synthetic import _DEVICES
 
-    root = Path(__file__).resolve().parents[3]
-    path = (
-        next(
-            p
-            for p in (root / "rulesets", root / "plugins" / "warranty" / "rulesets")
-            if (p / "warranty-catalogue.json").exists()
-        )
-        / "warranty-catalogue.json"
-    )
+    path = _example_catalogue()
     document = Catalogue.model_validate_json(path.read_text())
     assert {p.sku for p in _DEVICES} <= set(document.products)
     assert (
@@ -137,12 +129,8 @@ def test_the_example_catalogue_covers_every_registered_sku_of_the_sample():
 
 
 def _example_catalogue() -> Path:
-    """In rulesets/ once the core's tests load plugins; beside the plugin until then."""
-    root = Path(__file__).resolve().parents[3]
-    folders = (root / "rulesets", root / "plugins" / "warranty" / "rulesets")
-    return next(f for f in folders if (f / "warranty-catalogue.json").exists()) / (
-        "warranty-catalogue.json"
-    )
+    """The catalogue shipped with the example rulesets."""
+    return Path(__file__).resolve().parents[3] / "rulesets" / "warranty-catalogue.json"
 
 
 # -- handlers and facts on a plain database -------------------------------------------------------
