@@ -255,3 +255,40 @@ def test_data_from_whoever_queued_the_message_reaches_the_template(mail):
     engine.dispatch()
     failed = [r for r in mail.log() if r["status"] == "failed"]
     assert failed and "'dict object' has no attribute 'product_name'" in failed[0]["error"]
+
+
+def test_the_warranty_offer_templates_render_with_the_data_the_warranty_plugin_passes(mail):
+    # The keys plugins/warranty/README.md documents for its email.send follow-ups.
+    data = {
+        "offer_id": "of-1",
+        "offer_kind": "extension",
+        "product_id": "p-1",
+        "product_sku": "AUR-HUB-2",
+        "product_name": "Aurora Hub 2",
+        "serial": "HUB0000001ABC",
+        "offered_sku": "AUR-HUB-2-EXT24",
+        "offered_name": "Aurora Care 24",
+        "months": 24,
+        "price_minor": 3900,
+        "price": "39.00",
+        "currency": "USD",
+        "expires_at": "2027-03-01T00:00:00Z",
+        "expires_on": "2027-03-01",
+        "warranty_ends_at": "2027-03-01T00:00:00Z",
+    }
+    names = [
+        "warranty-extension",
+        "warranty-extension-reminder",
+        "warranty-extension-last-call",
+        "warranty-service-agreement",
+        "warranty-upgrade",
+    ]
+    mail.ruleset(*(send_rule(name, data=data) for name in names))
+    engine = mail.open()
+    engine.ingest(signup())
+    assert engine.dispatch().outcomes["done"] == len(names)
+    subjects = sorted(r["subject"] for r in mail.log())
+    assert "Ada, extend the warranty of your Aurora Hub 2" in subjects
+    assert "Ada, meet the successor of your Aurora Hub 2" in subjects
+    body = next(p for p in mail.files() if "extend the warranty" in p.read_text()).read_text()
+    assert "ends on 2027-03-01" in body and "39.00 USD" in body
