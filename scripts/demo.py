@@ -19,12 +19,14 @@ the demo always shows the whole product as it stands.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from clm_email.demo import summary as email_summary
 from clm_referral.demo import add_to_history, demo_decisions
 from clm_referral.demo import summary as referral_summary
 from clm_warranty.demo import add_to_file as add_warranty_events
@@ -35,6 +37,7 @@ DEMO = ROOT / ".demo"
 DB = DEMO / "clm.db"
 EVENTS = DEMO / "events.jsonl"
 RULESETS = ROOT / "rulesets"
+OUTBOX = DEMO / "outbox"  # the email plugin's file transport writes .eml files here
 CLM = str(Path(sys.executable).parent / "clm")
 
 
@@ -89,7 +92,12 @@ def print_weeks(result: dict) -> None:
 def main() -> None:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
-    db, rulesets = ["--db", str(DB)], ["--rulesets", str(RULESETS)]
+    db = ["--db", str(DB)]
+    rulesets = ["--rulesets", str(RULESETS)]
+    # The email plugin: .eml files into .demo/outbox, and the example's marketing policy
+    # (2 marketing emails per 7 days, quiet hours 21:00-08:00 in each contact's timezone).
+    os.environ["CLM_EMAIL_OUTBOX"] = str(OUTBOX)
+    os.environ["CLM_EMAIL_SETTINGS"] = str(ROOT / "plugins/email/examples/email-settings.json")
 
     step("A realistic history: 3,000 contacts over six months (plus 5 bad lines, on purpose)")
     sample = ["--contacts", "3000", "--months", "6", "--seed", "7", "--bad-lines", "5"]
@@ -123,6 +131,9 @@ def main() -> None:
     clm("referral", "redeem", picks["redeem"], "--reference", "DEMO-PAYOUT-1", *db)
     print(referral_summary(DB))
 
+    step("Email: drips sent through the file transport, deferrals and vetoes by reason")
+    print(email_summary(str(DB), str(OUTBOX)))
+
     listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
     found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]
     contact = (found or json.loads(clm(*listing, capture=True))["contacts"])[0]["id"]
@@ -136,8 +147,7 @@ def main() -> None:
     window = ["--from", "2026-05-01", "--to", "2026-11-01"]
     raw = clm(
         "simulate",
-        "--rulesets",
-        str(RULESETS),
+        *rulesets,
         "--events",
         str(EVENTS),
         *window,

@@ -158,10 +158,8 @@ def tls_server(certificate):
 
 # -- an engine with the email plugin, the example templates and sequences -----------------------
 
-#: The example drips, templates and the ruleset that starts and stops them. They wait beside
-#: the plugin, not in the repository's rulesets/, until the tests that count what rulesets/
-#: holds know about a drip's follow-up actions and the email documents (see the README).
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "rulesets"
+#: The example drips, templates and the ruleset that starts and stops them, with the others.
+EXAMPLES = Path(__file__).resolve().parents[3] / "rulesets"
 DRIPS = EXAMPLES / "email-drips.json"
 START = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)  # a Monday, noon UTC
 
