@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import click
 from rich.progress import Progress
@@ -68,7 +68,15 @@ def tick(db_path, ruleset_paths, as_json):
     type=click.FloatRange(0.05),
     help="Seconds between pumps.",
 )
-def run(db_path, ruleset_paths, interval):
+@click.option(
+    "--lease",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(1),
+    help="Seconds an external action (an email) may take before another worker may run it "
+    "again: longer than any send can take.",
+)
+def run(db_path, ruleset_paths, interval, lease):
     """Run the engine until stopped (SIGTERM or Ctrl-C): pumps due work every few seconds.
 
     Schedules run on their slots; delayed actions and dates that come up run as they fall due;
@@ -76,6 +84,7 @@ def run(db_path, ruleset_paths, interval):
     says so). Safe to run twice on one database: nothing is done twice.
     """
     engine = open_engine(db_path, must_exist=False, rulesets=ruleset_paths)
+    engine.lease = timedelta(seconds=lease)
 
     def on_tick(report: TimeReport) -> None:
         busy = report.dispatched.total or report.anchors_fired or report.slots_run
