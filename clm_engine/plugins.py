@@ -62,27 +62,44 @@ def load_plugins() -> None:
     for module_name in DEFAULT_PLUGINS:
         if pm.get_plugin(module_name) is None:
             pm.register(importlib.import_module(module_name), module_name)
+    for name, dist in load_entry_points(pm, ENTRY_POINT_GROUP, what="plugin").items():
+        if dist is not None:
+            _distributions[name] = dist
+    pm.check_pending()
+
+
+def load_entry_points(
+    manager: pluggy.PluginManager, group: str, *, what: str = "plugin"
+) -> dict[str, tuple[str, str] | None]:
+    """Register the installed plugins of an entry-point ``group`` with ``manager``.
+
+    The one loader for the engine's plugins and for plugins of plugins (the email plugin's
+    transports, the referral plugin's fraud checks). It honours ``CLM_LOAD_PLUGINS`` (an
+    allow-list of entry point or distribution names; empty loads none), skips names already
+    registered or blocked, and reports a plugin that fails to import on stderr and in
+    ``load_failures`` instead of raising: a broken plugin must not take the engine down.
+    Returns what it registered: name -> (distribution, version), if known.
+    """
     allow = os.environ.get("CLM_LOAD_PLUGINS")
     allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    registered: dict[str, tuple[str, str] | None] = {}
+    for entry_point in metadata.entry_points(group=group):
         dist_name = entry_point.dist.name if entry_point.dist else None
         if allowed is not None and not ({entry_point.name, dist_name} & allowed):
             continue
-        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+        name = entry_point.name
+        if manager.get_plugin(name) is not None or manager.is_blocked(name):
             continue
         try:
-            plugin = entry_point.load()
-            pm.register(plugin, name=entry_point.name)
-            if entry_point.dist is not None:
-                _distributions[entry_point.name] = (entry_point.dist.name, entry_point.dist.version)
+            manager.register(entry_point.load(), name=name)
         except Exception as error:  # a broken plugin must not take the engine down
-            load_failures[entry_point.name] = f"{type(error).__name__}: {error}"
-            print(
-                f"clm: plugin {entry_point.name!r} failed to load and was skipped: "
-                f"{load_failures[entry_point.name]}",
-                file=sys.stderr,
-            )
-    pm.check_pending()
+            reason = f"{type(error).__name__}: {error}"
+            load_failures[name if group == ENTRY_POINT_GROUP else f"{group}:{name}"] = reason
+            print(f"clm: {what} {name!r} failed to load and was skipped: {reason}", file=sys.stderr)
+            continue
+        dist = entry_point.dist
+        registered[name] = (dist.name, dist.version) if dist is not None else None
+    return registered
 
 
 def _hookimpls(hook_name: str) -> Iterator[tuple[str, Callable[..., Any], list[str]]]:

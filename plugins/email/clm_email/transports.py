@@ -12,16 +12,15 @@ import contextlib
 import os
 import smtplib
 import ssl
-import sys
 import threading
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Protocol
 
 import pluggy
 
 from clm_engine.errors import PluginError
+from clm_engine.plugins import load_entry_points
 
 from . import hookspecs
 from .hookspecs import hookimpl
@@ -241,21 +240,7 @@ def load_transport_plugins() -> None:
     _loaded = True
     if pm.get_plugin("builtin") is None:
         pm.register(_BuiltinTransports(), name="builtin")
-    allow = os.environ.get("CLM_LOAD_PLUGINS")
-    allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = entry_point.dist.name if entry_point.dist else None
-        if allowed is not None and not ({entry_point.name, dist} & allowed):
-            continue
-        if pm.get_plugin(entry_point.name) is not None:
-            continue
-        try:
-            pm.register(entry_point.load(), name=entry_point.name)
-        except Exception as error:  # a broken transport plugin must not take email down
-            print(
-                f"clm-email: transport plugin {entry_point.name!r} failed to load: {error!r}",
-                file=sys.stderr,
-            )
+    load_entry_points(pm, ENTRY_POINT_GROUP, what="email transport plugin")
     pm.check_pending()
 
 

@@ -23,15 +23,14 @@ automatically. The built-in checks are in :mod:`clm_referral.checks`.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from clm_engine.plugins import load_entry_points
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -103,21 +102,7 @@ def load_checks() -> None:
 
     if pm.get_plugin("referral.builtin") is None:
         pm.register(checks, name="referral.builtin")
-    allow = os.environ.get("CLM_LOAD_PLUGINS")
-    allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = entry_point.dist.name if entry_point.dist else None
-        if allowed is not None and not ({entry_point.name, dist} & allowed):
-            continue
-        if pm.get_plugin(entry_point.name) is not None:
-            continue
-        try:
-            pm.register(entry_point.load(), name=entry_point.name)
-        except Exception as error:  # a broken check plugin must not stop rewards
-            print(
-                f"clm-referral: fraud check plugin {entry_point.name!r} failed to load: {error}",
-                file=sys.stderr,
-            )
+    load_entry_points(pm, ENTRY_POINT_GROUP, what="fraud check plugin")
     pm.check_pending()
 
 
