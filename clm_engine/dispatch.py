@@ -180,6 +180,7 @@ class Dispatcher:
             key=row.key,
             ruleset=row.ruleset,
             rule=row.rule,
+            in_flight=lambda: tx.claimed_actions(row.contact_id, utc_text(now)),
         )
         vetoes = [a.reason for a in answers if isinstance(a, Veto)]
         if vetoes:
@@ -201,9 +202,9 @@ class Dispatcher:
         attempts = row.attempts + 1
         if spec.external:
             lease_until = utc_text(now + self.lease)
-            tx.reschedule_action(
+            tx.claim_action(
                 row.seq,
-                due_at=lease_until,
+                lease_until=lease_until,
                 note=f"running (attempt {attempts}); back at {lease_until[:19]}Z if it never ends",
                 attempts=attempts,
             )

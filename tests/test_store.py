@@ -35,6 +35,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m003_time",
         "m004_time_indexes",
         "m005_outbox_entity",
+        "m006_outbox_lease",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

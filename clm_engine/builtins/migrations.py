@@ -199,6 +199,14 @@ def m005_outbox_entity(db) -> None:
     db.execute("ALTER TABLE outbox ADD COLUMN entity TEXT")
 
 
+@migrations()
+def m006_outbox_lease(db) -> None:
+    # Until when a worker holds an external action it claimed (an email being sent), so that
+    # policies can count what is on its way (two sends due together must not both slip under
+    # a frequency cap). NULL when nobody holds the row.
+    db.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
+
+
 @hookimpl
 def register_migrations(register):
     register(migrations)

@@ -167,13 +167,17 @@ def dispatch_policy(
     key: str,
     ruleset: str,
     rule: str,
+    in_flight: Callable[[], list],
 ) -> Veto | Defer | None:
     """Decide whether an action may run now (consent, quiet hours, frequency caps ...).
 
     Called for every action about to be dispatched, inside the dispatch write transaction
     (``db``, for reading what the plugin keeps; never write in a policy). ``entity`` is what
     the action is about (a product id) if not the contact, ``key`` the outbox row's idempotency
-    key, ``ruleset`` and ``rule`` where it came from. Accept the arguments you need. Return
+    key, ``ruleset`` and ``rule`` where it came from. ``in_flight()`` lists the contact's
+    outbox rows that a worker holds right now (external actions claimed and on their way, not
+    yet recorded): count them with what was sent, or two sends due together would both slip
+    under a frequency cap. Accept the arguments you need. Return
     ``None`` to let it run,
     ``Veto(reason)`` to stop it (recorded with the reason, never silently dropped) or
     ``Defer(until, reason)`` to run it later. Every plugin is asked: any veto wins, else the

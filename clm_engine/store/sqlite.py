@@ -597,16 +597,33 @@ class SQLiteTransaction:
         self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
     ) -> None:
         self.conn.execute(
-            "UPDATE outbox SET status = ?, note = ?, result = ?, finished_at = ?, attempts = ? "
-            "WHERE seq = ?",
+            "UPDATE outbox SET status = ?, note = ?, result = ?, finished_at = ?, attempts = ?, "
+            "lease_until = NULL WHERE seq = ?",
             [status, note, _dumps(result) if result is not None else None, at, attempts, seq],
         )
 
     def reschedule_action(self, seq: int, *, due_at: str, note: str, attempts: int) -> None:
         self.conn.execute(
-            "UPDATE outbox SET due_at = ?, note = ?, attempts = ? WHERE seq = ?",
+            "UPDATE outbox SET due_at = ?, note = ?, attempts = ?, lease_until = NULL "
+            "WHERE seq = ?",
             [due_at, note, attempts, seq],
         )
+
+    def claim_action(self, seq: int, *, lease_until: str, note: str, attempts: int) -> None:
+        """Hold a row for a worker until ``lease_until``: it is due again then, if unrecorded."""
+        self.conn.execute(
+            "UPDATE outbox SET due_at = ?, lease_until = ?, note = ?, attempts = ? WHERE seq = ?",
+            [lease_until, lease_until, note, attempts, seq],
+        )
+
+    def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]:
+        """A contact's rows held by a worker right now (external actions on their way)."""
+        rows = self.conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE contact_id = ? AND status = 'pending' "
+            "AND lease_until > ? ORDER BY seq",
+            [contact_id, now],
+        )
+        return [_outbox_row(row) for row in rows]
 
     def record_ruleset(
         self, name: str, version: int, content_hash: str, path: str, content: str, at: str

@@ -150,14 +150,24 @@ def register_actions(register: Callable[..., None]) -> None:
 
 @hookimpl
 def dispatch_policy(
-    action: str, params: dict, contact: Contact, now: datetime, db: Database
+    action: str,
+    params: dict,
+    contact: Contact,
+    now: datetime,
+    db: Database,
+    in_flight: Callable[[], list],
 ) -> Veto | Defer | None:
     if action != "email.send":
         return None
     # Settings that cannot be read raise: the engine then vetoes, naming this plugin (a
     # message whose consent or caps could not be checked does not go out).
     return policy.decide(
-        params=params, contact=contact, now=now, db=db, settings=settings.resolve_settings()
+        params=params,
+        contact=contact,
+        now=now,
+        db=db,
+        settings=settings.resolve_settings(),
+        claimed=in_flight,
     )
 
 

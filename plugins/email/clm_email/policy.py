@@ -12,9 +12,9 @@ any channel and it answers with the deferral, so another channel's plugin can re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from clm_engine.models import utc_text
@@ -102,8 +102,10 @@ def decide(
     now: datetime,
     db: Database | None,
     settings: EmailSettings,
+    claimed: Callable[[], Sequence[Any]] | None = None,
 ) -> Veto | Defer | None:
-    """The answer for one ``email.send`` about to be dispatched (``db``: read only)."""
+    """The answer for one ``email.send`` about to be dispatched (``db``: read only;
+    ``claimed()``: the contact's outbox rows a worker holds right now, on their way)."""
     category = params.get("category") or "marketing"
     exempt = category in settings.exempt_categories
     enrollment = params.get("enrollment")
@@ -141,15 +143,13 @@ def decide(
         ).fetchall()
         sends = [datetime.fromisoformat(r[0]) for r in rows]
         # Messages claimed and on their way (external actions run after the claim commits)
-        # count as sent now, or two due together would both fit under the cap. A claimed row
-        # is pending with its due time pushed to the end of its lease.
-        in_flight = db.execute(
-            "SELECT count(*) FROM outbox WHERE contact_id = ? AND action = 'email.send' "
-            "AND status = 'pending' AND due_at > ? AND note LIKE 'running%' "
-            "AND coalesce(json_extract(params, '$.category'), 'marketing') "
-            f"NOT IN ({placeholders})",
-            [contact.id, utc_text(now), *exempted],
-        ).fetchone()[0]
+        # count as sent now, or two due together would both fit under the cap.
+        in_flight = sum(
+            1
+            for row in (claimed() if claimed is not None else ())
+            if row.action == "email.send"
+            and (row.params.get("category") or "marketing") not in exempted
+        )
         sends.extend([now] * in_flight)
     return next_allowed(
         now,
