@@ -4,7 +4,7 @@ Run: ``.venv/bin/python benchmarks/email_send.py [--messages 10000] [--repeat 1]
 
 10,000 seeded contacts (first name, company, plan, last product; some fields missing, so the
 templates' fallbacks are used) and the example onboarding welcome template (subject, text
-and HTML parts) from ``plugins/email/examples/rulesets/templates/``. Two ways, each through two
+and HTML parts) from ``rulesets/templates/``. Two ways, each through two
 transports:
 
 1. **pipeline**: the plugin's own steps in a loop (template context, sandboxed render, MIME
@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "plugins" / "email" / "examples" / "rulesets" / "templates"
+TEMPLATES = ROOT / "rulesets" / "templates"
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret"]
 COMPANIES = ["Northwind", "Contoso", "Initech", "Globex", "Umbrella", "Hooli", "Vandelay"]
