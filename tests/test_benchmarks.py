@@ -1,0 +1,40 @@
+"""The benchmarks still run (tiny sizes): a benchmark that rotted is found here, not on the day
+someone needs its figures. These check that they run and print, never how fast."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+SMALL = {
+    "ingest.py": ["--events", "2000"],
+    "evaluate.py": ["--contacts", "200", "--rules", "5", "--repeat", "1"],
+    "simulate.py": ["--contacts", "50", "--days", "3", "--step", "1d"],
+    "email_send.py": ["--messages", "30"],
+}
+
+
+def test_every_benchmark_has_a_small_run():
+    assert {p.name for p in BENCHMARKS.glob("*.py")} == set(SMALL)
+
+
+@pytest.mark.parametrize("script", sorted(SMALL))
+def test_the_benchmark_runs_and_prints_its_figures(script, tmp_path):
+    # The example rulesets (ingest, simulate) use the three plugins, as a user has them.
+    env = {**os.environ, "CLM_LOAD_PLUGINS": "email,referral,warranty"}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *SMALL[script]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "/s" in done.stdout or "s" in done.stdout.split(), done.stdout
