@@ -197,9 +197,11 @@ class Dispatcher:
             params = spec.params.model_validate(row.params)
         except ValidationError as error:
             return finish("dead", f"parameters no longer valid: {describe_validation_error(error)}")
-        if spec.external and self.dry_run_external:
-            return finish("simulated", "external action: recorded, not run (dry run)", attempts=1)
         attempts = row.attempts + 1
+        if spec.external and self.dry_run_external:
+            if spec.simulate is None:
+                return finish("simulated", "external action: recorded, not run (dry run)", 1)
+            return self._simulated(tx, row, contact, spec, params, now, attempts)
         if spec.external:
             lease_until = utc_text(now + self.lease)
             tx.claim_action(
@@ -218,6 +220,29 @@ class Dispatcher:
         except Exception as error:  # a plugin's failure is retried, never fatal
             return self._failed(tx, row, attempts, error, now)
         return self._outcome(tx, row, result, attempts, now)
+
+    def _simulated(
+        self,
+        tx: StoreTransaction,
+        row: OutboxRow,
+        contact: Contact,
+        spec: ActionSpec,
+        params: Any,
+        now: datetime,
+        attempts: int,
+    ) -> tuple[str, str | None]:
+        """A dry run of an external action: its ``simulate`` in the transaction, effects kept."""
+        ctx = self._context(row, contact, now, attempts, tx=tx)
+        try:
+            with tx.savepoint():
+                result = spec.simulate(ctx, params)  # type: ignore[misc]
+                self._apply_effects(tx, row, contact, ctx)
+        except Exception as error:  # a plugin's failure is retried, never fatal
+            return self._failed(tx, row, attempts, error, now)
+        if isinstance(result, dict) and ("skipped" in result or "failed" in result):
+            return self._outcome(tx, row, result, attempts, now)
+        note = "external action: simulated, not sent (dry run)"
+        return self._finish(tx, row, "simulated", note, result, attempts, now)
 
     def _context(
         self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, tx: Any

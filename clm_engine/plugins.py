@@ -280,6 +280,10 @@ class ActionSpec:
     description: str
     plugin: str
     external: bool = False  # reaches outside the engine (an email): not run by simulations
+    #: What a simulation runs instead of ``run`` for an external action: in the transaction,
+    #: reaching nothing outside, emitting what ``run`` would (an ``email.sent``), so policies
+    #: that count what went out (frequency caps) work in a backtest too.
+    simulate: Callable[..., Any] | None = None
 
 
 def _collect(hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, Any]:
@@ -368,6 +372,7 @@ def _action(
     *,
     description: str = "",
     external: bool = False,
+    simulate: Callable[..., Any] | None = None,
 ) -> ActionSpec:
     from pydantic import BaseModel
 
@@ -378,7 +383,12 @@ def _action(
             f"plugin {plugin!r} registered action {name!r} without a pydantic "
             "model for its parameters"
         )
-    return ActionSpec(name, run, params, description, plugin, external)
+    if simulate is not None and not (external and callable(simulate)):
+        raise PluginError(
+            f"plugin {plugin!r} registered action {name!r} with a simulate function: only an "
+            "external action has one, and it must be callable"
+        )
+    return ActionSpec(name, run, params, description, plugin, external, simulate)
 
 
 def get_operators() -> dict[str, OperatorSpec]:

@@ -126,14 +126,17 @@ def register_facts(register: Callable[..., None]) -> None:
 def register_actions(register: Callable[..., None]) -> None:
     """Contribute actions that rules can call in ``then``.
 
-    Call ``register(name, run, params, *, description="", external=False)``. Say
-    ``external=True`` for an action that reaches outside the engine (an email, a webhook):
-    simulations record it instead of running it. ``params`` is a pydantic model
-    (declare ``model_config = ConfigDict(extra="forbid")``) that validates the rule's ``with``
-    when the ruleset loads. ``run(ctx, params)`` runs when the action is dispatched; ``ctx``
-    gives the contact, the idempotency key and ``ctx.emit(type, properties)`` for effects on
-    contact state, which commit together with the action being marked done. ``run`` may raise:
-    the action is retried with backoff, then dead-lettered; the engine goes on.
+    Call ``register(name, run, params, *, description="", external=False, simulate=None)``. Say
+    ``external=True`` for an action that reaches outside the engine (an email, a webhook): it
+    runs outside the write lock, and simulations record it instead of running it, or run
+    ``simulate(ctx, params)`` if given: in the transaction, reaching nothing outside, emitting
+    what ``run`` would, so a backtest sees its effects (a frequency cap counting sends).
+    ``params`` is a pydantic model (declare ``model_config = ConfigDict(extra="forbid")``) that
+    validates the rule's ``with`` when the ruleset loads. ``run(ctx, params)`` runs when the
+    action is dispatched; ``ctx`` gives the contact, the idempotency key and ``ctx.emit(type,
+    properties)`` for effects on contact state, which commit together with the action being
+    marked done. ``run`` may raise: the action is retried with backoff, then dead-lettered; the
+    engine goes on.
     """
 
 

@@ -127,6 +127,7 @@ def register_actions(register: Callable[..., None]) -> None:
         actions.SendParams,
         description="render an email template for the contact and send it",
         external=True,
+        simulate=actions.simulate_send,
     )
     register(
         "email.start_sequence",

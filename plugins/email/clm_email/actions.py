@@ -24,7 +24,7 @@ from . import sequences, store, templates
 from .message import build_message, message_id
 from .sequences import Sequence, next_time
 from .settings import check_address, resolve_settings, unsubscribe_secret
-from .transports import PermanentDeliveryError, transport_for
+from .transports import PermanentDeliveryError, Transport, transport_for
 
 
 def _documents(ctx: Any) -> dict[str, dict[str, Any]]:
@@ -68,7 +68,7 @@ class SendParams(BaseModel):
         return _missing("template", params.template, documents.get(templates.KIND, {}))
 
 
-def send(ctx: Any, params: SendParams) -> dict[str, Any]:
+def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) -> dict[str, Any]:
     """Render ``params.template`` for the contact and deliver it through the transport."""
     documents = _documents(ctx)
     settings = resolve_settings()
@@ -118,7 +118,7 @@ def send(ctx: Any, params: SendParams) -> dict[str, Any]:
     )
     log.update(message_id=mid, to=contact.email, subject=rendered.subject)
     try:
-        where = transport_for(settings).send(
+        where = (transport or transport_for(settings)).send(
             message, sender=settings.envelope_from, recipients=[contact.email]
         )
     except PermanentDeliveryError as error:
@@ -133,6 +133,26 @@ def send(ctx: Any, params: SendParams) -> dict[str, Any]:
     # history in logical order); "sent_at" is when it really left, which frequency caps count.
     ctx.emit("email.sent", {**log, "location": where, "sent_at": utc_text(ctx.now)})
     return {"sent": mid, "to": contact.email, "location": where}
+
+
+class _Simulated:
+    """A transport that sends nothing: what ``clm simulate`` uses instead of the real one."""
+
+    def send(self, message: Any, *, sender: str, recipients: list[str]) -> str:
+        return "simulated: not sent"
+
+    def close(self) -> None:
+        pass
+
+
+def simulate_send(ctx: Any, params: SendParams) -> dict[str, Any]:
+    """``email.send`` in a simulation: rendered, checked and logged as sent, reaching nobody.
+
+    Why not just skip it: the frequency caps and the send log count what went out, so a
+    backtest that skipped sends would never defer anything and would overstate what a drip
+    sends. Rendering also finds templates that fail for some contacts before they go live.
+    """
+    return send(ctx, params, transport=_Simulated())
 
 
 # -- sequences ---------------------------------------------------------------------------------

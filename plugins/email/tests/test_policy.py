@@ -98,3 +98,20 @@ def test_a_backlog_is_capped_by_when_messages_really_leave(mail, monkeypatch):
     assert sent == [("welcome", "2026-11-02T12:00"), ("tips", "2026-11-02T12:00")]
     deferred = [r for r in mail.sends() if r.status == "pending"]
     assert {r.due_at[:16] for r in deferred} == {"2026-11-09T12:00"}
+
+
+def test_a_simulation_sends_nothing_but_caps_what_it_would_have_sent(mail, monkeypatch):
+    from clm_engine import Engine
+
+    mail.settings(monkeypatch, frequency_caps=[{"max": 1, "per": "P1D"}])
+    mail.ruleset(send_rule(), send_rule("onboarding-tips", event="signup"))
+    mail.engine = engine = Engine(mail.root / "clm.db", clock=mail.clock, dry_run_external=True)
+    engine.load_rulesets([mail.rules])
+    engine.ingest(signup())
+    report = engine.dispatch()
+    assert (report.outcomes["simulated"], report.outcomes["deferred"]) == (1, 1)
+    assert mail.files() == []  # nothing left the engine
+    [logged] = mail.log()
+    assert (logged["status"], logged["template"]) == ("sent", "onboarding-welcome")
+    [simulated] = [r for r in mail.sends() if r.status == "simulated"]
+    assert simulated.result["location"] == "simulated: not sent"
