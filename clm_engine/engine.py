@@ -411,7 +411,8 @@ class Engine:
         """Run every action that is due now (and those that running them makes due).
 
         Each batch is one write transaction; each action inside it a savepoint. Returns what
-        happened, by outcome: done, skipped, vetoed, deferred, retried, dead.
+        happened, by outcome: done, skipped, failed, vetoed, deferred, retried, dead, and for
+        external actions simulated (dry runs) or lost_lease (a worker recorded too late).
         """
         report = DispatchReport()
         dispatcher = Dispatcher(
@@ -435,20 +436,24 @@ class Engine:
                 break
         return report
 
-    def tick(self, *, progress: Callable[[int], None] | None = None) -> TimeReport:
+    def tick(
+        self, *, progress: Callable[[int], None] | None = None, schedules: bool = True
+    ) -> TimeReport:
         """Run everything that is due at ``clock.now()``, once, and return what happened.
 
         Relative-time anchors whose fire time has come, cron slots that came due (missed ones
         coalesce; stale ones are skipped and recorded), then due actions, including those that
         running them makes due. ``clm tick`` and every pump of ``clm run`` call this; so can a
-        host application from its own cron or request cycle.
+        host application from its own cron or request cycle. ``schedules=False`` leaves the
+        cron slots out: a simulation that knows no slot is due saves their computation.
         """
         report = TimeReport()
         for _ in range(10):  # actions may set dates that make anchors due: settle it out
             now = self.clock.now()
             before = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
             sweep_anchors(self.store, self.rulebook, self.facts, now, report)
-            run_schedules(self.store, self.rulebook, now, report, progress)
+            if schedules:
+                run_schedules(self.store, self.rulebook, now, report, progress)
             dispatched = self.dispatch()
             report.dispatched.add(dispatched)
             after = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)

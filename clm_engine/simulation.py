@@ -744,12 +744,11 @@ class _TickPlan:
         no slot is due; leaving it out then changes nothing (the slots it would find are those
         ``slot_due`` looks for), and a test checks that the results are the same.
         """
-        sweep = _anchor_sweep()
-        if sweep is None or self.schedules_due(now):
+        if self.schedules_due(now):
             report, kind = self.tick(), "full_ticks"
             self.last_schedules = now
         else:
-            report, kind = sweep(self.engine, now), "anchor_sweeps"
+            report, kind = self.engine.tick(schedules=False), "anchor_sweeps"
         self.ticked(now)
         return report, kind
 
@@ -798,32 +797,6 @@ class _TickPlan:
             self.triggers[key] = trigger
         slot = trigger.get_next_fire_time(None, after + _ONE_TICK)
         return None if slot is None else slot.astimezone(UTC)
-
-
-def _anchor_sweep() -> Callable[[Engine, datetime], Any] | None:
-    """``Engine.tick()`` without the schedules: anchors then dispatch, until nothing is left.
-
-    The same loop as ``Engine.tick()``; None if the engine's time module is not the one this
-    was written against (then every tick is a full one, which is slower, never wrong).
-    """
-    try:
-        from .timed import TimeReport, sweep_anchors
-    except ImportError:
-        return None
-
-    def sweep(engine: Engine, now: datetime) -> Any:
-        report = TimeReport()
-        for _ in range(10):  # actions may set dates that make anchors due: settle it out
-            before = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
-            sweep_anchors(engine.store, engine.rulebook, engine.facts, now, report)
-            dispatched = engine.dispatch()
-            report.dispatched.add(dispatched)
-            after = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
-            if not dispatched.total and after == before:
-                break
-        return report
-
-    return sweep
 
 
 def _timed_rules(engine: Engine) -> list[Any]:

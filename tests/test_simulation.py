@@ -288,7 +288,7 @@ def test_dispatching_between_due_times_gives_what_a_full_tick_every_step_gives(
     from clm_engine import simulation
 
     monkeypatch.setattr(simulation._TickPlan, "full_tick_due", lambda self, now: True)
-    monkeypatch.setattr(simulation, "_anchor_sweep", lambda: None)  # Engine.tick() every step
+    monkeypatch.setattr(simulation._TickPlan, "schedules_due", lambda self, now: True)  # full
     slow = simulate(rulesets, history, start=start, end=end)
     assert slow.scheduler_counts["full_ticks"] == slow.ticks  # Engine.tick() at every stop
     assert fast.scheduler_counts["full_ticks"] < slow.ticks / 4
