@@ -254,7 +254,7 @@ class Engine:
         tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
         result.enqueued += settle(tx, fires, recorded_at=now_text)
         if self.rulebook.relative:
-            refresh_anchors(tx, self.rulebook, contacts, self.facts)
+            refresh_anchors(tx, self.rulebook, contacts)
         result.ingested += len(applied)
 
     def _fold(
@@ -385,7 +385,7 @@ class Engine:
         self.stages = book.stages
         self._evaluator = Evaluator(book)
         self._ruleset_paths = [os.fspath(p) for p in paths]
-        rebuild_anchors(self.store, book, self.facts)
+        rebuild_anchors(self.store, book)
         return warnings
 
     @property
@@ -451,7 +451,7 @@ class Engine:
         for _ in range(10):  # actions may set dates that make anchors due: settle it out
             now = self.clock.now()
             before = (report.anchors_fired, report.anchors_skipped, report.anchors_not_matched)
-            sweep_anchors(self.store, self.rulebook, self.facts, now, report)
+            sweep_anchors(self.store, self.rulebook, now, report)
             if schedules:
                 run_schedules(self.store, self.rulebook, now, report, progress)
             dispatched = self.dispatch()

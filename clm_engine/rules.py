@@ -29,6 +29,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .conditions import CompiledConditions, ConditionCompiler
+    from .conditions.facts import FactPlan
     from .plugins import ActionSpec
     from .rulesets import LoadedRuleset
 
@@ -47,6 +48,8 @@ class CompiledRule:
     trace_all: bool
     once_per: str | None
     cooldown: timedelta | None
+    #: For a relative-time rule: its anchor fact, planned once (asked on every ingested event).
+    anchor: FactPlan | None = None
 
     @property
     def id(self) -> str:
@@ -112,6 +115,7 @@ class RuleBook:
         documents: dict[str, dict[str, Any]] | None = None,
     ) -> RuleBook:
         from .conditions import ConditionCompiler
+        from .conditions.facts import plan_fact
 
         stages = next((tuple(r.ruleset.stages) for r in loaded if r.ruleset.stages), DEFAULT_STAGES)
         book = cls(stages=stages, rulesets=list(loaded), documents=documents or {})
@@ -140,6 +144,11 @@ class RuleBook:
                     cooldown=(
                         duration_to_timedelta(rule.limit.cooldown)
                         if rule.limit and rule.limit.cooldown
+                        else None
+                    ),
+                    anchor=(
+                        plan_fact(rule.when.anchor, None, facts)
+                        if isinstance(rule.when, RelativeTrigger)
                         else None
                     ),
                 )

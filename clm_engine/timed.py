@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
-from .conditions.facts import plan_fact, resolve
+from .conditions.facts import resolve
 from .conditions.values import to_datetime
 from .dispatch import DispatchReport
 from .evaluation import EventCounter, Fire, limit_entity, settle
@@ -78,15 +78,8 @@ def anchor_definition(rule: CompiledRule) -> str:
     return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
 
 
-def anchor_dates(
-    rule: CompiledRule,
-    contact: Contact,
-    facts: dict,
-    db: Any = None,
-    documents: Any = None,
-    ctx: FactContext | None = None,
-) -> dict[str, datetime]:
-    """The dates a relative-time rule counts from for this contact, by entity.
+def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
+    """The dates a relative-time rule counts from for ``ctx.contact``, by entity.
 
     A plain date fact (``contact.created_at``) gives one anchor, entity ``""``. A computed fact
     whose value is a mapping of entity id to date (a plugin's ``product.warranty_ends_at``:
@@ -94,9 +87,7 @@ def anchor_dates(
     ``ctx`` for all the rules of a contact so a fact several rules count from (a plugin's
     query) is computed once.
     """
-    if ctx is None:
-        ctx = _anchor_context(contact, db, documents)
-    value = resolve(_anchor_plan(rule, facts), ctx)
+    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]
     if value is MISSING or value is None:
         return {}
     if isinstance(value, dict):
@@ -106,33 +97,7 @@ def anchor_dates(
     return {"": moment} if moment is not None else {}
 
 
-def _anchor_context(contact: Contact, db: Any, documents: Any) -> FactContext:
-    return FactContext(
-        contact=contact,
-        now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
-        db=db,
-        documents=documents or {},
-    )
-
-
-_PLANS: dict[int, tuple[CompiledRule, Any]] = {}
-
-
-def _anchor_plan(rule: CompiledRule, facts: dict) -> Any:
-    """The anchor fact's plan, made once per rule (kept by identity; rules are rebuilt on
-    reload): it is asked for on every ingested event."""
-    entry = _PLANS.get(id(rule))
-    if entry is None or entry[0] is not rule:
-        if len(_PLANS) > 10_000:
-            _PLANS.clear()
-        anchor = rule.rule.when.anchor  # type: ignore[union-attr]
-        entry = _PLANS[id(rule)] = (rule, plan_fact(anchor, None, facts))
-    return entry[1]
-
-
-def refresh_anchors(
-    tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact], facts: dict
-) -> None:
+def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact]) -> None:
     """Bring these contacts' anchors in line with their dates (in the ingest transaction)."""
     rules = book.relative
     if not rules or not contacts:
@@ -143,9 +108,14 @@ def refresh_anchors(
         entities.setdefault(key[:3], []).append(key[3])
     puts, drops = [], []
     for contact in contacts:
-        ctx = _anchor_context(contact, tx.db, book.documents)  # shared: facts computed once
+        ctx = FactContext(  # one per contact: a fact several rules count from is computed once
+            contact=contact,
+            now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
+            db=tx.db,
+            documents=book.documents,
+        )
         for rule in rules:
-            dates = anchor_dates(rule, contact, facts, ctx=ctx)
+            dates = anchor_dates(rule, ctx)
             for entity in entities.get((rule.ruleset, rule.id, contact.id), ()):
                 key = (rule.ruleset, rule.id, contact.id, entity)
                 if entity not in dates and existing[key][2] == "pending":
@@ -162,7 +132,7 @@ def refresh_anchors(
     tx.drop_anchors(drops)
 
 
-def rebuild_anchors(store: Store, book: RuleBook, facts: dict) -> int:
+def rebuild_anchors(store: Store, book: RuleBook) -> int:
     """After a load: compute every contact's anchors for relative rules that are new or changed.
 
     A rule whose anchor and offset are unchanged keeps its rows (and what already fired).
@@ -183,14 +153,12 @@ def rebuild_anchors(store: Store, book: RuleBook, facts: dict) -> int:
             if not rows:
                 return scanned
             contacts = [Contact.model_validate_json(data) for _, data in rows]
-            refresh_anchors(tx, narrowed, contacts, facts)
+            refresh_anchors(tx, narrowed, contacts)
             scanned += len(rows)
             last = rows[-1][0]
 
 
-def sweep_anchors(
-    store: Store, book: RuleBook, facts: dict, now: datetime, report: TimeReport
-) -> None:
+def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeReport) -> None:
     """Fire every pending anchor whose time has come, once, in fire-time order."""
     rules = {(r.ruleset, r.id): r for r in book.relative}
     now_text = utc_text(now)
