@@ -151,15 +151,7 @@ class Dispatcher:
         self, tx: StoreTransaction, row: OutboxRow, now: datetime, claims: list[Claim]
     ) -> tuple[str, str | None]:
         def finish(status: str, note: str | None = None, attempts: int = 0):
-            tx.finish_action(
-                row.seq,
-                status=status,
-                note=note,
-                result=None,
-                at=utc_text(now),
-                attempts=row.attempts + attempts,
-            )
-            return status, note
+            return self._finish(tx, row, status, note, None, row.attempts + attempts, now)
 
         spec = self.actions.get(row.action)
         if spec is None:
@@ -198,11 +190,7 @@ class Dispatcher:
         except ValidationError as error:
             return finish("dead", f"parameters no longer valid: {describe_validation_error(error)}")
         attempts = row.attempts + 1
-        if spec.external and self.dry_run_external:
-            if spec.simulate is None:
-                return finish("simulated", "external action: recorded, not run (dry run)", 1)
-            return self._simulated(tx, row, contact, spec, params, now, attempts)
-        if spec.external:
+        if spec.external and not self.dry_run_external:
             lease_until = utc_text(now + self.lease)
             tx.claim_action(
                 row.seq,
@@ -212,37 +200,21 @@ class Dispatcher:
             )
             claims.append(Claim(row, spec, params, contact, lease_until, attempts))
             return "claimed", None
+        # Here: an internal action, or an external one in a dry run (its stand-in, if any).
+        run = spec.simulate if spec.external else spec.run
+        if run is None:
+            return finish("simulated", "external action: recorded, not run (dry run)", 1)
         ctx = self._context(row, contact, now, attempts, tx=tx)
         try:
             with tx.savepoint():  # the action's writes and effects roll back together
-                result = spec.run(ctx, params)
+                result = run(ctx, params)
                 self._apply_effects(tx, row, contact, ctx)
         except Exception as error:  # a plugin's failure is retried, never fatal
             return self._failed(tx, row, attempts, error, now)
+        if spec.external and not _says_skipped_or_failed(result):
+            note = "external action: simulated, not sent (dry run)"
+            return self._finish(tx, row, "simulated", note, result, attempts, now)
         return self._outcome(tx, row, result, attempts, now)
-
-    def _simulated(
-        self,
-        tx: StoreTransaction,
-        row: OutboxRow,
-        contact: Contact,
-        spec: ActionSpec,
-        params: Any,
-        now: datetime,
-        attempts: int,
-    ) -> tuple[str, str | None]:
-        """A dry run of an external action: its ``simulate`` in the transaction, effects kept."""
-        ctx = self._context(row, contact, now, attempts, tx=tx)
-        try:
-            with tx.savepoint():
-                result = spec.simulate(ctx, params)  # type: ignore[misc]
-                self._apply_effects(tx, row, contact, ctx)
-        except Exception as error:  # a plugin's failure is retried, never fatal
-            return self._failed(tx, row, attempts, error, now)
-        if isinstance(result, dict) and ("skipped" in result or "failed" in result):
-            return self._outcome(tx, row, result, attempts, now)
-        note = "external action: simulated, not sent (dry run)"
-        return self._finish(tx, row, "simulated", note, result, attempts, now)
 
     def _context(
         self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, tx: Any
@@ -304,9 +276,9 @@ class Dispatcher:
         self, tx: StoreTransaction, row: OutboxRow, result: Any, attempts: int, now: datetime
     ) -> tuple[str, str | None]:
         """``{"skipped": why}`` and ``{"failed": why}`` results say so; anything else is done."""
-        for status in ("skipped", "failed"):
-            if isinstance(result, dict) and status in result:
-                return self._finish(tx, row, status, str(result[status]), result, attempts, now)
+        status = _says_skipped_or_failed(result)
+        if status:
+            return self._finish(tx, row, status, str(result[status]), result, attempts, now)
         return self._finish(tx, row, "done", None, result, attempts, now)
 
     @staticmethod
@@ -346,6 +318,13 @@ def _contact_loader(tx: StoreTransaction) -> Callable[[str], Contact | None]:
         return Contact.model_validate_json(stored) if stored else None
 
     return load
+
+
+def _says_skipped_or_failed(result: Any) -> str | None:
+    """``"skipped"`` or ``"failed"`` if an action's result says so (``{"failed": why}``)."""
+    if isinstance(result, dict):
+        return next((status for status in ("skipped", "failed") if status in result), None)
+    return None
 
 
 def _count(report: DispatchReport, row: OutboxRow, outcome: str, note: str | None) -> None:
