@@ -69,7 +69,7 @@ def test_facts_read_the_plugins_tables_through_the_context(tmp_path, clock):
         assert "advocate" in engine.contact("ann").tags
 
 
-def test_a_rule_condition_on_a_plugin_table_counts_the_event_being_ingested(tmp_path, clock):
+def test_a_rule_condition_reads_what_actions_wrote_to_a_plugin_table(tmp_path, clock):
     rule = {
         "id": "big-spender",
         "when": {"event": "deal.won"},
@@ -86,6 +86,20 @@ def test_a_rule_condition_on_a_plugin_table_counts_the_event_being_ingested(tmp_
         engine.ingest(event("c1", "deal.won", "2026-11-01T12:00:00Z"))
         engine.dispatch()
         assert "vip" in engine.contact("c1").tags
+
+
+def test_the_events_own_rules_see_what_its_handler_wrote(tmp_path, clock):
+    rule = {
+        "id": "welcome-invitee",
+        "when": {"event": "invite.accepted"},
+        "if": {"fact": "credits.invited_by", "op": "eq", "value": "ann"},
+        "then": [{"action": "tag.add", "with": {"tag": "invited-by-ann"}}],
+    }
+    folder = write_rules(tmp_path, rule)
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+        assert engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann")).enqueued
+        engine.dispatch()
+        assert "invited-by-ann" in engine.contact("bob").tags
 
 
 def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(tmp_path, clock):

@@ -218,12 +218,14 @@ def test_hook_register_event_handlers(db_path):
     from tests.plugins import credits_plugin
 
     pm.register(credits_plugin, name="credits")
+    credits_plugin.CALLS["handler"] = 0
     try:
         with Engine(db_path) as engine:
             engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
             engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
             rows = engine.store.read().db.execute("SELECT * FROM credit_invites").fetchall()
         assert [row[:2] for row in rows] == [("bob", "ann")]
+        assert credits_plugin.CALLS["handler"] == 1  # not again for the duplicate
     finally:
         pm.unregister(name="credits")
 

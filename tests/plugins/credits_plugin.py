@@ -91,6 +91,15 @@ def invited(ctx):
     ).fetchone()[0]
 
 
+def invited_by(ctx):
+    if ctx.db is None:
+        return MISSING
+    row = ctx.db.execute(
+        "SELECT inviter FROM credit_invites WHERE invitee = ?", [ctx.contact.id]
+    ).fetchone()
+    return row[0] if row else MISSING
+
+
 def voucher_expiry(ctx):
     if ctx.db is None:
         return MISSING
@@ -104,6 +113,7 @@ def voucher_expiry(ctx):
 def register_facts(register):
     register("credits.granted_total", granted_total)
     register("credits.invited", invited)
+    register("credits.invited_by", invited_by)
     register("voucher.expires_at", voucher_expiry)
 
 
