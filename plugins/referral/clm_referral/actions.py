@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clm_engine.models import Name, utc_text
+from clm_engine.money import format_minor, to_minor
 
 from . import ledger
 from .attribution import attribution_of, ensure_code
 from .codes import display_code
 from .fraud import Claim, FraudSettings, run_checks
-from .money import format_minor, to_minor
 
 if TYPE_CHECKING:
     import sqlite_utils

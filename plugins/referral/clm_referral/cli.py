@@ -17,12 +17,12 @@ from clm_engine.cli.common import (
 )
 from clm_engine.errors import ClmError
 from clm_engine.models import utc_text
+from clm_engine.money import format_minor
 
 from . import ledger
 from .attribution import ensure_code
 from .codes import display_code
 from .fraud import get_fraud_checks
-from .money import format_minor
 from .report import format_report, report
 from .reviews import approved_rewards
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
+from clm_engine.money import format_minor
+
 from . import ledger
-from .money import format_minor
 
 if TYPE_CHECKING:
     import sqlite_utils

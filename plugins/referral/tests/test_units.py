@@ -11,7 +11,6 @@ from clm_referral.codes import display_code, is_well_formed, new_code, normalise
 from clm_referral.emails import normalise_email
 from clm_referral.facts import balance, referral_count, successful_count
 from clm_referral.fraud import Claim, FraudSettings, get_fraud_checks, hookimpl, run_checks
-from clm_referral.money import format_minor, to_minor
 from clm_referral.report import format_report, report
 from clm_referral.schema import TABLES, migrations
 from hypothesis import given, settings
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from clm_engine import Contact, Event
+from clm_engine.money import format_minor, to_minor
 
 T0 = "2026-05-01T10:00:00.000000Z"
 

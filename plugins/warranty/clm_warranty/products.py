@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from clm_engine import Contact, Event
+from clm_engine import Contact, Event, money
 
 from .dates import add_months, parse_moment, utc_text
 
@@ -167,19 +166,17 @@ def _moment(props: dict[str, Any], key: str) -> datetime | None:
 
 
 def to_minor(value: Any, what: str = "'price'") -> int:
-    """An amount in major units (``129``, ``"19.99"``) as integer minor units (cents).
-
-    Decimal arithmetic on the text of the number, so ``19.99`` is 1999, never 1998.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{what} must be a number like 19.99 (got {value!r})")
+    """An amount in major units (``129``, ``"19.99"``, ``19.99`` from an event's JSON) as
+    integer minor units (cents), by the core's exact decimal conversion."""
     try:
-        amount = Decimal(str(value)) * 100
-    except InvalidOperation:
-        raise ValueError(f"{what} must be a number like 19.99 (got {value!r})") from None
-    if not amount.is_finite() or amount < 0 or amount != amount.to_integral_value():
-        raise ValueError(f"{what} must be a positive amount in whole cents (got {value!r})")
-    return int(amount)
+        amount = money.to_minor(value, allow_float=True)
+    except ValueError:
+        amount = None  # not a number, or a fraction of a cent
+    if amount is None or amount < 0:
+        raise ValueError(
+            f"{what} must be a positive amount like 19.99, in whole cents (got {value!r})"
+        )
+    return amount
 
 
 def price_of(props: dict[str, Any]) -> int | None:

@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from clm_engine.money import format_minor
+
 from .catalogue import lookup
 from .dates import utc_text
 from .facts import agreement_active, end_of_life, warranty_end
@@ -130,12 +132,8 @@ def offers(db: Database, now: datetime, since: datetime | None = None) -> dict[s
 
 
 def money(amount_minor: int | None, currency: str | None) -> str:
-    """``12900, "USD"`` -> ``"129.00 USD"`` (integer arithmetic: no float rounding)."""
-    if amount_minor is None:
-        return ""
-    units, cents = divmod(abs(amount_minor), 100)
-    sign = "-" if amount_minor < 0 else ""
-    return f"{sign}{units:,}.{cents:02d}" + (f" {currency}" if currency else "")
+    """``12900, "USD"`` -> ``"129.00 USD"``; empty for no amount."""
+    return "" if amount_minor is None else format_minor(amount_minor, currency)
 
 
 def format_offers(report: Mapping[str, Any]) -> str:

@@ -2,7 +2,10 @@
 
 Why: ``0.1 + 0.2 != 0.3`` in binary floating point, and a ledger that is off by a cent
 cannot be reconciled. Rulesets write amounts as decimal strings (``"50.00"``) or whole
-numbers (``50``); they become ``5000`` cents here and stay integers from then on.
+numbers (``50``); they become ``5000`` cents here and stay integers from then on. Events from
+a CRM carry JSON numbers (``129.99``): ``allow_float=True`` reads them by their shortest
+decimal text, so ``19.99`` is 1999 cents, never 1998. Shared by the plugins that keep money
+(the referral ledger, warranty prices), so they agree on it.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ def minor_digits(currency: str) -> int:
     return MINOR_DIGITS.get(currency, 2)
 
 
-def to_minor(amount: str | int, currency: str) -> int:
-    """``"50.00"`` USD -> ``5000``. Raises ``ValueError`` (for an ops person) for a float, a
-    malformed amount, or more decimals than the currency has."""
-    if isinstance(amount, bool) or not isinstance(amount, str | int):
+def to_minor(amount: str | int | float, currency: str = "USD", *, allow_float: bool = False) -> int:
+    """``"50.00"`` USD -> ``5000``. Raises ``ValueError`` (for an ops person) for a float
+    (unless ``allow_float``), a malformed amount, or more decimals than the currency has."""
+    allowed = str | int | float if allow_float else str | int
+    if isinstance(amount, bool) or not isinstance(amount, allowed):
         raise ValueError(
             f'write an amount as a decimal string such as "50.00" (got {amount!r}): '
             "binary floating point cannot hold cents exactly"
         )
     try:
-        value = Decimal(amount.strip()) if isinstance(amount, str) else Decimal(amount)
+        value = Decimal(amount.strip() if isinstance(amount, str) else str(amount))
     except InvalidOperation:
         raise ValueError(f'{amount!r} is not a decimal amount like "50.00"') from None
     if not value.is_finite():
@@ -38,10 +42,11 @@ def to_minor(amount: str | int, currency: str) -> int:
     return int(minor)
 
 
-def format_minor(minor: int, currency: str) -> str:
-    """``5000, "USD"`` -> ``"50.00 USD"``: exact, from the integer."""
-    digits = minor_digits(currency)
+def format_minor(minor: int, currency: str | None = None) -> str:
+    """``5000, "USD"`` -> ``"50.00 USD"``: exact, from the integer (no currency: ``"50.00"``,
+    two decimals)."""
+    digits = minor_digits(currency or "")
     sign = "-" if minor < 0 else ""
     whole, part = divmod(abs(minor), 10**digits) if digits else (abs(minor), 0)
     text = f"{whole:,}" + (f".{part:0{digits}d}" if digits else "")
-    return f"{sign}{text} {currency}"
+    return f"{sign}{text} {currency}" if currency else f"{sign}{text}"
