@@ -7,12 +7,12 @@ present (a missing key, a ``None`` on the way, no event) is ``MISSING``.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from typing import Any
 
 from ..plugins import FactSpec
+from ..rulesets.problems import did_you_mean
 from ..types import MISSING, FactContext
 
 #: Contact fields that hold one value (or a list, for tags).
@@ -71,11 +71,6 @@ def freeze(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
-def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]) -> FactPlan:
     """Where ``path`` is read from; ``problem`` says why it can never have a value."""
     spec = facts.get(path)
@@ -99,7 +94,7 @@ def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]
         else:
             fields = CONTACT_VALUES + CONTACT_MAPPINGS
             problem = (
-                f"a contact has no field {field!r}{_suggest(field, fields)}"
+                f"a contact has no field {field!r}{did_you_mean(field, fields)}"
                 f" (custom data lives under contact.attributes.{field})"
             )
     elif root == "event" and rest:
@@ -109,7 +104,7 @@ def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]
         if field in EVENT_VALUES and not keys:
             return FactPlan(path, "event", field, problem=problem)
         problem = (
-            f"an event has no field {field!r}{_suggest(field, (*EVENT_VALUES, 'properties'))}"
+            f"an event has no field {field!r}{did_you_mean(field, (*EVENT_VALUES, 'properties'))}"
             f" (its data lives under event.properties.{field})"
         )
     elif root == "transition" and len(rest) == 1 and rest[0] in TRANSITION_KEYS:
@@ -121,7 +116,7 @@ def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]
     else:
         known = sorted(facts)
         problem = (
-            f"unknown fact {path!r}{_suggest(path, known)}: facts start with 'contact.', "
+            f"unknown fact {path!r}{did_you_mean(path, known)}: facts start with 'contact.', "
             "'event.' or 'transition.', or are 'now' or a computed fact"
             + (f" ({', '.join(known)})" if known else "")
         )

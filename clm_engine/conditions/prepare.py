@@ -8,12 +8,12 @@ at a time, so an ops person sees every mistake at once.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import All, AnyOf, Condition, FactRef, Leaf, Not
 from ..plugins import FactSpec, OperatorSpec
+from ..rulesets.problems import did_you_mean
 from .facts import FactPlan, check_args, plan_fact
 from .ops import STAGE_OPERATORS
 from .values import ContextValue, describe
@@ -73,11 +73,6 @@ class Problems:
 
     def add(self, pointer: str, message: str) -> None:
         self.items.append((pointer, message))
-
-
-def _suggest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def segment_references(condition: Condition | None) -> list[tuple[str, str]]:
@@ -207,7 +202,7 @@ class Preparer:
         if op is None:
             problems.add(
                 f"{at}/op",
-                f"unknown operator {leaf.op!r}{_suggest(leaf.op, sorted(self.operators))}",
+                f"unknown operator {leaf.op!r}{did_you_mean(leaf.op, sorted(self.operators))}",
             )
         if leaf.fact is None:
             problems.add(f"{at}/fact", f"operator {leaf.op!r} needs a fact to test")
@@ -238,7 +233,7 @@ class Preparer:
         ):
             problems.add(
                 f"{at}/value",
-                f"unknown stage {leaf.value!r}{_suggest(leaf.value, list(self.stages))} "
+                f"unknown stage {leaf.value!r}{did_you_mean(leaf.value, list(self.stages))} "
                 f"(the stages are: {', '.join(self.stages)})",
             )
         if op is None or len(problems.items) > count:
@@ -256,7 +251,7 @@ class Preparer:
             known = sorted(self.segments)
             problems.add(
                 f"{at}/value",
-                f"unknown segment {name!r}{_suggest(name, known)}"
+                f"unknown segment {name!r}{did_you_mean(name, known)}"
                 + (f" (the segments are: {', '.join(known)})" if known else " (none is defined)"),
             )
             return PConst(False)

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clm_engine.models import Condition, DurationSpec, EventType, Name, duration_to_timedelta
+from clm_engine.rulesets.problems import closest
 
 from . import templates
 from .settings import ClockTime, check_address, parse_clock
@@ -147,10 +148,7 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
 
 def unknown_name(kind: str, name: str, known: Any) -> str:
     """``no template 'x'; did you mean 'y'?`` (or the known names): one wording everywhere."""
-    import difflib
-
-    names = sorted(known)
-    close = difflib.get_close_matches(name, names, n=1)
+    close = closest(name, known)
     if close:
-        return f"no {kind} {name!r}; did you mean {close[0]!r}?"
-    return f"no {kind} {name!r}; known: {', '.join(names) or 'none'}"
+        return f"no {kind} {name!r}; did you mean {close!r}?"
+    return f"no {kind} {name!r}; known: {', '.join(sorted(known)) or 'none'}"

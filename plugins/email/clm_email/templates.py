@@ -16,7 +16,6 @@ time a render error is a recorded failure, never a half-sent email.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clm_engine import Contact
 from clm_engine.models import Name
+from clm_engine.rulesets.problems import closest
 
 #: The document kind (and key) of templates.
 KIND = "email_template"
@@ -238,8 +238,8 @@ def _describe(error: Exception) -> str:
                 f"{message}: the contact has no {name}; give the template a fallback "
                 f'("fallbacks": {{"{name}": "..."}}) or write {{{{ {name} | default("...") }}}}'
             )
-        close = difflib.get_close_matches(name, known, n=1) if name else []
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+        close = closest(name, known) if name else None
+        hint = f"; did you mean {close!r}?" if close else f"; known: {', '.join(known)}"
         return message + hint
     if isinstance(error, SecurityError):
         return f"not allowed in a template: {error}"
