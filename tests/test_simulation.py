@@ -507,6 +507,10 @@ def test_compare_of_identical_rulesets_finds_no_difference(history, tmp_path):
 # -- the command -----------------------------------------------------------------------------
 
 
+#: The command line's window for MAY .. JUNE, as the tests below pass it.
+MAY_ARGS = ("--from", "2026-05-01", "--to", "2026-06-01")
+
+
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -524,10 +528,7 @@ def test_cli_prints_a_table_per_rule_and_week(run, history):
         str(EXAMPLES),
         "--events",
         str(history),
-        "--from",
-        "2026-05-01",
-        "--to",
-        "2026-06-01",
+        *MAY_ARGS,
     )
     assert answer.exit_code == 0, answer.output
     out = answer.stdout
@@ -543,10 +544,7 @@ def test_cli_json_gives_the_library_result(run, history):
         str(EXAMPLES),
         "--events",
         str(history),
-        "--from",
-        "2026-05-01",
-        "--to",
-        "2026-06-01",
+        *MAY_ARGS,
         "--json",
     )
     assert answer.exit_code == 0
@@ -568,10 +566,7 @@ def test_cli_compare_lists_contacts_only_old_and_only_new(run, history, versions
         str(new),
         "--events",
         str(history),
-        "--from",
-        "2026-05-01",
-        "--to",
-        "2026-06-01",
+        *MAY_ARGS,
     ]
     answer = run(*args)
     assert answer.exit_code == 0, answer.output
@@ -635,10 +630,7 @@ def test_cli_lines_that_are_not_events_are_reported_and_exit_1(run, history, tmp
         str(EXAMPLES),
         "--events",
         str(path),
-        "--from",
-        "2026-05-01",
-        "--to",
-        "2026-06-01",
+        *MAY_ARGS,
     )
     assert answer.exit_code == 1
     assert "all rules" in answer.stdout  # the report still comes
@@ -654,10 +646,7 @@ def test_cli_rulesets_and_compare_exclude_each_other(run, history):
         str(EXAMPLES),
         "--events",
         str(history),
-        "--from",
-        "2026-05-01",
-        "--to",
-        "2026-06-01",
+        *MAY_ARGS,
     )
     assert answer.exit_code == 1
     assert "either --rulesets or --compare" in answer.stderr
