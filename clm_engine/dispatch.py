@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from . import plugins
+from .evaluation import escape_key_part
 from .models import Contact, Event, describe_validation_error, utc_text
 from .store import OutboxRow, Store, StoreTransaction
 from .types import ActionContext, Defer, Veto
@@ -92,6 +93,7 @@ class Dispatcher:
         max_backoff: timedelta = timedelta(hours=6),
         lease: timedelta = timedelta(minutes=5),
         documents: dict[str, dict[str, Any]] | None = None,
+        late_action_limit: timedelta = timedelta(days=3),
     ) -> None:
         self.actions = actions
         self.stages = stages
@@ -103,6 +105,7 @@ class Dispatcher:
         self.lease = lease
         self.documents = documents or {}
         self.action_names = frozenset(actions)
+        self.late_action_limit = late_action_limit
 
     def run_batch(
         self, tx: StoreTransaction, now: datetime, limit: int, report: DispatchReport
@@ -158,6 +161,15 @@ class Dispatcher:
             return finish("dead", f"action {row.action!r} is not registered (plugin removed?)")
         if row.depth > MAX_CHAIN_DEPTH:
             return finish("dead", f"{row.depth} actions led to this one: a loop between rules?")
+        if spec.external and row.late:
+            due = datetime.fromisoformat(row.due_at)
+            if now - due > self.late_action_limit:
+                return finish(
+                    "skipped",
+                    f"decided late (a late event re-judged the history) for an occurrence of "
+                    f"{row.due_at[:19]}Z, more than {self.late_action_limit} ago "
+                    "(late_action_limit): not sent",
+                )
         stored = tx.load_contacts([row.contact_id]).get(row.contact_id)
         if stored is None:
             return finish("skipped", "the contact no longer exists")
@@ -211,7 +223,7 @@ class Dispatcher:
                 self._apply_effects(tx, row, contact, ctx)
         except Exception as error:  # a plugin's failure is retried, never fatal
             return self._failed(tx, row, attempts, error, now)
-        if spec.external and not _says_skipped_or_failed(result):
+        if spec.external and not outcome_of(result):
             note = "external action: simulated, not sent (dry run)"
             return self._finish(tx, row, "simulated", note, result, attempts, now)
         return self._outcome(tx, row, result, attempts, now)
@@ -220,20 +232,19 @@ class Dispatcher:
         self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, tx: Any
     ) -> ActionContext:
         """The action's context; ``tx`` is the write transaction (``None`` for external)."""
-        return ActionContext(
-            contact=contact,
+        return action_context(
             key=row.key,
-            now=now,
             ruleset=row.ruleset,
             rule=row.rule,
-            stages=self.stages,
-            db=tx.db if tx is not None else None,
             entity=row.entity,
-            documents=self.documents,
-            attempt=attempt,
             params_raw=row.params,
             due_at=datetime.fromisoformat(row.due_at),
-            load_contact=_contact_loader(tx) if tx is not None else None,
+            contact=contact,
+            now=now,
+            attempt=attempt,
+            tx=tx,
+            stages=self.stages,
+            documents=self.documents,
             actions=self.action_names,
         )
 
@@ -266,7 +277,7 @@ class Dispatcher:
         if attempts >= self.max_attempts:
             note = f"failed {attempts} times; last: {reason}"
             return self._finish(tx, row, "dead", note, None, attempts, now)
-        delay = min(self.backoff * 2 ** (attempts - 1), self.max_backoff)
+        delay = retry_delay(attempts, self.backoff, self.max_backoff)
         retry_at = utc_text(now + delay)
         note = f"attempt {attempts} failed ({reason}); retrying at {retry_at[:19]}Z"
         tx.reschedule_action(row.seq, due_at=retry_at, note=note, attempts=attempts)
@@ -276,7 +287,7 @@ class Dispatcher:
         self, tx: StoreTransaction, row: OutboxRow, result: Any, attempts: int, now: datetime
     ) -> tuple[str, str | None]:
         """``{"skipped": why}`` and ``{"failed": why}`` results say so; anything else is done."""
-        status = _says_skipped_or_failed(result)
+        status = outcome_of(result)
         if status:
             return self._finish(tx, row, status, str(result[status]), result, attempts, now)
         return self._finish(tx, row, "done", None, result, attempts, now)
@@ -293,13 +304,13 @@ class Dispatcher:
     ) -> None:
         """Apply the events the action emitted and enqueue its follow-ups; raise on failure."""
         if ctx.enqueued:
-            tx.enqueue([_follow_up(row, item, utc_text(ctx.now)) for item in ctx.enqueued])
+            tx.enqueue([follow_up_row(vars(row), item, utc_text(ctx.now)) for item in ctx.enqueued])
         if not ctx.emitted:
             return
         effective = _effect_time(row, contact)
         events = [
             Event(
-                id=_emitted_id(row.key, n),
+                id=emitted_event_id(row.key, n),
                 contact_id=contact_id or row.contact_id,
                 type=type_,
                 occurred_at=effective,
@@ -312,15 +323,67 @@ class Dispatcher:
             raise RuntimeError("; ".join(failures))
 
 
-def _contact_loader(tx: StoreTransaction) -> Callable[[str], Contact | None]:
+def action_context(
+    *,
+    key: str,
+    ruleset: str,
+    rule: str,
+    entity: str | None,
+    params_raw: dict[str, Any],
+    due_at: datetime,
+    contact: Contact,
+    now: datetime,
+    attempt: int,
+    tx: StoreTransaction | None,
+    stages: tuple[str, ...],
+    documents: dict[str, dict[str, Any]],
+    actions: frozenset[str],
+    folded: Mapping[str, Contact] | None = None,
+) -> ActionContext:
+    """What an action's ``run`` receives, at dispatch or inline in the fold; ``tx`` is the
+    write transaction (``None`` while an external action runs outside it). ``folded`` holds
+    the contacts of the batch being folded, newer than what ``tx`` has stored: what
+    ``ctx.contact_of`` answers first."""
+    return ActionContext(
+        contact=contact,
+        key=key,
+        now=now,
+        ruleset=ruleset,
+        rule=rule,
+        stages=stages,
+        db=tx.db if tx is not None else None,
+        entity=entity,
+        documents=documents,
+        attempt=attempt,
+        params_raw=params_raw,
+        due_at=due_at,
+        load_contact=_contact_loader(tx, folded or {}) if tx is not None else None,
+        actions=actions,
+    )
+
+
+def retry_delay(
+    attempts: int,
+    backoff: timedelta = timedelta(seconds=30),
+    max_backoff: timedelta = timedelta(hours=6),
+) -> timedelta:
+    """How long to wait before retrying an action that failed ``attempts`` times."""
+    return min(backoff * 2 ** (attempts - 1), max_backoff)
+
+
+def _contact_loader(
+    tx: StoreTransaction, folded: Mapping[str, Contact]
+) -> Callable[[str], Contact | None]:
     def load(contact_id: str) -> Contact | None:
+        if contact_id in folded:
+            return folded[contact_id]
         stored = tx.load_contacts([contact_id]).get(contact_id)
         return Contact.model_validate_json(stored) if stored else None
 
     return load
 
 
-def _says_skipped_or_failed(result: Any) -> str | None:
+def outcome_of(result: Any) -> str | None:
     """``"skipped"`` or ``"failed"`` if an action's result says so (``{"failed": why}``)."""
     if isinstance(result, dict):
         return next((status for status in ("skipped", "failed") if status in result), None)
@@ -334,24 +397,27 @@ def _count(report: DispatchReport, row: OutboxRow, outcome: str, note: str | Non
         report.notes.append(f"{row.key}: {outcome}: {note}")
 
 
-def _follow_up(row: OutboxRow, item: dict[str, Any], created_at: str) -> dict[str, Any]:
+def follow_up_row(
+    parent: Mapping[str, Any], item: dict[str, Any], created_at: str
+) -> dict[str, Any]:
     """An outbox row an action enqueued: same rule and contact, key derived from the parent's
     (so it is enqueued once however often the parent runs), same chain depth (a planned
-    continuation, such as a drip's next step, is not a loop)."""
+    continuation, such as a drip's next step, is not a loop). ``parent`` is the parent's row
+    (an ``OutboxRow``'s fields, or the row the fold is writing)."""
     return {
-        "key": f"{row.key}/{item['occurrence']}",
-        "ruleset": row.ruleset,
-        "version": row.version,
-        "content_hash": row.content_hash,
-        "rule": row.rule,
-        "contact_id": row.contact_id,
+        "key": f"{parent['key']}/{escape_key_part(item['occurrence'])}",
+        "ruleset": parent["ruleset"],
+        "version": parent["version"],
+        "content_hash": parent["content_hash"],
+        "rule": parent["rule"],
+        "contact_id": parent["contact_id"],
         "action": item["action"],
         "params": item["params"],
-        "priority": row.priority,
-        "depth": row.depth,
+        "priority": parent["priority"],
+        "depth": parent["depth"],
         "due_at": utc_text(item["due_at"]),
         "created_at": created_at,
-        "entity": item["entity"] if item["entity"] is not None else row.entity,
+        "entity": item["entity"] if item["entity"] is not None else parent["entity"],
     }
 
 
@@ -369,7 +435,7 @@ def _effect_time(row: OutboxRow, contact: Contact) -> datetime:
     return due
 
 
-def _emitted_id(key: str, n: int) -> str:
+def emitted_event_id(key: str, n: int) -> str:
     """The id of the n-th event an action emitted: derived from its key, so a re-run of the
     same row emits the same events (deduplicated), and of fixed length however long the chain
     of actions that led to it."""

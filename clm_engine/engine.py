@@ -1,4 +1,4 @@
-"""The engine: events in, contact state out (and, as later parts land, rules, actions, time).
+"""The engine: events in; contact state, decisions and actions out; time; dispatch.
 
 Ingestion is the one path every change takes:
 
@@ -6,24 +6,24 @@ Ingestion is the one path every change takes:
    with a message naming the field, and the others go on.
 2. **Deduplicate**: the event id is the idempotency key. Inside one write transaction the
    engine drops events already stored, so a replayed event changes nothing.
-3. **Fold**: reducers (a hook) fold each new event into its contact, oldest first. An event
-   older than the newest one already applied to its contact makes the engine re-fold that
-   contact's whole history in time order, so late events still give the right state.
-4. **Write**: events, contacts, stage transitions and failures are written in the same
-   transaction. A reducer that raises drops its event from the batch, leaves its contact as if
-   the event had never come, and is recorded with its reason; the rest of the batch lands.
+3. **Fold and decide** (``folding.py``): reducers fold each new event into its contact, oldest
+   first; the rules it triggers are judged on the contact as of that event, and the internal
+   actions they decide that are due at once run inline, before the next event is judged. An
+   event older than the newest one already applied makes the engine fold that contact's
+   whole history again and re-judge the events from the late one on.
+4. **Write**: events, contacts, stage transitions, outbox rows, traces and failures are
+   written in the same transaction. A reducer that raises drops its event from the batch,
+   leaves its contact as if the event had never come, and is recorded with its reason; the
+   rest of the batch lands.
 """
 
 from __future__ import annotations
 
-import operator
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,10 +32,11 @@ from . import plugins
 from .clock import Clock, SystemClock
 from .dispatch import Dispatcher, DispatchReport
 from .errors import EventError, ReducerError, RulesetError
-from .evaluation import Evaluator, EventCounter, Fire, settle
+from .evaluation import Evaluator, FireLog
+from .folding import fold_contact
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
 from .rules import RuleBook
-from .store import IngestFailure, StageTransition, Store, StoreTransaction, open_store
+from .store import IngestFailure, StageTransition, Store, StoreTransaction, Trace, open_store
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
 
@@ -57,11 +58,15 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     failed: list[IngestFailure] = field(default_factory=list)
     enqueued: int = 0  # actions put in the outbox by the rules these events fired
+    ran_inline: int = 0  # internal actions run as their events were folded
+    retracted: int = 0  # inline decisions a late event's corrected history no longer implies
 
     def add(self, other: IngestResult) -> None:
         self.ingested += other.ingested
         self.duplicates += other.duplicates
         self.enqueued += other.enqueued
+        self.ran_inline += other.ran_inline
+        self.retracted += other.retracted
         self.rejected.extend(other.rejected)
         self.failed.extend(other.failed)
 
@@ -71,26 +76,13 @@ class IngestResult:
             "duplicates": self.duplicates,
             "rejected": len(self.rejected),
             "enqueued": self.enqueued,
+            "ran_inline": self.ran_inline,
+            "retracted": self.retracted,
             "failed": [
                 {"event_id": f.event.id, "reducer": f.reducer, "error": f.error}
                 for f in self.failed
             ],
         }
-
-
-@dataclass
-class _Folded:
-    """One contact after folding a batch's events into it."""
-
-    contact: Contact | None
-    applied: list[Event]
-    transitions: list[StageTransition]
-    failures: list[IngestFailure]
-    refolded: bool
-    fires: list[Fire] = field(default_factory=list)
-
-
-_OCCURRED_AT = operator.attrgetter("occurred_at")
 
 
 def parse_event(item: Event | Mapping[str, Any] | str | bytes) -> Event:
@@ -125,6 +117,7 @@ class Engine:
         dry_run_external: bool = False,
         migrate: bool = True,
         lease: timedelta = timedelta(minutes=5),
+        late_action_limit: timedelta = timedelta(days=3),
     ) -> None:
         plugins.load_plugins()
         self.clock = clock or SystemClock()
@@ -143,6 +136,10 @@ class Engine:
         #: How long an external action (an email) may run before its row is given to another
         #: worker: longer than any send can take (SMTP timeouts), short enough to recover.
         self.lease = lease
+        #: An external action decided on a re-judgement (a late event changed the history)
+        #: is skipped, with its reason, if its occurrence is older than this: nobody wants
+        #: an email about something that happened months ago.
+        self.late_action_limit = late_action_limit
         self.rulebook = RuleBook(stages=self.stages)
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
@@ -215,11 +212,15 @@ class Engine:
         now: datetime,
         depth: int,
         result: IngestResult,
+        origins: Mapping[str, str] | None = None,
     ) -> None:
-        """Deduplicate, fold, evaluate rules and write, inside ``tx``: the heart of ingestion.
+        """Deduplicate, fold, decide and write, inside ``tx``: the heart of ingestion.
 
         ``events`` have distinct ids. ``depth`` counts the actions that led to these events
-        (0 for events from outside), so chains of rules cannot loop forever.
+        (0 for events from outside), so chains of rules cannot loop forever. ``origins``
+        names the decision each event is the effect of, if any (events an action emitted
+        about another contact). Each contact is folded by ``folding.fold_contact``: its
+        events in time order, each judged on the state it met, internal effects inline.
         """
         existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]
         result.duplicates += len(existing)
@@ -227,126 +228,78 @@ class Engine:
         for event in events:
             if event.id not in existing:
                 by_contact[event.contact_id].append(event)
+        if not by_contact:
+            return
+        # Contacts in the order their first new event happened, so that an action reading
+        # another contact of the batch (a referrer) finds it folded if it came first.
+        order = sorted(by_contact, key=lambda c: min(e.occurred_at for e in by_contact[c]))
         stored = tx.load_contacts(by_contact)
+        log = FireLog(tx)
+        now_text = utc_text(now)
         applied: list[Event] = []
+        all_origins: dict[str, str] = dict(origins or {})
         contacts: list[Contact] = []
         transitions: list[StageTransition] = []
-        fires: list[Fire] = []
-        for contact_id, contact_events in by_contact.items():
-            folded = self._fold(tx, contact_id, contact_events, stored.get(contact_id), depth)
+        rows: list[dict[str, Any]] = []
+        traces: list[Trace] = []
+        elsewhere: list[Event] = []
+        batch: dict[str, Contact] = {}
+        for contact_id in order:
+            contact_events = by_contact[contact_id]
+            folded = fold_contact(
+                self,
+                tx,
+                log,
+                contact_id,
+                contact_events,
+                stored.get(contact_id),
+                depth=depth,
+                now=now,
+                recorded_at=now_text,
+                batch=batch,
+            )
             result.failed.extend(folded.failures)
             if folded.contact is None:
                 continue
             folded.contact.updated_at = now
             contacts.append(folded.contact)
+            batch[contact_id] = folded.contact
             applied.extend(folded.applied)
-            fires.extend(folded.fires)
-            if folded.refolded:
-                tx.replace_transitions(contact_id, folded.transitions)
-            else:
+            all_origins.update(folded.origins)
+            rows.extend(folded.rows)
+            traces.extend(folded.traces)
+            elsewhere.extend(folded.elsewhere)
+            result.ran_inline += folded.ran_inline
+            rejudged = folded.rejudged
+            if rejudged is None:
                 transitions.extend(folded.transitions)
-        now_text = utc_text(now)
-        tx.insert_events(applied, received_at=now_text)
+                continue
+            tx.replace_transitions(contact_id, folded.transitions)
+            tx.delete_events(rejudged.dropped_events)
+            tx.delete_traces(contact_id, sorted(rejudged.rules), rejudged.since)
+            tx.redo_actions(rejudged.redone)
+            if rejudged.retracted:
+                late_ids = ", ".join(e.id for e in contact_events[:3])  # type: ignore[misc]
+                note = (
+                    f"retracted: late event {late_ids} changed the history, which no longer "
+                    "implies this decision"
+                )
+                tx.retract_actions(rejudged.retracted, note=note, at=now_text)
+            result.retracted += len(rejudged.retracted)
+        tx.insert_events(applied, received_at=now_text, origins=all_origins)
         tx.upsert_contacts(contacts, updated_at=now_text)
         tx.add_transitions(transitions)
         if result.failed:
             tx.record_failures(result.failed, failed_at=now_text)
         tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
-        result.enqueued += settle(tx, fires, recorded_at=now_text)
+        result.enqueued += tx.enqueue(rows)
+        log.flush()
+        tx.add_traces(traces, recorded_at=now_text)
         if self.rulebook.relative:
             refresh_anchors(tx, self.rulebook, contacts)
-        result.ingested += len(applied)
-
-    def _fold(
-        self,
-        tx: StoreTransaction,
-        contact_id: str,
-        new_events: list[Event],
-        stored_json: str | None,
-        depth: int = 0,
-    ) -> _Folded:
-        new_events.sort(key=_OCCURRED_AT)  # stable: ties keep their arrival order
-        fold = partial(self._fold_from, tx=tx, contact_id=contact_id, depth=depth)
-        if stored_json is None:
-            return fold(lambda: Contact(id=contact_id), new_events, new_events)
-        parsed = [Contact.model_validate_json(stored_json)]
-
-        def stored() -> Contact:  # parsed once; parsed again only if a fold must restart
-            return parsed.pop() if parsed else Contact.model_validate_json(stored_json)
-
-        last_event_at = parsed[0].last_event_at
-        if last_event_at is None or new_events[0].occurred_at >= last_event_at:
-            return fold(stored, new_events, new_events)
-        # A late event: re-fold the whole history in time order (stored events first on ties).
-        history = sorted(tx.contact_events(contact_id) + new_events, key=_OCCURRED_AT)
-        folded = fold(lambda: Contact(id=contact_id), history, new_events)
-        folded.refolded = True
-        return folded
-
-    def _fold_from(
-        self,
-        start: Callable[[], Contact],
-        events: list[Event],
-        new_events: list[Event],
-        *,
-        tx: StoreTransaction,
-        contact_id: str,
-        depth: int,
-    ) -> _Folded:
-        """Fold ``events`` into ``start()``; on a reducer error, drop that event and fold again.
-
-        Each *new* event is evaluated against the rules right after it is folded, so rules see
-        the contact as of that event. What they decide is collected, not yet written.
-        """
-        failures: list[IngestFailure] = []
-        for_type = self.reducers.for_type  # bound once: this loop runs for every event
-        first_stage = self.stages[0] if self.stages else None
-        evaluate = None if self.rulebook.empty else self._evaluator.on_event
-        handlers_for = self.handlers.for_type
-        handled = any(handlers_for(event.type) for event in new_events)
-        is_new = {id(event) for event in new_events} if evaluate or handled else set()
-        db = tx.db if handled else None
-        while True:
-            contact = start()
-            transitions: list[StageTransition] = []
-            fires: list[Fire] = []
-            applied_new: list[Event] = []
-            counter = EventCounter(tx, contact_id, applied_new)
-            reducer_name = ""
-            try:
-                # Handlers write the plugins' tables: a failed fold must take their writes back.
-                with tx.savepoint() if handled else nullcontext():
-                    for event in events:
-                        before = contact.stage
-                        for name, reducer in for_type(event.type):
-                            reducer_name = name  # named in the failure if it raises
-                            reducer(contact, event)
-                        if contact.stage is None:
-                            contact.stage = first_stage
-                        if contact.stage != before:
-                            transitions.append(_transition(contact, before, event))
-                        if id(event) not in is_new:
-                            continue
-                        applied_new.append(event)
-                        if handled:
-                            for name, handler in handlers_for(event.type):
-                                reducer_name = name
-                                handler(db, contact, event)
-                        if evaluate is not None:
-                            reducer_name = "(rules)"
-                            evaluate(contact, event, before, counter, depth, fires, tx.db)
-            except Exception as error:  # a plugin's bug must not take the batch down
-                failures.append(
-                    IngestFailure(event, reducer_name, f"{type(error).__name__}: {error}")
-                )
-                events = [e for e in events if e is not event]
-                continue
-            if not events:
-                return _Folded(None, [], [], failures, False)
-            if failures:
-                failed = {id(f.event) for f in failures}
-                new_events = [e for e in new_events if id(e) not in failed]
-            return _Folded(contact, new_events, transitions, failures, False, fires)
+        result.ingested += sum(1 for e in applied if e.id not in all_origins)
+        if elsewhere:  # what actions emitted about other contacts: their folds, now
+            self._apply(tx, elsewhere, now, depth + 1, result, all_origins)
 
     # -- rulesets ------------------------------------------------------------------------------
 
@@ -423,6 +376,7 @@ class Engine:
             dry_run_external=self.dry_run_external,
             lease=self.lease,
             documents=self.rulebook.documents,
+            late_action_limit=self.late_action_limit,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
@@ -477,17 +431,3 @@ class Engine:
         return self.store.forget(
             contact_id, also=plugins.forget_contact, erased_at=utc_text(self.clock.now())
         )
-
-
-def _transition(contact: Contact, before: str | None, event: Event) -> StageTransition:
-    cause = event.properties.get("cause") if event.type == "clm.stage.set" else None
-    if not cause:
-        cause = f"{event.type} event" if before is not None else f"created by {event.type} event"
-    return StageTransition(
-        contact_id=contact.id,
-        from_stage=before,
-        to_stage=contact.stage or "",
-        at=utc_text(event.occurred_at),
-        cause=cause,
-        event_id=event.id,
-    )

@@ -1,15 +1,19 @@
-"""Match and enqueue: which rules an occurrence fires, and what that puts in the outbox.
+"""Match and decide: which rules an occurrence fires, and what each decision is.
 
-Runs inside the ingest transaction, while the engine folds a contact's new events: each new
-event is evaluated against the contact *as of that event* (so a late event is judged on the
-state it would have met). Decisions are collected as ``Fire`` records, then ``settle`` applies
-limits, writes outbox rows with deterministic keys and records a trace for each decision, all
-in the same transaction as the event.
+Runs inside the ingest transaction, while the engine folds a contact's events: each event is
+judged against the contact *as of that event*. A rule that matches is a ``Fire``; its limits
+(``FireLog``) make it a decision: fired, blocked by its limit, or (if traced) not matched. A
+fired decision's actions become outbox rows under keys that name the decision
+(``decision_key``), so a repeat of the same decision is a no-op; every decision leaves a trace.
+
+The fold (``folding.py``) decides event by event and runs the internal actions due at once
+inline; timed rules (anchors, schedules) decide in their sweeps through ``settle``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +23,29 @@ from .models import Contact, Event, duration_to_timedelta, utc_text
 from .rules import CompiledRule, RuleBook, RuleGroup
 from .store import StoreTransaction, Trace
 from .types import MISSING, FactContext
+
+
+def escape_key_part(part: str) -> str:
+    """A key component with ``%`` and ``/`` escaped, so ``/`` only ever separates components."""
+    return part.replace("%", "%25").replace("/", "%2F")
+
+
+def decision_key(ruleset: str, rule: str, contact_id: str, occurrence: str, index: int) -> str:
+    """The outbox key of one action of one decision: the idempotency key of the decision.
+
+    No two different (ruleset, rule, contact, occurrence, action index) share a key, whatever
+    their ids hold: each component is escaped before they are joined with ``/``. The key is
+    also an email's Message-ID and the seed of the ids of the events the action emits.
+    """
+    return "/".join(
+        (
+            escape_key_part(ruleset),
+            escape_key_part(rule),
+            escape_key_part(contact_id),
+            escape_key_part(occurrence),
+            str(index),
+        )
+    )
 
 
 @dataclass
@@ -134,7 +161,8 @@ class Evaluator:
 
 class EventCounter:
     """``events.count`` for one contact: its stored events, plus those of the batch being
-    folded that are not stored yet (``pending``). The one place that answers it."""
+    folded that are not stored yet (``pending``). Used when the stored events all come before
+    the ones being judged (the usual in-order path, and timed rules)."""
 
     def __init__(
         self, reader: StoreTransaction, contact_id: str, pending: Sequence[Event] = ()
@@ -150,6 +178,19 @@ class EventCounter:
         )
 
 
+class HistoryCounter:
+    """``events.count`` over the events folded so far, in memory: a re-judged event sees the
+    history up to itself, not the events stored after it."""
+
+    def __init__(self, folded: Sequence[Event]) -> None:
+        self.folded = folded
+
+    def __call__(self, type_: str, since: datetime | None) -> int:
+        return sum(
+            1 for e in self.folded if e.type == type_ and (since is None or e.occurred_at >= since)
+        )
+
+
 def limit_entity(rule: CompiledRule, ctx: FactContext) -> str | None:
     """The value naming the entity a rule's ``once_per`` limit counts (``""`` per contact)."""
     if rule.once_per is None or rule.once_per == "contact":
@@ -158,96 +199,166 @@ def limit_entity(rule: CompiledRule, ctx: FactContext) -> str | None:
     return None if value is MISSING or value is None else str(value)
 
 
+LimitKey = tuple[str, str, str, str]  # ruleset, rule, contact, entity
+
+
+def limit_key(fire: Fire) -> LimitKey:
+    return (fire.rule.ruleset, fire.rule.id, fire.contact_id, fire.entity or "")
+
+
+class FireLog:
+    """The fires of limited rules (``once_per``, ``cooldown``), for the contacts at hand.
+
+    Loaded from the store the first time a contact's limited rule matches, then kept in
+    memory as decisions are taken, so a limit sees the fires taken earlier in the same batch.
+    ``forget`` drops the fires a re-judgement is about to recompute.
+    """
+
+    def __init__(self, tx: StoreTransaction) -> None:
+        self.tx = tx
+        self.fires: dict[LimitKey, list[tuple[str, str]]] = defaultdict(list)  # (at, occurrence)
+        self.loaded: set[str] = set()
+        self.added: list[tuple[str, str, str, str, str, str]] = []
+
+    def load(self, contact_ids: Iterable[str]) -> None:
+        wanted = [c for c in contact_ids if c not in self.loaded]
+        if not wanted:
+            return
+        self.loaded.update(wanted)
+        for contact_id, ruleset, rule, entity, occurrence, at in self.tx.fires_of(wanted):
+            self.fires[(ruleset, rule, contact_id, entity)].append((at, occurrence))
+
+    def forget(self, contact_id: str, rules: set[tuple[str, str]], since: str) -> None:
+        """Drop a contact's fires of ``rules`` at or after ``since`` (here and in the store)."""
+        self.load([contact_id])
+        for key, fires in self.fires.items():
+            if key[2] == contact_id and key[:2] in rules:
+                fires[:] = [f for f in fires if f[0] < since]
+        self.added = [
+            f for f in self.added if not (f[0] == contact_id and f[1:3] in rules and f[5] >= since)
+        ]
+        self.tx.delete_fires(contact_id, sorted(rules), since)
+
+    def blocked(self, fire: Fire) -> str | None:
+        """Why ``fire`` may not fire, given the fires before (and around) it; None if it may."""
+        rule = fire.rule
+        if fire.entity is None:
+            return f"the limit's entity ({rule.once_per}) is missing for this occurrence"
+        self.load([fire.contact_id])
+        fires = self.fires.get(limit_key(fire))
+        if not fires:
+            return None
+        per = "" if not fire.entity else f" for {rule.once_per} {fire.entity}"
+        if rule.cooldown is None:
+            last = max(at for at, _ in fires)
+            return f"fires once{per}; last fired on {last[:19]}Z"
+        for at, _ in sorted(fires, reverse=True):
+            if abs(fire.at - datetime.fromisoformat(at)) < rule.cooldown:
+                return f"cooldown of {rule.cooldown}{per}; last fired on {at[:19]}Z"
+        return None
+
+    def record(self, fire: Fire) -> None:
+        at = utc_text(fire.at)
+        key = limit_key(fire)
+        self.fires[key].append((at, fire.occurrence))
+        self.added.append((fire.contact_id, key[0], key[1], key[3], fire.occurrence, at))
+
+    def mark(self) -> int:
+        """A point to ``rollback`` to: a fold that fails forgets the fires it took."""
+        return len(self.added)
+
+    def rollback(self, mark: int) -> None:
+        for contact_id, ruleset, rule, entity, occurrence, at in reversed(self.added[mark:]):
+            self.fires[(ruleset, rule, contact_id, entity)].remove((at, occurrence))
+        del self.added[mark:]
+
+    def flush(self) -> None:
+        self.tx.record_fires(self.added)
+        self.added = []
+
+
+def decide(fire: Fire, log: FireLog) -> tuple[str, str | None]:
+    """A fire's decision, ``(decision, detail)``: fired, blocked_by_limit, no_match or error.
+
+    A fired decision of a limited rule is recorded in ``log``, so later fires see it."""
+    if fire.error:
+        return "error", f"evaluation failed: {fire.error}"
+    if not fire.matched:
+        return "no_match", None
+    rule = fire.rule
+    if rule.once_per or rule.cooldown:
+        blocked = log.blocked(fire)
+        if blocked:
+            return "blocked_by_limit", blocked
+        log.record(fire)
+    return "fired", None
+
+
+def action_row(
+    fire: Fire, index: int, action: str, params: dict[str, Any], due: datetime, recorded_at: str
+) -> dict[str, Any]:
+    """The outbox row of one action of a fired decision (pending unless the caller runs it)."""
+    rule = fire.rule
+    return {
+        "key": decision_key(rule.ruleset, rule.id, fire.contact_id, fire.occurrence, index),
+        "ruleset": rule.ruleset,
+        "version": rule.version,
+        "content_hash": rule.content_hash,
+        "rule": rule.id,
+        "contact_id": fire.contact_id,
+        "action": action,
+        "params": params,
+        "priority": rule.rule.priority,
+        "depth": fire.depth,
+        "due_at": utc_text(due),
+        "created_at": recorded_at,
+        "entity": fire.subject or fire.entity or None,
+    }
+
+
+def trace_of(fire: Fire, decision: str, detail: str | None, keys: list[str]) -> Trace:
+    rule = fire.rule
+    return Trace(
+        contact_id=fire.contact_id,
+        ruleset=rule.ruleset,
+        version=rule.version,
+        content_hash=rule.content_hash,
+        rule=rule.id,
+        occurrence=fire.occurrence,
+        trigger=fire.trigger,
+        decision=decision,
+        detail=detail,
+        tree=fire.tree,
+        actions=keys,
+        at=utc_text(fire.at),
+    )
+
+
 def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
-    """Apply limits, enqueue the actions of what fired, and trace every decision.
+    """Decide timed rules' fires, enqueue what fired and trace every decision.
 
     Returns the number of outbox rows added. Fires are settled in occurrence order and, on the
     same occurrence, by rule priority (highest first), which is also the order their actions
-    get in the outbox.
+    get in the outbox. Their actions run at dispatch (``Engine.tick`` dispatches at once).
     """
     if not fires:
         return 0
     fires.sort(key=lambda f: (f.at, -f.rule.rule.priority))
-    limited = [f for f in fires if f.matched and (f.rule.once_per or f.rule.cooldown)]
-    state = tx.limit_state(list({limit_key(f) for f in limited if f.entity is not None}))
+    log = FireLog(tx)
+    log.load({f.contact_id for f in fires if f.matched and (f.rule.once_per or f.rule.cooldown)})
     rows: list[dict[str, Any]] = []
     traces: list[Trace] = []
-    fired: list[tuple[str, str, str, str, str]] = []
     for fire in fires:
-        rule = fire.rule
-        at = utc_text(fire.at)
-        decision, detail, keys = "no_match", None, []
-        if fire.error:
-            decision, detail = "error", f"evaluation failed: {fire.error}"
-        if fire.matched:
-            decision, detail = "fired", None
-            if rule.once_per or rule.cooldown:
-                blocked = blocked_by_limit(fire, state)
-                if blocked:
-                    decision, detail = "blocked_by_limit", blocked
-                else:
-                    state[limit_key(fire)] = at
-                    fired.append((*limit_key(fire), at))
+        decision, detail = decide(fire, log)
+        keys: list[str] = []
         if decision == "fired":
-            for index, (call, params) in enumerate(rule.actions):
-                key = f"{rule.ruleset}/{rule.id}/{fire.contact_id}/{fire.occurrence}/{index}"
+            for index, (call, params) in enumerate(fire.rule.actions):
                 due = fire.at + duration_to_timedelta(call.after) if call.after else fire.at
-                keys.append(key)
-                rows.append(
-                    {
-                        "key": key,
-                        "ruleset": rule.ruleset,
-                        "version": rule.version,
-                        "content_hash": rule.content_hash,
-                        "rule": rule.id,
-                        "contact_id": fire.contact_id,
-                        "action": call.action,
-                        "params": params,
-                        "priority": rule.rule.priority,
-                        "depth": fire.depth,
-                        "due_at": utc_text(due),
-                        "created_at": recorded_at,
-                        "entity": fire.subject or fire.entity or None,
-                    }
-                )
-        traces.append(
-            Trace(
-                contact_id=fire.contact_id,
-                ruleset=rule.ruleset,
-                version=rule.version,
-                content_hash=rule.content_hash,
-                rule=rule.id,
-                occurrence=fire.occurrence,
-                trigger=fire.trigger,
-                decision=decision,
-                detail=detail,
-                tree=fire.tree,
-                actions=keys,
-                at=at,
-            )
-        )
+                row = action_row(fire, index, call.action, params, due, recorded_at)
+                keys.append(row["key"])
+                rows.append(row)
+        traces.append(trace_of(fire, decision, detail, keys))
     added = tx.enqueue(rows)
-    tx.record_fires(fired)
+    log.flush()
     tx.add_traces(traces, recorded_at=recorded_at)
     return added
-
-
-def limit_key(fire: Fire) -> tuple[str, str, str, str]:
-    return (fire.rule.ruleset, fire.rule.id, fire.contact_id, fire.entity or "")
-
-
-def blocked_by_limit(fire: Fire, state: dict[tuple, str]) -> str | None:
-    """Why ``fire`` may not fire, given the last fires in ``state``; None if it may."""
-    rule = fire.rule
-    if fire.entity is None:
-        return f"the limit's entity ({rule.once_per}) is missing for this occurrence"
-    last = state.get(limit_key(fire))
-    if last is None:
-        return None
-    per = "" if not fire.entity else f" for {rule.once_per} {fire.entity}"
-    if rule.cooldown is None:
-        return f"fires once{per}; last fired on {last[:19]}Z"
-    elapsed = abs(fire.at - datetime.fromisoformat(last))
-    if elapsed < rule.cooldown:
-        return f"cooldown of {rule.cooldown}{per}; last fired on {last[:19]}Z"
-    return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ClmError
-from .evaluation import EventCounter, Fire, blocked_by_limit, limit_entity, limit_key
+from .evaluation import EventCounter, Fire, FireLog, limit_entity
 from .models import Contact, EventTrigger, RelativeTrigger, StageTrigger, utc_text
 from .rules import CompiledRule
 from .types import FactContext
@@ -214,8 +214,7 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
                 limit_entity(compiled, ctx),
                 0,
             )
-            state = reader.limit_state([limit_key(fire)]) if fire.entity is not None else {}
-            blocked = blocked_by_limit(fire, state)
+            blocked = FireLog(reader).blocked(fire)
             if blocked:
                 hit, why = False, f"blocked by limit: {blocked}"
         results.append(

@@ -284,6 +284,11 @@ class ActionSpec:
     #: reaching nothing outside, emitting what ``run`` would (an ``email.sent``), so policies
     #: that count what went out (frequency caps) work in a backtest too.
     simulate: Callable[..., Any] | None = None
+    #: Reads only ``ctx.contact`` and emits events about that contact, nothing else: its
+    #: effect is a function of the contact's history, so a late event that re-judges the
+    #: history may recompute (or retract) it. The core's stage, score, tag, attribute and
+    #: event actions are pure.
+    pure: bool = False
 
 
 def _collect(hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, Any]:
@@ -373,6 +378,7 @@ def _action(
     description: str = "",
     external: bool = False,
     simulate: Callable[..., Any] | None = None,
+    pure: bool = False,
 ) -> ActionSpec:
     from pydantic import BaseModel
 
@@ -388,7 +394,12 @@ def _action(
             f"plugin {plugin!r} registered action {name!r} with a simulate function: only an "
             "external action has one, and it must be callable"
         )
-    return ActionSpec(name, run, params, description, plugin, external, simulate)
+    if pure and external:
+        raise PluginError(
+            f"plugin {plugin!r} registered action {name!r} as both pure and external: a pure "
+            "action only emits events about the contact, an external one reaches outside"
+        )
+    return ActionSpec(name, run, params, description, plugin, external, simulate, bool(pure))
 
 
 def get_operators() -> dict[str, OperatorSpec]:

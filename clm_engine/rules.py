@@ -50,6 +50,9 @@ class CompiledRule:
     cooldown: timedelta | None
     #: For a relative-time rule: its anchor fact, planned once (asked on every ingested event).
     anchor: FactPlan | None = None
+    #: Every action is pure (a function of the contact) and due at once: the rule's decisions
+    #: are part of the contact's state, and a late event that re-judges them recomputes them.
+    recomputable: bool = False
 
     @property
     def id(self) -> str:
@@ -151,6 +154,9 @@ class RuleBook:
                         if isinstance(rule.when, RelativeTrigger)
                         else None
                     ),
+                    recomputable=all(
+                        _pure(call, actions) and call.after is None for call in rule.then
+                    ),
                 )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled
                 if isinstance(rule.when, EventTrigger):
@@ -176,6 +182,11 @@ def _combined(rule: Rule) -> Condition | None:
     if where is not None and rule.if_ is not None:
         return All(all=[where, rule.if_])
     return where if where is not None else rule.if_
+
+
+def _pure(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
+    spec = actions.get(call.action)
+    return spec is not None and spec.pure
 
 
 def _params(call: ActionCall, actions: dict[str, ActionSpec]) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    assert "applied 6 migration(s) to new.db" in migrated.output
+    assert "applied 7 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"
@@ -172,15 +172,14 @@ def with_rules(run, tmp_path):
     return rules, events
 
 
-def test_ingest_with_rules_enqueues_and_dispatch_runs(run, with_rules):
+def test_ingest_with_rules_runs_internal_actions_inline(run, with_rules):
     rules, events = with_rules
     ingested = run("ingest", str(events), "--rulesets", str(rules))
-    assert "1 actions enqueued" in ingested.output
-    dispatched = run("dispatch", "--rulesets", str(rules))
-    assert "dispatched 1 actions: 1 done" in dispatched.output
-    assert "cli-test/first-order: 1 done" in dispatched.output
+    assert "1 actions decided (1 ran inline)" in ingested.output
     shown = json.loads(run("contacts", "show", "c1", "--json").output)
-    assert shown["contact"]["stage"] == "purchase"
+    assert shown["contact"]["stage"] == "purchase"  # no dispatch needed for a stage change
+    dispatched = run("dispatch", "--rulesets", str(rules))
+    assert "nothing was due" in dispatched.output
 
 
 def test_ingest_can_dispatch_as_it_goes(run, with_rules):
@@ -188,7 +187,8 @@ def test_ingest_can_dispatch_as_it_goes(run, with_rules):
     result = json.loads(
         run("ingest", str(events), "--rulesets", str(rules), "--dispatch", "--json").output
     )
-    assert result["dispatched"]["outcomes"] == {"done": 1}
+    assert (result["actions_enqueued"], result["actions_ran_inline"]) == (1, 1)
+    assert result["dispatched"]["outcomes"] == {}
 
 
 def test_explain_prints_the_decision_tree_and_why_not(run, with_rules):

@@ -2,7 +2,9 @@
 
 These start real processes on a real SQLite file. Every action that was due must have run
 exactly once, as its idempotency key says: none lost, none doubled. The effects checked are
-internal (scores, chained events), which commit with the row marked done.
+internal (scores, chained events), which commit with the row marked done. The actions are
+delayed a minute, so they wait in the outbox for `clm run` (an internal action due at once
+runs inline, while its event is ingested).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 
 import pytest
 
+LATER = {"after": {"minutes": 1}}
 RULES = {
     "ruleset": "durable",
     "version": 1,
@@ -26,15 +29,15 @@ RULES = {
             "id": "ping",
             "when": {"event": "ping"},
             "then": [
-                {"action": "score.add", "with": {"score": "pings", "points": 1}},
-                {"action": "event.emit", "with": {"type": "pong"}},
+                {"action": "score.add", "with": {"score": "pings", "points": 1}, **LATER},
+                {"action": "event.emit", "with": {"type": "pong"}, **LATER},
             ],
         },
         {
             "id": "pong",
             "when": {"event": "pong"},
             "then": [
-                {"action": "score.add", "with": {"score": "pongs", "points": 1}},
+                {"action": "score.add", "with": {"score": "pongs", "points": 1}, **LATER},
             ],
         },
     ],

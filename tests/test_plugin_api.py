@@ -78,13 +78,11 @@ def test_a_rule_condition_reads_what_actions_wrote_to_a_plugin_table(tmp_path, c
     }
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE, rule)
     with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
-        engine.ingest(event("c1", "deal.won", "2026-11-01"))
-        assert engine.dispatch().outcomes["done"] == 1  # 50 granted
+        assert engine.ingest(event("c1", "deal.won", "2026-11-01")).ran_inline == 1  # 50
         engine.ingest(event("c1", "deal.won", "2026-11-01T11:00:00Z"))
-        engine.dispatch()  # 100 granted: but the rule ran at the event, when it was 50
+        # 100 granted now; but the event's rules are all judged on the state it met (50).
         assert "vip" not in engine.contact("c1").tags
         engine.ingest(event("c1", "deal.won", "2026-11-01T12:00:00Z"))
-        engine.dispatch()
         assert "vip" in engine.contact("c1").tags
 
 
@@ -107,8 +105,9 @@ def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(
     rule = {**GRANT_ON_PURCHASE, "then": [grant]}
     folder = write_rules(tmp_path, rule)
     with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
-        engine.ingest(event("c1", "deal.won", "2026-11-02"))
-        assert engine.dispatch().outcomes == {"retried": 1}
+        engine.ingest(event("c1", "deal.won", "2026-11-02"))  # runs inline, fails once
+        [row] = engine.store.actions_for("c1")
+        assert (row.status, row.attempts) == ("pending", 1)
         db = engine.store.read().db
         assert db.execute("SELECT count(*) FROM credit_ledger").fetchone()[0] == 0
         clock.advance(minutes=1)
@@ -125,8 +124,7 @@ def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_p
     with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
         engine.ingest(event("ann", "signup", "2026-10-01"))
         engine.ingest(event("bob", "invite.accepted", "2026-10-02", inviter="ann"))
-        engine.ingest(event("bob", "deal.won", "2026-11-02"))
-        assert engine.dispatch().outcomes == {"done": 1}
+        assert engine.ingest(event("bob", "deal.won", "2026-11-02")).ran_inline == 1
         thanked = [
             e for e in engine.store.read().contact_events("ann") if e.type == "credits.thanked"
         ]
@@ -139,7 +137,7 @@ def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_p
         }
         assert reminder.key == f"{grant.key}/reminder"
         assert (reminder.action, reminder.status) == ("credits.notify", "pending")
-        assert reminder.due_at.startswith("2026-11-04T12:00")
+        assert reminder.due_at.startswith("2026-11-04T10:00")  # inline: at the event's time
         from clm_engine.explain import explain
 
         [decision] = explain(engine, "bob", rule="grant")["rules"][0]["decisions"]

@@ -95,11 +95,10 @@ def _sample_rules(tmp_path, if_=None):
 
 def test_hook_register_actions(sample, db_path, tmp_path):
     with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
-        engine.ingest(event("c1", "signup", "2026-10-01"))
-        assert engine.dispatch().outcomes == {"done": 1}
+        assert engine.ingest(event("c1", "signup", "2026-10-01")).ran_inline == 1
         assert engine.contact("c1").scores == {"loyalty": 5.0}
         [row] = engine.store.actions_for("c1")
-        assert row.result == {"shouted": "HELLO"}
+        assert (row.status, row.result) == ("done", {"shouted": "HELLO"})
 
 
 def test_hook_register_operators(sample, db_path, tmp_path):
@@ -120,11 +119,10 @@ def test_hook_register_facts(sample, db_path, tmp_path):
 
 def test_hook_dispatch_policy(sample, db_path, tmp_path):
     with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
-        engine.ingest(event("c1", "signup", "2026-10-01"))
-        engine.ingest(event("c1", "clm.tag.add", "2026-10-01T11:00:00Z", tag="quiet"))
-        report = engine.dispatch()
-        assert report.outcomes == {"vetoed": 1}
-        assert engine.store.actions_for("c1")[0].note == "this contact asked for quiet"
+        engine.ingest(event("c1", "clm.tag.add", "2026-10-01T09:00:00Z", tag="quiet"))
+        engine.ingest(event("c1", "signup", "2026-10-01"))  # its action is asked inline
+        [row] = engine.store.actions_for("c1")
+        assert (row.status, row.note) == ("vetoed", "this contact asked for quiet")
 
 
 class Clash:

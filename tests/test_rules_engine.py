@@ -47,23 +47,20 @@ def make(tmp_path, clock, *rules, **extra):
     )
 
 
-def test_a_matching_event_enqueues_and_dispatch_moves_the_stage(tmp_path, clock):
+def test_a_matching_event_moves_the_stage_inline_dated_by_the_event(tmp_path, clock):
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
     engine.ingest(event("c1", "signup", "2026-11-01"))
     result = engine.ingest(
         event("c1", "purchase", "2026-11-01T12:00:00Z", amount=20, order_id="o1")
     )
-    assert result.enqueued == 1
+    assert (result.enqueued, result.ran_inline) == (1, 1)
     [row] = engine.store.actions_for("c1")
     assert row.key.startswith("test/first-order/c1/")
-    assert (row.action, row.status, row.params["stage"]) == ("stage.set", "pending", "purchase")
-    assert engine.contact("c1").stage == "awareness"  # nothing happens before dispatch
-
-    report = engine.dispatch()
-    assert report.outcomes == {"done": 1}
-    assert engine.contact("c1").stage == "purchase"
+    assert (row.action, row.status, row.params["stage"]) == ("stage.set", "done", "purchase")
+    assert engine.contact("c1").stage == "purchase"  # an internal effect: no dispatch needed
     [_, transition] = engine.store.stage_history("c1")
     assert transition.cause == "rule first-order of ruleset test: first order"
+    assert transition.at.startswith("2026-11-01T12:00:00")  # the purchase's time
     assert engine.dispatch().total == 0  # nothing runs twice
 
 
@@ -138,8 +135,10 @@ def test_priority_orders_the_actions_of_one_occurrence(tmp_path, clock):
     )
     engine = make(tmp_path, clock, low, high)
     engine.ingest(event("c1", "signup", "2026-11-01"))
-    due = engine.store.read().due_actions("9999", 10)
-    assert [row.rule for row in due] == ["high", "low"]
+    rows = engine.store.actions_for("c1")
+    assert [row.rule for row in sorted(rows, key=lambda r: r.seq)] == ["high", "low"]
+    tag_events = [e for e in engine.store.recent_events("c1") if e.type == "clm.tag.add"]
+    assert [e.properties["tag"] for e in reversed(tag_events)] == ["high", "low"]
 
 
 def test_stage_change_rules_fire_on_the_transition_an_action_made(tmp_path, clock):
@@ -150,9 +149,8 @@ def test_stage_change_rules_fire_on_the_transition_an_action_made(tmp_path, cloc
         **{"if": {"fact": "transition.from", "op": "eq", "value": "awareness"}},
     )
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER, welcome_customer)
-    engine.ingest(event("c1", "purchase", "2026-11-01", amount=5))
-    report = engine.dispatch()
-    assert report.outcomes == {"done": 2}
+    result = engine.ingest(event("c1", "purchase", "2026-11-01", amount=5))
+    assert result.ran_inline == 2
     assert engine.contact("c1").tags == ["customer"]
     [trace] = engine.store.traces("c1", rule="welcome-customer")
     assert trace.trigger == "stage change awareness -> purchase"
@@ -179,15 +177,11 @@ def test_moving_backward_needs_an_explicit_action_with_a_reason(tmp_path, clock)
     )
     engine = make(tmp_path, clock, to_retention, back, back_ok)
     engine.ingest(event("c1", "purchase", "2026-11-01", amount=5))
-    engine.dispatch()
     engine.ingest(event("c1", "complaint", "2026-11-02"))
-    report = engine.dispatch()
-    assert report.outcomes == {"skipped": 1}
     [skipped] = [r for r in engine.store.actions_for("c1") if r.rule == "back"]
     assert "would move backward from 'retention' to 'consideration'" in skipped.note
     assert engine.contact("c1").stage == "retention"
     engine.ingest(event("c1", "revisit", "2026-11-02T11:00:00Z"))
-    engine.dispatch()
     assert engine.contact("c1").stage == "consideration"
     assert engine.store.stage_history("c1")[-1].cause == "rule back-ok of ruleset test: revisited"
 
@@ -239,10 +233,11 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
         rule("tag", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "new"}}]),
     )
     engine.max_attempts = 3
-    engine.ingest(event("c1", "signup", "2026-11-01"))
-    first = engine.dispatch()
-    assert first.outcomes == {"retried": 1, "done": 1}
+    engine.ingest(event("c1", "signup", "2026-11-01"))  # both run inline: one fails
     assert engine.contact("c1").tags == ["new"]
+    [row] = [r for r in engine.store.actions_for("c1") if r.rule == "sync"]
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "attempt 1 failed (ConnectionError: CRM is down)" in row.note
     assert engine.dispatch().total == 0  # backing off: not due yet
     clock.advance(seconds=31)
     assert engine.dispatch().outcomes == {"retried": 1}
@@ -275,9 +270,8 @@ def test_policies_veto_and_defer_never_silently(tmp_path, clock):
             rule("a", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "spam"}}]),
             rule("b", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "later"}}]),
         )
-        engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))
-        report = engine.dispatch()
-        assert report.outcomes == {"vetoed": 1, "deferred": 1}
+        engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))  # asked inline
+        assert engine.dispatch().total == 0
         rows = {r.rule: r for r in engine.store.actions_for("c1")}
         assert (rows["a"].status, rows["a"].note) == ("vetoed", "no consent for marketing")
         assert rows["b"].status == "pending" and "quiet until 20:00" in rows["b"].note
@@ -292,10 +286,12 @@ def test_event_emit_chains_and_a_loop_is_cut(tmp_path, clock):
     ping = rule("ping", {"event": "ping"}, [{"action": "event.emit", "with": {"type": "pong"}}])
     pong = rule("pong", {"event": "pong"}, [{"action": "event.emit", "with": {"type": "ping"}}])
     engine = make(tmp_path, clock, ping, pong)
-    engine.ingest(event("c1", "ping", "2026-11-01"))
-    report = engine.dispatch()
-    assert report.outcomes["done"] == 11 and report.outcomes["dead"] == 1
-    assert any("a loop between rules?" in note for note in report.notes)
+    result = engine.ingest(event("c1", "ping", "2026-11-01"))
+    assert result.ran_inline == 11
+    statuses = [r.status for r in engine.store.actions_for("c1")]
+    assert statuses.count("done") == 11 and statuses.count("dead") == 1
+    [dead] = [r for r in engine.store.actions_for("c1") if r.status == "dead"]
+    assert "a loop between rules?" in dead.note
 
 
 def test_a_late_event_does_not_fire_rules_again_for_old_events(tmp_path, clock):

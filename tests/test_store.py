@@ -23,7 +23,7 @@ def test_core_migrations_on_an_in_memory_database():
         "ingest_failures",
         "erasures",
         "outbox",
-        "rule_limits",
+        "rule_fires",
         "traces",
         "rulesets",
     } <= set(db.table_names())
@@ -36,6 +36,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m004_time_indexes",
         "m005_outbox_entity",
         "m006_outbox_lease",
+        "m007_same_history_same_outcome",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

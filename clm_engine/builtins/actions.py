@@ -127,24 +127,30 @@ def register_actions(register):
         set_stage,
         StageSet,
         description="Move the contact to a lifecycle stage (backward only with a reason).",
+        pure=True,
     )
     register(
         "score.add",
         add_score,
         ScoreAdd,
         description="Add points to a named score, with an optional cap and half-life.",
+        pure=True,
     )
-    register("tag.add", add_tag, TagParams, description="Tag the contact.")
-    register("tag.remove", remove_tag, TagParams, description="Remove a tag from the contact.")
+    register("tag.add", add_tag, TagParams, description="Tag the contact.", pure=True)
+    register(
+        "tag.remove", remove_tag, TagParams, description="Remove a tag from the contact.", pure=True
+    )
     register(
         "attribute.set",
         set_attribute,
         AttributeSet,
         description="Set (or, with null, remove) one of the contact's attributes.",
+        pure=True,
     )
     register(
         "event.emit",
         emit_event,
         EventEmit,
         description="Record an event for the contact, which other rules may react to.",
+        pure=True,
     )

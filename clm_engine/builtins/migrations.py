@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils.migrations import Migrations
 
 from ..hooks import hookimpl
@@ -205,6 +207,75 @@ def m006_outbox_lease(db) -> None:
     # policies can count what is on its way (two sends due together must not both slip under
     # a frequency cap). NULL when nobody holds the row.
     db.execute("ALTER TABLE outbox ADD COLUMN lease_until TEXT")
+
+
+@migrations()
+def m007_same_history_same_outcome(db) -> None:
+    # Internal effects now run inline, while the contact's events are folded; a late event
+    # re-judges the events after it. For that the store must tell apart:
+    # * events that are the effect of a decision run inline (``origin``: its outbox key), which
+    #   a re-judgement recomputes, from events that happened (``origin`` NULL);
+    # * outbox rows run inline, and rows decided on a re-judgement (``late``: a staleness limit
+    #   applies to their external actions);
+    # * every fire of a limited rule (``rule_fires``), not only the last: a re-judgement drops
+    #   the fires it recomputes and must still see those before them.
+    _run(db, _M007)
+    migrate_outbox_keys(db)
+
+
+_M007 = """
+        ALTER TABLE events ADD COLUMN origin TEXT;
+        CREATE INDEX events_by_origin ON events (origin) WHERE origin IS NOT NULL;
+        ALTER TABLE outbox ADD COLUMN inline INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN late INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE rule_fires (
+            contact_id TEXT NOT NULL,
+            ruleset TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            entity TEXT NOT NULL,             -- '' for once per contact / cooldown
+            occurrence TEXT NOT NULL,         -- what fired it ('' for fires kept from m002)
+            at TEXT NOT NULL,                 -- when the occurrence happened
+            PRIMARY KEY (contact_id, ruleset, rule, entity, occurrence)
+        );
+        INSERT INTO rule_fires (contact_id, ruleset, rule, entity, occurrence, at)
+            SELECT contact_id, ruleset, rule, entity, '', last_fired_at FROM rule_limits;
+        DROP TABLE rule_limits
+"""
+
+
+def migrate_outbox_keys(db) -> None:
+    """Re-encode the outbox keys whose components held ``/`` or ``%``.
+
+    Keys used to join (ruleset, rule, contact, occurrence, index) with ``/`` as they were, so
+    contact ``a/b`` with event ``x`` and contact ``a`` with event ``b/x`` shared a key. Keys
+    now escape each component (``decision_key``); a key without ``/`` or ``%`` in its parts is
+    the same in both, so only the rows below change. The traces name each decision's
+    occurrence and keys, which is what it takes to rebuild a key exactly.
+    """
+    from ..evaluation import decision_key
+
+    renamed: dict[str, str] = {}
+    rows = db.execute(
+        "SELECT ruleset, rule, contact_id, occurrence, actions FROM traces WHERE actions != '[]' "
+        "AND (instr(contact_id, '/') OR instr(contact_id, '%') OR instr(occurrence, '/') "
+        "OR instr(occurrence, '%'))"
+    ).fetchall()
+    for ruleset, rule, contact_id, occurrence, actions in rows:
+        for index in range(len(json.loads(actions))):
+            old = f"{ruleset}/{rule}/{contact_id}/{occurrence}/{index}"
+            renamed[old] = decision_key(ruleset, rule, contact_id, occurrence, index)
+    for old, new in renamed.items():
+        if old == new:
+            continue
+        # The row itself and its follow-ups (drip steps: the parent's key, "/", their part).
+        db.execute(
+            "UPDATE outbox SET key = ? || substr(key, ?) WHERE key = ? OR substr(key, 1, ?) = ?",
+            [new, len(old) + 1, old, len(old) + 1, old + "/"],
+        )
+        db.execute(
+            "UPDATE traces SET actions = replace(actions, ?, ?) WHERE instr(actions, ?)",
+            [json.dumps(old), json.dumps(new), json.dumps(old)],
+        )
 
 
 @hookimpl

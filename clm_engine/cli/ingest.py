@@ -132,6 +132,8 @@ def ingest(
         "rejected": len(rejects),
         "failed": len(result.failed),
         "actions_enqueued": result.enqueued,
+        "actions_ran_inline": result.ran_inline,
+        "decisions_retracted": result.retracted,
         "rejects_file": str(rejects_path) if rejects else None,
         "rejections": rejects[:100],
         "failures": result.as_dict()["failed"][:100],
@@ -149,8 +151,8 @@ def ingest(
 
 
 def _print_summary(summary: dict, rejects: list[dict], result: IngestResult) -> None:
-    actions = summary["actions_enqueued"]
-    enqueued = f", {actions:,} actions enqueued" if actions else ""
+    actions, inline = summary["actions_enqueued"], summary["actions_ran_inline"]
+    enqueued = f", {actions:,} actions decided ({inline:,} ran inline)" if actions else ""
     console.print(
         f"[bold]{summary['ingested']:,}[/] ingested, {summary['duplicates']:,} duplicates, "
         f"{summary['rejected']:,} rejected, {summary['failed']:,} failed{enqueued} "

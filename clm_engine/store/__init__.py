@@ -54,6 +54,10 @@ class OutboxRow:
     result: Any = None
     entity: str | None = None  # what the action is about (a product id), if not the contact
     content_hash: str = ""  # of the ruleset version that enqueued it
+    created_at: str = ""  # when the decision was taken (the clock's time, not the event's)
+    #: Decided when a late event re-judged the contact's history: its external action is
+    #: skipped if its occurrence is older than the engine's ``late_action_limit``.
+    late: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ def _event_from_row(row: sqlite3.Row | tuple) -> Event:
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
 _OUTBOX_COLUMNS = (
     "seq, key, ruleset, version, rule, contact_id, action, params, priority, depth, status, "
-    "due_at, attempts, note, result, entity, content_hash"
+    "due_at, attempts, note, result, entity, content_hash, created_at, late"
 )
 
 
@@ -59,8 +59,21 @@ def _outbox_row(row: tuple) -> OutboxRow:
     values = list(row)
     values[7] = json.loads(values[7])
     values[14] = json.loads(values[14]) if values[14] is not None else None
+    values[18] = bool(values[18])
     return OutboxRow(*values)
 
+
+#: What an outbox row is unless it says otherwise: pending, not yet run.
+_OUTBOX_DEFAULTS: dict[str, Any] = {
+    "entity": None,
+    "status": "pending",
+    "note": None,
+    "result": None,
+    "attempts": 0,
+    "finished_at": None,
+    "inline": 0,
+    "late": 0,
+}
 
 _TRACE_COLUMNS = (
     "contact_id, ruleset, version, content_hash, rule, occurrence, trigger, decision, detail, "
@@ -356,7 +369,7 @@ class SQLiteStore:
                 removed[table] = cursor.rowcount
             cursor = self.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
             removed["contacts"] = cursor.rowcount
-            for table in ("rule_limits", "anchors"):
+            for table in ("rule_fires", "anchors"):
                 cursor = self.conn.execute(
                     f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
                 )
@@ -429,10 +442,34 @@ class SQLiteTransaction:
         )
         return [_event_from_row(row) for row in rows]
 
-    def insert_events(self, events: Sequence[Event], *, received_at: str) -> None:
+    def contact_history(self, contact_id: str) -> tuple[list[Event], dict[str, str]]:
+        """A contact's stored events, oldest first (ties in arrival order), and the ``origin``
+        of those that are the effect of a decision run inline: event id -> outbox key."""
+        events: list[Event] = []
+        origins: dict[str, str] = {}
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS}, origin FROM events WHERE contact_id = ? "
+            "ORDER BY occurred_at, seq",
+            [contact_id],
+        )
+        for row in rows:
+            events.append(_event_from_row(row[:5]))
+            if row[5] is not None:
+                origins[row[0]] = row[5]
+        return events, origins
+
+    def insert_events(
+        self,
+        events: Sequence[Event],
+        *,
+        received_at: str,
+        origins: Mapping[str, str] | None = None,
+    ) -> None:
+        """Store new events; ``origins`` names the decision (outbox key) an effect came from."""
+        origin = (origins or {}).get
         self.conn.executemany(
-            "INSERT INTO events (id, contact_id, type, occurred_at, properties, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, contact_id, type, occurred_at, properties, received_at, "
+            "origin) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     e.id,
@@ -441,10 +478,19 @@ class SQLiteTransaction:
                     e.occurred_at_text,
                     _dumps(e.properties),
                     received_at,
+                    origin(e.id or ""),
                 )
                 for e in events
             ],
         )
+
+    def delete_events(self, ids: Sequence[str]) -> None:
+        """Remove events: only the effects of decisions a re-judgement recomputes."""
+        if ids:
+            self.conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT value FROM json_each(?))",
+                [_dumps(list(ids))],
+            )
 
     def upsert_contacts(self, contacts: Sequence[Contact], *, updated_at: str) -> None:
         """Insert or replace contacts; ``updated_at`` is the text of the batch's one clock time."""
@@ -524,36 +570,95 @@ class SQLiteTransaction:
             )
         return self.conn.execute(f"SELECT count(*) FROM events WHERE {sql}", params).fetchone()[0]
 
-    def limit_state(self, keys: Sequence[tuple[str, str, str, str]]) -> dict[tuple, str]:
-        if not keys:
-            return {}
-        rows = self.conn.execute(
-            "SELECT ruleset, rule, contact_id, entity, last_fired_at FROM rule_limits "
-            "WHERE (ruleset, rule, contact_id, entity) IN (SELECT json_extract(value, '$[0]'), "
-            "json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]') "
-            "FROM json_each(?))",
-            [_dumps([list(k) for k in keys])],
-        )
-        return {tuple(row[:4]): row[4] for row in rows}
+    def fires_of(self, contact_ids: Iterable[str]) -> list[tuple[str, str, str, str, str, str]]:
+        """Every recorded fire of a limited rule for these contacts:
+        (contact_id, ruleset, rule, entity, occurrence, at)."""
+        return self.conn.execute(
+            "SELECT contact_id, ruleset, rule, entity, occurrence, at FROM rule_fires "
+            "WHERE contact_id IN (SELECT value FROM json_each(?))",
+            [_dumps(list(contact_ids))],
+        ).fetchall()
 
-    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str]]) -> None:
+    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str, str]]) -> None:
+        """Record fires (contact_id, ruleset, rule, entity, occurrence, at) of limited rules."""
         self.conn.executemany(
-            "INSERT INTO rule_limits (ruleset, rule, contact_id, entity, last_fired_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (ruleset, rule, contact_id, entity) DO UPDATE "
-            "SET last_fired_at = max(last_fired_at, excluded.last_fired_at), fired = fired + 1",
+            "INSERT INTO rule_fires (contact_id, ruleset, rule, entity, occurrence, at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             fires,
         )
 
+    def delete_fires(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
+        """Forget a contact's fires of ``rules`` (ruleset, rule) from ``since`` on: the fires a
+        re-judgement recomputes."""
+        self.conn.executemany(
+            "DELETE FROM rule_fires WHERE contact_id = ? AND ruleset = ? AND rule = ? AND at >= ?",
+            [(contact_id, ruleset, rule, since) for ruleset, rule in rules],
+        )
+
     def enqueue(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert outbox rows; a row whose key exists is ignored. Returns how many were new.
+
+        A row run inline (``inline``: 1) arrives finished, with its ``status``, ``note``,
+        ``result``, ``attempts`` and ``finished_at``; any other row is pending."""
         before = self.conn.total_changes
         self.conn.executemany(
             "INSERT INTO outbox (key, ruleset, version, content_hash, rule, contact_id, action, "
-            "params, priority, depth, due_at, created_at, entity) VALUES (:key, :ruleset, "
-            ":version, :content_hash, :rule, :contact_id, :action, :params, :priority, :depth, "
-            ":due_at, :created_at, :entity) ON CONFLICT (key) DO NOTHING",
-            [{"entity": None, **row, "params": _dumps(row["params"])} for row in rows],
+            "params, priority, depth, due_at, created_at, entity, status, note, result, "
+            "attempts, finished_at, inline, late) VALUES (:key, :ruleset, :version, "
+            ":content_hash, :rule, :contact_id, :action, :params, :priority, :depth, :due_at, "
+            ":created_at, :entity, :status, :note, :result, :attempts, :finished_at, :inline, "
+            ":late) ON CONFLICT (key) DO NOTHING",
+            [
+                {
+                    **_OUTBOX_DEFAULTS,
+                    **row,
+                    "params": _dumps(row["params"]),
+                    "result": _dumps(row["result"]) if row.get("result") is not None else None,
+                }
+                for row in rows
+            ],
         )
         return self.conn.total_changes - before
+
+    def decisions_of(self, contact_id: str) -> dict[str, tuple[str, str, str, str, int]]:
+        """A contact's outbox rows: key -> (ruleset, rule, status, due_at, inline)."""
+        rows = self.conn.execute(
+            "SELECT key, ruleset, rule, status, due_at, inline FROM outbox WHERE contact_id = ?",
+            [contact_id],
+        )
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+    def redo_actions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Overwrite the outcome of inline rows a re-judgement ran again (by ``key``)."""
+        self.conn.executemany(
+            "UPDATE outbox SET status = :status, note = :note, result = :result, "
+            "finished_at = :finished_at, due_at = :due_at WHERE key = :key",
+            [
+                {
+                    "key": row["key"],
+                    "status": row["status"],
+                    "note": row.get("note"),
+                    "result": _dumps(row["result"]) if row.get("result") is not None else None,
+                    "finished_at": row.get("finished_at"),
+                    "due_at": row["due_at"],
+                }
+                for row in rows
+            ],
+        )
+
+    def retract_actions(self, keys: Sequence[str], *, note: str, at: str) -> None:
+        """Mark inline rows that a corrected history no longer implies as ``retracted``."""
+        self.conn.executemany(
+            "UPDATE outbox SET status = 'retracted', note = ?, finished_at = ? WHERE key = ?",
+            [(note, at, key) for key in keys],
+        )
+
+    def delete_traces(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
+        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them)."""
+        self.conn.executemany(
+            "DELETE FROM traces WHERE contact_id = ? AND ruleset = ? AND rule = ? AND at >= ?",
+            [(contact_id, ruleset, rule, since) for ruleset, rule in rules],
+        )
 
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None:
         self.conn.executemany(

@@ -146,6 +146,7 @@ def test_shared_device_and_bursts_are_held(engine, clock):
         at = f"2026-03-10T10:{n * 10:02d}:00Z"
         signup(engine, f"f{n}", f"f{n}@example.net", at)
         refer(engine, f"f{n}", "ada", at.replace(":00Z", ":30Z"))
+    for n in range(4):  # the next day, each completes onboarding: a reward is judged then
         onboard(engine, f"f{n}", "2026-03-11T10:00:00Z")
     clock.set(datetime(2026, 3, 12, tzinfo=UTC))
     engine.dispatch()

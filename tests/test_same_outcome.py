@@ -1,0 +1,202 @@
+"""Same history, same outcome: how a history is delivered must not change what it decides.
+
+Batch size, arrival order and late events: the contact's state, its stage history (with the
+time of each change), the outbox and the traces are a function of its event history. The
+scenarios come from what lifecycle teams do; the properties generate histories and hold
+every delivery of them to the same outcome.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from clm_engine import Engine, VirtualClock
+from tests.helpers import event
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The core's example rulesets whose rules all react to events: stages and a lead score.
+RULESETS = [ROOT / "rulesets" / "lifecycle-stages.json", ROOT / "rulesets" / "lead-scoring.json"]
+CLOCK_START = datetime(2027, 6, 1, tzinfo=UTC)
+
+
+def open_engine(path: Path) -> Engine:
+    return Engine(path, clock=VirtualClock(CLOCK_START), rulesets=RULESETS)
+
+
+def outcome(engine: Engine, contact_ids, *, live_only: bool = False) -> dict:
+    """Everything a delivery could change, for comparison."""
+    found = {}
+    for contact_id in sorted(contact_ids):
+        contact = engine.contact(contact_id)
+        rows = engine.store.actions_for(contact_id)
+        if live_only:  # decisions a corrected history no longer implies are retracted
+            rows = [r for r in rows if r.status != "retracted"]
+        found[contact_id] = {
+            "state": contact.model_dump(mode="json", exclude={"updated_at"}) if contact else None,
+            "stages": [
+                (t.from_stage, t.to_stage, t.at, t.cause)
+                for t in engine.store.stage_history(contact_id)
+            ],
+            "actions": sorted((r.key, r.status, repr(r.result)) for r in rows),
+            "decisions": sorted(
+                (t.ruleset, t.rule, t.occurrence, t.decision, t.at)
+                for t in engine.store.traces(contact_id, limit=10_000)
+                if not live_only or t.decision != "no_match"
+            ),
+        }
+    return found
+
+
+def deliver(path: Path, batches) -> dict:
+    with open_engine(path) as engine:
+        for batch in batches:
+            engine.ingest_many(batch)
+            engine.dispatch()  # as `clm ingest --dispatch` does after each batch
+        ids = {e["contact_id"] for batch in batches for e in batch}
+        return outcome(engine, ids, live_only=True), outcome(engine, ids)
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def test_a_customer_who_revisits_pricing_after_months_is_judged_event_by_event(tmp_path):
+    """The lifecycle guides' case: signup, two orders, a pricing visit five months later."""
+    history = [
+        event("c1", "signup", "2026-01-05"),
+        event("c1", "purchase", "2026-01-10", amount=40),
+        event("c1", "purchase", "2026-02-01", amount=25),
+        event("c1", "page.viewed", "2026-07-15", path="/pricing"),
+    ]
+    one_batch, _ = deliver(tmp_path / "one.db", [history])
+    one_by_one, _ = deliver(tmp_path / "each.db", [[e] for e in history])
+    assert one_batch == one_by_one
+    stages = one_batch["c1"]["stages"]
+    assert [(to, at[:10]) for _, to, at, _ in stages] == [
+        ("awareness", "2026-01-05"),
+        ("purchase", "2026-01-10"),  # dated by the order that caused it
+        ("retention", "2026-02-01"),
+        ("consideration", "2026-07-15"),
+    ]
+    assert one_batch["c1"]["state"]["stage"] == "consideration"
+
+
+def test_orders_delivered_out_of_order_still_make_a_retained_customer(tmp_path):
+    """A CRM posting webhooks concurrently: the third order arrives first."""
+    orders = [event("c1", "purchase", f"2026-03-0{n}", amount=10, n=n) for n in (1, 2, 3)]
+    in_order, _ = deliver(tmp_path / "in.db", [[o] for o in orders])
+    shuffled, everything = deliver(tmp_path / "out.db", [[orders[2]], [orders[0]], [orders[1]]])
+    assert shuffled == in_order
+    assert shuffled["c1"]["state"]["stage"] == "retention"
+    # What the third order decided when it came first (first-order), then second (second-
+    # order, once the first order came), the full history no longer implies: retracted.
+    retracted = [a for a in everything["c1"]["actions"] if a[1] == "retracted"]
+    assert sorted(key.split("/")[1] for key, _, _ in retracted) == ["first-order", "second-order"]
+    assert all("e3" not in key or key.startswith("lifecycle") for key, _, _ in retracted)
+
+
+def test_a_late_event_keeps_what_was_sent_and_skips_a_stale_email(tmp_path):
+    """Decisions already taken stay taken; a late decision's email for an old occurrence is
+    skipped with its reason, not sent."""
+    rules = tmp_path / "notify.json"
+    rules.write_text(
+        """{"ruleset": "notify", "version": 1, "rules": [
+          {"id": "thanks", "when": {"event": "purchase"},
+           "if": {"fact": "contact.metrics.orders_count", "op": "eq", "value": 1},
+           "then": [{"action": "test.notify"}]}]}"""
+    )
+    from tests.plugins import notify_plugin
+
+    clock = VirtualClock(datetime(2026, 9, 1, tzinfo=UTC))
+    with (
+        notify_plugin.installed(),
+        Engine(tmp_path / "clm.db", clock=clock, rulesets=[rules]) as engine,
+    ):
+        engine.ingest({**event("c1", "purchase", "2026-08-30", amount=5), "id": "o2"})
+        assert engine.dispatch().outcomes == {"done": 1}  # thanks for "the first order"
+        engine.ingest({**event("c1", "purchase", "2026-03-01", amount=5), "id": "o1"})  # late
+        report = engine.dispatch()
+        assert report.outcomes == {"skipped": 1}
+        rows = {r.key.split("/")[3]: r for r in engine.store.actions_for("c1")}
+        assert rows["o2"].status == "done"  # taken when it came: stays taken, sent once
+        assert rows["o1"].late and "late_action_limit" in rows["o1"].note
+        assert len(notify_plugin.SENT) == 1
+
+
+# -- properties --------------------------------------------------------------------------------
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+KINDS = st.sampled_from(
+    [
+        ("purchase", {"amount": 20}),
+        ("purchase", {"amount": 5.5}),
+        ("page.viewed", {"path": "/pricing"}),
+        ("page.viewed", {"path": "/products/x"}),
+        ("page.viewed", {"path": "/blog"}),
+        ("email.clicked", {}),
+        ("email.opened", {}),
+        ("nps.answered", {"score": 10}),
+        ("nps.answered", {"score": 3}),
+        ("referral.sent", {}),
+        ("unsubscribed", {}),
+    ]
+)
+
+
+@st.composite
+def histories(draw):
+    """A few contacts, each a signup then events at distinct times over about ten months."""
+    events = []
+    for contact in ("c1", "c2", "c3")[: draw(st.integers(1, 3))]:
+        hours = draw(st.lists(st.integers(0, 300 * 24), min_size=2, max_size=9, unique=True))
+        hours.sort()
+        events.append(_event(contact, "signup", {}, hours[0]))
+        for hour in hours[1:]:
+            kind, properties = draw(KINDS)
+            events.append(_event(contact, kind, properties, hour))
+    return events
+
+
+def _event(contact: str, kind: str, properties: dict, hour: int) -> dict:
+    at = START + timedelta(hours=hour)
+    return {
+        "id": f"{contact}-{hour}",
+        "contact_id": contact,
+        "type": kind,
+        "occurred_at": at.isoformat().replace("+00:00", "Z"),
+        "properties": properties,
+    }
+
+
+def split(events, cuts):
+    edges = sorted({c % (len(events) + 1) for c in cuts} | {0, len(events)})
+    return [events[a:b] for a, b in itertools.pairwise(edges) if events[a:b]]
+
+
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(history=histories(), cuts=st.lists(st.integers(0, 60), max_size=5))
+def test_every_split_into_batches_gives_the_same_outcome(history, cuts):
+    with tempfile.TemporaryDirectory() as folder:
+        _, whole = deliver(Path(folder) / "one.db", [history])
+        _, each_whole = deliver(Path(folder) / "each.db", [[e] for e in history])
+        _, some_whole = deliver(Path(folder) / "some.db", split(history, cuts))
+    assert whole == each_whole == some_whole  # everything, traces and outbox included
+
+
+@PROPERTY
+@given(history=histories(), data=st.data())
+def test_every_arrival_order_gives_the_same_state_and_decisions(history, data):
+    arrival = data.draw(st.permutations(history))
+    cuts = data.draw(st.lists(st.integers(0, 60), max_size=5))
+    with tempfile.TemporaryDirectory() as folder:
+        in_order, _ = deliver(Path(folder) / "in.db", [history])
+        shuffled, _ = deliver(Path(folder) / "out.db", split(arrival, cuts))
+    assert shuffled == in_order
