@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from numbers import Real
 
+from .. import consent as channels
 from ..hooks import hookimpl
 from ..models import Contact, Event
 
@@ -43,6 +44,8 @@ def apply_profile(contact: Contact, event: Event) -> None:
 
     ``email``, ``timezone``, ``consent`` (a mapping of channel to bool) and ``attributes`` are
     contact fields; any other property is an attribute. An attribute set to ``null`` is removed.
+    Consent channel names are normalised and checked (:mod:`clm_engine.consent`), so
+    ``{"EMAIL": true}`` is email consent and ``{"emial": true}`` an error, not a new channel.
     """
     props = event.properties
     if "email" in props:
@@ -55,9 +58,7 @@ def apply_profile(contact: Contact, event: Event) -> None:
         contact.timezone = timezone
     consent = props.get("consent")
     if consent is not None:
-        if not isinstance(consent, dict) or not all(isinstance(v, bool) for v in consent.values()):
-            raise ValueError("'consent' must map channel names to true or false")
-        contact.consent.update(consent)
+        contact.consent.update(channels.consent_mapping(consent))
     attributes = dict(props.get("attributes") or {})
     attributes.update((k, v) for k, v in props.items() if k not in CONTACT_FIELDS)
     for key, value in attributes.items():
@@ -134,15 +135,16 @@ def apply_nps(contact: Contact, event: Event) -> None:
 
 
 def apply_unsubscribed(contact: Contact, event: Event) -> None:
-    """``unsubscribed``: withdraws consent on ``properties.channel`` (``email`` by default)."""
-    channel = str(event.properties.get("channel", "email"))
-    contact.consent[channel] = False
+    """``unsubscribed``: withdraws consent on ``properties.channel``, or on every channel when
+    the event names none (see :mod:`clm_engine.consent` for why)."""
+    for channel in channels.unsubscribed_channels(event.properties):
+        contact.consent[channel] = False
     contact.metrics["unsubscribed_at"] = _when(event)
 
 
 def apply_subscribed(contact: Contact, event: Event) -> None:
-    """``subscribed``: grants consent on ``properties.channel`` (``email`` by default)."""
-    contact.consent[str(event.properties.get("channel", "email"))] = True
+    """``subscribed``: grants consent on ``properties.channel`` (``email`` when left out)."""
+    contact.consent[channels.subscribed_channel(event.properties)] = True
 
 
 # -- what actions did: the engine's own clm.* events ---------------------------------------------
