@@ -6,12 +6,12 @@ late), so a reducer may assume it sees a contact's events oldest first.
 
 from __future__ import annotations
 
-from datetime import datetime
 from numbers import Real
 
 from .. import consent as channels
 from ..hooks import hookimpl
 from ..models import Contact, Event
+from ..scores import add_points
 
 #: Properties of ``signup`` / ``contact.created`` / ``contact.updated`` that are contact fields;
 #: every other property is an attribute.
@@ -156,20 +156,21 @@ def apply_stage_set(contact: Contact, event: Event) -> None:
 
 
 def apply_score_add(contact: Contact, event: Event) -> None:
-    """``clm.score.add`` (from ``score.add``): decay what the score was, add, then cap."""
+    """``clm.score.add`` (from ``score.add``): decay what the score was, add, then cap.
+
+    The half-life is recorded with the score (:mod:`clm_engine.scores`), so conditions read
+    the score decayed to their own time, not as it was at its last change.
+    """
     props = event.properties
-    name = props["score"]
-    changed_at: dict = contact.metrics.setdefault("scores_changed_at", {})
-    value = contact.scores.get(name, 0.0)
-    half_life = props.get("half_life_seconds")
-    if half_life and name in changed_at:
-        elapsed = (event.occurred_at - datetime.fromisoformat(changed_at[name])).total_seconds()
-        value *= 0.5 ** (max(elapsed, 0.0) / half_life)
-    value += float(props["points"])
-    if props.get("cap") is not None:
-        value = min(value, float(props["cap"]))
-    contact.scores[name] = round(value, 4)
-    changed_at[name] = _when(event)
+    add_points(
+        contact,
+        props["score"],
+        props["points"],
+        at=event.occurred_at,
+        at_text=_when(event),
+        cap=props.get("cap"),
+        half_life=props.get("half_life_seconds"),
+    )
 
 
 def apply_tag_add(contact: Contact, event: Event) -> None:
