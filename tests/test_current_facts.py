@@ -1,5 +1,5 @@
-"""Facts read current values: a fading score as of the rule's time. Time is driven by the
-virtual clock."""
+"""Facts read current values: a fading score as of the rule's time, and activity that only the
+contact's own events (not the engine's) renew. Time is driven by the virtual clock."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from clm_engine import Engine, VirtualClock
+from clm_engine import Engine, Event, VirtualClock
+from clm_engine.builtins.reducers import is_emitted
+from clm_engine.dispatch import _emitted_id
 from tests.helpers import event
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)  # a Monday
@@ -165,3 +167,103 @@ def test_contacts_show_gives_the_score_as_of_now(tmp_path, clock, monkeypatch):
     shown = json.loads(result.output)
     assert shown["contact"]["scores"] == {"lead": 40.0}
     assert set(shown["scores_now"]) == {"lead"} and shown["scores_now"]["lead"] <= 40.0
+
+
+# -- activity -------------------------------------------------------------------------------
+
+WEEKLY_MAIL = {  # stands for a newsletter: the engine writes to everyone every Monday
+    "id": "weekly-mail",
+    "when": {"schedule": "0 9 * * MON"},
+    "then": [{"action": "event.emit", "with": {"type": "newsletter.sent", "properties": {}}}],
+}
+INACTIVE = {
+    "id": "inactive",
+    "when": {"schedule": "0 9 * * MON"},
+    "if": {"fact": "contact.days_since_last_active", "op": "gte", "value": 60},
+    "then": tag("inactive"),
+    "limit": {"once_per": "contact"},
+}
+QUIET_BY_ANY_EVENT = {
+    "id": "quiet-by-any-event",
+    "when": {"schedule": "0 9 * * MON"},
+    "if": {"fact": "contact.days_since_last_event", "op": "gte", "value": 60},
+    "then": tag("quiet-by-any-event"),
+    "limit": {"once_per": "contact"},
+}
+
+
+def test_inactivity_counts_the_contacts_events_not_the_engines(tmp_path, clock):
+    engine = open_engine(
+        tmp_path,
+        clock,
+        WEEKLY_MAIL,
+        INACTIVE,
+        QUIET_BY_ANY_EVENT,
+        {"id": "buyer", "when": {"event": "purchase"}, "then": tag("buyer")},
+    )
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z", consent={"email": True}))
+    engine.ingest(event("c1", "purchase", "2026-11-02T08:30:00Z", amount=10))
+    engine.tick()  # Monday 08:00: the tag; the schedules' clock starts
+    clock.advance(hours=1)
+    engine.tick()  # Monday 09:00: the first newsletter
+    assert engine.contact("c1").metrics["last_active_at"] == "2026-11-02T08:30:00Z"
+    tagged_on = None
+    for _ in range(12):  # twelve more Mondays
+        clock.advance(days=7)
+        engine.tick()
+        if tagged_on is None and "inactive" in engine.contact("c1").tags:
+            tagged_on = clock.now().date().isoformat()
+    contact = engine.contact("c1")
+    # The newsletter went out every week and the tag.add landed as clm.* events...
+    sent = [e for e in engine.store.recent_events("c1", limit=100) if e.type == "newsletter.sent"]
+    assert len(sent) == 13
+    assert contact.last_event_at > datetime(2027, 1, 18, tzinfo=UTC)
+    # ...but the contact did nothing after the purchase: 60 days on, the first Monday is Jan 4.
+    assert contact.metrics["last_active_at"] == "2026-11-02T08:30:00Z"
+    assert tagged_on == "2027-01-04"
+    # The fact that counts every event never got there: each newsletter restarted it.
+    assert "quiet-by-any-event" not in contact.tags
+
+
+def test_a_late_event_from_outside_moves_activity_and_a_refold_keeps_it(tmp_path, clock):
+    thanks = {
+        "id": "thanks",
+        "when": {"event": "purchase"},
+        "then": [
+            {
+                "action": "event.emit",
+                "with": {"type": "thanks.sent", "properties": {}},
+                "after": "P1D",
+            }
+        ],
+    }
+    engine = open_engine(tmp_path, clock, thanks)
+    engine.ingest(event("c1", "signup", "2026-11-01T08:00:00Z"))
+    engine.ingest(event("c1", "purchase", "2026-11-03T08:00:00Z", amount=5))
+    clock.advance(days=3)
+    engine.dispatch()  # thanks.sent, stamped when it was due: Nov 4
+    contact = engine.contact("c1")
+    assert contact.last_event_at == datetime(2026, 11, 4, 8, tzinfo=UTC)
+    assert contact.metrics["last_active_at"] == "2026-11-03T08:00:00Z"
+    # A page view from before the purchase arrives late: the whole history is folded again,
+    # the emitted event with its stored id, and it still does not count as activity.
+    engine.ingest(event("c1", "page.viewed", "2026-11-02T08:00:00Z"))
+    contact = engine.contact("c1")
+    assert contact.metrics["last_active_at"] == "2026-11-03T08:00:00Z"
+    assert contact.last_event_at == datetime(2026, 11, 4, 8, tzinfo=UTC)
+    # A late one after the purchase moves it.
+    engine.ingest(event("c1", "page.viewed", "2026-11-03T20:00:00Z"))
+    assert engine.contact("c1").metrics["last_active_at"] == "2026-11-03T20:00:00Z"
+
+
+def test_emitted_events_are_told_apart_by_the_id_the_dispatcher_gives_them():
+    def made(event_id: str, type_: str = "email.sent") -> Event:
+        return Event(id=event_id, contact_id="c1", type=type_, occurred_at="2026-11-02T08:00:00Z")
+
+    assert is_emitted(made(_emitted_id("rs/rule/c1/evt-1/0", 0)))
+    assert is_emitted(made(_emitted_id("rs/rule/c1/" + "x" * 500, 3)))  # fixed length
+    assert is_emitted(made("evt-1", "clm.stage.set"))
+    for crm_id in ("evt-1042", "a-1", "a-" + "0" * 31, "A-" + "0" * 32, "a-" + "g" * 32):
+        assert not is_emitted(made(crm_id)), crm_id
+    derived = Event(contact_id="c1", type="purchase", occurred_at="2026-11-02T08:00:00Z")
+    assert derived.id.startswith("h-") and not is_emitted(derived)

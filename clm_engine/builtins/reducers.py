@@ -6,6 +6,7 @@ late), so a reducer may assume it sees a contact's events oldest first.
 
 from __future__ import annotations
 
+import re
 from numbers import Real
 
 from .. import consent as channels
@@ -17,6 +18,8 @@ from ..scores import add_points
 #: every other property is an attribute.
 CONTACT_FIELDS = ("email", "timezone", "consent", "attributes")
 
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
 
 def _when(event: Event) -> str:
     """The event's time to the second, as metrics keep times: ``2026-11-02T10:15:00Z``."""
@@ -27,8 +30,32 @@ def _count(contact: Contact, metric: str) -> None:
     contact.metrics[metric] = contact.metrics.get(metric, 0) + 1
 
 
+def is_emitted(event: Event) -> bool:
+    """Whether the engine made this event: its own ``clm.*`` events, and every event an action
+    emitted (``email.sent``, ``referral.rewarded``, ``event.emit``'s ...).
+
+    Emitted events are told apart by their id, not their type: any action may emit any type
+    (``event.emit`` takes the type from a ruleset), but every emitted event gets its id from
+    the dispatcher, ``"a-"`` and 32 lowercase hex digits derived from its outbox key
+    (``clm_engine.dispatch``; a test holds the two together). Ids are stored with the events,
+    so a re-fold sees the same answer. A CRM id of exactly that shape would be taken for the
+    engine's; ids CRMs send (``evt-1042``, hashes ``h-...`` derived on ingest) are not.
+    """
+    if event.type.startswith("clm."):
+        return True
+    event_id = event.id
+    return (
+        event_id is not None
+        and len(event_id) == 34
+        and event_id.startswith("a-")
+        and _HEX32.fullmatch(event_id, 2) is not None
+    )
+
+
 def track_activity(contact: Contact, event: Event) -> None:
-    """Every event: when the contact first and last did anything."""
+    """Every event: when the contact first and last appeared, and when they last *did*
+    something (``metrics.last_active_at``: events from outside the engine only, so the
+    engine's own emails and effects never make an inactive contact look active)."""
     # This runs for every event, so it writes the fields directly: pydantic's __setattr__
     # costs more than the rest of the reducer (the model does not validate assignment anyway).
     fields = contact.__dict__
@@ -37,6 +64,8 @@ def track_activity(contact: Contact, event: Event) -> None:
     fields["last_event_at"] = event.occurred_at
     metrics = contact.metrics
     metrics["events_count"] = metrics.get("events_count", 0) + 1
+    if not is_emitted(event):
+        metrics["last_active_at"] = _when(event)
 
 
 def apply_profile(contact: Contact, event: Event) -> None:

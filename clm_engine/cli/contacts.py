@@ -57,6 +57,7 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         ("timezone", contact.timezone),
         ("created", contact.created_at),
         ("last event", contact.last_event_at),
+        ("last active", contact.metrics.get("last_active_at")),
         ("consent", contact.consent or None),
         ("tags", ", ".join(contact.tags) or None),
         ("scores", _scores(contact, scores_now)),
