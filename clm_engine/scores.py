@@ -59,7 +59,7 @@ def current_score(contact: Contact, name: str, now: datetime) -> Any:
     """The score ``name`` as of ``now`` (decayed), or ``MISSING`` if the contact has none.
 
     Called by the generated condition code for every ``contact.scores.<name>`` it reads, so
-    the common case (a score without a half-life) is two dictionary lookups.
+    a score without a half-life costs only a few dictionary lookups.
     """
     value = contact.scores.get(name, MISSING)
     if value is MISSING:
