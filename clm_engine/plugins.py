@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,19 +47,46 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
 pm = pluggy.PluginManager("clm_engine")
 pm.add_hookspecs(specs)
 
-_loaded = False
+
+class Once:
+    """Runs a loader once per process, safely from many threads: for ``load_plugins()`` and
+    the plugins' own loaders (email transports, referral fraud checks).
+
+    A web server's first requests may open engines on several threads at once. The loader
+    is marked done only after it has finished, and a second thread waits on the lock until
+    then: marking it done first (as a plain flag must, to stop recursion) let a second thread
+    go on with half the plugins registered (``unknown action 'email.start_sequence'``). A
+    call from inside the loader itself (a plugin whose import asks for the registry) returns
+    at once, as before. A loader that raises is not done: the next call tries again.
+    """
+
+    def __init__(self, load: Callable[[], None]) -> None:
+        self._load = load
+        self._lock = threading.RLock()
+        self._done = False
+        self._running = False
+
+    def __call__(self) -> None:
+        if self._done:  # the fast path, once loaded: set only after loading completed
+            return
+        with self._lock:
+            if self._done or self._running:  # _running: re-entered by this thread's loader
+                return
+            self._running = True
+            try:
+                self._load()
+                self._done = True
+            finally:
+                self._running = False
+
+
 #: Where each entry-point plugin came from: name -> (distribution, version).
 _distributions: dict[str, tuple[str, str]] = {}
 #: Plugins that failed to import: name -> reason. Shown by ``clm plugins``; never fatal.
 load_failures: dict[str, str] = {}
 
 
-def load_plugins() -> None:
-    """Register the built-ins and the installed plugins, once."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
+def _load_plugins() -> None:
     for module_name in DEFAULT_PLUGINS:
         if pm.get_plugin(module_name) is None:
             pm.register(importlib.import_module(module_name), module_name)
@@ -66,6 +94,18 @@ def load_plugins() -> None:
         if dist is not None:
             _distributions[name] = dist
     pm.check_pending()
+
+
+_plugins_once = Once(_load_plugins)
+
+
+def load_plugins() -> None:
+    """Register the built-ins and the installed plugins, once.
+
+    Safe from many threads: a thread that calls it while another is loading waits until the
+    loading has finished (see :class:`Once`).
+    """
+    _plugins_once()
 
 
 def load_entry_points(

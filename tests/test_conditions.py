@@ -799,6 +799,8 @@ FACT_PATHS = [
     "now",
     "test.double",
     "contact.days_since_signup",
+    "contact.scores.lead",
+    "contact.scores",
     "events.count",
 ]
 
@@ -912,13 +914,22 @@ def contexts(draw: Any) -> FactContext:
             properties=maybe(_FACT_VALUE),
         )
     counts = draw(st.sampled_from([None, 0, 3, 10]))
+    metrics = maybe(_FACT_VALUE)
+    scores = {}
+    if draw(st.booleans()):  # a score, fading or not, last changed before or after now
+        scores["lead"] = draw(st.floats(-100, 100, allow_nan=False))
+        if draw(st.booleans()):
+            metrics["scores_changed_at"] = {
+                "lead": draw(st.sampled_from(["2026-10-01T00:00:00Z", "2026-12-01T00:00:00Z"]))
+            }
+            metrics["score_half_lives"] = {"lead": draw(st.sampled_from([3600.0, 2592000.0]))}
     contact = Contact.model_construct(
         id="c1",
         email=draw(st.sampled_from([None, "a@example.com"])),
         stage=draw(st.sampled_from([None, "unknown", *STAGES])),
         attributes=attributes,
-        metrics=maybe(_FACT_VALUE),
-        scores={},
+        metrics=metrics,
+        scores=scores,
         tags=draw(st.lists(st.sampled_from(["vip", "a", "b"]), max_size=3)),
         consent={},
         timezone="UTC",

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clm_engine import Engine, EventError, ReducerError, hookimpl
+from clm_engine.consent import CHANNELS
 from clm_engine.plugins import pm
 from tests.helpers import event
 
@@ -45,7 +46,8 @@ def test_ingest_folds_events_into_the_contact(engine):
     assert contact.email == "ada@example.com"
     assert contact.timezone == "Europe/Paris"
     assert contact.attributes == {"first_name": "Ada", "plan": "pro"}
-    assert contact.consent == {"email": False}
+    # An unsubscribe that names no channel withdraws every one (clm_engine.consent).
+    assert contact.consent == dict.fromkeys(CHANNELS, False)
     assert contact.stage == "awareness"
     m = contact.metrics
     assert (m["orders_count"], m["total_spent"], m["average_order_value"]) == (2, 80.5, 40.25)
@@ -203,7 +205,8 @@ def test_a_late_event_gives_the_same_state_as_in_order(tmp_path, clock):
         shuffled.ingest(item)
     assert state(shuffled, "c1") == state(in_order, "c1")
     assert state(shuffled, "c1")["attributes"]["plan"] == "pro"
-    assert state(shuffled, "c1")["consent"] == {"email": True}
+    # The unsubscribe (no channel) withdrew every channel; the subscribe granted email.
+    assert state(shuffled, "c1")["consent"] == {**dict.fromkeys(CHANNELS, False), "email": True}
     assert state(shuffled, "c1")["metrics"]["first_order_at"] == "2026-10-02T10:00:00Z"
     assert shuffled.store.stage_history("c1") == in_order.store.stage_history("c1")
 

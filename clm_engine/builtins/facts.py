@@ -59,8 +59,15 @@ def days_since_last_order(ctx: FactContext) -> Any:
 
 
 def days_since_last_event(ctx: FactContext) -> Any:
-    """Whole days since the contact's latest event (``contact.last_event_at``)."""
+    """Whole days since the contact's latest event (``contact.last_event_at``), the engine's
+    own included: an email sent restarts it. For inactivity use ``days_since_last_active``."""
     return _days_since(ctx, ctx.contact.last_event_at)
+
+
+def days_since_last_active(ctx: FactContext) -> Any:
+    """Whole days since the contact last did something (``contact.metrics.last_active_at``:
+    the latest event from outside the engine; what the engine emitted does not count)."""
+    return _days_since(ctx, ctx.contact.metrics.get("last_active_at"))
 
 
 @hookimpl
@@ -86,5 +93,13 @@ def register_facts(register):
     register(
         "contact.days_since_last_event",
         days_since_last_event,
-        description="Whole days since contact.last_event_at",
+        description="Whole days since contact.last_event_at (the engine's own events too)",
+    )
+    register(
+        "contact.days_since_last_active",
+        days_since_last_active,
+        description=(
+            "Whole days since contact.metrics.last_active_at (the latest event from outside "
+            "the engine)"
+        ),
     )

@@ -6,15 +6,19 @@ late), so a reducer may assume it sees a contact's events oldest first.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from numbers import Real
 
+from .. import consent as channels
 from ..hooks import hookimpl
 from ..models import Contact, Event
+from ..scores import add_points
 
 #: Properties of ``signup`` / ``contact.created`` / ``contact.updated`` that are contact fields;
 #: every other property is an attribute.
 CONTACT_FIELDS = ("email", "timezone", "consent", "attributes")
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
 
 
 def _when(event: Event) -> str:
@@ -26,8 +30,32 @@ def _count(contact: Contact, metric: str) -> None:
     contact.metrics[metric] = contact.metrics.get(metric, 0) + 1
 
 
+def is_emitted(event: Event) -> bool:
+    """Whether the engine made this event: its own ``clm.*`` events, and every event an action
+    emitted (``email.sent``, ``referral.rewarded``, ``event.emit``'s ...).
+
+    Emitted events are told apart by their id, not their type: any action may emit any type
+    (``event.emit`` takes the type from a ruleset), but every emitted event gets its id from
+    the dispatcher, ``"a-"`` and 32 lowercase hex digits derived from its outbox key
+    (``clm_engine.dispatch``; a test holds the two together). Ids are stored with the events,
+    so a re-fold sees the same answer. A CRM id of exactly that shape would be taken for the
+    engine's; ids CRMs send (``evt-1042``, hashes ``h-...`` derived on ingest) are not.
+    """
+    if event.type.startswith("clm."):
+        return True
+    event_id = event.id
+    return (
+        event_id is not None
+        and len(event_id) == 34
+        and event_id.startswith("a-")
+        and _HEX32.fullmatch(event_id, 2) is not None
+    )
+
+
 def track_activity(contact: Contact, event: Event) -> None:
-    """Every event: when the contact first and last did anything."""
+    """Every event: when the contact first and last appeared, and when they last *did*
+    something (``metrics.last_active_at``: events from outside the engine only, so the
+    engine's own emails and effects never make an inactive contact look active)."""
     # This runs for every event, so it writes the fields directly: pydantic's __setattr__
     # costs more than the rest of the reducer (the model does not validate assignment anyway).
     fields = contact.__dict__
@@ -36,6 +64,8 @@ def track_activity(contact: Contact, event: Event) -> None:
     fields["last_event_at"] = event.occurred_at
     metrics = contact.metrics
     metrics["events_count"] = metrics.get("events_count", 0) + 1
+    if not is_emitted(event):
+        metrics["last_active_at"] = _when(event)
 
 
 def apply_profile(contact: Contact, event: Event) -> None:
@@ -43,6 +73,8 @@ def apply_profile(contact: Contact, event: Event) -> None:
 
     ``email``, ``timezone``, ``consent`` (a mapping of channel to bool) and ``attributes`` are
     contact fields; any other property is an attribute. An attribute set to ``null`` is removed.
+    Consent channel names are normalised and checked (:mod:`clm_engine.consent`), so
+    ``{"EMAIL": true}`` is email consent and ``{"emial": true}`` an error, not a new channel.
     """
     props = event.properties
     if "email" in props:
@@ -55,9 +87,7 @@ def apply_profile(contact: Contact, event: Event) -> None:
         contact.timezone = timezone
     consent = props.get("consent")
     if consent is not None:
-        if not isinstance(consent, dict) or not all(isinstance(v, bool) for v in consent.values()):
-            raise ValueError("'consent' must map channel names to true or false")
-        contact.consent.update(consent)
+        contact.consent.update(channels.consent_mapping(consent))
     attributes = dict(props.get("attributes") or {})
     attributes.update((k, v) for k, v in props.items() if k not in CONTACT_FIELDS)
     for key, value in attributes.items():
@@ -134,15 +164,16 @@ def apply_nps(contact: Contact, event: Event) -> None:
 
 
 def apply_unsubscribed(contact: Contact, event: Event) -> None:
-    """``unsubscribed``: withdraws consent on ``properties.channel`` (``email`` by default)."""
-    channel = str(event.properties.get("channel", "email"))
-    contact.consent[channel] = False
+    """``unsubscribed``: withdraws consent on ``properties.channel``, or on every channel when
+    the event names none (see :mod:`clm_engine.consent` for why)."""
+    for channel in channels.unsubscribed_channels(event.properties):
+        contact.consent[channel] = False
     contact.metrics["unsubscribed_at"] = _when(event)
 
 
 def apply_subscribed(contact: Contact, event: Event) -> None:
-    """``subscribed``: grants consent on ``properties.channel`` (``email`` by default)."""
-    contact.consent[str(event.properties.get("channel", "email"))] = True
+    """``subscribed``: grants consent on ``properties.channel`` (``email`` when left out)."""
+    contact.consent[channels.subscribed_channel(event.properties)] = True
 
 
 # -- what actions did: the engine's own clm.* events ---------------------------------------------
@@ -154,20 +185,21 @@ def apply_stage_set(contact: Contact, event: Event) -> None:
 
 
 def apply_score_add(contact: Contact, event: Event) -> None:
-    """``clm.score.add`` (from ``score.add``): decay what the score was, add, then cap."""
+    """``clm.score.add`` (from ``score.add``): decay what the score was, add, then cap.
+
+    The half-life is recorded with the score (:mod:`clm_engine.scores`), so conditions read
+    the score decayed to their own time, not as it was at its last change.
+    """
     props = event.properties
-    name = props["score"]
-    changed_at: dict = contact.metrics.setdefault("scores_changed_at", {})
-    value = contact.scores.get(name, 0.0)
-    half_life = props.get("half_life_seconds")
-    if half_life and name in changed_at:
-        elapsed = (event.occurred_at - datetime.fromisoformat(changed_at[name])).total_seconds()
-        value *= 0.5 ** (max(elapsed, 0.0) / half_life)
-    value += float(props["points"])
-    if props.get("cap") is not None:
-        value = min(value, float(props["cap"]))
-    contact.scores[name] = round(value, 4)
-    changed_at[name] = _when(event)
+    add_points(
+        contact,
+        props["score"],
+        props["points"],
+        at=event.occurred_at,
+        at_text=_when(event),
+        cap=props.get("cap"),
+        half_life=props.get("half_life_seconds"),
+    )
 
 
 def apply_tag_add(contact: Contact, event: Event) -> None:

@@ -10,6 +10,7 @@ from rich.tree import Tree
 
 from ..errors import ClmError
 from ..models import Contact
+from ..scores import current_scores
 from . import cli
 from .common import console, db_option, json_option, open_engine, print_json
 
@@ -34,10 +35,13 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
             raise ClmError(f"no contact {contact_id!r} in {db_path}")
         history = engine.store.stage_history(contact_id)
         events = engine.store.recent_events(contact_id, limit=event_limit)
+        # Stored scores are as of their last change; rules read them decayed to their time.
+        scores_now = current_scores(contact, engine.clock.now())
     if as_json:
         print_json(
             {
                 "contact": contact.model_dump(mode="json"),
+                "scores_now": scores_now,
                 "stage_history": [vars(t) for t in history],
                 "recent_events": [e.model_dump(mode="json") for e in events],
             }
@@ -53,9 +57,10 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         ("timezone", contact.timezone),
         ("created", contact.created_at),
         ("last event", contact.last_event_at),
+        ("last active", contact.metrics.get("last_active_at")),
         ("consent", contact.consent or None),
         ("tags", ", ".join(contact.tags) or None),
-        ("scores", contact.scores or None),
+        ("scores", _scores(contact, scores_now)),
     ):
         if value is not None:
             facts.add(f"{label}: {value}")
@@ -70,6 +75,23 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         props = ", ".join(f"{k}={v}" for k, v in event.properties.items())
         table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), event.type, props[:80])
     console.print(table)
+
+
+def _scores(contact: Contact, now: dict[str, float]) -> str | None:
+    """Each score as of now, and as stored when its half-life has moved it since:
+    ``lead 12.5 (25 on 2026-10-01, halves every 30 days)``."""
+    changed = contact.metrics.get("scores_changed_at") or {}
+    half_lives = contact.metrics.get("score_half_lives") or {}
+    shown = []
+    for name, value in sorted(now.items()):
+        stored = contact.scores[name]
+        text = f"{name} {value:g}"
+        if value != stored:
+            days = float(half_lives.get(name, 0)) / 86400
+            on = str(changed.get(name, ""))[:10]
+            text += f" ({stored:g} on {on}, halves every {days:g} days)"
+        shown.append(text)
+    return ", ".join(shown) or None
 
 
 def _add_mapping(node: Tree, mapping: dict) -> None:

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ..scores import current_score, current_scores
 from ..types import MISSING, FactContext
 from . import ops
 from .facts import CONTACT_VALUES, FactPlan, load_computed
@@ -133,6 +134,13 @@ class _Scope:
             return
         if kind == "now":
             lines.append(f"{name} = ctx.now")
+            return
+        if kind == "score":  # decayed to now: a call, then a plain local like any other fact
+            if plan.keys:
+                key = self.gen.const(plan.keys[0], "_k")
+                lines.append(f"{name} = {self.gen.const(current_score, '_sc')}(_c, {key}, ctx.now)")
+            else:
+                lines.append(f"{name} = {self.gen.const(current_scores, '_sc')}(_c, ctx.now)")
             return
         if kind == "transition":
             key = self.gen.const(plan.field, "_k")

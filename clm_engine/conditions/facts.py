@@ -3,6 +3,10 @@
 A path is planned into a :class:`FactPlan` (which part of the context, which keys), so that
 the interpreter (:func:`resolve`) and the code generator read facts the same way. Anything not
 present (a missing key, a ``None`` on the way, no event) is ``MISSING``.
+
+Scores are the one contact map not read as stored: ``contact.scores.<name>`` (and the whole
+``contact.scores``) is the score decayed to ``ctx.now`` by its half-life (see
+:mod:`clm_engine.scores`), because the stored value is the score as of its last change.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from ..plugins import FactSpec
 from ..rulesets.problems import did_you_mean
+from ..scores import current_score, current_scores
 from ..types import MISSING, FactContext
 
 #: Contact fields that hold one value (or a list, for tags).
@@ -39,6 +44,7 @@ class FactPlan:
     """How to read one fact.
 
     ``kind`` is one of ``contact`` (``field`` is a contact field, ``keys`` read into it),
+    ``score`` (``contact.scores`` or one score, ``keys`` empty or its name: decayed to now),
     ``event`` (``field`` an event field or ``properties``), ``transition``, ``now``,
     ``computed`` (a plugin's fact, with its ``args``) or ``unknown`` (always MISSING).
     """
@@ -85,6 +91,8 @@ def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]
         problem = f"only computed facts take args, and {path!r} is not one"
     if root == "contact" and rest:
         field, keys = rest[0], tuple(rest[1:])
+        if field == "scores" and len(keys) <= 1:
+            return FactPlan(path, "score", field, keys, problem=problem)
         if field in CONTACT_MAPPINGS:
             return FactPlan(path, "contact", field, keys, problem=problem)
         if field in CONTACT_VALUES and not keys:
@@ -167,6 +175,10 @@ def resolve(plan: FactPlan, ctx: FactContext) -> Any:
     if kind == "contact":
         value = getattr(ctx.contact, plan.field)
         return _walk(value, plan.keys) if plan.keys else value
+    if kind == "score":
+        if plan.keys:
+            return current_score(ctx.contact, plan.keys[0], ctx.now)
+        return current_scores(ctx.contact, ctx.now)
     if kind == "event":
         event = ctx.event
         if event is None:

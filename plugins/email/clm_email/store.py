@@ -16,6 +16,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from clm_engine import Contact, Event
+from clm_engine.consent import subscribed_channel, unsubscribed_channels
 from clm_engine.models import utc_text
 
 migrations = Migrations("clm_email")
@@ -170,8 +171,12 @@ def on_bounced(db: Database, contact: Contact, event: Event) -> None:
 
 def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
     """``unsubscribed`` from email: the address is suppressed for everything not exempt, and
-    the contact leaves every drip sequence."""
-    if str(event.properties.get("channel", "email")) != "email":
+    the contact leaves every drip sequence.
+
+    The channel is read as the core's reducer reads it (``clm_engine.consent``): ``"EMAIL"``
+    is email, and an unsubscribe that names no channel withdraws every one, email included.
+    """
+    if "email" not in unsubscribed_channels(event.properties):
         return
     if contact.email:
         suppress(db, contact.email, contact.id, "unsubscribed", event.occurred_at_text)
@@ -184,7 +189,7 @@ def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
 
 def on_subscribed(db: Database, contact: Contact, event: Event) -> None:
     """``subscribed`` to email: an unsubscription is lifted (a hard bounce is not)."""
-    if str(event.properties.get("channel", "email")) == "email" and contact.email:
+    if contact.email and subscribed_channel(event.properties) == "email":
         db.execute(
             "DELETE FROM email_suppressions WHERE address = ? AND reason = 'unsubscribed'",
             [contact.email.lower()],

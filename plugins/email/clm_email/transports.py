@@ -20,7 +20,7 @@ from typing import Protocol
 import pluggy
 
 from clm_engine.errors import PluginError
-from clm_engine.plugins import load_entry_points
+from clm_engine.plugins import Once, load_entry_points
 
 from . import hookspecs
 from .hookspecs import hookimpl
@@ -216,7 +216,6 @@ def smtp_transport(settings: EmailSettings) -> Transport:
 pm = pluggy.PluginManager("clm_email")
 pm.add_hookspecs(hookspecs)
 ENTRY_POINT_GROUP = "clm_email"
-_loaded = False
 
 
 class _BuiltinTransports:
@@ -232,16 +231,20 @@ def load_transport_plugins() -> None:
     """Register the built-in transports and the installed transport plugins, once.
 
     ``CLM_LOAD_PLUGINS``, the engine's allow-list, applies here too (by entry point or
-    distribution name), so tests load no transport they did not ask for.
+    distribution name), so tests load no transport they did not ask for. Safe from many
+    threads (the engine's ``Once``: a second thread waits until loading has finished).
     """
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
+    _transports_once()
+
+
+def _load_transport_plugins() -> None:
     if pm.get_plugin("builtin") is None:
         pm.register(_BuiltinTransports(), name="builtin")
     load_entry_points(pm, ENTRY_POINT_GROUP, what="email transport plugin")
     pm.check_pending()
+
+
+_transports_once = Once(_load_transport_plugins)
 
 
 def get_transport_factories() -> dict[str, TransportFactory]:

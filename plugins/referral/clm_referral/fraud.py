@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from clm_engine.plugins import load_entry_points
+from clm_engine.plugins import Once, load_entry_points
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -85,25 +85,28 @@ class FraudCheck:
 
 pm = pluggy.PluginManager("clm_referral")
 pm.add_hookspecs(_Specs)
-_loaded = False
 
 
 def load_checks() -> None:
     """Register the built-in checks and the installed ones (entry points), once.
 
     ``CLM_LOAD_PLUGINS``, when set, is honoured as for clm-engine: only the entry points named
-    in it are loaded (the built-ins always are).
+    in it are loaded (the built-ins always are). Safe from many threads (the engine's
+    ``Once``: a second thread waits until loading has finished).
     """
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
+    _checks_once()
+
+
+def _load_checks() -> None:
     from . import checks
 
     if pm.get_plugin("referral.builtin") is None:
         pm.register(checks, name="referral.builtin")
     load_entry_points(pm, ENTRY_POINT_GROUP, what="fraud check plugin")
     pm.check_pending()
+
+
+_checks_once = Once(_load_checks)
 
 
 def get_fraud_checks() -> dict[str, FraudCheck]:
