@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from clm_engine import Engine, Event, VirtualClock
 from clm_engine.builtins.reducers import is_emitted
 from clm_engine.cli import cli
-from clm_engine.dispatch import _emitted_id
+from clm_engine.dispatch import emitted_event_id
 from tests.helpers import event
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)  # a Monday
@@ -258,8 +258,8 @@ def test_emitted_events_are_told_apart_by_the_id_the_dispatcher_gives_them():
     def made(event_id: str, type_: str = "email.sent") -> Event:
         return Event(id=event_id, contact_id="c1", type=type_, occurred_at="2026-11-02T08:00:00Z")
 
-    assert is_emitted(made(_emitted_id("rs/rule/c1/evt-1/0", 0)))
-    assert is_emitted(made(_emitted_id("rs/rule/c1/" + "x" * 500, 3)))  # fixed length
+    assert is_emitted(made(emitted_event_id("rs/rule/c1/evt-1/0", 0)))
+    assert is_emitted(made(emitted_event_id("rs/rule/c1/" + "x" * 500, 3)))  # fixed length
     assert is_emitted(made("evt-1", "clm.stage.set"))
     for crm_id in ("evt-1042", "a-1", "a-" + "0" * 31, "A-" + "0" * 32, "a-" + "g" * 32):
         assert not is_emitted(made(crm_id)), crm_id
