@@ -200,3 +200,26 @@ def test_every_arrival_order_gives_the_same_state_and_decisions(history, data):
         in_order, _ = deliver(Path(folder) / "in.db", [history])
         shuffled, _ = deliver(Path(folder) / "out.db", split(arrival, cuts))
     assert shuffled == in_order
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), cuts=st.lists(st.integers(0, 60), max_size=3))
+def test_a_backtest_and_a_live_ingest_agree(history, cuts):
+    """`clm simulate` (a virtual clock stepping through the history) and `clm ingest
+    --dispatch` (batches, the real clock) decide the same for the same history."""
+    from clm_engine.simulation import simulate
+
+    with tempfile.TemporaryDirectory() as folder:
+        live, _ = deliver(Path(folder) / "live.db", split(history, cuts))
+        kept = Path(folder) / "kept"
+        simulate(
+            RULESETS,
+            history,
+            start=START,
+            end=START + timedelta(days=320),
+            step=timedelta(days=1),
+            keep=kept,
+        )
+        with open_engine(kept / "simulation.db") as engine:
+            backtest = outcome(engine, {e["contact_id"] for e in history}, live_only=True)
+    assert backtest == live
