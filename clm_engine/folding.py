@@ -177,12 +177,16 @@ class ContactFold:
         """Decide a fire; run its internal actions due at once, enqueue the others."""
         rule = fire.rule
         rejudging = self.out.rejudged is not None
-        if rejudging and not rule.recomputable:
-            if decision_key(rule.ruleset, rule.id, fire.contact_id, fire.occurrence, 0) in (
-                self.kept_keys
-            ):
-                return  # taken when the event came: it stays taken, once
-            if not fire.matched and not is_new:
+        if rejudging:
+            first = decision_key(rule.ruleset, rule.id, fire.contact_id, fire.occurrence, 0)
+            if first in self.kept_keys:  # taken when the event came: it stays taken, once
+                if rule.once_per or rule.cooldown:
+                    self.log.record(fire)  # (again, if the re-judgement forgot it)
+                if rule.recomputable:  # its traces from the late event on are redone
+                    keys = [first[:-1] + str(i) for i in range(len(rule.actions))]
+                    self.out.traces.append(trace_of(fire, "fired", None, keys))
+                return
+            if not fire.matched and not is_new and not rule.recomputable:
                 return  # judged and traced when the event came
         decision, detail = decide(fire, self.log)
         keys: list[str] = []
@@ -341,8 +345,8 @@ def fold_contact(
     kept: set[str] = set()
     recomputable: set[str] = set()
     dropped_ids: set[str] = set()
+    since = new_events[0].occurred_at  # a failed event leaves it: what was dropped is redone
     if late:
-        since = new_events[0].occurred_at
         rejudged, history, kept, recomputable, dropped_ids = _plan_rejudgement(
             engine, tx, log, contact_id, new_events, since
         )
@@ -368,7 +372,7 @@ def fold_contact(
             now=now,
             recorded_at=recorded_at,
             new_ids={e.id for e in new_events},  # type: ignore[misc]
-            judge_from=new_events[0].occurred_at if late else None,
+            judge_from=since if late else None,
             rejudged=plan,
             recomputable_keys=set(recomputable),
             kept_keys=kept,

@@ -16,7 +16,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clm_engine import Engine, VirtualClock
+from clm_engine import Engine, VirtualClock, hookimpl
+from clm_engine.testing import registered
+from clm_engine.types import Defer
 from tests.helpers import event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,3 +225,41 @@ def test_a_backtest_and_a_live_ingest_agree(history, cuts):
         with open_engine(kept / "simulation.db") as engine:
             backtest = outcome(engine, {e["contact_id"] for e in history}, live_only=True)
     assert backtest == live
+
+
+class _QuietMornings:
+    """Defers a tag the first time it is asked about, until 20:00: a second ask (a
+    re-judgement running the decision again) would let it through at once."""
+
+    def __init__(self) -> None:
+        self.asked: set[str] = set()
+
+    @hookimpl
+    def dispatch_policy(self, action, now, key):
+        if action == "tag.add" and key not in self.asked:
+            self.asked.add(key)
+            return Defer(now.replace(hour=20, minute=0), "quiet until 20:00")
+        return None
+
+
+def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
+    rules = tmp_path / "later.json"
+    rules.write_text(
+        """{"ruleset": "later", "version": 1, "rules": [
+          {"id": "tag", "when": {"event": "signup"},
+           "then": [{"action": "tag.add", "with": {"tag": "later"}}]}]}"""
+    )
+    clock = VirtualClock(datetime(2026, 11, 2, 12, tzinfo=UTC))
+    with (
+        registered(_QuietMornings(), "quiet"),
+        Engine(tmp_path / "clm.db", clock=clock, rulesets=[rules]) as engine,
+    ):
+        engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))
+        engine.ingest(event("c1", "page.viewed", "2026-11-01T09:00:00Z"))  # late: re-judges
+        [row] = engine.store.actions_for("c1")
+        assert (row.status, row.due_at[:16]) == ("pending", "2026-11-02T20:00")
+        assert engine.contact("c1").tags == []  # deferred: not run by the re-judgement
+        clock.set(datetime(2026, 11, 2, 20, tzinfo=UTC))
+        assert engine.dispatch().outcomes == {"done": 1}
+        assert engine.contact("c1").tags == ["later"]
+        assert [t.decision for t in engine.store.traces("c1", rule="tag")] == ["fired"]
