@@ -1,0 +1,308 @@
+"""Values at the edges of their types: each is a clear rejection or a clear non-value, never a
+crash (issue 11). Times outside the supported range, far anchor dates, NaN and infinity, huge
+numbers, control characters in ids, deep nesting and very long text.
+
+Each test drives what a user would: ``Engine`` on a real SQLite file, or ``clm`` through
+click's runner, and checks what they would see (the rejection, the rejects file, the state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from clm_engine import Engine, VirtualClock
+from clm_engine.cli import cli
+from clm_engine.models import MAX_NUMBER
+from tests.helpers import event
+
+RANGE = "from 1900-01-01T00:00:00Z to 2200-01-01T00:00:00Z (exclusive)"
+
+
+def short(value: object) -> str:
+    """A test id for a value that may be huge (str() of 10**5000 raises)."""
+    if isinstance(value, int) and value.bit_length() > 100:
+        return "huge-int"
+    text = repr(value)
+    return text if len(text) <= 30 else f"{text[:20]}...({len(text)})"
+
+
+@pytest.fixture
+def clock():
+    return VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """``clm ARGS`` in ``tmp_path``; an exception escaping the command fails the test."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def write_rules(tmp_path, *rules):
+    path = tmp_path / "edges.json"
+    path.write_text(json.dumps({"ruleset": "edges", "version": 1, "rules": list(rules)}))
+    return path
+
+
+def tag(name):
+    return [{"action": "tag.add", "with": {"tag": name}}]
+
+
+def raw(contact_id="c1", type_="x", occurred_at="2026-11-02T10:00:00Z", properties="{}"):
+    """An event as the JSON text a CRM sends, with ``properties`` written verbatim."""
+    return (
+        f'{{"contact_id": {json.dumps(contact_id)}, "type": {json.dumps(type_)}, '
+        f'"occurred_at": {json.dumps(occurred_at)}, "properties": {properties}}}'
+    )
+
+
+def rejection(engine, item) -> str:
+    """The one rejection ``item`` gets from ``ingest_many``: the reason, as a user sees it."""
+    result = engine.ingest_many([item])
+    assert result.ingested == 0 and len(result.rejected) == 1, result
+    return result.rejected[0].error
+
+
+# -- 1. Event times --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "0001-01-01T00:00:00+14:00",  # no UTC time at all: astimezone overflowed
+        "9999-12-31T23:00:00-14:00",  # nor this one, at the other end
+        "9999-12-30T00:00:00Z",  # a valid datetime, but "3 days after" it is not
+        "1899-12-31T23:59:59Z",
+        "1900-01-01T00:30:00+01:00",  # 1899 in UTC
+        "2200-01-01T00:00:00Z",  # the upper bound is exclusive
+    ],
+)
+def test_an_event_time_outside_the_supported_range_is_rejected_naming_field_value_range(
+    tmp_path, when
+):
+    engine = Engine(tmp_path / "clm.db")
+    for item in (raw(occurred_at=when), event("c1", "x", when)):
+        error = rejection(engine, item)
+        assert error.startswith("invalid event: occurred_at: is outside the supported range")
+        assert RANGE in error and repr(when) in error
+    assert engine.store.count_contacts() == 0
+
+
+@pytest.mark.parametrize("when", ["1900-01-01T00:00:00Z", "2199-12-31T23:59:59.999999Z"])
+def test_the_ends_of_the_supported_range_are_accepted(tmp_path, when):
+    engine = Engine(tmp_path / "clm.db")
+    assert engine.ingest(event("c1", "signup", when)).ingested == 1
+
+
+def test_clm_ingest_rejects_an_out_of_range_time_by_line_and_lands_the_rest(run, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                raw("c1", "signup"),
+                raw("c2", "signup", "0001-01-01T00:00:00+14:00"),
+                raw("c3", "signup"),
+            ]
+        )
+        + "\n"
+    )
+    result = run("ingest", str(path))
+    assert result.exit_code == 1
+    assert "2 ingested, 0 duplicates, 1 rejected, 0 failed" in result.output
+    assert "line 2: invalid event: occurred_at: is outside the supported range" in result.output
+    assert "Traceback" not in result.output
+    [reject] = [json.loads(line) for line in (tmp_path / "events.jsonl.rejects.jsonl").open()]
+    assert reject["line"] == 2 and RANGE in reject["error"]
+    with Engine(tmp_path / "clm.db") as engine:
+        assert engine.contact("c1") is not None and engine.contact("c3") is not None
+
+
+@pytest.mark.parametrize(
+    "properties, where, reason",
+    [
+        ('{"amount": NaN}', "properties.amount", "NaN is not a number JSON can hold"),
+        ('{"amount": Infinity}', "properties.amount", "Infinity is not a number"),
+        ('{"amount": -Infinity}', "properties.amount", "-Infinity is not a number"),
+        ('{"amount": 1e999}', "properties.amount", "Infinity is not a number"),
+        ('{"a": [1, {"b": NaN}]}', "properties.a[1].b", "NaN is not a number"),
+        ('{"amount": -1e308}', "properties.amount", "-1e+308 is out of range"),
+        ('{"amount": 9007199254740992}', "properties.amount", "9007199254740992 is out of range"),
+        ('{"id": 1' + "0" * 400 + "}", "properties.id", "an integer of over 30 digits"),
+    ],
+)
+def test_a_number_json_cannot_hold_or_past_the_bound_is_rejected_with_its_path(
+    tmp_path, properties, where, reason
+):
+    engine = Engine(tmp_path / "clm.db")
+    error = rejection(engine, raw(type_="purchase", properties=properties))
+    assert error.startswith(f"invalid event: {where}: {reason}")
+
+
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -math.inf, 1e300, -(2**53), 10**5000], ids=short
+)
+def test_a_library_caller_gets_the_same_rejection_for_python_numbers(tmp_path, value):
+    engine = Engine(tmp_path / "clm.db")
+    error = rejection(engine, event("c1", "purchase", "2026-11-02", amount=value, n=[{"x": 1}]))
+    assert error.startswith("invalid event: properties.amount: ")
+
+
+def test_the_largest_allowed_amounts_keep_revenue_a_finite_number(run, tmp_path):
+    with Engine(tmp_path / "clm.db") as engine:
+        for day in ("2026-11-02", "2026-11-03"):
+            engine.ingest(event("c1", "purchase", day, amount=-MAX_NUMBER))
+        assert engine.contact("c1").metrics["total_spent"] == -2.0 * MAX_NUMBER
+    assert run("report").exit_code == 0
+    assert run("contacts", "list").exit_code == 0
+
+
+def test_clm_ingest_rejects_nan_lines_by_number_and_report_and_list_keep_working(run, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(
+        "\n".join(
+            [
+                raw("c1", "purchase", properties='{"amount": NaN}'),
+                raw("c2", "purchase", properties='{"amount": -1e308}'),
+                raw("c2", "purchase", "2026-11-03T10:00:00Z", properties='{"amount": -1e308}'),
+                raw("c3", "purchase", properties='{"amount": 12.5}'),
+            ]
+        )
+        + "\n"
+    )
+    result = run("ingest", str(path))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "1 ingested, 0 duplicates, 3 rejected, 0 failed" in result.output
+    rejects = [json.loads(line) for line in (tmp_path / "events.jsonl.rejects.jsonl").open()]
+    assert [(r["line"], r["error"].split(":")[1].strip()) for r in rejects] == [
+        (1, "properties.amount"),
+        (2, "properties.amount"),
+        (3, "properties.amount"),
+    ]
+    report = run("report", "--json")
+    assert report.exit_code == 0 and json.loads(report.output)["revenue"] == 12.5
+    assert run("contacts", "list").exit_code == 0
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\t", "\x1f", "\x7f", "\x85", "\u2028", "\u2029"])
+@pytest.mark.parametrize("field", ["id", "contact_id", "type"])
+def test_a_control_character_in_an_id_or_type_is_rejected_naming_it(tmp_path, char, field):
+    engine = Engine(tmp_path / "clm.db")
+    item = {**event("c1", "signup", "2026-11-02"), field: f"sign{char}up"}
+    for form in (item, json.dumps(item)):
+        error = rejection(engine, form)
+        assert error.startswith(f"invalid event: {field}: contains the control character ")
+        assert f"U+{ord(char):04X} at position 4" in error
+
+
+def test_a_contact_with_a_printable_unicode_id_keeps_its_state_across_batches(tmp_path):
+    """The symptom: NUL in an id reset the contact at every batch (SQLite's JSON functions end
+    a string at NUL, so the contact was never found again). Printable ids keep working."""
+    engine = Engine(tmp_path / "clm.db")
+    for contact_id in ("c\u00a0nbsp", "\U0001f469\u200d\U0001f4bb", "zoë-42"):
+        engine.ingest_many([event(contact_id, "purchase", "2026-11-02", amount=5)])
+        engine.ingest_many([event(contact_id, "purchase", "2026-11-03", amount=7)])
+        assert engine.contact(contact_id).metrics["orders_count"] == 2
+
+
+def test_an_unpaired_surrogate_from_a_library_caller_is_rejected_not_a_crash(tmp_path):
+    engine = Engine(tmp_path / "clm.db")
+    with_id = {**event("c1", "x", "2026-11-02", note="\ud800"), "id": "e-1"}
+    assert "properties.note: holds an unpaired surrogate" in rejection(engine, with_id)
+    nested_key = event("c1", "x", "2026-11-02", nested={"\udfff": 1})
+    assert "the key holds an unpaired surrogate" in rejection(engine, nested_key)
+
+
+# -- 5. Long, deep and huge ------------------------------------------------------------------
+
+
+def nested(levels: int) -> list:
+    value: list = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+def test_deep_nesting_is_a_rejection_not_a_recursion_error(tmp_path):
+    engine = Engine(tmp_path / "clm.db")
+    deep_json = raw(properties='{"a": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    assert "not valid JSON (nested too deeply" in rejection(engine, deep_json)
+    deep_dict = event("c1", "x", "2026-11-02", a=nested(10_000))
+    error = rejection(engine, deep_dict)
+    assert error.startswith("invalid event: properties.a[0][0][0][...")
+    assert error.endswith("nested more than 32 levels deep")
+    assert engine.ingest(event("c1", "x", "2026-11-02", a=nested(32))).ingested == 1
+
+
+def test_very_long_text_is_rejected_with_a_short_message(tmp_path):
+    engine = Engine(tmp_path / "clm.db")
+    long_property = event("c1", "x", "2026-11-02", note="x" * 1_000_001)
+    assert rejection(engine, json.dumps(long_property)) == (
+        "invalid event: properties: more than 1,000,000 characters of text "
+        "(the limit for one event)"
+    )
+    many = event("c1", "x", "2026-11-02", values=[0] * 100_001)
+    assert "more than 100,000 values" in rejection(engine, many)
+    long_id = rejection(engine, event("c" * 10_000_000, "x", "2026-11-02"))
+    assert "contact_id: String should have at most 200 characters" in long_id
+    assert len(long_id) < 300  # the 10 MB id is not repeated in the message
+
+
+def test_integers_too_long_for_python_to_print_are_rejected(tmp_path):
+    engine = Engine(tmp_path / "clm.db")
+    assert "not valid JSON (number out of range" in rejection(
+        engine, raw(properties='{"n": 1' + "0" * 5000 + "}")
+    )
+    assert "an integer of over 30 digits" in rejection(
+        engine, event("c1", "x", "2026-11-02", n=10**5000)
+    )
+
+
+# -- The command line: a mix of everything ---------------------------------------------------
+
+
+def test_clm_ingest_with_every_kind_of_bad_line_stores_the_good_ones_and_explains_the_rest(
+    run, tmp_path
+):
+    lines = [
+        raw("good-1", "signup"),
+        raw("c2", "signup", "0001-01-01T00:00:00+14:00"),
+        raw("c3", "purchase", properties='{"amount": NaN}'),
+        raw("c4", "purchase", properties='{"amount": -1e308}'),
+        raw("c5\u0000", "signup"),
+        raw("c6", "x", properties='{"a": ' + "[" * 10_000 + "]" * 10_000 + "}"),
+        raw("c7", "x", properties='{"n": 1' + "0" * 400 + "}"),
+        raw("c8", "x", properties=json.dumps({"s": "y" * 1_000_001})),
+        raw("good-2", "purchase", properties='{"amount": 19.5}'),
+        raw("c9", "x", "9999-12-30T00:00:00Z"),
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = run("ingest", str(path), "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.output)
+    assert (summary["ingested"], summary["rejected"], summary["failed"]) == (2, 8, 0)
+    reasons = {r["line"]: r["error"] for r in summary["rejections"]}
+    assert sorted(reasons) == [2, 3, 4, 5, 6, 7, 8, 10]
+    assert "occurred_at" in reasons[2] and "occurred_at" in reasons[10]
+    assert "properties.amount" in reasons[3] and "properties.amount" in reasons[4]
+    assert "contact_id: contains the control character U+0000" in reasons[5]
+    assert "nested too deeply" in reasons[6]
+    assert "properties.n" in reasons[7]
+    assert "1,000,000 characters" in reasons[8]
+    written = [json.loads(line) for line in (tmp_path / "events.jsonl.rejects.jsonl").open()]
+    assert [r["line"] for r in written] == sorted(reasons)
+    assert written[1]["input"] == lines[2]  # the line as it was, to fix and ingest again
+    people = run("ingest", str(path))
+    assert "0 ingested, 2 duplicates, 8 rejected, 0 failed" in people.output
+    assert "Traceback" not in people.output
+    listed = json.loads(run("contacts", "list", "--json").output)
+    assert [c["id"] for c in listed["contacts"]] == ["good-1", "good-2"]
