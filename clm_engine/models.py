@@ -51,7 +51,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 #: The supported range of event times: ``EARLIEST_TIME <= occurred_at < LATEST_TIME``. Python's
 #: datetimes end at years 1 and 9999, and the engine adds durations to event times (relative
-#: rules, delays, cooldowns, windows). Bounds three centuries
+#: rules, delays, cooldowns, windows: each at most ``MAX_DURATION``). Bounds three centuries
 #: apart hold every real customer event and leave thousands of years of headroom on each side,
 #: so no such arithmetic can overflow; 1900 also keeps out the zero dates some systems send for
 #: "unknown" (``0001-01-01``).
@@ -59,6 +59,11 @@ EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
 SUPPORTED_TIMES = "from 1900-01-01T00:00:00Z to 2200-01-01T00:00:00Z (exclusive)"
 _OUTSIDE_TIMES = f"is outside the supported range of times, {SUPPORTED_TIMES}"
+
+#: The longest duration a ruleset may give (a delay, cooldown, window or relative offset): a
+#: century is past any lifecycle rule, and keeps ``time +/- duration`` representable for every
+#: supported time.
+MAX_DURATION = timedelta(days=36_525)
 
 #: The largest magnitude of a number in event properties: 2**53 - 1, the largest integer a
 #: double (JavaScript's numbers, SQLite's REAL, a Python float) holds exactly, so every reader
@@ -99,6 +104,21 @@ EventType = Annotated[
 # A stored contact's id: checked as an Identifier when its first event came in, and not again
 # on every read, so a database written before the control-character check still loads.
 _StoredIdentifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+
+
+def shift_time(moment: datetime, delta: timedelta) -> datetime | None:
+    """``moment + delta``, or None when that is not a supported time (or not a datetime at all:
+    past year 9999 or before year 1).
+
+    For times computed from dates the engine does not control (a contact attribute, a plugin's
+    fact): ``9999-12-31`` as "never" is a common way to write a date, and adding to it
+    overflows.
+    """
+    try:
+        shifted = moment + delta
+    except OverflowError:
+        return None
+    return shifted if EARLIEST_TIME <= shifted < LATEST_TIME else None
 
 
 def _property_error(path: list[Any], reason: str) -> PydanticCustomError:
@@ -426,10 +446,30 @@ class Duration(BaseModel):
     hours: Annotated[int, Field(ge=0)] = 0
     minutes: Annotated[int, Field(ge=0)] = 0
 
+    @model_validator(mode="after")
+    def _at_most_max_duration(self) -> Duration:
+        seconds = ((self.weeks * 7 + self.days) * 24 + self.hours) * 60 * 60 + self.minutes * 60
+        _check_duration_seconds(seconds)
+        return self
+
+
+def _check_duration_seconds(seconds: int | float) -> None:
+    """Durations are added to times: past ``MAX_DURATION`` that could leave the datetime range."""
+    if seconds > MAX_DURATION.total_seconds():
+        raise PydanticCustomError("duration_too_long", TOO_LONG)
+
+
+TOO_LONG = f"is longer than the longest duration allowed, {MAX_DURATION.days:,} days (a century)"
+
 
 def _iso_duration(text: str) -> str:
     if text in ("P", "PT") or text.endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration (like 'P30D' or 'PT12H')")
+    try:
+        delta = _iso_timedelta(text)
+    except ValueError:  # pydantic's ValidationError is one: digits that are no timedelta
+        raise ValueError(f"{text!r} is not an ISO 8601 duration (like 'P30D' or 'PT12H')") from None
+    _check_duration_seconds(delta.total_seconds())
     return text
 
 
@@ -569,6 +609,7 @@ class RelativeTrigger(BaseModel):
     def _one_anchor(self) -> RelativeTrigger:
         if (self.before is None) == (self.after is None):
             raise ValueError("give exactly one of 'before' or 'after' (the date fact)")
+        _check_duration_seconds((self.days * 24 + self.hours) * 60 * 60)
         return self
 
 

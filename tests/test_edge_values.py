@@ -11,13 +11,18 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
-from clm_engine import Engine, VirtualClock
+from clm_engine import Engine, VirtualClock, hookimpl
 from clm_engine.cli import cli
+from clm_engine.conditions import ops
+from clm_engine.conditions.values import to_datetime
+from clm_engine.errors import ClmError
 from clm_engine.models import MAX_NUMBER
+from clm_engine.plugins import pm
 from tests.helpers import event
 
 RANGE = "from 1900-01-01T00:00:00Z to 2200-01-01T00:00:00Z (exclusive)"
@@ -124,6 +129,224 @@ def test_clm_ingest_rejects_an_out_of_range_time_by_line_and_lands_the_rest(run,
     assert reject["line"] == 2 and RANGE in reject["error"]
     with Engine(tmp_path / "clm.db") as engine:
         assert engine.contact("c1") is not None and engine.contact("c3") is not None
+
+
+# -- 2. Anchor dates and the date operators --------------------------------------------------
+
+RENEWAL = {
+    "id": "renewal-reminder",
+    "when": {"before": "contact.attributes.renewal_at", "days": 30},
+    "then": tag("renewal-soon"),
+}
+AFTER_RENEWAL = {
+    "id": "after-renewal",
+    "when": {"after": "contact.attributes.renewal_at", "days": 3},
+    "then": tag("renewed"),
+}
+
+
+def pending_anchors(engine) -> list[tuple[str, str]]:
+    rows = engine.store.conn.execute(
+        "SELECT contact_id, rule FROM anchors WHERE status = 'pending' ORDER BY 1, 2"
+    )
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.parametrize(
+    "far",
+    ["9999-12-30", "9999-12-31T23:59:59Z", "0001-01-01", "0001-01-01T00:00:00+14:00"],
+)
+def test_a_far_anchor_date_is_no_anchor_and_crashes_nothing(tmp_path, clock, far):
+    engine = Engine(
+        tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, RENEWAL, AFTER_RENEWAL)]
+    )
+    engine.ingest(event("c1", "signup", "2026-11-02", renewal_at="2026-12-12"))
+    engine.ingest(event("c2", "signup", "2026-11-02", renewal_at="2026-12-12"))
+    # c1's date moves out of range (a "never" date): its pending anchors are cancelled.
+    engine.ingest(event("c1", "contact.updated", "2026-11-03", renewal_at=far))
+    assert pending_anchors(engine) == [("c2", "after-renewal"), ("c2", "renewal-reminder")]
+    clock.set(datetime(2026, 12, 20, tzinfo=UTC))
+    report = engine.tick()
+    assert report.anchors_fired == 2
+    assert engine.contact("c2").tags == ["renewal-soon", "renewed"]
+    assert engine.contact("c1").tags == []
+
+
+def test_anchors_for_existing_contacts_survive_a_far_date_among_them(tmp_path, clock):
+    """The crash in the anchor rebuild used to leave the rule recorded with no anchors, so
+    every later ``clm tick`` silently dropped them."""
+    with Engine(tmp_path / "clm.db", clock=clock) as engine:  # no rulesets yet
+        engine.ingest_many(
+            [
+                event("a0", "signup", "2026-11-02", renewal_at="9999-12-30"),  # first in id order
+                *(
+                    event(f"c{n}", "signup", "2026-11-02", renewal_at="2026-11-10")
+                    for n in (1, 2, 3)
+                ),
+            ]
+        )
+    rules = [write_rules(tmp_path, AFTER_RENEWAL)]
+    Engine(tmp_path / "clm.db", clock=clock, rulesets=rules).close()  # the rebuild runs here
+    clock.set(datetime(2026, 11, 14, tzinfo=UTC))
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=rules) as engine:
+        assert engine.tick().anchors_fired == 3
+        assert engine.contact("a0").tags == []
+
+
+class FarWarranties:
+    """A plugin fact of entity -> date, some of them far: only the others are anchors."""
+
+    @hookimpl
+    def register_facts(self, register):
+        def ends_at(ctx):
+            return {"p-never": "9999-12-31", "p-zero": "0001-01-01", "p-1": "2026-12-15"}
+
+        register("product.warranty_ends_at", ends_at)
+
+
+def test_a_plugin_facts_far_dates_are_no_anchors(tmp_path, clock):
+    pm.register(FarWarranties(), name="far-warranties")
+    try:
+        rule = {
+            "id": "warranty",
+            "when": {"before": "product.warranty_ends_at", "days": 30},
+            "then": tag("warranty"),
+        }
+        engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, rule)])
+        engine.ingest(event("c1", "signup", "2026-11-02"))
+        rows = engine.store.conn.execute("SELECT entity FROM anchors").fetchall()
+        assert [row[0] for row in rows] == ["p-1"]
+    finally:
+        pm.unregister(name="far-warranties")
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("9999-12-31", datetime(9999, 12, 31, tzinfo=UTC)),  # far, but a date ("never")
+        ("0001-01-01T00:00:00+14:00", None),  # no UTC time
+        ("9999-12-31T23:00:00-14:00", None),
+        (math.nan, None),
+        (math.inf, None),
+        (1e308, None),
+        (10**400, None),
+        ("2026-11-02\x00", None),
+        ("2026-11-02\n", None),
+        ("\x002026-11-02", None),
+        ("2026-11-02\u2028", None),
+        ("\u0662\u0660\u0662\u0666-\u0661\u0661-\u0660\u0662", None),  # Arabic-Indic digits
+        ("2" * 10_000, None),
+    ],
+    ids=short,
+)
+def test_to_datetime_gives_a_date_or_none_and_never_raises(value, expected):
+    assert to_datetime(value) == expected
+
+
+FAR_FACTS = [
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:00:00-14:00",
+    "9999-12-31",
+    "0001-01-01",
+    math.nan,
+    math.inf,
+    -1e308,
+    10**400,
+    "2026-11-02\x00",
+    "x" * 100_000,
+]
+
+
+@pytest.mark.parametrize("fact", FAR_FACTS, ids=short)
+def test_the_date_operators_answer_for_far_and_odd_facts_without_raising(fact):
+    ctx = SimpleNamespace(now=datetime(2026, 11, 2, tzinfo=UTC))
+    moment = to_datetime(fact)
+    checks = {
+        "before": (ops.test_before, ops._prepare_moment("before")("2026-01-01")),
+        "after": (ops.test_after, ops._prepare_moment("after")("2026-01-01")),
+        "within_last": (ops.test_within_last, ops.prepare_within_last("P30D").resolve(ctx)),
+        "older_than": (ops.test_older_than, ops.prepare_older_than("P30D").resolve(ctx)),
+    }
+    for name, (test, value) in checks.items():
+        answer = test(fact, value)
+        if moment is None:
+            assert answer is False, name
+    if moment is not None:  # a far date is still a date: before 2026 or after it
+        assert checks["before"][0](fact, checks["before"][1]) == (moment.year == 1)
+        assert checks["after"][0](fact, checks["after"][1]) == (moment.year == 9999)
+
+
+def test_a_window_reaching_before_year_one_holds_every_date_and_raises_nothing():
+    ctx = SimpleNamespace(now=datetime(1, 1, 10, tzinfo=UTC))  # a virtual clock may be anywhere
+    window = ops.prepare_within_last("P30D").resolve(ctx)
+    cutoff = ops.prepare_older_than("P30D").resolve(ctx)
+    assert ops.test_within_last("0001-01-01", window) is True
+    assert ops.test_older_than("0001-01-01", cutoff) is False
+
+
+def test_a_far_date_in_a_condition_is_judged_and_recorded_without_error(tmp_path, clock):
+    rule = {
+        "id": "renewal-ahead",
+        "when": {"event": "check"},
+        "if": {"fact": "contact.attributes.renewal_at", "op": "after", "value": "now"},
+        "then": tag("ahead"),
+    }
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, rule)])
+    engine.ingest(event("never", "signup", "2026-11-02", renewal_at="9999-12-31"))
+    engine.ingest(event("nodate", "signup", "2026-11-02", renewal_at="0001-01-01T00:00:00+14:00"))
+    for contact_id in ("never", "nodate"):
+        engine.ingest(event(contact_id, "check", "2026-11-02T11:00:00Z"))
+    clock.set(datetime(2026, 11, 3, tzinfo=UTC))
+    engine.dispatch()
+    assert engine.contact("never").tags == ["ahead"]
+    assert engine.contact("nodate").tags == []
+    assert engine.store.traces("nodate") == []  # a plain no-match: no failure recorded
+
+
+def test_a_huge_integer_in_a_comparison_is_a_number_not_an_overflow(tmp_path, clock):
+    rules = [
+        {
+            "id": "below",
+            "when": {"event": "x"},
+            "if": {"fact": "contact.metrics.events_count", "op": "lt", "value": 10**400},
+            "then": tag("below"),
+        },
+        {
+            "id": "member",
+            "when": {"event": "x"},
+            "if": {"fact": "contact.metrics.events_count", "op": "in", "value": [10**400, 2]},
+            "then": tag("member"),
+        },
+    ]
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, *rules)])
+    engine.ingest(event("c1", "signup", "2026-11-02T07:00:00Z"))
+    engine.ingest(event("c1", "x", "2026-11-02T07:30:00Z"))
+    engine.dispatch()
+    assert engine.contact("c1").tags == ["below", "member"]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"id": "r", "when": {"after": "contact.created_at", "days": 10**10}, "then": tag("x")},
+        {"id": "r", "when": {"after": "contact.created_at", "hours": 10**9}, "then": tag("x")},
+        {
+            "id": "r",
+            "when": {"event": "x"},
+            "then": [{"action": "tag.add", "with": {"tag": "x"}, "after": {"days": 3_000_000}}],
+        },
+        {"id": "r", "when": {"event": "x"}, "limit": {"cooldown": "P99999D"}, "then": tag("x")},
+        {
+            "id": "r",
+            "when": {"event": "x"},
+            "if": {"fact": "contact.created_at", "op": "within_last", "value": "P9999999D"},
+            "then": tag("x"),
+        },
+    ],
+)
+def test_a_ruleset_duration_beyond_a_century_is_a_ruleset_problem_not_an_overflow(tmp_path, rule):
+    with pytest.raises(ClmError, match="longer than the longest duration allowed, 36,525 days"):
+        Engine(tmp_path / "clm.db", rulesets=[write_rules(tmp_path, rule)])
 
 
 @pytest.mark.parametrize(
