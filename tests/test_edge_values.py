@@ -349,6 +349,22 @@ def test_a_ruleset_duration_beyond_a_century_is_a_ruleset_problem_not_an_overflo
         Engine(tmp_path / "clm.db", rulesets=[write_rules(tmp_path, rule)])
 
 
+def test_nan_and_infinity_in_a_ruleset_are_problems_at_their_place(tmp_path):
+    path = tmp_path / "edges.json"
+    path.write_text(
+        '{"ruleset": "edges", "version": 1, "rules": [{"id": "r", "when": {"event": "x"}, '
+        '"then": [{"action": "score.add", "with": {"score": "s", "points": NaN, '
+        '"cap": 1e999}}]}]}'
+    )
+    with pytest.raises(ClmError) as caught:
+        Engine(tmp_path / "clm.db", rulesets=[path])
+    assert "/rules/0/then/0/with/points: NaN is not a JSON number" in str(caught.value)
+    assert "/rules/0/then/0/with/cap: Infinity is not a JSON number" in str(caught.value)
+
+
+# -- 3. NaN, infinity and huge numbers -------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     "properties, where, reason",
     [
