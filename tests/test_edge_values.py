@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -429,6 +430,19 @@ def test_clm_ingest_rejects_nan_lines_by_number_and_report_and_list_keep_working
     report = run("report", "--json")
     assert report.exit_code == 0 and json.loads(report.output)["revenue"] == 12.5
     assert run("contacts", "list").exit_code == 0
+
+
+def test_a_database_that_already_holds_a_null_total_still_lists_and_reports(run, tmp_path):
+    with Engine(tmp_path / "clm.db") as engine:
+        engine.ingest(event("c1", "purchase", "2026-11-02", amount=5))
+    with sqlite3.connect(tmp_path / "clm.db") as conn:  # what NaN amounts left behind before
+        conn.execute("UPDATE contacts SET data = json_set(data, '$.metrics.total_spent', null)")
+    listed = run("contacts", "list")
+    assert listed.exit_code == 0 and "n/a" in listed.output
+    assert run("report").exit_code == 0
+
+
+# -- 4. Control characters in ids and types ----------------------------------------------------
 
 
 @pytest.mark.parametrize("char", ["\x00", "\x01", "\t", "\x1f", "\x7f", "\x85", "\u2028", "\u2029"])
