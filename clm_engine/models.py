@@ -7,12 +7,18 @@ The event's JSON shape is fixed, because CRMs send it::
 
 ``id`` is optional: when missing it is derived from a hash of the rest, so a CRM that resends
 the same event without an id is still deduplicated.
+
+What an event may hold is bounded (``docs/events.md``, "Limits"): times within
+``EARLIEST_TIME``..``LATEST_TIME``, finite numbers no larger than ``MAX_NUMBER``, ids without
+control characters, properties of bounded depth and size. A value past a bound is a validation
+error naming the field, never an exception from deep inside the engine.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from functools import cached_property, lru_cache
@@ -29,6 +35,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 DEFAULT_STAGES: tuple[str, ...] = (
     "awareness",
@@ -40,10 +47,195 @@ DEFAULT_STAGES: tuple[str, ...] = (
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+# -- Limits: what an event may hold ------------------------------------------------------------
+
+#: The supported range of event times: ``EARLIEST_TIME <= occurred_at < LATEST_TIME``. Python's
+#: datetimes end at years 1 and 9999, and the engine adds durations to event times (relative
+#: rules, delays, cooldowns, windows: each at most ``MAX_DURATION``). Bounds three centuries
+#: apart hold every real customer event and leave thousands of years of headroom on each side,
+#: so no such arithmetic can overflow; 1900 also keeps out the zero dates some systems send for
+#: "unknown" (``0001-01-01``).
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+SUPPORTED_TIMES = "from 1900-01-01T00:00:00Z to 2200-01-01T00:00:00Z (exclusive)"
+_OUTSIDE_TIMES = f"is outside the supported range of times, {SUPPORTED_TIMES}"
+
+#: The longest duration a ruleset may give (a delay, cooldown, window or relative offset): a
+#: century is past any lifecycle rule, and keeps ``time +/- duration`` representable for every
+#: supported time.
+MAX_DURATION = timedelta(days=36_525)
+
+#: The largest magnitude of a number in event properties: 2**53 - 1, the largest integer a
+#: double (JavaScript's numbers, SQLite's REAL, a Python float) holds exactly, so every reader
+#: of the JSON sees the number that was sent. It is far beyond any real amount of money, and no
+#: realistic count of such numbers sums to infinity, which JSON cannot store (a revenue total
+#: would become null). Bigger ids must be sent as strings.
+MAX_NUMBER = 2**53 - 1
+
+#: How deeply objects and lists may nest in ``properties``. JSON text stops at about 200 levels
+#: in pydantic's parser, but a dict handed to the library has no limit, and encoding it (the id
+#: hash, the store) recurses until Python's RecursionError. No CRM needs more than a few levels.
+MAX_DEPTH = 32
+
+#: Characters of text (strings and keys together) in one event's ``properties``, and values in
+#: them: an event is a fact about a contact, not a document store; this keeps a batch of 10,000
+#: events within memory and every row far below SQLite's 1 GB value limit.
+MAX_TEXT = 1_000_000
+MAX_VALUES = 100_000
+
+# C0 and C1 control characters, the Unicode line and paragraph separators, and unpaired
+# surrogates (which cannot be encoded as UTF-8 at all). In an id they break lookups: SQLite's
+# JSON functions end a string at NUL, so a contact id with NUL was never found again.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+# An id: no control characters (as above) anywhere, no whitespace at either end. A pattern, so
+# that pydantic checks it in Rust at no cost to ingestion; describe_validation_error() names
+# the offending character when it fails.
+_ID_PATTERN = (
+    r"^[^\s\x00-\x1F\x7F-\x9F]"
+    r"(?:[^\x00-\x1F\x7F-\x9F\u2028\u2029]*[^\s\x00-\x1F\x7F-\x9F])?$"
+)
+
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=_ID_PATTERN)]
 EventType = Annotated[
     str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z][A-Za-z0-9_.:-]*$")
 ]
+# A stored contact's id: checked as an Identifier when its first event came in, and not again
+# on every read, so a database written before the control-character check still loads.
+_StoredIdentifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
+
+
+def shift_time(moment: datetime, delta: timedelta) -> datetime | None:
+    """``moment + delta``, or None when that is not a supported time (or not a datetime at all:
+    past year 9999 or before year 1).
+
+    For times computed from dates the engine does not control (a contact attribute, a plugin's
+    fact): ``9999-12-31`` as "never" is a common way to write a date, and adding to it
+    overflows.
+    """
+    try:
+        shifted = moment + delta
+    except OverflowError:
+        return None
+    return shifted if EARLIEST_TIME <= shifted < LATEST_TIME else None
+
+
+def _property_error(path: list[Any], reason: str) -> PydanticCustomError:
+    """The error for the value at ``path`` (``items[2].price``), shown short and printable."""
+    steps = [_path_step(step) for step in path]
+    if len(steps) > 8:
+        steps = [*steps[:4], f"[...{len(steps) - 6} more...]", *steps[-2:]]
+    where = "".join(steps).lstrip(".")
+    return PydanticCustomError(
+        "property_invalid", "{path}: {reason}", {"path": where, "reason": reason}
+    )
+
+
+def _path_step(step: Any) -> str:
+    if type(step) is int:
+        return f"[{step}]"
+    text = str(step)
+    if not text.isprintable() or len(text) > 40:  # a key is shown, not trusted
+        text = repr(text[:40]).encode("ascii", "backslashreplace").decode()
+    return f".{text}"
+
+
+def _number_problem(value: int | float) -> str | None:
+    """Why a number cannot be a property value, or None when it can."""
+    if -MAX_NUMBER <= value <= MAX_NUMBER:
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return (
+                f"{json_constant(value)} is not a number JSON can hold (JSON has no NaN or "
+                "Infinity, and a number too large for a float becomes Infinity)"
+            )
+        shown = repr(value)
+    else:
+        shown = str(value) if value.bit_length() < 100 else "an integer of over 30 digits"
+    return (
+        f"{shown} is out of range: numbers must lie between -{MAX_NUMBER:,} and "
+        f"{MAX_NUMBER:,} (2**53 - 1); send an id this large as a string"
+    )
+
+
+def json_constant(value: float) -> str:
+    """How JSON-with-extensions writes a non-finite float: ``NaN``, ``Infinity``, ``-Infinity``."""
+    if value != value:
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def check_properties(properties: dict[str, Any]) -> None:
+    """Raise a validation error naming the path of the first property value past a limit.
+
+    The common event (a few flat properties: text, numbers) is checked in one cheap pass;
+    anything nested, long or unusual is walked with a stack, not recursion, so that depth
+    itself cannot crash the check. Values of other Python types (a library caller's datetime)
+    are left to the serializer, as before.
+    """
+    text = 0
+    for key, value in properties.items():
+        kind = type(value)
+        if kind is str:
+            text += len(value)
+            if not value.isascii() and _SURROGATE.search(value):
+                break
+        elif kind is float or kind is int:
+            if not -MAX_NUMBER <= value <= MAX_NUMBER:  # NaN fails every comparison
+                break
+        elif value is not None and kind is not bool:
+            break  # nested or unusual: the full walk
+        if not key.isascii() and _SURROGATE.search(key):
+            break
+        text += len(key)
+    else:
+        if text <= MAX_TEXT and len(properties) <= MAX_VALUES:
+            return
+    _walk_properties(properties)
+
+
+def _walk_properties(properties: dict[str, Any]) -> None:
+    """Every value of ``properties``, however nested: raise at the first past a limit."""
+    text = values = 0
+    stack: list[tuple[dict | list | tuple, list[Any]]] = [(properties, [])]
+    while stack:
+        node, path = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            values += 1
+            if type(key) is str:
+                text += len(key)
+                if not key.isascii() and _SURROGATE.search(key):
+                    raise _property_error([*path, key], "the key holds an unpaired surrogate")
+            kind = type(value)
+            if kind is str or isinstance(value, str):
+                text += len(value)
+                if not value.isascii() and _SURROGATE.search(value):
+                    raise _property_error(
+                        [*path, key], "holds an unpaired surrogate, which is not text"
+                    )
+            elif isinstance(value, dict | list | tuple):
+                if len(path) >= MAX_DEPTH:  # this one would be level len(path) + 1
+                    raise _property_error([*path, key], f"nested more than {MAX_DEPTH} levels deep")
+                stack.append((value, [*path, key]))
+            elif value is None or kind is bool:
+                continue
+            elif isinstance(value, int | float):  # int, float and their subclasses
+                problem = _number_problem(value)
+                if problem is not None:
+                    raise _property_error([*path, key], problem)
+        if text > MAX_TEXT or values > MAX_VALUES:
+            raise PydanticCustomError(
+                "properties_too_large",
+                "more than {limit} (the limit for one event)",
+                {
+                    "limit": f"{MAX_TEXT:,} characters of text"
+                    if text > MAX_TEXT
+                    else f"{MAX_VALUES:,} values"
+                },
+            )
 
 
 def utc_text(moment: datetime) -> str:
@@ -99,7 +291,24 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value if not value.utcoffset() else value.astimezone(UTC)
+        """UTC, and within the supported range (``0001-01-01T00:00:00+14:00`` has no UTC)."""
+        if value.utcoffset():
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                raise ValueError(_OUTSIDE_TIMES) from None
+        # In UTC now, so the year says it: several times cheaper than comparing with the bounds
+        # (which calls utcoffset() on both sides), and this runs for every event.
+        if EARLIEST_TIME.year <= value.year < LATEST_TIME.year:
+            return value
+        raise ValueError(_OUTSIDE_TIMES)
+
+    @field_validator("properties")
+    @classmethod
+    def _check_properties(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value:
+            check_properties(value)
+        return value
 
     @model_validator(mode="after")
     def _derive_id(self) -> Event:
@@ -127,7 +336,7 @@ class Contact(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
-    id: Identifier
+    id: _StoredIdentifier
     email: str | None = None
     stage: str | None = None
     attributes: dict[str, Any] = Field(default_factory=dict)
@@ -184,12 +393,33 @@ def describe_validation_error(error: Exception) -> str:
                 f"'2026-11-02T10:15:00Z' (got {item['input']!r})"
             )
         elif kind == "json_invalid":
-            parts.append(f"not valid JSON ({item['ctx'].get('error', 'parse error')})")
+            reason = item["ctx"].get("error", "parse error")
+            if reason.startswith("recursion limit exceeded"):
+                reason = f"nested too deeply{reason[len('recursion limit exceeded') :]}"
+            parts.append(f"not valid JSON ({reason})")
+        elif kind == "property_invalid":
+            parts.append(f"{location}.{item['ctx']['path']}: {item['ctx']['reason']}")
+        elif kind == "string_pattern_mismatch" and _CONTROL.search(str(item["input"])):
+            found = _CONTROL.search(str(item["input"]))
+            assert found is not None
+            parts.append(
+                f"{location}: contains the control character U+{ord(found.group()):04X} at "
+                f"position {found.start()}; ids and types must be printable text "
+                f"(got {_shorten(repr(item['input']))})"
+            )
         else:
             got = item.get("input")
-            shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            parts.append(f"{location}: {item['msg'].rstrip('.')}{shown}")
+            shown = f" (got {_shorten(repr(got))})" if not isinstance(got, dict | list) else ""
+            message = item["msg"].removeprefix("Value error, ").rstrip(".")
+            parts.append(f"{location}: {message}{shown}")
     return "; ".join(parts)
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """A value as an error message shows it: a 10 MB string is not repeated in full."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}...{text[-10:]} ({len(text):,} characters)"
 
 
 # -- Rulesets: the JSON language ops teams write ---------------------------------------------
@@ -216,10 +446,30 @@ class Duration(BaseModel):
     hours: Annotated[int, Field(ge=0)] = 0
     minutes: Annotated[int, Field(ge=0)] = 0
 
+    @model_validator(mode="after")
+    def _at_most_max_duration(self) -> Duration:
+        seconds = ((self.weeks * 7 + self.days) * 24 + self.hours) * 60 * 60 + self.minutes * 60
+        _check_duration_seconds(seconds)
+        return self
+
+
+def _check_duration_seconds(seconds: int | float) -> None:
+    """Durations are added to times: past ``MAX_DURATION`` that could leave the datetime range."""
+    if seconds > MAX_DURATION.total_seconds():
+        raise PydanticCustomError("duration_too_long", TOO_LONG)
+
+
+TOO_LONG = f"is longer than the longest duration allowed, {MAX_DURATION.days:,} days (a century)"
+
 
 def _iso_duration(text: str) -> str:
     if text in ("P", "PT") or text.endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration (like 'P30D' or 'PT12H')")
+    try:
+        delta = _iso_timedelta(text)
+    except ValueError:  # pydantic's ValidationError is one: digits that are no timedelta
+        raise ValueError(f"{text!r} is not an ISO 8601 duration (like 'P30D' or 'PT12H')") from None
+    _check_duration_seconds(delta.total_seconds())
     return text
 
 
@@ -359,6 +609,7 @@ class RelativeTrigger(BaseModel):
     def _one_anchor(self) -> RelativeTrigger:
         if (self.before is None) == (self.after is None):
             raise ValueError("give exactly one of 'before' or 'after' (the date fact)")
+        _check_duration_seconds((self.days * 24 + self.hours) * 60 * 60)
         return self
 
 

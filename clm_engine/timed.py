@@ -34,7 +34,14 @@ from .conditions.facts import resolve
 from .conditions.values import to_datetime
 from .dispatch import DispatchReport
 from .evaluation import EventCounter, Fire, limit_entity, settle
-from .models import Contact, RelativeTrigger, ScheduleTrigger, duration_to_timedelta, utc_text
+from .models import (
+    Contact,
+    RelativeTrigger,
+    ScheduleTrigger,
+    duration_to_timedelta,
+    shift_time,
+    utc_text,
+)
 from .rules import CompiledRule, RuleBook
 from .store import Store, StoreTransaction
 from .types import MISSING, FactContext
@@ -86,15 +93,24 @@ def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
     ``{"p-17": "2027-03-01", ...}``) gives one anchor per entity, each fired once. Pass one
     ``ctx`` for all the rules of a contact so a fact several rules count from (a plugin's
     query) is computed once.
+
+    A date whose fire time (the date plus the rule's offset) is not a supported time
+    (``models.shift_time``: 1900 to 2200) is no anchor, as if the date were not there: a
+    ``9999-12-31`` that means "never" never fires, and no date, however far, overflows.
     """
     value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]
     if value is MISSING or value is None:
         return {}
+    offset = rule.rule.when.offset  # type: ignore[union-attr]  (a relative rule's trigger)
     if isinstance(value, dict):
         found = {str(entity): to_datetime(date) for entity, date in value.items()}
-        return {entity: moment for entity, moment in found.items() if moment is not None}
+        return {
+            entity: moment
+            for entity, moment in found.items()
+            if moment is not None and shift_time(moment, offset) is not None
+        }
     moment = to_datetime(value)
-    return {"": moment} if moment is not None else {}
+    return {"": moment} if moment is not None and shift_time(moment, offset) is not None else {}
 
 
 def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact]) -> None:
@@ -126,7 +142,9 @@ def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Con
                 anchor_text = utc_text(moment)
                 if old is not None and old[0] == anchor_text:
                     continue  # unchanged: keep its status (a fired anchor does not fire again)
-                fire_at = moment + rule.rule.when.offset  # type: ignore[union-attr]
+                fire_at = shift_time(moment, rule.rule.when.offset)  # type: ignore[union-attr]
+                if fire_at is None:  # anchor_dates keeps only dates that have one: never here
+                    continue
                 puts.append((*key, anchor_text, utc_text(fire_at)))
     tx.put_anchors(puts)
     tx.drop_anchors(drops)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,18 @@ def open_engine(
             engine.close()
             raise
     return engine
+
+
+def money(value: Any) -> str:
+    """An amount for a table: ``1,234.50``, or ``n/a`` for what is not a finite number.
+
+    Events cannot carry NaN or infinity any more (``docs/events.md``, "Limits"), but a
+    database written before that may hold a ``null`` total: one such contact must not stop a
+    whole listing.
+    """
+    if type(value) in (int, float) and math.isfinite(value):
+        return f"{value:,.2f}"
+    return "n/a"
 
 
 def print_json(value: Any) -> None:

@@ -12,7 +12,7 @@ from ..errors import ClmError
 from ..models import Contact
 from ..scores import current_scores
 from . import cli
-from .common import console, db_option, json_option, open_engine, print_json
+from .common import console, db_option, json_option, money, open_engine, print_json
 
 
 @cli.group()
@@ -153,7 +153,7 @@ def _row(contact: Contact) -> tuple[str, ...]:
         contact.email or "",
         contact.stage or "",
         str(metrics.get("orders_count", 0)),
-        f"{metrics.get('total_spent', 0):,.2f}",
+        money(metrics.get("total_spent", 0)),
         contact.last_event_at.strftime("%Y-%m-%d") if contact.last_event_at else "",
     )
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from .. import plugins
 from ..store import open_store
 from . import cli
-from .common import console, db_option, json_option, open_engine, print_json
+from .common import console, db_option, json_option, money, open_engine, print_json
 
 
 @cli.command("plugins")
@@ -160,7 +160,7 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
                 c.email or "",
                 c.stage or "",
                 str(m.get("orders_count", 0)),
-                f"{m.get('total_spent', 0):,.2f}",
+                money(m.get("total_spent", 0)),
                 str(m.get("nps_score", "")),
                 str(c.scores.get("lead", "")),
                 ", ".join(c.tags),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -74,7 +74,7 @@ def _scalar(name: str, value: Any) -> Any:
 def _comparable(name: str, value: Any) -> Any:
     """A number, a date (from ISO text or a datetime), or plain text: what lt/gt/between take."""
     if type(value) in NUMBER_TYPES:
-        if not math.isfinite(value):
+        if type(value) is float and not math.isfinite(value):  # isfinite(10**400) overflows
             raise ValueError(f"{name} needs a finite number (got {value!r})")
         return value
     if isinstance(value, str | datetime):
@@ -226,7 +226,7 @@ def _prepare_members(name: str, value: Any) -> Members:
     for item in value:
         if type(item) is str:
             strings.add(item)
-        elif type(item) in NUMBER_TYPES and math.isfinite(item):
+        elif type(item) is int or (type(item) is float and math.isfinite(item)):
             numbers.add(item)
         elif item is None or type(item) is bool:
             singletons.append(item)
@@ -431,12 +431,28 @@ def _aware_now(ctx: FactContext) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _minus(now: datetime, delta: timedelta) -> datetime:
+    """``now - delta``, or the earliest representable time when that is before year 1.
+
+    Durations are bounded when a ruleset loads, but ``now`` is whatever the clock says (a
+    virtual one may be anywhere): a window reaching before the first datetime holds every
+    date, and nothing is older than such a cutoff, which is what the earliest time gives.
+    """
+    try:
+        return now - delta
+    except OverflowError:
+        return _EARLIEST
+
+
 def prepare_within_last(value: Any) -> ContextValue:
     delta = _duration("within_last", value)
 
     def window(ctx: FactContext) -> tuple[datetime, datetime]:
         now = _aware_now(ctx)
-        return now - delta, now
+        return _minus(now, delta), now
 
     return ContextValue(window, f"the last {value!r}")
 
@@ -445,7 +461,7 @@ def prepare_older_than(value: Any) -> ContextValue:
     delta = _duration("older_than", value)
 
     def cutoff(ctx: FactContext) -> datetime:
-        return _aware_now(ctx) - delta
+        return _minus(_aware_now(ctx), delta)
 
     return ContextValue(cutoff, f"now minus {value!r}")
 

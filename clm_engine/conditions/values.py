@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..models import Duration, DurationSpec, duration_to_timedelta
+from ..models import TOO_LONG, Duration, DurationSpec, duration_to_timedelta
 from ..types import MISSING, FactContext
 
 #: Exact types that count as numbers. ``bool`` is deliberately absent: ``true`` is not ``1``.
@@ -23,10 +23,12 @@ NUMBER_TYPES: frozenset[type] = frozenset({int, float})
 
 # The ISO 8601 shapes a ruleset or a fact may use for a date: "2026-11-02",
 # "2026-11-02T10:15", "2026-11-02T10:15:00Z", "2026-11-02T10:15:00.123+02:00".
-# Gated by this pattern so that fromisoformat()'s more exotic forms ("20261102") are not dates.
+# Gated by this pattern so that fromisoformat()'s more exotic forms ("20261102") are not dates;
+# ASCII digits only (``\d`` alone also matches other scripts' digits).
 _ISO_DATE = re.compile(
     r"\d{4}-\d{2}-\d{2}"
-    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
 )
 
 
@@ -73,16 +75,42 @@ def parse_datetime(text: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return _aware(moment)
+
+
+def _aware(moment: datetime) -> datetime | None:
+    """``moment`` with UTC if it is naive; None if it has no UTC time at all.
+
+    ``0001-01-01T00:00:00+14:00`` is a valid datetime whose UTC time is before year 1:
+    converting it (to store a fire time, to compare across zones in C) raises OverflowError,
+    so it is not a date. Only the first and the last day of the range can be so.
+    """
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    if moment.year in (1, 9999) and moment.utcoffset():
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            return None
+    return moment
 
 
 def to_datetime(value: Any) -> datetime | None:
-    """The aware datetime a fact value stands for, or None when it is not a date."""
+    """The aware datetime a fact value stands for, or None when it is not a date.
+
+    Every datetime Python holds is a date here, far ones included (``9999-12-31`` often means
+    "never", and ``after now`` should hold for it); a number (NaN, 1e308), text that is not
+    ISO 8601 (control characters, other scripts' digits, 10,000 characters) is not. What a
+    date is used *for* may be bounded further: a relative rule's fire time must be a supported
+    time (``clm_engine.timed``). Never raises.
+    """
     kind = type(value)
     if kind is str:
         return parse_datetime(value)
     if kind is datetime or isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        if value.tzinfo is not None and 1 < value.year < 9999:
+            return value  # the common case, without a call
+        return _aware(value)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return None
@@ -92,12 +120,19 @@ _DURATION = TypeAdapter(DurationSpec)
 _DURATION_HINT = "a duration like 'P30D', 'PT12H' or {\"days\": 30}"
 
 
+def _not_a_duration(value: Any, error: ValidationError) -> ValueError:
+    """The message for a ruleset duration that failed: too long, or no duration at all."""
+    if any(item["type"] == "duration_too_long" for item in error.errors()):
+        return ValueError(f"{describe(value)} {TOO_LONG}")
+    return ValueError(f"{describe(value)} is not {_DURATION_HINT}")
+
+
 @lru_cache(maxsize=1024)
 def _parse_duration_text(text: str) -> timedelta:
     try:
         return duration_to_timedelta(_DURATION.validate_python(text))
-    except ValidationError:
-        raise ValueError(f"{text!r} is not {_DURATION_HINT}") from None
+    except ValidationError as error:
+        raise _not_a_duration(text, error) from None
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -111,8 +146,8 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, dict):
         try:
             return duration_to_timedelta(Duration.model_validate(value))
-        except ValidationError:
-            raise ValueError(f"{value!r} is not {_DURATION_HINT}") from None
+        except ValidationError as error:
+            raise _not_a_duration(value, error) from None
     raise ValueError(f"needs {_DURATION_HINT} (got {describe(value)})")
 
 

@@ -27,7 +27,7 @@ from .problems import Issue, RulesetProblem, RulesetValidationError, pointer, so
 from .pydantic_errors import pydantic_issues
 from .schema_errors import schema_issues
 from .semantics import Registries, check_ruleset
-from .source import Locator, duplicate_keys, parse, plain, too_deep
+from .source import Locator, duplicate_keys, non_finite_numbers, parse, plain, too_deep
 
 
 @dataclass(frozen=True)
@@ -337,7 +337,7 @@ def _read(file: Path, kinds: Mapping[str, Any]) -> _Document:
     if deep is not None:
         document.issues.append(deep)
         return document
-    document.issues += duplicate_keys(data)
+    document.issues += duplicate_keys(data) + non_finite_numbers(data)
     document.data = data = plain(data)
     kind = _kind_of(data, kinds)
     if kind is not None:

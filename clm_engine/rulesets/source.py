@@ -9,9 +9,11 @@ for files that have problems.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..models import json_constant
 from .problems import Issue, pointer, split
 
 
@@ -120,6 +122,30 @@ def too_deep(document: Any, limit: int = MAX_NESTING) -> Issue | None:
         elif isinstance(node, list):
             stack.extend((value, (*path, index)) for index, value in enumerate(node))
     return None
+
+
+def non_finite_numbers(document: Any) -> list[Issue]:
+    """An issue at each NaN or infinity: Python's JSON reader accepts ``NaN``, ``Infinity`` and
+    numbers too large for a float (``1e999``), JSON has none of them, and one in an action's
+    parameters (``score.add`` points) would reach a contact as a number no store can hold."""
+    issues = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(document, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            issues.append(
+                Issue(
+                    pointer(*path),
+                    f"{json_constant(node)} is not a JSON number",
+                    hint="write a finite number: JSON has no NaN or Infinity, and a number "
+                    "too large for a float (1e999) becomes Infinity",
+                )
+            )
+        elif isinstance(node, dict):
+            stack.extend((value, (*path, key)) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, (*path, index)) for index, value in enumerate(node))
+    return issues
 
 
 def plain(document: Any) -> Any:
