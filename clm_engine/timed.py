@@ -114,7 +114,10 @@ def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
 
 
 def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact]) -> None:
-    """Bring these contacts' anchors in line with their dates (in the ingest transaction)."""
+    """Bring these contacts' anchors in line with their dates (in the ingest transaction).
+
+    A plugin's anchor fact that raises leaves that rule's anchors for that contact as they
+    were: one bad fact must not take the batch down."""
     rules = book.relative
     if not rules or not contacts:
         return
@@ -131,7 +134,10 @@ def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Con
             documents=book.documents,
         )
         for rule in rules:
-            dates = anchor_dates(rule, ctx)
+            try:
+                dates = anchor_dates(rule, ctx)
+            except Exception:  # a plugin's anchor fact failed: keep what this rule had
+                continue  # (the batch must land; the next change of the contact tries again)
             for entity in entities.get((rule.ruleset, rule.id, contact.id), ()):
                 key = (rule.ruleset, rule.id, contact.id, entity)
                 if entity not in dates and existing[key][2] == "pending":

@@ -356,6 +356,21 @@ def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(tmp
         pm.unregister(name="flaky-fact")
 
 
+def test_a_failing_anchor_fact_never_takes_the_batch_down(tmp_path, clock):
+    pm.register(Flaky(), name="flaky-fact")
+    try:
+        counting = {"id": "ltv", "when": {"after": "contact.lifetime_value", "days": 1}}
+        engine = engine_with(tmp_path, clock, {**counting, "then": tag("x")}, DAY3)
+        result = engine.ingest_many(
+            [event("c1", "signup", "2026-11-02T08:00:00Z"), event("c2", "signup", "2026-11-02")]
+        )
+        assert (result.ingested, result.failed) == (2, [])
+        clock.advance(days=4)
+        assert engine.tick().anchors_fired == 2  # the other rule's anchors were kept
+    finally:
+        pm.unregister(name="flaky-fact")
+
+
 def test_an_idle_tick_only_reads_so_it_never_waits_for_another_writer(tmp_path, clock):
     import sqlite3
 
