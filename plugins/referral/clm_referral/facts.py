@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clm_engine.models import utc_text
 from clm_engine.types import MISSING
 
 from .ledger import balances
@@ -18,24 +19,33 @@ if TYPE_CHECKING:
 
     from clm_engine.types import FactContext
 
-#: A referral is successful when its referrer reward is not held, rejected or reversed.
+#: A referral is successful when its referrer reward is not held, rejected or reversed, as
+#: of a moment (``?2``): rewards earned by then, in the state their entries gave them by then.
 _SUCCESSFUL = """
 SELECT COUNT(DISTINCT r.referred_contact_id) FROM referral_rewards r
-WHERE r.referrer_contact_id = ? AND r.role = 'referrer' AND (
-    SELECT e.state FROM referral_entries e WHERE e.reward_id = r.id ORDER BY e.seq DESC LIMIT 1
+WHERE r.referrer_contact_id = ?1 AND r.role = 'referrer' AND r.earned_at <= ?2 AND (
+    SELECT e.state FROM referral_entries e WHERE e.reward_id = r.id AND e.at <= ?2
+    ORDER BY e.seq DESC LIMIT 1
 ) IN ('approved', 'redeemed', CASE WHEN r.held_reasons = '[]' THEN 'pending' END)
 """
 
+#: Facts answer as of the moment they are asked about (``ctx.now``: an event's time), not as of
+#: the last row written: a late event re-judges a contact's history, and must not see rewards
+#: that came after the event it judges.
+_END_OF_TIME = "9999"
 
-def referral_count(db: sqlite_utils.Database, contact_id: str) -> int:
+
+def referral_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END_OF_TIME) -> int:
     (count,) = db.execute(
-        "SELECT COUNT(*) FROM referral_attributions WHERE referrer_contact_id = ?", [contact_id]
+        "SELECT COUNT(*) FROM referral_attributions WHERE referrer_contact_id = ? "
+        "AND coalesce(attributed_at, '') <= ?",
+        [contact_id, as_of],
     ).fetchone()
     return count
 
 
-def successful_count(db: sqlite_utils.Database, contact_id: str) -> int:
-    (count,) = db.execute(_SUCCESSFUL, [contact_id]).fetchone()
+def successful_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END_OF_TIME) -> int:
+    (count,) = db.execute(_SUCCESSFUL, [contact_id, as_of]).fetchone()
     return count
 
 
@@ -63,7 +73,7 @@ def _db(ctx: FactContext) -> Any:
 def fact_count(ctx: FactContext) -> Any:
     """How many contacts this contact referred (attributions, whatever became of them)."""
     db = _db(ctx)
-    return MISSING if db is None else referral_count(db, ctx.contact.id)
+    return MISSING if db is None else referral_count(db, ctx.contact.id, utc_text(ctx.now))
 
 
 def fact_referred_by(ctx: FactContext) -> Any:
@@ -82,7 +92,7 @@ def fact_referred_by(ctx: FactContext) -> Any:
 def fact_successful(ctx: FactContext) -> Any:
     """Referred contacts that earned this contact a reward not held, rejected or reversed."""
     db = _db(ctx)
-    return MISSING if db is None else successful_count(db, ctx.contact.id)
+    return MISSING if db is None else successful_count(db, ctx.contact.id, utc_text(ctx.now))
 
 
 def fact_balance(ctx: FactContext, currency: str | None = None, part: str = "available") -> Any:
