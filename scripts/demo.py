@@ -3,9 +3,12 @@
 1. a realistic history: a few thousand contacts' events over six months, with a few late and
    duplicated events (as CRMs send them) and five malformed lines planted on purpose;
 2. `clm validate` the example rulesets in rulesets/ (lead scoring, lifecycle stages, churn risk);
-3. `clm ingest` into a fresh SQLite file under .demo/, with the rulesets running: each event is
-   judged by the rules that listen to it and what fires lands in the outbox;
-4. `clm dispatch` runs the actions (stages, scores, tags), and the rules those trigger;
+3. `clm ingest --dispatch` into a fresh SQLite file under .demo/, with the rulesets running:
+   each event is judged by the rules that listen to it on the contact as of that event, the
+   internal actions that fire (stages, scores, tags, rewards, drips started) take effect at
+   once, before the contact's next event, and what reaches outside (emails) or waits is
+   dispatched after each batch; the batch size changes nothing of what is decided;
+4. `clm dispatch` finds nothing left to do;
 5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why;
 6. referrals: rewards granted, held for review (fraud rules) and clawed back, a review and a
    payout through `clm referral`;
@@ -110,8 +113,7 @@ def main() -> None:
 
     step("Ingest it with the rulesets running, dispatching as it goes (exit 1: the bad lines)")
     started = time.perf_counter()
-    live = ["--dispatch", "--batch-size", "1000"]  # about a day of this history per batch
-    clm("ingest", str(EVENTS), *db, *rulesets, *live, ok_codes=(0, 1))
+    clm("ingest", str(EVENTS), *db, *rulesets, "--dispatch", ok_codes=(0, 1))
     print(f"({time.perf_counter() - started:.1f} s including start-up)")
 
     step("Ingest it again: every event is a duplicate; nothing changes, nothing fires twice")
