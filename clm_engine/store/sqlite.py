@@ -18,6 +18,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -98,6 +99,26 @@ CONTACT_ORDERS = {
 }
 
 
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL mode (once per file: it persists), waiting out other openers.
+
+    Changing the journal mode needs the file to itself, and SQLite answers "database is
+    locked" at once, without its busy handler, while another connection is creating or
+    migrating it (32 threads opening a new file together, a web server's first requests): so
+    retry, within the busy timeout. A file already in WAL mode needs no change.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     """A clm-engine store in one SQLite file (created if missing)."""
 
@@ -108,7 +129,7 @@ class SQLiteStore:
                 self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn, busy_timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
             # Checkpoint the WAL every ~40 MB rather than every 4 MB: batches rewrite the same
             # contact pages, and a larger window copies each page to the main file once.
