@@ -1,8 +1,13 @@
 """clm-engine: customer lifecycle automation.
 
-The public API is what this module exports; everything else may change.
+The public API is what this module exports, plus the documented modules ``clm_engine.cli``
+(helpers for plugins' commands), ``clm_engine.testing`` (helpers for plugins' tests),
+``clm_engine.money`` and ``clm_engine.consent``; everything else may change. Plugins use
+nothing else (``tests/test_public_api.py`` checks the three under ``plugins/``), and
+``docs/plugin-hooks.md`` documents all of it.
 """
 
+from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .engine import Engine, IngestResult, Rejection
 from .errors import (
@@ -15,27 +20,59 @@ from .errors import (
     StoreError,
 )
 from .hooks import hookimpl
-from .models import DEFAULT_STAGES, Contact, Event
+from .models import (
+    DEFAULT_STAGES,
+    Condition,
+    Contact,
+    DurationSpec,
+    Event,
+    EventType,
+    Name,
+    describe_validation_error,
+    duration_to_timedelta,
+    utc_text,
+)
+from .plugins import Once, load_entry_points
+from .rulesets.problems import closest, did_you_mean
+from .types import MISSING, ActionContext, Defer, FactContext, Veto
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_STAGES",
+    "MISSING",
+    "ActionContext",
     "ActionError",
     "ClmError",
     "Clock",
+    "Condition",
     "Contact",
+    "Defer",
+    "DurationSpec",
     "Engine",
     "Event",
     "EventError",
+    "EventType",
+    "FactContext",
     "IngestResult",
+    "Name",
+    "Once",
     "PluginError",
     "ReducerError",
     "Rejection",
     "RulesetError",
     "StoreError",
     "SystemClock",
+    "Veto",
     "VirtualClock",
     "__version__",
+    "closest",
+    "consent",
+    "describe_validation_error",
+    "did_you_mean",
+    "duration_to_timedelta",
     "hookimpl",
+    "load_entry_points",
+    "money",
+    "utc_text",
 ]

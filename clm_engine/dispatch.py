@@ -94,6 +94,7 @@ class Dispatcher:
         lease: timedelta = timedelta(minutes=5),
         documents: dict[str, dict[str, Any]] | None = None,
         late_action_limit: timedelta = timedelta(days=3),
+        conditions: Any = None,
     ) -> None:
         self.actions = actions
         self.stages = stages
@@ -106,6 +107,7 @@ class Dispatcher:
         self.documents = documents or {}
         self.action_names = frozenset(actions)
         self.late_action_limit = late_action_limit
+        self.conditions = conditions
 
     def run_batch(
         self, tx: StoreTransaction, now: datetime, limit: int, report: DispatchReport
@@ -246,6 +248,7 @@ class Dispatcher:
             stages=self.stages,
             documents=self.documents,
             actions=self.action_names,
+            conditions=self.conditions,
         )
 
     def _record(
@@ -339,6 +342,7 @@ def action_context(
     documents: dict[str, dict[str, Any]],
     actions: frozenset[str],
     folded: Mapping[str, Contact] | None = None,
+    conditions: Any = None,
 ) -> ActionContext:
     """What an action's ``run`` receives, at dispatch or inline in the fold; ``tx`` is the
     write transaction (``None`` while an external action runs outside it). ``folded`` holds
@@ -359,6 +363,7 @@ def action_context(
         due_at=due_at,
         load_contact=_contact_loader(tx, folded or {}) if tx is not None else None,
         actions=actions,
+        conditions=conditions,
     )
 
 

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from . import plugins
 from .clock import Clock, SystemClock
+from .conditions.checker import Conditions
 from .dispatch import Dispatcher, DispatchReport
 from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
@@ -141,6 +142,8 @@ class Engine:
         #: an email about something that happened months ago.
         self.late_action_limit = late_action_limit
         self.rulebook = RuleBook(stages=self.stages)
+        #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
+        self.conditions = Conditions(self.operators, self.facts, self.stages)
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
         if migrate:
@@ -336,6 +339,7 @@ class Engine:
                 )
         self.rulebook = book
         self.stages = book.stages
+        self.conditions = Conditions(self.operators, self.facts, self.stages)
         self._evaluator = Evaluator(book)
         self._ruleset_paths = [os.fspath(p) for p in paths]
         rebuild_anchors(self.store, book)
@@ -377,6 +381,7 @@ class Engine:
             lease=self.lease,
             documents=self.rulebook.documents,
             late_action_limit=self.late_action_limit,
+            conditions=self.conditions,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)

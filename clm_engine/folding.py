@@ -261,6 +261,7 @@ class ContactFold:
             documents=self.engine.rulebook.documents,
             actions=frozenset(self.engine.actions),
             folded=self.batch,
+            conditions=self.engine.conditions,
         )
         try:
             with nullcontext() if spec.pure else tx.savepoint():

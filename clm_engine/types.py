@@ -119,6 +119,24 @@ class ActionContext:
     #: The names of the registered actions: what ``enqueue`` can hand work to (an offer's
     #: email, when the email plugin is installed).
     actions: frozenset[str] = frozenset()
+    #: The engine's conditions (``clm_engine.conditions.checker.Conditions``): see ``holds``.
+    conditions: Any = field(default=None, repr=False)
+
+    def holds(self, condition: Any) -> bool:
+        """Whether a condition (a ``clm_engine.Condition`` from a plugin's document, like a
+        sequence's exit condition) holds for this contact now, judged with the engine's
+        operators and facts."""
+        if self.conditions is None:
+            raise RuntimeError("this context has no engine conditions to judge with")
+        ctx = FactContext(
+            contact=self.contact,
+            now=self.now,
+            stages=tuple(self.stages),
+            db=self.db,
+            documents=self.documents,
+            entity=self.entity,
+        )
+        return bool(self.conditions.holds(condition, ctx))
 
     def contact_of(self, contact_id: str) -> Contact | None:
         """Another contact as stored now (the referrer of a reward), or ``None`` if unknown.

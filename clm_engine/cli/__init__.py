@@ -11,6 +11,18 @@ import click
 
 from .. import plugins
 from ..errors import ClmError
+from .common import console, db_option, json_option, open_engine, print_json, rulesets_option
+
+#: What plugins' commands may use (``docs/plugin-hooks.md``, ``register_commands``).
+__all__ = [
+    "cli",
+    "console",
+    "db_option",
+    "json_option",
+    "open_engine",
+    "print_json",
+    "rulesets_option",
+]
 
 
 class ClmGroup(click.Group):
@@ -48,16 +60,7 @@ def cli() -> None:
     """
 
 
-from . import contacts, info, ingest, rules, running, sample, simulate, validate  # noqa: E402  (commands register on import)
+from . import contacts, info, ingest, rules, running, sample, simulate, validate  # noqa: E402, F401  (commands register on import)
 
-__all__ = [
-    "cli",
-    "contacts",
-    "info",
-    "ingest",
-    "rules",
-    "running",
-    "sample",
-    "simulate",
-    "validate",
-]
+# The command modules are imported for their side effect (their commands join ``cli``); what
+# this package offers is the group and, for plugins' own commands, the helpers above.

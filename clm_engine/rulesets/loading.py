@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -28,6 +28,9 @@ from .pydantic_errors import pydantic_issues
 from .schema_errors import schema_issues
 from .semantics import Registries, check_ruleset
 from .source import Locator, duplicate_keys, non_finite_numbers, parse, plain, too_deep
+
+if TYPE_CHECKING:
+    from ..conditions.checker import Conditions
 
 
 @dataclass(frozen=True)
@@ -177,8 +180,15 @@ def validate_all(
         own = tuple(dict.fromkeys(document.ruleset.stages or ())) or stages
         document.issues += check_ruleset(document.ruleset, registries, own)
         document.issues += _references(document.ruleset, registries, by_kind)
+    from ..conditions.checker import Conditions  # conditions import this package's problems
+
     context = DocumentContext(
-        registries.actions, registries.facts, registries.operators, stages, by_kind
+        registries.actions,
+        registries.facts,
+        registries.operators,
+        stages,
+        by_kind,
+        Conditions(registries.operators, registries.facts, stages),
     )
     for document in plugin_docs:
         check = kinds[document.kind].check  # type: ignore[index]
@@ -219,6 +229,9 @@ class DocumentContext:
     operators: Mapping[str, Any]
     stages: tuple[str, ...]
     documents: Mapping[str, Mapping[str, Any]]
+    #: ``conditions.problems(condition)``: check a condition the document holds (a sequence's
+    #: exit condition) as the rulesets' own are checked; (relative pointer, message) pairs.
+    conditions: Conditions
 
 
 def _name_of(document: _Document) -> str:

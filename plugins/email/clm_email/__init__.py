@@ -21,8 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from clm_engine import Contact, Event, hookimpl
-from clm_engine.types import Defer, Veto
+from clm_engine import Contact, Defer, Event, Veto, hookimpl
 
 from . import actions, policy, sequences, settings, store, templates
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clm_engine.models import Name, utc_text
+from clm_engine import ActionContext, Name, utc_text
 
 from . import sequences, store, templates
 from .message import build_message, message_id
@@ -205,31 +205,11 @@ def _exit_stages(seq: Sequence, stages: tuple[str, ...]) -> list[str]:
     return list(stages[stages.index(seq.exit.stage) :])
 
 
-def _condition_exit(seq: Sequence, ctx: Any) -> str | None:
+def _condition_exit(seq: Sequence, ctx: ActionContext) -> str | None:
     """The exit condition, if the sequence has one and it holds now."""
     if seq.exit.if_ is None:
         return None
-    from clm_engine.conditions import ConditionCompiler
-    from clm_engine.plugins import get_facts, get_operators
-    from clm_engine.types import FactContext
-
-    compiled = _compiled_exits.get(id(seq))
-    if compiled is None or compiled[0] is not seq:
-        compiler = ConditionCompiler(
-            operators=get_operators(), facts=get_facts(), stages=tuple(ctx.stages)
-        )
-        compiled = _compiled_exits[id(seq)] = (seq, compiler.compile([seq.exit.if_]))
-    fact_ctx = FactContext(
-        contact=ctx.contact,
-        now=ctx.now,
-        stages=tuple(ctx.stages),
-        db=ctx.db,
-        documents=_documents(ctx),
-    )
-    return "exit condition holds" if compiled[1].matching(fact_ctx) else None
-
-
-_compiled_exits: dict[int, tuple[Sequence, Any]] = {}
+    return "exit condition holds" if ctx.holds(seq.exit.if_) else None
 
 
 def _stage_exit(seq: Sequence, ctx: Any) -> str | None:

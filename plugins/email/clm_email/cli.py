@@ -7,15 +7,8 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from clm_engine.cli.common import (
-    console,
-    db_option,
-    json_option,
-    open_engine,
-    print_json,
-    rulesets_option,
-)
-from clm_engine.errors import ClmError
+from clm_engine import ClmError
+from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
 
 from . import templates
 from .message import build_message, message_id

@@ -17,8 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from clm_engine.models import utc_text
-from clm_engine.types import Defer, Veto
+from clm_engine import Defer, Veto, utc_text
 
 from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
 from .store import is_suppressed

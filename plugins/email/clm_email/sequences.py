@@ -23,8 +23,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clm_engine.models import Condition, DurationSpec, EventType, Name, duration_to_timedelta
-from clm_engine.rulesets.problems import closest
+from clm_engine import Condition, DurationSpec, EventType, Name, closest, duration_to_timedelta
 
 from . import templates
 from .settings import ClockTime, check_address, parse_clock
@@ -134,14 +133,7 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
             ("/exit/stage", f"no stage {document.exit.stage!r}; stages: {', '.join(stages)}")
         )
     if document.exit.if_ is not None:
-        from clm_engine.conditions import ConditionCompiler
-
-        compiler = ConditionCompiler(
-            operators=getattr(context, "operators", {}) or {},
-            facts=getattr(context, "facts", {}) or {},
-            stages=stages,
-        )
-        for pointer, message in compiler.check(document.exit.if_):
+        for pointer, message in context.conditions.problems(document.exit.if_):
             problems.append((f"/exit/if{pointer}", message))
     return problems
 

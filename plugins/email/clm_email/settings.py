@@ -35,12 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from clm_engine.models import (
-    DurationSpec,
-    Name,
-    describe_validation_error,
-    duration_to_timedelta,
-)
+from clm_engine import DurationSpec, Name, describe_validation_error, duration_to_timedelta
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

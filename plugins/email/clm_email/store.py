@@ -15,9 +15,8 @@ from datetime import datetime
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from clm_engine import Contact, Event
+from clm_engine import Contact, Event, utc_text
 from clm_engine.consent import subscribed_channel, unsubscribed_channels
-from clm_engine.models import utc_text
 
 migrations = Migrations("clm_email")
 

@@ -27,9 +27,7 @@ from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefine
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clm_engine import Contact
-from clm_engine.models import Name
-from clm_engine.rulesets.problems import closest
+from clm_engine import Contact, Name, closest
 
 #: The document kind (and key) of templates.
 KIND = "email_template"

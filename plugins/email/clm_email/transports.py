@@ -19,8 +19,7 @@ from typing import Protocol
 
 import pluggy
 
-from clm_engine.errors import PluginError
-from clm_engine.plugins import Once, load_entry_points
+from clm_engine import Once, PluginError, load_entry_points
 
 from . import hookspecs
 from .hookspecs import hookimpl

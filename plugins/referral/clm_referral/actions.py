@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from clm_engine.models import Name, utc_text
+from clm_engine import Name, utc_text
 from clm_engine.money import format_minor, to_minor
 
 from . import ledger
@@ -24,7 +24,7 @@ from .fraud import Claim, FraudSettings, run_checks
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from clm_engine.types import ActionContext
+    from clm_engine import ActionContext
 
 Amount = str | int
 

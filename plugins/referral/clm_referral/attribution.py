@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clm_engine.models import utc_text
+from clm_engine import utc_text
 
 from .codes import new_code, normalise_code
 

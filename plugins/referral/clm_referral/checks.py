@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from clm_engine.models import utc_text
+from clm_engine import utc_text
 
 from .emails import normalise_email
 from .fraud import Claim, hookimpl

@@ -7,16 +7,8 @@ from pathlib import Path
 
 import click
 
-from clm_engine.cli.common import (
-    console,
-    db_option,
-    json_option,
-    open_engine,
-    print_json,
-    rulesets_option,
-)
-from clm_engine.errors import ClmError
-from clm_engine.models import utc_text
+from clm_engine import ClmError, utc_text
+from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
 from clm_engine.money import format_minor
 
 from . import ledger

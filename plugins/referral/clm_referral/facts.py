@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clm_engine.models import utc_text
-from clm_engine.types import MISSING
+from clm_engine import MISSING, utc_text
 
 from .ledger import balances
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from clm_engine.types import FactContext
+    from clm_engine import FactContext
 
 #: A referral is successful when its referrer reward is not held, rejected or reversed, as
 #: of a moment (``?2``): rewards earned by then, in the state their entries gave them by then.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from clm_engine.plugins import Once, load_entry_points
+from clm_engine import Once, load_entry_points
 
 if TYPE_CHECKING:
     import sqlite_utils

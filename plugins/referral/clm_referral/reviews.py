@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from clm_engine.models import utc_text
+from clm_engine import utc_text
 
 from . import ledger
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clm_engine.types import ActionContext
+from clm_engine import ActionContext
 
 from .catalogue import KIND as CATALOGUE
 from .catalogue import CatalogueItem, lookup

@@ -14,15 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from clm_engine.cli.common import (
-    console,
-    db_option,
-    json_option,
-    open_engine,
-    print_json,
-    rulesets_option,
-)
-from clm_engine.errors import ClmError
+from clm_engine import ClmError
+from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
 
 from . import reports
 from .dates import parse_moment

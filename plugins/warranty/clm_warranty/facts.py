@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from clm_engine.types import MISSING, FactContext
+from clm_engine import MISSING, FactContext
 
 from .catalogue import CatalogueItem, lookup
 from .dates import add_months, optional_moment, utc_text, whole_days
