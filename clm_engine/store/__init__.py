@@ -8,7 +8,7 @@ events is checked for duplicates, folded and written as one atomic step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,78 +79,229 @@ class Trace:
 
 
 class StoreTransaction(Protocol):
-    #: The transaction's connection as a ``sqlite_utils.Database``: what plugins' event
-    #: handlers, facts and actions use for their own tables.
-    db: Any
+    """The writes, and the reads made for writing, of one write transaction (``Store.write``):
+    the engine's whole contract with a store's transaction. ``Store.read()`` offers the same
+    methods outside a transaction, for reads."""
 
-    def savepoint(self) -> AbstractContextManager[None]: ...
+    @property
+    def db(self) -> Any:
+        """The transaction's connection as a ``sqlite_utils.Database``: what plugins' event
+        handlers, facts and actions use for their own tables."""
+        ...
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested step that rolls back alone if it raises (one action of a dispatch batch)."""
+        ...
+
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]: ...
-    def load_contacts(self, ids: Iterable[str]) -> dict[str, str]:
-        """Stored contacts as their JSON text, by id (the engine parses what it needs)."""
+
+    def load_contacts(self, ids: Iterable[str]) -> dict[str, str]: ...
+
+    def contact_events(self, contact_id: str) -> list[Event]: ...
+
+    def contact_history(self, contact_id: str) -> tuple[list[Event], dict[str, str]]:
+        """A contact's stored events, oldest first (ties in arrival order), and the ``origin``
+        of those that are the effect of a decision run inline: event id -> outbox key.
+        """
         ...
 
-    def contact_events(self, contact_id: str) -> list[Event]:
-        """A contact's stored events, oldest first (ties in arrival order)."""
+    def insert_events(
+        self, events: Sequence[Event], *, received_at: str, origins: Mapping[str, str] | None = None
+    ) -> None:
+        """Store new events; ``origins`` names the decision (outbox key) an effect came from."""
         ...
 
-    def insert_events(self, events: Sequence[Event]) -> None: ...
-    def upsert_contacts(self, contacts: Sequence[Contact], *, updated_at: str) -> None: ...
+    def delete_events(self, ids: Sequence[str]) -> None:
+        """Remove events: only the effects of decisions a re-judgement recomputes."""
+        ...
+
+    def upsert_contacts(self, contacts: Sequence[Contact], *, updated_at: str) -> None:
+        """Insert or replace contacts; ``updated_at`` is the text of the batch's one clock time."""
+        ...
+
     def add_transitions(self, transitions: Sequence[StageTransition]) -> None: ...
+
     def replace_transitions(
         self, contact_id: str, transitions: Sequence[StageTransition]
     ) -> None: ...
-    def record_failures(self, failures: Sequence[IngestFailure]) -> None: ...
-    def clear_failures(self, event_ids: Sequence[str]) -> None: ...
-    def count_events(self, contact_id: str, type: str, since: str | None) -> int: ...
-    def limit_state(self, keys: Sequence[tuple[str, str, str, str]]) -> dict[tuple, str]:
-        """Last fire time (text) by (ruleset, rule, contact, entity) for the keys that fired."""
+
+    def record_failures(self, failures: Sequence[IngestFailure], *, failed_at: str) -> None: ...
+
+    def clear_failures(self, event_ids: Sequence[str]) -> None:
+        """Forget earlier failures of events that have now been applied."""
         ...
 
-    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str]]) -> None: ...
+    def count_events(self, contact_id: str, type: str, since: str | None) -> int: ...
+
+    def fires_of(self, contact_ids: Iterable[str]) -> list[tuple[str, str, str, str, str, str]]:
+        """Every recorded fire of a limited rule for these contacts:
+        (contact_id, ruleset, rule, entity, occurrence, at).
+        """
+        ...
+
+    def record_fires(self, fires: Sequence[tuple[str, str, str, str, str, str]]) -> None:
+        """Record fires (contact_id, ruleset, rule, entity, occurrence, at) of limited rules."""
+        ...
+
+    def delete_fires(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
+        """Forget a contact's fires of ``rules`` (ruleset, rule) from ``since`` on: the fires a
+        re-judgement recomputes.
+        """
+        ...
+
     def enqueue(self, rows: Sequence[dict[str, Any]]) -> int:
-        """Insert outbox rows; a row whose key exists is ignored. Returns how many were new."""
+        """Insert outbox rows; a row whose key exists is ignored. Returns how many were new.
+
+        A row run inline (``inline``: 1) arrives finished, with its ``status``, ``note``,
+        ``result``, ``attempts`` and ``finished_at``; any other row is pending.
+        """
+        ...
+
+    def decisions_of(self, contact_id: str) -> dict[str, tuple[str, str, str, str, int]]:
+        """A contact's outbox rows: key -> (ruleset, rule, status, due_at, inline)."""
+        ...
+
+    def redo_actions(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Overwrite the outcome of inline rows a re-judgement ran again (by ``key``)."""
+        ...
+
+    def retract_actions(self, keys: Sequence[str], *, note: str, at: str) -> None:
+        """Mark inline rows that a corrected history no longer implies as ``retracted``."""
+        ...
+
+    def delete_traces(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
+        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them)."""
         ...
 
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None: ...
+
     def due_actions(self, now: str, limit: int) -> list[OutboxRow]: ...
+
     def action(self, seq: int) -> OutboxRow | None: ...
+
     def finish_action(
         self, seq: int, *, status: str, note: str | None, result: Any, at: str, attempts: int
     ) -> None: ...
+
     def reschedule_action(self, seq: int, *, due_at: str, note: str, attempts: int) -> None: ...
-    def claim_action(self, seq: int, *, lease_until: str, note: str, attempts: int) -> None: ...
-    def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]: ...
+
+    def claim_action(self, seq: int, *, lease_until: str, note: str, attempts: int) -> None:
+        """Hold a row for a worker until ``lease_until``: it is due again then, if unrecorded."""
+        ...
+
+    def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]:
+        """A contact's rows held by a worker right now (external actions on their way)."""
+        ...
+
     def record_ruleset(
         self, name: str, version: int, content_hash: str, path: str, content: str, at: str
     ) -> bool: ...
 
+    def anchors_for(self, contact_ids: Sequence[str]) -> dict[tuple[str, str, str, str], tuple]:
+        """Current anchors of these contacts: key -> (anchor_at, fire_at, status)."""
+        ...
+
+    def put_anchors(self, rows: Sequence[tuple[str, str, str, str, str, str]]) -> None:
+        """Set anchors (ruleset, rule, contact, entity, anchor_at, fire_at), pending again."""
+        ...
+
+    def drop_anchors(self, keys: Sequence[tuple[str, str, str, str]]) -> None:
+        """Cancel pending anchors whose date is gone (fired ones stay, as history)."""
+        ...
+
+    def due_anchors(self, now: str, limit: int) -> list[tuple]:
+        """Pending anchors whose fire time has come, oldest first (an index range scan)."""
+        ...
+
+    def close_anchor(
+        self, key: tuple[str, str, str, str], *, status: str, note: str | None
+    ) -> None: ...
+
+    def anchor_definitions(self) -> dict[tuple[str, str], str]: ...
+
+    def reset_anchor_rule(self, ruleset: str, rule: str, definition: str) -> None:
+        """Forget a rule's pending anchors (its definition changed) and record the new one."""
+        ...
+
+    def contacts_after(
+        self, last_id: str, limit: int, timezone: str | None = None
+    ) -> list[tuple[str, str]]:
+        """(id, data) of contacts after ``last_id`` in id order: chunks for sweeps."""
+        ...
+
+    def contact_timezones(self) -> list[str]: ...
+
+    def schedule_slot(self, ruleset: str, rule: str, timezone: str) -> str | None: ...
+
+    def set_schedule_slot(self, ruleset: str, rule: str, timezone: str, slot: str) -> None: ...
+
 
 class Store(Protocol):
+    """Where state lives: the engine's whole contract with a store (``tests/test_store_protocol.py``
+    holds each implementation to it)."""
+
     def write(self) -> AbstractContextManager[StoreTransaction]:
         """A write transaction, begun at once with the write lock; commits or rolls back whole."""
         ...
 
     def read(self) -> StoreTransaction:
-        """The read methods of a transaction, without the write lock."""
+        """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         ...
 
-    def migrate(self, migration_sets: Sequence[Any]) -> list[str]: ...
+    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
+        """Apply every pending migration of every set, all in one write; what ran, as set:name."""
+        ...
+
     def get_contact(self, contact_id: str) -> Contact | None: ...
+
     def list_contacts(
         self, *, stage: str | None = None, limit: int = 50, offset: int = 0, order_by: str = "id"
-    ) -> list[Contact]:
-        """Contacts in a stage (or all), sorted by ``id``, ``spent``, ``orders``, ``recent``
-        or ``created``."""
-        ...
+    ) -> list[Contact]: ...
 
     def iter_contacts(self, *, chunk_size: int = 1000) -> Iterator[Contact]: ...
+
+    def count_contacts(self, *, stage: str | None = None) -> int: ...
+
     def recent_events(self, contact_id: str, *, limit: int = 20) -> list[Event]: ...
+
     def stage_history(self, contact_id: str) -> list[StageTransition]: ...
+
     def failures(self, *, limit: int = 100) -> list[dict[str, Any]]: ...
-    def summary(self) -> dict[str, Any]: ...
+
+    def summary(self) -> dict[str, Any]:
+        """What the engine knows, in numbers: the body of ``clm report``."""
+        ...
+
+    def traces(self, contact_id: str, *, rule: str | None = None, limit: int = 50) -> list[Trace]:
+        """A contact's most recent decisions: up to ``limit`` per rule, newest first."""
+        ...
+
+    def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]: ...
+
+    def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]: ...
+
+    def anchors_of(self, contact_id: str, ruleset: str, rule: str) -> list[tuple]:
+        """(entity, anchor_at, fire_at, status, note) of one rule's anchors for a contact."""
+        ...
+
+    def last_event(self, contact_id: str, type_: str) -> Event | None: ...
+
+    def ruleset_versions(self) -> list[dict[str, Any]]: ...
+
+    def rules_summary(self) -> list[dict[str, Any]]:
+        """Per rule: decisions recorded and actions by status (the body of ``clm report``)."""
+        ...
+
+    def score_summary(self) -> dict[str, list[float]]:
+        """Every contact's value of every named score, by score name."""
+        ...
+
     def forget(
         self, contact_id: str, *, also: Callable[[Any, str], dict[str, int]], erased_at: str
-    ) -> dict[str, int]: ...
+    ) -> dict[str, int]:
+        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        ...
+
     def close(self) -> None: ...
 
 

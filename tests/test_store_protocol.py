@@ -1,0 +1,237 @@
+"""The Store protocol is the contract: every implementation passes this one suite.
+
+Parametrised over the implementations (the embedded SQLite store today; the PostgreSQL store
+joins the list), each test drives the protocol's methods as the engine does and checks what
+a second implementation must give back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from datetime import UTC, datetime
+
+import pytest
+
+from clm_engine import Contact, Event
+from clm_engine.builtins.migrations import migrations
+from clm_engine.store import IngestFailure, StageTransition, Store, StoreTransaction, Trace
+from clm_engine.store.sqlite import SQLiteStore, SQLiteTransaction
+
+IMPLEMENTATIONS = {"sqlite": (SQLiteStore, SQLiteTransaction)}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def store(request, tmp_path):
+    store_class, _ = IMPLEMENTATIONS[request.param]
+    opened = store_class(tmp_path / "store.db")
+    opened.migrate([migrations])
+    yield opened
+    opened.close()
+
+
+def protocol_members(protocol: type) -> dict[str, inspect.Signature]:
+    return {
+        name: inspect.signature(member)
+        for name, member in vars(protocol).items()
+        if callable(member) and not name.startswith("_")
+    }
+
+
+@pytest.mark.parametrize("name", sorted(IMPLEMENTATIONS))
+@pytest.mark.parametrize("protocol", [Store, StoreTransaction], ids=lambda p: p.__name__)
+def test_an_implementation_has_every_method_of_the_protocol_with_its_parameters(name, protocol):
+    implementation = IMPLEMENTATIONS[name][0 if protocol is Store else 1]
+    for method, signature in protocol_members(protocol).items():
+        assert hasattr(implementation, method), f"{implementation.__name__} lacks {method}"
+        mine = inspect.signature(getattr(implementation, method))
+        assert list(mine.parameters) == list(signature.parameters), method
+
+
+def event(n: int, contact: str = "c1", type_: str = "page.viewed", day: int = 1) -> Event:
+    return Event(
+        id=f"e{n}",
+        contact_id=contact,
+        type=type_,
+        occurred_at=datetime(2026, 3, day, 10, n % 60, tzinfo=UTC),
+        properties={"n": n},
+    )
+
+
+def row(key: str, contact: str = "c1", due: str = "2026-03-01T10:00:00.000000Z", **extra):
+    return {
+        "key": key,
+        "ruleset": "rs",
+        "version": 1,
+        "content_hash": "h",
+        "rule": "r",
+        "contact_id": contact,
+        "action": "tag.add",
+        "params": {"tag": "x"},
+        "priority": 0,
+        "depth": 0,
+        "due_at": due,
+        "created_at": "2026-03-01T10:00:00.000000Z",
+        **extra,
+    }
+
+
+def test_a_write_commits_whole_or_not_at_all_and_a_savepoint_alone(store):
+    with store.write() as tx:
+        tx.insert_events([event(1)], received_at="now")
+        with pytest.raises(RuntimeError), tx.savepoint():
+            tx.insert_events([event(2)], received_at="now")
+            raise RuntimeError("this step only")
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.insert_events([event(3)], received_at="now")
+        raise RuntimeError("the whole transaction")
+    assert store.read().existing_event_ids(["e1", "e2", "e3"]) == {"e1"}
+
+
+def test_events_in_time_order_with_their_origins_counted_and_deleted(store):
+    with store.write() as tx:
+        tx.insert_events(
+            [event(2, day=2), event(1, day=1), event(3, type_="purchase", day=3)],
+            received_at="now",
+            origins={"e3": "rs/r/c1/e1/0"},
+        )
+    reader = store.read()
+    events, origins = reader.contact_history("c1")
+    assert [e.id for e in events] == ["e1", "e2", "e3"]
+    assert origins == {"e3": "rs/r/c1/e1/0"}
+    assert [e.id for e in reader.contact_events("c1")] == ["e1", "e2", "e3"]
+    assert reader.count_events("c1", "page.viewed", None) == 2
+    assert reader.count_events("c1", "page.viewed", "2026-03-02T00:00:00Z") == 1
+    assert [e.id for e in store.recent_events("c1", limit=2)] == ["e3", "e2"]
+    assert store.last_event("c1", "purchase").id == "e3"
+    with store.write() as tx:
+        tx.delete_events(["e3"])
+    assert store.read().existing_event_ids(["e1", "e3"]) == {"e1"}
+
+
+def test_contacts_upserted_loaded_listed_and_counted(store):
+    ann = Contact(id="ann", stage="purchase", timezone="Europe/Paris", metrics={"orders_count": 2})
+    bob = Contact(id="bob", stage="awareness")
+    with store.write() as tx:
+        tx.upsert_contacts([ann, bob], updated_at="2026-03-01T00:00:00.000000Z")
+        ann.stage = "retention"
+        tx.upsert_contacts([ann], updated_at="2026-03-02T00:00:00.000000Z")
+    assert store.get_contact("ann").stage == "retention"
+    assert store.get_contact("nobody") is None
+    assert Contact.model_validate_json(store.read().load_contacts(["ann"])["ann"]).id == "ann"
+    assert [c.id for c in store.list_contacts(order_by="orders")] == ["ann", "bob"]
+    assert [c.id for c in store.list_contacts(stage="awareness")] == ["bob"]
+    assert [c.id for c in store.iter_contacts(chunk_size=1)] == ["ann", "bob"]
+    assert store.count_contacts() == 2 and store.count_contacts(stage="retention") == 1
+    assert [r[0] for r in store.read().contacts_after("", 10)] == ["ann", "bob"]
+    assert [r[0] for r in store.read().contacts_after("", 10, "Europe/Paris")] == ["ann"]
+    assert sorted(store.read().contact_timezones()) == ["Europe/Paris", "UTC"]
+    assert store.summary()["contacts"] == 2
+
+
+def test_stage_transitions_and_failures(store):
+    first = StageTransition("c1", None, "awareness", "2026-03-01T10:00:00Z", "signup", "e1")
+    second = StageTransition("c1", "awareness", "purchase", "2026-03-02T10:00:00Z", "order")
+    with store.write() as tx:
+        tx.add_transitions([first, second])
+    assert store.stage_history("c1") == [first, second]
+    with store.write() as tx:
+        tx.replace_transitions("c1", [first])
+    assert store.stage_history("c1") == [first]
+    failure = IngestFailure(event(9), "core.purchase", "ValueError: no amount")
+    with store.write() as tx:
+        tx.record_failures([failure], failed_at="2026-03-01T00:00:00Z")
+        tx.record_failures([failure], failed_at="2026-03-02T00:00:00Z")
+    [recorded] = store.failures()
+    assert (recorded["event_id"], recorded["attempts"]) == ("e9", 2)
+    with store.write() as tx:
+        tx.clear_failures(["e9"])
+    assert store.failures() == []
+
+
+def test_fires_of_limited_rules_are_a_log(store):
+    with store.write() as tx:
+        tx.record_fires(
+            [
+                ("c1", "rs", "r", "", "e1", "2026-03-01T10:00:00.000000Z"),
+                ("c1", "rs", "r", "", "e2", "2026-03-05T10:00:00.000000Z"),
+                ("c1", "rs", "r", "", "e2", "2026-03-05T10:00:00.000000Z"),  # a repeat: once
+            ]
+        )
+    assert len(store.read().fires_of(["c1"])) == 2
+    with store.write() as tx:
+        tx.delete_fires("c1", [("rs", "r")], "2026-03-02")
+    assert [f[4] for f in store.read().fires_of(["c1"])] == ["e1"]
+
+
+def test_the_outbox_from_enqueue_to_done(store):
+    now = "2026-03-01T10:00:00.000000Z"
+    with store.write() as tx:
+        assert (
+            tx.enqueue([row("a"), row("b", priority=5), row("done", inline=1, status="done")]) == 3
+        )
+        assert tx.enqueue([row("a")]) == 0  # the key makes a repeat a no-op
+    reader = store.read()
+    assert [r.key for r in reader.due_actions(now, 10)] == ["b", "a"]  # priority first
+    assert reader.decisions_of("c1")["done"][2:] == ("done", now, 1)
+    a = store.actions_by_key(["a"])["a"]
+    with store.write() as tx:
+        tx.claim_action(
+            a.seq, lease_until="2026-03-01T10:05:00.000000Z", note="running", attempts=1
+        )
+        assert [r.key for r in tx.claimed_actions("c1", now)] == ["a"]
+        tx.finish_action(a.seq, status="done", note=None, result={"ok": 1}, at=now, attempts=1)
+        b = tx.due_actions(now, 10)[0]
+        tx.reschedule_action(b.seq, due_at="2026-03-02T00:00:00.000000Z", note="later", attempts=1)
+        tx.redo_actions([{"key": "done", "status": "skipped", "note": "again", "due_at": now}])
+        tx.retract_actions(["b"], note="no longer implied", at=now)
+    assert store.read().action(a.seq).result == {"ok": 1}
+    statuses = {r.key: r.status for r in store.actions_for("c1")}
+    assert statuses == {"a": "done", "b": "retracted", "done": "skipped"}
+    assert store.rules_summary()[0]["actions"] == {"done": 1, "retracted": 1, "skipped": 1}
+
+
+def test_traces_are_kept_read_and_redone(store):
+    def trace(occurrence: str, at: str) -> Trace:
+        return Trace("c1", "rs", 1, "h", "r", occurrence, "signup", "fired", None, {"x": 1}, [], at)
+
+    with store.write() as tx:
+        tx.add_traces([trace("e1", "2026-03-01"), trace("e2", "2026-03-05")], recorded_at="now")
+    assert [t.occurrence for t in store.traces("c1")] == ["e2", "e1"]
+    with store.write() as tx:
+        tx.delete_traces("c1", [("rs", "r")], "2026-03-02")
+    assert [t.occurrence for t in store.traces("c1", rule="r")] == ["e1"]
+
+
+def test_ruleset_versions_are_recorded_once_by_content(store):
+    with store.write() as tx:
+        assert tx.record_ruleset("rs", 1, "h1", "rs.json", "{}", "2026-03-01")
+        assert not tx.record_ruleset("rs", 1, "h1", "rs.json", "{}", "2026-03-02")
+    assert [(v["name"], v["content_hash"]) for v in store.ruleset_versions()] == [("rs", "h1")]
+
+
+def test_anchors_and_schedule_slots(store):
+    key = ("rs", "r", "c1", "")
+    with store.write() as tx:
+        tx.reset_anchor_rule("rs", "r", '{"anchor": "contact.created_at"}')
+        tx.put_anchors([(*key, "2026-03-01T00:00:00Z", "2026-03-04T00:00:00Z")])
+        tx.set_schedule_slot("rs", "weekly", "UTC", "2026-03-02T09:00:00Z")
+    reader = store.read()
+    assert reader.anchor_definitions() == {("rs", "r"): '{"anchor": "contact.created_at"}'}
+    assert reader.anchors_for(["c1"])[key][2] == "pending"
+    assert reader.due_anchors("2026-03-03", 10) == []
+    assert len(reader.due_anchors("2026-03-05", 10)) == 1
+    assert reader.schedule_slot("rs", "weekly", "UTC") == "2026-03-02T09:00:00Z"
+    with store.write() as tx:
+        tx.close_anchor(key, status="fired", note=None)
+        tx.drop_anchors([key])  # a fired anchor stays, as history
+    assert store.anchors_of("c1", "rs", "r")[0][3] == "fired"
+
+
+def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
+    with store.write() as tx:
+        tx.insert_events([event(1)], received_at="now")
+        tx.upsert_contacts([Contact(id="c1", email="c1@example.com")], updated_at="now")
+        tx.enqueue([row("k")])
+    removed = store.forget("c1", also=lambda db, contact_id: {"plugin_table": 0}, erased_at="now")
+    assert removed == {"events": 1, "contacts": 1, "outbox": 1}
+    assert store.get_contact("c1") is None and store.actions_for("c1") == []
