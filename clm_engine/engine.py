@@ -283,10 +283,7 @@ class Engine:
             tx.redo_actions(rejudged.redone)
             if rejudged.retracted:
                 late_ids = ", ".join(e.id for e in contact_events[:3])  # type: ignore[misc]
-                note = (
-                    f"retracted: late event {late_ids} changed the history, which no longer "
-                    "implies this decision"
-                )
+                note = f"the history corrected by late event {late_ids} no longer implies it"
                 tx.retract_actions(rejudged.retracted, note=note, at=now_text)
             result.retracted += len(rejudged.retracted)
         tx.insert_events(applied, received_at=now_text, origins=all_origins)

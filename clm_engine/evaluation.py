@@ -30,6 +30,11 @@ def escape_key_part(part: str) -> str:
     return part.replace("%", "%25").replace("/", "%2F")
 
 
+def unescape_key_part(part: str) -> str:
+    """A key component as it was before ``escape_key_part``."""
+    return part.replace("%2F", "/").replace("%25", "%")
+
+
 def decision_key(ruleset: str, rule: str, contact_id: str, occurrence: str, index: int) -> str:
     """The outbox key of one action of one decision: the idempotency key of the decision.
 

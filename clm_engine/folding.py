@@ -56,6 +56,7 @@ from .evaluation import (
     decide,
     decision_key,
     trace_of,
+    unescape_key_part,
 )
 from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
 from .store import IngestFailure, StageTransition, StoreTransaction, Trace
@@ -93,6 +94,8 @@ class Rejudged:
     dropped_events: list[str]  # effects of recomputed decisions, derived again (or not)
     redone: list[dict[str, Any]] = field(default_factory=list)  # recomputed inline rows
     retracted: list[str] = field(default_factory=list)  # no longer implied
+    #: The live recomputable decisions before the re-judgement: key -> (ruleset, rule, at).
+    live: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 class _Restart(Exception):
@@ -363,7 +366,9 @@ def fold_contact(
             start = stored
         plan = None
         if rejudged is not None:
-            plan = Rejudged(rejudged.since, rejudged.rules, rejudged.dropped_events)
+            plan = Rejudged(
+                rejudged.since, rejudged.rules, rejudged.dropped_events, live=rejudged.live
+            )
         mark = log.mark()
         fold = ContactFold(
             engine,
@@ -398,8 +403,39 @@ def fold_contact(
         out = fold.out
         out.failures = failures
         if out.rejudged is not None:
-            out.rejudged.retracted = sorted(fold.recomputable_keys)
+            # Those not derived again, and live until now, are retracted (once).
+            live = out.rejudged.live
+            out.rejudged.retracted = sorted(k for k in fold.recomputable_keys if k in live)
+            out.traces += _retractions(engine, contact_id, out.rejudged, new_events)
         return out
+
+
+def _retractions(
+    engine: Engine, contact_id: str, rejudged: Rejudged, late: list[Event]
+) -> list[Trace]:
+    """A trace for each decision the re-judgement retracted, so ``clm explain`` says so."""
+    why = "the history corrected by the late event no longer implies it"
+    traces = []
+    for key in rejudged.retracted:
+        ruleset, rule, at = rejudged.live[key]
+        compiled = engine.rulebook.rules[(ruleset, rule)]  # recomputable: it is loaded
+        traces.append(
+            Trace(
+                contact_id=contact_id,
+                ruleset=ruleset,
+                version=compiled.version,
+                content_hash=compiled.content_hash,
+                rule=rule,
+                occurrence=unescape_key_part(key.split("/")[3]),
+                trigger=f"re-judgement after late event {late[0].id}",
+                decision="retracted",
+                detail=why,
+                tree=None,
+                actions=[key],
+                at=at,
+            )
+        )
+    return traces
 
 
 def _fold_events(fold: ContactFold, history: list[Event], depth: int) -> None:
@@ -426,10 +462,13 @@ def _plan_rejudgement(
     decisions = tx.decisions_of(contact_id)
     recomputable: set[str] = set()
     kept: set[str] = set()
-    for key, (ruleset, rule_id, _status, due_at, inline) in decisions.items():
+    live: dict[str, tuple[str, str, str]] = {}
+    for key, (ruleset, rule_id, status, due_at, inline) in decisions.items():
         rule = book.rules.get((ruleset, rule_id))
         if inline and rule is not None and rule.recomputable and due_at >= since_text:
             recomputable.add(key)
+            if status != "retracted":
+                live[key] = (ruleset, rule_id, due_at)
         else:
             kept.add(key)
     dropped = [e for e in stored_events if origins.get(e.id) in recomputable]  # type: ignore[arg-type]
@@ -439,7 +478,7 @@ def _plan_rejudgement(
     )
     rules = {key for key, rule in book.rules.items() if rule.recomputable}
     log.forget(contact_id, rules, since_text)
-    rejudged = Rejudged(since_text, rules, sorted(dropped_ids))  # type: ignore[arg-type]
+    rejudged = Rejudged(since_text, rules, sorted(dropped_ids), live=live)  # type: ignore[arg-type]
     return rejudged, history, kept, recomputable, dropped_ids  # type: ignore[return-value]
 
 

@@ -170,7 +170,8 @@ class StoreTransaction(Protocol):
         ...
 
     def delete_traces(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
-        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them)."""
+        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them),
+        but for those of retractions: what was retracted, and why, stays on record."""
         ...
 
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None: ...

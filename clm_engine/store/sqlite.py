@@ -675,9 +675,11 @@ class SQLiteTransaction:
         )
 
     def delete_traces(self, contact_id: str, rules: Sequence[tuple[str, str]], since: str) -> None:
-        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them)."""
+        """Forget a contact's traces of ``rules`` from ``since`` on (a re-judgement redoes them),
+        but for those of retractions: what was retracted, and why, stays on record."""
         self.conn.executemany(
-            "DELETE FROM traces WHERE contact_id = ? AND ruleset = ? AND rule = ? AND at >= ?",
+            "DELETE FROM traces WHERE contact_id = ? AND ruleset = ? AND rule = ? AND at >= ? "
+            "AND decision != 'retracted'",
             [(contact_id, ruleset, rule, since) for ruleset, rule in rules],
         )
 
