@@ -18,6 +18,7 @@ PRINTS = {
     "evaluate.py": ["clm-engine (prebuilt contexts)", "zen-engine"],
     "simulate.py": ["simulated days/s", "fires:"],
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
+    "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
 }
 
 SMALL = {
@@ -25,6 +26,7 @@ SMALL = {
     "evaluate.py": ["--contacts", "200", "--rules", "5", "--repeat", "1"],
     "simulate.py": ["--contacts", "50", "--days", "3", "--step", "1d"],
     "email_send.py": ["--messages", "30"],
+    "idle_pump.py": ["--contacts", "100", "--factor", "10", "--repeat", "5"],
 }
 
 

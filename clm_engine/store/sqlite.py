@@ -838,7 +838,18 @@ class SQLiteTransaction:
         ).fetchall()
 
     def contact_timezones(self) -> list[str]:
-        return [row[0] for row in self.conn.execute("SELECT DISTINCT timezone FROM contacts")]
+        """The timezones contacts are in. A skip scan of the ``contacts_by_timezone`` index: one
+        index seek per zone, so a pump costs the same at 10k and 1M contacts (``SELECT
+        DISTINCT`` read every contact on every pump of a schedule in contacts' timezones)."""
+        return [
+            row[0]
+            for row in self.conn.execute(
+                "WITH RECURSIVE zones(zone) AS (SELECT min(timezone) FROM contacts UNION ALL "
+                "SELECT (SELECT min(timezone) FROM contacts WHERE timezone > zones.zone) "
+                "FROM zones WHERE zones.zone IS NOT NULL) "
+                "SELECT zone FROM zones WHERE zone IS NOT NULL"
+            )
+        ]
 
     def schedule_slot(self, ruleset: str, rule: str, timezone: str) -> str | None:
         row = self.conn.execute(
