@@ -19,11 +19,14 @@ Ingestion is the one path every change takes:
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -323,6 +326,7 @@ class Engine:
         known = {
             (v["name"], v["version"]): v["content_hash"] for v in self.store.ruleset_versions()
         }
+        files = _set_files(paths, [*loaded, *validated.documents])
         with self.store.write() as tx:
             for item in loaded:
                 name, version = item.ruleset.ruleset, item.ruleset.version
@@ -334,6 +338,8 @@ class Engine:
                 tx.record_ruleset(
                     name, version, item.content_hash, item.path, item.source, now_text
                 )
+            summary = [[r.ruleset.ruleset, r.ruleset.version] for r in loaded]
+            tx.record_ruleset_set(_set_hash(files), files, summary, now_text)
         self.rulebook = book
         self.stages = book.stages
         self.conditions = Conditions(self.operators, self.facts, self.stages)
@@ -341,6 +347,31 @@ class Engine:
         self._ruleset_paths = [os.fspath(p) for p in paths]
         rebuild_anchors(self.store, book)
         return warnings
+
+    def load_last_good(self, paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+        """Run on the last valid set of rulesets this store loaded, because ``paths`` are
+        invalid now (a restart must not stop automation). ``paths`` stay the ones watched and
+        reloaded. Returns the set (its hash, summary and when it was loaded); raises
+        ``RulesetError`` if this store never loaded a valid set.
+        """
+        sets = self.store.read().ruleset_sets(limit=1)
+        if not sets:
+            raise RulesetError("no valid rulesets were ever loaded into this database")
+        last = sets[0]
+        folder = Path(tempfile.mkdtemp(prefix="clm-last-good-"))
+        for file in last["files"]:
+            target = folder / file["name"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(file["source"], encoding="utf-8")
+        roots = sorted({file["name"].split("/", 1)[0] for file in last["files"]}, key=int)
+        self.load_rulesets([folder / root for root in roots])
+        self._ruleset_paths = [os.fspath(p) for p in paths]
+        return last
+
+    def record_status(self, key: str, value: Any) -> None:
+        """Say something about this running engine for ``clm status`` (and, later, health)."""
+        with self.store.write() as tx:
+            tx.set_status(key, value, utc_text(self.clock.now()))
 
     @property
     def documents(self) -> dict[str, dict[str, Any]]:
@@ -433,3 +464,32 @@ class Engine:
         return self.store.forget(
             contact_id, also=plugins.forget_contact, erased_at=utc_text(self.clock.now())
         )
+
+
+def _set_files(
+    paths: Sequence[str | os.PathLike[str]], items: Sequence[Any]
+) -> list[dict[str, str]]:
+    """The files of a loaded set, each named ``<n>/<path under the n-th given path>`` so the set
+    can be written out again in the same shape (templates/ beside the rulesets ...)."""
+    roots = [Path(p).resolve() for p in paths]
+    files = []
+    for item in items:
+        path = Path(item.path).resolve()
+        for index, root in enumerate(roots):
+            if path == root:
+                name = f"{index}/{path.name}"
+                break
+            if root.is_dir() and path.is_relative_to(root):
+                name = f"{index}/{path.relative_to(root).as_posix()}"
+                break
+        else:
+            name = f"{len(roots)}/{path.name}"
+        files.append({"name": name, "path": item.path, "source": item.source})
+    return sorted(files, key=lambda f: f["name"])
+
+
+def _set_hash(files: Sequence[dict[str, str]]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file['name']}\0{file['source']}\0".encode())
+    return digest.hexdigest()

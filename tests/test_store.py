@@ -37,6 +37,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m005_outbox_entity",
         "m006_outbox_lease",
         "m007_same_history_same_outcome",
+        "m008_ruleset_sets",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

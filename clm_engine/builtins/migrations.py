@@ -278,6 +278,31 @@ def migrate_outbox_keys(db) -> None:
         )
 
 
+@migrations()
+def m008_ruleset_sets(db) -> None:
+    # Every valid set of rulesets and documents the engine loaded, whole (each file's path and
+    # text), so that a restart with an invalid folder runs on the last good set instead of
+    # stopping automation; and what a running engine says about itself (``clm status``).
+    _run(db, _M008)
+
+
+_M008 = """
+        CREATE TABLE ruleset_sets (
+            id INTEGER PRIMARY KEY,
+            content_hash TEXT NOT NULL UNIQUE,  -- sha256 over every file's name and text
+            files TEXT NOT NULL,                -- JSON: [{"name", "path", "source"}], in order
+            summary TEXT NOT NULL,              -- JSON: [[ruleset, version], ...]
+            first_loaded_at TEXT NOT NULL,
+            last_loaded_at TEXT NOT NULL
+        );
+        CREATE TABLE runtime_status (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,                -- JSON
+            updated_at TEXT NOT NULL
+        )
+"""
+
+
 @hookimpl
 def register_migrations(register):
     register(migrations)

@@ -60,7 +60,17 @@ def cli() -> None:
     """
 
 
-from . import contacts, info, ingest, rules, running, sample, simulate, validate  # noqa: E402, F401  (commands register on import)
+from . import (  # noqa: E402, F401  (commands register on import)
+    contacts,
+    info,
+    ingest,
+    rules,
+    running,
+    sample,
+    simulate,
+    status,
+    validate,
+)
 
 # The command modules are imported for their side effect (their commands join ``cli``); what
 # this package offers is the group and, for plugins' own commands, the helpers above.

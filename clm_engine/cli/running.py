@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import click
 from rich.progress import Progress
 
+from ..engine import Engine
+from ..errors import RulesetError
 from ..scheduling import run_forever
 from ..timed import TimeReport
 from . import cli
@@ -83,7 +86,7 @@ def run(db_path, ruleset_paths, interval, lease):
     changed ruleset files are reloaded (an invalid change keeps the last valid rulesets and
     says so). Safe to run twice on one database: nothing is done twice.
     """
-    engine = open_engine(db_path, must_exist=False, rulesets=ruleset_paths)
+    engine = _start(db_path, ruleset_paths)
     engine.lease = timedelta(seconds=lease)
 
     def on_tick(report: TimeReport) -> None:
@@ -101,6 +104,7 @@ def run(db_path, ruleset_paths, interval, lease):
 
     def on_reload(ok: bool, message: str) -> None:
         (console if ok else errors).print(message, markup=False)
+        _say_rulesets(engine, None if ok else message)
 
     rules = len(engine.rulebook.rules)
     console.print(f"clm run: {db_path}, {rules} rules, pump every {interval:g}s (Ctrl-C stops)")
@@ -109,3 +113,43 @@ def run(db_path, ruleset_paths, interval, lease):
     finally:
         engine.close()
         console.print("clm run: stopped")
+
+
+def _start(db_path: Path, ruleset_paths: tuple[Path, ...]) -> Engine:
+    """The engine ``clm run`` runs: on the given rulesets or, when they are invalid, on the
+    last valid set this database loaded (a restart must not stop automation), said loudly
+    and recorded for ``clm status``."""
+    try:
+        engine = open_engine(db_path, must_exist=False, rulesets=ruleset_paths)
+    except RulesetError as error:
+        engine = open_engine(db_path, must_exist=False)
+        try:
+            last = engine.load_last_good(list(ruleset_paths))
+        except RulesetError:
+            engine.close()
+            raise error from None  # nothing to fall back on: the problems, as they are
+        names = ", ".join(f"{name} v{version}" for name, version in last["summary"])
+        errors.print(
+            f"clm run: THE RULESETS ARE INVALID; running on the last valid set, loaded "
+            f"{last['last_loaded_at'][:19]}Z ({names}). Fix these and they load by themselves:"
+            f"\n{error}",
+            markup=False,
+        )
+        _say_rulesets(engine, str(error))
+        return engine
+    _say_rulesets(engine, None)
+    return engine
+
+
+def _say_rulesets(engine: Engine, problems: str | None) -> None:
+    """Record, for ``clm status``, which rulesets run and whether the folder is valid."""
+    loaded = [[r.ruleset.ruleset, r.ruleset.version] for r in engine.rulebook.rulesets]
+    engine.record_status(
+        "rulesets",
+        {
+            "valid": problems is None,
+            "problems": problems,
+            "paths": engine._ruleset_paths,
+            "running": loaded,
+        },
+    )

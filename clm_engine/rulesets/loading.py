@@ -52,6 +52,7 @@ class LoadedDocument:
     name: str
     model: Any
     content_hash: str
+    source: str = ""  # the file's text, as loaded
 
 
 @dataclass
@@ -215,6 +216,7 @@ def validate_all(
                     _name_of(document),
                     document.model,
                     document.content_hash,
+                    document.text,
                 )
             )
     return Validated(loaded, loaded_docs, sorted(problems, key=sort_key))

@@ -236,6 +236,24 @@ class StoreTransaction(Protocol):
 
     def set_schedule_slot(self, ruleset: str, rule: str, timezone: str, slot: str) -> None: ...
 
+    def record_ruleset_set(
+        self, content_hash: str, files: Sequence[dict[str, str]], summary: Sequence[Any], at: str
+    ) -> None:
+        """Keep a loaded set of rulesets and documents whole; a set loaded again is touched."""
+        ...
+
+    def ruleset_sets(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The sets loaded, the latest first: id, hash, summary, when, and their files."""
+        ...
+
+    def set_status(self, key: str, value: Any, at: str) -> None:
+        """What a running engine says about itself (``clm status``), by key."""
+        ...
+
+    def status(self) -> dict[str, tuple[Any, str]]:
+        """Everything running engines said about themselves: key -> (value, when)."""
+        ...
+
 
 class Store(Protocol):
     """Where state lives: the engine's whole contract with a store (``tests/test_store_protocol.py``

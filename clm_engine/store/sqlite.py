@@ -763,6 +763,47 @@ class SQLiteTransaction:
         )
         return cursor.rowcount == 1
 
+    def record_ruleset_set(
+        self, content_hash: str, files: Sequence[dict[str, str]], summary: Sequence[Any], at: str
+    ) -> None:
+        """Keep a loaded set of rulesets and documents whole; a set loaded again is touched."""
+        self.conn.execute(
+            "INSERT INTO ruleset_sets (content_hash, files, summary, first_loaded_at, "
+            "last_loaded_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (content_hash) DO UPDATE SET "
+            "last_loaded_at = excluded.last_loaded_at",
+            [content_hash, _dumps(list(files)), _dumps(list(summary)), at, at],
+        )
+
+    def ruleset_sets(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """The sets loaded, the latest first: id, hash, summary, when, and their files."""
+        rows = self.conn.execute(
+            "SELECT id, content_hash, summary, first_loaded_at, last_loaded_at, files "
+            "FROM ruleset_sets ORDER BY last_loaded_at DESC, id DESC LIMIT ?",
+            [limit],
+        )
+        keys = ("id", "content_hash", "summary", "first_loaded_at", "last_loaded_at", "files")
+        found = []
+        for row in rows:
+            entry = dict(zip(keys, row, strict=True))
+            entry["summary"] = json.loads(entry["summary"])
+            entry["files"] = json.loads(entry["files"])
+            found.append(entry)
+        return found
+
+    def set_status(self, key: str, value: Any, at: str) -> None:
+        """What a running engine says about itself (``clm status``), by key."""
+        self.conn.execute(
+            "INSERT INTO runtime_status (key, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+            "updated_at = excluded.updated_at",
+            [key, _dumps(value), at],
+        )
+
+    def status(self) -> dict[str, tuple[Any, str]]:
+        """Everything running engines said about themselves: key -> (value, when)."""
+        rows = self.conn.execute("SELECT key, value, updated_at FROM runtime_status ORDER BY key")
+        return {key: (json.loads(value), at) for key, value, at in rows}
+
     # -- time: anchors of relative-time rules, schedule slots ------------------------------------
 
     def anchors_for(self, contact_ids: Sequence[str]) -> dict[tuple[str, str, str, str], tuple]:
