@@ -234,6 +234,7 @@ def check_rejected(
     recorded for ``clm`` to show and retry. ``event`` must carry an ``id``, so that its
     failure can be found. Returns that failure (a row of ``engine.store.failures()``).
     """
+    __tracebackhide__ = True  # pytest shows the test's line, not the kit's
     event_id = event.get("id")
     if not event_id:
         raise ValueError("give the event an 'id', so that its failure can be found")
@@ -286,6 +287,7 @@ def check_action(
     row is there but still ``pending``, the message says whether it waits for a dispatch or
     for the clock.
     """
+    __tracebackhide__ = True
     if action not in engine.actions:
         from .rulesets.problems import did_you_mean
 
@@ -336,6 +338,7 @@ def check_no_action(
     Why: "this rule must not fire for that contact" is half of most rule tests. The filters
     are those of ``check_action``; ``status`` matches any status unless given.
     """
+    __tracebackhide__ = True
     rows = [
         row
         for row in _outbox(engine, contact_id, rule=rule, action=action)
@@ -365,6 +368,7 @@ def check_trace(
     rule's id or ``"ruleset/rule"``; ``detail`` a regular expression searched in the trace's
     detail (a limit's "last fired on ...", an evaluation error).
     """
+    __tracebackhide__ = True
     _known_rule(engine, rule)
     traces = _traces(engine, contact_id, rule=rule)
     matches = [
@@ -402,6 +406,7 @@ def check_contact(
     compared to within 1e-9, ``attributes``, ``consent`` and ``metrics`` key by key for the
     keys given. Every difference is reported at once, with the contact.
     """
+    __tracebackhide__ = True
     contact = engine.contact(contact_id)
     if contact is None:
         stored = [c.id for _, c in zip(range(10), engine.store.iter_contacts(), strict=False)]
@@ -538,6 +543,7 @@ class Harness:
 
     def contact(self, contact_id: str) -> Contact:
         """The stored contact; ``AssertionError`` if there is none."""
+        __tracebackhide__ = True
         return check_contact(self.engine, contact_id)
 
     def outbox(
@@ -567,24 +573,29 @@ class Harness:
 
     def check_action(self, action: str, **filters: Any) -> OutboxRow:
         """``check_action(engine, action, ...)``: exactly one such outbox row; returns it."""
+        __tracebackhide__ = True
         return check_action(self.engine, action, **filters)
 
     def check_no_action(self, action: str | None = None, **filters: Any) -> None:
         """``check_no_action(engine, action, ...)``: no such outbox row."""
+        __tracebackhide__ = True
         check_no_action(self.engine, action, **filters)
 
     def check_trace(self, rule: str, **filters: Any) -> Trace:
         """``check_trace(engine, rule, ...)``: the rule recorded that decision."""
+        __tracebackhide__ = True
         return check_trace(self.engine, rule, **filters)
 
     def check_contact(self, contact_id: str, **expected: Any) -> Contact:
         """``check_contact(engine, contact_id, ...)``: the contact's state."""
+        __tracebackhide__ = True
         return check_contact(self.engine, contact_id, **expected)
 
     def check_rejected(
         self, event: Mapping[str, Any], *, match: str, reducer: str
     ) -> dict[str, Any]:
         """``check_rejected(engine, event, ...)``: a reducer refused the event cleanly."""
+        __tracebackhide__ = True
         return check_rejected(self.engine, event, match=match, reducer=reducer)
 
 
@@ -821,6 +832,7 @@ def _trace_report(engine: Engine, contact_id: str | None, rule: str) -> list[str
 
 
 def _expect(condition: bool, message: str) -> None:
+    __tracebackhide__ = True
     # Not ``assert``: it is stripped under ``python -O`` and only rewritten in test modules.
     if not condition:
         raise AssertionError(message)

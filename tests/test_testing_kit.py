@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from clm_engine import Engine, EventError, ReducerError, RulesetError, VirtualClock, hookimpl
+from clm_engine import (
+    Engine,
+    EventError,
+    ReducerError,
+    RulesetError,
+    VirtualClock,
+    hookimpl,
+    testing,
+)
 from clm_engine.plugins import pm
 from clm_engine.testing import (
     RULESET,
@@ -374,3 +384,9 @@ def test_the_checks_take_any_engine(engine):
     check_no_action(engine)
     with pytest.raises(AssertionError, match="no rule 'x' is loaded"):
         check_trace(engine, "x")
+
+
+def test_every_public_helper_is_documented():
+    doc = (Path(__file__).parent.parent / "docs" / "plugin-testing.md").read_text()
+    missing = [name for name in testing.__all__ if not re.search(rf"`[^`]*\b{name}\b", doc)]
+    assert not missing, f"docs/plugin-testing.md does not mention {missing}"
