@@ -571,25 +571,81 @@ class Harness:
 
     # -- checking it: the module's check_* functions on this engine --
 
-    def check_action(self, action: str, **filters: Any) -> OutboxRow:
+    def check_action(
+        self,
+        action: str,
+        *,
+        contact_id: str | None = None,
+        rule: str | None = None,
+        status: str | None = "done",
+        params: Mapping[str, Any] | None = None,
+        result: Mapping[str, Any] | None = None,
+        note: str | None = None,
+    ) -> OutboxRow:
         """``check_action(engine, action, ...)``: exactly one such outbox row; returns it."""
         __tracebackhide__ = True
-        return check_action(self.engine, action, **filters)
+        return check_action(
+            self.engine,
+            action,
+            contact_id=contact_id,
+            rule=rule,
+            status=status,
+            params=params,
+            result=result,
+            note=note,
+        )
 
-    def check_no_action(self, action: str | None = None, **filters: Any) -> None:
+    def check_no_action(
+        self,
+        action: str | None = None,
+        *,
+        contact_id: str | None = None,
+        rule: str | None = None,
+        status: str | None = None,
+    ) -> None:
         """``check_no_action(engine, action, ...)``: no such outbox row."""
         __tracebackhide__ = True
-        check_no_action(self.engine, action, **filters)
+        check_no_action(self.engine, action, contact_id=contact_id, rule=rule, status=status)
 
-    def check_trace(self, rule: str, **filters: Any) -> Trace:
-        """``check_trace(engine, rule, ...)``: the rule recorded that decision."""
+    def check_trace(
+        self,
+        rule: str,
+        *,
+        contact_id: str | None = None,
+        decision: str = "fired",
+        detail: str | None = None,
+    ) -> Trace:
+        """``check_trace(engine, rule, ...)``: the rule recorded that decision; the newest."""
         __tracebackhide__ = True
-        return check_trace(self.engine, rule, **filters)
+        return check_trace(
+            self.engine, rule, contact_id=contact_id, decision=decision, detail=detail
+        )
 
-    def check_contact(self, contact_id: str, **expected: Any) -> Contact:
-        """``check_contact(engine, contact_id, ...)``: the contact's state."""
+    def check_contact(
+        self,
+        contact_id: str,
+        *,
+        stage: str | None = _UNSET,
+        email: str | None = _UNSET,
+        tags: Iterable[str] | None = None,
+        scores: Mapping[str, float] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        consent: Mapping[str, bool] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> Contact:
+        """``check_contact(engine, contact_id, ...)``: the contact's state; returns it."""
         __tracebackhide__ = True
-        return check_contact(self.engine, contact_id, **expected)
+        return check_contact(
+            self.engine,
+            contact_id,
+            stage=stage,
+            email=email,
+            tags=tags,
+            scores=scores,
+            attributes=attributes,
+            consent=consent,
+            metrics=metrics,
+        )
 
     def check_rejected(
         self, event: Mapping[str, Any], *, match: str, reducer: str
