@@ -24,10 +24,17 @@ class SystemClock:
 
 
 class VirtualClock:
-    """A clock that only moves when told to: for tests and simulation."""
+    """A clock that only moves when told to: for tests and simulation.
+
+    It starts at ``start``, by default at ``DEFAULT_START``: the time at which
+    ``clm_engine.testing.make_event`` dates events unless told otherwise, so that in a first
+    test the events have happened by the clock's now and what they make due can be dispatched.
+    """
+
+    DEFAULT_START = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
     def __init__(self, start: datetime | None = None) -> None:
-        start = start or datetime(2026, 1, 1, tzinfo=UTC)
+        start = start or self.DEFAULT_START
         if start.tzinfo is None:
             raise ValueError("VirtualClock needs a timezone-aware start time")
         self._now = start.astimezone(UTC)
