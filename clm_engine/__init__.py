@@ -34,6 +34,9 @@ from .models import (
 )
 from .plugins import Once, load_entry_points
 from .rulesets.problems import closest, did_you_mean
+from .dispatch import DispatchReport
+from .store import OutboxRow, StageTransition, Trace
+from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
 
 __version__ = "0.1.0"
@@ -48,6 +51,7 @@ __all__ = [
     "Condition",
     "Contact",
     "Defer",
+    "DispatchReport",
     "DurationSpec",
     "Engine",
     "Event",
@@ -57,12 +61,16 @@ __all__ = [
     "IngestResult",
     "Name",
     "Once",
+    "OutboxRow",
     "PluginError",
     "ReducerError",
     "Rejection",
+    "StageTransition",
     "RulesetError",
     "StoreError",
     "SystemClock",
+    "TimeReport",
+    "Trace",
     "Veto",
     "VirtualClock",
     "__version__",
