@@ -15,10 +15,10 @@ import os
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pluggy
 
@@ -288,9 +288,21 @@ def get_plugin_info() -> list[PluginInfo]:
     return infos
 
 
+#: What kind of value a fact holds, as declared when it is registered (and known for the
+#: contact's own paths): what ``clm validate`` checks a condition's operator and value against.
+#: ``"any"`` (the default) means not declared: nothing is checked. ``"dates"`` is a mapping of
+#: entity id to date (``{"p-17": "2027-03-01"}``), for relative-time triggers per entity.
+FactType = Literal["any", "number", "text", "boolean", "time", "list", "mapping", "dates"]
+FACT_TYPES: tuple[str, ...] = get_args(FactType)
+
+
 @dataclass(frozen=True)
 class OperatorSpec:
-    """A condition operator: ``test(fact_value, value) -> bool``; ``prepare(value)`` at load."""
+    """A condition operator: ``test(fact_value, value) -> bool``; ``prepare(value)`` at load.
+
+    ``fact_types``: the fact types it can test (``None``: any); ``check(fact_type, value)``
+    returns why a ruleset's ``value`` does not suit a fact of that declared type, or ``None``.
+    """
 
     name: str
     test: Callable[[Any, Any], bool]
@@ -298,16 +310,20 @@ class OperatorSpec:
     accepts_missing: bool
     description: str
     plugin: str
+    fact_types: frozenset[str] | None = None
+    check: Callable[[str, Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
 class FactSpec:
-    """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``."""
+    """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``;
+    ``type`` is the kind of value it returns (:data:`FactType`, ``"any"`` if undeclared)."""
 
     name: str
     compute: Callable[..., Any]
     description: str
     plugin: str
+    type: str = "any"
 
 
 @dataclass(frozen=True)
@@ -395,18 +411,43 @@ def _operator(
     prepare: Callable[[Any], Any] | None = None,
     accepts_missing: bool = False,
     description: str = "",
+    fact_types: Iterable[str] | None = None,
+    check: Callable[[str, Any], str | None] | None = None,
 ) -> OperatorSpec:
     if not callable(test) or (prepare is not None and not callable(prepare)):
         raise PluginError(f"plugin {plugin!r} registered operator {name!r} badly")
-    return OperatorSpec(name, test, prepare, accepts_missing, description, plugin)
+    if check is not None and not callable(check):
+        raise PluginError(
+            f"plugin {plugin!r} registered operator {name!r} with a check that is not callable"
+        )
+    types = None
+    if fact_types is not None:
+        types = frozenset([fact_types] if isinstance(fact_types, str) else fact_types)
+        unknown = sorted(types - set(FACT_TYPES))
+        if unknown:
+            raise PluginError(
+                f"plugin {plugin!r} registered operator {name!r} for fact types {unknown}; "
+                f"the fact types are {', '.join(FACT_TYPES)}"
+            )
+    return OperatorSpec(name, test, prepare, accepts_missing, description, plugin, types, check)
 
 
 def _fact(
-    plugin: str, name: str, compute: Callable[..., Any], *, description: str = ""
+    plugin: str,
+    name: str,
+    compute: Callable[..., Any],
+    *,
+    type: str = "any",
+    description: str = "",
 ) -> FactSpec:
     if not callable(compute):
         raise PluginError(f"plugin {plugin!r} registered fact {name!r} badly")
-    return FactSpec(name, compute, description, plugin)
+    if type not in FACT_TYPES:
+        raise PluginError(
+            f"plugin {plugin!r} registered fact {name!r} with type {type!r}; the fact types "
+            f"are {', '.join(FACT_TYPES)}"
+        )
+    return FactSpec(name, compute, description, plugin, type)
 
 
 def _action(
