@@ -15,10 +15,11 @@ import os
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pluggy
 
@@ -263,34 +264,142 @@ def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]
 
 @dataclass(frozen=True)
 class PluginInfo:
+    """One loaded plugin: where it comes from and what it registered.
+
+    ``source`` is ``"built-in"``, the distribution of an entry-point plugin, or the module of
+    a plugin registered in code; ``distribution`` / ``version`` name the installed
+    distribution that ships it (``clm-engine`` for the built-ins), if any. Actions, facts,
+    operators and document kinds carry their plugin in their specs (``get_actions()`` ...);
+    what has no spec is listed here.
+    """
+
     name: str
     source: str
     version: str | None
     hooks: tuple[str, ...]
+    distribution: str | None = None
+    #: Subcommands it adds to ``clm`` (``register_commands``).
+    commands: tuple[str, ...] = ()
+    #: (event type, name) of each event handler and reducer it registers.
+    event_handlers: tuple[tuple[str, str], ...] = ()
+    reducers: tuple[tuple[str, str], ...] = ()
+    #: The first line of its ``dispatch_policy`` docstring, if it implements one ("" if none
+    #: is documented); None if it implements none.
+    policy: str | None = None
+    #: What went wrong reading its registrations (a registration hook that raised).
+    problems: tuple[str, ...] = ()
+
+
+def _distribution_of(plugin: object, packages: Mapping[str, list[str]]) -> tuple[str, str] | None:
+    """(name, version) of the installed distribution a plugin object's module comes from."""
+    module = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
+    module = module or type(plugin).__module__
+    for dist_name in packages.get(module.split(".")[0], []):
+        try:
+            return dist_name, metadata.version(dist_name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _registered_by(plugin_name: str) -> dict[str, Any]:
+    """What one plugin registers that no spec records: commands, handlers, reducers, policy."""
+    import click
+
+    found: dict[str, Any] = {
+        "commands": (),
+        "event_handlers": [],
+        "reducers": [],
+        "policy": None,
+        "problems": [],
+    }
+    for hook_name, key in (
+        ("register_event_handlers", "event_handlers"),
+        ("register_reducers", "reducers"),
+        ("register_commands", "commands"),
+        ("dispatch_policy", "policy"),
+    ):
+        for name, function, argnames in _hookimpls(hook_name):
+            if name != plugin_name:
+                continue
+            if key == "policy":
+                doc = (function.__doc__ or "").strip().splitlines()
+                found[key] = doc[0] if doc else ""
+                continue
+            try:
+                if key == "commands" and "cli" in argnames:
+                    scratch = click.Group("clm")
+                    function(cli=scratch)
+                    found[key] = tuple(sorted(scratch.commands))
+                elif "register" in argnames:
+                    function(register=_recorder(plugin_name, found[key], key))
+            except Exception as error:  # a broken plugin must not hide the others
+                found["problems"].append(
+                    f"plugin {plugin_name!r}: {hook_name} failed: {type(error).__name__}: {error}"
+                )
+    return found
+
+
+def _recorder(plugin_name: str, into: list[tuple[str, str]], kind: str) -> Callable[..., None]:
+    """A ``register`` for event handlers and reducers that only notes (event type, name)."""
+
+    def record(event_type: str, handler: Callable[..., Any], name: str | None = None) -> None:
+        into.append((event_type, name or f"{plugin_name}.{getattr(handler, '__name__', kind)}"))
+
+    return record
 
 
 def get_plugin_info() -> list[PluginInfo]:
-    """What is loaded, from where, and which hooks each plugin implements."""
+    """What is loaded, from where, which hooks each plugin implements, and what it registers
+    that has no spec of its own (commands, event handlers, reducers, a dispatch policy)."""
     load_plugins()
+    packages = metadata.packages_distributions()
     infos = []
     for name, plugin in pm.list_name_plugin():
         if plugin is None:
             continue
         hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or []))
+        dist = _distributions.get(name) or _distribution_of(plugin, packages)
         if name in _distributions:
             source, version = _distributions[name]
         elif name in DEFAULT_PLUGINS:
-            source, version = "built-in", None
+            source, version = "built-in", dist[1] if dist else None
         else:  # registered in code by the host application (or a test)
             source = getattr(plugin, "__name__", None) or type(plugin).__module__
-            version = None
-        infos.append(PluginInfo(name, source, version, hooks))
+            version = dist[1] if dist else None
+        found = _registered_by(name)
+        infos.append(
+            PluginInfo(
+                name,
+                source,
+                version,
+                hooks,
+                distribution=dist[0] if dist else None,
+                commands=found["commands"],
+                event_handlers=tuple(found["event_handlers"]),
+                reducers=tuple(found["reducers"]),
+                policy=found["policy"],
+                problems=tuple(found["problems"]),
+            )
+        )
     return infos
+
+
+#: What kind of value a fact holds, as declared when it is registered (and known for the
+#: contact's own paths): what ``clm validate`` checks a condition's operator and value against.
+#: ``"any"`` (the default) means not declared: nothing is checked. ``"dates"`` is a mapping of
+#: entity id to date (``{"p-17": "2027-03-01"}``), for relative-time triggers per entity.
+FactType = Literal["any", "number", "text", "boolean", "time", "list", "mapping", "dates"]
+FACT_TYPES: tuple[str, ...] = get_args(FactType)
 
 
 @dataclass(frozen=True)
 class OperatorSpec:
-    """A condition operator: ``test(fact_value, value) -> bool``; ``prepare(value)`` at load."""
+    """A condition operator: ``test(fact_value, value) -> bool``; ``prepare(value)`` at load.
+
+    ``fact_types``: the fact types it can test (``None``: any); ``check(fact_type, value)``
+    returns why a ruleset's ``value`` does not suit a fact of that declared type, or ``None``.
+    """
 
     name: str
     test: Callable[[Any, Any], bool]
@@ -298,16 +407,20 @@ class OperatorSpec:
     accepts_missing: bool
     description: str
     plugin: str
+    fact_types: frozenset[str] | None = None
+    check: Callable[[str, Any], str | None] | None = None
 
 
 @dataclass(frozen=True)
 class FactSpec:
-    """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``."""
+    """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``;
+    ``type`` is the kind of value it returns (:data:`FactType`, ``"any"`` if undeclared)."""
 
     name: str
     compute: Callable[..., Any]
     description: str
     plugin: str
+    type: str = "any"
 
 
 @dataclass(frozen=True)
@@ -395,18 +508,43 @@ def _operator(
     prepare: Callable[[Any], Any] | None = None,
     accepts_missing: bool = False,
     description: str = "",
+    fact_types: Iterable[str] | None = None,
+    check: Callable[[str, Any], str | None] | None = None,
 ) -> OperatorSpec:
     if not callable(test) or (prepare is not None and not callable(prepare)):
         raise PluginError(f"plugin {plugin!r} registered operator {name!r} badly")
-    return OperatorSpec(name, test, prepare, accepts_missing, description, plugin)
+    if check is not None and not callable(check):
+        raise PluginError(
+            f"plugin {plugin!r} registered operator {name!r} with a check that is not callable"
+        )
+    types = None
+    if fact_types is not None:
+        types = frozenset([fact_types] if isinstance(fact_types, str) else fact_types)
+        unknown = sorted(types - set(FACT_TYPES))
+        if unknown:
+            raise PluginError(
+                f"plugin {plugin!r} registered operator {name!r} for fact types {unknown}; "
+                f"the fact types are {', '.join(FACT_TYPES)}"
+            )
+    return OperatorSpec(name, test, prepare, accepts_missing, description, plugin, types, check)
 
 
 def _fact(
-    plugin: str, name: str, compute: Callable[..., Any], *, description: str = ""
+    plugin: str,
+    name: str,
+    compute: Callable[..., Any],
+    *,
+    type: str = "any",
+    description: str = "",
 ) -> FactSpec:
     if not callable(compute):
         raise PluginError(f"plugin {plugin!r} registered fact {name!r} badly")
-    return FactSpec(name, compute, description, plugin)
+    if type not in FACT_TYPES:
+        raise PluginError(
+            f"plugin {plugin!r} registered fact {name!r} with type {type!r}; the fact types "
+            f"are {', '.join(FACT_TYPES)}"
+        )
+    return FactSpec(name, compute, description, plugin, type)
 
 
 def _action(

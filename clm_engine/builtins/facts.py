@@ -75,6 +75,7 @@ def register_facts(register):
     register(
         "events.count",
         events_count,
+        type="number",
         description=(
             'Events of one type: args {"type": "page.viewed", "within": "P30D"} '
             "(within optional: all time without it)"
@@ -83,21 +84,25 @@ def register_facts(register):
     register(
         "contact.days_since_signup",
         days_since_signup,
+        type="number",
         description="Whole days since contact.created_at",
     )
     register(
         "contact.days_since_last_order",
         days_since_last_order,
+        type="number",
         description="Whole days since contact.metrics.last_order_at",
     )
     register(
         "contact.days_since_last_event",
         days_since_last_event,
+        type="number",
         description="Whole days since contact.last_event_at (the engine's own events too)",
     )
     register(
         "contact.days_since_last_active",
         days_since_last_active,
+        type="number",
         description=(
             "Whole days since contact.metrics.last_active_at (the latest event from outside "
             "the engine)"

@@ -19,4 +19,6 @@ def register_operators(register):
             prepare=operator.prepare,
             accepts_missing=operator.accepts_missing,
             description=operator.description,
+            fact_types=operator.fact_types,
+            check=operator.check,
         )

@@ -2,36 +2,167 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from .. import plugins
+from ..errors import ClmError
 from ..store import open_store
 from . import cli
 from .common import console, db_option, json_option, money, open_engine, print_json
+
+#: What ``clm plugins`` lists, in order: JSON key, table title, the name column's heading.
+_KINDS = (
+    ("actions", "actions", "action"),
+    ("facts", "facts", "fact"),
+    ("operators", "operators", "operator"),
+    ("policies", "dispatch policies", "policy"),
+    ("documents", "document kinds", "kind"),
+    ("commands", "commands", "command"),
+    ("event_handlers", "event handlers", "handler"),
+    ("reducers", "reducers", "reducer"),
+)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())
+
+
+def plugin_listing() -> dict[str, Any]:
+    """Every loaded plugin and everything registered, each with its plugin and distribution:
+    what ``clm plugins --json`` prints. A registration that cannot be read (two plugins
+    claiming one name) is listed under ``problems`` instead of stopping the listing."""
+    infos = plugins.get_plugin_info()
+    by_name = {info.name: info for info in infos}
+    problems: list[str] = [problem for info in infos for problem in info.problems]
+
+    def origin(plugin: str) -> dict[str, Any]:
+        info = by_name.get(plugin)
+        return {
+            "plugin": plugin,
+            "distribution": info.distribution if info else None,
+            "version": info.version if info else None,
+        }
+
+    def specs(getter: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return getter()
+        except ClmError as error:
+            problems.append(str(error))
+            return {}
+
+    listing: dict[str, Any] = {
+        "plugins": [
+            {
+                "name": info.name,
+                "source": info.source,
+                "distribution": info.distribution,
+                "version": info.version,
+                "hooks": list(info.hooks),
+            }
+            for info in infos
+        ],
+        "actions": [
+            {"name": spec.name, **origin(spec.plugin)}
+            | {
+                "description": _one_line(spec.description),
+                "external": spec.external,
+                "pure": spec.pure,
+            }
+            for spec in specs(plugins.get_actions).values()
+        ],
+        "facts": [
+            {"name": spec.name, "type": spec.type, **origin(spec.plugin)}
+            | {"description": _one_line(spec.description)}
+            for spec in specs(plugins.get_facts).values()
+        ],
+        "operators": [
+            {"name": spec.name, **origin(spec.plugin)}
+            | {
+                "description": _one_line(spec.description),
+                "fact_types": sorted(spec.fact_types) if spec.fact_types is not None else None,
+            }
+            for spec in specs(plugins.get_operators).values()
+        ],
+        "policies": [
+            {"name": f"{info.name}.dispatch_policy", **origin(info.name)}
+            | {"description": _one_line(info.policy)}
+            for info in infos
+            if info.policy is not None
+        ],
+        "documents": [
+            {"name": kind.name, **origin(kind.plugin)}
+            | {"description": _one_line(kind.description)}
+            for kind in specs(plugins.get_document_kinds).values()
+        ],
+        "commands": [
+            {"name": command, **origin(info.name)} for info in infos for command in info.commands
+        ],
+        "event_handlers": [
+            {"name": name, "event_type": event_type, **origin(info.name)}
+            for info in infos
+            for event_type, name in info.event_handlers
+        ],
+        "reducers": [
+            {"name": name, "event_type": event_type, **origin(info.name)}
+            for info in infos
+            for event_type, name in info.reducers
+        ],
+        "failed": dict(plugins.load_failures),
+        "problems": problems,
+    }
+    return listing
+
+
+def _shipped_by(row: dict[str, Any]) -> str:
+    if row["distribution"] is None:
+        return ""
+    return f"{row['distribution']} {row['version'] or ''}".strip()
 
 
 @cli.command("plugins")
 @json_option
 def plugins_(as_json: bool) -> None:
-    """The plugins loaded, where each comes from, and the hooks it implements."""
-    infos = plugins.get_plugin_info()
+    """Every plugin loaded, where it comes from, and everything registered: actions, facts
+    (with their types), operators, dispatch policies, document kinds, commands, event handlers
+    and reducers, each with its plugin and distribution; and plugins that failed to load."""
+    listing = plugin_listing()
     if as_json:
-        print_json(
-            {
-                "plugins": [vars(info) | {"hooks": list(info.hooks)} for info in infos],
-                "failed": plugins.load_failures,
-            }
-        )
+        print_json(listing)
         return
-    table = Table("plugin", "from", "version", "hooks")
-    for info in infos:
-        table.add_row(info.name, info.source, info.version or "", ", ".join(info.hooks))
+    table = Table("plugin", "from", "distribution", "hooks", title="plugins", title_justify="left")
+    for info in listing["plugins"]:
+        cells = (info["name"], info["source"], _shipped_by(info), ", ".join(info["hooks"]))
+        table.add_row(*map(escape, cells))
     console.print(table)
-    for name, reason in plugins.load_failures.items():
-        console.print(f"[red]failed to load[/] {name}: {reason}", markup=True)
+    for key, title, heading in _KINDS:
+        rows = listing[key]
+        if not rows:
+            continue
+        extra = {"facts": "type", "event_handlers": "event", "reducers": "event"}.get(key)
+        columns = [heading, *([extra] if extra else []), "plugin", "distribution"]
+        described = key not in ("commands", "event_handlers", "reducers")
+        table = Table(
+            *columns, *(["description"] if described else []), title=title, title_justify="left"
+        )
+        for row in rows:
+            cells = [row["name"]]
+            if extra:
+                cells.append(row["type" if key == "facts" else "event_type"])
+            cells += [row["plugin"], _shipped_by(row)]
+            if described:
+                cells.append(row["description"])
+            table.add_row(*map(escape, cells))
+        console.print(table)
+    for problem in listing["problems"]:
+        console.print(f"[red]problem[/] {escape(problem)}", markup=True)
+    for name, reason in listing["failed"].items():
+        console.print(f"[red]failed to load[/] {escape(name)}: {escape(reason)}", markup=True)
 
 
 @cli.command()

@@ -54,18 +54,22 @@ class ConditionCompiler:
         #: condition alive, so its id cannot be reused by another object).
         self._explained: dict[int, tuple[Condition, Node]] = {}
 
-    def _preparer(self) -> Preparer:
-        return Preparer(self.operators, self.facts, self.segments, self.stages)
+    def _preparer(self, *, check_types: bool = False) -> Preparer:
+        return Preparer(
+            self.operators, self.facts, self.segments, self.stages, check_types=check_types
+        )
 
     def check(self, condition: Condition) -> list[tuple[str, str]]:
         """Problems found while preparing ``condition``: (relative JSON pointer, message).
 
         Reports unknown operators, unusable values (each operator's ``prepare()``), unknown
-        facts and bad ``args``, unknown segments and segment cycles. A segment's own body is
-        not checked here: check each segment's condition on its own.
+        facts and bad ``args``, unknown segments and segment cycles, and leaves that cannot
+        match their fact's declared type (an operator that cannot test it, a value of another
+        kind). A segment's own body is not checked here: check each segment's condition on its
+        own. :meth:`compile` does not check types: a leaf that cannot match is false.
         """
         problems = Problems()
-        self._preparer().prepare(condition, problems, follow_segments=False)
+        self._preparer(check_types=True).prepare(condition, problems, follow_segments=False)
         return problems.items
 
     def _prepare_all(self, conditions: Sequence[Condition | None]) -> list[Node]:

@@ -131,6 +131,78 @@ def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]
     return FactPlan(path, "unknown", problem=problem)
 
 
+#: The declared type of each contact field that holds one value.
+CONTACT_VALUE_TYPES = {
+    "id": "text",
+    "email": "text",
+    "stage": "text",
+    "timezone": "text",
+    "tags": "list",
+    "created_at": "time",
+    "updated_at": "time",
+    "last_event_at": "time",
+}
+#: The core reducers' metrics (``clm_engine.builtins.reducers``, ``clm_engine.scores``). Any
+#: other metric whose name ends in ``_at`` is a time; the rest are not declared ("any").
+METRIC_TYPES = {
+    "events_count": "number",
+    "orders_count": "number",
+    "total_spent": "number",
+    "average_order_value": "number",
+    "emails_opened": "number",
+    "emails_clicked": "number",
+    "tickets_count": "number",
+    "nps_score": "number",
+    "nps_category": "text",
+    "open_tickets": "list",
+    "closed_tickets": "list",
+    "scores_changed_at": "mapping",
+    "score_half_lives": "mapping",
+}
+EVENT_VALUE_TYPES = {
+    "id": "text",
+    "type": "text",
+    "contact_id": "text",
+    "occurred_at": "time",
+}
+
+
+def fact_type(plan: FactPlan) -> str:
+    """The declared type of a planned fact (a ``clm_engine.plugins.FactType``); ``"any"``
+    where nothing is known (attributes, event properties, a plugin's undeclared fact)."""
+    kind, keys = plan.kind, plan.keys
+    if kind == "computed":
+        return plan.spec.type if plan.spec is not None else "any"
+    if kind == "score":
+        return "number" if keys else "mapping"
+    if kind == "contact":
+        if plan.field in CONTACT_VALUE_TYPES:
+            return CONTACT_VALUE_TYPES[plan.field]
+        if not keys:
+            return "mapping"
+        if len(keys) > 1:
+            return "any"
+        if plan.field == "consent":
+            return "boolean"
+        if plan.field == "metrics":
+            declared = METRIC_TYPES.get(keys[0])
+            if declared is not None:
+                return declared
+            return "time" if keys[0].endswith("_at") else "any"
+        if plan.field == "scores":
+            return "number"
+        return "any"
+    if kind == "event":
+        if plan.field == "properties":
+            return "any" if keys else "mapping"
+        return EVENT_VALUE_TYPES.get(plan.field, "any")
+    if kind == "transition":
+        return "text"
+    if kind == "now":
+        return "time"
+    return "any"
+
+
 def check_args(plan: FactPlan) -> str | None:
     """Why a computed fact's args are unusable, or None. Uses ``compute.check_args`` if any."""
     spec = plan.spec

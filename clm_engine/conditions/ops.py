@@ -23,6 +23,7 @@ from typing import Any
 import re2
 
 from ..models import DEFAULT_STAGES
+from ..rulesets.problems import shown
 from ..types import MISSING, FactContext
 from .values import (
     NUMBER_TYPES,
@@ -48,6 +49,10 @@ class Operator:
     prepare: Callable[[Any], Any] | None
     accepts_missing: bool
     description: str
+    #: The declared fact types it can test (None: any), and why a value does not suit a fact
+    #: of a declared type (see "Checking values against fact types" below).
+    fact_types: frozenset[str] | None = None
+    check: Callable[[str, Any], str | None] | None = None
 
 
 # -- prepare helpers ---------------------------------------------------------------------------
@@ -541,41 +546,249 @@ def test_in_segment(fact: Any, value: Any) -> bool:
     raise RuntimeError("in_segment is evaluated by the condition compiler")
 
 
+# -- checking values against fact types ------------------------------------------------------
+#
+# When a fact declares its type (a registered fact's ``type``, or a contact path: see
+# ``facts.fact_type``), ``clm validate`` checks each leaf against it: an operator that cannot
+# test that type is an error at ``/op``, a value that can never match at ``/value``. Facts of
+# type "any" are not checked. ``docs/rulesets.md`` has the table.
+
+_TYPE_WORDS = {
+    "number": "a number",
+    "text": "text",
+    "boolean": "true/false",
+    "time": "a time",
+    "list": "a list",
+    "mapping": "a mapping",
+    "dates": "dates by entity",
+}
+
+
+def type_words(fact_type: str) -> str:
+    """``"a number"``, ``"a time"``: a declared fact type in a sentence."""
+    return _TYPE_WORDS.get(fact_type, fact_type)
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in NUMBER_TYPES
+
+
+def _fits(fact_type: str, value: Any) -> bool:
+    """Whether ``value`` (a JSON scalar) is of the kind a fact of ``fact_type`` holds."""
+    if fact_type == "number":
+        return _is_number(value)
+    if fact_type == "text":
+        return type(value) is str
+    if fact_type == "boolean":
+        return type(value) is bool
+    return False
+
+
+def _needs(fact_type: str) -> str:
+    return {"number": "a number", "text": "a string", "boolean": "true or false"}[fact_type]
+
+
+def check_equal(fact_type: str, value: Any) -> str | None:
+    """eq / ne: a value of the fact's own kind, or null."""
+    if value is None:
+        return None
+    if fact_type == "time":
+        return f"it never equals {shown(value)}; compare times with before, after or between"
+    if fact_type in ("number", "text", "boolean") and not _fits(fact_type, value):
+        return f"it never equals {shown(value)} (write {_needs(fact_type)} or null)"
+    return None
+
+
+def _check_bound(fact_type: str, value: Any) -> str | None:
+    if fact_type == "time":
+        if isinstance(value, str | datetime) and to_datetime(value) is not None:
+            return None
+        return f"compare it with an ISO date like '2026-11-02', not {shown(value)}"
+    if fact_type in ("number", "text") and not _fits(fact_type, value):
+        return f"compare it with {_needs(fact_type)}, not {shown(value)}"
+    return None
+
+
+def check_order(fact_type: str, value: Any) -> str | None:
+    """lt / lte / gt / gte: a number for a number, a string for text, an ISO date for a time."""
+    return _check_bound(fact_type, value)
+
+
+def check_between(fact_type: str, value: Any) -> str | None:
+    if isinstance(value, list | tuple):
+        for bound in value:
+            problem = _check_bound(fact_type, bound)
+            if problem:
+                return problem
+    return None
+
+
+def check_members(fact_type: str, value: Any) -> str | None:
+    """in / not_in: every item of the fact's own kind (or null)."""
+    if not isinstance(value, list | tuple):
+        return None
+    plural = {"number": "numbers", "text": "strings", "boolean": "true, false"}
+    for item in value:
+        if item is not None and fact_type in plural and not _fits(fact_type, item):
+            return f"the list may hold {plural[fact_type]} and null, not {shown(item)}"
+    return None
+
+
+def check_needle(fact_type: str, value: Any) -> str | None:
+    """contains / not_contains: text holds only text."""
+    if fact_type == "text" and type(value) is not str:
+        return f"it can only contain a string, not {shown(value)}"
+    return None
+
+
+_EQUAL_TYPES = frozenset({"number", "text", "boolean", "time"})
+_ORDER_TYPES = frozenset({"number", "text", "time"})
+_MEMBER_TYPES = frozenset({"number", "text", "boolean"})
+_CONTAINER_TYPES = frozenset({"list", "text"})
+_TEXT_TYPES = frozenset({"text"})
+_TIME_TYPES = frozenset({"time"})
+
+#: Operators that compare a fact with a value of the same kind: a ``{"fact": ...}`` value of
+#: another declared type can never match.
+SAME_TYPE_OPERATORS = frozenset({"eq", "ne", "lt", "lte", "gt", "gte", "before", "after"})
+
+
 OPERATORS: tuple[Operator, ...] = (
-    Operator("eq", test_eq, prepare_eq, False, "equal (strict: true is not 1)"),
-    Operator("ne", test_ne, prepare_ne, False, "present and not equal"),
-    Operator("lt", test_lt, _prepare_order("lt"), False, "less than (numbers, text or dates)"),
-    Operator("lte", test_lte, _prepare_order("lte"), False, "less than or equal"),
-    Operator("gt", test_gt, _prepare_order("gt"), False, "greater than (numbers, text or dates)"),
-    Operator("gte", test_gte, _prepare_order("gte"), False, "greater than or equal"),
-    Operator("between", test_between, prepare_between, False, "within [low, high], inclusive"),
-    Operator("in", test_in, prepare_in, False, "equal to one of a list of values"),
-    Operator("not_in", test_not_in, prepare_not_in, False, "present and not in a list"),
-    Operator("contains", test_contains, _prepare_needle("contains"), False, "list/text holds"),
+    Operator(
+        "eq", test_eq, prepare_eq, False, "equal (strict: true is not 1)", _EQUAL_TYPES, check_equal
+    ),
+    Operator("ne", test_ne, prepare_ne, False, "present and not equal", _EQUAL_TYPES, check_equal),
+    Operator(
+        "lt",
+        test_lt,
+        _prepare_order("lt"),
+        False,
+        "less than (numbers, text or dates)",
+        _ORDER_TYPES,
+        check_order,
+    ),
+    Operator(
+        "lte",
+        test_lte,
+        _prepare_order("lte"),
+        False,
+        "less than or equal",
+        _ORDER_TYPES,
+        check_order,
+    ),
+    Operator(
+        "gt",
+        test_gt,
+        _prepare_order("gt"),
+        False,
+        "greater than (numbers, text or dates)",
+        _ORDER_TYPES,
+        check_order,
+    ),
+    Operator(
+        "gte",
+        test_gte,
+        _prepare_order("gte"),
+        False,
+        "greater than or equal",
+        _ORDER_TYPES,
+        check_order,
+    ),
+    Operator(
+        "between",
+        test_between,
+        prepare_between,
+        False,
+        "within [low, high], inclusive",
+        _ORDER_TYPES,
+        check_between,
+    ),
+    Operator(
+        "in",
+        test_in,
+        prepare_in,
+        False,
+        "equal to one of a list of values",
+        _MEMBER_TYPES,
+        check_members,
+    ),
+    Operator(
+        "not_in",
+        test_not_in,
+        prepare_not_in,
+        False,
+        "present and not in a list",
+        _MEMBER_TYPES,
+        check_members,
+    ),
+    Operator(
+        "contains",
+        test_contains,
+        _prepare_needle("contains"),
+        False,
+        "list/text holds",
+        _CONTAINER_TYPES,
+        check_needle,
+    ),
     Operator(
         "not_contains",
         test_not_contains,
         _prepare_needle("not_contains"),
         False,
         "list/text does not hold",
+        _CONTAINER_TYPES,
+        check_needle,
     ),
-    Operator("starts_with", test_starts_with, _prepare_text("starts_with"), False, "text prefix"),
-    Operator("ends_with", test_ends_with, _prepare_text("ends_with"), False, "text suffix"),
-    Operator("matches", test_matches, prepare_matches, False, "RE2 regular expression search"),
+    Operator(
+        "starts_with",
+        test_starts_with,
+        _prepare_text("starts_with"),
+        False,
+        "text prefix",
+        _TEXT_TYPES,
+    ),
+    Operator(
+        "ends_with", test_ends_with, _prepare_text("ends_with"), False, "text suffix", _TEXT_TYPES
+    ),
+    Operator(
+        "matches",
+        test_matches,
+        prepare_matches,
+        False,
+        "RE2 regular expression search",
+        _TEXT_TYPES,
+    ),
     Operator("exists", test_exists, _prepare_flag("exists"), True, "the fact is present"),
     Operator("is_null", test_is_null, _prepare_flag("is_null"), True, "null or missing"),
-    Operator("before", test_before, _prepare_moment("before"), False, "date before a date"),
-    Operator("after", test_after, _prepare_moment("after"), False, "date after a date"),
     Operator(
-        "within_last", test_within_last, prepare_within_last, False, "date within the last ..."
+        "before", test_before, _prepare_moment("before"), False, "date before a date", _TIME_TYPES
     ),
-    Operator("older_than", test_older_than, prepare_older_than, False, "date before now - ..."),
+    Operator(
+        "after", test_after, _prepare_moment("after"), False, "date after a date", _TIME_TYPES
+    ),
+    Operator(
+        "within_last",
+        test_within_last,
+        prepare_within_last,
+        False,
+        "date within the last ...",
+        _TIME_TYPES,
+    ),
+    Operator(
+        "older_than",
+        test_older_than,
+        prepare_older_than,
+        False,
+        "date before now - ...",
+        _TIME_TYPES,
+    ),
     Operator(
         "stage_at_least",
         test_stage_at_least,
         _prepare_stage("stage_at_least"),
         False,
         "stage at or after a stage",
+        _TEXT_TYPES,
     ),
     Operator(
         "stage_at_most",
@@ -583,6 +796,7 @@ OPERATORS: tuple[Operator, ...] = (
         _prepare_stage("stage_at_most"),
         False,
         "stage at or before a stage",
+        _TEXT_TYPES,
     ),
     Operator(
         "in_segment",
@@ -596,4 +810,11 @@ OPERATORS: tuple[Operator, ...] = (
 #: Operators whose value names a stage; the compiler checks the name against its stages.
 STAGE_OPERATORS = frozenset({"stage_at_least", "stage_at_most"})
 
-__all__ = ["OPERATORS", "STAGE_OPERATORS", "Members", "Operator"]
+__all__ = [
+    "OPERATORS",
+    "SAME_TYPE_OPERATORS",
+    "STAGE_OPERATORS",
+    "Members",
+    "Operator",
+    "type_words",
+]

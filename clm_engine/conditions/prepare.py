@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..models import All, AnyOf, Condition, FactRef, Leaf, Not
-from ..plugins import FactSpec, OperatorSpec
-from ..rulesets.problems import did_you_mean
-from .facts import FactPlan, check_args, plan_fact
-from .ops import STAGE_OPERATORS
+from ..plugins import FACT_TYPES, FactSpec, OperatorSpec
+from ..rulesets.problems import did_you_mean, did_you_mean_operator
+from .facts import FactPlan, check_args, fact_type, plan_fact
+from .ops import SAME_TYPE_OPERATORS, STAGE_OPERATORS, type_words
 from .values import ContextValue, describe
 
 #: How deep all/any/not may nest. Deeper trees are refused: they are unreadable for people,
@@ -102,7 +102,12 @@ class Preparer:
         facts: dict[str, FactSpec],
         segments: dict[str, Condition],
         stages: tuple[str, ...],
+        *,
+        check_types: bool = False,
     ) -> None:
+        #: Check leaves against their facts' declared types (validation only: evaluation
+        #: never fails on types, a leaf that cannot match is just false).
+        self.check_types = check_types
         self.operators = operators
         self.facts = facts
         self.segments = segments
@@ -202,7 +207,7 @@ class Preparer:
         if op is None:
             problems.add(
                 f"{at}/op",
-                f"unknown operator {leaf.op!r}{did_you_mean(leaf.op, sorted(self.operators))}",
+                f"unknown operator {leaf.op!r}{did_you_mean_operator(leaf.op, self.operators)}",
             )
         if leaf.fact is None:
             problems.add(f"{at}/fact", f"operator {leaf.op!r} needs a fact to test")
@@ -225,6 +230,8 @@ class Preparer:
                 prepared = op.prepare(leaf.value)
             except (ValueError, TypeError) as error:
                 problems.add(f"{at}/value", str(error))
+        if self.check_types and op is not None and len(problems.items) == count:
+            _check_types(leaf, op, plan, ref, at, problems)
         if (
             leaf.op in STAGE_OPERATORS
             and self.stages
@@ -262,3 +269,71 @@ class Preparer:
         if not follow:
             return PSegment(at, name)
         return self.segment(name, problems)
+
+
+def _check_types(
+    leaf: Leaf,
+    op: OperatorSpec,
+    plan: FactPlan,
+    ref: FactPlan | None,
+    at: str,
+    problems: Problems,
+) -> None:
+    """The leaf against its fact's declared type: an operator that cannot test that type is a
+    problem at ``/op``, a value that can never match one at ``/value`` (``docs/rulesets.md``,
+    "Types"). Facts of type ``any`` are not checked."""
+    declared = fact_type(plan)
+    if declared == "any":
+        return
+    if op.fact_types is not None and declared not in op.fact_types:
+        problems.add(
+            f"{at}/op",
+            f"{leaf.op} tests {_listed(op.fact_types)}, and {plan.path} is {type_words(declared)}"
+            + _instead(leaf.op, declared),
+        )
+        return
+    if ref is not None:
+        other = fact_type(ref)
+        if other == "any":
+            return
+        if op.fact_types is not None and other not in op.fact_types:
+            problems.add(
+                f"{at}/value/fact",
+                f"{leaf.op} tests {_listed(op.fact_types)}, and {ref.path} is {type_words(other)}",
+            )
+        elif leaf.op in SAME_TYPE_OPERATORS and other != declared:
+            problems.add(
+                f"{at}/value/fact",
+                f"{plan.path} is {type_words(declared)} and {ref.path} is "
+                f"{type_words(other)}: {leaf.op} never matches them",
+            )
+        return
+    if op.check is not None:
+        try:
+            problem = op.check(declared, leaf.value)
+        except Exception as error:  # a plugin's check may raise anything
+            problem = f"operator {leaf.op!r} could not check its value: {error!r}"
+        if problem:
+            problems.add(f"{at}/value", f"{plan.path} is {type_words(declared)}: {problem}")
+
+
+def _listed(fact_types: frozenset[str]) -> str:
+    """``a number, text or a time``: fact types in the order of ``FACT_TYPES``."""
+    words = [type_words(t) for t in FACT_TYPES if t in fact_types]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _instead(op: str, declared: str) -> str:
+    """What to write instead, for the common mistakes."""
+    if declared == "list" and op in ("eq", "ne", "in", "not_in"):
+        return "; use contains or not_contains"
+    if declared == "time" and op in ("in", "not_in"):
+        return "; use between, before or after"
+    if declared == "dates":
+        return (
+            "; a fact of dates by entity is for relative-time triggers "
+            '({"before": ..., "days": 30}), or exists'
+        )
+    if declared == "mapping":
+        return "; read one of its keys (a dotted path), or use exists"
+    return ""

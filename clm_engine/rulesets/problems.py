@@ -138,6 +138,143 @@ def closest(name: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | No
     return matches[0] if matches else None
 
 
+#: What people write for the built-in operators, by meaning: consulted before spelling, so
+#: ``greater_than`` is answered with ``gt`` (spelling alone finds ``older_than``). Keys are
+#: compared as :func:`_operator_key` makes them: case, ``_``, ``-`` and spaces do not count.
+OPERATOR_SYNONYMS: dict[str, str] = {
+    "=": "eq",
+    "==": "eq",
+    "===": "eq",
+    "equal": "eq",
+    "equals": "eq",
+    "equalto": "eq",
+    "isequalto": "eq",
+    "is": "eq",
+    "same": "eq",
+    "!=": "ne",
+    "!==": "ne",
+    "<>": "ne",
+    "neq": "ne",
+    "notequal": "ne",
+    "notequals": "ne",
+    "notequalto": "ne",
+    "isnot": "ne",
+    "isnt": "ne",
+    "different": "ne",
+    "<": "lt",
+    "less": "lt",
+    "lessthan": "lt",
+    "below": "lt",
+    "under": "lt",
+    "fewerthan": "lt",
+    "<=": "lte",
+    "=<": "lte",
+    "le": "lte",
+    "lessthanorequal": "lte",
+    "lessthanorequalto": "lte",
+    "lessorequal": "lte",
+    "atmost": "lte",
+    "max": "lte",
+    ">": "gt",
+    "greater": "gt",
+    "greaterthan": "gt",
+    "morethan": "gt",
+    "above": "gt",
+    "over": "gt",
+    ">=": "gte",
+    "ge": "gte",
+    "greaterthanorequal": "gte",
+    "greaterthanorequalto": "gte",
+    "greaterorequal": "gte",
+    "atleast": "gte",
+    "min": "gte",
+    "inrange": "between",
+    "range": "between",
+    "oneof": "in",
+    "isin": "in",
+    "isoneof": "in",
+    "anyof": "in",
+    "notoneof": "not_in",
+    "noneof": "not_in",
+    "nin": "not_in",
+    "isnotin": "not_in",
+    "notin": "not_in",
+    "has": "contains",
+    "includes": "contains",
+    "include": "contains",
+    "contain": "contains",
+    "hasnot": "not_contains",
+    "excludes": "not_contains",
+    "doesnotcontain": "not_contains",
+    "notcontain": "not_contains",
+    "notincludes": "not_contains",
+    "beginswith": "starts_with",
+    "startswith": "starts_with",
+    "prefix": "starts_with",
+    "suffix": "ends_with",
+    "regex": "matches",
+    "regexp": "matches",
+    "re": "matches",
+    "match": "matches",
+    "like": "matches",
+    "exist": "exists",
+    "present": "exists",
+    "isset": "exists",
+    "defined": "exists",
+    "isdefined": "exists",
+    "hasvalue": "exists",
+    "null": "is_null",
+    "isnone": "is_null",
+    "isnil": "is_null",
+    "missing": "is_null",
+    "earlierthan": "before",
+    "isbefore": "before",
+    "laterthan": "after",
+    "isafter": "after",
+    "since": "after",
+    "within": "within_last",
+    "inthelast": "within_last",
+    "inlast": "within_last",
+    "withinthelast": "within_last",
+    "notwithinlast": "older_than",
+    "notwithin": "older_than",
+    "morethanago": "older_than",
+    "stageafter": "stage_at_least",
+    "stagegte": "stage_at_least",
+    "minstage": "stage_at_least",
+    "stagebefore": "stage_at_most",
+    "stagelte": "stage_at_most",
+    "maxstage": "stage_at_most",
+    "segment": "in_segment",
+    "insegment": "in_segment",
+    "isinsegment": "in_segment",
+}
+
+
+def _operator_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch not in "_- ")
+
+
+def closest_operator(name: str, known: Iterable[str]) -> str | None:
+    """The known operator ``name`` most likely means: by meaning (:data:`OPERATOR_SYNONYMS`),
+    then the same name in other case or separators (``GTE``, ``not-in``), then by spelling."""
+    known = sorted(set(known))
+    key = _operator_key(name)
+    meant = OPERATOR_SYNONYMS.get(key)
+    if meant in known:
+        return meant
+    same = [k for k in known if _operator_key(k) == key and k != name]
+    if same:
+        return same[0]
+    return closest(name, known)
+
+
+def did_you_mean_operator(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'gt'?"`` for an unknown operator, by meaning or spelling."""
+    match = closest_operator(name, known)
+    return f"; did you mean {match!r}?" if match else ""
+
+
 def quoted_list(names: Iterable[str], *, conjunction: str = "or") -> str:
     """``'a', 'b' or 'c'``."""
     items = [repr(n) for n in names]

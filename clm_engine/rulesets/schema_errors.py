@@ -20,9 +20,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from .problems import (
+    OPERATOR_SYNONYMS,
     Issue,
     article,
     did_you_mean,
+    did_you_mean_operator,
     json_type,
     pointer,
     quoted_list,
@@ -94,6 +96,7 @@ PATTERNS: dict[str, str] = {
 }
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+_OPERATOR_PATTERN = r"^[a-z][a-z0-9_]*$"
 
 _TYPE_WORDS = {
     "object": "an object",
@@ -191,11 +194,14 @@ class _Explainer:
         if error.validator_value == _NAME_PATTERN and isinstance(value, str):
             slug = re.sub(r"[^a-z0-9_.-]+", "-", value.lower()).strip("-_.")
             hint = f"try {slug!r}" if slug else None
+        suggestion = ""
+        if error.validator_value == _OPERATOR_PATTERN and isinstance(value, str):
+            suggestion = did_you_mean_operator(value, set(OPERATOR_SYNONYMS.values()))
         if "propertyNames" in error.relative_schema_path:
             # A key of a map (a segment name): point at the key itself.
             yield Issue(where + pointer(value), f"{value!r} is not {meaning}", hint, at_key=True)
             return
-        yield Issue(where, f"{value!r} is not {meaning}", hint)
+        yield Issue(where, f"{value!r} is not {meaning}{suggestion}", hint)
 
     def _on_minLength(self, error: ValidationError, where: str) -> Iterator[Issue]:
         size = error.validator_value

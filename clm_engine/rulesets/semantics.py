@@ -67,7 +67,7 @@ def check_ruleset(ruleset: Ruleset, registries: Registries, stages: Sequence[str
     issues = _stage_list(ruleset) + _duplicate_ids(ruleset)
     for index, rule in enumerate(ruleset.rules):
         base = pointer("rules", index)
-        issues += _trigger(rule, base + "/when", stages, paths)
+        issues += _trigger(rule, base + "/when", stages, paths, registries.facts)
         issues += _actions(rule, base, registries.actions, stages)
         if rule.limit is not None and rule.limit.once_per is not None:
             issues += paths.check_once_per(
@@ -140,7 +140,13 @@ def _duplicate_ids(ruleset: Ruleset) -> list[Issue]:
 # -- triggers ----------------------------------------------------------------------------------
 
 
-def _trigger(rule: Rule, where: str, stages: Sequence[str], paths: FactPaths) -> list[Issue]:
+def _trigger(
+    rule: Rule,
+    where: str,
+    stages: Sequence[str],
+    paths: FactPaths,
+    facts: Mapping[str, Any],
+) -> list[Issue]:
     when = rule.when
     if isinstance(when, StageTrigger):
         issues = []
@@ -156,8 +162,32 @@ def _trigger(rule: Rule, where: str, stages: Sequence[str], paths: FactPaths) ->
         return _schedule(when, where)
     if isinstance(when, RelativeTrigger):
         key = "before" if when.before is not None else "after"
-        return paths.check_anchor(getattr(when, key), f"{where}/{key}")
+        anchor = getattr(when, key)
+        return paths.check_anchor(anchor, f"{where}/{key}") or _anchor_type(
+            anchor, facts, f"{where}/{key}"
+        )
     return []
+
+
+#: What a computed fact must hold to anchor a relative-time trigger.
+ANCHOR_TYPES = frozenset({"time", "dates", "any"})
+
+
+def _anchor_type(path: str, facts: Mapping[str, Any], where: str) -> list[Issue]:
+    """A computed fact that declares a type other than a time (or dates by entity) cannot
+    anchor ``before`` / ``after``."""
+    spec = facts.get(path)
+    declared = getattr(spec, "type", "any")
+    if spec is None or declared in ANCHOR_TYPES:
+        return []
+    return [
+        Issue(
+            where,
+            f"{path!r} is not a date (its type is {declared!r}): before/after need a date fact",
+            hint="a computed fact of type 'time' or 'dates' (a date per entity), or "
+            "contact.created_at, contact.metrics.<name>_at, contact.attributes.<name>",
+        )
+    ]
 
 
 def unknown_stage(name: str, stages: Sequence[str], where: str) -> list[Issue]:

@@ -101,14 +101,13 @@ def register_actions(register):
 
 @hookimpl
 def register_facts(register):
-    register("referral.count", facts.fact_count, description=facts.fact_count.__doc__)
-    register(
-        "referral.referred_by", facts.fact_referred_by, description=facts.fact_referred_by.__doc__
-    )
-    register(
-        "referral.successful", facts.fact_successful, description=facts.fact_successful.__doc__
-    )
-    register("referral.balance", facts.fact_balance, description=facts.fact_balance.__doc__)
+    for name, compute, kind in (
+        ("referral.count", facts.fact_count, "number"),
+        ("referral.referred_by", facts.fact_referred_by, "text"),
+        ("referral.successful", facts.fact_successful, "number"),
+        ("referral.balance", facts.fact_balance, "number"),
+    ):
+        register(name, compute, type=kind, description=compute.__doc__)
 
 
 @hookimpl

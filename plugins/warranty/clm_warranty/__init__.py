@@ -80,8 +80,8 @@ def register_actions(register):
 
 @hookimpl
 def register_facts(register):
-    for name, (compute, description) in facts.FACTS.items():
-        register(name, compute, description=" ".join(description.split()))
+    for name, (compute, description, kind) in facts.FACTS.items():
+        register(name, compute, type=kind, description=" ".join(description.split()))
 
 
 @hookimpl

@@ -237,19 +237,27 @@ def other_products(ctx: FactContext) -> Any:
     )
 
 
-#: name -> (function, description), registered by the plugin.
+#: Every fact: name -> (compute, description, type: a ``clm_engine.plugins.FactType``).
 FACTS = {
-    "product.warranty_ends_at": (warranty_ends_at, warranty_ends_at.__doc__),
-    "product.end_of_life_at": (end_of_life_at, end_of_life_at.__doc__),
-    "product.purchased_at": (purchased_at, purchased_at.__doc__),
-    "product.days_until_warranty_end": (days_until_warranty_end, days_until_warranty_end.__doc__),
-    "product.has_service_agreement": (has_service_agreement, has_service_agreement.__doc__),
-    "product.extended": (extended, extended.__doc__),
-    "product.age_days": (age_days, age_days.__doc__),
-    "product.life_used": (life_used, life_used.__doc__),
-    "product.price_minor": (price_minor, price_minor.__doc__),
-    "product.sku": (sku, sku.__doc__),
-    "product.status": (status, status.__doc__),
-    "product.other_skus": (other_skus, other_skus.__doc__),
-    "product.other_products": (other_products, other_products.__doc__),
+    "product.warranty_ends_at": (warranty_ends_at, warranty_ends_at.__doc__, "dates"),
+    "product.end_of_life_at": (end_of_life_at, end_of_life_at.__doc__, "dates"),
+    "product.purchased_at": (purchased_at, purchased_at.__doc__, "dates"),
+    "product.days_until_warranty_end": (
+        days_until_warranty_end,
+        days_until_warranty_end.__doc__,
+        "number",
+    ),
+    "product.has_service_agreement": (
+        has_service_agreement,
+        has_service_agreement.__doc__,
+        "boolean",
+    ),
+    "product.extended": (extended, extended.__doc__, "boolean"),
+    "product.age_days": (age_days, age_days.__doc__, "number"),
+    "product.life_used": (life_used, life_used.__doc__, "number"),
+    "product.price_minor": (price_minor, price_minor.__doc__, "number"),
+    "product.sku": (sku, sku.__doc__, "text"),
+    "product.status": (status, status.__doc__, "text"),
+    "product.other_skus": (other_skus, other_skus.__doc__, "list"),
+    "product.other_products": (other_products, other_products.__doc__, "number"),
 }
