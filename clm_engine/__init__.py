@@ -9,6 +9,7 @@ nothing else (``tests/test_public_api.py`` checks the three under ``plugins/``),
 
 from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
+from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
 from .errors import (
     ActionError,
@@ -34,7 +35,6 @@ from .models import (
 )
 from .plugins import Once, load_entry_points
 from .rulesets.problems import closest, did_you_mean
-from .dispatch import DispatchReport
 from .store import OutboxRow, StageTransition, Trace
 from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
@@ -65,8 +65,8 @@ __all__ = [
     "PluginError",
     "ReducerError",
     "Rejection",
-    "StageTransition",
     "RulesetError",
+    "StageTransition",
     "StoreError",
     "SystemClock",
     "TimeReport",
