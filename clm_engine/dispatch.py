@@ -130,27 +130,67 @@ class Dispatcher:
         now: Callable[[], datetime],
         report: DispatchReport,
     ) -> None:
-        """Run claimed external actions with no lock held; record each in its own write."""
+        """Run claimed external actions with no lock held; record each in its own write.
+
+        Right before each runs, its policies are asked again on the contact as committed now:
+        an unsubscribe (or a suppression) that committed after the claim still stops the send.
+        What remains is the send itself (an SMTP conversation of a few milliseconds): an
+        unsubscribe committed while it is under way does not stop it.
+        """
         for claim in claims:
             row = claim.row
+            contact, veto = self._ask_again(store, claim, now())
+            if veto is not None:
+                with store.write() as tx:
+                    if not _still_ours(tx, claim):
+                        _count(report, row, "lost_lease", "the lease ran out before the outcome")
+                        continue
+                    outcome, note = self._finish(
+                        tx, row, "vetoed", veto, None, claim.attempts, now()
+                    )
+                _count(report, row, outcome, note)
+                continue
+            claim.contact = contact
             ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
             try:
                 result, error = claim.spec.run(ctx, claim.params), None
             except Exception as exc:  # a plugin's failure is retried, never fatal
                 result, error = None, exc
             with store.write() as tx:
-                current = tx.action(row.seq)
-                if current is None or (current.status, current.due_at, current.attempts) != (
-                    "pending",
-                    claim.lease_until,
-                    claim.attempts,
-                ):
+                if not _still_ours(tx, claim):
                     # The lease ran out and another worker took the row: it records it.
                     _count(report, row, "lost_lease", "the lease ran out before the outcome")
                     continue
                 with tx.savepoint():
                     outcome, note = self._record(tx, row, claim.contact, ctx, result, error, now())
             _count(report, row, outcome, note)
+
+    def _ask_again(
+        self, store: Store, claim: Claim, now: datetime
+    ) -> tuple[Contact | None, str | None]:
+        """The contact as committed now, and the policies' veto of the claimed action, if any.
+
+        Only vetoes count here (consent, suppression): a deferral was decided at the claim."""
+        reader = store.read()
+        row = claim.row
+        stored = reader.load_contacts([row.contact_id]).get(row.contact_id)
+        if stored is None:
+            return None, "the contact no longer exists"
+        contact = Contact.model_validate_json(stored)
+        answers = plugins.dispatch_policy(
+            action=row.action,
+            params=row.params,
+            contact=contact,
+            now=now,
+            db=reader.db,
+            entity=row.entity,
+            key=row.key,
+            ruleset=row.ruleset,
+            rule=row.rule,
+            in_flight=lambda: [],
+        )
+        vetoes = [a.reason for a in answers if isinstance(a, Veto)]
+        return contact, ("; ".join(vetoes) if vetoes else None)
 
     def _one(
         self, tx: StoreTransaction, row: OutboxRow, now: datetime, claims: list[Claim]
@@ -386,6 +426,16 @@ def _contact_loader(
         return Contact.model_validate_json(stored) if stored else None
 
     return load
+
+
+def _still_ours(tx: StoreTransaction, claim: Claim) -> bool:
+    """Whether the claimed row is still held by this worker's lease (not taken by another)."""
+    current = tx.action(claim.row.seq)
+    return current is not None and (current.status, current.due_at, current.attempts) == (
+        "pending",
+        claim.lease_until,
+        claim.attempts,
+    )
 
 
 def outcome_of(result: Any) -> str | None:

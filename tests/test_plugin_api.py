@@ -232,14 +232,16 @@ def test_an_anchor_on_a_plugin_entity_reaches_the_action_and_the_policy(tmp_path
         assert report.anchors_fired == 1 and report.dispatched.outcomes == {"done": 1}
         [sent] = credits_plugin.OUTSIDE
         assert sent["entity"] == "v-7"
-        [saw] = credits_plugin.POLICY_SAW
-        assert saw == {
+        # Asked at the claim, and again right before the send (on the contact as it is then).
+        expected = {
             "action": "credits.notify",
             "entity": "v-7",
             "key": sent["key"],
             "db": True,
             "rule": "voucher-expiring",
         }
+        saw = credits_plugin.POLICY_SAW
+        assert saw == [expected, expected]
 
 
 def test_documents_load_with_the_rulesets_and_report_problems_like_them(tmp_path, clock):

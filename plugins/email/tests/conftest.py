@@ -11,6 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes
@@ -33,6 +34,9 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     message: EmailMessage
+    #: time.monotonic() at MAIL FROM (the send began) and at the end of DATA (it arrived).
+    mail_at: float = 0.0
+    data_at: float = 0.0
 
 
 @dataclass
@@ -46,6 +50,12 @@ class Recorder:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     logins: list[tuple[str, str]] = field(default_factory=list)
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        session.mail_at = time.monotonic()
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
@@ -56,7 +66,15 @@ class Recorder:
         if self.data_replies:
             return self.data_replies.pop(0)
         message = message_from_bytes(envelope.content, policy=default)
-        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        self.messages.append(
+            Received(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                message,
+                getattr(session, "mail_at", 0.0),
+                time.monotonic(),
+            )
+        )
         return "250 Message accepted for delivery"
 
 
