@@ -5,6 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from clm_engine import ClmError
 from clm_engine.cli import cli
 from tests.helpers import event
 
@@ -234,3 +235,16 @@ def test_an_invalid_ruleset_stops_the_command_with_its_location(run, tmp_path):
         not (tmp_path / "clm.db").exists()
         or json.loads(run("report", "--json").output)["events"] == 0
     )
+
+
+def test_the_late_action_limit_is_set_from_the_environment(monkeypatch, tmp_path):
+    from datetime import timedelta
+
+    from clm_engine.cli.common import open_engine
+
+    monkeypatch.setenv("CLM_LATE_ACTION_LIMIT", "PT12H")
+    with open_engine(tmp_path / "clm.db", must_exist=False) as engine:
+        assert engine.late_action_limit == timedelta(hours=12)
+    monkeypatch.setenv("CLM_LATE_ACTION_LIMIT", "three days")
+    with pytest.raises(ClmError, match="not an ISO 8601 duration"):
+        open_engine(tmp_path / "clm.db", must_exist=False)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
+from ..conditions.values import parse_duration
 from ..engine import Engine
 from ..errors import ClmError
 
@@ -46,7 +49,7 @@ def open_engine(
             f"no database at {db_path}: ingest events first (clm ingest FILE --db {db_path}) "
             "or pass --db"
         )
-    engine = Engine(db_path)
+    engine = Engine(db_path, late_action_limit=late_action_limit())
     if rulesets:
         try:
             for warning in engine.load_rulesets(list(rulesets)):
@@ -55,6 +58,20 @@ def open_engine(
             engine.close()
             raise
     return engine
+
+
+def late_action_limit() -> timedelta:
+    """``$CLM_LATE_ACTION_LIMIT`` (an ISO 8601 duration such as ``P3D`` or ``PT12H``): how old
+    an occurrence may be for the external action of a late decision to still run (3 days)."""
+    text = os.environ.get("CLM_LATE_ACTION_LIMIT", "").strip()
+    if not text:
+        return timedelta(days=3)
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise ClmError(
+            f"CLM_LATE_ACTION_LIMIT={text!r} is not an ISO 8601 duration (like 'P3D' or 'PT12H')"
+        ) from None
 
 
 def money(value: Any) -> str:
