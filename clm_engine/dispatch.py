@@ -150,7 +150,7 @@ class Dispatcher:
                     )
                 _count(report, row, outcome, note)
                 continue
-            claim.contact = contact
+            claim.contact = contact or claim.contact  # None only comes with a veto
             ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
             try:
                 result, error = claim.spec.run(ctx, claim.params), None

@@ -162,7 +162,7 @@ class ContactFold:
             if event.id not in self.rederived_ids:
                 for name, handler in self.handlers(event.type):
                     self.failing = name
-                    handler(self.tx.db, contact, event)
+                    handler(self.tx.db, contact, event)  # type: ignore[call-arg,arg-type]  # Reducers types handlers as reducers
         if self.evaluate is None:
             return
         if not is_new and (self.judge_from is None or event.occurred_at < self.judge_from):
@@ -186,8 +186,8 @@ class ContactFold:
                 if rule.once_per or rule.cooldown:
                     self.log.record(fire)  # (again, if the re-judgement forgot it)
                 if rule.recomputable:  # its traces from the late event on are redone
-                    keys = [first[:-1] + str(i) for i in range(len(rule.actions))]
-                    self.out.traces.append(trace_of(fire, "fired", None, keys))
+                    kept = [first[:-1] + str(i) for i in range(len(rule.actions))]
+                    self.out.traces.append(trace_of(fire, "fired", None, kept))
                 return
             if not fire.matched and not is_new and not rule.recomputable:
                 return  # judged and traced when the event came
@@ -471,7 +471,7 @@ def _plan_rejudgement(
                 live[key] = (ruleset, rule_id, due_at)
         else:
             kept.add(key)
-    dropped = [e for e in stored_events if origins.get(e.id) in recomputable]  # type: ignore[arg-type]
+    dropped = [e for e in stored_events if origins.get(e.id or "") in recomputable]
     dropped_ids = {e.id for e in dropped}
     history = sorted(
         [e for e in stored_events if e.id not in dropped_ids] + new_events, key=_OCCURRED_AT
