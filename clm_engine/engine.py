@@ -283,6 +283,7 @@ class Engine:
             tx.replace_transitions(contact_id, folded.transitions)
             tx.delete_events(rejudged.dropped_events)
             tx.delete_traces(contact_id, sorted(rejudged.rules), rejudged.since)
+            tx.delete_fires(contact_id, sorted(rejudged.rules), rejudged.since)
             tx.redo_actions(rejudged.redone)
             if rejudged.retracted:
                 late_ids = ", ".join(e.id for e in contact_events[:3])  # type: ignore[misc]

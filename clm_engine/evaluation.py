@@ -234,7 +234,9 @@ class FireLog:
             self.fires[(ruleset, rule, contact_id, entity)].append((at, occurrence))
 
     def forget(self, contact_id: str, rules: set[tuple[str, str]], since: str) -> None:
-        """Drop a contact's fires of ``rules`` at or after ``since`` (here and in the store)."""
+        """Drop a contact's fires of ``rules`` at or after ``since``, in memory: the caller
+        deletes them from the store (``delete_fires``) once the contact's fold succeeded,
+        before ``flush`` writes the fires taken again."""
         self.load([contact_id])
         for key, fires in self.fires.items():
             if key[2] == contact_id and key[:2] in rules:
@@ -242,7 +244,6 @@ class FireLog:
         self.added = [
             f for f in self.added if not (f[0] == contact_id and f[1:3] in rules and f[5] >= since)
         ]
-        self.tx.delete_fires(contact_id, sorted(rules), since)
 
     def blocked(self, fire: Fire) -> str | None:
         """Why ``fire`` may not fire, given the fires before (and around) it; None if it may."""

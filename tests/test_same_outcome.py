@@ -269,3 +269,20 @@ def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
         assert engine.dispatch().outcomes == {"done": 1}
         assert engine.contact("c1").tags == ["later"]
         assert [t.decision for t in engine.store.traces("c1", rule="tag")] == ["fired"]
+
+
+def test_a_late_event_that_fails_leaves_the_limits_as_they_were(tmp_path):
+    rules = tmp_path / "once.json"
+    rules.write_text(
+        """{"ruleset": "once", "version": 1, "rules": [
+          {"id": "first-visit", "when": {"event": "page.viewed"},
+           "then": [{"action": "tag.add", "with": {"tag": "visited"}}],
+           "limit": {"once_per": "contact"}}]}"""
+    )
+    with Engine(tmp_path / "clm.db", clock=VirtualClock(CLOCK_START), rulesets=[rules]) as engine:
+        engine.ingest(event("c1", "page.viewed", "2026-03-02"))
+        result = engine.ingest_many([event("c1", "purchase", "2026-03-01")])  # no amount: fails
+        assert len(result.failed) == 1
+        engine.ingest(event("c1", "page.viewed", "2026-03-03"))
+        decisions = [t.decision for t in engine.store.traces("c1", rule="first-visit")]
+        assert sorted(decisions) == ["blocked_by_limit", "fired"]  # once, as before the failure
