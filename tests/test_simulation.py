@@ -261,9 +261,9 @@ def test_dispatching_between_due_times_gives_what_a_full_tick_every_step_gives(h
     start, end = datetime(2026, 5, 3, 7, tzinfo=UTC), datetime(2026, 5, 24, tzinfo=UTC)
     fast = simulate(rulesets, history, start=start, end=end)
     paths = [str(path) for path in rulesets]
-    step = timedelta(hours=1)
+    step = timedelta(hours=1)  # simulate's default
     with read_events(history) as events:  # Engine.tick() at every stop: the reference
-        slow = replay(paths, events, start, end, step, None, None, "x.db", None, full_ticks=True)
+        slow = replay(paths, events, start=start, end=end, step=step, full_ticks=True)
     assert slow.scheduler_counts["full_ticks"] == slow.ticks  # Engine.tick() at every stop
     assert fast.scheduler_counts["full_ticks"] < slow.ticks / 4
     assert fast.per_rule == slow.per_rule

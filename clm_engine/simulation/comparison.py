@@ -107,8 +107,8 @@ def compare(
     with opened(events) as history:
         for side, paths in (("old", old_paths), ("new", new_paths)):
             report = None if progress is None else (lambda at, side=side: progress(side, at))
-            name = f"{side}.db"
-            results.append(replay(paths, history, start, end, step, db, keep, name, report))
+            window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
+            results.append(replay(paths, history, **window, name=f"{side}.db", progress=report))
     return _diff(*results)
 
 

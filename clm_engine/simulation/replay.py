@@ -67,23 +67,25 @@ def simulate(
     paths = ruleset_paths(rulesets)
     validate(paths)
     with opened(events) as history:
-        return replay(paths, history, start, end, step, db, keep, "simulation.db", progress)
+        return replay(
+            paths, history, start=start, end=end, step=step, db=db, keep=keep, progress=progress
+        )
 
 
 def replay(
     paths: list[str],
     history: EventHistory,
+    *,
     start: datetime,
     end: datetime,
     step: timedelta,
-    db: str | os.PathLike[str] | None,
-    keep: str | os.PathLike[str] | None,
-    name: str,
-    progress: Callable[[datetime], None] | None,
-    *,
+    db: str | os.PathLike[str] | None = None,
+    keep: str | os.PathLike[str] | None = None,
+    name: str = "simulation.db",
+    progress: Callable[[datetime], None] | None = None,
     full_ticks: bool = False,
 ) -> SimulationResult:
-    """One run in a scratch store named ``name`` (checked arguments; ``simulate`` checks).
+    """One run in a scratch store named ``name``, with arguments ``simulate`` has checked.
 
     ``full_ticks`` runs a full ``Engine.tick()`` at every stop instead of only what is due:
     slower, and the reference that the shortcuts are tested against.
