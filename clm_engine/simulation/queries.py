@@ -1,16 +1,15 @@
 """The questions a simulation asks its scratch store that the ``Store`` protocol does not answer.
 
-A simulation counts what the engine decided from the store itself (traces and outbox rows
-written during the run), and watches the timezones of the contacts a batch touched. Those four
-queries are the only SQL in this package; each is a candidate for a method of the store (they
-are written against ``SQLiteStore``, which a scratch store always is: it is a SQLite file,
-whatever store a live engine uses).
+A simulation counts what the engine decided from the store itself: the traces and outbox rows
+written during the run, after those a copied store already held. These three queries are the
+only SQL in this package; each is a candidate for a method of the ``Store`` protocol (they are
+written against ``SQLiteStore``, which a scratch store always is: a SQLite file, whatever
+store a live engine uses).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from ..store import Store
 from ..store.sqlite import SQLiteStore
@@ -47,13 +46,3 @@ def actions_since(store: Store, seq: int) -> Iterator[tuple[str, str, str, str, 
         "WHERE seq > ? GROUP BY 1, 2, 3, 4",
         [seq],
     )
-
-
-def timezones_of(store: Store, contact_ids: Iterable[str]) -> set[str]:
-    """The timezones of these contacts."""
-    ids = json.dumps(sorted(set(contact_ids)))
-    rows = _sqlite(store).conn.execute(
-        "SELECT DISTINCT timezone FROM contacts WHERE id IN (SELECT value FROM json_each(?))",
-        [ids],
-    )
-    return {zone for (zone,) in rows}

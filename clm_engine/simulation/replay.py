@@ -209,13 +209,12 @@ class _Replay:
             if newest > clock.now():
                 clock.set(newest)  # rules judge each event at its own time; the rest is "now"
             result = engine.ingest_many(batch)
-            touched = {event.contact_id for event in batch}
-            plan.ingested(touched)
+            plan.ingested()
             counts["replayed"] += len(batch)
             counts["ingested"] += result.ingested
             counts["duplicates"] += result.duplicates
             counts["failed"] += len(result.failed)
-            contacts.update(touched)
+            contacts.update(event.contact_id for event in batch)
             for failure in result.failed[: max(0, 20 - len(self.notes))]:
                 self.notes.append(
                     f"event {failure.event.id} was not applied: reducer {failure.reducer} "

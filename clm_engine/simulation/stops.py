@@ -9,7 +9,6 @@ checks that the shortcut gives exactly what a full tick at every stop gives.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,7 +18,6 @@ from ..dispatch import DispatchReport
 from ..engine import Engine
 from ..models import ScheduleTrigger, utc_text
 from ..rules import CompiledRule
-from . import queries
 from .window import ONE_TICK
 
 
@@ -99,14 +97,16 @@ class TickPlan:
     def anchor_due(self, now: datetime) -> bool:
         return bool(self.engine.store.read().due_anchors(utc_text(now), 1))
 
-    def ingested(self, contact_ids: Iterable[str]) -> None:
-        """Note the timezones of the contacts a batch touched: a new one needs a full tick."""
+    def ingested(self) -> None:
+        """After a batch: a timezone no contact had before needs a full tick (the scheduler
+        starts that zone's clock at its next tick). The store lists the zones in one index
+        seek per zone, so asking after every batch costs little."""
         if not self.by_contact_zone:
             return
-        for zone in queries.timezones_of(self.engine.store, contact_ids):
-            if zone not in self.zones:
-                self.zones.add(zone)
-                self.new_zone = True
+        zones = set(self.engine.store.read().contact_timezones())
+        if not zones <= self.zones:
+            self.zones |= zones
+            self.new_zone = True
 
     def ticked(self, now: datetime) -> None:
         """After a tick at ``now``: move on every schedule's next slot that it has passed."""
