@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import ClmError, RulesetError
+from ..rulesets.problems import RulesetValidationError
 from ..simulation import (
     Comparison,
     EventHistory,
@@ -165,9 +166,9 @@ def _ruleset_errors(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except RulesetError as error:
-        problems = getattr(error, "problems", None)
-        if not problems:
+        if not isinstance(error, RulesetValidationError) or not error.problems:
             raise ClmError(str(error).splitlines()[0]) from None
+        problems = error.problems
         files = sorted({p.file for p in problems})
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         raise ClmError(

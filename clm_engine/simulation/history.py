@@ -38,7 +38,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -151,11 +151,9 @@ class EventHistory:
         try:
             yield Window(records, start, end)
         finally:
-            close = getattr(records, "close", None)
-            if close is not None:
-                close()
+            records.close()  # the sorted file, if the window was left before its end
 
-    def _records(self) -> Iterator[bytes]:
+    def _records(self) -> Generator[bytes, None, None]:
         self.sort()
         if self._memory is not None:
             yield from self._memory
