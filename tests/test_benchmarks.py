@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 PRINTS = {
     "ingest.py": ["-> OK", "events/s"],
     "evaluate.py": ["clm-engine (prebuilt contexts)", "zen-engine"],
-    "simulate.py": ["simulated days/s", "fires:"],
+    "simulate.py": ["simulated days/s", "fires:", "peak RSS by history length", "ratio 4x/1x"],
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
 }

@@ -17,6 +17,7 @@ from clm_engine import Engine, VirtualClock, hookimpl
 from clm_engine.cli import cli
 from clm_engine.plugins import pm
 from clm_engine.simulation import (
+    EventHistory,
     SimulationError,
     compare,
     parse_step,
@@ -24,6 +25,7 @@ from clm_engine.simulation import (
     read_events,
     simulate,
 )
+from clm_engine.simulation.replay import replay
 from clm_engine.synthetic import generate_events, write_jsonl
 from tests.helpers import event
 
@@ -31,7 +33,6 @@ pytestmark = pytest.mark.usefixtures("example_plugins")  # the examples use the 
 EXAMPLES = Path(__file__).resolve().parent.parent / "rulesets"
 MAY = datetime(2026, 5, 1, tzinfo=UTC)
 JUNE = datetime(2026, 6, 1, tzinfo=UTC)
-HAS_TICK = hasattr(Engine, "tick")
 
 
 @pytest.fixture(scope="module")
@@ -150,22 +151,6 @@ def test_a_delayed_action_runs_at_its_simulated_time_in_the_right_week(tmp_path)
     assert "2026-05-11T10:00:00" <= finished_at <= "2026-05-11T11:00:00"
 
 
-def test_without_tick_dispatch_runs_the_delays_and_the_timed_rules_are_named(tmp_path, monkeypatch):
-    """On an engine without ``tick()`` (older, or a host's own), delays still come due."""
-    monkeypatch.delattr(Engine, "tick", raising=False)
-    rules = [DELAYED, {**TIMED[2], "id": "never-run"}]
-    rulesets = write_ruleset(tmp_path / "rules", "orders", rules)
-    events = [
-        event("c1", "signup", "2026-05-06"),
-        event("c1", "purchase", "2026-05-08T10:00:00Z", amount=150, order_id="o1"),
-    ]
-    result = simulate(rulesets, events, start=MAY, end=JUNE)
-    assert result.scheduler == "dispatch"
-    assert result.per_rule["orders/thank-big-spenders"]["actions_by_week"] == {"2026-W20": 1}
-    assert any("no tick()" in note and "1 schedule" in note for note in result.notes)
-
-
-@pytest.mark.skipif(not HAS_TICK, reason="Engine.tick() (anchors and schedules) not there yet")
 def test_anchors_and_schedules_run_at_their_simulated_times(tmp_path):
     rules = [
         {
@@ -188,12 +173,9 @@ def test_anchors_and_schedules_run_at_their_simulated_times(tmp_path):
     digest = result.per_rule["timed/monday-digest"]
     # Mondays at 9: c1 on May 11, 18, 25; c2 (from the 19th) on May 25.
     assert digest["by_week"] == {"2026-W20": 1, "2026-W21": 1, "2026-W22": 2}
-    assert result.scheduler == "tick"
 
 
 def test_a_slot_at_the_very_start_runs_and_one_at_the_end_does_not(tmp_path):
-    if not HAS_TICK:
-        pytest.skip("Engine.tick() (schedules) not there yet")
     rules = [
         {
             "id": "monday-midnight",
@@ -209,8 +191,6 @@ def test_a_slot_at_the_very_start_runs_and_one_at_the_end_does_not(tmp_path):
 
 
 def test_a_slot_between_two_steps_sees_the_events_before_it_and_no_later(tmp_path):
-    if not HAS_TICK:
-        pytest.skip("Engine.tick() (schedules) not there yet")
     rules = [
         {
             "id": "no-order-yet",
@@ -230,8 +210,6 @@ def test_a_slot_between_two_steps_sees_the_events_before_it_and_no_later(tmp_pat
 
 
 def test_schedules_in_the_copied_contacts_timezones_run_at_their_slots(tmp_path):
-    if not HAS_TICK:
-        pytest.skip("Engine.tick() (schedules) not there yet")
     rules = [
         {
             "id": "monday-9-local",
@@ -276,20 +254,16 @@ TIMED = [
 ]
 
 
-@pytest.mark.skipif(not HAS_TICK, reason="Engine.tick() (anchors and schedules) not there yet")
-def test_dispatching_between_due_times_gives_what_a_full_tick_every_step_gives(
-    history, tmp_path, monkeypatch
-):
+def test_dispatching_between_due_times_gives_what_a_full_tick_every_step_gives(history, tmp_path):
     """The shortcuts (dispatch alone when nothing else is due; anchors without schedules when
     no slot is) give exactly what ``Engine.tick()`` at every step gives."""
     rulesets = [EXAMPLES, write_ruleset(tmp_path / "rules", "sim-test-timed", TIMED)]
     start, end = datetime(2026, 5, 3, 7, tzinfo=UTC), datetime(2026, 5, 24, tzinfo=UTC)
     fast = simulate(rulesets, history, start=start, end=end)
-    from clm_engine import simulation
-
-    monkeypatch.setattr(simulation._TickPlan, "full_tick_due", lambda self, now: True)
-    monkeypatch.setattr(simulation._TickPlan, "schedules_due", lambda self, now: True)  # full
-    slow = simulate(rulesets, history, start=start, end=end)
+    paths = [str(path) for path in rulesets]
+    step = timedelta(hours=1)  # simulate's default
+    with read_events(history) as events:  # Engine.tick() at every stop: the reference
+        slow = replay(paths, events, start=start, end=end, step=step, full_ticks=True)
     assert slow.scheduler_counts["full_ticks"] == slow.ticks  # Engine.tick() at every stop
     assert fast.scheduler_counts["full_ticks"] < slow.ticks / 4
     assert fast.per_rule == slow.per_rule
@@ -336,28 +310,6 @@ def test_external_actions_are_recorded_as_simulated_never_run(history, tmp_path)
     assert Mailer.sent == []
     assert result.per_rule["mail/welcome"]["fired"] == 50
     assert result.actions == {"simulated": 50}
-
-
-def test_an_engine_that_cannot_hold_external_actions_back_refuses_to_simulate(
-    history, tmp_path, monkeypatch
-):
-    from clm_engine import simulation
-
-    monkeypatch.setattr(simulation, "_supports_dry_run", lambda: False)
-    Mailer.sent = []
-    pm.register(Mailer(), name="mailer")
-    try:
-        welcome = {
-            "id": "welcome",
-            "when": {"event": "signup"},
-            "then": [{"action": "mail.send", "with": {"template": "welcome"}}],
-        }
-        rulesets = write_ruleset(tmp_path / "rules", "mail", [welcome])
-        with pytest.raises(SimulationError, match="refusing to simulate rather than risk"):
-            simulate(rulesets, history, start=MAY, end=JUNE)
-    finally:
-        pm.unregister(name="mailer")
-    assert Mailer.sent == []
 
 
 def test_the_real_store_is_copied_never_touched(history, tmp_path):
@@ -665,3 +617,67 @@ def test_steps_and_dates_parse_as_documented():
     assert parse_when("2026-05-01T02:00:00+02:00") == MAY
     with pytest.raises(SimulationError, match="before --to"):
         simulate(EXAMPLES, [], start=JUNE, end=MAY)
+
+
+# -- the history -----------------------------------------------------------------------------
+
+
+def test_a_history_larger_than_a_run_is_sorted_on_disk_stably_and_cleaned_up(history, tmp_path):
+    """Runs of a few KB, merged two at a time over several rounds, give the order an in-memory
+    stable sort gives; bad lines keep their numbers; the temporary files go on close."""
+    lines = history.read_text().splitlines()
+    shuffled = lines[::-1]  # every event late, and ties reversed
+    shuffled.insert(7, "not json")
+    shuffled.insert(20, "")
+    path = tmp_path / "shuffled.jsonl"
+    path.write_text("\n".join(shuffled) + "\n")
+    expected = sorted(
+        (e for e in read_events(path).events), key=lambda e: e.occurred_at
+    )  # the in-memory path: one run
+    with read_events(path, run_bytes=4096, fan_in=2) as spilled:
+        assert spilled.count == len(lines) and spilled._memory is None  # on disk
+        assert [e.id for e in spilled.events] == [e.id for e in expected]
+        assert spilled.rejected == [(8, spilled.rejected[0][1])] and spilled.rejected_count == 1
+        folder = Path(spilled._folder)
+        assert len(list(folder.iterdir())) == 1  # the runs merged into one file
+        with spilled.window(MAY + timedelta(days=10), MAY + timedelta(days=20)) as window:
+            taken = window.take_until(MAY + timedelta(days=15))
+            taken += window.take_until(JUNE)
+            window.finish()
+        inside = [e for e in expected if MAY + timedelta(days=10) <= e.occurred_at]
+        inside = [e for e in inside if e.occurred_at < MAY + timedelta(days=20)]
+        assert [e.id for e in taken] == [e.id for e in inside]
+        assert window.skipped_before + window.taken + window.skipped_after == len(lines)
+    assert not folder.exists()
+
+
+def test_a_simulation_from_a_history_sorted_on_disk_decides_the_same(history, tmp_path):
+    in_memory = simulate(EXAMPLES, history, start=MAY, end=JUNE)
+    with read_events(history, run_bytes=8192, fan_in=3) as spilled:
+        on_disk = simulate(EXAMPLES, spilled, start=MAY, end=JUNE)
+        assert spilled._memory is None
+    assert on_disk.per_rule == in_memory.per_rule
+    assert on_disk.events == in_memory.events
+    assert on_disk.fires_by_contact == in_memory.fires_by_contact
+
+
+def test_items_of_any_kind_make_a_history_read_once_when_first_used():
+    items = iter(
+        [
+            event("c1", "signup", "2026-05-03"),
+            '{"contact_id": "c2", "type": "signup", "occurred_at": "2026-05-02T00:00:00Z"}',
+            {"contact_id": "c3"},
+        ]
+    )
+    history = EventHistory.from_items(items)
+    assert next(items, None) is not None  # nothing read yet: the iterator is still full
+    history = EventHistory.from_items(
+        [
+            event("c1", "signup", "2026-05-03"),
+            '{"contact_id": "c2", "type": "signup", "occurred_at": "2026-05-02T00:00:00Z"}',
+            {"contact_id": "c3"},
+        ]
+    )
+    assert [e.contact_id for e in history.events] == ["c2", "c1"]
+    assert history.rejected_count == 1 and history.rejected[0][0] == 3
+    assert (history.read, history.count) == (3, 2)

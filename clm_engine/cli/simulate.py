@@ -23,6 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import ClmError, RulesetError
+from ..rulesets.problems import RulesetValidationError
 from ..simulation import (
     Comparison,
     EventHistory,
@@ -129,35 +130,35 @@ def simulate(
     if start >= end:
         raise ClmError(f"--from {start_text} must be before --to {end_text}")
     step = parse_step(step_text)
-    history = read_events(Path(events_path))
-    show = not as_json and errors.is_terminal
     window = {"start": start, "end": end, "db": db_path, "step": step, "keep": keep_dir}
-    if compare_dirs:
-        old, new = compare_dirs
-        with _progress(show, start, end, ("old", "new")) as report:
-            comparison = _ruleset_errors(
-                lambda: compare(old, new, history, **window, progress=report)
-            )
-        if as_json:
-            print_json(comparison.as_dict())
+    show = not as_json and errors.is_terminal
+    # Read (and sorted on disk) when the rulesets have been validated; its files removed after.
+    with read_events(Path(events_path)) as history:
+        if compare_dirs:
+            old, new = compare_dirs
+            with _progress(show, start, end, ("old", "new")) as report:
+                comparison = _ruleset_errors(
+                    lambda: compare(old, new, history, **window, progress=report)
+                )
+            if as_json:
+                print_json(comparison.as_dict())
+            else:
+                _print_comparison(comparison, old, new)
         else:
-            _print_comparison(comparison, old, new, history)
+            with _progress(show, start, end, ("simulating",)) as report:
+                result = _ruleset_errors(
+                    lambda: run_simulation(
+                        list(ruleset_paths),
+                        history,
+                        **window,
+                        progress=lambda at: report("simulating", at),
+                    )
+                )
+            if as_json:
+                print_json(result.as_dict())
+            else:
+                _print_result(result, ruleset_paths)
         _exit_on_rejected(history)
-        return
-    with _progress(show, start, end, ("simulating",)) as report:
-        result = _ruleset_errors(
-            lambda: run_simulation(
-                list(ruleset_paths),
-                history,
-                **window,
-                progress=lambda at: report("simulating", at),
-            )
-        )
-    if as_json:
-        print_json(result.as_dict())
-    else:
-        _print_result(result, ruleset_paths)
-    _exit_on_rejected(history)
 
 
 def _ruleset_errors(run: Callable[[], Any]) -> Any:
@@ -165,9 +166,9 @@ def _ruleset_errors(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except RulesetError as error:
-        problems = getattr(error, "problems", None)
-        if not problems:
+        if not isinstance(error, RulesetValidationError) or not error.problems:
             raise ClmError(str(error).splitlines()[0]) from None
+        problems = error.problems
         files = sorted({p.file for p in problems})
         count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
         raise ClmError(
@@ -178,9 +179,9 @@ def _ruleset_errors(run: Callable[[], Any]) -> Any:
 
 def _exit_on_rejected(history: EventHistory) -> None:
     """As ``clm ingest`` does: lines that are not events make the run exit 1, after the report."""
-    if not history.rejected:
+    count = history.rejected_count
+    if not count:
         return
-    count = len(history.rejected)
     errors.print(
         f"{count:,} line{'s' if count != 1 else ''} of {history.source} "
         f"{'are' if count != 1 else 'is'} not events and were left out:",
@@ -396,9 +397,7 @@ def _what_changed(rule: dict[str, Any]) -> str:
     return ""
 
 
-def _print_comparison(
-    comparison: Comparison, old_label: str, new_label: str, history: EventHistory
-) -> None:
+def _print_comparison(comparison: Comparison, old_label: str, new_label: str) -> None:
     old, new = comparison.old, comparison.new
     summary = comparison.summary()
     console.print(
