@@ -188,6 +188,12 @@ def test_the_outbox_from_enqueue_to_done(store):
     statuses = {r.key: r.status for r in store.actions_for("c1")}
     assert statuses == {"a": "done", "b": "retracted", "done": "skipped"}
     assert store.rules_summary()[0]["actions"] == {"done": 1, "retracted": 1, "skipped": 1}
+    assert sorted(store.read().actions_since(0)) == [
+        ("rs", "r", "done", "2026-03-01", 1),
+        ("rs", "r", "retracted", "2026-03-02", 1),  # b was rescheduled to the 2nd
+        ("rs", "r", "skipped", "2026-03-01", 1),
+    ]
+    assert store.read().high_water()[1] == 3
 
 
 def test_traces_are_kept_read_and_redone(store):
@@ -200,6 +206,7 @@ def test_traces_are_kept_read_and_redone(store):
     with store.write() as tx:
         tx.delete_traces("c1", [("rs", "r")], "2026-03-02")
     assert [t.occurrence for t in store.traces("c1", rule="r")] == ["e1"]
+    assert [d[2] for d in store.read().decisions_since(0)] == ["fired"]
 
 
 def test_ruleset_versions_are_recorded_once_by_content(store):

@@ -15,7 +15,6 @@ One module per job:
 * ``scratch``: where the scratch store lives, and copying a real store there read-only;
 * ``report``: the result, counted from the scratch store's traces and outbox;
 * ``comparison``: two versions over the same history, rule by rule, and ``compare()``;
-* ``queries``: the few questions to the scratch store that the ``Store`` protocol lacks.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ from typing import Any
 from .. import plugins
 from ..clock import VirtualClock
 from ..engine import Engine
-from . import queries
 from .history import EventHistory, Window, as_history
 from .report import SimulationResult, count_results, ruleset_list, step_notes, weeks_of
 from .scratch import Scratch, copy_store
@@ -164,7 +163,7 @@ class _Replay:
         engine = Engine(self.scratch.path, clock=clock, dry_run_external=True)
         with engine:
             self.notes.extend(engine.load_rulesets(self.paths))
-            base = queries.high_water(engine.store)
+            base = engine.store.read().high_water()
             self.notes.extend(step_notes(timed_rules(engine), self.step))
             plan = TickPlan(engine, full_ticks=self.full_ticks)
             with self.history.window(self.start, self.end) as window:

@@ -25,7 +25,6 @@ from ..models import (
     duration_to_timedelta,
 )
 from ..rules import CompiledRule
-from . import queries
 from .window import ONE_TICK
 
 _STATUS_ORDER = ("done", "simulated", "skipped", "vetoed", "dead", "pending")
@@ -135,9 +134,7 @@ def count_results(
         return found
 
     base_trace, base_outbox = base
-    for ruleset, rule, decision, contact_id, day in queries.decisions_since(
-        engine.store, base_trace
-    ):
+    for ruleset, rule, decision, contact_id, day in engine.store.read().decisions_since(base_trace):
         item = entry(ruleset, rule)
         if decision == "fired":
             item["fired"] += 1
@@ -149,7 +146,7 @@ def count_results(
         elif decision == "error":
             item["errors"] += 1
     totals: Counter[str] = Counter()
-    for ruleset, rule, status, day, count in queries.actions_since(engine.store, base_outbox):
+    for ruleset, rule, status, day, count in engine.store.read().actions_since(base_outbox):
         item = entry(ruleset, rule)
         item["actions"][status] = item["actions"].get(status, 0) + count
         totals[status] += count

@@ -246,6 +246,20 @@ class StoreTransaction(Protocol):
         """The sets loaded, the latest first: id, hash, summary, when, and their files."""
         ...
 
+    def high_water(self) -> tuple[int, int]:
+        """The newest trace id and outbox seq: what a store held before a run (a backtest
+        counts what came after)."""
+        ...
+
+    def decisions_since(self, trace_id: int) -> Iterator[tuple[str, str, str, str, str]]:
+        """``(ruleset, rule, decision, contact_id, day)`` of every trace after ``trace_id`` that
+        is not a plain ``no_match``, streamed (``day`` is the occurrence's ``YYYY-MM-DD``)."""
+        ...
+
+    def actions_since(self, seq: int) -> Iterator[tuple[str, str, str, str, int]]:
+        """``(ruleset, rule, status, due day, count)`` of the outbox rows after ``seq``."""
+        ...
+
     def set_status(self, key: str, value: Any, at: str) -> None:
         """What a running engine says about itself (``clm status``), by key."""
         ...

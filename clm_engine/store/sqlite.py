@@ -790,6 +790,30 @@ class SQLiteTransaction:
             found.append(entry)
         return found
 
+    def high_water(self) -> tuple[int, int]:
+        """The newest trace id and outbox seq: what a store held before a run (a backtest
+        counts what came after)."""
+        trace = self.conn.execute("SELECT coalesce(max(id), 0) FROM traces").fetchone()[0]
+        outbox = self.conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+        return trace, outbox
+
+    def decisions_since(self, trace_id: int) -> Iterator[tuple[str, str, str, str, str]]:
+        """``(ruleset, rule, decision, contact_id, day)`` of every trace after ``trace_id`` that
+        is not a plain ``no_match``, streamed (``day`` is the occurrence's ``YYYY-MM-DD``)."""
+        yield from self.conn.execute(
+            "SELECT ruleset, rule, decision, contact_id, substr(at, 1, 10) FROM traces "
+            "WHERE id > ? AND decision != 'no_match'",
+            [trace_id],
+        )
+
+    def actions_since(self, seq: int) -> Iterator[tuple[str, str, str, str, int]]:
+        """``(ruleset, rule, status, due day, count)`` of the outbox rows after ``seq``."""
+        yield from self.conn.execute(
+            "SELECT ruleset, rule, status, substr(due_at, 1, 10), count(*) FROM outbox "
+            "WHERE seq > ? GROUP BY 1, 2, 3, 4",
+            [seq],
+        )
+
     def set_status(self, key: str, value: Any, at: str) -> None:
         """What a running engine says about itself (``clm status``), by key."""
         self.conn.execute(
