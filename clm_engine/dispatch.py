@@ -177,18 +177,7 @@ class Dispatcher:
         if stored is None:
             return None, "the contact no longer exists"
         contact = Contact.model_validate_json(stored)
-        answers = plugins.dispatch_policy(
-            action=row.action,
-            params=row.params,
-            contact=contact,
-            now=now,
-            db=reader.db,
-            entity=row.entity,
-            key=row.key,
-            ruleset=row.ruleset,
-            rule=row.rule,
-            in_flight=lambda: [],
-        )
+        answers = ask_policies(row, contact, now, reader.db, in_flight=list)
         vetoes = [a.reason for a in answers if isinstance(a, Veto)]
         return contact, ("; ".join(vetoes) if vetoes else None)
 
@@ -216,17 +205,8 @@ class Dispatcher:
         if stored is None:
             return finish("skipped", "the contact no longer exists")
         contact = Contact.model_validate_json(stored)
-        answers = plugins.dispatch_policy(
-            action=row.action,
-            params=row.params,
-            contact=contact,
-            now=now,
-            db=tx.db,
-            entity=row.entity,
-            key=row.key,
-            ruleset=row.ruleset,
-            rule=row.rule,
-            in_flight=lambda: tx.claimed_actions(row.contact_id, utc_text(now)),
+        answers = ask_policies(
+            row, contact, now, tx.db, lambda: tx.claimed_actions(row.contact_id, utc_text(now))
         )
         vetoes = [a.reason for a in answers if isinstance(a, Veto)]
         if vetoes:
@@ -426,6 +406,31 @@ def _contact_loader(
         return Contact.model_validate_json(stored) if stored else None
 
     return load
+
+
+def ask_policies(
+    row: OutboxRow | Mapping[str, Any],
+    contact: Contact,
+    now: datetime,
+    db: Any,
+    in_flight: Callable[[], list[OutboxRow]],
+) -> list[Any]:
+    """Every dispatch policy's answer about running this row's action for ``contact`` now.
+
+    ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
+    fields = row if isinstance(row, Mapping) else vars(row)
+    return plugins.dispatch_policy(
+        action=fields["action"],
+        params=fields["params"],
+        contact=contact,
+        now=now,
+        db=db,
+        entity=fields["entity"],
+        key=fields["key"],
+        ruleset=fields["ruleset"],
+        rule=fields["rule"],
+        in_flight=in_flight,
+    )
 
 
 def _still_ours(tx: StoreTransaction, claim: Claim) -> bool:

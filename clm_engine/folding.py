@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from . import plugins
 from .dispatch import (
     MAX_CHAIN_DEPTH,
     action_context,
+    ask_policies,
     emitted_event_id,
     follow_up_row,
     outcome_of,
@@ -219,17 +219,8 @@ class ContactFold:
             row.update(status="dead", note=note, finished_at=self.recorded_at)
             return
         contact, tx, key = self.contact, self.tx, row["key"]
-        answers = plugins.dispatch_policy(
-            action=row["action"],
-            params=row["params"],
-            contact=contact,
-            now=fire.at,
-            db=tx.db,
-            entity=row["entity"],
-            key=key,
-            ruleset=row["ruleset"],
-            rule=row["rule"],
-            in_flight=lambda: tx.claimed_actions(contact.id, utc_text(fire.at)),
+        answers = ask_policies(
+            row, contact, fire.at, tx.db, lambda: tx.claimed_actions(contact.id, utc_text(fire.at))
         )
         vetoes = [a.reason for a in answers if isinstance(a, Veto)]
         if vetoes:
