@@ -96,8 +96,10 @@ def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]
 def register_operators(register: Callable[..., None]) -> None:
     """Contribute condition operators (the ``op`` of a leaf).
 
-    Call ``register(name, test, *, prepare=None, accepts_missing=False, description="")``.
-    ``test(fact_value, value)``
+    Call ``register(name, test, *, prepare=None, accepts_missing=False, description="",
+    fact_types=None, check=None)``. ``fact_types`` names the fact types it can test (``clm
+    validate`` refuses it on another; ``docs/plugin-hooks.md``), ``check`` judges a value
+    against a fact's type at load. ``test(fact_value, value)``
     returns a bool; it is never called with a missing fact (a missing fact makes a leaf false,
     except for operators registered with ``accepts_missing=True``). ``prepare(value)``, if
     given, runs once when a ruleset loads: it turns the ruleset's ``value`` into what ``test``
@@ -112,7 +114,9 @@ def register_operators(register: Callable[..., None]) -> None:
 def register_facts(register: Callable[..., None]) -> None:
     """Contribute computed facts that conditions can read.
 
-    Call ``register(name, compute, *, description="")``. ``name`` is a dotted path such as
+    Call ``register(name, compute, *, type="any", description="")``: ``type`` is the value's
+    type (number, text, boolean, time, list, mapping, dates; ``any`` is not checked), against
+    which ``clm validate`` checks conditions. ``name`` is a dotted path such as
     ``"contact.days_since_signup"``; ``compute(ctx, **args)`` receives a
     :class:`clm_engine.types.FactContext` and the leaf's ``args`` and returns the value, or
     ``clm_engine.types.MISSING``. It is called at most once per contact per evaluation (the
@@ -126,14 +130,17 @@ def register_facts(register: Callable[..., None]) -> None:
 def register_actions(register: Callable[..., None]) -> None:
     """Contribute actions that rules can call in ``then``.
 
-    Call ``register(name, run, params, *, description="", external=False, simulate=None)``. Say
+    Call ``register(name, run, params, *, description="", external=False, simulate=None,
+    pure=False)``. ``pure=True``: ``run`` only reads the contact and emits events about it, so a
+    late event's re-judgement may recompute or retract its decisions. Say
     ``external=True`` for an action that reaches outside the engine (an email, a webhook): it
     runs outside the write lock, and simulations record it instead of running it, or run
     ``simulate(ctx, params)`` if given: in the transaction, reaching nothing outside, emitting
     what ``run`` would, so a backtest sees its effects (a frequency cap counting sends).
     ``params`` is a pydantic model (declare ``model_config = ConfigDict(extra="forbid")``) that
-    validates the rule's ``with`` when the ruleset loads. ``run(ctx, params)`` runs when the
-    action is dispatched; ``ctx`` gives the contact, the idempotency key and ``ctx.emit(type,
+    validates the rule's ``with`` when the ruleset loads. ``run(ctx, params)`` runs inline while
+    its event is ingested (an internal action with no ``after``) or when it is dispatched;
+    ``ctx`` gives the contact, the idempotency key and ``ctx.emit(type,
     properties)`` for effects on contact state, which commit together with the action being
     marked done. ``run`` may raise: the action is retried with backoff, then dead-lettered; the
     engine goes on.
