@@ -178,8 +178,8 @@ class Dispatcher:
             return None, "the contact no longer exists"
         contact = Contact.model_validate_json(stored)
         answers = ask_policies(row, contact, now, reader.db, in_flight=list)
-        vetoes = [a.reason for a in answers if isinstance(a, Veto)]
-        return contact, ("; ".join(vetoes) if vetoes else None)
+        verdict = verdict_of(answers)
+        return contact, (verdict.note if verdict is not None and verdict.until is None else None)
 
     def _one(
         self, tx: StoreTransaction, row: OutboxRow, now: datetime, claims: list[Claim]
@@ -208,17 +208,14 @@ class Dispatcher:
         answers = ask_policies(
             row, contact, now, tx.db, lambda: tx.claimed_actions(row.contact_id, utc_text(now))
         )
-        vetoes = [a.reason for a in answers if isinstance(a, Veto)]
-        if vetoes:
-            return finish("vetoed", "; ".join(vetoes))
-        defers = [a for a in answers if isinstance(a, Defer)]
-        if defers:
-            latest = max(defers, key=lambda d: d.until)
-            note = f"deferred to {utc_text(latest.until)[:19]}Z: {latest.reason}"
+        verdict = verdict_of(answers)
+        if verdict is not None and verdict.until is None:
+            return finish("vetoed", verdict.note)
+        if verdict is not None:
             tx.reschedule_action(
-                row.seq, due_at=utc_text(latest.until), note=note, attempts=row.attempts
+                row.seq, due_at=utc_text(verdict.until), note=verdict.note, attempts=row.attempts
             )
-            return "deferred", note
+            return "deferred", verdict.note
         try:
             params = spec.params.model_validate(row.params)
         except ValidationError as error:
@@ -296,24 +293,20 @@ class Dispatcher:
         self, tx: StoreTransaction, row: OutboxRow, attempts: int, error: Exception, now: datetime
     ) -> tuple[str, str | None]:
         """Retry with exponential backoff, or dead-letter after ``max_attempts``."""
-        reason = f"{type(error).__name__}: {error}"
-        if attempts >= self.max_attempts:
-            note = f"failed {attempts} times; last: {reason}"
+        retry_at, note = failure_of(
+            attempts, error, now, self.max_attempts, self.backoff, self.max_backoff
+        )
+        if retry_at is None:
             return self._finish(tx, row, "dead", note, None, attempts, now)
-        delay = retry_delay(attempts, self.backoff, self.max_backoff)
-        retry_at = utc_text(now + delay)
-        note = f"attempt {attempts} failed ({reason}); retrying at {retry_at[:19]}Z"
-        tx.reschedule_action(row.seq, due_at=retry_at, note=note, attempts=attempts)
+        tx.reschedule_action(row.seq, due_at=utc_text(retry_at), note=note, attempts=attempts)
         return "retried", note
 
     def _outcome(
         self, tx: StoreTransaction, row: OutboxRow, result: Any, attempts: int, now: datetime
     ) -> tuple[str, str | None]:
         """``{"skipped": why}`` and ``{"failed": why}`` results say so; anything else is done."""
-        status = outcome_of(result)
-        if status:
-            return self._finish(tx, row, status, str(result[status]), result, attempts, now)
-        return self._finish(tx, row, "done", None, result, attempts, now)
+        status, note = result_outcome(result)
+        return self._finish(tx, row, status, note, result, attempts, now)
 
     @staticmethod
     def _finish(tx, row, status, note, result, attempts, now) -> tuple[str, str | None]:
@@ -441,6 +434,52 @@ def _still_ours(tx: StoreTransaction, claim: Claim) -> bool:
         claim.lease_until,
         claim.attempts,
     )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the dispatch policies said against running an action now: a veto (``until`` is
+    None), or a deferral to ``until``; ``note`` says why, for the row and ``clm explain``."""
+
+    note: str
+    until: datetime | None = None
+
+
+def verdict_of(answers: list[Any]) -> Verdict | None:
+    """The policies' answers as one verdict (any veto wins; else the latest deferral), or
+    None when the action may run. The one reading of ``dispatch_policy`` answers."""
+    vetoes = [a.reason for a in answers if isinstance(a, Veto)]
+    if vetoes:
+        return Verdict("; ".join(vetoes))
+    defers = [a for a in answers if isinstance(a, Defer)]
+    if not defers:
+        return None
+    latest = max(defers, key=lambda d: d.until)
+    return Verdict(f"deferred to {utc_text(latest.until)[:19]}Z: {latest.reason}", latest.until)
+
+
+def failure_of(
+    attempts: int,
+    error: Exception,
+    now: datetime,
+    max_attempts: int,
+    backoff: timedelta = timedelta(seconds=30),
+    max_backoff: timedelta = timedelta(hours=6),
+) -> tuple[datetime | None, str]:
+    """An action that raised on its ``attempts``-th try: when to retry it (None: dead-letter
+    it, after ``max_attempts``) and the note saying why."""
+    reason = f"{type(error).__name__}: {error}"
+    if attempts >= max_attempts:
+        return None, f"failed {attempts} times; last: {reason}"
+    retry_at = now + retry_delay(attempts, backoff, max_backoff)
+    return retry_at, f"attempt {attempts} failed ({reason}); retrying at {utc_text(retry_at)[:19]}Z"
+
+
+def result_outcome(result: Any) -> tuple[str, str | None]:
+    """An action's result as a row's status and note: ``{"skipped": why}`` and
+    ``{"failed": why}`` say so, anything else is done."""
+    status = outcome_of(result)
+    return (status, str(result[status])) if status else ("done", None)
 
 
 def outcome_of(result: Any) -> str | None:

@@ -134,6 +134,7 @@ class Engine:
         self.operators = plugins.get_operators()
         self.facts = plugins.get_facts()
         self.actions = plugins.get_actions()
+        self.action_names = frozenset(self.actions)  # what ctx.enqueue can hand work to
         self.max_attempts = max_attempts
         #: Record actions that reach outside (emails ...) instead of running them: simulations.
         self.dry_run_external = dry_run_external

@@ -43,9 +43,10 @@ from .dispatch import (
     action_context,
     ask_policies,
     emitted_event_id,
+    failure_of,
     follow_up_row,
-    outcome_of,
-    retry_delay,
+    result_outcome,
+    verdict_of,
 )
 from .evaluation import (
     EventCounter,
@@ -60,7 +61,6 @@ from .evaluation import (
 )
 from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
 from .store import IngestFailure, StageTransition, StoreTransaction, Trace
-from .types import Defer, Veto
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -222,17 +222,12 @@ class ContactFold:
         answers = ask_policies(
             row, contact, fire.at, tx.db, lambda: tx.claimed_actions(contact.id, utc_text(fire.at))
         )
-        vetoes = [a.reason for a in answers if isinstance(a, Veto)]
-        if vetoes:
-            row.update(status="vetoed", note="; ".join(vetoes), finished_at=self.recorded_at)
+        verdict = verdict_of(answers)
+        if verdict is not None and verdict.until is None:
+            row.update(status="vetoed", note=verdict.note, finished_at=self.recorded_at)
             return
-        defers = [a for a in answers if isinstance(a, Defer)]
-        if defers:
-            latest = max(defers, key=lambda d: d.until)
-            row.update(
-                due_at=utc_text(latest.until),
-                note=f"deferred to {utc_text(latest.until)[:19]}Z: {latest.reason}",
-            )
+        if verdict is not None:  # deferred: dispatch runs it when it is due
+            row.update(due_at=utc_text(verdict.until), note=verdict.note)
             return
         try:
             params = spec.params.model_validate(row["params"])
@@ -253,7 +248,7 @@ class ContactFold:
             tx=tx,
             stages=self.engine.stages,
             documents=self.engine.rulebook.documents,
-            actions=frozenset(self.engine.actions),
+            actions=self.engine.action_names,
             folded=self.batch,
             conditions=self.engine.conditions,
         )
@@ -262,15 +257,16 @@ class ContactFold:
                 result = spec.run(ctx, params)
                 effects = self.effects(row, spec, ctx.emitted, fire.at)
         except Exception as error:  # a plugin's failure is retried at dispatch, never fatal
-            reason = f"{type(error).__name__}: {error}"
-            retry_at = utc_text(max(self.now, fire.at) + retry_delay(1))
-            note = f"attempt 1 failed ({reason}); retrying at {retry_at[:19]}Z"
-            row.update(due_at=retry_at, note=note, attempts=1)
+            retry_at, note = failure_of(1, error, max(self.now, fire.at), self.engine.max_attempts)
+            if retry_at is None:
+                row.update(status="dead", note=note, attempts=1, finished_at=self.recorded_at)
+            else:
+                row.update(due_at=utc_text(retry_at), note=note, attempts=1)
             return
-        status = outcome_of(result)
+        status, note = result_outcome(result)
         row.update(
-            status=status or "done",
-            note=str(result[status]) if status else None,
+            status=status,
+            note=note,
             result=result,
             attempts=1,
             finished_at=self.recorded_at,

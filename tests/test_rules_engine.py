@@ -251,6 +251,19 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
     assert Flaky.calls == 3
 
 
+def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(
+    flaky, tmp_path, clock
+):
+    engine = make(tmp_path, clock, rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]))
+    engine.max_attempts = 1
+    engine.ingest(event("c1", "signup", "2026-11-01"))
+    [row] = engine.store.actions_for("c1")
+    assert (row.status, row.attempts) == ("dead", 1)
+    assert "failed 1 times; last: ConnectionError: CRM is down" in row.note
+    clock.advance(days=1)
+    assert engine.dispatch().total == 0 and Flaky.calls == 1  # not run again
+
+
 class Policy:
     @hookimpl
     def dispatch_policy(self, action, params, contact, now):
