@@ -360,15 +360,23 @@ class Engine:
         if not sets:
             raise RulesetError("no valid rulesets were ever loaded into this database")
         last = sets[0]
-        folder = Path(tempfile.mkdtemp(prefix="clm-last-good-"))
-        for file in last["files"]:
-            target = folder / file["name"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(file["source"], encoding="utf-8")
-        roots = sorted({file["name"].split("/", 1)[0] for file in last["files"]}, key=int)
-        self.load_rulesets([folder / root for root in roots])
+        # Written out in the shape they were loaded from, loaded, then gone: a rule book keeps
+        # nothing of its files.
+        with tempfile.TemporaryDirectory(prefix="clm-last-good-") as name:
+            folder = Path(name)
+            for file in last["files"]:
+                target = folder / file["name"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(file["source"], encoding="utf-8")
+            roots = sorted({file["name"].split("/", 1)[0] for file in last["files"]}, key=int)
+            self.load_rulesets([folder / root for root in roots])
         self._ruleset_paths = [os.fspath(p) for p in paths]
         return last
+
+    @property
+    def ruleset_paths(self) -> list[str]:
+        """The ruleset files and folders this engine loads (and ``clm run`` watches)."""
+        return list(self._ruleset_paths)
 
     def record_status(self, key: str, value: Any) -> None:
         """Say something about this running engine for ``clm status`` (and, later, health)."""

@@ -116,7 +116,7 @@ def watch_rulesets(
 
 def _fingerprint(engine: Engine) -> tuple:
     files = []
-    for path in engine._ruleset_paths:
+    for path in engine.ruleset_paths:
         root = Path(path)
         candidates = sorted(root.rglob("*.json")) if root.is_dir() else [root]
         for file in candidates:

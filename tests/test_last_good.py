@@ -50,7 +50,7 @@ def test_the_engine_falls_back_to_the_last_set_it_loaded_whole(tmp_path):
         last = engine.load_last_good([folder])
         assert last["summary"] == [["more", 1], ["welcome", 1]]
         assert {(r.ruleset.ruleset) for r in engine.rulebook.rulesets} == {"welcome", "more"}
-        assert engine._ruleset_paths == [os.fspath(folder)]  # still the folder watched
+        assert engine.ruleset_paths == [os.fspath(folder)]  # still the folder watched
         engine.ingest(event("c1", "signup", "2026-11-01"))
         assert engine.contact("c1").tags == ["new"]  # the rules run
         ok, message = engine.reload_rulesets()  # still broken: keeps the last good

@@ -149,7 +149,7 @@ def _say_rulesets(engine: Engine, problems: str | None) -> None:
         {
             "valid": problems is None,
             "problems": problems,
-            "paths": engine._ruleset_paths,
+            "paths": engine.ruleset_paths,
             "running": loaded,
         },
     )
