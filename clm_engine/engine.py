@@ -250,6 +250,7 @@ class Engine:
         rows: list[dict[str, Any]] = []
         traces: list[Trace] = []
         elsewhere: list[Event] = []
+        failures: list[IngestFailure] = []  # this pass's (``result`` may hold an outer one's)
         batch: dict[str, Contact] = {}
         for contact_id in order:
             contact_events = by_contact[contact_id]
@@ -265,7 +266,7 @@ class Engine:
                 recorded_at=now_text,
                 batch=batch,
             )
-            result.failed.extend(folded.failures)
+            failures.extend(folded.failures)
             if folded.contact is None:
                 continue
             folded.contact.updated_at = now
@@ -287,15 +288,14 @@ class Engine:
             tx.delete_fires(contact_id, sorted(rejudged.rules), rejudged.since)
             tx.redo_actions(rejudged.redone)
             if rejudged.retracted:
-                late_ids = ", ".join(e.id for e in contact_events[:3])  # type: ignore[misc]
-                note = f"the history corrected by late event {late_ids} no longer implies it"
-                tx.retract_actions(rejudged.retracted, note=note, at=now_text)
+                tx.retract_actions(rejudged.retracted, note=rejudged.why, at=now_text)
             result.retracted += len(rejudged.retracted)
         tx.insert_events(applied, received_at=now_text, origins=all_origins)
         tx.upsert_contacts(contacts, updated_at=now_text)
         tx.add_transitions(transitions)
-        if result.failed:
-            tx.record_failures(result.failed, failed_at=now_text)
+        result.failed.extend(failures)
+        if failures:
+            tx.record_failures(failures, failed_at=now_text)
         tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
         result.enqueued += tx.enqueue(rows)
         log.flush()

@@ -96,6 +96,8 @@ class Rejudged:
     retracted: list[str] = field(default_factory=list)  # no longer implied
     #: The live recomputable decisions before the re-judgement: key -> (ruleset, rule, at).
     live: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: Why a retracted decision was retracted, for its row and its trace.
+    why: str = ""
 
 
 class _Restart(Exception):
@@ -393,15 +395,14 @@ def fold_contact(
             # Those not derived again, and live until now, are retracted (once).
             live = out.rejudged.live
             out.rejudged.retracted = sorted(k for k in fold.recomputable_keys if k in live)
-            out.traces += _retractions(engine, contact_id, out.rejudged, new_events)
+            late = ", ".join(e.id for e in new_events[:3])  # type: ignore[misc]
+            out.rejudged.why = f"the history corrected by late event {late} no longer implies it"
+            out.traces += _retractions(engine, contact_id, out.rejudged)
         return out
 
 
-def _retractions(
-    engine: Engine, contact_id: str, rejudged: Rejudged, late: list[Event]
-) -> list[Trace]:
+def _retractions(engine: Engine, contact_id: str, rejudged: Rejudged) -> list[Trace]:
     """A trace for each decision the re-judgement retracted, so ``clm explain`` says so."""
-    why = "the history corrected by the late event no longer implies it"
     traces = []
     for key in rejudged.retracted:
         ruleset, rule, at = rejudged.live[key]
@@ -414,9 +415,9 @@ def _retractions(
                 content_hash=compiled.content_hash,
                 rule=rule,
                 occurrence=unescape_key_part(key.split("/")[3]),
-                trigger=f"re-judgement after late event {late[0].id}",
+                trigger="re-judgement after a late event",
                 decision="retracted",
-                detail=why,
+                detail=rejudged.why,
                 tree=None,
                 actions=[key],
                 at=at,

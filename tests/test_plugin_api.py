@@ -119,6 +119,22 @@ def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(
         assert db.execute("SELECT count(*) FROM credit_ledger").fetchone()[0] == 1
 
 
+def test_a_failure_is_recorded_once_when_actions_emit_about_other_contacts(tmp_path, clock):
+    folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+        result = engine.ingest_many(
+            [
+                event("ann", "signup", "2026-10-01"),
+                event("bob", "invite.accepted", "2026-10-02", inviter="ann"),
+                event("bob", "deal.won", "2026-11-02"),  # emits credits.thanked for ann
+                event("cy", "purchase", "2026-11-02"),  # no amount: its reducer fails
+            ]
+        )
+        assert [f.event.contact_id for f in result.failed] == ["cy"]
+        [failure] = engine.store.failures()
+        assert failure["attempts"] == 1  # not recorded again by the pass for ann
+
+
 def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
     with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
