@@ -251,9 +251,7 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
     assert Flaky.calls == 3
 
 
-def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(
-    flaky, tmp_path, clock
-):
+def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(flaky, tmp_path, clock):
     engine = make(tmp_path, clock, rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]))
     engine.max_attempts = 1
     engine.ingest(event("c1", "signup", "2026-11-01"))
