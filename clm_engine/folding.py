@@ -377,8 +377,8 @@ def fold_contact(
         handled = any(fold.handlers(e.type) for e in history)
         try:
             # Handlers and plugins' inline actions write the plugins' tables: a failed fold
-            # must take their writes back.
-            with tx.savepoint() if handled or not engine.rulebook.empty else nullcontext():
+            # must take their writes back (pure actions write nothing: no savepoint for them).
+            with tx.savepoint() if handled or engine.rulebook.writes_inline else nullcontext():
                 _fold_events(fold, history, depth)
         except _Restart as restart:
             event, error = restart.args

@@ -102,6 +102,9 @@ class RuleBook:
     disabled: dict[tuple[str, str], Rule] = field(default_factory=dict)
     #: Plugin documents loaded with the rulesets (sequences, catalogues): kind -> name -> model.
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Some rule has an internal action that is not pure (it writes a plugin's tables), so a
+    #: fold that fails must be able to take its writes back (a savepoint per contact).
+    writes_inline: bool = False
 
     @property
     def empty(self) -> bool:
@@ -159,6 +162,9 @@ class RuleBook:
                     ),
                 )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled
+                book.writes_inline = book.writes_inline or any(
+                    _writes(call, actions) for call in rule.then
+                )
                 if isinstance(rule.when, EventTrigger):
                     event_rules[(rule.when.event, ruleset.ruleset)].append(compiled)
                 elif isinstance(rule.when, StageTrigger):
@@ -182,6 +188,11 @@ def _combined(rule: Rule) -> Condition | None:
     if where is not None and rule.if_ is not None:
         return All(all=[where, rule.if_])
     return where if where is not None else rule.if_
+
+
+def _writes(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
+    spec = actions.get(call.action)
+    return spec is not None and not spec.external and not spec.pure
 
 
 def _pure(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:

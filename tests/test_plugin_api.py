@@ -119,6 +119,22 @@ def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(
         assert db.execute("SELECT count(*) FROM credit_ledger").fetchone()[0] == 1
 
 
+def test_a_fold_that_restarts_takes_back_what_its_inline_actions_wrote(tmp_path, clock):
+    folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+        result = engine.ingest_many(
+            [
+                event("c1", "deal.won", "2026-11-01"),  # the grant writes the ledger inline
+                event("c1", "purchase", "2026-11-02"),  # no amount: the fold restarts
+            ]
+        )
+        assert len(result.failed) == 1 and credits_plugin.CALLS["grant"] == 2
+        db = engine.store.read().db
+        assert db.execute("SELECT amount FROM credit_ledger").fetchall() == [(50,)]  # once
+        [row] = [r for r in engine.store.actions_for("c1") if r.action == "credits.grant"]
+        assert (row.status, row.note) == ("done", None)  # the second run met a clean ledger
+
+
 def test_a_failure_is_recorded_once_when_actions_emit_about_other_contacts(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
     with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
