@@ -457,11 +457,8 @@ class SQLiteTransaction:
         return dict(rows.fetchall())
 
     def contact_events(self, contact_id: str) -> list[Event]:
-        rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM events WHERE contact_id = ? ORDER BY occurred_at, seq",
-            [contact_id],
-        )
-        return [_event_from_row(row) for row in rows]
+        """A contact's stored events, oldest first (ties in arrival order)."""
+        return self.contact_history(contact_id)[0]
 
     def contact_history(self, contact_id: str) -> tuple[list[Event], dict[str, str]]:
         """A contact's stored events, oldest first (ties in arrival order), and the ``origin``
