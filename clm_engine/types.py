@@ -89,7 +89,8 @@ class ActionContext:
     handlers and the rules it triggers) in the same transaction that marks the action done, so
     an internal effect happens exactly once. Emitted ids derive from ``key``.
 
-    ``db`` is the dispatch write transaction (a ``sqlite_utils.Database``) for an internal
+    ``db`` is the write transaction the action runs in (ingest, inline; or dispatch), as a
+    ``sqlite_utils.Database``, for an internal
     action's own tables: its writes commit with the action, or roll back with it. It is
     ``None`` while an external action runs, because that runs outside the write lock.
 
