@@ -5,8 +5,10 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
 from clm_engine import Engine, VirtualClock
+from clm_engine.cli import cli
 from clm_engine.testing import registered
 
 #: The plugins the example rulesets in rulesets/ use, by entry point name.
@@ -16,6 +18,17 @@ EXAMPLE_PLUGINS = {"email": "clm_email", "referral": "clm_referral", "warranty":
 @pytest.fixture
 def clock() -> VirtualClock:
     return VirtualClock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """``clm ARGS`` in ``tmp_path``; an exception escaping the command fails the test."""
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+    return invoke
 
 
 @pytest.fixture

@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
 
 from clm_engine import Engine, VirtualClock, hookimpl
-from clm_engine.cli import cli
 from clm_engine.conditions import ops
 from clm_engine.conditions.values import to_datetime
 from clm_engine.errors import ClmError
@@ -40,17 +38,6 @@ def short(value: object) -> str:
 @pytest.fixture
 def clock():
     return VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    """``clm ARGS`` in ``tmp_path``; an exception escaping the command fails the test."""
-    monkeypatch.chdir(tmp_path)
-
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
-
-    return invoke
 
 
 def write_rules(tmp_path, *rules):
