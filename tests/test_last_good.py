@@ -108,6 +108,9 @@ def test_clm_run_restarted_on_a_broken_folder_keeps_running_and_says_so(tmp_path
         assert "INVALID" in text and "welcome v1" in text
         history = clm("rulesets", "history", "--db", db).stdout
         assert "welcome v1" in history
+        [loaded] = json.loads(clm("rulesets", "history", "--db", db, "--json").stdout)
+        assert loaded["summary"] == [["more", 1], ["welcome", 1]]
+        assert sorted(Path(f).name for f in loaded["files"]) == ["more.json", "welcome.json"]
     finally:
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=30)

@@ -52,13 +52,7 @@ def history(db_path: Path, as_json: bool, limit: int) -> None:
     with open_engine(db_path) as engine:
         sets = engine.store.read().ruleset_sets(limit=limit)
     if as_json:
-        print_json(
-            [
-                {k: v for k, v in entry.items() if k != "files"}
-                | {"files": [f["path"] for f in entry["files"]]}
-                for entry in sets
-            ]
-        )
+        print_json([{**entry, "files": [f["path"] for f in entry["files"]]} for entry in sets])
         return
     if not sets:
         console.print("no rulesets were loaded into this database yet")
