@@ -12,6 +12,7 @@ inline; timed rules (anchors, schedules) decide in their sweeps through ``settle
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -185,15 +186,18 @@ class EventCounter:
 
 class HistoryCounter:
     """``events.count`` over the events folded so far, in memory: a re-judged event sees the
-    history up to itself, not the events stored after it."""
+    history up to itself, not the events stored after it. Events are added in time order, so
+    a count is a bisection of that type's times, not a scan of the history."""
 
-    def __init__(self, folded: Sequence[Event]) -> None:
-        self.folded = folded
+    def __init__(self) -> None:
+        self.times: dict[str, list[datetime]] = defaultdict(list)
+
+    def add(self, event: Event) -> None:
+        self.times[event.type].append(event.occurred_at)
 
     def __call__(self, type_: str, since: datetime | None) -> int:
-        return sum(
-            1 for e in self.folded if e.type == type_ and (since is None or e.occurred_at >= since)
-        )
+        times = self.times.get(type_, ())
+        return len(times) - (bisect_left(times, since) if since is not None else 0)
 
 
 def limit_entity(rule: CompiledRule, ctx: FactContext) -> str | None:

@@ -131,15 +131,16 @@ class ContactFold:
         self.recomputable_keys, self.kept_keys = recomputable_keys, kept_keys
         self.rederived_ids = rederived_ids
         self.out = Folded(contact, rejudged=rejudged)
-        self.folded: list[Event] = []  # the history so far, for events.count on a re-judgement
+        #: The history so far, for ``events.count`` on a re-judgement (the store has the rest).
+        self.history = HistoryCounter() if rejudged is not None else None
         book = engine.rulebook
         self.evaluate = None if book.empty else engine._evaluator.on_event
         self.reducers = engine.reducers.for_type
         self.handlers = engine.handlers.for_type
         self.first_stage = engine.stages[0] if engine.stages else None
         self.counter: Callable[[str, datetime | None], int] = (
-            HistoryCounter(self.folded)
-            if rejudged is not None
+            self.history
+            if self.history is not None
             else EventCounter(tx, contact.id, self.out.applied)
         )
         self.failing = ""  # the reducer, handler or "(rules)" running: named if it raises
@@ -157,7 +158,8 @@ class ContactFold:
             contact.stage = self.first_stage
         if contact.stage != before:
             self.out.transitions.append(transition(contact, before, event))
-        self.folded.append(event)
+        if self.history is not None:
+            self.history.add(event)
         is_new = event.id in self.new_ids
         if is_new:
             self.out.applied.append(event)

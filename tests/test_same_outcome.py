@@ -286,3 +286,16 @@ def test_a_late_event_that_fails_leaves_the_limits_as_they_were(tmp_path):
         engine.ingest(event("c1", "page.viewed", "2026-03-03"))
         decisions = [t.decision for t in engine.store.traces("c1", rule="first-visit")]
         assert sorted(decisions) == ["blocked_by_limit", "fired"]  # once, as before the failure
+
+
+def test_a_re_judgement_counts_events_in_their_window_as_of_each_event(tmp_path):
+    """Three pricing visits, but never three within a week: no move to consideration, in
+    order or with two of them arriving late (a re-judgement counts the history as it was)."""
+    visits = [
+        {**event("c1", "page.viewed", day, path="/pricing"), "id": f"v{n}"}
+        for n, day in enumerate(["2026-03-01", "2026-03-20", "2026-03-21"])
+    ]
+    in_order, _ = deliver(tmp_path / "in.db", [[v] for v in visits])
+    late, _ = deliver(tmp_path / "late.db", [[visits[2]], [visits[0]], [visits[1]]])
+    assert late == in_order
+    assert in_order["c1"]["state"]["stage"] == "awareness"
