@@ -168,7 +168,6 @@ def engine_run(messages: int, transport_name: str, folder: Path, port: int | Non
     from clm_email.transports import close_transports
 
     from clm_engine import Engine, VirtualClock
-    from clm_engine.testing import registered
 
     os.environ["CLM_EMAIL_TRANSPORT"] = transport_name
     os.environ["CLM_EMAIL_OUTBOX"] = str(folder)
@@ -211,7 +210,7 @@ def engine_run(messages: int, transport_name: str, folder: Path, port: int | Non
                     "properties": properties,
                 }
             )
-        with registered(clm_email, "email"), Engine(work / "bench.db", clock=clock) as engine:
+        with Engine(work / "bench.db", clock=clock, plugins={"email": clm_email}) as engine:
             engine.load_rulesets([rules])
             for start in range(0, len(events), 5000):
                 engine.ingest_many(events[start : start + 5000])

@@ -45,7 +45,7 @@ from pydantic import TypeAdapter
 
 from clm_engine.conditions import ConditionCompiler
 from clm_engine.models import DEFAULT_STAGES, Condition, Contact
-from clm_engine.plugins import get_facts, get_operators
+from clm_engine.registry import Registry
 from clm_engine.types import MISSING, FactContext
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -352,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{leaves} leaves in {len(rules)} rules")
 
     # 1. clm-engine
-    compiler = ConditionCompiler(operators=get_operators(), facts=get_facts())
+    registry = Registry()
+    compiler = ConditionCompiler(operators=registry.operators, facts=registry.facts)
     compiled = compiler.compile(conditions)
     if args.show_source:
         print(compiled.source)

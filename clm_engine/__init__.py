@@ -34,6 +34,7 @@ from .models import (
     utc_text,
 )
 from .plugins import Once, load_entry_points
+from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
 from .store import OutboxRow, StageTransition, Trace
 from .timed import TimeReport
@@ -64,6 +65,7 @@ __all__ = [
     "OutboxRow",
     "PluginError",
     "ReducerError",
+    "Registry",
     "Rejection",
     "RulesetError",
     "StageTransition",

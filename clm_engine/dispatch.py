@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from . import plugins
 from .evaluation import escape_key_part
 from .models import Contact, Event, describe_validation_error, utc_text
 from .store import OutboxRow, Store, StoreTransaction
@@ -36,6 +35,7 @@ from .types import ActionContext, Defer, Veto
 
 if TYPE_CHECKING:
     from .plugins import ActionSpec
+    from .registry import Registry
 
 #: Actions that lead to actions that lead to ... : past this depth, a loop is assumed.
 MAX_CHAIN_DEPTH = 10
@@ -84,7 +84,7 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        actions: dict[str, ActionSpec],
+        registry: Registry,
         stages: tuple[str, ...],
         apply_events: ApplyEvents,
         max_attempts: int = 5,
@@ -96,7 +96,8 @@ class Dispatcher:
         late_action_limit: timedelta = timedelta(days=3),
         conditions: Any = None,
     ) -> None:
-        self.actions = actions
+        self.registry = registry
+        self.actions = registry.actions
         self.stages = stages
         self.apply_events = apply_events
         self.max_attempts = max_attempts
@@ -105,7 +106,7 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self.lease = lease
         self.documents = documents or {}
-        self.action_names = frozenset(actions)
+        self.action_names = frozenset(self.actions)
         self.late_action_limit = late_action_limit
         self.conditions = conditions
 
@@ -177,7 +178,7 @@ class Dispatcher:
         if stored is None:
             return None, "the contact no longer exists"
         contact = Contact.model_validate_json(stored)
-        answers = ask_policies(row, contact, now, reader.db, in_flight=list)
+        answers = ask_policies(self.registry, row, contact, now, reader.db, in_flight=list)
         verdict = verdict_of(answers)
         return contact, (verdict.note if verdict is not None and verdict.until is None else None)
 
@@ -206,7 +207,12 @@ class Dispatcher:
             return finish("skipped", "the contact no longer exists")
         contact = Contact.model_validate_json(stored)
         answers = ask_policies(
-            row, contact, now, tx.db, lambda: tx.claimed_actions(row.contact_id, utc_text(now))
+            self.registry,
+            row,
+            contact,
+            now,
+            tx.db,
+            lambda: tx.claimed_actions(row.contact_id, utc_text(now)),
         )
         verdict = verdict_of(answers)
         if verdict is not None and verdict.until is None:
@@ -402,6 +408,7 @@ def _contact_loader(
 
 
 def ask_policies(
+    registry: Registry,
     row: OutboxRow | Mapping[str, Any],
     contact: Contact,
     now: datetime,
@@ -412,7 +419,7 @@ def ask_policies(
 
     ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
     fields = row if isinstance(row, Mapping) else vars(row)
-    return plugins.dispatch_policy(
+    return registry.dispatch_policy(
         action=fields["action"],
         params=fields["params"],
         contact=contact,

@@ -31,7 +31,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import plugins
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
 from .dispatch import Dispatcher, DispatchReport
@@ -39,6 +38,7 @@ from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
 from .folding import fold_contact
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
+from .registry import Plugins, Registry
 from .rules import RuleBook
 from .store import IngestFailure, StageTransition, Store, StoreTransaction, Trace, open_store
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
@@ -108,6 +108,10 @@ class Engine:
 
     ``store`` is a path to a SQLite file (created and migrated if needed) or a ``Store``.
     Nothing runs in the background: the host decides when work happens.
+
+    Its plugins are the built-ins, the installed ones (``CLM_LOAD_PLUGINS``) and ``plugins``
+    (objects or modules, or ``{name: plugin}``), in a :class:`~clm_engine.registry.Registry`
+    of its own; or pass a ``registry`` to share one between engines (a web server's).
     """
 
     def __init__(
@@ -122,18 +126,23 @@ class Engine:
         migrate: bool = True,
         lease: timedelta = timedelta(minutes=5),
         late_action_limit: timedelta = timedelta(days=3),
+        plugins: Plugins = (),
+        registry: Registry | None = None,
     ) -> None:
-        plugins.load_plugins()
+        if registry is not None and plugins:
+            raise TypeError("give Engine either plugins or a registry, not both")
+        #: This engine's plugins and what they register (built-ins, installed, ``plugins``).
+        self.registry = registry if registry is not None else Registry(plugins)
         self.clock = clock or SystemClock()
         self.store: Store = (
             open_store(os.fspath(store)) if isinstance(store, str | os.PathLike) else store
         )
         self.stages = tuple(stages)
-        self.reducers = plugins.get_reducers()
-        self.handlers = plugins.get_event_handlers()
-        self.operators = plugins.get_operators()
-        self.facts = plugins.get_facts()
-        self.actions = plugins.get_actions()
+        self.reducers = self.registry.reducers
+        self.handlers = self.registry.event_handlers
+        self.operators = self.registry.operators
+        self.facts = self.registry.facts
+        self.actions = self.registry.actions
         self.action_names = frozenset(self.actions)  # what ctx.enqueue can hand work to
         self.max_attempts = max_attempts
         #: Record actions that reach outside (emails ...) instead of running them: simulations.
@@ -151,7 +160,7 @@ class Engine:
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
         if migrate:
-            self.store.migrate(plugins.get_migrations())
+            self.store.migrate(self.registry.migrations)
         if rulesets:
             self.load_rulesets(rulesets)
 
@@ -320,7 +329,7 @@ class Engine:
         from .rulesets import load_all
 
         registries = {"actions": self.actions, "operators": self.operators, "facts": self.facts}
-        validated = load_all(list(paths), **registries)
+        validated = load_all(list(paths), registry=self.registry)
         loaded = validated.rulesets
         book = RuleBook.build(loaded, **registries, documents=validated.by_kind())
         warnings = []
@@ -411,7 +420,7 @@ class Engine:
         """
         report = DispatchReport()
         dispatcher = Dispatcher(
-            actions=self.actions,
+            registry=self.registry,
             stages=self.stages,
             apply_events=self._apply_emitted,
             max_attempts=self.max_attempts,
@@ -472,7 +481,7 @@ class Engine:
     def forget(self, contact_id: str) -> dict[str, int]:
         """Erase a contact's personal data everywhere (core and plugins); rows removed by table."""
         return self.store.forget(
-            contact_id, also=plugins.forget_contact, erased_at=utc_text(self.clock.now())
+            contact_id, also=self.registry.forget_contact, erased_at=utc_text(self.clock.now())
         )
 
 

@@ -224,7 +224,12 @@ class ContactFold:
             return
         contact, tx, key = self.contact, self.tx, row["key"]
         answers = ask_policies(
-            row, contact, fire.at, tx.db, lambda: tx.claimed_actions(contact.id, utc_text(fire.at))
+            self.engine.registry,
+            row,
+            contact,
+            fire.at,
+            tx.db,
+            lambda: tx.claimed_actions(contact.id, utc_text(fire.at)),
         )
         verdict = verdict_of(answers)
         if verdict is not None and verdict.until is None:

@@ -1,21 +1,20 @@
-"""Loading plugins, and the one door to their hooks.
+"""What plugins register, checked: the specs of actions, facts, operators and documents, and
+the loader of installed plugins.
 
 Built-in behaviour lives in ``clm_engine.builtins`` and is registered exactly like a third-party
 plugin. Installed distributions are discovered through the ``clm_engine`` entry point group.
 ``CLM_LOAD_PLUGINS`` (comma-separated entry point or distribution names) is an allow-list; set
-to an empty string it loads no external plugin at all.
-
-This is the only module that calls ``pm.hook``: everything else asks the typed getters below.
+to an empty string it loads no external plugin at all. Each engine's plugins and the calls to
+their hooks live in its :class:`clm_engine.registry.Registry`.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -24,13 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import pluggy
 
 from .errors import PluginError
-from .hooks import specs
 
 if TYPE_CHECKING:
-    import click
-    import sqlite_utils
-    from sqlite_utils.migrations import Migrations
-
     from .models import Contact, Event
 
     Reducer = Callable[[Contact, Event], None]
@@ -45,13 +39,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.actions",
 )
 
-pm = pluggy.PluginManager("clm_engine")
-pm.add_hookspecs(specs)
-
 
 class Once:
-    """Runs a loader once per process, safely from many threads: for ``load_plugins()`` and
-    the plugins' own loaders (email transports, referral fraud checks).
+    """Runs a loader once per process, safely from many threads: for the plugins' own loaders
+    (email transports, referral fraud checks).
 
     A web server's first requests may open engines on several threads at once. The loader
     is marked done only after it has finished, and a second thread waits on the lock until
@@ -81,36 +72,12 @@ class Once:
                 self._running = False
 
 
-#: Where each entry-point plugin came from: name -> (distribution, version).
-_distributions: dict[str, tuple[str, str]] = {}
-#: Plugins that failed to import: name -> reason. Shown by ``clm plugins``; never fatal.
-load_failures: dict[str, str] = {}
-
-
-def _load_plugins() -> None:
-    for module_name in DEFAULT_PLUGINS:
-        if pm.get_plugin(module_name) is None:
-            pm.register(importlib.import_module(module_name), module_name)
-    for name, dist in load_entry_points(pm, ENTRY_POINT_GROUP, what="plugin").items():
-        if dist is not None:
-            _distributions[name] = dist
-    pm.check_pending()
-
-
-_plugins_once = Once(_load_plugins)
-
-
-def load_plugins() -> None:
-    """Register the built-ins and the installed plugins, once.
-
-    Safe from many threads: a thread that calls it while another is loading waits until the
-    loading has finished (see :class:`Once`).
-    """
-    _plugins_once()
-
-
 def load_entry_points(
-    manager: pluggy.PluginManager, group: str, *, what: str = "plugin"
+    manager: pluggy.PluginManager,
+    group: str,
+    *,
+    what: str = "plugin",
+    failures: dict[str, str] | None = None,
 ) -> dict[str, tuple[str, str] | None]:
     """Register the installed plugins of an entry-point ``group`` with ``manager``.
 
@@ -118,12 +85,14 @@ def load_entry_points(
     transports, the referral plugin's fraud checks). It honours ``CLM_LOAD_PLUGINS`` (an
     allow-list of entry point or distribution names; empty loads none), skips names already
     registered or blocked, and reports a plugin that fails to import on stderr and in
-    ``load_failures`` instead of raising: a broken plugin must not take the engine down.
+    ``failures`` (if given) instead of raising: a broken plugin must not take the engine down.
     Returns what it registered: name -> (distribution, version), if known.
     """
     allow = os.environ.get("CLM_LOAD_PLUGINS")
     allowed = None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
     registered: dict[str, tuple[str, str] | None] = {}
+    if allowed == set():  # none allowed: not even worth reading the installed metadata
+        return registered
     for entry_point in metadata.entry_points(group=group):
         dist_name = entry_point.dist.name if entry_point.dist else None
         if allowed is not None and not ({entry_point.name, dist_name} & allowed):
@@ -135,29 +104,13 @@ def load_entry_points(
             manager.register(entry_point.load(), name=name)
         except Exception as error:  # a broken plugin must not take the engine down
             reason = f"{type(error).__name__}: {error}"
-            load_failures[name if group == ENTRY_POINT_GROUP else f"{group}:{name}"] = reason
+            if failures is not None:
+                failures[name] = reason
             print(f"clm: {what} {name!r} failed to load and was skipped: {reason}", file=sys.stderr)
             continue
         dist = entry_point.dist
         registered[name] = (dist.name, dist.version) if dist is not None else None
     return registered
-
-
-def _hookimpls(hook_name: str) -> Iterator[tuple[str, Callable[..., Any], list[str]]]:
-    """(plugin name, function, argument names) of a hook's implementations.
-
-    In registration order (built-ins first), honouring ``tryfirst`` / ``trylast``.
-    """
-    load_plugins()
-    hook = getattr(pm.hook, hook_name)
-    for impl in hook.get_hookimpls():
-        yield impl.plugin_name, impl.function, list(impl.argnames)
-
-
-def _call_each(hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-    """Call each implementation on its own, so the core knows which plugin said what."""
-    for plugin_name, function, argnames in _hookimpls(hook_name):
-        yield plugin_name, function(**{k: v for k, v in kwargs.items() if k in argnames})
 
 
 @dataclass
@@ -175,7 +128,7 @@ class Reducers:
         return found
 
 
-class _Names:
+class Names:
     """Names already claimed, and by which plugin: a second claim is a PluginError naming both."""
 
     def __init__(self, kind: str) -> None:
@@ -190,76 +143,6 @@ class _Names:
                 f"{plugin_name!r}; rename one of them or uninstall a plugin"
             )
         self.owners[name] = plugin_name
-
-
-def get_reducers() -> Reducers:
-    """Every registered reducer, checked for name collisions."""
-    return _by_event_type("register_reducers", "reducer")
-
-
-def get_event_handlers() -> Reducers:
-    """Every registered event handler (``handler(db, contact, event)``), by event type."""
-    return _by_event_type("register_event_handlers", "event handler")
-
-
-def _by_event_type(hook_name: str, kind: str) -> Reducers:
-    """Functions registered per event type (reducers, event handlers), names checked."""
-    found = Reducers()
-    names = _Names(kind)
-    for plugin_name, function, argnames in _hookimpls(hook_name):
-
-        def register(
-            event_type: str, handler: Callable, name: str | None = None, *, _plugin=plugin_name
-        ) -> None:
-            if not isinstance(event_type, str) or not event_type:
-                raise PluginError(f"plugin {_plugin!r} registered a {kind} without an event type")
-            if not callable(handler):
-                raise PluginError(f"plugin {_plugin!r} registered a {kind} that is not callable")
-            full_name = name or f"{_plugin}.{getattr(handler, '__name__', kind)}"
-            names.claim(full_name, _plugin)
-            target = found.any_type if event_type == "*" else found.by_type[event_type]
-            target.append((full_name, handler))
-
-        if "register" in argnames:
-            function(register=register)
-    return found
-
-
-def get_migrations() -> list[Migrations]:
-    """Every plugin's migration set, core first."""
-    from sqlite_utils.migrations import Migrations
-
-    sets: list[Migrations] = []
-    names = _Names("migration set")
-    for plugin_name, function, argnames in _hookimpls("register_migrations"):
-
-        def register(migrations: Migrations, *, _plugin=plugin_name) -> None:
-            if not isinstance(migrations, Migrations):
-                raise PluginError(
-                    f"plugin {_plugin!r} registered {migrations!r}, "
-                    "not a sqlite_utils.migrations.Migrations"
-                )
-            names.claim(migrations.name, _plugin)
-            sets.append(migrations)
-
-        if "register" in argnames:
-            function(register=register)
-    return sets
-
-
-def register_commands(cli: click.Group) -> None:
-    """Let every plugin add its subcommands to ``cli``."""
-    load_plugins()
-    pm.hook.register_commands(cli=cli)
-
-
-def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int]:
-    """Ask every plugin to erase one contact; what each removed, by ``plugin:table``."""
-    removed: dict[str, int] = {}
-    for plugin_name, result in _call_each("forget_contact", db=db, contact_id=contact_id):
-        for table, count in (result or {}).items():
-            removed[f"{plugin_name}:{table}"] = int(count)
-    return removed
 
 
 @dataclass(frozen=True)
@@ -290,7 +173,7 @@ class PluginInfo:
     problems: tuple[str, ...] = ()
 
 
-def _distribution_of(plugin: object, packages: Mapping[str, list[str]]) -> tuple[str, str] | None:
+def distribution_of(plugin: object, packages: Mapping[str, list[str]]) -> tuple[str, str] | None:
     """(name, version) of the installed distribution a plugin object's module comes from."""
     module = getattr(plugin, "__name__", None) if isinstance(plugin, ModuleType) else None
     module = module or type(plugin).__module__
@@ -300,89 +183,6 @@ def _distribution_of(plugin: object, packages: Mapping[str, list[str]]) -> tuple
         except metadata.PackageNotFoundError:
             continue
     return None
-
-
-def _registered_by(plugin_name: str) -> dict[str, Any]:
-    """What one plugin registers that no spec records: commands, handlers, reducers, policy."""
-    import click
-
-    found: dict[str, Any] = {
-        "commands": (),
-        "event_handlers": [],
-        "reducers": [],
-        "policy": None,
-        "problems": [],
-    }
-    for hook_name, key in (
-        ("register_event_handlers", "event_handlers"),
-        ("register_reducers", "reducers"),
-        ("register_commands", "commands"),
-        ("dispatch_policy", "policy"),
-    ):
-        for name, function, argnames in _hookimpls(hook_name):
-            if name != plugin_name:
-                continue
-            if key == "policy":
-                doc = (function.__doc__ or "").strip().splitlines()
-                found[key] = doc[0] if doc else ""
-                continue
-            try:
-                if key == "commands" and "cli" in argnames:
-                    scratch = click.Group("clm")
-                    function(cli=scratch)
-                    found[key] = tuple(sorted(scratch.commands))
-                elif "register" in argnames:
-                    function(register=_recorder(plugin_name, found[key], key))
-            except Exception as error:  # a broken plugin must not hide the others
-                found["problems"].append(
-                    f"plugin {plugin_name!r}: {hook_name} failed: {type(error).__name__}: {error}"
-                )
-    return found
-
-
-def _recorder(plugin_name: str, into: list[tuple[str, str]], kind: str) -> Callable[..., None]:
-    """A ``register`` for event handlers and reducers that only notes (event type, name)."""
-
-    def record(event_type: str, handler: Callable[..., Any], name: str | None = None) -> None:
-        into.append((event_type, name or f"{plugin_name}.{getattr(handler, '__name__', kind)}"))
-
-    return record
-
-
-def get_plugin_info() -> list[PluginInfo]:
-    """What is loaded, from where, which hooks each plugin implements, and what it registers
-    that has no spec of its own (commands, event handlers, reducers, a dispatch policy)."""
-    load_plugins()
-    packages = metadata.packages_distributions()
-    infos = []
-    for name, plugin in pm.list_name_plugin():
-        if plugin is None:
-            continue
-        hooks = tuple(sorted(caller.name for caller in pm.get_hookcallers(plugin) or []))
-        dist = _distributions.get(name) or _distribution_of(plugin, packages)
-        if name in _distributions:
-            source, version = _distributions[name]
-        elif name in DEFAULT_PLUGINS:
-            source, version = "built-in", dist[1] if dist else None
-        else:  # registered in code by the host application (or a test)
-            source = getattr(plugin, "__name__", None) or type(plugin).__module__
-            version = dist[1] if dist else None
-        found = _registered_by(name)
-        infos.append(
-            PluginInfo(
-                name,
-                source,
-                version,
-                hooks,
-                distribution=dist[0] if dist else None,
-                commands=found["commands"],
-                event_handlers=tuple(found["event_handlers"]),
-                reducers=tuple(found["reducers"]),
-                policy=found["policy"],
-                problems=tuple(found["problems"]),
-            )
-        )
-    return infos
 
 
 #: What kind of value a fact holds, as declared when it is registered (and known for the
@@ -444,23 +244,6 @@ class ActionSpec:
     pure: bool = False
 
 
-def _collect(hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, Any]:
-    """Call a registration hook plugin by plugin: ``build(plugin, *args, **kwargs)`` checks one
-    registration and returns its spec; a second claim of a name names both plugins."""
-    found: dict[str, Any] = {}
-    names = _Names(kind)
-    for plugin_name, function, argnames in _hookimpls(hook_name):
-
-        def register(*args: Any, _plugin: str = plugin_name, **kwargs: Any) -> None:
-            spec = build(_plugin, *args, **kwargs)
-            names.claim(spec.name, _plugin)
-            found[spec.name] = spec
-
-        if "register" in argnames:
-            function(register=register)
-    return found
-
-
 @dataclass(frozen=True)
 class DocumentKind:
     """A kind of JSON document a plugin reads from the ruleset paths (a sequence, a catalogue).
@@ -476,7 +259,7 @@ class DocumentKind:
     plugin: str
 
 
-def _document_kind(
+def document_kind_spec(
     plugin: str,
     kind: str,
     model: type,
@@ -495,12 +278,7 @@ def _document_kind(
     return DocumentKind(kind, model, check, description, plugin)
 
 
-def get_document_kinds() -> dict[str, DocumentKind]:
-    """Every kind of plugin document, by the top-level key that marks it."""
-    return _collect("register_documents", "document kind", _document_kind)
-
-
-def _operator(
+def operator_spec(
     plugin: str,
     name: str,
     test: Callable[[Any, Any], bool],
@@ -529,7 +307,7 @@ def _operator(
     return OperatorSpec(name, test, prepare, accepts_missing, description, plugin, types, check)
 
 
-def _fact(
+def fact_spec(
     plugin: str,
     name: str,
     compute: Callable[..., Any],
@@ -547,7 +325,7 @@ def _fact(
     return FactSpec(name, compute, description, plugin, type)
 
 
-def _action(
+def action_spec(
     plugin: str,
     name: str,
     run: Callable[..., Any],
@@ -578,37 +356,3 @@ def _action(
             "action only emits events about the contact, an external one reaches outside"
         )
     return ActionSpec(name, run, params, description, plugin, external, simulate, bool(pure))
-
-
-def get_operators() -> dict[str, OperatorSpec]:
-    """Every registered condition operator, by name."""
-    return _collect("register_operators", "operator", _operator)
-
-
-def get_facts() -> dict[str, FactSpec]:
-    """Every registered computed fact, by its dotted name."""
-    return _collect("register_facts", "fact", _fact)
-
-
-def get_actions() -> dict[str, ActionSpec]:
-    """Every registered action, by name; each with the pydantic model of its parameters."""
-    return _collect("register_actions", "action", _action)
-
-
-def dispatch_policy(**kwargs: Any) -> list[Any]:
-    """Every plugin's answer (``Veto``, ``Defer`` or ``None``) about dispatching an action now.
-
-    ``kwargs`` are the hook's arguments (action, params, contact, now, db, entity, key,
-    ruleset, rule); each plugin gets those it asks for. A plugin whose policy raises is
-    reported as a veto naming it: an action that a policy could not clear must not go out
-    (consent may be what it was checking).
-    """
-    from .types import Veto
-
-    answers = []
-    for plugin_name, function, argnames in _hookimpls("dispatch_policy"):
-        try:
-            answers.append(function(**{k: v for k, v in kwargs.items() if k in argnames}))
-        except Exception as error:
-            answers.append(Veto(f"policy of plugin {plugin_name!r} failed: {error!r}"))
-    return answers

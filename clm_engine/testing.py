@@ -8,7 +8,8 @@ test runner.
 
 Two layers:
 
-- building blocks for a test that opens its own ``Engine``: ``registered``, ``discover``,
+- building blocks for a test that opens its own ``Engine`` (``Engine(path, plugins=[...])``):
+  ``discover``,
   ``make_event``, ``check_migrations``, ``check_rejected``, and the checks of what rules
   decided (``check_action``, ``check_no_action``, ``check_trace``, ``check_contact``), which
   take any engine;
@@ -32,8 +33,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,7 +43,7 @@ from .clock import VirtualClock
 from .engine import Engine, IngestResult, parse_event
 from .errors import EventError, ReducerError
 from .models import Contact, Event
-from .plugins import get_migrations, load_plugins, pm
+from .registry import Plugins, Registry
 
 if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
@@ -66,7 +67,6 @@ __all__ = [
     "discover",
     "engine_for",
     "make_event",
-    "registered",
 ]
 
 #: When a ``VirtualClock()`` starts and ``make_event`` dates events unless told otherwise.
@@ -76,32 +76,12 @@ RULESET = "test"
 
 _DISCOVER = """
 import json
-from clm_engine.plugins import get_plugin_info, load_plugins
-load_plugins()
+from clm_engine.registry import Registry
 print(json.dumps({
     i.name: {"source": i.source, "version": i.version, "hooks": list(i.hooks)}
-    for i in get_plugin_info()
+    for i in Registry().plugin_info()
 }))
 """
-
-
-@contextmanager
-def registered(plugin: P, name: str) -> Iterator[P]:
-    """Register ``plugin`` (a module or an object) under ``name`` for the ``with`` block.
-
-    Why: the engine loads plugins once per process, and a test process is shared with other
-    tests that must not see your plugin, so a test registers it in code for as long as it needs
-    it. A plugin already registered under ``name`` (by ``load_plugins()`` or an outer block) is
-    left alone, and only a registration made here is undone on exit.
-    """
-    added = pm.get_plugin(name) is None
-    if added:
-        pm.register(plugin, name=name)
-    try:
-        yield plugin
-    finally:
-        if added:
-            pm.unregister(name=name)
 
 
 def discover(allow: str) -> dict[str, dict[str, Any]]:
@@ -155,7 +135,11 @@ def make_event(
 
 
 def check_migrations(
-    migrations: Migrations, tables: Collection[str], directory: str | os.PathLike[str]
+    migrations: Migrations,
+    tables: Collection[str],
+    directory: str | os.PathLike[str],
+    *,
+    plugins: Plugins = (),
 ) -> None:
     """Check that a migration set creates ``tables``, inside the caller's transaction, once.
 
@@ -165,7 +149,7 @@ def check_migrations(
 
     - in an in-memory database, inside a transaction, ``apply()`` creates the tables and a
       rollback leaves none of them; applying twice is a no-op that records each migration once;
-    - through the engine (the plugin must be registered, see ``registered``): the set comes
+    - through an engine with ``plugins`` (yours, unless it is installed): the set comes
       from the ``register_migrations`` hook, an engine opening a new store file in
       ``directory`` creates the tables and has nothing left to apply, and a second engine
       opening the same file applies nothing again.
@@ -202,16 +186,19 @@ def check_migrations(
     applied = [m.name for m in migrations.applied(db)]
     _expect(applied == names, f"applied twice, {migrations.name!r} recorded {applied}")
 
+    registry = Registry(plugins)
     _expect(
-        any(found is migrations for found in get_migrations()),
+        any(found is migrations for found in registry.migrations),
         f"migration set {migrations.name!r} does not come from any plugin's "
-        "register_migrations hook: is the plugin registered?",
+        "register_migrations hook: is the plugin given (plugins=[...]) or installed?",
     )
     path = Path(directory) / "check_migrations.db"
-    with Engine(path) as engine:
-        pending = engine.store.migrate(get_migrations())
+    with Engine(path, registry=registry) as engine:
+        pending = engine.store.migrate(registry.migrations)
         _expect(pending == [], f"an engine left migrations to apply: {pending}")
-    with Engine(path):  # would fail if a migration ran again (its CREATE TABLE, say)
+    with Engine(
+        path, registry=registry
+    ):  # would fail if a migration ran again (its CREATE TABLE, say)
         pass
     db = Database(path)
     try:
@@ -454,7 +441,7 @@ class Harness:
     Made by ``engine_for``. It ingests events, moves time and dispatches as a host would, and
     reads back what happened. ``engine``, ``clock`` and ``directory`` (where the store and the
     ruleset files are) are there for anything else. ``close()`` it, or use it in a ``with``
-    block: the engine closes and the plugins it registered are unregistered.
+    block: the engine closes and its temporary folder, if it made one, is removed.
     """
 
     def __init__(
@@ -472,7 +459,7 @@ class Harness:
         self.close()
 
     def close(self) -> None:
-        """Close the engine and unregister the plugins registered for it. Idempotent."""
+        """Close the engine (and remove the temporary folder it made). Idempotent."""
         self._resources.close()
 
     @property
@@ -673,11 +660,9 @@ def engine_for(
       folders, loaded as they are. The engine validates them all as ``clm validate`` does, and
       raises ``RulesetError`` listing every problem;
     - ``plugins``: plugin modules (or objects), each registered under its ``__name__``, or a
-      mapping ``{name: plugin}``, for the harness's lifetime. One already registered (loaded
-      from its entry point, or registered by an outer block) is left alone. Plugins are
-      registered before the engine opens: it picks up their actions, facts, reducers and
-      migrations then. The engine also loads what ``load_plugins()`` loads, as ``clm`` does
-      (the built-ins, and the installed plugins that ``CLM_LOAD_PLUGINS`` allows);
+      mapping ``{name: plugin}``: the engine's own, beside the built-ins and the installed
+      plugins that ``CLM_LOAD_PLUGINS`` allows, as ``clm`` loads them (``Engine(plugins=...)``).
+      One installed already (loaded from its entry point) is not registered twice;
     - ``tmp_path``: a folder in which a new subfolder holds the store and the ruleset files
       (pytest's ``tmp_path``); without one, a temporary folder removed by ``close()``;
     - ``start``: where the clock starts (aware ``datetime`` or ISO text), ``START`` unless
@@ -687,10 +672,6 @@ def engine_for(
     """
     resources = ExitStack()
     try:
-        load_plugins()  # first: an installed plugin keeps the name of its entry point
-        named = plugins.items() if isinstance(plugins, Mapping) else _names(plugins)
-        for name, plugin in named:
-            resources.enter_context(_plugged(plugin, name))
         if tmp_path is None:
             directory = Path(tempfile.mkdtemp(prefix="clm-kit-"))
             resources.callback(shutil.rmtree, directory, ignore_errors=True)
@@ -698,32 +679,18 @@ def engine_for(
             directory = Path(tempfile.mkdtemp(prefix="clm-kit-", dir=tmp_path))
         paths = _write_rulesets(directory / "rulesets", rules, rulesets)
         clock = VirtualClock(_aware(start) if start is not None else None)
-        engine = Engine(directory / "clm.db", clock=clock, rulesets=paths or None, **engine_options)
+        engine = Engine(
+            directory / "clm.db",
+            clock=clock,
+            rulesets=paths or None,
+            plugins=plugins,
+            **engine_options,
+        )
         resources.callback(engine.close)
     except BaseException:
         resources.close()
         raise
     return Harness(engine, clock, directory, resources)
-
-
-def _names(plugins: Iterable[object]) -> list[tuple[str, object]]:
-    # pluggy's own default: a module's __name__ (an object's id otherwise).
-    return [(pm.get_canonical_name(plugin), plugin) for plugin in plugins]
-
-
-@contextmanager
-def _plugged(plugin: object, name: str) -> Iterator[None]:
-    if pm.is_registered(plugin):  # from its entry point, or an outer block: theirs to undo
-        yield
-        return
-    other = pm.get_plugin(name)
-    if other is not None:
-        raise ValueError(
-            f"another plugin is registered under the name {name!r} ({other!r}): "
-            f"name yours otherwise, plugins={{'other-name': plugin}}"
-        )
-    with registered(plugin, name):
-        yield
 
 
 def _write_rulesets(

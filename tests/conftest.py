@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import importlib
-from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
@@ -9,10 +7,9 @@ from click.testing import CliRunner
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.cli import cli
-from clm_engine.testing import registered
 
 #: The plugins the example rulesets in rulesets/ use, by entry point name.
-EXAMPLE_PLUGINS = {"email": "clm_email", "referral": "clm_referral", "warranty": "clm_warranty"}
+EXAMPLE_PLUGINS = ("email", "referral", "warranty")
 
 
 @pytest.fixture
@@ -25,8 +22,9 @@ def run(tmp_path, monkeypatch):
     """``clm ARGS`` in ``tmp_path``; an exception escaping the command fails the test."""
     monkeypatch.chdir(tmp_path)
 
-    def invoke(*args: str):
-        return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    def invoke(*args: str, registry=None):
+        """``registry``: the plugins of this run (a ``Registry``), else what ``clm`` loads."""
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False, obj=registry)
 
     return invoke
 
@@ -43,10 +41,8 @@ def engine(db_path, clock):
 
 
 @pytest.fixture
-def example_plugins():
-    """The plugins the shipped example rulesets need, registered for the test (the root
-    conftest loads no installed plugin, so each test says what it uses)."""
-    with ExitStack() as stack:
-        for name, module in EXAMPLE_PLUGINS.items():
-            stack.enter_context(registered(importlib.import_module(module), name))
-        yield
+def example_plugins(monkeypatch):
+    """The installed plugins the shipped example rulesets need, loaded from their entry points
+    by every engine and ``clm`` run of the test (the root conftest allows none, so each test
+    says what it uses)."""
+    monkeypatch.setenv("CLM_LOAD_PLUGINS", ",".join(EXAMPLE_PLUGINS))

@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from clm_engine import hookimpl
-from clm_engine import plugins as plugins_module
 from clm_engine.cli import cli
-from clm_engine.testing import registered
+from clm_engine.registry import Registry
 
 KEYS = {
     "plugins",
@@ -31,8 +30,8 @@ KEYS = {
 }
 
 
-def run(*args: str):
-    result = CliRunner().invoke(cli, ["plugins", *args], catch_exceptions=False)
+def run(*args: str, registry: Registry | None = None):
+    result = CliRunner().invoke(cli, ["plugins", *args], catch_exceptions=False, obj=registry)
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -140,10 +139,12 @@ def test_only_the_built_ins_when_no_plugin_is_installed():
     assert listing["commands"] == []
 
 
-def test_plugins_that_failed_to_load_are_shown(monkeypatch):
-    monkeypatch.setitem(plugins_module.load_failures, "clm_broken", "ImportError: needs libfoo")
-    assert json.loads(run("--json"))["failed"] == {"clm_broken": "ImportError: needs libfoo"}
-    assert "failed to load clm_broken: ImportError: needs libfoo" in run()
+def test_plugins_that_failed_to_load_are_shown():
+    registry = Registry()
+    registry.load_failures["clm_broken"] = "ImportError: needs libfoo"  # as the loader records
+    listing = json.loads(run("--json", registry=registry))
+    assert listing["failed"] == {"clm_broken": "ImportError: needs libfoo"}
+    assert "failed to load clm_broken: ImportError: needs libfoo" in run(registry=registry)
 
 
 class Clashing:
@@ -153,9 +154,9 @@ class Clashing:
 
 
 def test_a_name_two_plugins_claim_is_a_problem_not_a_crash():
-    with registered(Clashing(), "clashing"):
-        listing = json.loads(run("--json"))
-        output = run()
+    registry = Registry({"clashing": Clashing()})
+    listing = json.loads(run("--json", registry=registry))
+    output = run(registry=registry)
     assert listing["facts"] == []
     assert listing["actions"]  # the rest is still listed
     (problem,) = listing["problems"]
@@ -190,8 +191,7 @@ class BrokenReducers:
 
 
 def test_a_registration_hook_that_raises_is_a_problem_and_the_rest_is_listed():
-    with registered(BrokenReducers(), "broken"):
-        listing = json.loads(run("--json"))
+    listing = json.loads(run("--json", registry=Registry({"broken": BrokenReducers()})))
     assert listing["problems"] == [
         "plugin 'broken': register_reducers failed: RuntimeError: no reducers today"
     ]

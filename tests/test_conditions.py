@@ -21,7 +21,8 @@ from clm_engine.builtins import facts as builtin_facts
 from clm_engine.conditions import ConditionCompiler
 from clm_engine.conditions.ops import OPERATORS
 from clm_engine.models import All, Condition, Contact, Event, Leaf, Not
-from clm_engine.plugins import FactSpec, OperatorSpec, get_facts, get_operators
+from clm_engine.plugins import FactSpec, OperatorSpec
+from clm_engine.registry import Registry
 from clm_engine.types import MISSING, FactContext
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -110,7 +111,8 @@ def leaf(fact: str, op: str, value: Any = None, **extra: Any) -> dict[str, Any]:
 
 
 def test_builtin_operators_and_facts_are_registered_as_plugins():
-    operators, facts = get_operators(), get_facts()
+    registry = Registry()
+    operators, facts = registry.operators, registry.facts
     for op in OPERATORS:
         assert operators[op.name].test is op.test
         assert operators[op.name].plugin == "clm_engine.builtins.operators"

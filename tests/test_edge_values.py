@@ -21,7 +21,6 @@ from clm_engine.conditions import ops
 from clm_engine.conditions.values import to_datetime
 from clm_engine.errors import ClmError
 from clm_engine.models import MAX_NUMBER
-from clm_engine.plugins import pm
 from tests.helpers import event
 
 RANGE = "from 1900-01-01T00:00:00Z to 2200-01-01T00:00:00Z (exclusive)"
@@ -193,19 +192,20 @@ class FarWarranties:
 
 
 def test_a_plugin_facts_far_dates_are_no_anchors(tmp_path, clock):
-    pm.register(FarWarranties(), name="far-warranties")
-    try:
-        rule = {
-            "id": "warranty",
-            "when": {"before": "product.warranty_ends_at", "days": 30},
-            "then": tag("warranty"),
-        }
-        engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, rule)])
-        engine.ingest(event("c1", "signup", "2026-11-02"))
-        rows = engine.store.conn.execute("SELECT entity FROM anchors").fetchall()
-        assert [row[0] for row in rows] == ["p-1"]
-    finally:
-        pm.unregister(name="far-warranties")
+    rule = {
+        "id": "warranty",
+        "when": {"before": "product.warranty_ends_at", "days": 30},
+        "then": tag("warranty"),
+    }
+    engine = Engine(
+        tmp_path / "clm.db",
+        clock=clock,
+        rulesets=[write_rules(tmp_path, rule)],
+        plugins={"far-warranties": FarWarranties()},
+    )
+    engine.ingest(event("c1", "signup", "2026-11-02"))
+    rows = engine.store.conn.execute("SELECT entity FROM anchors").fetchall()
+    assert [row[0] for row in rows] == ["p-1"]
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from clm_engine import hookimpl
 from clm_engine.cli import cli
 from clm_engine.errors import PluginError
-from clm_engine.plugins import FACT_TYPES, get_facts
-from clm_engine.testing import registered
+from clm_engine.plugins import FACT_TYPES
+from clm_engine.registry import Registry
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def validate(tmp_path, monkeypatch):
     """Write a ruleset with one rule whose ``if`` is ``condition``; run ``clm validate --json``."""
     monkeypatch.chdir(tmp_path)
 
-    def run(condition=None, *, when=None, text=None):
+    def run(condition=None, *, when=None, text=None, plugins=()):
         if text is None:
             rule = {
                 "id": "r",
@@ -36,7 +36,8 @@ def validate(tmp_path, monkeypatch):
                 rule["if"] = condition
             text = json.dumps({"ruleset": "types", "version": 1, "rules": [rule]}, indent=2)
         (tmp_path / "types.json").write_text(text)
-        result = CliRunner().invoke(cli, ["validate", "types.json", "--json"])
+        registry = Registry(plugins)
+        result = CliRunner().invoke(cli, ["validate", "types.json", "--json"], obj=registry)
         answer = json.loads(result.output)
         assert result.exit_code == (0 if answer["ok"] else 1)
         return answer["problems"]
@@ -350,8 +351,7 @@ class ShoutOperator:
 
 
 def test_computed_facts_declare_their_type_and_the_default_is_any():
-    with registered(TypedFacts(), "typed"):
-        facts = get_facts()
+    facts = Registry({"typed": TypedFacts()}).facts
     assert facts["test.vip"].type == "boolean"
     assert facts["test.untyped"].type == "any"
     assert facts["events.count"].type == "number"
@@ -360,17 +360,17 @@ def test_computed_facts_declare_their_type_and_the_default_is_any():
 
 
 def test_a_plugin_fact_is_checked_by_its_declared_type(validate):
-    with registered(TypedFacts(), "typed"):
-        problems = validate(
-            {
-                "all": [
-                    leaf("test.vip", "eq", 1),
-                    leaf("test.level", "gte", 2),
-                    leaf("test.untyped", "eq", "anything"),
-                    leaf("test.renews_at", "before", "2027-01-01"),
-                ]
-            }
-        )
+    problems = validate(
+        {
+            "all": [
+                leaf("test.vip", "eq", 1),
+                leaf("test.level", "gte", 2),
+                leaf("test.untyped", "eq", "anything"),
+                leaf("test.renews_at", "before", "2027-01-01"),
+            ]
+        },
+        plugins={"typed": TypedFacts()},
+    )
     assert [(p["pointer"], p["message"]) for p in problems] == [
         (
             "/rules/0/if/all/0/value",
@@ -385,9 +385,9 @@ def test_a_plugin_fact_is_checked_by_its_declared_type(validate):
 
 
 def test_a_relative_trigger_needs_a_date_fact(validate):
-    with registered(TypedFacts(), "typed"):
-        assert validate(when={"before": "test.renews_at", "days": 30}) == []
-        (problem,) = validate(when={"after": "test.level", "days": 1})
+    typed = {"typed": TypedFacts()}
+    assert validate(when={"before": "test.renews_at", "days": 30}, plugins=typed) == []
+    (problem,) = validate(when={"after": "test.level", "days": 1}, plugins=typed)
     assert problem["pointer"] == "/rules/0/when/after"
     assert problem["message"] == (
         "'test.level' is not a date (its type is 'number'): before/after need a date fact"
@@ -395,17 +395,17 @@ def test_a_relative_trigger_needs_a_date_fact(validate):
 
 
 def test_a_plugin_operator_says_which_fact_types_it_tests_and_checks_its_value(validate):
-    with registered(ShoutOperator(), "shout"):
-        problems = validate(
-            {
-                "all": [
-                    leaf("contact.email", "shouts", True),
-                    leaf("contact.email", "shouts", 1),
-                    leaf("contact.scores.lead", "shouts", True),
-                    leaf("event.properties.name", "shouts", 1),
-                ]
-            }
-        )
+    problems = validate(
+        {
+            "all": [
+                leaf("contact.email", "shouts", True),
+                leaf("contact.email", "shouts", 1),
+                leaf("contact.scores.lead", "shouts", True),
+                leaf("event.properties.name", "shouts", 1),
+            ]
+        },
+        plugins={"shout": ShoutOperator()},
+    )
     assert [(p["pointer"], p["message"]) for p in problems] == [
         ("/rules/0/if/all/1/value", "contact.email is text: write true"),
         ("/rules/0/if/all/2/op", "shouts tests text, and contact.scores.lead is a number"),
@@ -418,5 +418,5 @@ def test_a_fact_type_outside_the_set_is_refused_at_load():
         def register_facts(self, register):
             register("test.bad", lambda ctx: 1, type="integer")
 
-    with registered(Bad(), "bad"), pytest.raises(PluginError, match="type 'integer'"):
-        get_facts()
+    with pytest.raises(PluginError, match="type 'integer'"):
+        Registry({"bad": Bad()}).facts  # noqa: B018 (reading them checks them)

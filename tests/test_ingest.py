@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from clm_engine import Engine, EventError, ReducerError, hookimpl
 from clm_engine.consent import CHANNELS
-from clm_engine.plugins import pm
 from tests.helpers import event
 
 
@@ -124,16 +123,11 @@ class FlakyPlugin:
 
 @pytest.fixture
 def flaky():
-    plugin = FlakyPlugin()
-    pm.register(plugin, name="flaky")
-    try:
-        yield plugin
-    finally:
-        pm.unregister(name="flaky")
+    return FlakyPlugin()
 
 
 def test_a_failing_reducer_leaves_no_half_applied_contact(flaky, db_path, clock):
-    engine = Engine(db_path, clock=clock)
+    engine = Engine(db_path, clock=clock, plugins={"flaky": flaky})
     engine.ingest(event("c1", "signup", "2026-10-01"))
     before = state(engine, "c1")
     with pytest.raises(
@@ -175,18 +169,12 @@ class Interrupter:
 
 
 def test_an_interrupted_batch_commits_nothing(db_path, clock):
-    pm.register(Interrupter(), name="interrupter")
-    try:
-        engine = Engine(db_path, clock=clock)
-        with pytest.raises(KeyboardInterrupt):
-            engine.ingest_many(
-                [event("c1", "signup", "2026-10-01"), event("c1", "halt", "2026-10-02")]
-            )
-        assert engine.store.summary()["events"] == 0
-        assert engine.contact("c1") is None
-        engine.close()
-    finally:
-        pm.unregister(name="interrupter")
+    engine = Engine(db_path, clock=clock, plugins={"interrupter": Interrupter()})
+    with pytest.raises(KeyboardInterrupt):
+        engine.ingest_many([event("c1", "signup", "2026-10-01"), event("c1", "halt", "2026-10-02")])
+    assert engine.store.summary()["events"] == 0
+    assert engine.contact("c1") is None
+    engine.close()
 
 
 def test_a_late_event_gives_the_same_state_as_in_order(tmp_path, clock):

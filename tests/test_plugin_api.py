@@ -12,25 +12,23 @@ import pytest
 
 from clm_engine import Engine, RulesetError
 from clm_engine.dispatch import Dispatcher, DispatchReport
-from clm_engine.plugins import pm
+from clm_engine.registry import Registry
 from clm_engine.rulesets import validate_all
 from tests.helpers import event
 from tests.plugins import credits_plugin
 
 GOLD = {"tier": "gold", "amount": 50}
+#: The plugin every engine of these tests has.
+CREDITS = {"credits": credits_plugin}
 
 
 @pytest.fixture(autouse=True)
 def credits():
-    pm.register(credits_plugin, name="credits")
     credits_plugin.OUTSIDE.clear()
     credits_plugin.POLICY_SAW.clear()
     credits_plugin.BEHAVIOUR.update(fail=None, db_path=None, lock_free=None)
     credits_plugin.CALLS.update(handler=0, grant=0)
-    try:
-        yield credits_plugin
-    finally:
-        pm.unregister(name="credits")
+    yield credits_plugin
 
 
 def write_rules(tmp_path, *rules, tiers=(GOLD,)):
@@ -58,7 +56,7 @@ def test_facts_read_the_plugins_tables_through_the_context(tmp_path, clock):
         "then": [{"action": "tag.add", "with": {"tag": "advocate"}}],
     }
     folder = write_rules(tmp_path, rule)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
         engine.ingest(event("ann", "nps.answered", "2026-10-02", score=9))
         engine.ingest(event("cat", "invite.accepted", "2026-10-03", inviter="ann"))
@@ -77,7 +75,7 @@ def test_a_rule_condition_reads_what_actions_wrote_to_a_plugin_table(tmp_path, c
         "then": [{"action": "tag.add", "with": {"tag": "vip"}}],
     }
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE, rule)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         assert engine.ingest(event("c1", "deal.won", "2026-11-01")).ran_inline == 1  # 50
         engine.ingest(event("c1", "deal.won", "2026-11-01T11:00:00Z"))
         # 100 granted now; but the event's rules are all judged on the state it met (50).
@@ -94,7 +92,7 @@ def test_the_events_own_rules_see_what_its_handler_wrote(tmp_path, clock):
         "then": [{"action": "tag.add", "with": {"tag": "invited-by-ann"}}],
     }
     folder = write_rules(tmp_path, rule)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         assert engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann")).enqueued
         engine.dispatch()
         assert "invited-by-ann" in engine.contact("bob").tags
@@ -104,7 +102,7 @@ def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(
     grant = {"action": "credits.grant", "with": {"tier": "gold", "fail_first": True}}
     rule = {**GRANT_ON_PURCHASE, "then": [grant]}
     folder = write_rules(tmp_path, rule)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("c1", "deal.won", "2026-11-02"))  # runs inline, fails once
         [row] = engine.store.actions_for("c1")
         assert (row.status, row.attempts) == ("pending", 1)
@@ -121,7 +119,7 @@ def test_an_internal_actions_writes_commit_with_it_and_roll_back_with_a_failure(
 
 def test_a_fold_that_restarts_takes_back_what_its_inline_actions_wrote(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         result = engine.ingest_many(
             [
                 event("c1", "deal.won", "2026-11-01"),  # the grant writes the ledger inline
@@ -137,7 +135,7 @@ def test_a_fold_that_restarts_takes_back_what_its_inline_actions_wrote(tmp_path,
 
 def test_a_failure_is_recorded_once_when_actions_emit_about_other_contacts(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         result = engine.ingest_many(
             [
                 event("ann", "signup", "2026-10-01"),
@@ -153,7 +151,7 @@ def test_a_failure_is_recorded_once_when_actions_emit_about_other_contacts(tmp_p
 
 def test_an_action_emits_for_another_contact_and_enqueues_a_follow_up_once(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("ann", "signup", "2026-10-01"))
         engine.ingest(event("bob", "invite.accepted", "2026-10-02", inviter="ann"))
         assert engine.ingest(event("bob", "deal.won", "2026-11-02")).ran_inline == 1
@@ -184,7 +182,7 @@ def test_an_external_action_runs_without_the_write_lock_and_is_recorded_after(tm
     db_path = tmp_path / "clm.db"
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
     credits_plugin.BEHAVIOUR["db_path"] = str(db_path)
-    with Engine(db_path, clock=clock, rulesets=[folder]) as engine:
+    with Engine(db_path, clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("c1", "deal.won", "2026-11-02"))
         engine.dispatch()
         clock.advance(days=2)
@@ -202,7 +200,7 @@ def test_an_external_action_runs_without_the_write_lock_and_is_recorded_after(tm
 
 def test_external_failures_retry_with_backoff_or_end_as_failed(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("c1", "deal.won", "2026-11-02"))
         engine.dispatch()
         clock.advance(days=2)
@@ -223,12 +221,12 @@ def test_external_failures_retry_with_backoff_or_end_as_failed(tmp_path, clock):
 
 def test_a_claimed_external_action_comes_back_when_its_lease_runs_out(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(event("c1", "deal.won", "2026-11-02"))
         engine.dispatch()
         clock.advance(days=2)
         dispatcher = Dispatcher(
-            actions=engine.actions,
+            registry=engine.registry,
             stages=engine.stages,
             apply_events=engine._apply_emitted,
             documents=engine.documents,
@@ -255,7 +253,7 @@ def test_an_anchor_on_a_plugin_entity_reaches_the_action_and_the_policy(tmp_path
         "then": [{"action": "credits.notify", "with": {"message": "use it"}}],
     }
     folder = write_rules(tmp_path, rule)
-    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder]) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS) as engine:
         engine.ingest(
             event("c1", "voucher.issued", "2026-11-01", voucher="v-7", expires_at="2026-11-20")
         )
@@ -279,19 +277,19 @@ def test_an_anchor_on_a_plugin_entity_reaches_the_action_and_the_policy(tmp_path
 def test_documents_load_with_the_rulesets_and_report_problems_like_them(tmp_path, clock):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE, tiers=(GOLD, {"tier": "tin", "amount": 0}))
     (folder / "tier-bad.json").write_text('{\n  "tier": "bad",\n  "amount": "lots"\n}\n')
-    result = validate_all([folder])
+    result = validate_all([folder], registry=Registry(CREDITS))
     rendered = [p.render() for p in result.problems]
     assert any("tier-bad.json:3:" in r and "/amount" in r for r in rendered), rendered
     assert any("tier-tin.json" in r and "a tier's amount must be positive" in r for r in rendered)
     assert [d.name for d in result.documents] == ["gold"]
     with pytest.raises(RulesetError, match="amount"):
-        Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder])
+        Engine(tmp_path / "clm.db", clock=clock, rulesets=[folder], plugins=CREDITS)
 
 
 def test_an_action_naming_a_missing_document_is_a_problem_at_its_with(tmp_path):
     rule = {**GRANT_ON_PURCHASE, "then": [{"action": "credits.grant", "with": {"tier": "gould"}}]}
     folder = write_rules(tmp_path, rule)
-    [problem] = validate_all([folder]).problems
+    [problem] = validate_all([folder], registry=Registry(CREDITS)).problems
     assert problem.pointer == "/rules/0/then/0/with"
     assert "no tier 'gould'; known: gold" in problem.message
 
@@ -299,12 +297,12 @@ def test_an_action_naming_a_missing_document_is_a_problem_at_its_with(tmp_path):
 def test_two_documents_of_one_kind_and_name_are_a_problem(tmp_path):
     folder = write_rules(tmp_path, GRANT_ON_PURCHASE)
     (folder / "again.json").write_text(json.dumps(GOLD))
-    problems = validate_all([folder]).problems
+    problems = validate_all([folder], registry=Registry(CREDITS)).problems
     assert any("tier 'gold' is also defined in" in p.message for p in problems)
 
 
 def test_a_handler_sees_each_new_event_once_even_when_history_is_refolded(tmp_path, clock):
-    with Engine(tmp_path / "clm.db", clock=clock) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, plugins=CREDITS) as engine:
         engine.ingest(event("bob", "invite.accepted", "2026-10-05", inviter="ann"))
         engine.ingest(event("bob", "invite.accepted", "2026-10-05", inviter="ann"))  # same id
         engine.ingest(event("bob", "page.viewed", "2026-10-01"))  # late: re-folds bob
@@ -312,7 +310,7 @@ def test_a_handler_sees_each_new_event_once_even_when_history_is_refolded(tmp_pa
 
 
 def test_a_failing_handler_stores_nothing_of_its_event(tmp_path, clock):
-    with Engine(tmp_path / "clm.db", clock=clock) as engine:
+    with Engine(tmp_path / "clm.db", clock=clock, plugins=CREDITS) as engine:
         result = engine.ingest_many(
             [
                 event("bob", "signup", "2026-10-01"),
@@ -356,16 +354,14 @@ def test_the_lock_is_really_held_by_an_internal_action(tmp_path, clock):
 
             register("probe.run", run, P)
 
-    pm.register(Probe(), name="probe")
-    try:
-        rule = {"id": "probe", "when": {"event": "deal.won"}, "then": [{"action": "probe.run"}]}
-        folder = write_rules(tmp_path, rule)
-        with Engine(db_path, clock=clock, rulesets=[folder]) as engine:
-            engine.ingest(event("c1", "deal.won", "2026-11-02"))
-            engine.dispatch()
-        assert seen == {"free": False}
-    finally:
-        pm.unregister(name="probe")
+    rule = {"id": "probe", "when": {"event": "deal.won"}, "then": [{"action": "probe.run"}]}
+    folder = write_rules(tmp_path, rule)
+    with Engine(
+        db_path, clock=clock, rulesets=[folder], plugins={**CREDITS, "probe": Probe()}
+    ) as engine:
+        engine.ingest(event("c1", "deal.won", "2026-11-02"))
+        engine.dispatch()
+    assert seen == {"free": False}
 
 
 def test_enqueue_refuses_a_naive_time_or_a_slash(tmp_path):

@@ -12,9 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from clm_engine import ClmError, Engine, PluginError, hookimpl
-from clm_engine import plugins as clm_plugins
-from clm_engine.cli import ClmGroup, cli
-from clm_engine.plugins import pm
+from clm_engine.cli import cli
+from clm_engine.registry import Registry
 from tests.helpers import event
 from tests.plugins import sample_plugin
 
@@ -23,44 +22,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def sample():
-    pm.register(sample_plugin, name="sample")
-    try:
-        yield sample_plugin
-    finally:
-        pm.unregister(name="sample")
+    """The sample plugin, for an engine's ``plugins=``."""
+    return {"sample": sample_plugin}
 
 
 def hook_names() -> list[str]:
-    return sorted(name for name in dir(pm.hook) if not name.startswith("_"))
+    return sorted(name for name in dir(Registry().hook) if not name.startswith("_"))
 
 
 def test_hook_register_reducers(sample, db_path):
-    with Engine(db_path) as engine:
+    with Engine(db_path, plugins=sample) as engine:
         engine.ingest(event("c1", "points.earned", "2026-10-01", points=5))
         engine.ingest(event("c1", "points.earned", "2026-10-02", points=7))
         assert engine.contact("c1").scores == {"loyalty": 12.0}
-    names = [name for name, _ in clm_plugins.get_reducers().for_type("points.earned")]
+    names = [name for name, _ in engine.registry.reducers.for_type("points.earned")]
     assert names == ["core.track_activity", "sample.earn_points"]
 
 
 def test_hook_register_migrations(sample, db_path):
-    with Engine(db_path) as engine:
+    with Engine(db_path, plugins=sample) as engine:
         assert "sample_notes" in engine.store.db.table_names()
-        assert engine.store.migrate(clm_plugins.get_migrations()) == []
+        assert engine.store.migrate(engine.registry.migrations) == []
 
 
-def test_hook_register_commands(sample, monkeypatch):
-    monkeypatch.setattr(ClmGroup, "_plugin_commands_added", False)
-    try:
-        result = CliRunner().invoke(cli, ["sample-hello", "Ada"])
-        assert result.exit_code == 0, result.output
-        assert result.output == "hello Ada from the sample plugin\n"
-    finally:
-        cli.commands.pop("sample-hello", None)
+def test_hook_register_commands(sample):
+    result = CliRunner().invoke(cli, ["sample-hello", "Ada"], obj=Registry(sample))
+    assert result.exit_code == 0, result.output
+    assert result.output == "hello Ada from the sample plugin\n"
+    # Another run of clm, without the plugin, has no such command.
+    assert CliRunner().invoke(cli, ["sample-hello", "Ada"]).exit_code == 2
 
 
 def test_hook_forget_contact(sample, db_path):
-    with Engine(db_path) as engine:
+    with Engine(db_path, plugins=sample) as engine:
         engine.ingest(event("c1", "signup", "2026-10-01"))
         engine.store.db["sample_notes"].insert_all(
             [
@@ -73,7 +67,7 @@ def test_hook_forget_contact(sample, db_path):
             "events": 1,
             "stage_transitions": 1,
             "contacts": 1,
-            "sample:sample_notes": 1,
+            "sample_notes": 1,
         }
         assert [r["contact_id"] for r in engine.store.db["sample_notes"].rows] == ["c2"]
         assert engine.store.db["erasures"].count == 1
@@ -94,7 +88,7 @@ def _sample_rules(tmp_path, if_=None):
 
 
 def test_hook_register_actions(sample, db_path, tmp_path):
-    with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path)], plugins=sample) as engine:
         assert engine.ingest(event("c1", "signup", "2026-10-01")).ran_inline == 1
         assert engine.contact("c1").scores == {"loyalty": 5.0}
         [row] = engine.store.actions_for("c1")
@@ -103,22 +97,22 @@ def test_hook_register_actions(sample, db_path, tmp_path):
 
 def test_hook_register_operators(sample, db_path, tmp_path):
     cond = {"fact": "contact.metrics.events_count", "op": "divisible_by", "value": 1}
-    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)]) as engine:
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)], plugins=sample) as engine:
         assert engine.ingest(event("c1", "signup", "2026-10-01")).enqueued == 1
     bad = {"fact": "contact.metrics.events_count", "op": "divisible_by", "value": 0}
     with pytest.raises(ClmError, match="divisible_by needs a positive whole number"):
-        Engine(db_path, rulesets=[_sample_rules(tmp_path, bad)])
+        Engine(db_path, rulesets=[_sample_rules(tmp_path, bad)], plugins=sample)
 
 
 def test_hook_register_facts(sample, db_path, tmp_path):
     cond = {"fact": "contact.name_length", "op": "gte", "value": 3}
-    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)]) as engine:
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path, cond)], plugins=sample) as engine:
         assert engine.ingest(event("c1", "signup", "2026-10-01", first_name="Al")).enqueued == 0
         assert engine.ingest(event("c2", "signup", "2026-10-01", first_name="Ada")).enqueued == 1
 
 
 def test_hook_dispatch_policy(sample, db_path, tmp_path):
-    with Engine(db_path, rulesets=[_sample_rules(tmp_path)]) as engine:
+    with Engine(db_path, rulesets=[_sample_rules(tmp_path)], plugins=sample) as engine:
         engine.ingest(event("c1", "clm.tag.add", "2026-10-01T09:00:00Z", tag="quiet"))
         engine.ingest(event("c1", "signup", "2026-10-01"))  # its action is asked inline
         [row] = engine.store.actions_for("c1")
@@ -132,15 +126,11 @@ class Clash:
 
 
 def test_two_plugins_registering_one_name_fail_at_load_naming_both(sample, db_path):
-    pm.register(Clash(), name="clash")
-    try:
-        with pytest.raises(
-            PluginError,
-            match=r"'sample\.earn_points' is registered by both plugin 'sample' and plugin 'clash'",
-        ):
-            Engine(db_path)
-    finally:
-        pm.unregister(name="clash")
+    with pytest.raises(
+        PluginError,
+        match=r"'sample\.earn_points' is registered by both plugin 'sample' and plugin 'clash'",
+    ):
+        Engine(db_path, plugins={**sample, "clash": Clash()})
 
 
 class SecondSampleMigrations:
@@ -150,12 +140,8 @@ class SecondSampleMigrations:
 
 
 def test_two_migration_sets_with_one_name_fail_at_load(sample, db_path):
-    pm.register(SecondSampleMigrations(), name="again")
-    try:
-        with pytest.raises(PluginError, match=r"migration set 'sample_plugin'.*'sample'.*'again'"):
-            Engine(db_path)
-    finally:
-        pm.unregister(name="again")
+    with pytest.raises(PluginError, match=r"migration set 'sample_plugin'.*'sample'.*'again'"):
+        Engine(db_path, plugins={**sample, "again": SecondSampleMigrations()})
 
 
 def _run_clm(args: list[str], extra_path: Path | None = None, **env: str):
@@ -215,29 +201,23 @@ def test_a_plugin_that_fails_to_import_is_skipped_and_reported(tmp_path):
 def test_hook_register_event_handlers(db_path):
     from tests.plugins import credits_plugin
 
-    pm.register(credits_plugin, name="credits")
     credits_plugin.CALLS["handler"] = 0
-    try:
-        with Engine(db_path) as engine:
-            engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
-            engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
-            rows = engine.store.read().db.execute("SELECT * FROM credit_invites").fetchall()
-        assert [row[:2] for row in rows] == [("bob", "ann")]
-        assert credits_plugin.CALLS["handler"] == 1  # not again for the duplicate
-    finally:
-        pm.unregister(name="credits")
+    with Engine(db_path, plugins={"credits": credits_plugin}) as engine:
+        engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
+        engine.ingest(event("bob", "invite.accepted", "2026-10-01", inviter="ann"))
+        rows = engine.store.read().db.execute("SELECT * FROM credit_invites").fetchall()
+    assert [row[:2] for row in rows] == [("bob", "ann")]
+    assert credits_plugin.CALLS["handler"] == 1  # not again for the duplicate
 
 
 def test_hook_register_documents(db_path, tmp_path):
     from tests.plugins import credits_plugin
 
     (tmp_path / "gold.json").write_text(json.dumps({"tier": "gold", "amount": 50}))
-    pm.register(credits_plugin, name="credits")
-    try:
-        with Engine(db_path, rulesets=[tmp_path / "gold.json"]) as engine:
-            assert engine.documents["tier"]["gold"].amount == 50
-    finally:
-        pm.unregister(name="credits")
+    with Engine(
+        db_path, rulesets=[tmp_path / "gold.json"], plugins={"credits": credits_plugin}
+    ) as engine:
+        assert engine.documents["tier"]["gold"].amount == 50
 
 
 def test_every_hook_is_documented():
@@ -275,9 +255,68 @@ class BadAction:
     ],
 )
 def test_actions_are_checked_when_registered(sample, db_path, plugin, message):
-    pm.register(plugin, name="other")
-    try:
-        with pytest.raises(PluginError, match=message):
-            Engine(db_path)
-    finally:
-        pm.unregister(name="other")
+    with pytest.raises(PluginError, match=message):
+        Engine(db_path, plugins={**sample, "other": plugin})
+
+
+class RenamingWrapper:
+    """A wrapper around ``register_actions``: it sees every plugin's registrations go by."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl(wrapper=True)
+    def register_actions(self, register):
+        self.calls += 1
+        return (yield)
+
+
+def test_registration_hooks_go_through_pluggy_so_wrappers_and_tracing_work(sample, db_path):
+    wrapper = RenamingWrapper()
+    registry = Registry({**sample, "wrapper": wrapper})
+    traced: list[str] = []
+    registry.pm.trace.root.setwriter(traced.append)
+    registry.pm.enable_tracing()
+    with Engine(db_path, registry=registry) as engine:
+        assert "sample.shout" in engine.actions  # the plugin's actions, through the wrapper
+        assert engine.actions["sample.shout"].plugin == "sample"
+    assert wrapper.calls == 1
+    assert any("register_actions" in line for line in traced)
+
+
+def test_two_engines_with_different_plugins_live_side_by_side(sample, tmp_path):
+    with (
+        Engine(tmp_path / "a.db", plugins=sample) as with_sample,
+        Engine(tmp_path / "b.db") as without,
+    ):
+        assert "sample.shout" in with_sample.actions
+        assert "sample.shout" not in without.actions
+        assert "sample_notes" in with_sample.store.db.table_names()
+        assert "sample_notes" not in without.store.db.table_names()
+        with_sample.ingest(event("c1", "points.earned", "2026-10-01", points=5))
+        without.ingest(event("c1", "points.earned", "2026-10-01", points=5))
+        assert with_sample.contact("c1").scores == {"loyalty": 5.0}
+        assert without.contact("c1").scores == {}
+
+
+def test_register_kept_and_called_after_its_hook_is_refused(db_path):
+    kept = []
+
+    class Hoarder:
+        @hookimpl
+        def register_facts(self, register):
+            kept.append(register)
+
+    Registry({"hoarder": Hoarder()}).facts  # noqa: B018 (reads the registrations)
+    with pytest.raises(PluginError, match="outside a registration hook"):
+        kept[0]("late.fact", lambda ctx: 1)
+
+
+def test_a_registration_hook_that_raises_names_its_plugin(db_path):
+    class Broken:
+        @hookimpl
+        def register_facts(self, register):
+            raise RuntimeError("no facts today")
+
+    with pytest.raises(PluginError, match=r"plugin 'broken': register_facts failed: .*today"):
+        Engine(db_path, plugins={"broken": Broken()})

@@ -9,7 +9,6 @@ import pytest
 
 from clm_engine import Engine, RulesetError, VirtualClock, hookimpl
 from clm_engine.explain import check, explain
-from clm_engine.plugins import pm
 from clm_engine.types import Defer, Veto
 from tests.helpers import event
 
@@ -41,10 +40,9 @@ def clock():
     return VirtualClock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
 
 
-def make(tmp_path, clock, *rules, **extra):
-    return Engine(
-        tmp_path / "clm.db", clock=clock, rulesets=[ruleset(tmp_path, rules=rules, **extra)]
-    )
+def make(tmp_path, clock, *rules, plugins=(), **extra):
+    rulesets = [ruleset(tmp_path, rules=rules, **extra)]
+    return Engine(tmp_path / "clm.db", clock=clock, rulesets=rulesets, plugins=plugins)
 
 
 def test_a_matching_event_moves_the_stage_inline_dated_by_the_event(tmp_path, clock):
@@ -216,11 +214,7 @@ class Flaky:
 @pytest.fixture
 def flaky():
     Flaky.calls = 0
-    pm.register(Flaky(), name="flaky")
-    try:
-        yield
-    finally:
-        pm.unregister(name="flaky")
+    return {"flaky": Flaky()}
 
 
 def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run(
@@ -231,6 +225,7 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
         clock,
         rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]),
         rule("tag", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "new"}}]),
+        plugins=flaky,
     )
     engine.max_attempts = 3
     engine.ingest(event("c1", "signup", "2026-11-01"))  # both run inline: one fails
@@ -252,7 +247,8 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
 
 
 def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(flaky, tmp_path, clock):
-    engine = make(tmp_path, clock, rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]))
+    sync = rule("sync", {"event": "signup"}, [{"action": "crm.sync"}])
+    engine = make(tmp_path, clock, sync, plugins=flaky)
     engine.max_attempts = 1
     engine.ingest(event("c1", "signup", "2026-11-01"))
     [row] = engine.store.actions_for("c1")
@@ -273,24 +269,21 @@ class Policy:
 
 
 def test_policies_veto_and_defer_never_silently(tmp_path, clock):
-    pm.register(Policy(), name="policy")
-    try:
-        engine = make(
-            tmp_path,
-            clock,
-            rule("a", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "spam"}}]),
-            rule("b", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "later"}}]),
-        )
-        engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))  # asked inline
-        assert engine.dispatch().total == 0
-        rows = {r.rule: r for r in engine.store.actions_for("c1")}
-        assert (rows["a"].status, rows["a"].note) == ("vetoed", "no consent for marketing")
-        assert rows["b"].status == "pending" and "quiet until 20:00" in rows["b"].note
-        clock.set(datetime(2026, 11, 2, 20, 0, tzinfo=UTC))
-        assert engine.dispatch().outcomes == {"done": 1}
-        assert engine.contact("c1").tags == ["later"]
-    finally:
-        pm.unregister(name="policy")
+    engine = make(
+        tmp_path,
+        clock,
+        rule("a", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "spam"}}]),
+        rule("b", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "later"}}]),
+        plugins={"policy": Policy()},
+    )
+    engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))  # asked inline
+    assert engine.dispatch().total == 0
+    rows = {r.rule: r for r in engine.store.actions_for("c1")}
+    assert (rows["a"].status, rows["a"].note) == ("vetoed", "no consent for marketing")
+    assert rows["b"].status == "pending" and "quiet until 20:00" in rows["b"].note
+    clock.set(datetime(2026, 11, 2, 20, 0, tzinfo=UTC))
+    assert engine.dispatch().outcomes == {"done": 1}
+    assert engine.contact("c1").tags == ["later"]
 
 
 def test_event_emit_chains_and_a_loop_is_cut(tmp_path, clock):
@@ -419,25 +412,22 @@ class BrokenFact:
 
 
 def test_a_failing_plugin_fact_is_traced_as_an_error_and_spares_other_rules(tmp_path, clock):
-    pm.register(BrokenFact(), name="broken-fact")
-    try:
-        engine = make(
-            tmp_path,
-            clock,
-            rule(
-                "ltv",
-                {"event": "purchase"},
-                [{"action": "tag.add", "with": {"tag": "ltv"}}],
-                **{"if": {"fact": "contact.lifetime_value", "op": "gt", "value": 100}},
-            ),
-            rule("plain", {"event": "purchase"}, [{"action": "tag.add", "with": {"tag": "buyer"}}]),
-        )
-        engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
-        assert [r.rule for r in engine.store.actions_for("c1")] == ["plain"]
-        [trace] = engine.store.traces("c1", rule="ltv")
-        assert trace.decision == "error" and "warehouse unreachable" in trace.detail
-    finally:
-        pm.unregister(name="broken-fact")
+    engine = make(
+        tmp_path,
+        clock,
+        rule(
+            "ltv",
+            {"event": "purchase"},
+            [{"action": "tag.add", "with": {"tag": "ltv"}}],
+            **{"if": {"fact": "contact.lifetime_value", "op": "gt", "value": 100}},
+        ),
+        rule("plain", {"event": "purchase"}, [{"action": "tag.add", "with": {"tag": "buyer"}}]),
+        plugins={"broken-fact": BrokenFact()},
+    )
+    engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
+    assert [r.rule for r in engine.store.actions_for("c1")] == ["plain"]
+    [trace] = engine.store.traces("c1", rule="ltv")
+    assert trace.decision == "error" and "warehouse unreachable" in trace.detail
 
 
 def test_scores_add_up_to_their_cap_and_decay(tmp_path, clock):

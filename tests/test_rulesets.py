@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clm_engine import RulesetError, hookimpl
 from clm_engine.cli import cli
-from clm_engine.plugins import pm
+from clm_engine.registry import Registry
 from clm_engine.rulesets import (
     SCHEMA_PATH,
     LoadedRuleset,
@@ -63,11 +63,8 @@ class NotifyPlugin:
 
 @pytest.fixture
 def notify():
-    pm.register(NotifyPlugin(), name="rulesets-test")
-    try:
-        yield
-    finally:
-        pm.unregister(name="rulesets-test")
+    """The built-ins and the notify plugin, for ``problems_in(..., registry=notify)``."""
+    return Registry({"rulesets-test": NotifyPlugin()})
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -94,8 +91,10 @@ def rule(**fields) -> dict:
     }
 
 
-def problems_in(tmp_path: Path, document: str | dict) -> list[RulesetProblem]:
-    loaded, problems = validate_files([write(tmp_path, "r.json", document)])
+def problems_in(
+    tmp_path: Path, document: str | dict, registry: Registry | None = None
+) -> list[RulesetProblem]:
+    loaded, problems = validate_files([write(tmp_path, "r.json", document)], registry=registry)
     assert not (loaded and problems)
     return problems
 
@@ -385,7 +384,9 @@ def test_a_bad_segment_name_points_at_the_key(tmp_path):
 
 def test_an_unknown_action_suggests_the_closest(tmp_path, notify):
     problems = problems_in(
-        tmp_path, ruleset(rule(then=[{"action": "test.notfy", "with": {"channel": "email"}}]))
+        tmp_path,
+        ruleset(rule(then=[{"action": "test.notfy", "with": {"channel": "email"}}])),
+        registry=notify,
     )
     (problem,) = problems
     assert problem.pointer == "/rules/0/then/0/action"
@@ -405,6 +406,7 @@ def test_action_parameters_are_checked_by_the_actions_own_model(tmp_path, notify
                 ]
             )
         ),
+        registry=notify,
     )
     assert found(problems) == [
         (
@@ -434,7 +436,7 @@ def test_action_parameters_are_checked_by_the_actions_own_model(tmp_path, notify
 
 def test_registries_can_be_passed_in(tmp_path):
     path = write(tmp_path, "r.json", ruleset(rule()))
-    _, problems = validate_files([path], actions={}, operators={}, facts={})
+    _, problems = validate_files([path], registry=Registry(builtins=False, installed=False))
     assert found(problems) == [("/rules/0/then/0/action", "unknown action 'tag.add'")]
     assert problems[0].hint == "no plugin registers any action"
 
@@ -544,6 +546,7 @@ def test_relative_time_anchors_must_be_dates(tmp_path, notify):
             rule(id="f", when={"after": "contact.metrics.orders_count", "days": 1}),
             rule(id="g", when={"after": "contact.craeted_at", "days": 1}),
         ),
+        registry=notify,
     )
     assert [(p.pointer, p.message) for p in problems] == [
         ("/rules/4/when/after", "'contact.email' is not a date: before/after need a date fact"),

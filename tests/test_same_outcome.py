@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clm_engine import Engine, VirtualClock, hookimpl
-from clm_engine.testing import registered
 from clm_engine.types import Defer
 from tests.helpers import event
 
@@ -121,10 +120,9 @@ def test_a_late_event_keeps_what_was_sent_and_skips_a_stale_email(tmp_path):
     from tests.plugins import notify_plugin
 
     clock = VirtualClock(datetime(2026, 9, 1, tzinfo=UTC))
-    with (
-        notify_plugin.installed(),
-        Engine(tmp_path / "clm.db", clock=clock, rulesets=[rules]) as engine,
-    ):
+    with Engine(
+        tmp_path / "clm.db", clock=clock, rulesets=[rules], plugins=notify_plugin.installed()
+    ) as engine:
         engine.ingest({**event("c1", "purchase", "2026-08-30", amount=5), "id": "o2"})
         assert engine.dispatch().outcomes == {"done": 1}  # thanks for "the first order"
         engine.ingest({**event("c1", "purchase", "2026-03-01", amount=5), "id": "o1"})  # late
@@ -256,10 +254,9 @@ def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
            "then": [{"action": "tag.add", "with": {"tag": "later"}}]}]}"""
     )
     clock = VirtualClock(datetime(2026, 11, 2, 12, tzinfo=UTC))
-    with (
-        registered(_QuietMornings(), "quiet"),
-        Engine(tmp_path / "clm.db", clock=clock, rulesets=[rules]) as engine,
-    ):
+    with Engine(
+        tmp_path / "clm.db", clock=clock, rulesets=[rules], plugins={"quiet": _QuietMornings()}
+    ) as engine:
         engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))
         engine.ingest(event("c1", "page.viewed", "2026-11-01T09:00:00Z"))  # late: re-judges
         [row] = engine.store.actions_for("c1")

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from clm_engine import Engine, VirtualClock, hookimpl
 from clm_engine.cli import cli
-from clm_engine.plugins import pm
+from clm_engine.registry import Registry
 from clm_engine.simulation import (
     EventHistory,
     SimulationError,
@@ -296,17 +296,15 @@ class Mailer:
 
 def test_external_actions_are_recorded_as_simulated_never_run(history, tmp_path):
     Mailer.sent = []
-    pm.register(Mailer(), name="mailer")
-    try:
-        welcome = {
-            "id": "welcome",
-            "when": {"event": "signup"},
-            "then": [{"action": "mail.send", "with": {"template": "welcome"}}],
-        }
-        rulesets = write_ruleset(tmp_path / "rules", "mail", [welcome])
-        result = simulate(rulesets, history, start=MAY, end=JUNE)
-    finally:
-        pm.unregister(name="mailer")
+    welcome = {
+        "id": "welcome",
+        "when": {"event": "signup"},
+        "then": [{"action": "mail.send", "with": {"template": "welcome"}}],
+    }
+    rulesets = write_ruleset(tmp_path / "rules", "mail", [welcome])
+    result = simulate(
+        rulesets, history, start=MAY, end=JUNE, registry=Registry({"mailer": Mailer()})
+    )
     assert Mailer.sent == []
     assert result.per_rule["mail/welcome"]["fired"] == 50
     assert result.actions == {"simulated": 50}

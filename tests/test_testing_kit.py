@@ -12,13 +12,13 @@ from pydantic import BaseModel, ConfigDict
 from clm_engine import (
     Engine,
     EventError,
+    PluginError,
     ReducerError,
     RulesetError,
     VirtualClock,
     hookimpl,
     testing,
 )
-from clm_engine.plugins import pm
 from clm_engine.testing import (
     RULESET,
     START,
@@ -28,7 +28,6 @@ from clm_engine.testing import (
     check_trace,
     engine_for,
     make_event,
-    registered,
 )
 
 
@@ -103,10 +102,9 @@ def test_a_first_test_without_the_harness_dispatches_what_its_event_made_due(not
         '{"ruleset": "t", "version": 1, "rules": [{"id": "greet", "when": {"event": "signup"},'
         ' "then": [{"action": "notify.send", "with": {"channel": "#s"}}]}]}'
     )
-    with (
-        registered(notify, "notify"),
-        Engine(tmp_path / "x.db", clock=VirtualClock(), rulesets=[rules]) as engine,
-    ):
+    with Engine(
+        tmp_path / "x.db", clock=VirtualClock(), rulesets=[rules], plugins={"notify": notify}
+    ) as engine:
         engine.ingest(make_event("signup"))
         assert engine.dispatch().outcomes["done"] == 1
         check_action(engine, "notify.send", contact_id="c1", result={"sent_to": "#s"})
@@ -327,33 +325,26 @@ def test_rulesets_as_dicts_and_paths(tmp_path):
         assert sorted(p.name for p in (kit.directory / "rulesets").iterdir()) == ["01-stages.json"]
 
 
-def test_an_invalid_ruleset_says_where_and_leaves_nothing_registered(notify, tmp_path):
+def test_an_invalid_ruleset_says_where(notify, tmp_path):
     bad = notify_rule()
     bad["then"][1]["with"] = {"chanel": "#sales"}
     with pytest.raises(RulesetError, match="chanel"):
         engine_for(rules=[bad], plugins={"notify-kit": notify}, tmp_path=tmp_path)
-    assert pm.get_plugin("notify-kit") is None
 
 
-def test_plugins_are_registered_for_the_harness_lifetime(notify, tmp_path):
+def test_the_plugins_are_the_harness_engines_own(notify, tmp_path):
     kit = engine_for(plugins={"notify-kit": notify}, tmp_path=tmp_path)
-    assert pm.get_plugin("notify-kit") is notify
+    assert kit.engine.registry.pm.get_plugin("notify-kit") is notify
     assert "notify.send" in kit.engine.actions
+    with engine_for(tmp_path=tmp_path) as other:  # another engine, in the same process
+        assert "notify.send" not in other.engine.actions
     kit.close()
     kit.close()  # idempotent
-    assert pm.get_plugin("notify-kit") is None
-
-
-def test_a_plugin_already_registered_is_left_alone(notify, tmp_path):
-    with registered(notify, "outer"):
-        with engine_for(plugins=[notify], tmp_path=tmp_path) as kit:
-            assert "notify.send" in kit.engine.actions
-        assert pm.get_plugin("outer") is notify
 
 
 def test_a_name_taken_by_another_plugin_is_an_error(notify, tmp_path):
-    with registered(Notify(), "notify-kit"), pytest.raises(ValueError, match="another plugin"):
-        engine_for(plugins={"notify-kit": notify}, tmp_path=tmp_path)
+    with pytest.raises(PluginError, match=r"two plugins named 'clm_engine\.builtins\.facts'"):
+        engine_for(plugins={"clm_engine.builtins.facts": notify}, tmp_path=tmp_path)
 
 
 def test_without_a_folder_the_harness_cleans_up_after_itself():

@@ -23,10 +23,8 @@ SCRIPT = textwrap.dedent(
     """
     import json, sys, threading
     from clm_engine import Engine
-    from clm_engine import plugins
 
     db, rulesets, threads, contacts = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    assert not plugins.pm.get_plugins(), "the plugin manager must start unloaded"
     start = threading.Barrier(threads)
     errors, ingested = [], []
 

@@ -9,7 +9,6 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from clm_engine import Engine, VirtualClock, hookimpl
-from clm_engine.plugins import pm
 from tests.helpers import event
 
 
@@ -199,19 +198,20 @@ class Mailer:
 
 def test_a_dry_run_records_external_actions_without_running_them(tmp_path, clock):
     Mailer.sent = []
-    pm.register(Mailer(), name="mailer")
-    try:
-        rule = {"id": "mail", "when": {"event": "signup"}, "then": [{"action": "test.mail"}]}
-        engine = engine_with(tmp_path, clock, rule, dry_run_external=True)
-        engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
-        assert engine.tick().dispatched.outcomes == {"simulated": 1}
-        assert Mailer.sent == []
-        live = Engine(tmp_path / "live.db", clock=clock, rulesets=[tmp_path / "timed.json"])
-        live.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
-        live.tick()
-        assert len(Mailer.sent) == 1
-    finally:
-        pm.unregister(name="mailer")
+    rule = {"id": "mail", "when": {"event": "signup"}, "then": [{"action": "test.mail"}]}
+    engine = engine_with(tmp_path, clock, rule, dry_run_external=True, plugins={"mailer": Mailer()})
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    assert engine.tick().dispatched.outcomes == {"simulated": 1}
+    assert Mailer.sent == []
+    live = Engine(
+        tmp_path / "live.db",
+        clock=clock,
+        rulesets=[tmp_path / "timed.json"],
+        plugins={"mailer": Mailer()},
+    )
+    live.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    live.tick()
+    assert len(Mailer.sent) == 1
 
 
 def test_the_scheduler_is_built_from_the_rulesets_with_stable_ids_and_not_started(tmp_path, clock):
@@ -264,51 +264,47 @@ class Warranties:
 
 
 def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(tmp_path, clock):
-    pm.register(Warranties(), name="warranties")
-    try:
-        rule = {
-            "id": "extension-offer",
-            "when": {"before": "product.warranty_ends_at", "days": 30},
-            "if": {"fact": "product.is_premium", "op": "eq", "value": True},
-            "then": [{"action": "score.add", "with": {"score": "offers", "points": 1}}],
-        }
-        engine = engine_with(tmp_path, clock, rule)
-        engine.ingest_many(
-            [
-                event(
-                    "c1",
-                    "product.registered",
-                    "2026-11-02",
-                    product_id="premium-1",
-                    warranty_ends_at="2026-12-15",
-                ),
-                event(
-                    "c1",
-                    "product.registered",
-                    "2026-11-02T11:00:00Z",
-                    product_id="premium-2",
-                    warranty_ends_at="2027-01-31",
-                ),
-                event(
-                    "c1",
-                    "product.registered",
-                    "2026-11-02T12:00:00Z",
-                    product_id="basic-1",
-                    warranty_ends_at="2026-12-10",
-                ),
-            ]
-        )
-        clock.set(datetime(2026, 11, 16, tzinfo=UTC))
-        report = engine.tick()
-        assert (report.anchors_fired, report.anchors_not_matched) == (1, 1)  # premium-1 only
-        clock.set(datetime(2027, 1, 2, tzinfo=UTC))
-        assert engine.tick().anchors_fired == 1  # premium-2
-        assert engine.tick().anchors_fired == 0
-        assert engine.contact("c1").scores == {"offers": 2.0}
-        triggers = sorted(t.trigger for t in engine.store.traces("c1"))
-        assert triggers[0].startswith("30 days before product.warranty_ends_at (premium-1 ")
-    finally:
-        pm.unregister(name="warranties")
+    rule = {
+        "id": "extension-offer",
+        "when": {"before": "product.warranty_ends_at", "days": 30},
+        "if": {"fact": "product.is_premium", "op": "eq", "value": True},
+        "then": [{"action": "score.add", "with": {"score": "offers", "points": 1}}],
+    }
+    engine = engine_with(tmp_path, clock, rule, plugins={"warranties": Warranties()})
+    engine.ingest_many(
+        [
+            event(
+                "c1",
+                "product.registered",
+                "2026-11-02",
+                product_id="premium-1",
+                warranty_ends_at="2026-12-15",
+            ),
+            event(
+                "c1",
+                "product.registered",
+                "2026-11-02T11:00:00Z",
+                product_id="premium-2",
+                warranty_ends_at="2027-01-31",
+            ),
+            event(
+                "c1",
+                "product.registered",
+                "2026-11-02T12:00:00Z",
+                product_id="basic-1",
+                warranty_ends_at="2026-12-10",
+            ),
+        ]
+    )
+    clock.set(datetime(2026, 11, 16, tzinfo=UTC))
+    report = engine.tick()
+    assert (report.anchors_fired, report.anchors_not_matched) == (1, 1)  # premium-1 only
+    clock.set(datetime(2027, 1, 2, tzinfo=UTC))
+    assert engine.tick().anchors_fired == 1  # premium-2
+    assert engine.tick().anchors_fired == 0
+    assert engine.contact("c1").scores == {"offers": 2.0}
+    triggers = sorted(t.trigger for t in engine.store.traces("c1"))
+    assert triggers[0].startswith("30 days before product.warranty_ends_at (premium-1 ")
 
 
 def test_explain_says_when_a_relative_rule_will_fire(tmp_path, clock):
@@ -337,38 +333,32 @@ class Flaky:
 
 
 def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(tmp_path, clock):
-    pm.register(Flaky(), name="flaky-fact")
-    try:
-        broken = {
-            **DAY3,
-            "id": "ltv-check",
-            "if": {"fact": "contact.lifetime_value", "op": "gt", "value": 1},
-        }
-        engine = engine_with(tmp_path, clock, broken, DAY3)
-        engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
-        clock.advance(days=3)
-        report = engine.tick()
-        assert report.anchors_fired == 1  # day-3 still fired
-        [trace] = engine.store.traces("c1", rule="ltv-check")
-        assert trace.decision == "error" and "warehouse unreachable" in trace.detail
-        assert engine.tick().anchors_fired == 0  # nothing stuck, nothing repeated
-    finally:
-        pm.unregister(name="flaky-fact")
+    broken = {
+        **DAY3,
+        "id": "ltv-check",
+        "if": {"fact": "contact.lifetime_value", "op": "gt", "value": 1},
+    }
+    engine = engine_with(tmp_path, clock, broken, DAY3, plugins={"flaky-fact": Flaky()})
+    engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
+    clock.advance(days=3)
+    report = engine.tick()
+    assert report.anchors_fired == 1  # day-3 still fired
+    [trace] = engine.store.traces("c1", rule="ltv-check")
+    assert trace.decision == "error" and "warehouse unreachable" in trace.detail
+    assert engine.tick().anchors_fired == 0  # nothing stuck, nothing repeated
 
 
 def test_a_failing_anchor_fact_never_takes_the_batch_down(tmp_path, clock):
-    pm.register(Flaky(), name="flaky-fact")
-    try:
-        counting = {"id": "ltv", "when": {"after": "contact.lifetime_value", "days": 1}}
-        engine = engine_with(tmp_path, clock, {**counting, "then": tag("x")}, DAY3)
-        result = engine.ingest_many(
-            [event("c1", "signup", "2026-11-02T08:00:00Z"), event("c2", "signup", "2026-11-02")]
-        )
-        assert (result.ingested, result.failed) == (2, [])
-        clock.advance(days=4)
-        assert engine.tick().anchors_fired == 2  # the other rule's anchors were kept
-    finally:
-        pm.unregister(name="flaky-fact")
+    counting = {"id": "ltv", "when": {"after": "contact.lifetime_value", "days": 1}}
+    engine = engine_with(
+        tmp_path, clock, {**counting, "then": tag("x")}, DAY3, plugins={"flaky-fact": Flaky()}
+    )
+    result = engine.ingest_many(
+        [event("c1", "signup", "2026-11-02T08:00:00Z"), event("c2", "signup", "2026-11-02")]
+    )
+    assert (result.ingested, result.failed) == (2, [])
+    clock.advance(days=4)
+    assert engine.tick().anchors_fired == 2  # the other rule's anchors were kept
 
 
 def test_an_idle_tick_only_reads_so_it_never_waits_for_another_writer(tmp_path, clock):

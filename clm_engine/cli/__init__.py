@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import click
 
-from .. import plugins
 from ..errors import ClmError
-from .common import console, db_option, json_option, open_engine, print_json, rulesets_option
+from .common import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_json,
+    registry_of,
+    rulesets_option,
+)
 
 #: What plugins' commands may use (``docs/plugin-hooks.md``, ``register_commands``).
 __all__ = [
@@ -21,27 +28,24 @@ __all__ = [
     "json_option",
     "open_engine",
     "print_json",
+    "registry_of",
     "rulesets_option",
 ]
 
 
 class ClmGroup(click.Group):
-    """The ``clm`` group: turns clm errors into one clean line, and adds plugins' commands."""
+    """The ``clm`` group: turns clm errors into one clean line, and serves plugins' commands.
 
-    _plugin_commands_added = False
-
-    def _add_plugin_commands(self) -> None:
-        if not ClmGroup._plugin_commands_added:
-            ClmGroup._plugin_commands_added = True
-            plugins.register_commands(self)
+    Plugins' commands come from the invocation's registry (:func:`registry_of`), not from the
+    group: each run of ``clm`` (each ``CliRunner.invoke`` in a test) sees its own plugins."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        self._add_plugin_commands()
-        return super().list_commands(ctx)
+        plugin_commands = registry_of(ctx).commands.list_commands(ctx)
+        return sorted({*super().list_commands(ctx), *plugin_commands})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        self._add_plugin_commands()
-        return super().get_command(ctx, name)
+        found = super().get_command(ctx, name)
+        return found if found is not None else registry_of(ctx).commands.get_command(ctx, name)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -16,6 +16,7 @@ from rich.console import Console
 from ..conditions.values import parse_duration
 from ..engine import Engine
 from ..errors import ClmError
+from ..registry import Registry
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -40,6 +41,20 @@ rulesets_option = click.option(
 )
 
 
+def registry_of(ctx: click.Context | None = None) -> Registry:
+    """The plugins of this run of ``clm``: the root context's ``obj`` when it is a
+    :class:`Registry` (a host or a test invoking ``cli`` with ``obj=Registry([...])``), else
+    the built-ins and the installed plugins, read once per run (and outside a run, as a
+    library caller of these helpers is, a new one)."""
+    ctx = ctx or click.get_current_context(silent=True)
+    if ctx is None:
+        return Registry()
+    root = ctx.find_root()
+    if not isinstance(root.obj, Registry):
+        root.obj = Registry()
+    return root.obj
+
+
 def open_engine(
     db_path: Path, *, must_exist: bool = True, rulesets: tuple[Path, ...] = ()
 ) -> Engine:
@@ -49,7 +64,7 @@ def open_engine(
             f"no database at {db_path}: ingest events first (clm ingest FILE --db {db_path}) "
             "or pass --db"
         )
-    engine = Engine(db_path, late_action_limit=late_action_limit())
+    engine = Engine(db_path, late_action_limit=late_action_limit(), registry=registry_of())
     if rulesets:
         try:
             for warning in engine.load_rulesets(list(rulesets)):

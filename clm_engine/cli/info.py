@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +9,19 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from .. import plugins
 from ..errors import ClmError
+from ..registry import Registry
 from ..store import open_store
 from . import cli
-from .common import console, db_option, json_option, money, open_engine, print_json
+from .common import (
+    console,
+    db_option,
+    json_option,
+    money,
+    open_engine,
+    print_json,
+    registry_of,
+)
 
 #: What ``clm plugins`` lists, in order: JSON key, table title, the name column's heading.
 _KINDS = (
@@ -33,11 +40,11 @@ def _one_line(text: str | None) -> str:
     return " ".join((text or "").split())
 
 
-def plugin_listing() -> dict[str, Any]:
+def plugin_listing(registry: Registry) -> dict[str, Any]:
     """Every loaded plugin and everything registered, each with its plugin and distribution:
     what ``clm plugins --json`` prints. A registration that cannot be read (two plugins
     claiming one name) is listed under ``problems`` instead of stopping the listing."""
-    infos = plugins.get_plugin_info()
+    infos = registry.plugin_info()
     by_name = {info.name: info for info in infos}
     problems: list[str] = [problem for info in infos for problem in info.problems]
 
@@ -49,9 +56,10 @@ def plugin_listing() -> dict[str, Any]:
             "version": info.version if info else None,
         }
 
-    def specs(getter: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def specs(kind: str) -> dict[str, Any]:
         try:
-            return getter()
+            found: dict[str, Any] = getattr(registry, kind)
+            return found
         except ClmError as error:
             problems.append(str(error))
             return {}
@@ -74,12 +82,12 @@ def plugin_listing() -> dict[str, Any]:
                 "external": spec.external,
                 "pure": spec.pure,
             }
-            for spec in specs(plugins.get_actions).values()
+            for spec in specs("actions").values()
         ],
         "facts": [
             {"name": spec.name, "type": spec.type, **origin(spec.plugin)}
             | {"description": _one_line(spec.description)}
-            for spec in specs(plugins.get_facts).values()
+            for spec in specs("facts").values()
         ],
         "operators": [
             {"name": spec.name, **origin(spec.plugin)}
@@ -87,7 +95,7 @@ def plugin_listing() -> dict[str, Any]:
                 "description": _one_line(spec.description),
                 "fact_types": sorted(spec.fact_types) if spec.fact_types is not None else None,
             }
-            for spec in specs(plugins.get_operators).values()
+            for spec in specs("operators").values()
         ],
         "policies": [
             {"name": f"{info.name}.dispatch_policy", **origin(info.name)}
@@ -98,7 +106,7 @@ def plugin_listing() -> dict[str, Any]:
         "documents": [
             {"name": kind.name, **origin(kind.plugin)}
             | {"description": _one_line(kind.description)}
-            for kind in specs(plugins.get_document_kinds).values()
+            for kind in specs("document_kinds").values()
         ],
         "commands": [
             {"name": command, **origin(info.name)} for info in infos for command in info.commands
@@ -113,7 +121,7 @@ def plugin_listing() -> dict[str, Any]:
             for info in infos
             for event_type, name in info.reducers
         ],
-        "failed": dict(plugins.load_failures),
+        "failed": dict(registry.load_failures),
         "problems": problems,
     }
     return listing
@@ -131,7 +139,7 @@ def plugins_(as_json: bool) -> None:
     """Every plugin loaded, where it comes from, and everything registered: actions, facts
     (with their types), operators, dispatch policies, document kinds, commands, event handlers
     and reducers, each with its plugin and distribution; and plugins that failed to load."""
-    listing = plugin_listing()
+    listing = plugin_listing(registry_of())
     if as_json:
         print_json(listing)
         return
@@ -172,7 +180,7 @@ def migrate(db_path: Path, as_json: bool) -> None:
     """Create the database or bring its schema up to date (the core's and every plugin's)."""
     store = open_store(str(db_path))
     try:
-        migration_sets = plugins.get_migrations()
+        migration_sets = registry_of().migrations
         applied = store.migrate(migration_sets)
         state = {m.name: [a.name for a in m.applied(store.db)] for m in migration_sets}
     finally:

@@ -35,7 +35,7 @@ from ..simulation import (
 )
 from ..simulation import simulate as run_simulation
 from . import cli
-from .common import console, errors, json_option, print_json
+from .common import console, errors, json_option, print_json, registry_of
 
 #: Contact ids printed per list in a comparison (``--json`` gives them all).
 SHOW_IDS = 10
@@ -138,7 +138,9 @@ def simulate(
             old, new = compare_dirs
             with _progress(show, start, end, ("old", "new")) as report:
                 comparison = _ruleset_errors(
-                    lambda: compare(old, new, history, **window, progress=report)
+                    lambda: compare(
+                        old, new, history, **window, progress=report, registry=registry_of()
+                    )
                 )
             if as_json:
                 print_json(comparison.as_dict())
@@ -152,6 +154,7 @@ def simulate(
                         history,
                         **window,
                         progress=lambda at: report("simulating", at),
+                        registry=registry_of(),
                     )
                 )
             if as_json:

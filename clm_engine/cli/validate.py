@@ -15,7 +15,7 @@ import click
 from ..rulesets import validate_all
 from ..rulesets.problems import plural, summary
 from . import cli
-from .common import print_json
+from .common import print_json, registry_of
 
 
 @cli.command()
@@ -24,7 +24,7 @@ from .common import print_json
 def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     """Validate ruleset files (or every *.json under directories) against the schema, the
     models and the registered plugins; print every problem with its line and column."""
-    result = validate_all(paths)
+    result = validate_all(paths, registry=registry_of())
     loaded, problems, documents = result.rulesets, result.problems, result.documents
     files = len({r.path for r in loaded} | {d.path for d in documents} | {p.file for p in problems})
     if as_json:

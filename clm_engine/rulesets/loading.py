@@ -31,6 +31,7 @@ from .source import Locator, duplicate_keys, non_finite_numbers, parse, plain, t
 
 if TYPE_CHECKING:
     from ..conditions.checker import Conditions
+    from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -137,38 +138,34 @@ def _collect(paths: Iterable[str | Path]) -> tuple[list[Path], list[RulesetProbl
 def validate_files(
     paths: Iterable[str | Path],
     *,
-    actions: Mapping[str, Any] | None = None,
-    operators: Mapping[str, Any] | None = None,
-    facts: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> tuple[list[LoadedRuleset], list[RulesetProblem]]:
     """Validate every ruleset file in ``paths``; the valid rulesets and every problem.
 
-    ``actions``, ``operators`` and ``facts`` default to what the loaded plugins register
-    (``clm_engine.plugins.get_actions()`` ...). A file with any problem is left out of the
+
+
     rulesets. Never raises for a bad file: a missing path or an unreadable file is a problem.
     Plugin documents are validated too (:func:`validate_all` returns them).
     """
-    result = validate_all(paths, actions=actions, operators=operators, facts=facts)
+    result = validate_all(paths, registry=registry)
     return result.rulesets, result.problems
 
 
 def validate_all(
     paths: Iterable[str | Path],
     *,
-    actions: Mapping[str, Any] | None = None,
-    operators: Mapping[str, Any] | None = None,
-    facts: Mapping[str, Any] | None = None,
-    kinds: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> Validated:
     """Validate every ruleset and plugin document in ``paths``, collecting every problem."""
-    from .. import plugins
+    from ..registry import Registry
 
-    kinds = plugins.get_document_kinds() if kinds is None else kinds
+    registry = Registry() if registry is None else registry
+    kinds = registry.document_kinds
     files, problems = _collect(paths)
     documents = [_read(file, kinds) for file in files]
     parsed = [d for d in documents if d.ruleset is not None]
     plugin_docs = [d for d in documents if d.model is not None]
-    registries = _registries(actions, operators, facts)
+    registries = Registries(registry.actions, registry.operators, registry.facts)
     _check_names(parsed, plugin_docs)
     by_kind: dict[str, dict[str, Any]] = {}
     for document in plugin_docs:
@@ -274,27 +271,23 @@ def _references(
 def load_rulesets(
     paths: Iterable[str | Path],
     *,
-    actions: Mapping[str, Any] | None = None,
-    operators: Mapping[str, Any] | None = None,
-    facts: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> list[LoadedRuleset]:
     """Every ruleset in ``paths``, validated; raises listing every problem if there is one.
 
     The error is a :class:`RulesetValidationError` (a ``RulesetError``) whose message starts
     with the count; its ``problems`` attribute holds them.
     """
-    return load_all(paths, actions=actions, operators=operators, facts=facts).rulesets
+    return load_all(paths, registry=registry).rulesets
 
 
 def load_all(
     paths: Iterable[str | Path],
     *,
-    actions: Mapping[str, Any] | None = None,
-    operators: Mapping[str, Any] | None = None,
-    facts: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
 ) -> Validated:
     """Every ruleset and plugin document in ``paths``; raises if anything is invalid."""
-    result = validate_all(paths, actions=actions, operators=operators, facts=facts)
+    result = validate_all(paths, registry=registry)
     if result.problems:
         raise RulesetValidationError(result.problems)
     return result
@@ -306,20 +299,6 @@ def stage_model(rulesets: Iterable[Ruleset]) -> tuple[str, ...]:
         if ruleset.stages:
             return tuple(dict.fromkeys(ruleset.stages))
     return DEFAULT_STAGES
-
-
-def _registries(
-    actions: Mapping[str, Any] | None,
-    operators: Mapping[str, Any] | None,
-    facts: Mapping[str, Any] | None,
-) -> Registries:
-    from .. import plugins
-
-    return Registries(
-        actions=plugins.get_actions() if actions is None else actions,
-        operators=plugins.get_operators() if operators is None else operators,
-        facts=plugins.get_facts() if facts is None else facts,
-    )
 
 
 def _read(file: Path, kinds: Mapping[str, Any]) -> _Document:

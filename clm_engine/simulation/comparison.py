@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..registry import Registry
 from .replay import RulesetPaths, opened, replay, ruleset_paths, validate
 from .report import SimulationResult
 from .window import aware, check_step, check_window
@@ -92,6 +93,7 @@ def compare(
     step: timedelta = timedelta(hours=1),
     keep: str | os.PathLike[str] | None = None,
     progress: Callable[[str, datetime], None] | None = None,
+    registry: Registry | None = None,
 ) -> Comparison:
     """Simulate ``old`` and ``new`` rulesets over the same history, each in its own scratch
     store, and say per rule what differs. Both are validated before either runs, and the
@@ -101,14 +103,19 @@ def compare(
     check_window(start, end)
     check_step(step)
     old_paths, new_paths = ruleset_paths(old), ruleset_paths(new)
-    validate(old_paths)
-    validate(new_paths)
+    registry = Registry() if registry is None else registry
+    validate(old_paths, registry)
+    validate(new_paths, registry)
     results = []
     with opened(events) as history:
         for side, paths in (("old", old_paths), ("new", new_paths)):
             report = None if progress is None else (lambda at, side=side: progress(side, at))
             window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
-            results.append(replay(paths, history, **window, name=f"{side}.db", progress=report))
+            results.append(
+                replay(
+                    paths, history, **window, name=f"{side}.db", progress=report, registry=registry
+                )
+            )
     return _diff(*results)
 
 

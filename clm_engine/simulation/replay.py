@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import plugins
 from ..clock import VirtualClock
 from ..engine import Engine
+from ..registry import Registry
 from .history import EventHistory, Window, as_history
 from .report import SimulationResult, count_results, ruleset_list, step_notes, weeks_of
 from .scratch import Scratch, copy_store
@@ -47,6 +47,7 @@ def simulate(
     step: timedelta = timedelta(hours=1),
     keep: str | os.PathLike[str] | None = None,
     progress: Callable[[datetime], None] | None = None,
+    registry: Registry | None = None,
 ) -> SimulationResult:
     """Replay ``events`` in ``[start, end)`` against ``rulesets`` and count what each rule did.
 
@@ -55,7 +56,8 @@ def simulate(
     the simulation starts from the copy's state (the store itself is never written); otherwise
     it starts from an empty store. ``keep`` names a directory in which to leave the scratch
     store (``simulation.db``) for ``clm explain`` and ``clm report``; by default it is deleted.
-    ``progress`` is called with the virtual time after each step.
+    ``progress`` is called with the virtual time after each step. ``registry`` gives the
+    plugins (by default the built-ins and the installed ones, as ``clm`` has).
 
     Raises :class:`SimulationError` for a window or step that makes no sense or a store that
     cannot be copied, and ``RulesetError`` (listing every problem) for invalid rulesets.
@@ -64,11 +66,11 @@ def simulate(
     check_window(start, end)
     check_step(step)
     paths = ruleset_paths(rulesets)
-    validate(paths)
+    registry = Registry() if registry is None else registry
+    validate(paths, registry)
     with opened(events) as history:
-        return replay(
-            paths, history, start=start, end=end, step=step, db=db, keep=keep, progress=progress
-        )
+        window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
+        return replay(paths, history, **window, progress=progress, registry=registry)
 
 
 def replay(
@@ -83,6 +85,7 @@ def replay(
     name: str = "simulation.db",
     progress: Callable[[datetime], None] | None = None,
     full_ticks: bool = False,
+    registry: Registry | None = None,
 ) -> SimulationResult:
     """One run in a scratch store named ``name``, with arguments ``simulate`` has checked.
 
@@ -91,7 +94,7 @@ def replay(
     """
     with Scratch(keep, name) as scratch:
         run = _Replay(paths, history, start, end, step, db, scratch, progress, full_ticks)
-        return run.run()
+        return run.run(Registry() if registry is None else registry)
 
 
 def ruleset_paths(rulesets: RulesetPaths) -> list[str]:
@@ -100,19 +103,14 @@ def ruleset_paths(rulesets: RulesetPaths) -> list[str]:
     return [os.fspath(p) for p in rulesets]
 
 
-def validate(paths: list[str]) -> None:
+def validate(paths: list[str], registry: Registry) -> None:
     """Validate before any heavy work, so a bad ruleset costs nothing; raises RulesetError."""
     from ..rulesets import load_rulesets
 
     missing = [p for p in paths if not os.path.exists(p)]
     if missing:
         raise SimulationError(f"no rulesets at {missing[0]}: no such file or directory")
-    loaded = load_rulesets(
-        paths,
-        actions=plugins.get_actions(),
-        operators=plugins.get_operators(),
-        facts=plugins.get_facts(),
-    )
+    loaded = load_rulesets(paths, registry=registry)
     if not loaded:
         raise SimulationError(f"no ruleset files (*.json) in {', '.join(paths)}")
 
@@ -150,7 +148,7 @@ class _Replay:
         self.full_ticks = full_ticks
         self.notes: list[str] = []
 
-    def run(self) -> SimulationResult:
+    def run(self, registry: Registry) -> SimulationResult:
         began = time.perf_counter()
         self.history.sort()  # read and checked before the scratch store is made
         if self.db is not None and self.db.is_file():
@@ -160,7 +158,7 @@ class _Replay:
         # The first tick, just before ``start``, settles a copied store's backlog and starts the
         # schedules' clocks, so that a slot due at ``start`` itself runs: [start, end) exactly.
         clock = VirtualClock(self.start - ONE_TICK)
-        engine = Engine(self.scratch.path, clock=clock, dry_run_external=True)
+        engine = Engine(self.scratch.path, clock=clock, dry_run_external=True, registry=registry)
         with engine:
             self.notes.extend(engine.load_rulesets(self.paths))
             base = engine.store.read().high_water()

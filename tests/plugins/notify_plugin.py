@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from clm_engine import hookimpl
-from clm_engine.testing import registered
 
 SENT: list[dict[str, Any]] = []
 
@@ -28,10 +25,9 @@ def register_actions(register):
     register("test.notify", notify, NotifyParams, external=True, description="Send a note.")
 
 
-@contextmanager
-def installed() -> Iterator[None]:
-    SENT.clear()
+def installed() -> dict[str, Any]:
+    """This plugin for an engine's ``plugins=``, with nothing sent yet."""
     import tests.plugins.notify_plugin as plugin
 
-    with registered(plugin, "notify"):
-        yield
+    SENT.clear()
+    return {"notify": plugin}

@@ -19,14 +19,12 @@ from email.message import EmailMessage
 from email.policy import default
 from pathlib import Path
 
-import clm_email
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from clm_email.transports import close_transports
 
 from clm_engine import Engine, VirtualClock
-from clm_engine.testing import registered
 
 
 @dataclass
@@ -238,13 +236,12 @@ def mail(tmp_path, monkeypatch):
     for kind in ("templates", "sequences"):
         for path in (EXAMPLES / kind).glob("*.json"):
             shutil.copy(path, workspace.rules / path.name)
-    with registered(clm_email, "email"):
-        try:
-            yield workspace
-        finally:
-            if workspace.engine is not None:
-                workspace.engine.close()
-            close_transports()
+    try:
+        yield workspace
+    finally:
+        if workspace.engine is not None:
+            workspace.engine.close()
+        close_transports()
 
 
 def use_smtp(monkeypatch, server) -> None:

@@ -6,14 +6,12 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import clm_referral
 from clm_referral import ledger
 from clm_referral.demo import add_to_history, demo_decisions, extra_events, summary
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.simulation import read_events
 from clm_engine.synthetic import bad_lines, generate_events, write_jsonl
-from clm_engine.testing import registered
 
 #: The example ruleset the repository ships, in rulesets/ at its root.
 RULESET = Path(__file__).resolve().parents[3] / "rulesets" / "referral-rewards.json"
@@ -39,7 +37,6 @@ def test_a_small_history_gives_granted_held_and_reversed_rewards(monkeypatch, tm
     clock = VirtualClock(datetime(2026, 12, 1, tzinfo=UTC))
     db = tmp_path / "clm.db"
     with (
-        registered(clm_referral, "referral"),
         Engine(db, clock=clock, rulesets=[RULESET]) as engine,
     ):
         engine.ingest_many(read_events(path).events)

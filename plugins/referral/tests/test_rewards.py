@@ -10,13 +10,12 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-import clm_referral
 import pytest
 from clm_referral import ledger
 from clm_referral.facts import successful_count
 
 from clm_engine import Engine, VirtualClock
-from clm_engine.testing import make_event, registered
+from clm_engine.testing import make_event
 
 NAME = "referral"
 #: The example ruleset the repository ships, in rulesets/ at its root.
@@ -37,7 +36,6 @@ def clock():
 def engine(monkeypatch, tmp_path, clock):
     monkeypatch.setenv("CLM_LOAD_PLUGINS", NAME)
     with (
-        registered(clm_referral, NAME),
         Engine(tmp_path / "clm.db", clock=clock, rulesets=[RULESET]) as engine,
     ):
         yield engine
@@ -224,7 +222,7 @@ def test_forget_erases_rewards_with_their_entries(engine, clock):
     clock.set(datetime(2026, 3, 4, tzinfo=UTC))
     engine.dispatch()
     removed = engine.forget("ada")
-    assert removed["referral:referral_rewards"] == 2
+    assert removed["referral_rewards"] == 2
     db = engine.store.db
     assert db["referral_rewards"].count == db["referral_entries"].count == 0
     assert ledger.check_balanced(db) == {}
@@ -255,7 +253,6 @@ def test_two_workers_at_once_credit_once(monkeypatch, tmp_path, same_event):
     monkeypatch.setenv("CLM_LOAD_PLUGINS", NAME)
     db = tmp_path / "clm.db"
     with (
-        registered(clm_referral, NAME),
         Engine(db, clock=VirtualClock(START), rulesets=[RULESET]) as engine,
     ):
         signup(engine, "ada", "ada@example.com", "2026-03-01T10:00:00Z")
@@ -288,7 +285,7 @@ def test_two_workers_at_once_credit_once(monkeypatch, tmp_path, same_event):
     for worker in workers:
         _, err = worker.communicate(timeout=120)
         assert worker.returncode == 0, err
-    with registered(clm_referral, NAME), Engine(db, clock=VirtualClock(START)) as engine:
+    with Engine(db, clock=VirtualClock(START)) as engine:
         db_ = engine.store.db
         rows = ledger.rewards(db_)
         assert sorted((r["role"], r["amount_minor"]) for r in rows) == [
@@ -336,7 +333,6 @@ def test_codes_on_demand_and_facts_in_conditions(monkeypatch, tmp_path, clock):
     extra.write_text(json.dumps(rules))
     monkeypatch.setenv("CLM_LOAD_PLUGINS", NAME)
     with (
-        registered(clm_referral, NAME),
         Engine(tmp_path / "clm.db", clock=clock, rulesets=[RULESET, extra]) as engine,
     ):
         signup(engine, "ada", "ada@example.com", "2026-03-01T10:00:00Z")
