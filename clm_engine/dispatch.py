@@ -45,8 +45,9 @@ MAX_CHAIN_DEPTH = 10
 class DispatchReport:
     """What one dispatch run did, by outcome, and the notes worth showing a person."""
 
-    outcomes: Counter = field(default_factory=Counter)
-    by_rule: Counter = field(default_factory=Counter)  # (ruleset/rule, outcome) -> count
+    outcomes: Counter[str] = field(default_factory=Counter)
+    #: (ruleset/rule, outcome) -> count
+    by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)  # vetoes, retries, dead letters: the news
 
     @property
@@ -185,7 +186,9 @@ class Dispatcher:
     def _one(
         self, tx: StoreTransaction, row: OutboxRow, now: datetime, claims: list[Claim]
     ) -> tuple[str, str | None]:
-        def finish(status: str, note: str | None = None, attempts: int = 0):
+        def finish(
+            status: str, note: str | None = None, attempts: int = 0
+        ) -> tuple[str, str | None]:
             return self._finish(tx, row, status, note, None, row.attempts + attempts, now)
 
         spec = self.actions.get(row.action)
@@ -217,7 +220,7 @@ class Dispatcher:
         verdict = verdict_of(answers)
         if verdict is not None and verdict.until is None:
             return finish("vetoed", verdict.note)
-        if verdict is not None:
+        if verdict is not None and verdict.until is not None:
             tx.reschedule_action(
                 row.seq, due_at=utc_text(verdict.until), note=verdict.note, attempts=row.attempts
             )
@@ -315,7 +318,15 @@ class Dispatcher:
         return self._finish(tx, row, status, note, result, attempts, now)
 
     @staticmethod
-    def _finish(tx, row, status, note, result, attempts, now) -> tuple[str, str | None]:
+    def _finish(
+        tx: StoreTransaction,
+        row: OutboxRow,
+        status: str,
+        note: str | None,
+        result: Any,
+        attempts: int,
+        now: datetime,
+    ) -> tuple[str, str | None]:
         tx.finish_action(
             row.seq, status=status, note=note, result=result, at=utc_text(now), attempts=attempts
         )
@@ -392,7 +403,8 @@ def retry_delay(
     max_backoff: timedelta = timedelta(hours=6),
 ) -> timedelta:
     """How long to wait before retrying an action that failed ``attempts`` times."""
-    return min(backoff * 2 ** (attempts - 1), max_backoff)
+    delay: timedelta = backoff * 2 ** (attempts - 1)
+    return min(delay, max_backoff)
 
 
 def _contact_loader(

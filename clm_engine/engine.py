@@ -175,7 +175,7 @@ class Engine:
 
     # -- ingestion ---------------------------------------------------------------------------
 
-    def ingest(self, event: Event | Mapping[str, Any] | str) -> IngestResult:
+    def ingest(self, event: Event | Mapping[str, Any] | str | bytes) -> IngestResult:
         """Store one event exactly once and fold it into its contact.
 
         Raises ``EventError`` for a malformed event and ``ReducerError`` when a reducer failed
@@ -190,7 +190,9 @@ class Engine:
             )
         return result
 
-    def ingest_many(self, events: Iterable[Event | Mapping[str, Any] | str]) -> IngestResult:
+    def ingest_many(
+        self, events: Iterable[Event | Mapping[str, Any] | str | bytes]
+    ) -> IngestResult:
         """Ingest a batch in one transaction: the fast path.
 
         Malformed events are returned in ``rejected`` (with their position) and events whose
@@ -328,10 +330,15 @@ class Engine:
         """
         from .rulesets import load_all
 
-        registries = {"actions": self.actions, "operators": self.operators, "facts": self.facts}
-        validated = load_all(list(paths), registry=self.registry)
+        validated = load_all([os.fspath(p) for p in paths], registry=self.registry)
         loaded = validated.rulesets
-        book = RuleBook.build(loaded, **registries, documents=validated.by_kind())
+        book = RuleBook.build(
+            loaded,
+            actions=self.actions,
+            operators=self.operators,
+            facts=self.facts,
+            documents=validated.by_kind(),
+        )
         warnings = []
         now_text = utc_text(self.clock.now())
         known = {

@@ -219,7 +219,7 @@ class ContactFold:
         The row is written finished (``inline``), or left pending when a policy defers it or
         it fails (dispatch retries it, as it would any action)."""
         if fire.depth > MAX_CHAIN_DEPTH:
-            note = f"{fire.depth} actions led to this one: a loop between rules?"
+            note: str | None = f"{fire.depth} actions led to this one: a loop between rules?"
             row.update(status="dead", note=note, finished_at=self.recorded_at)
             return
         contact, tx, key = self.contact, self.tx, row["key"]
@@ -235,7 +235,7 @@ class ContactFold:
         if verdict is not None and verdict.until is None:
             row.update(status="vetoed", note=verdict.note, finished_at=self.recorded_at)
             return
-        if verdict is not None:  # deferred: dispatch runs it when it is due
+        if verdict is not None and verdict.until is not None:  # deferred: dispatch runs it then
             row.update(due_at=utc_text(verdict.until), note=verdict.note)
             return
         try:
@@ -402,8 +402,8 @@ def fold_contact(
             # Those not derived again, and live until now, are retracted (once).
             live = out.rejudged.live
             out.rejudged.retracted = sorted(k for k in fold.recomputable_keys if k in live)
-            late = ", ".join(e.id for e in new_events[:3])  # type: ignore[misc]
-            out.rejudged.why = f"the history corrected by late event {late} no longer implies it"
+            ids = ", ".join(e.id for e in new_events[:3])  # type: ignore[misc]  # stored: have ids
+            out.rejudged.why = f"the history corrected by late event {ids} no longer implies it"
             out.traces += _retractions(engine, contact_id, out.rejudged)
         return out
 

@@ -199,7 +199,7 @@ def check_properties(properties: dict[str, Any]) -> None:
 def _walk_properties(properties: dict[str, Any]) -> None:
     """Every value of ``properties``, however nested: raise at the first past a limit."""
     text = values = 0
-    stack: list[tuple[dict | list | tuple, list[Any]]] = [(properties, [])]
+    stack: list[tuple[dict[Any, Any] | list[Any] | tuple[Any, ...], list[Any]]] = [(properties, [])]
     while stack:
         node, path = stack.pop()
         items = node.items() if isinstance(node, dict) else enumerate(node)
@@ -256,7 +256,9 @@ def utc_seconds(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-def derive_event_id(contact_id: str, type: str, occurred_at: datetime, properties: dict) -> str:
+def derive_event_id(
+    contact_id: str, type: str, occurred_at: datetime, properties: dict[str, Any]
+) -> str:
     """The id of an event that came without one: a hash of everything else it says."""
     canonical = json.dumps(
         [contact_id, type, utc_text(occurred_at), properties],

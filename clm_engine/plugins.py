@@ -25,6 +25,8 @@ import pluggy
 from .errors import PluginError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .models import Contact, Event
 
     Reducer = Callable[[Contact, Event], None]
@@ -229,7 +231,7 @@ class ActionSpec:
 
     name: str
     run: Callable[..., Any]
-    params: type
+    params: type[BaseModel]
     description: str
     plugin: str
     external: bool = False  # reaches outside the engine (an email): not run by simulations

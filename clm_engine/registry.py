@@ -259,6 +259,8 @@ class Registry:
                 continue
             hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
             dist = self.distributions.get(name) or distribution_of(plugin, packages)
+            source: str
+            version: str | None
             if name in self.distributions:
                 source, version = self.distributions[name]
             elif name in DEFAULT_PLUGINS:

@@ -204,4 +204,5 @@ def _params(call: ActionCall, actions: dict[str, ActionSpec]) -> dict[str, Any]:
     spec = actions.get(call.action)
     if spec is None:  # validation reports it with a location; this guards direct use
         raise RulesetError(f"unknown action {call.action!r}")
-    return spec.params.model_validate(call.with_).model_dump(mode="json")
+    params: dict[str, Any] = spec.params.model_validate(call.with_).model_dump(mode="json")
+    return params

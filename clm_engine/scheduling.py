@@ -33,6 +33,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .models import ScheduleTrigger
     from .timed import TimeReport
 
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -75,7 +76,7 @@ def install_jobs(
         next_run_time=engine.clock.now(),
     )
     for rule in engine.rulebook.scheduled:
-        when = rule.rule.when
+        when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]  # all cron rules
         if when.timezone == "contact":
             continue  # one slot per contact timezone: the pump runs each as it comes
         job_id = f"clm:schedule:{rule.ruleset}/{rule.id}"
@@ -114,8 +115,8 @@ def watch_rulesets(
     scheduler.add_job(check, IntervalTrigger(seconds=every), id=RELOAD_ID, replace_existing=True)
 
 
-def _fingerprint(engine: Engine) -> tuple:
-    files = []
+def _fingerprint(engine: Engine) -> tuple[tuple[str, int, int], ...]:
+    files: list[tuple[str, int, int]] = []
     for path in engine.ruleset_paths:
         root = Path(path)
         candidates = sorted(root.rglob("*.json")) if root.is_dir() else [root]
@@ -133,7 +134,7 @@ def background(engine: Engine, *, interval: float = 5.0) -> BackgroundScheduler:
     and ``shutdown()`` (the library form of ``clm run``)."""
     scheduler = _new(BackgroundScheduler)
     install_jobs(engine, scheduler, interval=interval)
-    return scheduler  # type: ignore[return-value]
+    return scheduler
 
 
 def _quiet_skips() -> None:

@@ -39,7 +39,8 @@ def decayed(value: float, since: datetime, now: datetime, half_life: float | Non
     elapsed = (now - since).total_seconds()
     if elapsed <= 0:
         return value
-    return value * 0.5 ** (elapsed / half_life)
+    factor: float = 0.5 ** (elapsed / half_life)  # a float: the base is positive
+    return value * factor
 
 
 def _half_life(contact: Contact, name: str) -> tuple[float | None, datetime | None]:

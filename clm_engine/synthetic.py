@@ -38,8 +38,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
 from operator import itemgetter
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 __all__ = ["DEFAULT_START", "bad_lines", "generate_events", "write_jsonl"]
 
@@ -274,7 +277,10 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month + 1, day=day)
 
 
-def _pick(rng: random.Random, items: tuple, cum: tuple[float, ...]) -> Any:
+_T = TypeVar("_T")
+
+
+def _pick(rng: random.Random, items: tuple[_T, ...], cum: tuple[float, ...]) -> _T:
     """``rng.choices(items, cum_weights=cum)[0]`` without building a list: it runs ~1M times."""
     return items[bisect_right(cum, rng.random() * cum[-1])]
 
@@ -330,7 +336,7 @@ class _History:
         A weekly newsletter (Tuesdays 14:00 UTC), a promotion on each month's second Thursday,
         and one product launch a third into the period.
         """
-        sends: list[tuple[int, str, str, str]] = []
+        sends: list[tuple[datetime, str, str, str]] = []
         day0 = start.replace(hour=0, minute=0, second=0, microsecond=0)
         for n in range(self.end // _DAY + 2):
             day = day0 + timedelta(days=n)
@@ -342,7 +348,7 @@ class _History:
                 sends.append((at, f"promo-{day:%Y-%m}", "promo", "/pricing"))
         launch = day0 + timedelta(days=max(1, self.end // _DAY // 3), hours=15)
         sends.append((launch, "launch-aurora-lock", "launch", "/products/aur-lock"))
-        result = []
+        result: list[tuple[int, str, str, str]] = []
         for at, campaign, template, path in sends:
             offset = int((at - start).total_seconds())
             if 0 <= offset < self.end:
@@ -366,7 +372,7 @@ class _History:
         if rate <= 0:
             return []
         rng, t0, end = self.rng, contact.signup, self.end
-        found = []
+        found: list[int] = []
         t = float(t0)
         decay = decay_days * _DAY
         lambd = rate / _DAY
@@ -793,7 +799,8 @@ def _stream(
 
 
 def write_jsonl(
-    events: Iterable[dict[str, Any] | str], path_or_file: str | os.PathLike[str] | IO[str]
+    events: Iterable[dict[str, Any] | str | BaseModel],
+    path_or_file: str | os.PathLike[str] | IO[str],
 ) -> int:
     """Write one JSON object per line; returns how many lines were written.
 
@@ -813,7 +820,7 @@ def write_jsonl(
         elif isinstance(event, dict):
             line = dumps(event)
         else:
-            line = event.model_dump_json()  # type: ignore[attr-defined]
+            line = event.model_dump_json()
         write(line + "\n")
         count += 1
     return count

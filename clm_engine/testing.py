@@ -107,7 +107,8 @@ def discover(allow: str) -> dict[str, dict[str, Any]]:
         raise RuntimeError(f"loading plugins failed (exit {done.returncode}):\n{done.stderr}")
     sys.stderr.write(done.stderr)
     # The last line: a plugin may print while it is imported.
-    return json.loads(done.stdout.splitlines()[-1])
+    loaded: dict[str, dict[str, Any]] = json.loads(done.stdout.splitlines()[-1])
+    return loaded
 
 
 def make_event(
@@ -755,6 +756,11 @@ def _traces(engine: Engine, contact_id: str | None, *, rule: str | None) -> list
     return sorted(traces, key=lambda trace: trace.at, reverse=True)
 
 
+def _split_rule(name: str) -> tuple[str, str]:
+    ruleset, _, rule = name.partition("/")
+    return ruleset, rule
+
+
 def _is_rule(ruleset: str, rule: str, wanted: str | None) -> bool:
     return wanted is None or wanted in (rule, f"{ruleset}/{rule}")
 
@@ -765,7 +771,7 @@ def _known_rule(engine: Engine, rule: str) -> None:
         for item in engine.rulebook.rulesets
         for r in item.ruleset.rules
     ]
-    if not any(_is_rule(*name.split("/", 1), rule) for name in loaded):
+    if not any(_is_rule(*_split_rule(name), rule) for name in loaded):
         raise AssertionError(f"no rule {rule!r} is loaded (loaded: {loaded or 'none'})")
 
 

@@ -21,7 +21,7 @@ once when it comes back.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.triggers.cron import CronTrigger
 
+from .conditions.compiler import CompiledConditions
 from .conditions.facts import resolve
 from .conditions.values import to_datetime
 from .dispatch import DispatchReport
@@ -62,7 +63,7 @@ class TimeReport:
     notes: list[str] = field(default_factory=list)
     dispatched: DispatchReport = field(default_factory=DispatchReport)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "anchors": {
                 "fired": self.anchors_fired,
@@ -101,7 +102,7 @@ def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
     value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]
     if value is MISSING or value is None:
         return {}
-    offset = rule.rule.when.offset  # type: ignore[union-attr]  (a relative rule's trigger)
+    offset = rule.rule.when.offset  # type: ignore[union-attr]  # a relative rule's trigger
     if isinstance(value, dict):
         found = {str(entity): to_datetime(date) for entity, date in value.items()}
         return {
@@ -209,7 +210,9 @@ def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeRepor
                 fire_time = datetime.fromisoformat(fire_at)
                 stale = _stale_after(rule)
                 if stale is not None and now - fire_time > stale:
-                    note = f"due {fire_at[:19]}Z, more than {stale} ago (stale_after): skipped"
+                    note: str | None = (
+                        f"due {fire_at[:19]}Z, more than {stale} ago (stale_after): skipped"
+                    )
                     tx.close_anchor(key, status="skipped", note=note)
                     report.anchors_skipped += 1
                     report.notes.append(f"{ruleset}/{rule_id}/{contact_id}: {note}")
@@ -225,15 +228,21 @@ def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeRepor
                     book.documents,
                     entity or None,
                 )
-                note = {True: None, False: "conditions did not match"}.get(
-                    hit, "evaluation failed (see clm explain)"
-                )
+                note = _FIRED_NOTES[hit]
                 tx.close_anchor(key, status="fired", note=note)
                 if hit:
                     report.anchors_fired += 1
                 else:
                     report.anchors_not_matched += 1
             report.enqueued += settle(tx, fires, recorded_at=now_text)
+
+
+#: A fired anchor's note, by what judging its rule gave (``None``: the evaluation failed).
+_FIRED_NOTES: dict[bool | None, str | None] = {
+    True: None,
+    False: "conditions did not match",
+    None: "evaluation failed (see clm explain)",
+}
 
 
 def run_schedules(
@@ -251,7 +260,16 @@ def run_schedules(
             _run_slot(store, rule, when, zone, now, report, progress, book.documents)
 
 
-def _run_slot(store, rule, when, zone, now, report, progress, documents) -> None:
+def _run_slot(
+    store: Store,
+    rule: CompiledRule,
+    when: ScheduleTrigger,
+    zone: str,
+    now: datetime,
+    report: TimeReport,
+    progress: Callable[[int], None] | None,
+    documents: Mapping[str, Mapping[str, Any]],
+) -> None:
     contact_zone = zone if when.timezone == "contact" else None
     seen = store.read().schedule_slot(rule.ruleset, rule.id, zone)
     if seen is not None:
@@ -315,7 +333,7 @@ def _first_slot_after(expression: str, zone: str, after: datetime) -> datetime |
     trigger = _cron(expression, zone)
     previous, moment = None, after
     while True:
-        nxt = trigger.get_next_fire_time(previous, moment)
+        nxt: datetime | None = trigger.get_next_fire_time(previous, moment)
         if nxt is None or nxt > after:
             return nxt
         previous, moment = nxt, nxt + timedelta(seconds=1)
@@ -340,7 +358,15 @@ def due_slots(expression: str, zone: str, after: datetime, until: datetime) -> l
 
 
 def _judge(
-    rule, contact, moment, tx, fires, occurrence, trigger, documents, entity=None
+    rule: CompiledRule,
+    contact: Contact,
+    moment: datetime,
+    tx: StoreTransaction,
+    fires: list[Fire],
+    occurrence: str,
+    trigger: str,
+    documents: Mapping[str, Mapping[str, Any]],
+    entity: str | None = None,
 ) -> bool | None:
     """Evaluate a timed rule for one contact at ``moment``; a match joins ``fires``.
 
@@ -377,10 +403,10 @@ def _judge(
     return hit
 
 
-_EVALUATORS: dict[int, tuple[CompiledRule, Any]] = {}
+_EVALUATORS: dict[int, tuple[CompiledRule, CompiledConditions]] = {}
 
 
-def _evaluator(rule: CompiledRule):
+def _evaluator(rule: CompiledRule) -> CompiledConditions:
     """The rule's condition compiled once (kept by identity; rules are rebuilt on reload)."""
     entry = _EVALUATORS.get(id(rule))
     if entry is None or entry[0] is not rule:

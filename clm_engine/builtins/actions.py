@@ -7,6 +7,7 @@ the engine re-fold a contact's history keeps what rules did.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -121,7 +122,7 @@ def emit_event(ctx: ActionContext, params: EventEmit) -> dict[str, Any]:
 
 
 @hookimpl
-def register_actions(register):
+def register_actions(register: Callable[..., None]) -> None:
     register(
         "stage.set",
         set_stage,

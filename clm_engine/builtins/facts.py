@@ -8,6 +8,7 @@ the ruleset validator calls it when the ruleset loads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -71,7 +72,7 @@ def days_since_last_active(ctx: FactContext) -> Any:
 
 
 @hookimpl
-def register_facts(register):
+def register_facts(register: Callable[..., None]) -> None:
     register(
         "events.count",
         events_count,

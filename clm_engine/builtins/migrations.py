@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from ..hooks import hookimpl
@@ -11,7 +13,7 @@ from ..hooks import hookimpl
 migrations = Migrations("clm_engine")
 
 
-def _run(db, script: str) -> None:
+def _run(db: Database, script: str) -> None:
     """Run a schema script one statement at a time: sqlite3's executescript() would COMMIT
     the transaction every migration runs in."""
     for statement in script.split(";"):
@@ -20,7 +22,7 @@ def _run(db, script: str) -> None:
 
 
 @migrations()
-def m001_initial(db) -> None:
+def m001_initial(db: Database) -> None:
     _run(db, _M001)
 
 
@@ -82,7 +84,7 @@ _M001 = """
 
 
 @migrations()
-def m002_rules(db) -> None:
+def m002_rules(db: Database) -> None:
     _run(db, _M002)
 
 
@@ -151,7 +153,7 @@ _M002 = """
 
 
 @migrations()
-def m003_time(db) -> None:
+def m003_time(db: Database) -> None:
     _run(db, _M003)
 
 
@@ -187,7 +189,7 @@ _M003 = """
 
 
 @migrations()
-def m004_time_indexes(db) -> None:
+def m004_time_indexes(db: Database) -> None:
     # Measured by benchmarks/simulate.py: refreshing a contact's anchors scanned the whole
     # table (its key starts with the rule), and listing contact timezones scanned contacts.
     db.execute("CREATE INDEX anchors_by_contact ON anchors (contact_id)")
@@ -195,14 +197,14 @@ def m004_time_indexes(db) -> None:
 
 
 @migrations()
-def m005_outbox_entity(db) -> None:
+def m005_outbox_entity(db: Database) -> None:
     # The entity an action is about (a product, for a rule timed on its warranty), so the
     # plugin's action knows which one is meant.
     db.execute("ALTER TABLE outbox ADD COLUMN entity TEXT")
 
 
 @migrations()
-def m006_outbox_lease(db) -> None:
+def m006_outbox_lease(db: Database) -> None:
     # Until when a worker holds an external action it claimed (an email being sent), so that
     # policies can count what is on its way (two sends due together must not both slip under
     # a frequency cap). NULL when nobody holds the row.
@@ -210,7 +212,7 @@ def m006_outbox_lease(db) -> None:
 
 
 @migrations()
-def m007_same_history_same_outcome(db) -> None:
+def m007_same_history_same_outcome(db: Database) -> None:
     # Internal effects now run inline, while the contact's events are folded; a late event
     # re-judges the events after it. For that the store must tell apart:
     # * events that are the effect of a decision run inline (``origin``: its outbox key), which
@@ -243,7 +245,7 @@ _M007 = """
 """
 
 
-def migrate_outbox_keys(db) -> None:
+def migrate_outbox_keys(db: Database) -> None:
     """Re-encode the outbox keys whose components held ``/`` or ``%``.
 
     Keys used to join (ruleset, rule, contact, occurrence, index) with ``/`` as they were, so
@@ -279,7 +281,7 @@ def migrate_outbox_keys(db) -> None:
 
 
 @migrations()
-def m008_ruleset_sets(db) -> None:
+def m008_ruleset_sets(db: Database) -> None:
     # Every valid set of rulesets and documents the engine loaded, whole (each file's path and
     # text), so that a restart with an invalid folder runs on the last good set instead of
     # stopping automation; and what a running engine says about itself (``clm status``).
@@ -304,5 +306,5 @@ _M008 = """
 
 
 @hookimpl
-def register_migrations(register):
+def register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)

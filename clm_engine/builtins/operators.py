@@ -6,12 +6,14 @@ Their meaning lives in ``clm_engine.conditions.ops`` (next to the compiler that 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..conditions.ops import OPERATORS
 from ..hooks import hookimpl
 
 
 @hookimpl
-def register_operators(register):
+def register_operators(register: Callable[..., None]) -> None:
     for operator in OPERATORS:
         register(
             operator.name,

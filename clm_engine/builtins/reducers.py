@@ -7,7 +7,9 @@ late), so a reducer may assume it sees a contact's events oldest first.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from numbers import Real
+from typing import Any
 
 from .. import consent as channels
 from ..hooks import hookimpl
@@ -135,7 +137,7 @@ def apply_support_ticket(contact: Contact, event: Event) -> None:
     metrics = contact.metrics
     ticket_id = event.properties.get("ticket_id")
     status = str(event.properties.get("status", "open")).lower()
-    open_tickets: list = metrics.setdefault("open_tickets", [])
+    open_tickets: list[Any] = metrics.setdefault("open_tickets", [])
     known = ticket_id is not None and (
         ticket_id in open_tickets or ticket_id in metrics.get("closed_tickets", [])
     )
@@ -219,7 +221,7 @@ def apply_attribute_set(contact: Contact, event: Event) -> None:
 
 
 @hookimpl
-def register_reducers(register):
+def register_reducers(register: Callable[..., None]) -> None:
     register("*", track_activity, name="core.track_activity")
     for event_type in ("signup", "contact.created", "contact.updated"):
         register(event_type, apply_profile, name=f"core.profile[{event_type}]")

@@ -7,6 +7,8 @@ a traceback. Plugins add commands through the ``register_commands`` hook.
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ..errors import ClmError
@@ -47,7 +49,7 @@ class ClmGroup(click.Group):
         found = super().get_command(ctx, name)
         return found if found is not None else registry_of(ctx).commands.get_command(ctx, name)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ClmError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -94,7 +95,7 @@ def _scores(contact: Contact, now: dict[str, float]) -> str | None:
     return ", ".join(shown) or None
 
 
-def _add_mapping(node: Tree, mapping: dict) -> None:
+def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
     for key, value in sorted(mapping.items()):
         node.add(
             f"{key}: {value}",

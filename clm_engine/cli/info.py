@@ -9,7 +9,9 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from ..engine import Engine
 from ..errors import ClmError
+from ..models import Contact
 from ..registry import Registry
 from ..store import open_store
 from . import cli
@@ -145,8 +147,8 @@ def plugins_(as_json: bool) -> None:
         return
     table = Table("plugin", "from", "distribution", "hooks", title="plugins", title_justify="left")
     for info in listing["plugins"]:
-        cells = (info["name"], info["source"], _shipped_by(info), ", ".join(info["hooks"]))
-        table.add_row(*map(escape, cells))
+        shown = (info["name"], info["source"], _shipped_by(info), ", ".join(info["hooks"]))
+        table.add_row(*map(escape, shown))
     console.print(table)
     for key, title, heading in _KINDS:
         rows = listing[key]
@@ -159,7 +161,7 @@ def plugins_(as_json: bool) -> None:
             *columns, *(["description"] if described else []), title=title, title_justify="left"
         )
         for row in rows:
-            cells = [row["name"]]
+            cells: list[str] = [row["name"]]
             if extra:
                 cells.append(row["type" if key == "facts" else "event_type"])
             cells += [row["plugin"], _shipped_by(row)]
@@ -307,7 +309,7 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
         console.print(table)
 
 
-def _distribution(values: list[float]) -> dict:
+def _distribution(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
     def at(share: float) -> float:
@@ -322,9 +324,9 @@ def _distribution(values: list[float]) -> dict:
     }
 
 
-def _example_contacts(engine, count: int):
+def _example_contacts(engine: Engine, count: int) -> list[Contact]:
     """A few contacts worth looking at: the biggest spenders, then the most recently active."""
-    picked = {}
+    picked: dict[str, Contact] = {}
     for order_by in ("spent", "recent"):
         for contact in engine.store.list_contacts(limit=count, order_by=order_by):
             picked.setdefault(contact.id, contact)

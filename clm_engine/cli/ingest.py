@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
@@ -25,7 +26,7 @@ from .common import (
 )
 
 
-def _batches(stream: IO[bytes], size: int):
+def _batches(stream: IO[bytes], size: int) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
     """(line number, line) pairs in batches, skipping blank lines; and bytes read so far."""
     batch: list[tuple[int, bytes]] = []
     read = 0
@@ -74,7 +75,7 @@ def ingest(
     ruleset_paths: tuple[Path, ...],
     dispatch_as_you_go: bool,
     as_json: bool,
-):
+) -> None:
     """Ingest events from FILE (JSON Lines; - for stdin) into the database.
 
     Each line is one event: {"id", "contact_id", "type", "occurred_at", "properties"}. An event
@@ -89,7 +90,7 @@ def ingest(
     rejects_path = rejects_path or Path("rejects.jsonl" if from_stdin else f"{file}.rejects.jsonl")
     result = IngestResult()
     dispatched = DispatchReport()
-    rejects: list[dict] = []
+    rejects: list[dict[str, Any]] = []
     show_progress = not as_json and console.is_terminal and (total_bytes or 0) > 1_000_000
     progress = Progress(
         TextColumn("ingesting"),
@@ -150,7 +151,9 @@ def ingest(
         sys.exit(1)
 
 
-def _print_summary(summary: dict, rejects: list[dict], result: IngestResult) -> None:
+def _print_summary(
+    summary: dict[str, Any], rejects: list[dict[str, Any]], result: IngestResult
+) -> None:
     actions, inline = summary["actions_enqueued"], summary["actions_ran_inline"]
     enqueued = f", {actions:,} actions decided ({inline:,} ran inline)" if actions else ""
     console.print(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import IO, Any
 
 import click
 from rich.tree import Tree
@@ -45,7 +47,15 @@ _STATUS_STYLE = {
 @db_option
 @rulesets_option
 @json_option
-def explain(contact_id, rule, ruleset, limit, db_path, ruleset_paths, as_json):
+def explain(
+    contact_id: str,
+    rule: str | None,
+    ruleset: str | None,
+    limit: int,
+    db_path: Path,
+    ruleset_paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Why a contact did or did not get what each rule does.
 
     Shows, per rule, every recorded decision: the trigger, each condition with the value it saw
@@ -82,7 +92,7 @@ def explain(contact_id, rule, ruleset, limit, db_path, ruleset_paths, as_json):
     console.print(root)
 
 
-def _action_text(action: dict) -> str:
+def _action_text(action: dict[str, Any]) -> str:
     style = _STATUS_STYLE.get(action["status"], "white")
     text = (
         f"{action.get('action', '?')} {json.dumps(action.get('params', {}))} "
@@ -93,7 +103,7 @@ def _action_text(action: dict) -> str:
     return text
 
 
-def _conditions(node: Tree, trace: dict) -> None:
+def _conditions(node: Tree, trace: dict[str, Any]) -> None:
     """Draw a condition trace: each group and leaf with what it saw and its result."""
     mark = "[green]✓[/]" if trace.get("result") else "[red]✗[/]"
     for group in ("all", "any"):
@@ -131,7 +141,14 @@ def _conditions(node: Tree, trace: dict) -> None:
 @db_option
 @rulesets_option
 @json_option
-def check(ruleset, contact_id, contacts_file, db_path, ruleset_paths, as_json):
+def check(
+    ruleset: str | None,
+    contact_id: str | None,
+    contacts_file: IO[str] | None,
+    db_path: Path,
+    ruleset_paths: tuple[Path, ...],
+    as_json: bool,
+) -> None:
     """Dry run: what each rule (of RULESET, or all) would do for contacts now. Writes nothing."""
     if not ruleset_paths:
         raise ClmError("no rulesets to check: pass --rulesets PATH (or set CLM_RULESETS)")
@@ -174,7 +191,9 @@ def check(ruleset, contact_id, contacts_file, db_path, ruleset_paths, as_json):
 @db_option
 @rulesets_option
 @json_option
-def dispatch(limit, db_path, ruleset_paths, as_json):
+def dispatch(
+    limit: int | None, db_path: Path, ruleset_paths: tuple[Path, ...], as_json: bool
+) -> None:
     """Run every action that is due now, once, and say what happened."""
     with open_engine(db_path, rulesets=ruleset_paths) as engine:
         report = engine.dispatch(limit=limit)

@@ -34,6 +34,7 @@ from ..simulation import (
     read_events,
 )
 from ..simulation import simulate as run_simulation
+from ..simulation.window import Window
 from . import cli
 from .common import console, errors, json_option, print_json, registry_of
 
@@ -130,7 +131,7 @@ def simulate(
     if start >= end:
         raise ClmError(f"--from {start_text} must be before --to {end_text}")
     step = parse_step(step_text)
-    window = {"start": start, "end": end, "db": db_path, "step": step, "keep": keep_dir}
+    window: Window = {"start": start, "end": end, "db": db_path, "step": step, "keep": keep_dir}
     show = not as_json and errors.is_terminal
     # Read (and sorted on disk) when the rulesets have been validated; its files removed after.
     with read_events(Path(events_path)) as history:

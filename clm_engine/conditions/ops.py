@@ -200,7 +200,8 @@ def test_between(fact: Any, value: tuple[Any, Any]) -> bool:
     return fact is not None and low <= fact <= high
 
 
-for _test in (test_lt, test_lte, test_gt, test_gte, test_between):
+_order_tests: tuple[Callable[..., bool], ...] = (test_lt, test_lte, test_gt, test_gte, test_between)
+for _test in _order_tests:
     _test.explain_note = _order_note  # type: ignore[attr-defined]
 
 
@@ -488,7 +489,13 @@ def test_older_than(fact: Any, cutoff: datetime) -> bool:
     return moment is not None and moment < cutoff
 
 
-for _test in (test_before, test_after, test_within_last, test_older_than):
+_date_tests: tuple[Callable[..., bool], ...] = (
+    test_before,
+    test_after,
+    test_within_last,
+    test_older_than,
+)
+for _test in _date_tests:
     _test.explain_note = _date_note  # type: ignore[attr-defined]
 
 

@@ -50,7 +50,7 @@ def is_number(value: Any) -> bool:
     return type(value) in NUMBER_TYPES
 
 
-def strict_eq(fact: Any, value: Any) -> bool:
+def strict_eq(fact: object, value: object) -> bool:
     """JSON equality: numbers equal numbers (1 == 1.0), but ``true`` never equals ``1``."""
     kind = type(value)
     if kind is str:
@@ -108,9 +108,10 @@ def to_datetime(value: Any) -> datetime | None:
     if kind is str:
         return parse_datetime(value)
     if kind is datetime or isinstance(value, datetime):
-        if value.tzinfo is not None and 1 < value.year < 9999:
-            return value  # the common case, without a call
-        return _aware(value)
+        moment: datetime = value
+        if moment.tzinfo is not None and 1 < moment.year < 9999:
+            return moment  # the common case, without a call
+        return _aware(moment)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     return None

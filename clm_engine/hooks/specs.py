@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import hookspec
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlite_utils.migrations import Migrations
 
     from ..models import Contact, Event
+    from ..store import OutboxRow
     from ..types import Defer, Veto
 
     Reducer = Callable[[Contact, Event], None]
@@ -169,7 +170,7 @@ def register_documents(register: Callable[..., None]) -> None:
 @hookspec
 def dispatch_policy(
     action: str,
-    params: dict,
+    params: dict[str, Any],
     contact: Contact,
     now: datetime,
     db: sqlite_utils.Database,
@@ -177,7 +178,7 @@ def dispatch_policy(
     key: str,
     ruleset: str,
     rule: str,
-    in_flight: Callable[[], list],
+    in_flight: Callable[[], list[OutboxRow]],
 ) -> Veto | Defer | None:
     """Decide whether an action may run now (consent, quiet hours, frequency caps ...).
 

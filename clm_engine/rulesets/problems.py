@@ -70,7 +70,7 @@ class RulesetProblem:
         }
 
 
-def sort_key(problem: RulesetProblem) -> tuple:
+def sort_key(problem: RulesetProblem) -> tuple[str, int, int, str, str]:
     """Problems sort by file, then line (file-level problems, without a line, come first)."""
     return (problem.file, problem.line or 0, problem.column or 0, problem.pointer, problem.message)
 

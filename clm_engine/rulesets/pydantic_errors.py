@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from .problems import Issue, did_you_mean, pointer, shown
 from .schema_errors import CONDITIONS, DISCRIMINATORS, TRIGGERS
@@ -70,7 +71,7 @@ _CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 class _Located:
     steps: tuple[str | int, ...]
     members: tuple[tuple[int, str, Any], ...]  # (steps before it, member name, node there)
-    error: dict[str, Any]
+    error: ErrorDetails
     key_error: bool  # a map key failed (``[key]``): point at the key
 
 
@@ -93,7 +94,7 @@ def pydantic_issues(
     return list(dict.fromkeys(issues))
 
 
-def _locate(item: dict[str, Any], document: Any) -> _Located:
+def _locate(item: ErrorDetails, document: Any) -> _Located:
     steps: list[str | int] = []
     members: list[tuple[int, str, Any]] = []
     node = document

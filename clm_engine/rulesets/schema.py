@@ -208,4 +208,5 @@ def schema_text() -> str:
 @lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
     """The shipped schema, read once."""
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema

@@ -12,9 +12,9 @@ triggers) and reports only that alternative's errors. Unknown keys get a "did yo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol, cast
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
@@ -123,23 +123,46 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(load_schema())
 
 
+class _Failure(Protocol):
+    """A ``ValidationError`` as the validator raises it: the stubs allow each field to be
+    unset, but a raised error has them all, and our schema's failing subschemas are objects."""
+
+    @property
+    def message(self) -> str: ...
+    @property
+    def validator(self) -> str: ...
+    @property
+    def validator_value(self) -> Any: ...
+    @property
+    def instance(self) -> Any: ...
+    @property
+    def schema(self) -> dict[str, Any]: ...
+    @property
+    def absolute_path(self) -> Sequence[str | int]: ...
+    @property
+    def relative_schema_path(self) -> Sequence[str | int]: ...
+    @property
+    def context(self) -> list[ValidationError]: ...
+
+
 class _Explainer:
     def __init__(self, root: dict[str, Any]) -> None:
         self.defs: dict[str, dict[str, Any]] = root["$defs"]
 
     # -- one error -------------------------------------------------------------------------
 
-    def explain(self, error: ValidationError) -> list[Issue]:
+    def explain(self, raised: ValidationError) -> list[Issue]:
+        error = cast(_Failure, raised)  # the fields a raised error has (see _Failure)
         where = pointer(*error.absolute_path)
         handler = getattr(self, f"_on_{error.validator}", None)
         if handler is None:
             return [Issue(where, _first_lower(error.message))]
         return list(handler(error, where))
 
-    def _on_anyOf(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_anyOf(self, error: _Failure, where: str) -> Iterator[Issue]:
         yield from self._alternatives(error, where)
 
-    def _on_oneOf(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_oneOf(self, error: _Failure, where: str) -> Iterator[Issue]:
         branches = error.validator_value
         exclusive = [b.get("required", [None])[0] for b in branches if set(b) == {"required"}]
         if len(exclusive) == len(branches) and isinstance(error.instance, dict):
@@ -156,7 +179,7 @@ class _Explainer:
             return
         yield from self._alternatives(error, where)
 
-    def _on_additionalProperties(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_additionalProperties(self, error: _Failure, where: str) -> Iterator[Issue]:
         allowed = list(error.schema.get("properties", {}))
         patterns = list(error.schema.get("patternProperties", {}))
         kind = self._kind(error.schema)
@@ -170,7 +193,7 @@ class _Explainer:
                 at_key=True,
             )
 
-    def _on_required(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_required(self, error: _Failure, where: str) -> Iterator[Issue]:
         kind = self._kind(error.schema)
         for key in error.validator_value:
             if key in error.instance:
@@ -182,12 +205,12 @@ class _Explainer:
                 hint=f"{key!r}: {_first_lower(description)}" if description else None,
             )
 
-    def _on_type(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_type(self, error: _Failure, where: str) -> Iterator[Issue]:
         expected = error.validator_value
         names = [expected] if isinstance(expected, str) else list(expected)
         yield Issue(where, f"expected {_words(names)}, found {shown(error.instance)}")
 
-    def _on_pattern(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_pattern(self, error: _Failure, where: str) -> Iterator[Issue]:
         meaning = PATTERNS.get(error.validator_value, f"matching {error.validator_value}")
         value = error.instance
         hint = None
@@ -203,7 +226,7 @@ class _Explainer:
             return
         yield Issue(where, f"{value!r} is not {meaning}{suggestion}", hint)
 
-    def _on_minLength(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_minLength(self, error: _Failure, where: str) -> Iterator[Issue]:
         size = error.validator_value
         if "propertyNames" in error.relative_schema_path:
             yield Issue(where, "a name must not be empty")
@@ -214,13 +237,13 @@ class _Explainer:
                 where, f"expected at least {size} characters, found {shown(error.instance)}"
             )
 
-    def _on_maxLength(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_maxLength(self, error: _Failure, where: str) -> Iterator[Issue]:
         yield Issue(
             where,
             f"too long: at most {error.validator_value} characters, found {len(error.instance)}",
         )
 
-    def _on_minItems(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_minItems(self, error: _Failure, where: str) -> Iterator[Issue]:
         size = error.validator_value
         found = len(error.instance)
         if size == 1:
@@ -228,21 +251,21 @@ class _Explainer:
         else:
             yield Issue(where, f"expected at least {size} items, found {found}")
 
-    def _on_minimum(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_minimum(self, error: _Failure, where: str) -> Iterator[Issue]:
         yield Issue(where, f"expected at least {error.validator_value}, found {error.instance}")
 
-    def _on_enum(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_enum(self, error: _Failure, where: str) -> Iterator[Issue]:
         options = [str(o) for o in error.validator_value]
         found = error.instance
         suggestion = did_you_mean(found, options) if isinstance(found, str) else ""
         yield Issue(where, f"expected {quoted_list(options)}, found {shown(found)}{suggestion}")
 
-    def _on_const(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _on_const(self, error: _Failure, where: str) -> Iterator[Issue]:
         yield Issue(where, f"expected {error.validator_value!r}, found {shown(error.instance)}")
 
     # -- alternatives (anyOf / oneOf) ------------------------------------------------------
 
-    def _alternatives(self, error: ValidationError, where: str) -> Iterator[Issue]:
+    def _alternatives(self, error: _Failure, where: str) -> Iterator[Issue]:
         branches: Sequence[dict[str, Any]] = error.validator_value
         instance = error.instance
         fitting = [i for i, b in enumerate(branches) if self._accepts_type(b, instance)]
@@ -264,7 +287,7 @@ class _Explainer:
             if sub.relative_schema_path and sub.relative_schema_path[0] == chosen:
                 yield from self.explain(sub)
 
-    def _deeper(self, error: ValidationError, fitting: list[int]) -> int | None:
+    def _deeper(self, error: _Failure, fitting: list[int]) -> int | None:
         """The one alternative whose errors are inside the value (a list's items), if any."""
         depth = len(error.absolute_path)
         inside = {
@@ -282,7 +305,7 @@ class _Explainer:
         fitting: list[int],
         instance: dict[str, Any],
         where: str,
-    ) -> Iterator[Issue]:
+    ) -> Generator[Issue, None, int | None]:
         """The alternative an object means, by the keys it has; ``None`` once explained."""
         names = {i: self._def_name(branches[i]) for i in fitting}
         group = _group(names.values())

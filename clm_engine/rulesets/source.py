@@ -17,7 +17,7 @@ from ..models import json_constant
 from .problems import Issue, pointer, split
 
 
-class _Object(dict):
+class _Object(dict[str, Any]):
     """A decoded JSON object that remembers the keys it saw more than once."""
 
     duplicates: tuple[str, ...] = ()

@@ -12,7 +12,7 @@ from typing import Any
 from ..registry import Registry
 from .replay import RulesetPaths, opened, replay, ruleset_paths, validate
 from .report import SimulationResult
-from .window import aware, check_step, check_window
+from .window import Window, aware, check_step, check_window
 
 
 @dataclass
@@ -110,7 +110,7 @@ def compare(
     with opened(events) as history:
         for side, paths in (("old", old_paths), ("new", new_paths)):
             report = None if progress is None else (lambda at, side=side: progress(side, at))
-            window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
+            window: Window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
             results.append(
                 replay(
                     paths, history, **window, name=f"{side}.db", progress=report, registry=registry

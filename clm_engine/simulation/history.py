@@ -93,7 +93,7 @@ class EventHistory:
         self._memory: list[bytes] | None = None  # the sorted records, when they fit in a run
         self._file: Path | None = None  # or the sorted file
         self._folder: str | None = None
-        self._cleanup: weakref.finalize | None = None
+        self._cleanup: weakref.finalize[..., Any] | None = None
         self._rejected: list[tuple[int, str]] = []
         self._rejected_count = 0
         self._count = 0
@@ -101,13 +101,18 @@ class EventHistory:
 
     @classmethod
     def from_items(
-        cls, items: Iterable[Item], *, source: str | None = None, **sizes: int
+        cls,
+        items: Iterable[Item],
+        *,
+        source: str | None = None,
+        run_bytes: int = RUN_BYTES,
+        fan_in: int = FAN_IN,
     ) -> EventHistory:
         """A history of ``items`` (consumed once, when the history is first used).
 
-        ``sizes`` (``run_bytes``, ``fan_in``) tune the sort; the defaults suit any length.
+        ``run_bytes`` and ``fan_in`` tune the sort; the defaults suit any length.
         """
-        return cls(lambda: items, source=source, **sizes)
+        return cls(lambda: items, source=source, run_bytes=run_bytes, fan_in=fan_in)
 
     # -- what was read ---------------------------------------------------------------------
 

@@ -69,8 +69,17 @@ def simulate(
     registry = Registry() if registry is None else registry
     validate(paths, registry)
     with opened(events) as history:
-        window = {"start": start, "end": end, "step": step, "db": db, "keep": keep}
-        return replay(paths, history, **window, progress=progress, registry=registry)
+        return replay(
+            paths,
+            history,
+            start=start,
+            end=end,
+            step=step,
+            db=db,
+            keep=keep,
+            progress=progress,
+            registry=registry,
+        )
 
 
 def replay(

@@ -6,8 +6,10 @@ step. ``SimulationError`` lives here too: every other module of the package rais
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from ..errors import ClmError
 
@@ -15,6 +17,17 @@ from ..errors import ClmError
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The finest time difference: "just before" a moment.
 ONE_TICK = timedelta(microseconds=1)
+
+
+class Window(TypedDict):
+    """A run's window, step and stores, as the keyword arguments ``simulate`` and ``compare``
+    take."""
+
+    start: datetime
+    end: datetime
+    step: timedelta
+    db: str | os.PathLike[str] | None
+    keep: str | os.PathLike[str] | None
 
 
 class SimulationError(ClmError):

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Contact, Event
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class StoreTransaction(Protocol):
     methods outside a transaction, for reads."""
 
     @property
-    def db(self) -> Any:
+    def db(self) -> sqlite_utils.Database:
         """The transaction's connection as a ``sqlite_utils.Database``: what plugins' event
         handlers, facts and actions use for their own tables."""
         ...
@@ -198,7 +201,9 @@ class StoreTransaction(Protocol):
         self, name: str, version: int, content_hash: str, path: str, content: str, at: str
     ) -> bool: ...
 
-    def anchors_for(self, contact_ids: Sequence[str]) -> dict[tuple[str, str, str, str], tuple]:
+    def anchors_for(
+        self, contact_ids: Sequence[str]
+    ) -> dict[tuple[str, str, str, str], tuple[str, str, str]]:
         """Current anchors of these contacts: key -> (anchor_at, fire_at, status)."""
         ...
 
@@ -210,7 +215,7 @@ class StoreTransaction(Protocol):
         """Cancel pending anchors whose date is gone (fired ones stay, as history)."""
         ...
 
-    def due_anchors(self, now: str, limit: int) -> list[tuple]:
+    def due_anchors(self, now: str, limit: int) -> list[tuple[str, str, str, str, str, str]]:
         """Pending anchors whose fire time has come, oldest first (an index range scan)."""
         ...
 
@@ -273,6 +278,12 @@ class Store(Protocol):
     """Where state lives: the engine's whole contract with a store (``tests/test_store_protocol.py``
     holds each implementation to it)."""
 
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The store's connection as a ``sqlite_utils.Database``, outside any write: what
+        plugins' commands and reports read their own tables from."""
+        ...
+
     def write(self) -> AbstractContextManager[StoreTransaction]:
         """A write transaction, begun at once with the write lock; commits or rolls back whole."""
         ...
@@ -313,7 +324,9 @@ class Store(Protocol):
 
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]: ...
 
-    def anchors_of(self, contact_id: str, ruleset: str, rule: str) -> list[tuple]:
+    def anchors_of(
+        self, contact_id: str, ruleset: str, rule: str
+    ) -> list[tuple[str, str, str, str, str | None]]:
         """(entity, anchor_at, fire_at, status, note) of one rule's anchors for a contact."""
         ...
 

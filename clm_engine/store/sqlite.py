@@ -38,7 +38,7 @@ def _dumps(value: Any) -> str:
     return to_json(value, fallback=str).decode()
 
 
-def _event_from_row(row: sqlite3.Row | tuple) -> Event:
+def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     event_id, contact_id, type_, occurred_at, properties = row
     return Event.model_construct(
         id=event_id,
@@ -56,7 +56,7 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _outbox_row(row: tuple) -> OutboxRow:
+def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
     values = list(row)
     values[7] = json.loads(values[7])
     values[14] = json.loads(values[14]) if values[14] is not None else None
@@ -82,7 +82,7 @@ _TRACE_COLUMNS = (
 )
 
 
-def _trace_row(row: tuple) -> Trace:
+def _trace_row(row: tuple[Any, ...]) -> Trace:
     values = list(row)
     values[9] = json.loads(values[9]) if values[9] else None
     values[10] = json.loads(values[10]) if values[10] else []
@@ -172,7 +172,7 @@ class SQLiteStore:
                 return []
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
-        applied = []
+        applied: list[str] = []
         with self.write():
             for migrations in migration_sets:
                 pending = [m.name for m in migrations.pending(self.db)]
@@ -221,10 +221,12 @@ class SQLiteStore:
 
     def count_contacts(self, *, stage: str | None = None) -> int:
         if stage is None:
-            return self.conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
-        return self.conn.execute(
+            total: int = self.conn.execute("SELECT count(*) FROM contacts").fetchone()[0]
+            return total
+        count: int = self.conn.execute(
             "SELECT count(*) FROM contacts WHERE stage = ?", [stage]
         ).fetchone()[0]
+        return count
 
     def recent_events(self, contact_id: str, *, limit: int = 20) -> list[Event]:
         rows = self.conn.execute(
@@ -253,7 +255,7 @@ class SQLiteStore:
 
     def summary(self) -> dict[str, Any]:
         """What the engine knows, in numbers: the body of ``clm report``."""
-        one = lambda sql: self.conn.execute(sql).fetchone()  # noqa: E731
+        one: Callable[[str], Any] = lambda sql: self.conn.execute(sql).fetchone()  # noqa: E731
         contacts, with_email, consenting = one(
             "SELECT count(*), count(email), "
             "coalesce(sum(json_extract(data, '$.consent.email') = 1), 0) FROM contacts"
@@ -317,7 +319,9 @@ class SQLiteStore:
         )
         return {r.key: r for r in map(_outbox_row, rows)}
 
-    def anchors_of(self, contact_id: str, ruleset: str, rule: str) -> list[tuple]:
+    def anchors_of(
+        self, contact_id: str, ruleset: str, rule: str
+    ) -> list[tuple[str, str, str, str, str | None]]:
         """(entity, anchor_at, fire_at, status, note) of one rule's anchors for a contact."""
         return self.conn.execute(
             "SELECT entity, anchor_at, fire_at, status, note FROM anchors WHERE contact_id = ? "
@@ -586,7 +590,10 @@ class SQLiteTransaction:
                 "contact_id = ? AND type = ? AND occurred_at >= ?",
                 [contact_id, type, since],
             )
-        return self.conn.execute(f"SELECT count(*) FROM events WHERE {sql}", params).fetchone()[0]
+        count: int = self.conn.execute(
+            f"SELECT count(*) FROM events WHERE {sql}", params
+        ).fetchone()[0]
+        return count
 
     def fires_of(self, contact_ids: Iterable[str]) -> list[tuple[str, str, str, str, str, str]]:
         """Every recorded fire of a limited rule for these contacts:
@@ -827,7 +834,9 @@ class SQLiteTransaction:
 
     # -- time: anchors of relative-time rules, schedule slots ------------------------------------
 
-    def anchors_for(self, contact_ids: Sequence[str]) -> dict[tuple[str, str, str, str], tuple]:
+    def anchors_for(
+        self, contact_ids: Sequence[str]
+    ) -> dict[tuple[str, str, str, str], tuple[str, str, str]]:
         """Current anchors of these contacts: key -> (anchor_at, fire_at, status)."""
         rows = self.conn.execute(
             "SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at, status FROM anchors "
@@ -854,7 +863,7 @@ class SQLiteTransaction:
             keys,
         )
 
-    def due_anchors(self, now: str, limit: int) -> list[tuple]:
+    def due_anchors(self, now: str, limit: int) -> list[tuple[str, str, str, str, str, str]]:
         """Pending anchors whose fire time has come, oldest first (an index range scan)."""
         return self.conn.execute(
             "SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at FROM anchors "

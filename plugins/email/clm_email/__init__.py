@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clm_engine import Contact, Defer, Event, Veto, hookimpl
 
@@ -151,11 +151,11 @@ def register_actions(register: Callable[..., None]) -> None:
 @hookimpl
 def dispatch_policy(
     action: str,
-    params: dict,
+    params: dict[str, Any],
     contact: Contact,
     now: datetime,
     db: Database,
-    in_flight: Callable[[], list],
+    in_flight: Callable[[], list[Any]],
 ) -> Veto | Defer | None:
     if action != "email.send":
         return None

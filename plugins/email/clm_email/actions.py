@@ -219,7 +219,7 @@ def _stage_exit(seq: Sequence, ctx: Any) -> str | None:
     return None
 
 
-def _logical_now(ctx: Any) -> datetime:
+def _logical_now(ctx: ActionContext) -> datetime:
     """When this action was meant to run (``ctx.due_at``, never later than now): step times
     count from there, so downtime, a backlog or a retry does not push every later step back."""
     due = ctx.due_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
@@ -19,7 +20,7 @@ class EmailGroup(click.Group):
     """Errors a user should see (``ClmError``) as one line, also when the group is invoked on
     its own rather than through ``clm`` (which does the same)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ClmError as error:
@@ -179,7 +180,7 @@ def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
     """
     with open_engine(db_path) as engine:
         rows = [r for r in engine.store.actions_for(contact_id) if r.action.startswith("email.")]
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "action": r.action,
             "what": r.params.get("template") or r.params.get("step") or r.params.get("sequence"),

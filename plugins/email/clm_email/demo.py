@@ -12,6 +12,7 @@ import re
 import sqlite3
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 _ADDRESS = re.compile(r"\S+@\S+")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z?")
@@ -27,7 +28,7 @@ def _reason(note: str | None) -> str:
     return re.sub(r"\([A-Za-z]+/[A-Za-z_/+-]+\)", "(contact's timezone)", text)
 
 
-def collect(db_path: str, outbox_dir: str) -> dict:
+def collect(db_path: str, outbox_dir: str) -> dict[str, Any]:
     """The figures :func:`summary` prints, as data (for tests and ``--json`` callers)."""
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
@@ -45,9 +46,9 @@ def collect(db_path: str, outbox_dir: str) -> dict:
         ).fetchall()
     finally:
         conn.close()
-    deferred: Counter = Counter()
-    vetoed: Counter = Counter()
-    failed: Counter = Counter()
+    deferred: Counter[str] = Counter()
+    vetoed: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
     for status, note in outbox:
         if status == "pending" and (note or "").startswith("deferred"):
             deferred[_reason(note)] += 1

@@ -114,7 +114,7 @@ class OutgoingMessage:
         from email import message_from_bytes
         from email.policy import default
 
-        return message_from_bytes(self.as_bytes(), policy=default)  # type: ignore[return-value]
+        return message_from_bytes(self.as_bytes(), policy=default)
 
 
 def build_message(

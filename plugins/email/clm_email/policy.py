@@ -96,7 +96,7 @@ def next_allowed(
 
 def decide(
     *,
-    params: dict,
+    params: dict[str, Any],
     contact: Contact,
     now: datetime,
     db: Database | None,

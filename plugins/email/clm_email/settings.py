@@ -178,7 +178,7 @@ DEFAULT_SECRET = "clm-engine-unsubscribe-demo-secret"
 
 #: Names the JSON settings file.
 SETTINGS_ENV = "CLM_EMAIL_SETTINGS"
-_cache: dict[tuple, EmailSettings] = {}
+_cache: dict[tuple[str | tuple[int, int] | None, ...], EmailSettings] = {}
 
 
 def resolve_settings(environ: Mapping[str, str] | None = None) -> EmailSettings:

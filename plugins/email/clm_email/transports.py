@@ -138,9 +138,9 @@ class SmtpTransport:
                 except smtplib.SMTPSenderRefused as error:
                     # Our sender address is the problem, not the recipient's: never suppress.
                     self._reset()
-                    reply = _text(error.smtp_error)
+                    text = _text(error.smtp_error)
                     raise TemporaryDeliveryError(
-                        f"sender {sender} refused: {error.smtp_code} {reply}"
+                        f"sender {sender} refused: {error.smtp_code} {text}"
                     ) from None
                 except smtplib.SMTPResponseException as error:  # DATA refused
                     self._reset()
@@ -221,7 +221,7 @@ class _BuiltinTransports:
     """``file`` and ``smtp``, registered through the hook like any other transport."""
 
     @hookimpl
-    def register_email_transports(self, register):
+    def register_email_transports(self, register: Callable[..., None]) -> None:
         register("file", file_transport)
         register("smtp", smtp_transport)
 
@@ -256,7 +256,9 @@ def get_transport_factories() -> dict[str, TransportFactory]:
     owners: dict[str, str] = {}
     for impl in pm.hook.register_email_transports.get_hookimpls():
 
-        def register(name: str, factory: TransportFactory, *, _plugin=impl.plugin_name) -> None:
+        def register(
+            name: str, factory: TransportFactory, *, _plugin: str = impl.plugin_name
+        ) -> None:
             if not isinstance(name, str) or not name or not callable(factory):
                 raise PluginError(f"plugin {_plugin!r} registered an email transport badly")
             if name in owners:

@@ -14,10 +14,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from clm_engine import Contact, Event, hookimpl
 
 from . import actions, attribution, facts, reviews
 from .schema import migrations
+
+if TYPE_CHECKING:
+    import click
+    from sqlite_utils import Database
 
 __all__ = ["migrations"]
 
@@ -52,18 +59,18 @@ def apply_sent(contact: Contact, event: Event) -> None:
 
 
 @hookimpl
-def register_reducers(register):
+def register_reducers(register: Callable[..., None]) -> None:
     register("referral.signup", apply_signup, name="referral.signup")
     register("referral.sent", apply_sent, name="referral.sent")
 
 
 @hookimpl
-def register_migrations(register):
+def register_migrations(register: Callable[..., None]) -> None:
     register(migrations)
 
 
 @hookimpl
-def register_event_handlers(register):
+def register_event_handlers(register: Callable[..., None]) -> None:
     register("referral.signup", attribution.on_referral_signup, name="referral.attribute")
     register("signup", attribution.on_signup, name="referral.attribute_signup_code")
     register("*", attribution.on_any_event, name="referral.fingerprints")
@@ -72,7 +79,7 @@ def register_event_handlers(register):
 
 
 @hookimpl
-def register_actions(register):
+def register_actions(register: Callable[..., None]) -> None:
     register(
         "referral.code",
         actions.issue_code,
@@ -100,7 +107,7 @@ def register_actions(register):
 
 
 @hookimpl
-def register_facts(register):
+def register_facts(register: Callable[..., None]) -> None:
     for name, compute, kind in (
         ("referral.count", facts.fact_count, "number"),
         ("referral.referred_by", facts.fact_referred_by, "text"),
@@ -111,15 +118,15 @@ def register_facts(register):
 
 
 @hookimpl
-def register_commands(cli):
+def register_commands(cli: click.Group) -> None:
     from .cli import referral
 
     cli.add_command(referral)
 
 
 @hookimpl
-def forget_contact(db, contact_id):
-    removed = {}
+def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
+    removed: dict[str, int] = {}
     if db["referral_codes"].exists():
         removed["referral_codes"] = db.execute(
             "DELETE FROM referral_codes WHERE contact_id = ?", [contact_id]

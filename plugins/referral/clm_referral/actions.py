@@ -104,7 +104,7 @@ class ReverseParams(_Params):
 
 
 def _db(ctx: ActionContext) -> sqlite_utils.Database:
-    db = getattr(ctx, "db", None)
+    db: sqlite_utils.Database | None = getattr(ctx, "db", None)
     if db is None:
         raise RuntimeError("referral actions need the engine's write transaction (ctx.db)")
     return db

@@ -4,6 +4,7 @@ reward should wait for a person, or nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,7 @@ def burst(claim: Claim, db: sqlite_utils.Database) -> str | None:
 
 
 @hookimpl
-def register_fraud_checks(register):
+def register_fraud_checks(register: Callable[..., None]) -> None:
     register("self-referral", self_referral, description=self_referral.__doc__)
     register("shared-fingerprint", shared_fingerprint, description=shared_fingerprint.__doc__)
     register("monthly-cap", monthly_cap, description=monthly_cap.__doc__)

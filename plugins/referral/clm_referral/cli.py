@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
+import sqlite_utils
 
-from clm_engine import ClmError, utc_text
+from clm_engine import ClmError, Engine, utc_text
 from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
 from clm_engine.money import format_minor
 
@@ -24,16 +27,16 @@ def referral() -> None:
     """Referrals: codes, the reward ledger, review of held rewards, the report."""
 
 
-def _engine(db_path: Path, rulesets: tuple[Path, ...] = ()):
+def _engine(db_path: Path, rulesets: tuple[Path, ...] = ()) -> Engine:
     return open_engine(db_path, rulesets=rulesets)  # opening it runs the plugin's migrations
 
 
-def _read(engine):
+def _read(engine: Engine) -> sqlite_utils.Database:
     """The store's connection for reading the plugin's tables (no write lock taken)."""
     return engine.store.read().db
 
 
-def _need_contact(engine, contact_id: str) -> None:
+def _need_contact(engine: Engine, contact_id: str) -> None:
     if engine.contact(contact_id) is None:
         raise ClmError(f"no contact {contact_id!r}")
 
@@ -94,7 +97,9 @@ def ledger_command(contact_id: str, db_path: Path, as_json: bool) -> None:
         )
 
 
-def _review_event(reward: dict, decision: str, reviewer: str, note: str | None, at) -> dict:
+def _review_event(
+    reward: dict[str, Any], decision: str, reviewer: str, note: str | None, at: datetime
+) -> dict[str, Any]:
     key = f"{reward['id']}/{decision}"
     return {
         "id": "referral-review-" + hashlib.sha256(key.encode()).hexdigest()[:24],
@@ -110,7 +115,7 @@ def _review_event(reward: dict, decision: str, reviewer: str, note: str | None, 
     }
 
 
-def _to_review(db, target: str, decision: str) -> list[dict]:
+def _to_review(db: sqlite_utils.Database, target: str, decision: str) -> list[dict[str, Any]]:
     """The rewards a decision is about: one reward by its id, or every reward held for one
     referral, by the referred contact's id (the referrer's and the friend's go together)."""
     row = ledger.get_reward(db, target)
@@ -231,7 +236,7 @@ def redeem(
     if as_json:
         print_json({"contact": contact_id, "redeemed": redeemed, "balances": balances})
         return
-    total = {}
+    total: dict[str, int] = {}
     for row in approved:
         total[row["currency"]] = total.get(row["currency"], 0) + row["amount_minor"]
     paid = ", ".join(format_minor(v, c) for c, v in sorted(total.items()))

@@ -61,7 +61,7 @@ def extra_events(events: list[dict[str, Any]], seed: int = 7) -> list[dict[str, 
             end = at
         if event.get("type") == "signup":
             emails[event["contact_id"]] = event.get("properties", {}).get("email", "")
-            signups[event["contact_id"]] = at
+            signups[event["contact_id"]] = event["occurred_at"]
         elif event.get("type") == "referral.signup":
             referred.setdefault(event["contact_id"], event)
     if end is None:

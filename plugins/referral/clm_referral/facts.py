@@ -40,12 +40,12 @@ def referral_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END
         "AND coalesce(attributed_at, '') <= ?",
         [contact_id, as_of],
     ).fetchone()
-    return count
+    return int(count)
 
 
 def successful_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END_OF_TIME) -> int:
     (count,) = db.execute(_SUCCESSFUL, [contact_id, as_of]).fetchone()
-    return count
+    return int(count)
 
 
 def balance(

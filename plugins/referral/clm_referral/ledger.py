@@ -113,6 +113,7 @@ def post(
         [key, reward, kind, state, at, actor, reason],
     )
     seq = cursor.lastrowid
+    assert seq is not None  # an INSERT sets it
     db.conn.executemany(
         "INSERT INTO referral_lines (entry_seq, account, contact_id, amount_minor, currency) "
         "VALUES (?, ?, ?, ?, ?)",

@@ -96,7 +96,7 @@ def format_report(data: dict[str, Any], *, held_limit: int = 5) -> str:
     """The report as text for people."""
     rewards = data["rewards"]
     granted = sum(slot["count"] for slot in rewards.values())
-    every: Counter = Counter()
+    every: Counter[str] = Counter()
     for slot in rewards.values():
         every.update(slot["amount_minor"])
     total = ", ".join(format_minor(v, c) for c, v in sorted(every.items())) or "nothing"

@@ -10,7 +10,7 @@ and the event is not stored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from clm_engine import utc_text
 
@@ -37,7 +37,7 @@ def on_reviewed(db: sqlite_utils.Database, contact: Contact, event: Event) -> No
         raise ValueError(f"contact {contact.id!r} has no reward {reward_id!r}")
     ledger.transition(
         db,
-        reward_id,
+        row["id"],  # reward_id, known to be a str by now
         DECISIONS[decision],
         at=utc_text(event.occurred_at),
         actor=f"review by {reviewer}",
@@ -69,7 +69,7 @@ def on_redeem(db: sqlite_utils.Database, contact: Contact, event: Event) -> None
         )
 
 
-def approved_rewards(db: sqlite_utils.Database, contact_id: str) -> list[dict]:
+def approved_rewards(db: sqlite_utils.Database, contact_id: str) -> list[dict[str, Any]]:
     return [
         row
         for row in ledger.rewards(db, state="approved")

@@ -15,13 +15,14 @@ Why the ledger looks like this:
 
 from __future__ import annotations
 
+from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 migrations = Migrations("clm_referral")
 
 
 @migrations()
-def m001_initial(db) -> None:
+def m001_initial(db: Database) -> None:
     # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
     db.execute(
         """
@@ -125,7 +126,7 @@ _M002 = [
 
 
 @migrations()
-def m002_ledger(db) -> None:
+def m002_ledger(db: Database) -> None:
     for statement in _M002:  # one at a time, inside the engine's transaction
         db.execute(statement)
 

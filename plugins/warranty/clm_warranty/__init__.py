@@ -17,10 +17,17 @@ The hooks are here; the parts live beside them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from clm_engine import Contact, Event, hookimpl
 
 from . import actions, catalogue, facts, products
 from .products import migrations
+
+if TYPE_CHECKING:
+    import click
+    from sqlite_utils import Database
 
 
 def apply_registration(contact: Contact, event: Event) -> None:
@@ -33,7 +40,7 @@ def apply_registration(contact: Contact, event: Event) -> None:
     table for contacts who never registered a product (most contacts, on most events).
     """
     product_id = products.check_registration(event)["product_id"]
-    product_ids: list = contact.metrics.setdefault("product_ids", [])
+    product_ids: list[Any] = contact.metrics.setdefault("product_ids", [])
     if product_id not in product_ids:
         product_ids.append(product_id)
         product_ids.sort()
@@ -41,17 +48,17 @@ def apply_registration(contact: Contact, event: Event) -> None:
 
 
 @hookimpl
-def register_reducers(register):
+def register_reducers(register: Callable[..., None]) -> None:
     register("product.registered", apply_registration, name="warranty.product_registered")
 
 
 @hookimpl
-def register_migrations(register):
+def register_migrations(register: Callable[..., None]) -> None:
     register(migrations)
 
 
 @hookimpl
-def register_event_handlers(register):
+def register_event_handlers(register: Callable[..., None]) -> None:
     register("product.registered", products.on_registered, name="warranty.registered")
     register("warranty.extended", products.on_extended, name="warranty.extended")
     register(
@@ -63,7 +70,7 @@ def register_event_handlers(register):
 
 
 @hookimpl
-def register_documents(register):
+def register_documents(register: Callable[..., None]) -> None:
     register(
         catalogue.KIND,
         catalogue.Catalogue,
@@ -73,24 +80,24 @@ def register_documents(register):
 
 
 @hookimpl
-def register_actions(register):
+def register_actions(register: Callable[..., None]) -> None:
     for name, (run, params, description) in actions.ACTIONS.items():
         register(name, run, params, description=description)
 
 
 @hookimpl
-def register_facts(register):
+def register_facts(register: Callable[..., None]) -> None:
     for name, (compute, description, kind) in facts.FACTS.items():
-        register(name, compute, type=kind, description=" ".join(description.split()))
+        register(name, compute, type=kind, description=" ".join((description or "").split()))
 
 
 @hookimpl
-def register_commands(cli):
+def register_commands(cli: click.Group) -> None:
     from .cli import warranty
 
     cli.add_command(warranty)
 
 
 @hookimpl
-def forget_contact(db, contact_id):
+def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
     return products.forget(db, contact_id)

@@ -279,7 +279,7 @@ def _hand_to_email(
         return "not asked (no email_template)"
     if EMAIL_ACTION not in ctx.actions:
         return f"not sent: no {EMAIL_ACTION} action is installed (the clm-email plugin)"
-    data = {
+    data: dict[str, Any] = {
         "offer_id": offer["offer_id"],
         "offer_kind": offer["kind"],
         "product_id": offer["product_id"],

@@ -183,7 +183,7 @@ def add_to_file(
             event = None
         moment = optional_moment(event.get("occurred_at")) if isinstance(event, dict) else None
         if moment is not None:
-            events.append(event)  # type: ignore[arg-type]
+            events.append(event)
         times.append(moment)
     extra = extra_events(events, seed, until=until)
     merged: list[str] = []

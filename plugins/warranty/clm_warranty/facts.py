@@ -85,7 +85,8 @@ def products_of(ctx: FactContext) -> list[dict[str, Any]] | None:
     """
     cache = getattr(ctx, "cache", None)
     if cache is not None and _ROWS in cache:
-        return cache[_ROWS]
+        cached: list[dict[str, Any]] = cache[_ROWS]
+        return cached
     db = getattr(ctx, "db", None)
     if db is None:
         return None
@@ -107,8 +108,9 @@ def _item(ctx: FactContext, row: Mapping[str, Any]) -> CatalogueItem | None:
 def _product(ctx: FactContext) -> dict[str, Any] | None:
     """The product a per-product fact is about: the anchor's entity, or the event's product."""
     product_id = getattr(ctx, "entity", None)
-    if product_id is None and getattr(ctx, "event", None) is not None:
-        product_id = ctx.event.properties.get("product_id")
+    event = getattr(ctx, "event", None)
+    if product_id is None and event is not None:
+        product_id = event.properties.get("product_id")
     if not isinstance(product_id, str):
         return None
     for row in products_of(ctx) or ():

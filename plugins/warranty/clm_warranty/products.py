@@ -55,7 +55,7 @@ _COLUMNS = {
 
 
 @migrations()
-def m001_initial(db) -> None:
+def m001_initial(db: Database) -> None:
     # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
     db.execute(
         """
@@ -78,7 +78,7 @@ def m001_initial(db) -> None:
 
 
 @migrations()
-def m002_minor_units_lifecycle_and_offers(db) -> None:
+def m002_minor_units_lifecycle_and_offers(db: Database) -> None:
     """Prices in integer minor units, what extends or closes a registration, and offers.
 
     ``price`` (REAL, major units) becomes ``price_minor`` (INTEGER, cents): a float cannot hold
@@ -391,6 +391,7 @@ def _accept(
     offer expired is not the offer's conversion.
     """
     at = utc_text(event.occurred_at)
+    args: list[str | None]
     if product_id is not None:
         where, args = "product_id = ?", [product_id]
     else:
