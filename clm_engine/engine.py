@@ -103,6 +103,15 @@ def parse_event(item: Event | Mapping[str, Any] | str | bytes) -> Event:
     raise EventError(f"invalid event: expected a JSON object, got {type(item).__name__}")
 
 
+@dataclass(frozen=True)
+class PreparedRulesets:
+    """Rulesets validated and compiled by ``Engine.prepare_rulesets``, not yet in use."""
+
+    paths: list[str]
+    validated: Any
+    book: RuleBook
+
+
 class Engine:
     """clm-engine as a library: open a store, ingest events, read contacts.
 
@@ -317,12 +326,26 @@ class Engine:
         documents found in ``paths`` (sequences, catalogues) load with them, all or nothing:
         ``self.documents[kind][name]``.
         """
+        return self.use_rulesets(self.prepare_rulesets(paths))
+
+    def prepare_rulesets(self, paths: Sequence[str | os.PathLike[str]]) -> PreparedRulesets:
+        """The slow half of :meth:`load_rulesets`: read, validate and compile (email templates
+        are rendered for sample contacts). It touches neither the store nor this engine, so it
+        may run in another thread while the engine works: ``clm run`` validates a changed
+        folder off its pumps. Raises ``RulesetError``."""
         from .rulesets import load_all
 
         registries = {"actions": self.actions, "operators": self.operators, "facts": self.facts}
         validated = load_all(list(paths), **registries)
+        book = RuleBook.build(validated.rulesets, **registries, documents=validated.by_kind())
+        return PreparedRulesets([os.fspath(p) for p in paths], validated, book)
+
+    def use_rulesets(self, prepared: PreparedRulesets) -> list[str]:
+        """The quick half of :meth:`load_rulesets`: record rulesets :meth:`prepare_rulesets`
+        validated and start using them; returns warnings. Call it where the engine's work
+        runs (its thread): the swap is then atomic for that work."""
+        paths, validated, book = prepared.paths, prepared.validated, prepared.book
         loaded = validated.rulesets
-        book = RuleBook.build(loaded, **registries, documents=validated.by_kind())
         warnings = []
         now_text = utc_text(self.clock.now())
         known = {

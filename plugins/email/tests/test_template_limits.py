@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import resource
 import time
+from itertools import pairwise
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 from clm_email import templates
 from clm_email.settings import EmailSettings, TemplateLimits, resolve_settings
 
+from clm_engine import Engine
 from clm_engine.cli import cli
+from clm_engine.scheduling import _new, install_jobs, watch_rulesets
 from conftest import send_rule, signup
 
 HUGE = "over the limit of 262,144 characters of output (template_limits.max_output)"
@@ -241,3 +245,56 @@ def test_a_template_over_a_limit_fails_clm_validate_with_its_file_and_pointer(ma
     assert result.exit_code != 0
     assert "greedy.json" in result.output and "/text" in result.output
     assert HUGE in result.output
+
+
+@pytest.mark.slow
+def test_a_slow_template_dropped_into_a_running_engines_folder_does_not_delay_its_pumps(
+    mail, monkeypatch
+):
+    # Legal until its time runs out: validating it takes 1.5 s of rendering.
+    limits = {"max_seconds": 1.5, "max_loop_iterations": 10_000_000}
+    mail.settings(monkeypatch, template_limits=limits)
+    mail.ruleset(send_rule())
+    engine = Engine(mail.root / "clm.db", rulesets=[mail.rules])  # the real clock: clm run's
+    mail.engine = engine
+    scheduler = _new(BackgroundScheduler)
+    pumps: list[float] = []
+    reloads: list[tuple[float, bool, str]] = []
+
+    def on_tick(report) -> None:
+        pumps.append(time.monotonic())
+
+    def on_reload(ok: bool, message: str) -> None:
+        reloads.append((time.monotonic(), ok, message))
+
+    install_jobs(engine, scheduler, interval=0.05, on_tick=on_tick)
+    watch_rulesets(
+        engine, scheduler, every=0.05, interval=0.05, on_tick=on_tick, on_reload=on_reload
+    )
+    scheduler.start()
+    try:
+        _wait(lambda: len(pumps) >= 5)
+        slow = "{% for i in range(5000) %}{% for j in range(5000) %}{% endfor %}{% endfor %}"
+        mail.write("slow.json", {"email_template": "slow", "subject": "x", "text": slow})
+        dropped = time.monotonic()
+        _wait(lambda: reloads)
+        (mail.rules / "slow.json").unlink()
+        _wait(lambda: len(reloads) >= 2)
+    finally:
+        scheduler.shutdown(wait=True)
+    refused_at, ok, message = reloads[0]
+    assert not ok and "slow.json" in message and "template_limits.max_seconds" in message
+    assert refused_at - dropped >= 1.5  # validating it took the time it was given
+    during = [dropped, *(t for t in pumps if dropped < t < refused_at), refused_at]
+    gaps = [later - earlier for earlier, later in pairwise(during)]
+    assert max(gaps) < 0.5, f"a pump waited {max(gaps):.2f} s for the validation"
+    assert len(during) > 10
+    assert reloads[1][1] is True and reloads[1][2].startswith("loaded mail v1")
+    assert "slow" not in engine.documents.get(templates.KIND, {})
+
+
+def _wait(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
