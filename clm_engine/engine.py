@@ -40,6 +40,7 @@ from .folding import fold_contact
 from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, utc_text
 from .registry import Plugins, Registry
 from .rules import RuleBook
+from .rulesets.loading import Validated
 from .store import IngestFailure, StageTransition, Store, StoreTransaction, Trace, open_store
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
@@ -101,6 +102,15 @@ def parse_event(item: Event | Mapping[str, Any] | str | bytes) -> Event:
     except ValidationError as error:
         raise EventError(f"invalid event: {describe_validation_error(error)}") from None
     raise EventError(f"invalid event: expected a JSON object, got {type(item).__name__}")
+
+
+@dataclass(frozen=True)
+class PreparedRulesets:
+    """Rulesets validated and compiled by ``Engine.prepare_rulesets``, not yet in use."""
+
+    paths: list[str]
+    validated: Validated
+    book: RuleBook
 
 
 class Engine:
@@ -328,17 +338,31 @@ class Engine:
         documents found in ``paths`` (sequences, catalogues) load with them, all or nothing:
         ``self.documents[kind][name]``.
         """
+        return self.use_rulesets(self.prepare_rulesets(paths))
+
+    def prepare_rulesets(self, paths: Sequence[str | os.PathLike[str]]) -> PreparedRulesets:
+        """The slow half of :meth:`load_rulesets`: read, validate and compile (email templates
+        are rendered for sample contacts). It touches neither the store nor this engine, so it
+        may run in another thread while the engine works: ``clm run`` validates a changed
+        folder off its pumps. Raises ``RulesetError``."""
         from .rulesets import load_all
 
         validated = load_all([os.fspath(p) for p in paths], registry=self.registry)
-        loaded = validated.rulesets
         book = RuleBook.build(
-            loaded,
+            validated.rulesets,
             actions=self.actions,
             operators=self.operators,
             facts=self.facts,
             documents=validated.by_kind(),
         )
+        return PreparedRulesets([os.fspath(p) for p in paths], validated, book)
+
+    def use_rulesets(self, prepared: PreparedRulesets) -> list[str]:
+        """The quick half of :meth:`load_rulesets`: record rulesets :meth:`prepare_rulesets`
+        validated and start using them; returns warnings. Call it where the engine's work
+        runs (its thread): the swap is then atomic for that work."""
+        paths, validated, book = prepared.paths, prepared.validated, prepared.book
+        loaded = validated.rulesets
         warnings = []
         now_text = utc_text(self.clock.now())
         known = {

@@ -3,7 +3,8 @@
 APScheduler holds no per-contact state here. It runs a few fixed jobs, rebuilt from the loaded
 rulesets at every start with stable ids: a pump that calls ``Engine.tick()`` every few
 seconds (due anchors, schedule slots, due actions), one job per cron rule so its slot runs on
-time rather than at the next pump, and a watcher that reloads changed ruleset files. Every job
+time rather than at the next pump, and a watcher that reloads changed ruleset files (it
+validates them in a thread of its own; only the swap runs in the worker). Every job
 has ``coalesce=True``, ``max_instances=1`` and ``misfire_grace_time=None``: measured with
 APScheduler 3.11, the default grace of 1 s silently dropped jobs that fell due during a short
 restart. What is due lives in the store (outbox rows, anchors, schedule slots), so a restart
@@ -16,8 +17,10 @@ stops; ``run_forever(engine)`` is what ``clm run`` does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
@@ -25,20 +28,24 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .errors import RulesetError
+
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Engine, PreparedRulesets
     from .models import ScheduleTrigger
     from .timed import TimeReport
 
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 PUMP_ID = "clm:pump"
 RELOAD_ID = "clm:reload-rulesets"
+SWAP_ID = "clm:use-rulesets"
 
 
 def _new(kind: type[BaseScheduler]) -> BaseScheduler:
@@ -98,21 +105,60 @@ def watch_rulesets(
     on_tick: Callable[[TimeReport], Any] | None = None,
     on_reload: Callable[[bool, str], Any] | None = None,
 ) -> None:
-    """Reload the rulesets when their files change (an invalid change keeps the last valid)."""
-    seen = [_fingerprint(engine)]
+    """Reload the rulesets when their files change (an invalid change keeps the last valid).
 
-    def check() -> None:
+    Validating a changed folder (reading, checking, rendering every email template) runs in a
+    thread of its own, never in the scheduler's one worker, so the pumps keep their pace
+    however slow that is. Only the swap runs in the worker, as a job between pumps: quick,
+    and atomic for them. One validation at a time; a change made meanwhile is picked up by
+    the next check.
+    """
+    seen = [_fingerprint(engine)]
+    validating: list[threading.Thread] = []
+
+    def check() -> None:  # in the worker: only looks at file times and sizes
+        if validating and validating[0].is_alive():
+            return
         current = _fingerprint(engine)
         if current == seen[0]:
             return
         seen[0] = current
-        ok, message = engine.reload_rulesets()
-        if ok:
-            install_jobs(engine, scheduler, interval=interval, on_tick=on_tick)
+        thread = threading.Thread(
+            target=validate, args=(engine.ruleset_paths,), name="clm-validate-rulesets", daemon=True
+        )
+        validating[:] = [thread]
+        thread.start()
+
+    def validate(paths: list[str]) -> None:  # its own thread: touches no store, no engine state
+        try:
+            prepared = engine.prepare_rulesets(paths)
+        except RulesetError as error:
+            message = f"kept the last valid rulesets; the new ones are invalid:\n{error}"
+            _in_worker(scheduler, done, False, message)
+        except Exception as error:  # a plugin's check that broke: still keep the last valid
+            _in_worker(scheduler, done, False, f"kept the last valid rulesets: {error!r}")
+        else:
+            _in_worker(scheduler, use, prepared)
+
+    def use(prepared: PreparedRulesets) -> None:  # in the worker, between pumps
+        warnings = engine.use_rulesets(prepared)
+        install_jobs(engine, scheduler, interval=interval, on_tick=on_tick)
+        loaded = ", ".join(
+            f"{r.ruleset.ruleset} v{r.ruleset.version}" for r in engine.rulebook.rulesets
+        )
+        done(True, "\n".join([f"loaded {loaded}", *warnings]))
+
+    def done(ok: bool, message: str) -> None:
         if on_reload is not None:
             on_reload(ok, message)
 
     scheduler.add_job(check, IntervalTrigger(seconds=every), id=RELOAD_ID, replace_existing=True)
+
+
+def _in_worker(scheduler: BaseScheduler, job: Callable[..., Any], *args: Any) -> None:
+    """Run ``job`` once, now, in the scheduler's worker (where the engine's work runs)."""
+    with contextlib.suppress(SchedulerNotRunningError):
+        scheduler.add_job(job, args=args, id=SWAP_ID, replace_existing=True)
 
 
 def _fingerprint(engine: Engine) -> tuple[tuple[str, int, int], ...]:

@@ -42,7 +42,7 @@ def print_time_report(report: TimeReport) -> None:
 @db_option
 @rulesets_option
 @json_option
-def tick(db_path, ruleset_paths, as_json):
+def tick(db_path: Path, ruleset_paths: tuple[Path, ...], as_json: bool) -> None:
     """Run everything that is due now, once, and exit (for your own cron, or a request cycle).
 
     Dates that came up (relative-time rules), schedule slots that came due, and due actions.
@@ -79,7 +79,7 @@ def tick(db_path, ruleset_paths, as_json):
     help="Seconds an external action (an email) may take before another worker may run it "
     "again: longer than any send can take.",
 )
-def run(db_path, ruleset_paths, interval, lease):
+def run(db_path: Path, ruleset_paths: tuple[Path, ...], interval: float, lease: float) -> None:
     """Run the engine until stopped (SIGTERM or Ctrl-C): pumps due work every few seconds.
 
     Schedules run on their slots; delayed actions and dates that come up run as they fall due;

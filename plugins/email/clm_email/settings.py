@@ -108,6 +108,27 @@ class SmtpSettings(BaseModel):
     password_env: str = "CLM_SMTP_PASSWORD"
 
 
+class TemplateLimits(BaseModel):
+    """How much one message's templates may cost to render; a template over a limit is
+    refused, naming the template and the limit, when it is validated and when it is sent.
+
+    Counted per message (subject, text and HTML together) and inside the rendering itself,
+    so a template cannot exhaust time or memory before a check runs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Wall-clock seconds to render one message.
+    max_seconds: Annotated[float, Field(gt=0, le=60)] = 1.0
+    #: Characters a message's templates may write, and the size of any string or list built
+    #: while rendering (``'x' * n``, ``center(n)``, ``join`` ...). Text written inside a macro
+    #: or a ``{% set %}`` block counts again when it is written out.
+    max_output: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    #: Loop iterations of a message, all loops together (nested ones multiply); also the most
+    #: numbers ``range()`` gives.
+    max_loop_iterations: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+
+
 class EmailSettings(BaseModel):
     """Everything the email plugin can be told; see the module docstring for the layers."""
 
@@ -133,6 +154,7 @@ class EmailSettings(BaseModel):
     exempt_categories: list[Name] = Field(default_factory=lambda: ["transactional"])
     frequency_caps: list[FrequencyCap] = Field(default_factory=list)
     quiet_hours: QuietHours | None = None
+    template_limits: TemplateLimits = Field(default_factory=TemplateLimits)
 
     @field_validator("from_address", "reply_to", "unsubscribe_mailto")
     @classmethod
