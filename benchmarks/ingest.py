@@ -166,6 +166,55 @@ def count_rows(path: Path, sql: str) -> int:
         conn.close()
 
 
+def file_size(path: Path) -> int:
+    """The database's bytes on disk, its WAL checkpointed in."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def table_bytes(path: Path) -> dict[str, int]:
+    """Bytes per table with its indexes (empty when SQLite has no dbstat)."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT coalesce(m.tbl_name, s.name), sum(s.pgsize) FROM dbstat s "
+            "LEFT JOIN sqlite_schema m ON m.name = s.name GROUP BY 1"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        conn.close()
+    return dict(rows)
+
+
+def print_sizes(without: Path, with_rules: Path) -> None:
+    """The database with the example rulesets against the same events without them."""
+    bare, ruled = file_size(without), file_size(with_rules)
+    tables = table_bytes(with_rules)
+    traces = count_rows(with_rules, "SELECT count(*) FROM traces")
+    seen = count_rows(with_rules, "SELECT coalesce(sum(length(seen)), 0) FROM traces")
+    print()
+    print(
+        f"database size: {bare / 1e6:,.1f} MB without rules, {ruled / 1e6:,.1f} MB with the "
+        f"example rulesets: ratio {ruled / bare:.2f}x (target 1.5x)"
+    )
+    if tables:
+        grown = ", ".join(
+            f"{name} {size / 1e6:,.1f}"
+            for name, size in sorted(tables.items(), key=lambda item: -item[1])[:6]
+        )
+        share = tables.get("traces", 0) / max(1, ruled - bare)
+        print(f"  largest tables with rules (MB, with their indexes): {grown}")
+        print(
+            f"  traces: {traces:,} rows, {seen / max(1, traces):,.0f} bytes of values each; "
+            f"{share:.0%} of what the rulesets added"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000, help="events to ingest")
@@ -244,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             f"rejected {totals['rejected']}, failed {totals['failed']} -> "
             f"{'OK' if ok else 'MISMATCH'}"
         )
+        print_sizes(results[2][3], results[4][3])
     engine_rate = len(events) / results[2][2]
     print(
         f"target: at least 25,000 events/s with reducers at {args.batch_size:,} per "

@@ -64,7 +64,7 @@ class Fire:
     trigger: str
     at: datetime
     matched: bool
-    tree: Any
+    seen: dict[str, Any] | None  # the values its condition read (``ConditionCompiler.record``)
     entity: str | None
     depth: int
     error: str | None = None
@@ -102,7 +102,7 @@ class Evaluator:
             documents=book.documents,
         )
         for group in groups or ():
-            self._run(group, ctx, event.id, f"{event.type} event {event.id}", depth, out)
+            self._run(group, ctx, event.id or "", f"{event.type} event {event.id}", depth, out)
         if stage_changed:
             ctx.transition = {"from": stage_before, "to": contact.stage}
             ctx.cache.clear()
@@ -158,10 +158,13 @@ class Evaluator:
                 hit = index in matched
             if not hit and not rule.trace_all:
                 continue
-            tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
+            if matched is None:  # the compiled evaluator failed: read node by node
+                seen = rule.compiler.record(rule.condition, ctx)
+            else:
+                seen = group.evaluator.record(index, ctx)
             entity = limit_entity(rule, ctx) if hit else None
             out.append(
-                Fire(rule, ctx.contact.id, occurrence, trigger, ctx.now, hit, tree, entity, depth)
+                Fire(rule, ctx.contact.id, occurrence, trigger, ctx.now, hit, seen, entity, depth)
             )
 
 
@@ -326,8 +329,19 @@ def action_row(
     }
 
 
+_last_at: tuple[datetime | None, str] = (None, "")
+
+
 def trace_of(fire: Fire, decision: str, detail: str | None, keys: list[str]) -> Trace:
+    """The trace of a decision: what its condition saw (``fire.seen``), not the tree."""
+    global _last_at
     rule = fire.rule
+    # The fires of one occurrence share its time: format it once (utc_text costs microseconds,
+    # as much as the rest of a trace).
+    moment, at = _last_at
+    if moment is not fire.at:
+        at = utc_text(fire.at)
+        _last_at = (fire.at, at)
     return Trace(
         contact_id=fire.contact_id,
         ruleset=rule.ruleset,
@@ -338,9 +352,10 @@ def trace_of(fire: Fire, decision: str, detail: str | None, keys: list[str]) -> 
         trigger=fire.trigger,
         decision=decision,
         detail=detail,
-        tree=fire.tree,
+        tree=None,
+        seen=fire.seen,
         actions=keys,
-        at=utc_text(fire.at),
+        at=at,
     )
 
 

@@ -2,16 +2,33 @@
 
 ``explain`` reads what was recorded; ``check`` evaluates now, without writing anything (a dry
 run). Both return plain data (JSON-able dicts); the CLI draws them as trees.
+
+A trace records the values its rule's condition read, not the condition tree: ``explain``
+rebuilds the tree (each condition, its operator and value, the value seen, its result) from
+the ruleset version the trace names, loaded from the store if it is not the one loaded now.
+Traces written before that keep their tree, shown as recorded. A decision whose trace was
+pruned (``clm prune``) is shown from its outbox rows, and says so.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .conditions import ConditionCompiler
 from .errors import ClmError
-from .evaluation import EventCounter, Fire, FireLog, limit_entity
-from .models import Contact, EventTrigger, RelativeTrigger, StageTrigger, utc_text
-from .rules import CompiledRule
+from .evaluation import EventCounter, Fire, FireLog, limit_entity, unescape_key_part
+from .models import (
+    Condition,
+    Contact,
+    EventTrigger,
+    RelativeTrigger,
+    Ruleset,
+    StageTrigger,
+    utc_text,
+)
+from .rules import CompiledRule, _combined
+from .store import Trace
 from .types import FactContext
 
 if TYPE_CHECKING:
@@ -25,7 +42,7 @@ def explain(
     rule: str | None = None,
     ruleset: str | None = None,
     limit: int = 20,
-) -> dict:
+) -> dict[str, Any]:
     """Per rule (of ``ruleset``, or only ``rule``): its latest ``limit`` decisions for the
     contact, each with its condition trace and what became of its actions; or why it has none."""
     contact = engine.contact(contact_id)
@@ -39,6 +56,8 @@ def explain(
     actions = engine.store.actions_by_key([k for t in traces for k in t.actions])
     # Follow-ups an action enqueued (a drip's next steps) have keys under their parent's.
     planned = [r for r in engine.store.actions_for(contact_id) if r.key not in actions]
+    rebuild = _Rebuilder(engine)
+    pruned_before = engine.store.traces_pruned_before()
     by_rule: dict[tuple[str, str], dict[str, Any]] = {}
     for (set_name, rule_id), compiled in engine.rulebook.rules.items():
         if rule in (None, rule_id) and ruleset in (None, set_name):
@@ -76,7 +95,7 @@ def explain(
                 "detail": trace.detail,
                 "version": trace.version,
                 "content_hash": trace.content_hash[:12],
-                "conditions": trace.tree,
+                "conditions": rebuild.conditions(trace),
                 "actions": [
                     {
                         **_action(actions.get(key), key),
@@ -93,11 +112,132 @@ def explain(
         raise ClmError(f"no rule {rule!r} in the loaded rulesets (rules: {', '.join(known)})")
     if ruleset is not None and not by_rule:
         raise ClmError(f"no ruleset {ruleset!r} is loaded")
+    if pruned_before is not None:
+        _add_pruned(by_rule, planned, pruned_before, rule, ruleset, limit)
     for (_, _), entry in by_rule.items():
         if not entry["decisions"] and "not_evaluated" not in entry:
-            compiled = engine.rulebook.rules.get((entry["ruleset"], entry["rule"]))
-            entry["not_evaluated"] = _why_not(engine, contact, compiled)
+            found = engine.rulebook.rules.get((entry["ruleset"], entry["rule"]))
+            entry["not_evaluated"] = _why_not(engine, contact, found)
+            if pruned_before is not None:
+                entry["not_evaluated"] += (
+                    f" (traces of decisions before {pruned_before[:10]} were pruned)"
+                )
     return {"contact": contact.id, "stage": contact.stage, "rules": list(by_rule.values())}
+
+
+class _Rebuilder:
+    """The condition tree of each trace, rebuilt from the values it recorded and the ruleset
+    version it names (the one loaded, or an earlier one from the store)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.versions: dict[tuple[str, str], tuple[ConditionCompiler, Ruleset] | str] = {}
+
+    def conditions(self, trace: Trace) -> Any:
+        if trace.seen is None:
+            return trace.tree  # recorded whole (before m009), or no condition
+        try:
+            found = self._rule(trace)
+            if isinstance(found, str):
+                raise ValueError(found)
+            compiler, condition = found
+            ctx = FactContext(
+                contact=Contact.model_construct(id=trace.contact_id),
+                now=datetime.fromisoformat(trace.at),
+                stages=compiler.stages,
+            )
+            return compiler.rebuild(condition, trace.seen, ctx)
+        except Exception as error:  # an old version the plugins loaded now cannot prepare
+            return {
+                "error": f"the conditions cannot be rebuilt: {error}",
+                "seen": trace.seen,
+                "result": trace.decision in ("fired", "blocked_by_limit"),
+            }
+
+    def _rule(self, trace: Trace) -> tuple[ConditionCompiler, Condition | None] | str:
+        compiled = self.engine.rulebook.rules.get((trace.ruleset, trace.rule))
+        if compiled is not None and compiled.content_hash == trace.content_hash:
+            return compiled.compiler, compiled.condition
+        key = (trace.ruleset, trace.content_hash)
+        if key not in self.versions:
+            self.versions[key] = self._load(*key, trace.version)
+        version = self.versions[key]
+        if isinstance(version, str):
+            return version
+        compiler, ruleset = version
+        rule = next((r for r in ruleset.rules if r.id == trace.rule), None)
+        if rule is None:
+            return f"ruleset {trace.ruleset!r} v{trace.version} has no rule {trace.rule!r}"
+        return compiler, _combined(rule)
+
+    def _load(self, name: str, content_hash: str, version: int) -> tuple[Any, Ruleset] | str:
+        source = self.engine.store.read().ruleset_source(name, content_hash)
+        if source is None:
+            return f"ruleset {name!r} v{version} ({content_hash[:12]}) is not in the store"
+        ruleset = Ruleset.model_validate_json(source)
+        engine = self.engine
+        compiler = ConditionCompiler(
+            operators=engine.operators,
+            facts=engine.facts,
+            segments=ruleset.segments,
+            stages=tuple(ruleset.stages) if ruleset.stages else engine.rulebook.stages,
+        )
+        return compiler, ruleset
+
+
+def _add_pruned(
+    by_rule: dict[tuple[str, str], dict[str, Any]],
+    rows: list[Any],
+    before: str,
+    rule: str | None,
+    ruleset: str | None,
+    limit: int,
+) -> None:
+    """The decisions whose trace was pruned, from their outbox rows (which stay: their keys
+    make each decision happen once), newest first, after the rule's traced decisions.
+
+    ``rows`` are the contact's outbox rows that no trace read here names. A rule with fewer
+    than ``limit`` traces had all of them read (the store returns up to ``limit`` per rule),
+    so its decisions among ``rows`` have no trace any more."""
+    decisions: dict[str, list[Any]] = {}
+    for row in rows:
+        parts = row.key.split("/")
+        if len(parts) == 5:  # a decision's own action (follow-ups have longer keys)
+            decisions.setdefault("/".join(parts[:4]), []).append(row)
+    newest_first = sorted(decisions.items(), key=lambda item: min(r.due_at for r in item[1]))
+    for prefix, group in reversed(newest_first):
+        first = group[0]
+        if rule not in (None, first.rule) or ruleset not in (None, first.ruleset):
+            continue
+        entry = by_rule.setdefault(
+            (first.ruleset, first.rule),
+            {
+                "ruleset": first.ruleset,
+                "rule": first.rule,
+                "description": "",
+                "trigger": "",
+                "decisions": [],
+                "note": "this rule is not in the rulesets loaded now",
+            },
+        )
+        if len(entry["decisions"]) >= limit:
+            continue
+        entry.pop("not_evaluated", None)
+        entry["decisions"].append(
+            {
+                "at": min(r.due_at for r in group)[:19] + "Z",
+                "occurrence": unescape_key_part(prefix.split("/")[3]),
+                "trigger": "(trace pruned)",
+                "decision": "fired",
+                "detail": f"its trace was pruned (traces of decisions before {before[:10]} are "
+                "removed by clm prune); its actions are below",
+                "version": first.version,
+                "content_hash": first.content_hash[:12],
+                "conditions": None,
+                "pruned": True,
+                "actions": [{**_action(r, r.key), "follow_ups": []} for r in group],
+            }
+        )
 
 
 def _rule_header(compiled: CompiledRule) -> dict[str, Any]:
@@ -151,15 +291,14 @@ def _why_not(engine: Engine, contact: Contact, compiled: CompiledRule | None) ->
             else:
                 parts.append(f"{which}{status} at {fire_at[:16]}Z" + (f" ({note})" if note else ""))
         return "; ".join(parts)
-    last = engine.store.read().schedule_slot(compiled.ruleset, compiled.id, when.timezone)
-    if when.timezone == "contact":
-        last = engine.store.read().schedule_slot(compiled.ruleset, compiled.id, contact.timezone)
-    if last is None:
+    zone = contact.timezone if when.timezone == "contact" else when.timezone
+    slot = engine.store.read().schedule_slot(compiled.ruleset, compiled.id, zone)
+    if slot is None:
         return "not run yet: its clock starts the first time the engine ticks with this rule"
-    return f"no match on its slots (the latest ran {last[:16]}Z)"
+    return f"no match on its slots (the latest ran {slot[:16]}Z)"
 
 
-def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dict:
+def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dict[str, Any]:
     """What each rule would decide for the contact now, changing nothing (a dry run).
 
     Event rules are judged as if the contact's latest event of their type happened again;
@@ -210,7 +349,7 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
                 "",
                 ctx.now,
                 True,
-                tree,
+                None,
                 limit_entity(compiled, ctx),
                 0,
             )

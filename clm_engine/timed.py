@@ -372,8 +372,8 @@ def _judge(
 
     True if it fired, False if not, None if evaluating it failed.
 
-    The compiled evaluator decides (a schedule runs it over every contact); the explaining
-    interpreter runs only for what will be traced. A plugin fact that raises fails this rule
+    The compiled evaluator decides (a schedule runs it over every contact); what the condition
+    read is recorded only for what will be traced. A plugin fact that raises fails this rule
     for this contact only: traced as an error, never a stuck sweep.
     """
     ctx = FactContext(
@@ -389,7 +389,7 @@ def _judge(
         hit = rule.condition is None or bool(_evaluator(rule).matching(ctx))
         if not hit and not rule.trace_all:
             return False
-        tree = rule.compiler.explain(rule.condition, ctx) if rule.condition else None
+        seen = _evaluator(rule).record(0, ctx)
         limit = limit_entity(rule, ctx) if hit else None
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
@@ -398,7 +398,7 @@ def _judge(
         )
         return None
     fires.append(
-        Fire(rule, contact.id, occurrence, trigger, moment, hit, tree, limit, 0, subject=entity)
+        Fire(rule, contact.id, occurrence, trigger, moment, hit, seen, limit, 0, subject=entity)
     )
     return hit
 

@@ -14,8 +14,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 #: What each prints when it ran to the end: its figures, and its own checks passing.
 PRINTS = {
-    "ingest.py": ["-> OK", "events/s"],
-    "evaluate.py": ["clm-engine (prebuilt contexts)", "zen-engine"],
+    "ingest.py": ["-> OK", "events/s", "database size:"],
+    "evaluate.py": [
+        "clm-engine (prebuilt contexts)",
+        "zen-engine",
+        "decision with its trace vs compiled match alone",
+    ],
     "simulate.py": ["simulated days/s", "fires:", "peak RSS by history length", "ratio 4x/1x"],
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],

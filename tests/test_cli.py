@@ -125,7 +125,7 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    assert "applied 8 migration(s) to new.db" in migrated.output
+    assert "applied 9 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"
@@ -195,6 +195,22 @@ def test_explain_prints_the_decision_tree_and_why_not(run, with_rules):
     assert entry["decisions"][0]["actions"][0]["status"] == "done"
     missing = run("explain", "nobody", "--rulesets", str(rules))
     assert missing.exit_code == 1 and missing.output.startswith("Error: no contact 'nobody'")
+
+
+def test_prune_removes_old_traces_in_batches_and_explain_says_so(run, with_rules):
+    rules, events = with_rules
+    run("ingest", str(events), "--rulesets", str(rules))
+    dry = run("prune", "--older-than", "P30D", "--dry-run")
+    assert dry.exit_code == 0 and dry.output.startswith("would remove 1 traces of decisions before")
+    assert "saw 1" in run("explain", "c1", "--rulesets", str(rules)).output  # still there
+    done = json.loads(run("prune", "--older-than", "P30D", "--batch-size", "1", "--json").output)
+    assert (done["traces"], done["dry_run"]) == (1, False)
+    text = run("explain", "c1", "--rulesets", str(rules)).output
+    assert "its trace was pruned" in text and "stage.set" in text and "saw 1" not in text
+    assert run("prune", "--older-than", "P30D").output.startswith("removed 0 traces")
+    bad = run("prune", "--older-than", "90 days")
+    assert bad.exit_code == 1 and "--older-than" in bad.output and "P30D" in bad.output
+    assert run("prune").exit_code == 2  # a retention is required: --older-than or the setting
 
 
 def test_check_is_a_dry_run_from_the_command_line(run, with_rules, tmp_path):

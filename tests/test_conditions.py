@@ -23,6 +23,7 @@ from clm_engine.conditions.ops import OPERATORS
 from clm_engine.models import All, Condition, Contact, Event, Leaf, Not
 from clm_engine.plugins import FactSpec, OperatorSpec
 from clm_engine.registry import Registry
+from clm_engine.store.sqlite import _dumps
 from clm_engine.types import MISSING, FactContext
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -1024,3 +1025,26 @@ def test_compiled_and_explained_results_agree(data, ctx):
     explained = [i for i, c in enumerate(conditions) if compiler.explain(c, fresh)["result"]]
     assert explained == compiler.compile(conditions).matching(fresh)
     json.dumps([compiler.explain(c, ctx) for c in conditions])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(conditions_strategy, min_size=1, max_size=3), ctx=contexts())
+def test_a_tree_rebuilt_from_what_a_decision_saw_is_the_tree_explain_gave(data, ctx):
+    """What `clm explain` shows: the tree rebuilt from the values a decision recorded (stored
+    as JSON and read back) is the tree the interpreter gave in the decision's context (what
+    traces stored before), for any condition and any values, NaN and dates included."""
+    assume(all(_bounded_depth(d) <= 4 for d in data))
+    compiler = ConditionCompiler(
+        operators={**BUILTIN_OPERATORS, **PROPERTY_OPERATORS},
+        facts={**BUILTIN_FACTS, **PROPERTY_FACTS},
+        segments={name: cond(d) for name, d in PROPERTY_SEGMENTS.items()},
+        stages=STAGES,
+    )
+    conditions = [cond(d) for whole in data for d in _subtrees(whole)]
+    assume(all(not compiler.check(c) for c in conditions))
+    # Only what explain has when it rebuilds: the decision's time and the ruleset's stages.
+    later = FactContext(contact=Contact.model_construct(id="c1"), now=ctx.now, stages=ctx.stages)
+    for condition in conditions:
+        stored = _dumps(compiler.explain(condition, ctx))
+        seen = json.loads(_dumps(compiler.record(condition, ctx)))
+        assert _dumps(compiler.rebuild(condition, seen, later)) == stored

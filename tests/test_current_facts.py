@@ -13,6 +13,7 @@ from clm_engine import Engine, Event, VirtualClock
 from clm_engine.builtins.reducers import is_emitted
 from clm_engine.cli import cli
 from clm_engine.dispatch import emitted_event_id
+from clm_engine.explain import explain
 from tests.helpers import event
 
 START = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)  # a Monday
@@ -29,6 +30,12 @@ def open_engine(tmp_path, clock, *rules) -> Engine:
     ruleset = {"ruleset": "now", "version": 1, "trace": "all", "rules": list(rules)}
     path.write_text(json.dumps(ruleset))
     return Engine(tmp_path / "clm.db", clock=clock, rulesets=[path])
+
+
+def explained(engine: Engine, rule: str) -> list[dict]:
+    """The condition trees `clm explain` shows for c1's decisions of ``rule``, newest first."""
+    [entry] = explain(engine, "c1", rule=rule, limit=1000)["rules"]
+    return [decision["conditions"] for decision in entry["decisions"]]
 
 
 def ingest_and_run(engine: Engine, clock: VirtualClock, *events: dict) -> None:
@@ -70,8 +77,8 @@ def test_an_event_rule_reads_the_score_decayed_to_the_events_time(tmp_path, cloc
     ingest_and_run(engine, clock, event("c1", "page.viewed", "2026-11-12T08:00:00Z"))
     assert engine.contact("c1").scores == {"lead": 40.0}
     assert engine.contact("c1").tags == []
-    [trace] = engine.store.traces("c1", rule="hot")
-    assert trace.tree["actual"] == 20.0  # what `clm explain` shows: the value the rule saw
+    [tree] = explained(engine, "hot")
+    assert tree["actual"] == 20.0  # what `clm explain` shows: the value the rule saw
     # A fresh open an hour later: 20 (a little less) + 40, and the next visit is hot.
     ingest_and_run(engine, clock, event("c1", "email.opened", "2026-11-12T09:00:00Z"))
     assert engine.contact("c1").scores["lead"] == round(20 * 0.5 ** (1 / 240) + 40, 4)
@@ -101,7 +108,7 @@ def test_a_schedule_reads_the_score_decayed_to_the_tick(tmp_path, clock):
     # 40 halving every 10 days, read at each Monday's 09:00: 24.6 on Nov 9, 15.1 on Nov 16,
     # 9.3 on Nov 23 (then the once-per-contact limit holds it).
     assert cold_on == "2026-11-23"
-    seen = sorted((t.tree["actual"] for t in engine.store.traces("c1", rule="cold")), reverse=True)
+    seen = sorted((tree["actual"] for tree in explained(engine, "cold")), reverse=True)
     assert seen[:4] == [round(40 * 0.5 ** (hours / 240), 4) for hours in (1, 169, 337, 505)]
     assert engine.contact("c1").scores == {"lead": 40.0}  # nothing was rewritten
 
@@ -116,8 +123,8 @@ def test_the_value_read_before_an_add_is_the_value_the_add_starts_from(tmp_path,
     engine = open_engine(tmp_path, clock, OPENED, seen)
     ingest_and_run(engine, clock, event("c1", "email.opened", "2026-11-02T08:00:00Z"))
     ingest_and_run(engine, clock, event("c1", "page.viewed", "2026-11-22T08:00:00Z"))
-    [trace] = engine.store.traces("c1", rule="seen")
-    assert trace.tree["actual"] == 10.0  # two half-lives
+    [tree] = explained(engine, "seen")
+    assert tree["actual"] == 10.0  # two half-lives
     ingest_and_run(engine, clock, event("c1", "email.opened", "2026-11-22T08:00:00Z", n=2))
     assert engine.contact("c1").scores["lead"] == 50.0  # the 10 read, + 40
 
@@ -147,8 +154,8 @@ def test_an_add_without_a_half_life_keeps_the_scores_and_a_plain_score_never_fad
     ingest_and_run(engine, clock, event("c1", "email.opened", "2026-11-22T08:00:00Z", n=2))
     assert engine.contact("c1").scores["lead"] == 40.0
     ingest_and_run(engine, clock, event("c1", "page.viewed", "2026-12-02T08:00:00Z"))
-    [trace] = engine.store.traces("c1", rule="read")
-    lead, spend_ = (leaf["actual"] for leaf in trace.tree["all"])
+    [tree] = explained(engine, "read")
+    lead, spend_ = (leaf["actual"] for leaf in tree["all"])
     assert (lead, spend_) == (20.0, 7.0)  # ten days on: lead halved, spend as it was
 
 

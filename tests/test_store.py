@@ -38,6 +38,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m006_outbox_lease",
         "m007_same_history_same_outcome",
         "m008_ruleset_sets",
+        "m009_compact_traces",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

@@ -209,11 +209,33 @@ def test_traces_are_kept_read_and_redone(store):
     assert [d[2] for d in store.read().decisions_since(0)] == ["fired"]
 
 
+def test_traces_keep_what_a_decision_saw_and_are_pruned_by_age_in_batches(store):
+    def trace(occurrence: str, at: str) -> Trace:
+        seen = {"contact.created_at": {"dt": "2026-01-01T00:00:00+00:00"}, "n": 1}
+        return Trace(
+            "c1", "rs", 1, "h", "r", occurrence, "signup", "fired", None, None, [], at, seen
+        )
+
+    days = ("2026-03-01", "2026-03-02", "2026-03-03", "2026-03-09")
+    with store.write() as tx:
+        tx.add_traces([trace(f"e{n}", day) for n, day in enumerate(days)], recorded_at="now")
+    assert store.traces("c1")[0].seen == trace("e3", days[3]).seen
+    assert store.traces_pruned_before() is None
+    assert store.prune_traces("2026-03-05", at="now", dry_run=True) == 3
+    assert store.traces_pruned_before() is None  # a dry run changes nothing
+    assert store.prune_traces("2026-03-05", at="now", batch_size=2) == 3
+    assert [t.occurrence for t in store.traces("c1")] == ["e3"]
+    assert store.traces_pruned_before() == "2026-03-05"
+    assert store.prune_traces("2026-03-05", at="now") == 0
+
+
 def test_ruleset_versions_are_recorded_once_by_content(store):
     with store.write() as tx:
         assert tx.record_ruleset("rs", 1, "h1", "rs.json", "{}", "2026-03-01")
         assert not tx.record_ruleset("rs", 1, "h1", "rs.json", "{}", "2026-03-02")
     assert [(v["name"], v["content_hash"]) for v in store.ruleset_versions()] == [("rs", "h1")]
+    assert store.read().ruleset_source("rs", "h1") == "{}"
+    assert store.read().ruleset_source("rs", "h2") is None
 
 
 def test_anchors_and_schedule_slots(store):

@@ -305,6 +305,27 @@ _M008 = """
 """
 
 
+@migrations()
+def m009_compact_traces(db: Database) -> None:
+    # A trace records the values its condition read (``seen``), not the explained condition
+    # tree: ``clm explain`` rebuilds the tree from them and the ruleset version the trace names.
+    # Traces written before keep their ``tree``, and explain shows it as it was. Traces can be
+    # pruned by age (``clm prune``); each prune is remembered, so that explain can say a
+    # decision's trace was pruned rather than that the rule never decided.
+    _run(db, _M009)
+
+
+_M009 = """
+        ALTER TABLE traces ADD COLUMN seen TEXT;  -- JSON: fact key -> value the condition read
+        CREATE TABLE trace_prunes (
+            id INTEGER PRIMARY KEY,
+            before TEXT NOT NULL,               -- traces of decisions before this time went
+            removed INTEGER NOT NULL,           -- how many
+            pruned_at TEXT NOT NULL
+        )
+"""
+
+
 @hookimpl
 def register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)

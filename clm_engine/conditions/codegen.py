@@ -347,8 +347,25 @@ class Generator:
         )
         return name
 
+    def values(self, plans: list[FactPlan]) -> None:
+        """``_values(ctx)``: the value of each of ``plans``, in order (computed facts loaded
+        through ``ctx.cache``, so one the match loaded is not loaded again). What a decision
+        saw is read from it once per context, only when a decision is traced."""
+        scope = _Scope(self)
+        items = [scope.fact(plan)[0] for plan in plans]
+        self.functions.append(
+            "\n".join(
+                [
+                    "    def _values(ctx):",
+                    *(f"        {line}" for line in scope.header()),
+                    f"        return ({''.join(item + ', ' for item in items)})",
+                ]
+            )
+        )
+
     def matcher(self, roots: list[Node]) -> str:
-        """The source of the factory that returns ``_match(ctx) -> list[int]``."""
+        """The source of the factory that returns ``_match(ctx) -> list[int]`` and
+        ``_values`` (see :meth:`values`)."""
         scope = _Scope(self)
         tests = []
         for index, root in enumerate(roots):
@@ -366,8 +383,10 @@ class Generator:
             *tests,
             "        return _out",
         ]
+        if not any(f.startswith("    def _values(") for f in self.functions):
+            self.functions.append("    def _values(ctx):\n        return ()")
         return "\n".join(
-            [f"def _factory({params}):", *self.functions, *body, "    return _match", ""]
+            [f"def _factory({params}):", *self.functions, *body, "    return _match, _values", ""]
         )
 
 
@@ -376,11 +395,17 @@ def _leaf(test: Callable[[Any, Any], bool], fact: Any, value: Any) -> bool:
     return fact is not MISSING and bool(test(fact, value))
 
 
-def build(roots: list[Node]) -> tuple[Callable[[FactContext], list[int]], str]:
-    """The compiled evaluator of ``roots`` and its source (kept for debugging)."""
+def build(
+    roots: list[Node], plans: list[FactPlan] | None = None
+) -> tuple[Callable[[FactContext], list[int]], Callable[[FactContext], tuple[Any, ...]], str]:
+    """The compiled evaluator of ``roots``, the reader of ``plans`` (``Generator.values``)
+    and their source (kept for debugging)."""
     gen = Generator()
+    if plans:
+        gen.values(plans)
     source = gen.matcher(roots)
     code = compile(source, "<clm-conditions>", "exec")
     namespace: dict[str, Any] = {"__builtins__": {}}
     exec(code, namespace)
-    return namespace["_factory"](**gen.names), source
+    match, values = namespace["_factory"](**gen.names)
+    return match, values, source

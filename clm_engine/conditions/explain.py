@@ -7,27 +7,32 @@ text, a missing fact becomes ``"actual": null, "missing": true``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..models import Duration, FactRef
 from ..types import MISSING, FactContext
-from .facts import resolve
+from .facts import FactPlan, resolve
 from .prepare import Node, PConst, PGroup, PLeaf, PNot, PSegment
 from .values import ContextValue, to_json
 
+#: How the interpreter reads a fact: ``resolve`` reads the context; a reader over the values a
+#: decision recorded (``record.reader``) rebuilds the trace of a past decision.
+Reader = Callable[[FactPlan, FactContext], Any]
 
-def explain_node(node: Node, ctx: FactContext) -> dict[str, Any]:
-    """The trace of ``node`` in ``ctx``: each node with its ``result``."""
+
+def explain_node(node: Node, ctx: FactContext, read: Reader = resolve) -> dict[str, Any]:
+    """The trace of ``node`` in ``ctx``: each node with its ``result``; facts read by ``read``."""
     if isinstance(node, PGroup):
-        children = [explain_node(child, ctx) for child in node.children]
+        children = [explain_node(child, ctx, read) for child in node.children]
         results = [child["result"] for child in children]
         result = all(results) if node.kind == "all" else any(results)
         return {node.kind: children, "result": result}
     if isinstance(node, PNot):
-        child = explain_node(node.child, ctx)
+        child = explain_node(node.child, ctx, read)
         return {"not": child, "result": not child["result"]}
     if isinstance(node, PSegment):
-        trace = explain_node(node.body, ctx) if node.body is not None else {"result": False}
+        trace = explain_node(node.body, ctx, read) if node.body is not None else {"result": False}
         return {
             "op": "in_segment",
             "value": node.name,
@@ -36,7 +41,7 @@ def explain_node(node: Node, ctx: FactContext) -> dict[str, Any]:
         }
     if isinstance(node, PConst):
         return {"result": node.value}
-    return _leaf(node, ctx)
+    return _leaf(node, ctx, read)
 
 
 def _ruleset_value(value: Any) -> Any:
@@ -47,9 +52,9 @@ def _ruleset_value(value: Any) -> Any:
     return to_json(value)
 
 
-def _leaf(node: PLeaf, ctx: FactContext) -> dict[str, Any]:
+def _leaf(node: PLeaf, ctx: FactContext, read: Reader) -> dict[str, Any]:
     leaf, op = node.leaf, node.op
-    actual = resolve(node.fact, ctx)
+    actual = read(node.fact, ctx)
     trace: dict[str, Any] = {"fact": leaf.fact, "op": leaf.op}
     if leaf.args:
         trace["args"] = to_json(leaf.args)
@@ -60,7 +65,7 @@ def _leaf(node: PLeaf, ctx: FactContext) -> dict[str, Any]:
     value = node.prepared
     usable = True
     if node.ref is not None:
-        other = resolve(node.ref, ctx)
+        other = read(node.ref, ctx)
         trace["value_fact"] = node.ref.path
         trace["value"] = to_json(other)
         if other is MISSING:

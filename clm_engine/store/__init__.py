@@ -63,9 +63,14 @@ class OutboxRow:
     late: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is made per decision, and a frozen one costs 4x to build
 class Trace:
-    """Why a rule did or did not fire for a contact, on one occurrence."""
+    """Why a rule did or did not fire for a contact, on one occurrence.
+
+    ``seen`` is what its condition read (``clm_engine.conditions.record``): ``clm explain``
+    rebuilds the condition tree from it and the ruleset version the trace names. ``tree`` is
+    that tree as traces recorded it before ``seen`` existed (None in a newer trace).
+    """
 
     contact_id: str
     ruleset: str
@@ -79,6 +84,7 @@ class Trace:
     tree: Any
     actions: list[str]
     at: str
+    seen: dict[str, Any] | None = None
 
 
 class StoreTransaction(Protocol):
@@ -241,6 +247,11 @@ class StoreTransaction(Protocol):
 
     def set_schedule_slot(self, ruleset: str, rule: str, timezone: str, slot: str) -> None: ...
 
+    def ruleset_source(self, name: str, content_hash: str) -> str | None:
+        """The text of one stored ruleset version (``record_ruleset``), or None if unknown:
+        what ``clm explain`` rebuilds an earlier version's conditions from."""
+        ...
+
     def record_ruleset_set(
         self, content_hash: str, files: Sequence[dict[str, str]], summary: Sequence[Any], at: str
     ) -> None:
@@ -318,6 +329,20 @@ class Store(Protocol):
 
     def traces(self, contact_id: str, *, rule: str | None = None, limit: int = 50) -> list[Trace]:
         """A contact's most recent decisions: up to ``limit`` per rule, newest first."""
+        ...
+
+    def prune_traces(
+        self, before: str, *, at: str, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        """Delete the traces of decisions before ``before`` (UTC text, compared with their
+        ``at``), ``batch_size`` per write transaction so that ingestion is never held up long;
+        returns how many went (would go, with ``dry_run``, which changes nothing). A prune that
+        removed traces is remembered (``traces_pruned_before``). Nothing else is removed: the
+        outbox rows and fires that make each decision happen once stay."""
+        ...
+
+    def traces_pruned_before(self) -> str | None:
+        """The latest cutoff a prune removed traces before, or None if none was ever pruned."""
         ...
 
     def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]: ...

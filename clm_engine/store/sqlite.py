@@ -78,7 +78,7 @@ _OUTBOX_DEFAULTS: dict[str, Any] = {
 
 _TRACE_COLUMNS = (
     "contact_id, ruleset, version, content_hash, rule, occurrence, trigger, decision, detail, "
-    "tree, actions, at"
+    "tree, actions, at, seen"
 )
 
 
@@ -86,6 +86,7 @@ def _trace_row(row: tuple[Any, ...]) -> Trace:
     values = list(row)
     values[9] = json.loads(values[9]) if values[9] else None
     values[10] = json.loads(values[10]) if values[10] else []
+    values[12] = json.loads(values[12]) if values[12] else None
     return Trace(*values)
 
 
@@ -302,6 +303,47 @@ class SQLiteStore:
             [*params, limit],
         )
         return [_trace_row(row) for row in rows]
+
+    def prune_traces(
+        self, before: str, *, at: str, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        """Delete the traces of decisions before ``before``, in batches (see ``Store``)."""
+        if dry_run:
+            query = "SELECT count(*) FROM traces WHERE at < ?"
+            return int(self.conn.execute(query, [before]).fetchone()[0])
+        removed, last, prune = 0, 0, None
+        while True:
+            # One walk of the table in id order (no index on ``at`` to keep up): each batch
+            # starts where the previous one stopped.
+            with self.write() as tx:
+                ids = [
+                    row[0]
+                    for row in tx.conn.execute(
+                        "SELECT id FROM traces WHERE id > ? AND at < ? ORDER BY id LIMIT ?",
+                        [last, before, batch_size],
+                    )
+                ]
+                if not ids:
+                    return removed
+                if prune is None:  # remembered with the first batch, so never lost
+                    prune = tx.conn.execute(
+                        "INSERT INTO trace_prunes (before, removed, pruned_at) VALUES (?, 0, ?)",
+                        [before, at],
+                    ).lastrowid
+                tx.conn.execute(
+                    "DELETE FROM traces WHERE id IN (SELECT value FROM json_each(?))",
+                    [_dumps(ids)],
+                )
+                removed += len(ids)
+                last = ids[-1]
+                tx.conn.execute(
+                    "UPDATE trace_prunes SET removed = ? WHERE id = ?", [removed, prune]
+                )
+
+    def traces_pruned_before(self) -> str | None:
+        """The latest cutoff a prune removed traces before, or None."""
+        before: str | None = self.conn.execute("SELECT max(before) FROM trace_prunes").fetchone()[0]
+        return before
 
     def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]:
         where, params = "contact_id = ?", [contact_id]
@@ -690,7 +732,7 @@ class SQLiteTransaction:
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None:
         self.conn.executemany(
             f"INSERT INTO traces ({_TRACE_COLUMNS}, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     t.contact_id,
@@ -705,6 +747,7 @@ class SQLiteTransaction:
                     _dumps(t.tree) if t.tree is not None else None,
                     _dumps(t.actions),
                     t.at,
+                    _dumps(t.seen) if t.seen is not None else None,
                     recorded_at,
                 )
                 for t in traces
@@ -766,6 +809,14 @@ class SQLiteTransaction:
             [name, version, content_hash, path, content, at],
         )
         return cursor.rowcount == 1
+
+    def ruleset_source(self, name: str, content_hash: str) -> str | None:
+        """The text of one stored ruleset version, or None if unknown."""
+        row = self.conn.execute(
+            "SELECT content FROM rulesets WHERE name = ? AND content_hash = ?",
+            [name, content_hash],
+        ).fetchone()
+        return row[0] if row else None
 
     def record_ruleset_set(
         self, content_hash: str, files: Sequence[dict[str, str]], summary: Sequence[Any], at: str
