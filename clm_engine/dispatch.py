@@ -430,6 +430,8 @@ def ask_policies(
     """Every dispatch policy's answer about running this row's action for ``contact`` now.
 
     ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
+    if not registry.has_policies:
+        return []
     fields = row if isinstance(row, Mapping) else vars(row)
     return registry.dispatch_policy(
         action=fields["action"],

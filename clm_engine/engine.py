@@ -322,7 +322,10 @@ class Engine:
         log.flush()
         tx.add_traces(traces, recorded_at=now_text)
         if self.rulebook.relative:
-            refresh_anchors(tx, self.rulebook, contacts)
+            moved: dict[str, set[str]] = defaultdict(set)
+            for event in applied:
+                moved[event.contact_id].add(event.type)
+            refresh_anchors(tx, self.rulebook, contacts, moved)
         result.ingested += sum(1 for e in applied if e.id not in all_origins)
         if elsewhere:  # what actions emitted about other contacts: their folds, now
             self._apply(tx, elsewhere, now, depth + 1, result, all_origins)

@@ -216,13 +216,20 @@ class OperatorSpec:
 @dataclass(frozen=True)
 class FactSpec:
     """A computed fact: ``compute(ctx, **args)``, where ``ctx`` is a ``FactContext``;
-    ``type`` is the kind of value it returns (:data:`FactType`, ``"any"`` if undeclared)."""
+    ``type`` is the kind of value it returns (:data:`FactType`, ``"any"`` if undeclared).
+
+    ``moved_by``: the event types after which its value may differ (a warranty's end date
+    moves on ``product.registered`` and ``warranty.extended``), or ``None``: any event may
+    move it. A relative-time rule counting from the fact recomputes a contact's anchors only
+    after such an event, instead of asking the fact (often a query) for every contact an
+    ingested batch touches."""
 
     name: str
     compute: Callable[..., Any]
     description: str
     plugin: str
     type: str = "any"
+    moved_by: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +323,7 @@ def fact_spec(
     *,
     type: str = "any",
     description: str = "",
+    moved_by: Iterable[str] | None = None,
 ) -> FactSpec:
     if not callable(compute):
         raise PluginError(f"plugin {plugin!r} registered fact {name!r} badly")
@@ -324,7 +332,15 @@ def fact_spec(
             f"plugin {plugin!r} registered fact {name!r} with type {type!r}; the fact types "
             f"are {', '.join(FACT_TYPES)}"
         )
-    return FactSpec(name, compute, description, plugin, type)
+    moving = None
+    if moved_by is not None:
+        moving = frozenset([moved_by] if isinstance(moved_by, str) else moved_by)
+        if not all(isinstance(t, str) and t for t in moving):
+            raise PluginError(
+                f"plugin {plugin!r} registered fact {name!r} with moved_by {moved_by!r}: "
+                "give the event types (strings) after which its value may change"
+            )
+    return FactSpec(name, compute, description, plugin, type, moving)
 
 
 def action_spec(

@@ -44,6 +44,7 @@ from .plugins import (
     load_entry_points,
     operator_spec,
 )
+from .types import Veto
 
 if TYPE_CHECKING:
     import click
@@ -211,12 +212,18 @@ class Registry:
 
     # -- hooks called at run time ----------------------------------------------------------
 
+    @cached_property
+    def has_policies(self) -> bool:
+        """Whether any plugin implements ``dispatch_policy``: with none (the core alone), an
+        action run inline skips the hook call altogether."""
+        return bool(self.pm.hook.dispatch_policy.get_hookimpls())
+
     def dispatch_policy(self, **kwargs: Any) -> list[Any]:
         """Every plugin's answer (``Veto``, ``Defer`` or ``None``) about dispatching an action
         now. A policy that raises is a veto naming its plugin: an action a policy could not
         clear must not go out (consent may be what it was checking)."""
-        from .types import Veto
-
+        if not self.has_policies:
+            return []
         try:
             return list(self.pm.hook.dispatch_policy(**kwargs))
         except Exception as error:

@@ -114,27 +114,40 @@ def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
     return {"": moment} if moment is not None and shift_time(moment, offset) is not None else {}
 
 
-def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Contact]) -> None:
+def refresh_anchors(
+    tx: StoreTransaction,
+    book: RuleBook,
+    contacts: Sequence[Contact],
+    moved: Mapping[str, set[str]] | None = None,
+) -> None:
     """Bring these contacts' anchors in line with their dates (in the ingest transaction).
+
+    ``moved``, if given, holds the types of the events each contact just got: a rule whose
+    anchor is a computed fact that declares the events that move it (``moved_by``) is left as
+    it is for a contact that got none of them, so its fact (often a query) is not asked.
 
     A plugin's anchor fact that raises leaves that rule's anchors for that contact as they
     were: one bad fact must not take the batch down."""
     rules = book.relative
     if not rules or not contacts:
         return
-    existing = tx.anchors_for([c.id for c in contacts])
+    todo = [(contact, _moving(rules, moved, contact.id)) for contact in contacts]
+    todo = [(contact, due) for contact, due in todo if due]
+    if not todo:
+        return
+    existing = tx.anchors_for([contact.id for contact, _ in todo])
     entities: dict[tuple[str, str, str], list[str]] = {}
     for key in existing:
         entities.setdefault(key[:3], []).append(key[3])
     puts, drops = [], []
-    for contact in contacts:
+    for contact, due in todo:
         ctx = FactContext(  # one per contact: a fact several rules count from is computed once
             contact=contact,
             now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
             db=tx.db,
             documents=book.documents,
         )
-        for rule in rules:
+        for rule in due:
             try:
                 dates = anchor_dates(rule, ctx)
             except Exception:  # a plugin's anchor fact failed: keep what this rule had
@@ -155,6 +168,24 @@ def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Con
                 puts.append((*key, anchor_text, utc_text(fire_at)))
     tx.put_anchors(puts)
     tx.drop_anchors(drops)
+
+
+def _moving(
+    rules: Sequence[CompiledRule], moved: Mapping[str, set[str]] | None, contact_id: str
+) -> list[CompiledRule]:
+    """The relative rules whose anchor may have moved for a contact that got events of the
+    types ``moved[contact_id]`` (all of them when ``moved`` is None: a load, a rebuild)."""
+    if moved is None:
+        return list(rules)
+    types = moved.get(contact_id, set())
+    return [
+        rule
+        for rule in rules
+        if rule.anchor is None
+        or rule.anchor.spec is None
+        or rule.anchor.spec.moved_by is None
+        or not rule.anchor.spec.moved_by.isdisjoint(types)
+    ]
 
 
 def rebuild_anchors(store: Store, book: RuleBook) -> int:

@@ -6,6 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from clm_engine import Engine, VirtualClock, hookimpl
@@ -307,6 +309,56 @@ def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(tmp_path, cloc
     assert triggers[0].startswith("30 days before product.warranty_ends_at (premium-1 ")
 
 
+class MovingWarranties:
+    """Warranty end dates kept in contact metrics, declaring the events that move them."""
+
+    asked = 0
+
+    @hookimpl
+    def register_reducers(self, register):
+        def registered(contact, event):
+            products = contact.metrics.setdefault("warranties", {})
+            products[event.properties["product_id"]] = event.properties["warranty_ends_at"]
+
+        register("product.registered", registered, name="moving.registered")
+
+    @hookimpl
+    def register_facts(self, register):
+        def ends_at(ctx):
+            MovingWarranties.asked += 1
+            return dict(ctx.contact.metrics.get("warranties", {}))
+
+        register("product.warranty_ends_at", ends_at, type="dates", moved_by=["product.registered"])
+
+
+def test_anchors_are_recomputed_only_after_an_event_that_can_move_their_date(tmp_path, clock):
+    MovingWarranties.asked = 0
+    rule = {
+        "id": "warranty-ending",
+        "when": {"before": "product.warranty_ends_at", "days": 30},
+        "then": tag("ending"),
+    }
+    engine = engine_with(tmp_path, clock, rule, plugins={"moving": MovingWarranties()})
+    engine.ingest_many([event("c1", "signup", "2026-11-02"), event("c2", "signup", "2026-11-02")])
+    assert MovingWarranties.asked == 0  # no event of theirs can move a warranty date
+    engine.ingest(
+        event(
+            "c1",
+            "product.registered",
+            "2026-11-02T09:00:00Z",
+            product_id="p1",
+            warranty_ends_at="2026-12-31",
+        )
+    )
+    assert MovingWarranties.asked == 1  # c1's, once
+    for n in range(5):
+        engine.ingest(event("c1", "page.viewed", f"2026-11-02T10:0{n}:00Z"))
+    assert MovingWarranties.asked == 1  # page views never move it: the anchor stays
+    clock.set(datetime(2026, 12, 1, 1, tzinfo=UTC))
+    assert engine.tick().anchors_fired == 1
+    assert engine.contact("c1").tags == ["ending"]
+
+
 def test_explain_says_when_a_relative_rule_will_fire(tmp_path, clock):
     from clm_engine.explain import explain
 
@@ -379,3 +431,61 @@ def test_an_idle_tick_only_reads_so_it_never_waits_for_another_writer(tmp_path, 
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+class EveryEventWarranties(MovingWarranties):
+    """The same fact, declaring nothing: its anchors are recomputed after every event."""
+
+    @hookimpl
+    def register_facts(self, register):
+        register(
+            "product.warranty_ends_at",
+            lambda ctx: dict(ctx.contact.metrics.get("warranties", {})),
+            type="dates",
+        )
+
+
+_steps = st.lists(
+    st.tuples(
+        st.sampled_from(["c1", "c2"]),
+        st.sampled_from(["page.viewed", "product.registered"]),
+        st.integers(0, 3),
+        st.sampled_from(["2026-12-10", "2027-01-20", "2027-03-01"]),
+    ),
+    max_size=12,
+)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=_steps, cuts=st.integers(1, 5))
+def test_declaring_what_moves_a_date_changes_no_anchor(tmp_path_factory, steps, cuts):
+    """Same events, same anchors (and fires), whether the fact says what moves it or not."""
+    rule = {
+        "id": "warranty-ending",
+        "when": {"before": "product.warranty_ends_at", "days": 30},
+        "then": tag("ending"),
+    }
+    events = [
+        event(
+            who,
+            kind,
+            f"2026-11-02T{9 + n:02d}:0{len_}:00Z",
+            product_id=f"p{n}",
+            warranty_ends_at=ends,
+        )
+        for len_, (who, kind, n, ends) in enumerate(steps[:10])
+    ]
+    seen = []
+    for plugin in (MovingWarranties(), EveryEventWarranties()):
+        folder = tmp_path_factory.mktemp("moved")
+        clock = VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))
+        with engine_with(folder, clock, rule, plugins={"warranties": plugin}) as engine:
+            for at in range(0, len(events), cuts):
+                engine.ingest_many(events[at : at + cuts])
+            anchors = engine.store.read().anchors_for(["c1", "c2"])
+            clock.set(datetime(2027, 3, 1, tzinfo=UTC))
+            fired = engine.tick().anchors_fired
+            seen.append((anchors, fired))
+    assert seen[0] == seen[1]

@@ -115,9 +115,11 @@ def register_operators(register: Callable[..., None]) -> None:
 def register_facts(register: Callable[..., None]) -> None:
     """Contribute computed facts that conditions can read.
 
-    Call ``register(name, compute, *, type="any", description="")``: ``type`` is the value's
-    type (number, text, boolean, time, list, mapping, dates; ``any`` is not checked), against
-    which ``clm validate`` checks conditions. ``name`` is a dotted path such as
+    Call ``register(name, compute, *, type="any", description="", moved_by=None)``:
+    ``moved_by`` lists the event types (of the contact) after which the value may change, so
+    relative-time anchors on it are recomputed only then (``None``: after any). ``type`` is
+    the value's type (number, text, boolean, time, list, mapping, dates; ``any`` is not
+    checked), against which ``clm validate`` checks conditions. ``name`` is a dotted path such as
     ``"contact.days_since_signup"``; ``compute(ctx, **args)`` receives a
     :class:`clm_engine.types.FactContext` and the leaf's ``args`` and returns the value, or
     ``clm_engine.types.MISSING``. It is called at most once per contact per evaluation (the

@@ -88,7 +88,15 @@ def register_actions(register: Callable[..., None]) -> None:
 @hookimpl
 def register_facts(register: Callable[..., None]) -> None:
     for name, (compute, description, kind) in facts.FACTS.items():
-        register(name, compute, type=kind, description=" ".join((description or "").split()))
+        register(
+            name,
+            compute,
+            type=kind,
+            description=" ".join((description or "").split()),
+            # The product dates (the anchors of relative rules) change only with a product's
+            # row: recomputed after these events, not after every event of a contact.
+            moved_by=facts.PRODUCT_EVENTS if kind == "dates" else None,
+        )
 
 
 @hookimpl

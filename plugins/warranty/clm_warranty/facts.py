@@ -133,6 +133,13 @@ def _dates(ctx: FactContext, date_of: Callable[..., datetime | None]) -> Any:
     return found
 
 
+#: The events whose handlers change a product's row (``products.on_*``): the only ones after
+#: which a product date may differ.
+PRODUCT_EVENTS = frozenset(
+    {"product.registered", "warranty.extended", "service_agreement.purchased", "product.returned"}
+)
+
+
 # -- the facts ---------------------------------------------------------------------------------
 
 
