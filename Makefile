@@ -5,7 +5,7 @@ CLM     := $(VENV)/bin/clm
 STAMP   := $(VENV)/.installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean postgres-server
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,7 +26,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: lint
+# The tests start a throwaway PostgreSQL cluster with the server's binaries (tests/postgres.py):
+# install Debian's package when they are missing (CI runs as root on a fresh machine).
+postgres-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    echo "installing the PostgreSQL server (Debian's postgresql package) for the tests"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	fi
+
+test: lint postgres-server
 	$(VENV)/bin/pytest
 
 clean:

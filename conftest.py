@@ -16,3 +16,19 @@ def _email_outbox(tmp_path_factory):
     """Tests that dispatch the example drips write their .eml files here, never into the
     working directory (the email plugin's file transport defaults to ./outbox)."""
     os.environ["CLM_EMAIL_OUTBOX"] = str(tmp_path_factory.mktemp("outbox"))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    """A throwaway PostgreSQL cluster (``tests/postgres.py``), started once per session."""
+    from tests.postgres import running_cluster
+
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster):
+    """The URL of a fresh database with the core's schema on the session's cluster."""
+    with postgres_cluster.database() as url:
+        yield url

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
@@ -46,3 +47,16 @@ def example_plugins(monkeypatch):
     by every engine and ``clm`` run of the test (the root conftest allows none, so each test
     says what it uses)."""
     monkeypatch.setenv("CLM_LOAD_PLUGINS", ",".join(EXAMPLE_PLUGINS))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_store(request, tmp_path):
+    """``new_store(name)``: where a new, empty store of the parametrised kind is (a SQLite file
+    in ``tmp_path``, or the URL of a new database on the session's PostgreSQL cluster); a test
+    taking it runs on both."""
+    if request.param == "sqlite":
+        yield lambda name: tmp_path / name
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    with ExitStack() as stack:
+        yield lambda name: stack.enter_context(cluster.database())

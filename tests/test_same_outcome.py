@@ -2,8 +2,9 @@
 
 Batch size, arrival order and late events: the contact's state, its stage history (with the
 time of each change), the outbox and the traces are a function of its event history. The
-scenarios come from what lifecycle teams do; the properties generate histories and hold
-every delivery of them to the same outcome.
+scenarios come from what lifecycle teams do, and run on both stores (``new_store``); the
+properties generate histories and hold every delivery of them to the same outcome, and the
+PostgreSQL store to what the SQLite store decides.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ RULESETS = [ROOT / "rulesets" / "lifecycle-stages.json", ROOT / "rulesets" / "le
 CLOCK_START = datetime(2027, 6, 1, tzinfo=UTC)
 
 
-def open_engine(path: Path) -> Engine:
+def open_engine(path: Path | str) -> Engine:
     return Engine(path, clock=VirtualClock(CLOCK_START), rulesets=RULESETS)
 
 
@@ -54,7 +55,7 @@ def outcome(engine: Engine, contact_ids, *, live_only: bool = False) -> dict:
     return found
 
 
-def deliver(path: Path, batches) -> dict:
+def deliver(path: Path | str, batches) -> dict:
     with open_engine(path) as engine:
         for batch in batches:
             engine.ingest_many(batch)
@@ -66,7 +67,7 @@ def deliver(path: Path, batches) -> dict:
 # -- scenarios ---------------------------------------------------------------------------------
 
 
-def test_a_customer_who_revisits_pricing_after_months_is_judged_event_by_event(tmp_path):
+def test_a_customer_who_revisits_pricing_after_months_is_judged_event_by_event(new_store):
     """The lifecycle guides' case: signup, two orders, a pricing visit five months later."""
     history = [
         event("c1", "signup", "2026-01-05"),
@@ -74,8 +75,8 @@ def test_a_customer_who_revisits_pricing_after_months_is_judged_event_by_event(t
         event("c1", "purchase", "2026-02-01", amount=25),
         event("c1", "page.viewed", "2026-07-15", path="/pricing"),
     ]
-    one_batch, _ = deliver(tmp_path / "one.db", [history])
-    one_by_one, _ = deliver(tmp_path / "each.db", [[e] for e in history])
+    one_batch, _ = deliver(new_store("one.db"), [history])
+    one_by_one, _ = deliver(new_store("each.db"), [[e] for e in history])
     assert one_batch == one_by_one
     stages = one_batch["c1"]["stages"]
     assert [(to, at[:10]) for _, to, at, _ in stages] == [
@@ -87,13 +88,13 @@ def test_a_customer_who_revisits_pricing_after_months_is_judged_event_by_event(t
     assert one_batch["c1"]["state"]["stage"] == "consideration"
 
 
-def test_orders_delivered_out_of_order_still_make_a_retained_customer(tmp_path):
+def test_orders_delivered_out_of_order_still_make_a_retained_customer(new_store):
     """A CRM posting webhooks concurrently: the third order arrives first."""
     orders = [
         {**event("c1", "purchase", f"2026-03-0{n}", amount=10), "id": f"o{n}"} for n in (1, 2, 3)
     ]
-    in_order, _ = deliver(tmp_path / "in.db", [[o] for o in orders])
-    shuffled, everything = deliver(tmp_path / "out.db", [[orders[2]], [orders[0]], [orders[1]]])
+    in_order, _ = deliver(new_store("in.db"), [[o] for o in orders])
+    shuffled, everything = deliver(new_store("out.db"), [[orders[2]], [orders[0]], [orders[1]]])
     assert shuffled == in_order
     assert shuffled["c1"]["state"]["stage"] == "retention"
     # What the third order decided when it came first (first-order), then second (second-
@@ -107,7 +108,7 @@ def test_orders_delivered_out_of_order_still_make_a_retained_customer(tmp_path):
     ]
 
 
-def test_a_late_event_keeps_what_was_sent_and_skips_a_stale_email(tmp_path):
+def test_a_late_event_keeps_what_was_sent_and_skips_a_stale_email(new_store, tmp_path):
     """Decisions already taken stay taken; a late decision's email for an old occurrence is
     skipped with its reason, not sent."""
     rules = tmp_path / "notify.json"
@@ -121,7 +122,7 @@ def test_a_late_event_keeps_what_was_sent_and_skips_a_stale_email(tmp_path):
 
     clock = VirtualClock(datetime(2026, 9, 1, tzinfo=UTC))
     with Engine(
-        tmp_path / "clm.db", clock=clock, rulesets=[rules], plugins=notify_plugin.installed()
+        new_store("clm.db"), clock=clock, rulesets=[rules], plugins=notify_plugin.installed()
     ) as engine:
         engine.ingest({**event("c1", "purchase", "2026-08-30", amount=5), "id": "o2"})
         assert engine.dispatch().outcomes == {"done": 1}  # thanks for "the first order"
@@ -209,6 +210,24 @@ def test_every_arrival_order_gives_the_same_state_and_decisions(history, data):
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), data=st.data())
+def test_postgresql_decides_as_sqlite_does_for_every_delivery(postgres_cluster, history, data):
+    """The stores are interchangeable: the same batches give the same everything (state,
+    stages, outbox with results, every trace) on SQLite and PostgreSQL, and any arrival order
+    on PostgreSQL gives what one batch in order gives on SQLite."""
+    arrival = data.draw(st.permutations(history))
+    cuts = data.draw(st.lists(st.integers(0, 60), max_size=5))
+    batches = split(arrival, cuts)
+    with tempfile.TemporaryDirectory() as folder:
+        _, sqlite_all = deliver(Path(folder) / "same.db", batches)
+        in_order, _ = deliver(Path(folder) / "in.db", [history])
+    with postgres_cluster.database() as url:
+        postgres_live, postgres_all = deliver(url, batches)
+    assert postgres_all == sqlite_all
+    assert postgres_live == in_order
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories(), cuts=st.lists(st.integers(0, 60), max_size=3))
 def test_a_backtest_and_a_live_ingest_agree(history, cuts):
     """`clm simulate` (a virtual clock stepping through the history) and `clm ingest
@@ -246,7 +265,7 @@ class _QuietMornings:
         return None
 
 
-def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
+def test_a_deferred_decision_stays_one_decision_through_a_late_event(new_store, tmp_path):
     rules = tmp_path / "later.json"
     rules.write_text(
         """{"ruleset": "later", "version": 1, "rules": [
@@ -255,7 +274,7 @@ def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
     )
     clock = VirtualClock(datetime(2026, 11, 2, 12, tzinfo=UTC))
     with Engine(
-        tmp_path / "clm.db", clock=clock, rulesets=[rules], plugins={"quiet": _QuietMornings()}
+        new_store("clm.db"), clock=clock, rulesets=[rules], plugins={"quiet": _QuietMornings()}
     ) as engine:
         engine.ingest(event("c1", "signup", "2026-11-02T09:00:00Z"))
         engine.ingest(event("c1", "page.viewed", "2026-11-01T09:00:00Z"))  # late: re-judges
@@ -268,7 +287,7 @@ def test_a_deferred_decision_stays_one_decision_through_a_late_event(tmp_path):
         assert [t.decision for t in engine.store.traces("c1", rule="tag")] == ["fired"]
 
 
-def test_a_late_event_that_fails_leaves_the_limits_as_they_were(tmp_path):
+def test_a_late_event_that_fails_leaves_the_limits_as_they_were(new_store, tmp_path):
     rules = tmp_path / "once.json"
     rules.write_text(
         """{"ruleset": "once", "version": 1, "rules": [
@@ -276,7 +295,7 @@ def test_a_late_event_that_fails_leaves_the_limits_as_they_were(tmp_path):
            "then": [{"action": "tag.add", "with": {"tag": "visited"}}],
            "limit": {"once_per": "contact"}}]}"""
     )
-    with Engine(tmp_path / "clm.db", clock=VirtualClock(CLOCK_START), rulesets=[rules]) as engine:
+    with Engine(new_store("clm.db"), clock=VirtualClock(CLOCK_START), rulesets=[rules]) as engine:
         engine.ingest(event("c1", "page.viewed", "2026-03-02"))
         result = engine.ingest_many([event("c1", "purchase", "2026-03-01")])  # no amount: fails
         assert len(result.failed) == 1
@@ -285,14 +304,14 @@ def test_a_late_event_that_fails_leaves_the_limits_as_they_were(tmp_path):
         assert sorted(decisions) == ["blocked_by_limit", "fired"]  # once, as before the failure
 
 
-def test_a_re_judgement_counts_events_in_their_window_as_of_each_event(tmp_path):
+def test_a_re_judgement_counts_events_in_their_window_as_of_each_event(new_store):
     """Three pricing visits, but never three within a week: no move to consideration, in
     order or with two of them arriving late (a re-judgement counts the history as it was)."""
     visits = [
         {**event("c1", "page.viewed", day, path="/pricing"), "id": f"v{n}"}
         for n, day in enumerate(["2026-03-01", "2026-03-20", "2026-03-21"])
     ]
-    in_order, _ = deliver(tmp_path / "in.db", [[v] for v in visits])
-    late, _ = deliver(tmp_path / "late.db", [[visits[2]], [visits[0]], [visits[1]]])
+    in_order, _ = deliver(new_store("in.db"), [[v] for v in visits])
+    late, _ = deliver(new_store("late.db"), [[visits[2]], [visits[0]], [visits[1]]])
     assert late == in_order
     assert in_order["c1"]["state"]["stage"] == "awareness"

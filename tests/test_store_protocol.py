@@ -1,8 +1,8 @@
 """The Store protocol is the contract: every implementation passes this one suite.
 
-Parametrised over the implementations (the embedded SQLite store today; the PostgreSQL store
-joins the list), each test drives the protocol's methods as the engine does and checks what
-a second implementation must give back.
+Parametrised over the implementations (the embedded SQLite store, and the PostgreSQL store on
+a throwaway cluster the tests start: ``tests/postgres.py``), each test drives the protocol's
+methods as the engine does and checks what a second implementation must give back.
 """
 
 from __future__ import annotations
@@ -15,15 +15,23 @@ import pytest
 from clm_engine import Contact, Event
 from clm_engine.builtins.migrations import migrations
 from clm_engine.store import IngestFailure, StageTransition, Store, StoreTransaction, Trace
+from clm_engine.store.postgres import PostgresStore, PostgresTransaction
 from clm_engine.store.sqlite import SQLiteStore, SQLiteTransaction
 
-IMPLEMENTATIONS = {"sqlite": (SQLiteStore, SQLiteTransaction)}
+IMPLEMENTATIONS = {
+    "sqlite": (SQLiteStore, SQLiteTransaction),
+    "postgres": (PostgresStore, PostgresTransaction),
+}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def store(request, tmp_path):
     store_class, _ = IMPLEMENTATIONS[request.param]
-    opened = store_class(tmp_path / "store.db")
+    if request.param == "postgres":  # a fresh database on the session's throwaway cluster
+        target = request.getfixturevalue("postgres_url")
+    else:
+        target = tmp_path / "store.db"
+    opened = store_class(target)
     opened.migrate([migrations])
     yield opened
     opened.close()

@@ -17,9 +17,24 @@ from ..conditions.values import parse_duration
 from ..engine import Engine
 from ..errors import ClmError
 from ..registry import Registry
+from ..store import is_url
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Database(click.ParamType):  # type: ignore[type-arg]  # generic in recent click only (we allow 8.1)
+    """``--db``: a SQLite file (a ``Path``) or a PostgreSQL URL (``postgresql://...``, kept
+    as text: a path would fold its ``//``)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path) or not is_url(str(value)):
+            path = click.Path(dir_okay=False, path_type=Path)
+            return path.convert(value, param, ctx)
+        return str(value)
+
 
 db_option = click.option(
     "--db",
@@ -27,8 +42,8 @@ db_option = click.option(
     default="clm.db",
     show_default=True,
     envvar="CLM_DB",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The SQLite database file (or $CLM_DB).",
+    type=Database(),
+    help="The SQLite database file or a postgresql:// URL (or $CLM_DB).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 rulesets_option = click.option(
@@ -56,10 +71,11 @@ def registry_of(ctx: click.Context | None = None) -> Registry:
 
 
 def open_engine(
-    db_path: Path, *, must_exist: bool = True, rulesets: tuple[Path, ...] = ()
+    db_path: Path | str, *, must_exist: bool = True, rulesets: tuple[Path, ...] = ()
 ) -> Engine:
-    """An engine on ``db_path``; a read command on a missing file is an error, not a new file."""
-    if must_exist and not db_path.exists():
+    """An engine on ``db_path`` (a SQLite file or a PostgreSQL URL); a read command on a
+    missing file is an error, not a new file. A PostgreSQL database must exist already."""
+    if must_exist and not is_url(str(db_path)) and not Path(db_path).exists():
         raise ClmError(
             f"no database at {db_path}: ingest events first (clm ingest FILE --db {db_path}) "
             "or pass --db"

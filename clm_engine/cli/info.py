@@ -184,7 +184,12 @@ def migrate(db_path: Path, as_json: bool) -> None:
     try:
         migration_sets = registry_of().migrations
         applied = store.migrate(migration_sets)
-        state = {m.name: [a.name for a in m.applied(store.db)] for m in migration_sets}
+        from ..store.postgres import PostgresStore  # psycopg only when it is needed
+
+        if isinstance(store, PostgresStore):
+            state = store.applied_migrations()
+        else:
+            state = {m.name: [a.name for a in m.applied(store.db)] for m in migration_sets}
     finally:
         store.close()
     if as_json:
@@ -353,3 +358,4 @@ def failures(db_path: Path, limit: int, as_json: bool) -> None:
             f"{f['attempts']} attempt(s), last {f['failed_at'][:19]}"
         )
         console.print(f"  reducer {f['reducer']}: {f['error']}", markup=False)
+

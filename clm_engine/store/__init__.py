@@ -1,4 +1,5 @@
-"""Where state lives. ``Store`` is the protocol; ``SQLiteStore`` the embedded default.
+"""Where state lives. ``Store`` is the protocol; ``SQLiteStore`` the embedded default,
+``PostgresStore`` the one many processes share.
 
 All SQL of the core lives in this package (the condition-to-SQL compiler will be the one other
 place). The engine talks to a store through the methods below and, for writes, through a
@@ -376,8 +377,19 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def is_url(target: str) -> bool:
+    """Whether ``target`` names a PostgreSQL database (``postgresql://`` or ``postgres://``)
+    rather than a SQLite file."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
 def open_store(path: str, **options: Any) -> Store:
-    """Open the store at ``path`` (a SQLite file; created if missing)."""
+    """Open the store at ``path``: a PostgreSQL URL (``postgresql://...``; the database must
+    exist) or a SQLite file (created if missing)."""
+    if is_url(path):
+        from .postgres import PostgresStore
+
+        return PostgresStore(path, **options)
     from .sqlite import SQLiteStore
 
     return SQLiteStore(path, **options)
@@ -390,5 +402,6 @@ __all__ = [
     "Store",
     "StoreTransaction",
     "Trace",
+    "is_url",
     "open_store",
 ]

@@ -1,0 +1,133 @@
+"""The PostgreSQL store end to end: ``Engine(url)``, ``clm --db URL`` and ``$CLM_DB``, real
+processes writing at once. The store's own contract is ``test_store_protocol.py``, run on both
+stores; same history, same outcome is ``test_same_outcome.py``, on both too."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clm_engine import Engine, StoreError
+from clm_engine.store import open_store
+from clm_engine.store.postgres import PostgresStore
+from tests.test_store import _events
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE_RULESETS = [
+    ROOT / "rulesets" / "lifecycle-stages.json",
+    ROOT / "rulesets" / "lead-scoring.json",
+]
+
+
+def test_a_postgresql_url_opens_the_postgresql_store(postgres_url):
+    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
+        store = open_store(url)
+        try:
+            assert isinstance(store, PostgresStore)
+            assert store.applied_migrations() == {"clm_engine": ["m001_core"]}
+        finally:
+            store.close()
+
+
+def test_the_cli_runs_on_postgresql_with_db_or_clm_db(postgres_url, run, tmp_path, monkeypatch):
+    events = tmp_path / "events.jsonl"
+    assert (
+        run("sample-events", "--contacts", "40", "--months", "3", "-o", str(events)).exit_code == 0
+    )
+    rulesets = [arg for path in CORE_RULESETS for arg in ("--rulesets", str(path))]
+    ingested = run("ingest", str(events), "--db", postgres_url, *rulesets, "--dispatch", "--json")
+    assert ingested.exit_code == 0, ingested.output
+    counts = json.loads(ingested.output)
+    assert counts["ingested"] > 100
+
+    again = run("ingest", str(events), "--db", postgres_url, *rulesets, "--json")
+    assert json.loads(again.output)["ingested"] == 0  # every event is stored once
+
+    sqlite = str(tmp_path / "same.db")  # the same history into SQLite: the same report
+    assert run("ingest", str(events), "--db", sqlite, *rulesets, "--dispatch").exit_code == 0
+    pg, lite = (
+        json.loads(run("report", "--db", db, "--json").output) for db in (postgres_url, sqlite)
+    )
+    for example in pg["examples"] + lite["examples"]:
+        del example["updated_at"]  # the wall clock's time of each run
+    assert pg == lite
+    with Engine(postgres_url) as engine:
+        contact = engine.store.list_contacts(order_by="orders", limit=1)[0]
+        assert engine.store.summary()["events"] >= counts["ingested"]  # and decisions' effects
+
+    monkeypatch.setenv("CLM_DB", postgres_url)  # the same database through the environment
+    shown = run("contacts", "show", contact.id, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert contact.id in shown.output
+    listed = run("contacts", "list", "--json")
+    assert listed.exit_code == 0 and contact.id in listed.output
+    explained = run("explain", contact.id, *rulesets)
+    assert explained.exit_code == 0, explained.output
+    migrated = run("migrate", "--json")
+    assert json.loads(migrated.output)["applied"] == {"clm_engine": ["m001_core"]}
+    forgotten = run("contacts", "forget", contact.id)
+    assert forgotten.exit_code == 0, forgotten.output
+    assert run("contacts", "show", contact.id).exit_code != 0
+
+
+def test_two_processes_ingesting_at_once_store_every_event_once(postgres_url, tmp_path):
+    """Every write takes the store's one advisory lock: two writers on one contact each wait
+    their turn, and no event is stored or folded twice."""
+    shared = _events("s", 2000)
+    files = []
+    for name, own in (("a", _events("a", 2000)), ("b", _events("b", 2000))):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(own + shared)
+        files.append(path)
+    env = {**os.environ, "CLM_LOAD_PLUGINS": ""}
+    command = [sys.executable, "-m", "clm_engine", "ingest"]
+    procs = [
+        subprocess.Popen(
+            [*command, str(f), "--db", postgres_url, "--batch-size", "200", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for f in files
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    results = [json.loads(out) for out, _ in outputs]
+    assert sum(r["ingested"] for r in results) == 6000
+    assert sum(r["duplicates"] for r in results) == 2000
+    with Engine(postgres_url) as engine:
+        summary = engine.store.summary()
+    assert summary["events"] == 6000
+    assert summary["orders"] == 6000  # each event folded exactly once
+
+
+def test_plugins_with_sqlite_migrations_are_refused_by_name(postgres_url):
+    from sqlite_utils.migrations import Migrations
+
+    from clm_engine.builtins.migrations import migrations
+
+    theirs = Migrations("clm_someplugin")
+    store = PostgresStore(postgres_url)
+    try:
+        with pytest.raises(StoreError, match="clm_someplugin"):
+            store.migrate([migrations, theirs])
+        assert store.migrate([migrations]) == []  # the core's schema is there already
+    finally:
+        store.close()
+
+
+def test_a_database_that_cannot_be_reached_is_a_clean_error(run, postgres_cluster):
+    url = f"postgresql://postgres@127.0.0.1:{postgres_cluster.port}/no_such_database"
+    with pytest.raises(StoreError, match="cannot connect"):
+        PostgresStore(url, connect_timeout=1)
+    result = run("report", "--db", url)
+    assert result.exit_code != 0
+    assert "cannot connect" in result.output and "Traceback" not in result.output
+
