@@ -68,6 +68,7 @@ def cli() -> None:
 
 from . import (  # noqa: E402, F401  (commands register on import)
     contacts,
+    copy,
     info,
     ingest,
     prune,

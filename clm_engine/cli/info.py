@@ -358,4 +358,3 @@ def failures(db_path: Path, limit: int, as_json: bool) -> None:
             f"{f['attempts']} attempt(s), last {f['failed_at'][:19]}"
         )
         console.print(f"  reducer {f['reducer']}: {f['error']}", markup=False)
-
