@@ -136,6 +136,7 @@ class Engine:
         migrate: bool = True,
         lease: timedelta = timedelta(minutes=5),
         late_action_limit: timedelta = timedelta(days=3),
+        record_every: int = 16,
         plugins: Plugins = (),
         registry: Registry | None = None,
     ) -> None:
@@ -164,6 +165,9 @@ class Engine:
         #: is skipped, with its reason, if its occurrence is older than this: nobody wants
         #: an email about something that happened months ago.
         self.late_action_limit = late_action_limit
+        #: External actions' outcomes are written every this many sends (or every quarter of a
+        #: second): a crash between a send and that write repeats at most this many sends.
+        self.record_every = record_every
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
@@ -463,6 +467,7 @@ class Engine:
             documents=self.rulebook.documents,
             late_action_limit=self.late_action_limit,
             conditions=self.conditions,
+            record_every=self.record_every,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
