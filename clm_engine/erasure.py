@@ -36,6 +36,13 @@ PSEUDONYM_DOMAIN = "erased.invalid"
 NAME_KEYS = ("name", "full_name", "fullname", "display_name")
 NAME_PARTS = (("first_name", "last_name"), ("given_name", "family_name"))
 
+#: The events whose properties describe the person (the core's profile reducer's).
+PROFILE_EVENTS = frozenset({"signup", "contact.created", "contact.updated"})
+
+#: Where a mapping holds its own subject's name: another contact with the same name as the
+#: erased one keeps it (a full name is not an identifier of one person, an id or address is).
+OWN_NAME_KEYS = frozenset({*NAME_KEYS, *(key for pair in NAME_PARTS for key in pair)})
+
 #: What may stand next to an identifier for it to count as one (``c1`` is not in ``c10``).
 _WORD = r"[A-Za-z0-9_\-]"
 
@@ -124,10 +131,12 @@ class ErasureReport:
 class Erasure:
     """One contact's erasure, as the core and the plugins carry it out.
 
-    ``contact_id``, ``emails`` and ``names`` are what the contact is known by (``identifiers``:
-    after the erasure, none of them may be found in the store). ``pseudonym`` replaces the id
-    (and the names) wherever another contact's data refers to the contact;
-    ``pseudonym_email`` replaces an address.
+    ``contact_id``, ``emails`` and ``names`` are what the contact is known by (``identifiers``).
+    ``pseudonym`` replaces the id wherever another contact's data refers to the contact, and
+    ``pseudonym_email`` an address. The id and the addresses are matched wherever they occur
+    (as whole words: ``c1`` is not in ``c10``); a full name only as a whole value of structured
+    data, and not where a mapping holds its own subject's name (``name``, ``first_name`` ...):
+    a name is shared by many people, and another contact called the same keeps their name.
     """
 
     def __init__(
@@ -151,11 +160,8 @@ class Erasure:
         self.files_to_remove: list[Path] = []
         self.files_to_replace: dict[Path, str] = {}
         self._exact: dict[str, str] = {contact_id: self.pseudonym}
-        self._folded: dict[str, str] = {}
-        for email in self.emails:
-            self._folded[email.lower()] = self.pseudonym_email
-        for name in self.names:
-            self._folded.setdefault(name.lower(), self.pseudonym)
+        self._folded: dict[str, str] = {e.lower(): self.pseudonym_email for e in self.emails}
+        self._names: dict[str, str] = {n.lower(): self.pseudonym for n in self.names}
         self._compile()
 
     # -- what the contact is known by ----------------------------------------------------------
@@ -178,49 +184,60 @@ class Erasure:
         alternatives += [f"(?i:{re.escape(value)})" for value in folded]
         self._pattern = re.compile(f"(?<!{_WORD})(?:{'|'.join(alternatives)})(?!{_WORD})")
 
-    def replacement(self, value: str) -> str | None:
-        """What replaces ``value`` if it is one of the contact's identifiers, else ``None``."""
+    def replacement(self, value: str, key: Any = None) -> str | None:
+        """What replaces ``value`` (found under ``key`` of a mapping, if any) when it is one of
+        the contact's identifiers as a whole, else ``None``."""
         found = self._exact.get(value)
         if found is None:
             found = self._folded.get(value.strip().lower())
+        if found is None and key not in OWN_NAME_KEYS:
+            found = self._names.get(value.strip().lower())
         return found
 
     def mentions(self, value: Any) -> bool:
-        """Whether ``value`` (text, bytes or anything JSON-like) mentions the contact."""
+        """Whether ``value`` (text, bytes, a stored JSON text or anything JSON-like) mentions
+        the contact."""
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        if not isinstance(value, str):
-            value = json.dumps(value, ensure_ascii=False, default=str)
-        return self._pattern.search(value) is not None
+        if isinstance(value, str):
+            parsed = _json(value)
+            if parsed is None:
+                return self._pattern.search(value) is not None
+            value = parsed
+        return self._mentioned(value, None)
+
+    def _mentioned(self, value: Any, key: Any) -> bool:
+        if isinstance(value, str):
+            return self.replacement(value, key) is not None or bool(self._pattern.search(value))
+        if isinstance(value, dict):
+            return any(self._mentioned(k, None) or self._mentioned(v, k) for k, v in value.items())
+        if isinstance(value, list):
+            return any(self._mentioned(item, key) for item in value)
+        return False
 
     # -- rewriting -----------------------------------------------------------------------------
 
-    def rewrite(self, value: Any) -> Any:
+    def rewrite(self, value: Any, key: Any = None) -> Any:
         """``value`` with every reference to the contact replaced: a string equal to an
-        identifier becomes its replacement, one that mentions it has the mention replaced;
-        dictionaries (keys too) and lists are rewritten throughout."""
+        identifier becomes its replacement, one that mentions the id or an address has the
+        mention replaced; dictionaries (keys too) and lists are rewritten throughout."""
         if isinstance(value, str):
-            whole = self.replacement(value)
+            whole = self.replacement(value, key)
             if whole is not None:
                 return whole
             return self._pattern.sub(self._substitute, value)
         if isinstance(value, dict):
-            return {self.rewrite(k): self.rewrite(v) for k, v in value.items()}
+            return {self.rewrite(k): self.rewrite(v, k) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.rewrite(item) for item in value]
+            return [self.rewrite(item, key) for item in value]
         return value
 
     def rewrite_text(self, text: str) -> str:
         """A stored text rewritten: as JSON if it is JSON (so a value equal to the email
         becomes the pseudonymous address), otherwise mention by mention."""
-        stripped = text.lstrip()
-        if stripped[:1] in ("{", "["):
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                pass
-            else:
-                return json.dumps(self.rewrite(parsed), ensure_ascii=False, separators=(",", ":"))
+        parsed = _json(text)
+        if parsed is not None:
+            return json.dumps(self.rewrite(parsed), ensure_ascii=False, separators=(",", ":"))
         return str(self.rewrite(text))
 
     def _substitute(self, match: re.Match[str]) -> str:
@@ -230,7 +247,8 @@ class Erasure:
         """``(term, folded)`` to find candidate rows in SQL with ``instr``: each identifier and
         renamed value, and its JSON-escaped form when that differs (``ensure_ascii``)."""
         terms: list[tuple[str, bool]] = []
-        for value, folded in [(v, False) for v in self._exact] + [(v, True) for v in self._folded]:
+        exact = [(v, False) for v in self._exact]
+        for value, folded in exact + [(v, True) for v in (*self._folded, *self._names)]:
             for form in {value, json.dumps(value)[1:-1]}:
                 terms.append((form.lower() if folded else form, folded))
         return terms
@@ -353,6 +371,16 @@ class Erasure:
                 report.file_errors.append(f"{path}: {error}")
             else:
                 report.files_rewritten.append(str(path))
+
+
+def _json(text: str) -> Any:
+    """``text`` parsed if it is a JSON object or array, else ``None``."""
+    if text.lstrip()[:1] not in ("{", "["):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def files_under(directory: Path, suffix: str) -> Iterator[Path]:

@@ -277,7 +277,7 @@ class LeavesAName:
     @hookimpl
     def forget_contact(self, db, contact_id):
         db.execute("CREATE TABLE IF NOT EXISTS crm_notes (note TEXT)")
-        db.execute("INSERT INTO crm_notes VALUES ('called Ada Lovelace about her TV')")
+        db.execute("INSERT INTO crm_notes VALUES ('wrote to ada.lovelace@example.org')")
         return {}
 
 
@@ -298,7 +298,8 @@ def test_rewriting_replaces_whole_values_and_mentions_not_lookalikes():
         "referrer_id": "c1",
         "other": "c10",
         "to": "ada@example.org",
-        "note": "c1 and c1-x and ADA LOVELACE",
+        "note": "c1 and c1-x wrote from ADA@example.org",
+        "referrer_name": "ADA LOVELACE",
         "list": ["c1", 3],
         "c1": True,
     }
@@ -306,10 +307,16 @@ def test_rewriting_replaces_whole_values_and_mentions_not_lookalikes():
         "referrer_id": p,
         "other": "c10",
         "to": erasure.pseudonym_email,
-        "note": f"{p} and c1-x and {p}",
+        "note": f"{p} and c1-x wrote from {erasure.pseudonym_email}",
+        "referrer_name": p,
         "list": [p, 3],
         p: True,
     }
+    # Another person called the same keeps their own name; a name in prose is not matched.
+    namesake = {"name": "Ada Lovelace", "bio": "Ada Lovelace fan"}
+    assert erasure.rewrite(namesake) == namesake
+    assert not erasure.mentions(json.dumps(namesake))
+    assert erasure.mentions('{"referrer_name": "Ada Lovelace"}')
     assert erasure.keyed_hash("ada@example.org ") == erasure.keyed_hash("ADA@example.org")
     assert "ada" not in erasure.keyed_hash("ada@example.org")
     assert Erasure("c1").pseudonym != Erasure("c1").pseudonym  # random, not derived

@@ -28,7 +28,7 @@ from typing import Any
 import sqlite_utils
 from pydantic_core import to_json
 
-from ..erasure import Erasure, ErasureReport, names_in, store_key
+from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in, store_key
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
@@ -451,31 +451,34 @@ class SQLiteStore:
         return erasure, report
 
     def _erasure_of(self, contact_id: str) -> Erasure:
-        """What the contact is known by: their id, and every email address and full name their
-        contact row, their events and their failed events hold."""
+        """What the contact is known by: their id, every email address their contact row,
+        events and failed events hold, and the full names of their attributes and profile
+        events."""
         emails: set[str] = set()
         names: set[str] = set()
 
-        def collect(values: Any) -> None:
+        def collect(values: Any, *, with_names: bool) -> None:
             if not isinstance(values, dict):
                 return
             if isinstance(values.get("email"), str):
                 emails.add(values["email"])
-            names.update(names_in(values))
-            attributes = values.get("attributes")
-            if isinstance(attributes, dict):
-                names.update(names_in(attributes))
+            if with_names:  # a purchase's "name" is the product's
+                names.update(names_in(values))
+                attributes = values.get("attributes")
+                if isinstance(attributes, dict):
+                    names.update(names_in(attributes))
 
         for (data,) in self.conn.execute("SELECT data FROM contacts WHERE id = ?", [contact_id]):
-            collect(json.loads(data))
-        for (properties,) in self.conn.execute(
-            "SELECT properties FROM events WHERE contact_id = ?", [contact_id]
+            collect(json.loads(data), with_names=True)
+        for type_, properties in self.conn.execute(
+            "SELECT type, properties FROM events WHERE contact_id = ?", [contact_id]
         ):
-            collect(json.loads(properties))
+            collect(json.loads(properties), with_names=type_ in PROFILE_EVENTS)
         for (event,) in self.conn.execute(
             "SELECT event FROM ingest_failures WHERE contact_id = ?", [contact_id]
         ):
-            collect(json.loads(event).get("properties"))
+            stored = json.loads(event)
+            collect(stored.get("properties"), with_names=stored.get("type") in PROFILE_EVENTS)
         key = store_key(self.conn)
         if key is None:
             raise StoreError(f"{self.path}: no erasure key (run clm migrate)")
