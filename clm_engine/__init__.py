@@ -11,6 +11,7 @@ from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
+from .erasure import Erasure, ErasureReport, erasure_hash
 from .errors import (
     ActionError,
     ClmError,
@@ -55,6 +56,8 @@ __all__ = [
     "DispatchReport",
     "DurationSpec",
     "Engine",
+    "Erasure",
+    "ErasureReport",
     "Event",
     "EventError",
     "EventType",
@@ -81,6 +84,7 @@ __all__ = [
     "describe_validation_error",
     "did_you_mean",
     "duration_to_timedelta",
+    "erasure_hash",
     "hookimpl",
     "load_entry_points",
     "money",

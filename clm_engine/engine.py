@@ -19,6 +19,7 @@ Ingestion is the one path every change takes:
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import tempfile
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
 from .dispatch import Dispatcher, DispatchReport
+from .erasure import ErasureReport
 from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
 from .folding import fold_contact
@@ -517,11 +519,44 @@ class Engine:
     def contact(self, contact_id: str) -> Contact | None:
         return self.store.get_contact(contact_id)
 
-    def forget(self, contact_id: str) -> dict[str, int]:
-        """Erase a contact's personal data everywhere (core and plugins); rows removed by table."""
-        return self.store.forget(
-            contact_id, also=self.registry.forget_contact, erased_at=utc_text(self.clock.now())
+    def forget(
+        self,
+        contact_id: str,
+        *,
+        requested_by: str | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> ErasureReport:
+        """Erase a contact's personal data everywhere (GDPR erasure) and say what went.
+
+        One transaction: the core's rows that are theirs are deleted, every plugin's
+        ``forget_contact`` hook erases its own, other contacts' references (a friend's
+        ``referred_by``, a ledger's counterpart) are rewritten to a random pseudonym, and no
+        table may still mention the contact's id, email or name, or nothing is erased. The
+        request is recorded (who, when, counts; no personal data). Then, after the commit,
+        the files the plugins named (sent ``.eml`` copies) are removed and the rejects files
+        ``clm ingest`` wrote (and ``files``) are rewritten without the contact.
+        """
+        erasure, report = self.store.forget(
+            contact_id,
+            also=self.registry.forget_contact,
+            erased_at=utc_text(self.clock.now()),
+            requested_by=requested_by or _operator(),
+            files=files,
         )
+        erasure.apply_files(report)
+        return report
+
+    def record_rejects_file(self, path: str | os.PathLike[str]) -> None:
+        """Remember a rejects file that holds events' text, so an erasure scrubs it."""
+        self.store.record_rejects_file(str(Path(path).resolve()), utc_text(self.clock.now()))
+
+
+def _operator() -> str:
+    """Who asks for an erasure when nobody says: the operating-system user."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return "unknown"
 
 
 def _set_files(

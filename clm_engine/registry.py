@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .erasure import Erasure
 from .errors import PluginError
 from .hooks import specs
 from .plugins import (
@@ -231,11 +232,22 @@ class Registry:
             plugin = _owner_in_traceback(owners, error.__traceback__)
             return [Veto(f"policy of plugin {plugin!r} failed: {error!r}")]
 
-    def forget_contact(self, db: Any, contact_id: str) -> dict[str, int]:
+    def forget_contact(self, db: Any, erasure: Erasure) -> dict[str, int]:
         """Ask every plugin to erase one contact; rows removed, by table (plugins own their
-        tables, so a table names its plugin)."""
+        tables, so a table names its plugin). A plugin that raises stops the erasure (the
+        caller's transaction rolls back), as a :class:`PluginError` naming the plugin."""
         removed: dict[str, int] = {}
-        for result in self.pm.hook.forget_contact(db=db, contact_id=contact_id):
+        try:
+            results = self.pm.hook.forget_contact(
+                db=db, contact_id=erasure.contact_id, erasure=erasure
+            )
+        except Exception as error:
+            owners = _owners(self.pm.hook.forget_contact.get_hookimpls())
+            plugin = _owner_in_traceback(owners, error.__traceback__)
+            raise PluginError(
+                f"plugin {plugin!r} failed to erase the contact ({error!r}); nothing was erased"
+            ) from error
+        for result in results:
             for table, count in (result or {}).items():
                 removed[table] = removed.get(table, 0) + int(count)
         return removed

@@ -62,8 +62,8 @@ def test_hook_forget_contact(sample, db_path):
                 {"contact_id": "c2", "note": "keep me"},
             ]
         )
-        removed = engine.forget("c1")
-        assert removed == {
+        report = engine.forget("c1")
+        assert report.removed == {
             "events": 1,
             "stage_transitions": 1,
             "contacts": 1,
@@ -71,7 +71,8 @@ def test_hook_forget_contact(sample, db_path):
         }
         assert [r["contact_id"] for r in engine.store.db["sample_notes"].rows] == ["c2"]
         assert engine.store.db["erasures"].count == 1
-        assert engine.forget("c1") == {}
+        again = engine.forget("c1")  # nothing held any more: nothing changes
+        assert (again.removed, again.pseudonymised, again.found) == ({}, {}, False)
 
 
 def _sample_rules(tmp_path, if_=None):

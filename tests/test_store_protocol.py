@@ -261,6 +261,11 @@ def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
         tx.insert_events([event(1)], received_at="now")
         tx.upsert_contacts([Contact(id="c1", email="c1@example.com")], updated_at="now")
         tx.enqueue([row("k")])
-    removed = store.forget("c1", also=lambda db, contact_id: {"plugin_table": 0}, erased_at="now")
-    assert removed == {"events": 1, "contacts": 1, "outbox": 1}
+    erasure, report = store.forget(
+        "c1", also=lambda db, erasure: {"plugin_table": 0}, erased_at="now", requested_by="ops"
+    )
+    assert erasure.emails == ("c1@example.com",)
+    assert report.removed == {"events": 1, "contacts": 1, "outbox": 1}
     assert store.get_contact("c1") is None and store.actions_for("c1") == []
+    record = store.db.execute("SELECT erasure_id, requested_by FROM erasures").fetchall()
+    assert record == [(erasure.pseudonym, "ops")]

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import sqlite_utils
     from sqlite_utils.migrations import Migrations
 
+    from ..erasure import Erasure
     from ..models import Contact, Event
     from ..store import OutboxRow
     from ..types import Defer, Veto
@@ -84,12 +85,20 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int] | None:
-    """Erase one contact's personal data from the tables the plugin owns (GDPR erasure).
+def forget_contact(
+    db: sqlite_utils.Database, contact_id: str, erasure: Erasure
+) -> dict[str, int] | None:
+    """Erase one contact's personal data from the tables and files the plugin owns (GDPR).
 
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
-    that erases the core's rows, so the erasure happens everywhere or nowhere. Return a mapping
-    of table name to the number of rows removed (or ``None`` if the plugin holds nothing).
+    that erases the core's rows, so the erasure happens everywhere or nowhere: do not commit,
+    and raise to stop it (nothing is erased). Delete the contact's own rows; rewrite the rows
+    of other contacts that refer to the contact with ``erasure.rewrite`` (or to
+    ``erasure.pseudonym``) and report them with ``erasure.pseudonymised(table, count)``;
+    name files to remove with ``erasure.remove_file(path)`` (removed after the commit).
+    ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere after the
+    hook: the core checks every table and rolls the erasure back if one still mentions them.
+    Return a mapping of table name to the number of rows removed (or ``None``).
     """
 
 

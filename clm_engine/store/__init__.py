@@ -8,6 +8,7 @@ events is checked for duplicates, folded and written as one atomic step.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from ..models import Contact, Event
 
 if TYPE_CHECKING:
     import sqlite_utils
+
+    from ..erasure import Erasure, ErasureReport
 
 
 @dataclass(frozen=True)
@@ -368,9 +371,21 @@ class Store(Protocol):
         ...
 
     def forget(
-        self, contact_id: str, *, also: Callable[[Any, str], dict[str, int]], erased_at: str
-    ) -> dict[str, int]:
-        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        self,
+        contact_id: str,
+        *,
+        also: Callable[[Any, Erasure], dict[str, int]],
+        erased_at: str,
+        requested_by: str,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> tuple[Erasure, ErasureReport]:
+        """Erase a contact from the core's tables and, in the same transaction, through
+        ``also``; rewrite other contacts' references to the pseudonym; check and record it.
+        Files are planned, not touched: the caller applies them after the commit."""
+        ...
+
+    def record_rejects_file(self, path: str, written_at: str) -> None:
+        """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
         ...
 
     def close(self) -> None: ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from clm_engine import Contact, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, hookimpl
 
 from . import actions, catalogue, facts, products
 from .products import migrations
@@ -107,5 +107,5 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
-    return products.forget(db, contact_id)
+def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return products.forget(db, contact_id, erasure)

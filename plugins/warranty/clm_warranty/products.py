@@ -27,7 +27,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from clm_engine import Contact, Event, money
+from clm_engine import Contact, Erasure, Event, money
 
 from .dates import add_months, parse_moment, utc_text
 
@@ -409,11 +409,14 @@ def _accept(
     )
 
 
-def forget(db: Database, contact_id: str) -> dict[str, int]:
-    """GDPR erasure: the contact's registrations and offers."""
+def forget(db: Database, contact_id: str, erasure: Erasure | None = None) -> dict[str, int]:
+    """GDPR erasure: the contact's registrations and offers are deleted; another contact's row
+    that mentions them (an offer's text naming them) is pseudonymised."""
     removed = {}
     for table in ("warranty_products", "warranty_offers"):
         if db[table].exists():
             cursor = db.execute(f"DELETE FROM {table} WHERE contact_id = ?", [contact_id])
             removed[table] = cursor.rowcount
+            if erasure is not None:
+                erasure.rewrite_table(db, table)
     return removed

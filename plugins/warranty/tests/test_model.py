@@ -309,6 +309,7 @@ def test_forget_removes_products_and_offers(db):
     register(db, sku="CAM-1")
     _offer(db, "extension", T0)
     assert products.forget(db, "c1") == {"warranty_products": 1, "warranty_offers": 1}
+    assert db["warranty_products"].count == db["warranty_offers"].count == 0
 
 
 # -- the demo's derived events -----------------------------------------------------------------

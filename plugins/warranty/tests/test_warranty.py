@@ -91,6 +91,6 @@ def test_forget_removes_the_contacts_rows(engine):
     engine.ingest(event("product.registered", {"product_id": "p1", "sku": "TOA-2"}))
     engine.ingest(event("product.registered", {"product_id": "p2"}, contact_id="c2"))
     db = engine.store.db
-    removed = engine.forget("c1")
+    removed = engine.forget("c1").removed
     assert removed["warranty_products"] == 1
     assert [r["product_id"] for r in db["warranty_products"].rows] == ["p2"]
