@@ -36,7 +36,7 @@ from .models import (
 from .plugins import Once, load_entry_points
 from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
-from .store import OutboxRow, StageTransition, Trace
+from .store import Column, Index, OutboxRow, StageTransition, Table, TableAccess, Tables, Trace
 from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
 
@@ -49,6 +49,7 @@ __all__ = [
     "ActionError",
     "ClmError",
     "Clock",
+    "Column",
     "Condition",
     "Contact",
     "Defer",
@@ -59,6 +60,7 @@ __all__ = [
     "EventError",
     "EventType",
     "FactContext",
+    "Index",
     "IngestResult",
     "Name",
     "Once",
@@ -71,6 +73,9 @@ __all__ = [
     "StageTransition",
     "StoreError",
     "SystemClock",
+    "Table",
+    "TableAccess",
+    "Tables",
     "TimeReport",
     "Trace",
     "Veto",

@@ -132,6 +132,7 @@ def refresh_anchors(tx: StoreTransaction, book: RuleBook, contacts: Sequence[Con
             contact=contact,
             now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
             db=tx.db,
+            tables=tx.tables,
             documents=book.documents,
         )
         for rule in rules:
@@ -383,6 +384,7 @@ def _judge(
         stages=rule.compiler.stages,
         count_events=EventCounter(tx, contact.id),
         db=tx.db,
+        tables=tx.tables,
         documents=documents,
     )
     try:
