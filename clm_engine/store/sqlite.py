@@ -147,6 +147,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         #: The plugins' declared tables (``migrate(tables=...)``): what ``tables`` reaches.
         self.declared: dict[str, Table] = {}
+        self._declare({})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -158,7 +159,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
             try:
-                yield SQLiteTransaction(self.conn, self.db, declared=self.declared, writable=True)
+                yield SQLiteTransaction(self.conn, self.db, tables=self._writable)
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -168,7 +169,7 @@ class SQLiteStore:
 
     def read(self) -> SQLiteTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
-        return SQLiteTransaction(self.conn, self.db, declared=self.declared)
+        return SQLiteTransaction(self.conn, self.db, tables=self._readable)
 
     def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
         """Apply every pending migration of every set, then create or complete the plugins'
@@ -177,7 +178,7 @@ class SQLiteStore:
         try:
             pending_sets = any(m.pending(self.db) for m in migration_sets)
             if not pending_sets and not plan_tables(self.conn, declared.values()):
-                self.declared.update(declared)
+                self._declare(declared)
                 return []
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
@@ -188,13 +189,19 @@ class SQLiteStore:
                 migrations.apply(self.db)
                 applied.extend(f"{migrations.name}:{name}" for name in pending)
             applied.extend(ensure_tables(self.conn, declared.values()))
-        self.declared.update(declared)
+        self._declare(declared)
         return applied
+
+    def _declare(self, declared: Mapping[str, Table]) -> None:
+        self.declared.update(declared)
+        # One view each for reads and writes, kept: they cache their statements by shape.
+        self._readable = SQLiteTables(self.conn, self.declared, writable=False)
+        self._writable = SQLiteTables(self.conn, self.declared, writable=True)
 
     @property
     def tables(self) -> SQLiteTables:
         """The plugins' declared tables, read only, outside any write (commands, reports)."""
-        return SQLiteTables(self.conn, self.declared, writable=False)
+        return self._readable
 
     def backup_to(self, path: str | os.PathLike[str]) -> None:
         """Copy the whole store, as committed now, into a new SQLite file at ``path``
@@ -446,13 +453,12 @@ class SQLiteTransaction:
         conn: sqlite3.Connection,
         db: sqlite_utils.Database | None = None,
         *,
-        declared: Mapping[str, Table] | None = None,
-        writable: bool = False,
+        tables: SQLiteTables | None = None,
     ) -> None:
         self.conn = conn
         self._db = db
         self._savepoints = 0
-        self._tables = SQLiteTables(conn, declared or {}, writable=writable)
+        self._tables = tables or SQLiteTables(conn, {}, writable=False)
 
     @property
     def tables(self) -> SQLiteTables:
