@@ -37,7 +37,7 @@ from .models import (
 from .plugins import Once, load_entry_points
 from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
-from .store import OutboxRow, StageTransition, Trace
+from .store import Column, Index, OutboxRow, StageTransition, Table, TableAccess, Tables, Trace
 from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
 
@@ -50,6 +50,7 @@ __all__ = [
     "ActionError",
     "ClmError",
     "Clock",
+    "Column",
     "Condition",
     "Contact",
     "Defer",
@@ -62,6 +63,7 @@ __all__ = [
     "EventError",
     "EventType",
     "FactContext",
+    "Index",
     "IngestResult",
     "Name",
     "Once",
@@ -74,6 +76,9 @@ __all__ = [
     "StageTransition",
     "StoreError",
     "SystemClock",
+    "Table",
+    "TableAccess",
+    "Tables",
     "TimeReport",
     "Trace",
     "Veto",

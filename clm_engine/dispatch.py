@@ -225,7 +225,7 @@ class Dispatcher:
         if stored is None:
             return None, "the contact no longer exists"
         contact = Contact.model_validate_json(stored)
-        answers = ask_policies(self.registry, row, contact, now, reader.db, in_flight=list)
+        answers = ask_policies(self.registry, row, contact, now, reader, in_flight=list)
         verdict = verdict_of(answers)
         return contact, (verdict.note if verdict is not None and verdict.until is None else None)
 
@@ -260,7 +260,7 @@ class Dispatcher:
             row,
             contact,
             now,
-            tx.db,
+            tx,
             lambda: tx.claimed_actions(row.contact_id, utc_text(now)),
         )
         verdict = verdict_of(answers)
@@ -432,6 +432,7 @@ def action_context(
         rule=rule,
         stages=stages,
         db=tx.db if tx is not None else None,
+        tables=tx.tables if tx is not None else None,
         entity=entity,
         documents=documents,
         attempt=attempt,
@@ -470,10 +471,11 @@ def ask_policies(
     row: OutboxRow | Mapping[str, Any],
     contact: Contact,
     now: datetime,
-    db: Any,
+    tx: StoreTransaction,
     in_flight: Callable[[], list[OutboxRow]],
 ) -> list[Any]:
-    """Every dispatch policy's answer about running this row's action for ``contact`` now.
+    """Every dispatch policy's answer about running this row's action for ``contact`` now,
+    asked in ``tx`` (the write transaction, or a read view).
 
     ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
     if not registry.has_policies:
@@ -484,7 +486,8 @@ def ask_policies(
         params=fields["params"],
         contact=contact,
         now=now,
-        db=db,
+        db=tx.db,
+        tables=tx.tables,
         entity=fields["entity"],
         key=fields["key"],
         ruleset=fields["ruleset"],

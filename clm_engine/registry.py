@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     import click
     from sqlite_utils.migrations import Migrations
 
+    from .store.tables import Table
+
 #: pluggy's project name for the engine's hooks (``HookimplMarker("clm_engine")``).
 PROJECT = "clm_engine"
 
@@ -139,8 +141,26 @@ class Registry:
 
     @cached_property
     def event_handlers(self) -> Reducers:
-        """Every event handler (``handler(db, contact, event)``), by event type."""
+        """Every event handler (``handler(tables, contact, event)``), by event type."""
         return self._by_event_type("register_event_handlers", "event handler")
+
+    @cached_property
+    def tables(self) -> list[Table]:
+        """Every plugin's declared tables (``register_tables``), in registration order."""
+        from .store.tables import Table
+
+        names = Names("table")
+        found = []
+        for plugin, args, kwargs in self._registrations("register_tables"):
+            table = args[0] if len(args) == 1 and not kwargs else None
+            if not isinstance(table, Table):
+                raise PluginError(
+                    f"plugin {plugin!r}: register_tables takes register(Table(...)), "
+                    f"got {args!r} {kwargs!r}"
+                )
+            names.claim(table.name, plugin)
+            found.append(table)
+        return found
 
     @cached_property
     def migrations(self) -> list[Migrations]:

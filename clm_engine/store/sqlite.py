@@ -32,6 +32,8 @@ from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in, store_ke
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
+from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
+from .tables import Table, check_tables
 
 
 def _dumps(value: Any) -> str:
@@ -162,6 +164,9 @@ class SQLiteStore:
         self.db = sqlite_utils.Database(conn)
         # One connection may be shared by the host's threads (a BackgroundScheduler, say).
         self._lock = threading.RLock()
+        #: The plugins' declared tables (``migrate(tables=...)``): what ``tables`` reaches.
+        self.declared: dict[str, Table] = {}
+        self._declare({})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -173,7 +178,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
             try:
-                yield SQLiteTransaction(self.conn, self.db)
+                yield SQLiteTransaction(self.conn, self.db, tables=self._writable)
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -183,12 +188,16 @@ class SQLiteStore:
 
     def read(self) -> SQLiteTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
-        return SQLiteTransaction(self.conn, self.db)
+        return SQLiteTransaction(self.conn, self.db, tables=self._readable)
 
-    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
-        """Apply every pending migration of every set, all in one write; what ran, as set:name."""
+    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
+        """Apply every pending migration of every set, then create or complete the plugins'
+        declared ``tables``, all in one write; what ran, as set:name and table:change."""
+        declared = check_tables(tables)
         try:
-            if not any(m.pending(self.db) for m in migration_sets):
+            pending_sets = any(m.pending(self.db) for m in migration_sets)
+            if not pending_sets and not plan_tables(self.conn, declared.values()):
+                self._declare(declared)
                 return []
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
@@ -198,7 +207,30 @@ class SQLiteStore:
                 pending = [m.name for m in migrations.pending(self.db)]
                 migrations.apply(self.db)
                 applied.extend(f"{migrations.name}:{name}" for name in pending)
+            applied.extend(ensure_tables(self.conn, declared.values()))
+        self._declare(declared)
         return applied
+
+    def _declare(self, declared: Mapping[str, Table]) -> None:
+        self.declared.update(declared)
+        # One view each for reads and writes, kept: they cache their statements by shape.
+        self._readable = SQLiteTables(self.conn, self.declared, writable=False)
+        self._writable = SQLiteTables(self.conn, self.declared, writable=True)
+
+    @property
+    def tables(self) -> SQLiteTables:
+        """The plugins' declared tables, read only, outside any write (commands, reports)."""
+        return self._readable
+
+    def backup_to(self, path: str | os.PathLike[str]) -> None:
+        """Copy the whole store, as committed now, into a new SQLite file at ``path``
+        (SQLite's online backup: consistent while others write)."""
+        with self._lock:
+            target = sqlite3.connect(str(path))
+            try:
+                self.conn.backup(target)
+            finally:
+                target.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -563,10 +595,22 @@ class SQLiteStore:
 class SQLiteTransaction:
     """The writes and the reads-for-writing of one ``BEGIN IMMEDIATE`` transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, db: sqlite_utils.Database | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        db: sqlite_utils.Database | None = None,
+        *,
+        tables: SQLiteTables | None = None,
+    ) -> None:
         self.conn = conn
         self._db = db
         self._savepoints = 0
+        self._tables = tables or SQLiteTables(conn, {}, writable=False)
+
+    @property
+    def tables(self) -> SQLiteTables:
+        """The plugins' declared tables in this transaction (read only outside a write)."""
+        return self._tables
 
     @property
     def db(self) -> sqlite_utils.Database:

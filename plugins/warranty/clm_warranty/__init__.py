@@ -2,7 +2,7 @@
 
 The hooks are here; the parts live beside them:
 
-- ``products``: the tables (migrations) and the event handlers that keep them
+- ``products``: the tables (declared for any store) and the event handlers that keep them
   (``product.registered``, ``warranty.extended``, ``service_agreement.purchased``,
   ``product.returned``), and acceptance of offers;
 - ``catalogue``: the catalogue document (per SKU: warranty, extensions and agreements sold,
@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from clm_engine import Contact, Erasure, Event, hookimpl
 
 from . import actions, catalogue, facts, products
-from .products import migrations
 
 if TYPE_CHECKING:
     import click
@@ -53,8 +52,9 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def register_migrations(register: Callable[..., None]) -> None:
-    register(migrations)
+def register_tables(register: Callable[..., None]) -> None:
+    for table in products.TABLES:
+        register(table)
 
 
 @hookimpl
