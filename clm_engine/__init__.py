@@ -11,6 +11,7 @@ from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
+from .erasure import Erasure, ErasureReport, erasure_hash
 from .errors import (
     ActionError,
     ClmError,
@@ -36,7 +37,7 @@ from .models import (
 from .plugins import Once, load_entry_points
 from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
-from .store import OutboxRow, StageTransition, Trace
+from .store import Column, Index, OutboxRow, StageTransition, Table, TableAccess, Tables, Trace
 from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
 
@@ -49,16 +50,20 @@ __all__ = [
     "ActionError",
     "ClmError",
     "Clock",
+    "Column",
     "Condition",
     "Contact",
     "Defer",
     "DispatchReport",
     "DurationSpec",
     "Engine",
+    "Erasure",
+    "ErasureReport",
     "Event",
     "EventError",
     "EventType",
     "FactContext",
+    "Index",
     "IngestResult",
     "Name",
     "Once",
@@ -71,6 +76,9 @@ __all__ = [
     "StageTransition",
     "StoreError",
     "SystemClock",
+    "Table",
+    "TableAccess",
+    "Tables",
     "TimeReport",
     "Trace",
     "Veto",
@@ -81,6 +89,7 @@ __all__ = [
     "describe_validation_error",
     "did_you_mean",
     "duration_to_timedelta",
+    "erasure_hash",
     "hookimpl",
     "load_entry_points",
     "money",

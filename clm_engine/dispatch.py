@@ -20,6 +20,7 @@ can deduplicate.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,6 +82,18 @@ class Claim:
     attempts: int
 
 
+@dataclass
+class _Outcome:
+    """What one claimed external action came to, waiting for its batch's write."""
+
+    claim: Claim
+    ctx: ActionContext | None
+    result: Any
+    error: Exception | None
+    veto: str | None
+    at: datetime
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -96,6 +109,8 @@ class Dispatcher:
         documents: dict[str, dict[str, Any]] | None = None,
         late_action_limit: timedelta = timedelta(days=3),
         conditions: Any = None,
+        record_every: int = 16,
+        record_within: float = 0.25,
     ) -> None:
         self.registry = registry
         self.actions = registry.actions
@@ -110,6 +125,10 @@ class Dispatcher:
         self.action_names = frozenset(self.actions)
         self.late_action_limit = late_action_limit
         self.conditions = conditions
+        #: External outcomes are written every ``record_every`` sends or ``record_within``
+        #: seconds: the most sends a crash can make happen twice (see ``run_claims``).
+        self.record_every = max(1, record_every)
+        self.record_within = record_within
 
     def run_batch(
         self, tx: StoreTransaction, now: datetime, limit: int, report: DispatchReport
@@ -132,39 +151,66 @@ class Dispatcher:
         now: Callable[[], datetime],
         report: DispatchReport,
     ) -> None:
-        """Run claimed external actions with no lock held; record each in its own write.
+        """Run claimed external actions with no lock held; record their outcomes in batches.
 
         Right before each runs, its policies are asked again on the contact as committed now:
         an unsubscribe (or a suppression) that committed after the claim still stops the send.
         What remains is the send itself (an SMTP conversation of a few milliseconds): an
         unsubscribe committed while it is under way does not stop it.
+
+        Outcomes are written in one short transaction per ``record_every`` sends (or sooner,
+        when ``record_within`` has passed since the oldest unwritten one), not one per send:
+        the at-least-once window. A worker that dies between a send and the write of its batch
+        leaves those rows claimed; their leases run out and another worker sends them again.
+        So a crash repeats at most ``record_every`` sends (``record_every=1``: at most the one
+        in flight), and nothing is ever lost.
         """
+        done: list[_Outcome] = []
+        oldest = 0.0
         for claim in claims:
             row = claim.row
             contact, veto = self._ask_again(store, claim, now())
             if veto is not None:
-                with store.write() as tx:
-                    if not _still_ours(tx, claim):
-                        _count(report, row, "lost_lease", "the lease ran out before the outcome")
-                        continue
-                    outcome, note = self._finish(
-                        tx, row, "vetoed", veto, None, claim.attempts, now()
-                    )
-                _count(report, row, outcome, note)
-                continue
-            claim.contact = contact or claim.contact  # None only comes with a veto
-            ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
-            try:
-                result, error = claim.spec.run(ctx, claim.params), None
-            except Exception as exc:  # a plugin's failure is retried, never fatal
-                result, error = None, exc
-            with store.write() as tx:
+                done.append(_Outcome(claim, None, None, None, veto, now()))
+            else:
+                claim.contact = contact or claim.contact  # None only comes with a veto
+                ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
+                try:
+                    result, error = claim.spec.run(ctx, claim.params), None
+                except Exception as exc:  # a plugin's failure is retried, never fatal
+                    result, error = None, exc
+                done.append(_Outcome(claim, ctx, result, error, None, now()))
+            if len(done) == 1:
+                oldest = time.monotonic()
+            if len(done) >= self.record_every or time.monotonic() - oldest >= self.record_within:
+                self._write_outcomes(store, done, report)
+                done = []
+        if done:
+            self._write_outcomes(store, done, report)
+
+    def _write_outcomes(
+        self, store: Store, outcomes: list[_Outcome], report: DispatchReport
+    ) -> None:
+        """Record what the sends of a batch came to, in one write transaction."""
+        counted: list[tuple[OutboxRow, str, str | None]] = []
+        with store.write() as tx:
+            for done in outcomes:
+                claim, row = done.claim, done.claim.row
                 if not _still_ours(tx, claim):
                     # The lease ran out and another worker took the row: it records it.
-                    _count(report, row, "lost_lease", "the lease ran out before the outcome")
+                    counted.append((row, "lost_lease", "the lease ran out before the outcome"))
                     continue
-                with tx.savepoint():
-                    outcome, note = self._record(tx, row, claim.contact, ctx, result, error, now())
+                if done.ctx is None:  # vetoed right before the send
+                    outcome, note = self._finish(
+                        tx, row, "vetoed", done.veto, None, claim.attempts, done.at
+                    )
+                else:
+                    with tx.savepoint():
+                        outcome, note = self._record(
+                            tx, row, claim.contact, done.ctx, done.result, done.error, done.at
+                        )
+                counted.append((row, outcome, note))
+        for row, outcome, note in counted:  # counted once the batch has committed
             _count(report, row, outcome, note)
 
     def _ask_again(
@@ -179,7 +225,7 @@ class Dispatcher:
         if stored is None:
             return None, "the contact no longer exists"
         contact = Contact.model_validate_json(stored)
-        answers = ask_policies(self.registry, row, contact, now, reader.db, in_flight=list)
+        answers = ask_policies(self.registry, row, contact, now, reader, in_flight=list)
         verdict = verdict_of(answers)
         return contact, (verdict.note if verdict is not None and verdict.until is None else None)
 
@@ -214,7 +260,7 @@ class Dispatcher:
             row,
             contact,
             now,
-            tx.db,
+            tx,
             lambda: tx.claimed_actions(row.contact_id, utc_text(now)),
         )
         verdict = verdict_of(answers)
@@ -386,6 +432,7 @@ def action_context(
         rule=rule,
         stages=stages,
         db=tx.db if tx is not None else None,
+        tables=tx.tables if tx is not None else None,
         entity=entity,
         documents=documents,
         attempt=attempt,
@@ -424,10 +471,11 @@ def ask_policies(
     row: OutboxRow | Mapping[str, Any],
     contact: Contact,
     now: datetime,
-    db: Any,
+    tx: StoreTransaction,
     in_flight: Callable[[], list[OutboxRow]],
 ) -> list[Any]:
-    """Every dispatch policy's answer about running this row's action for ``contact`` now.
+    """Every dispatch policy's answer about running this row's action for ``contact`` now,
+    asked in ``tx`` (the write transaction, or a read view).
 
     ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
     if not registry.has_policies:
@@ -438,7 +486,8 @@ def ask_policies(
         params=fields["params"],
         contact=contact,
         now=now,
-        db=db,
+        db=tx.db,
+        tables=tx.tables,
         entity=fields["entity"],
         key=fields["key"],
         ruleset=fields["ruleset"],

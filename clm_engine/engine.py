@@ -19,6 +19,7 @@ Ingestion is the one path every change takes:
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import os
 import tempfile
@@ -34,6 +35,7 @@ from pydantic import ValidationError
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
 from .dispatch import Dispatcher, DispatchReport
+from .erasure import ErasureReport
 from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
 from .folding import fold_contact
@@ -136,6 +138,7 @@ class Engine:
         migrate: bool = True,
         lease: timedelta = timedelta(minutes=5),
         late_action_limit: timedelta = timedelta(days=3),
+        record_every: int = 16,
         plugins: Plugins = (),
         registry: Registry | None = None,
     ) -> None:
@@ -164,13 +167,16 @@ class Engine:
         #: is skipped, with its reason, if its occurrence is older than this: nobody wants
         #: an email about something that happened months ago.
         self.late_action_limit = late_action_limit
+        #: External actions' outcomes are written every this many sends (or every quarter of a
+        #: second): a crash between a send and that write repeats at most this many sends.
+        self.record_every = record_every
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
         if migrate:
-            self.store.migrate(self.registry.migrations)
+            self.store.migrate(self.registry.migrations, self.registry.tables)
         if rulesets:
             self.load_rulesets(rulesets)
 
@@ -463,6 +469,7 @@ class Engine:
             documents=self.rulebook.documents,
             late_action_limit=self.late_action_limit,
             conditions=self.conditions,
+            record_every=self.record_every,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
@@ -512,11 +519,44 @@ class Engine:
     def contact(self, contact_id: str) -> Contact | None:
         return self.store.get_contact(contact_id)
 
-    def forget(self, contact_id: str) -> dict[str, int]:
-        """Erase a contact's personal data everywhere (core and plugins); rows removed by table."""
-        return self.store.forget(
-            contact_id, also=self.registry.forget_contact, erased_at=utc_text(self.clock.now())
+    def forget(
+        self,
+        contact_id: str,
+        *,
+        requested_by: str | None = None,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> ErasureReport:
+        """Erase a contact's personal data everywhere (GDPR erasure) and say what went.
+
+        One transaction: the core's rows that are theirs are deleted, every plugin's
+        ``forget_contact`` hook erases its own, other contacts' references (a friend's
+        ``referred_by``, a ledger's counterpart) are rewritten to a random pseudonym, and no
+        table may still mention the contact's id, email or name, or nothing is erased. The
+        request is recorded (who, when, counts; no personal data). Then, after the commit,
+        the files the plugins named (sent ``.eml`` copies) are removed and the rejects files
+        ``clm ingest`` wrote (and ``files``) are rewritten without the contact.
+        """
+        erasure, report = self.store.forget(
+            contact_id,
+            also=self.registry.forget_contact,
+            erased_at=utc_text(self.clock.now()),
+            requested_by=requested_by or _operator(),
+            files=files,
         )
+        erasure.apply_files(report)
+        return report
+
+    def record_rejects_file(self, path: str | os.PathLike[str]) -> None:
+        """Remember a rejects file that holds events' text, so an erasure scrubs it."""
+        self.store.record_rejects_file(str(Path(path).resolve()), utc_text(self.clock.now()))
+
+
+def _operator() -> str:
+    """Who asks for an erasure when nobody says: the operating-system user."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment
+        return "unknown"
 
 
 def _set_files(

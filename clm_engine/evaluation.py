@@ -86,6 +86,7 @@ class Evaluator:
         depth: int,
         out: list[Fire],
         db: Any = None,
+        tables: Any = None,
     ) -> None:
         book = self.rulebook
         groups = book.by_event.get(event.type)
@@ -99,6 +100,7 @@ class Evaluator:
             count_events=count_events,
             stages=book.stages,
             db=db,
+            tables=tables,
             documents=book.documents,
         )
         for group in groups or ():

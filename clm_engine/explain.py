@@ -335,6 +335,7 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
             count_events=EventCounter(reader, contact.id),
             stages=engine.rulebook.stages,
             db=reader.db,
+            tables=reader.tables,
             documents=engine.rulebook.documents,
         )
         tree = compiled.compiler.explain(compiled.condition, ctx) if compiled.condition else None

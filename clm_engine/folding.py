@@ -29,6 +29,8 @@ effects are derived again, and those the corrected history no longer implies are
 
 from __future__ import annotations
 
+import functools
+import inspect
 import operator
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -104,6 +106,15 @@ class _Restart(Exception):
     """An event failed; fold again without it."""
 
 
+@functools.cache
+def _wants_db(handler: Callable[..., Any]) -> bool:
+    try:
+        first = next(iter(inspect.signature(handler).parameters), None)
+    except (TypeError, ValueError):  # a builtin or a callable without a signature
+        return False
+    return first == "db"
+
+
 class ContactFold:
     """Folds one contact's events; one instance per attempt (a failure restarts it)."""
 
@@ -147,6 +158,11 @@ class ContactFold:
 
     # -- events -------------------------------------------------------------------------------
 
+    def store_for(self, handler: Callable[..., Any]) -> Any:
+        """What an event handler gets first: the declared tables, or the ``sqlite_utils``
+        database for a handler written before the table API (its first parameter is ``db``)."""
+        return self.tx.db if _wants_db(handler) else self.tx.tables
+
     def step(self, event: Event, depth: int) -> None:
         """Fold one event, run its handlers if it is new, judge it and run what it decides."""
         contact = self.contact
@@ -166,14 +182,16 @@ class ContactFold:
             if event.id not in self.rederived_ids:
                 for name, handler in self.handlers(event.type):
                     self.failing = name
-                    handler(self.tx.db, contact, event)  # type: ignore[call-arg,arg-type]  # Reducers types handlers as reducers
+                    handler(self.store_for(handler), contact, event)  # type: ignore[call-arg,arg-type]  # Reducers types handlers as reducers
         if self.evaluate is None:
             return
         if not is_new and (self.judge_from is None or event.occurred_at < self.judge_from):
             return  # judged when it came, on this same history
         self.failing = "(rules)"
         fires: list[Fire] = []
-        self.evaluate(contact, event, before, self.counter, depth, fires, self.tx.db)
+        self.evaluate(
+            contact, event, before, self.counter, depth, fires, self.tx.db, self.tx.tables
+        )
         fires.sort(key=lambda f: -f.rule.rule.priority)  # stable: ruleset order on ties
         for fire in fires:
             self.take(fire, event, is_new)
@@ -228,7 +246,7 @@ class ContactFold:
             row,
             contact,
             fire.at,
-            tx.db,
+            tx,
             lambda: tx.claimed_actions(contact.id, utc_text(fire.at)),
         )
         verdict = verdict_of(answers)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from .erasure import Erasure
 from .errors import PluginError
 from .hooks import specs
 from .plugins import (
@@ -49,6 +50,8 @@ from .types import Veto
 if TYPE_CHECKING:
     import click
     from sqlite_utils.migrations import Migrations
+
+    from .store.tables import Table
 
 #: pluggy's project name for the engine's hooks (``HookimplMarker("clm_engine")``).
 PROJECT = "clm_engine"
@@ -138,8 +141,26 @@ class Registry:
 
     @cached_property
     def event_handlers(self) -> Reducers:
-        """Every event handler (``handler(db, contact, event)``), by event type."""
+        """Every event handler (``handler(tables, contact, event)``), by event type."""
         return self._by_event_type("register_event_handlers", "event handler")
+
+    @cached_property
+    def tables(self) -> list[Table]:
+        """Every plugin's declared tables (``register_tables``), in registration order."""
+        from .store.tables import Table
+
+        names = Names("table")
+        found = []
+        for plugin, args, kwargs in self._registrations("register_tables"):
+            table = args[0] if len(args) == 1 and not kwargs else None
+            if not isinstance(table, Table):
+                raise PluginError(
+                    f"plugin {plugin!r}: register_tables takes register(Table(...)), "
+                    f"got {args!r} {kwargs!r}"
+                )
+            names.claim(table.name, plugin)
+            found.append(table)
+        return found
 
     @cached_property
     def migrations(self) -> list[Migrations]:
@@ -231,11 +252,22 @@ class Registry:
             plugin = _owner_in_traceback(owners, error.__traceback__)
             return [Veto(f"policy of plugin {plugin!r} failed: {error!r}")]
 
-    def forget_contact(self, db: Any, contact_id: str) -> dict[str, int]:
+    def forget_contact(self, db: Any, erasure: Erasure) -> dict[str, int]:
         """Ask every plugin to erase one contact; rows removed, by table (plugins own their
-        tables, so a table names its plugin)."""
+        tables, so a table names its plugin). A plugin that raises stops the erasure (the
+        caller's transaction rolls back), as a :class:`PluginError` naming the plugin."""
         removed: dict[str, int] = {}
-        for result in self.pm.hook.forget_contact(db=db, contact_id=contact_id):
+        try:
+            results = self.pm.hook.forget_contact(
+                db=db, contact_id=erasure.contact_id, erasure=erasure
+            )
+        except Exception as error:
+            owners = _owners(self.pm.hook.forget_contact.get_hookimpls())
+            plugin = _owner_in_traceback(owners, error.__traceback__)
+            raise PluginError(
+                f"plugin {plugin!r} failed to erase the contact ({error!r}); nothing was erased"
+            ) from error
+        for result in results:
             for table, count in (result or {}).items():
                 removed[table] = removed.get(table, 0) + int(count)
         return removed

@@ -10,7 +10,8 @@ Two layers:
 
 - building blocks for a test that opens its own ``Engine`` (``Engine(path, plugins=[...])``):
   ``discover``,
-  ``make_event``, ``check_migrations``, ``check_rejected``, and the checks of what rules
+  ``make_event``, ``declared_tables``, ``check_tables``, ``check_migrations``,
+  ``check_rejected``, and the checks of what rules
   decided (``check_action``, ``check_no_action``, ``check_trace``, ``check_contact``), which
   take any engine;
 - ``engine_for``: an engine on a ``VirtualClock`` in a temporary folder, with the rulesets
@@ -33,8 +34,8 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
     from .dispatch import DispatchReport
     from .store import OutboxRow, StageTransition, Trace
+    from .store.tables import Table, Tables
     from .timed import TimeReport
 
 P = TypeVar("P")
@@ -63,7 +65,9 @@ __all__ = [
     "check_migrations",
     "check_no_action",
     "check_rejected",
+    "check_tables",
     "check_trace",
+    "declared_tables",
     "discover",
     "engine_for",
     "make_event",
@@ -133,6 +137,61 @@ def make_event(
         "properties": dict(properties or {}),
         **extra,
     }
+
+
+class _Rollback(Exception):
+    pass
+
+
+@contextmanager
+def declared_tables(tables: Iterable[Table]) -> Iterator[Tables]:
+    """``tables`` declared on a new in-memory store, writable in one transaction that is rolled
+    back at the end: what an event handler, a fact or an action gets as ``tables``, for
+    testing them without an engine.
+
+    ``with declared_tables(TABLES) as tables: on_registered(tables, contact, event)``
+    """
+    from .store import open_store
+
+    store = open_store(":memory:")
+    try:
+        store.migrate([], list(tables))
+        with suppress(_Rollback), store.write() as tx:
+            yield tx.tables
+            raise _Rollback
+    finally:
+        store.close()
+
+
+def check_tables(
+    tables: Collection[str], directory: str | os.PathLike[str], *, plugins: Plugins = ()
+) -> None:
+    """Check that the plugin's ``register_tables`` hook declares ``tables`` and that an engine
+    creates them once.
+
+    Through an engine with ``plugins`` (yours, unless it is installed): the declarations come
+    from the hook, an engine opening a new store file in ``directory`` creates every table and
+    has nothing left to do, a second engine opening the same file does nothing again, and
+    each table can be read (empty).
+    """
+    registry = Registry(plugins)
+    declared = {table.name for table in registry.tables}
+    missing = set(tables) - declared
+    _expect(
+        not missing,
+        f"no register_tables hook declares {sorted(missing)} (declared: {sorted(declared)}): "
+        "is the plugin given (plugins=[...]) or installed?",
+    )
+    path = Path(directory) / "check_tables.db"
+    with Engine(path, registry=registry) as engine:
+        pending = engine.store.migrate(registry.migrations, registry.tables)
+        _expect(pending == [], f"an engine left table changes to make: {pending}")
+    with Engine(path, registry=registry) as engine:
+        again = engine.store.migrate(registry.migrations, registry.tables)
+        _expect(again == [], f"opened twice, the store changed the tables again: {again}")
+        for name in tables:
+            count = engine.store.tables[name].count()
+            _expect(count == 0, f"a new store has {count} rows in {name}")
 
 
 def check_migrations(

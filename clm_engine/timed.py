@@ -145,6 +145,7 @@ def refresh_anchors(
             contact=contact,
             now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
             db=tx.db,
+            tables=tx.tables,
             documents=book.documents,
         )
         for rule in due:
@@ -414,6 +415,7 @@ def _judge(
         stages=rule.compiler.stages,
         count_events=EventCounter(tx, contact.id),
         db=tx.db,
+        tables=tx.tables,
         documents=documents,
     )
     try:

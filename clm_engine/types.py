@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import Contact, Event
+
+if TYPE_CHECKING:
+    from .store.tables import Tables
 
 
 class _Missing:
@@ -60,7 +63,11 @@ class FactContext:
     entity: str | None = None
     #: The store, for plugin facts that read their own tables (a ``sqlite_utils.Database`` on
     #: the current transaction's connection; read only), or ``None`` when there is none.
+    #: SQLite only, and superseded by ``tables``.
     db: Any = None
+    #: The plugins' declared tables (``clm_engine.Tables``) in the current transaction: read
+    #: them, never write in a fact. ``None`` when there is no store.
+    tables: Tables | None = None
     #: Plugin documents loaded beside the rulesets (catalogues, sequences): kind -> name -> model.
     documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -89,10 +96,11 @@ class ActionContext:
     handlers and the rules it triggers) in the same transaction that marks the action done, so
     an internal effect happens exactly once. Emitted ids derive from ``key``.
 
-    ``db`` is the write transaction the action runs in (ingest, inline; or dispatch), as a
-    ``sqlite_utils.Database``, for an internal
-    action's own tables: its writes commit with the action, or roll back with it. It is
-    ``None`` while an external action runs, because that runs outside the write lock.
+    ``tables`` are the plugins' declared tables (``clm_engine.Tables``) in the write
+    transaction the action runs in (ingest, inline; or dispatch), for an internal action's own
+    rows: its writes commit with the action, or roll back with it. It is ``None`` while an
+    external action runs, because that runs outside the write lock. ``db`` is the same
+    transaction as a ``sqlite_utils.Database`` (SQLite only; superseded by ``tables``).
 
     ``enqueue(action, params, due_at=..., occurrence=...)`` puts a follow-up action in the
     outbox (a drip sequence's next step), once: its key derives from this action's key.
@@ -106,6 +114,7 @@ class ActionContext:
     stages: tuple[str, ...] = ()
     emitted: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
     db: Any = None
+    tables: Tables | None = None
     #: The entity the rule fired for (a product id), or ``None`` for the contact itself.
     entity: str | None = None
     documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -134,6 +143,7 @@ class ActionContext:
             now=self.now,
             stages=tuple(self.stages),
             db=self.db,
+            tables=self.tables,
             documents=self.documents,
             entity=self.entity,
         )
@@ -144,7 +154,7 @@ class ActionContext:
 
         Only for internal actions: an external action runs outside the transaction."""
         if self.load_contact is None:
-            raise RuntimeError("contact_of() is for internal actions (ctx.db is set)")
+            raise RuntimeError("contact_of() is for internal actions (ctx.tables is set)")
         return self.load_contact(contact_id)
 
     def emit(

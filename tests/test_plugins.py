@@ -6,12 +6,13 @@ import re
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from clm_engine import ClmError, Engine, PluginError, hookimpl
+from clm_engine import ClmError, Column, Engine, FactContext, PluginError, Table, hookimpl
 from clm_engine.cli import cli
 from clm_engine.registry import Registry
 from tests.helpers import event
@@ -62,8 +63,8 @@ def test_hook_forget_contact(sample, db_path):
                 {"contact_id": "c2", "note": "keep me"},
             ]
         )
-        removed = engine.forget("c1")
-        assert removed == {
+        report = engine.forget("c1")
+        assert report.removed == {
             "events": 1,
             "stage_transitions": 1,
             "contacts": 1,
@@ -71,7 +72,8 @@ def test_hook_forget_contact(sample, db_path):
         }
         assert [r["contact_id"] for r in engine.store.db["sample_notes"].rows] == ["c2"]
         assert engine.store.db["erasures"].count == 1
-        assert engine.forget("c1") == {}
+        again = engine.forget("c1")  # nothing held any more: nothing changes
+        assert (again.removed, again.pseudonymised, again.found) == ({}, {}, False)
 
 
 def _sample_rules(tmp_path, if_=None):
@@ -208,6 +210,62 @@ def test_hook_register_event_handlers(db_path):
         rows = engine.store.read().db.execute("SELECT * FROM credit_invites").fetchall()
     assert [row[:2] for row in rows] == [("bob", "ann")]
     assert credits_plugin.CALLS["handler"] == 1  # not again for the duplicate
+
+
+class Visits:
+    """A plugin keeping a table of its own through the table API only."""
+
+    VISITS = Table(
+        "visits_pages",
+        columns=(
+            Column("contact_id", "text"),
+            Column("page", "text"),
+            Column("seen", "integer", nullable=False, default=0),
+            Column("last_at", "timestamp"),
+        ),
+        primary_key=("contact_id", "page"),
+    )
+
+    @hookimpl
+    def register_tables(self, register):
+        register(self.VISITS)
+
+    @hookimpl
+    def register_event_handlers(self, register):
+        def on_view(tables, contact, event):
+            pages = tables["visits_pages"]
+            key = {"contact_id": contact.id, "page": event.properties["page"]}
+            pages.insert(key, on_conflict="ignore")
+            pages.update(key, {"last_at": event.occurred_at}, add={"seen": 1})
+
+        register("page.viewed", on_view, name="visits.on_view")
+
+    @hookimpl
+    def register_facts(self, register):
+        def pages_seen(ctx):
+            return ctx.tables["visits_pages"].count({"contact_id": ctx.contact.id})
+
+        register("visits.pages", pages_seen, type="number")
+
+
+def test_hook_register_tables(db_path):
+    with Engine(db_path, plugins={"visits": Visits()}) as engine:
+        for day, page in enumerate(("/", "/pricing", "/"), start=1):
+            engine.ingest(event("ann", "page.viewed", f"2026-10-0{day}", page=page))
+        rows = engine.store.tables["visits_pages"].rows(order_by=["page"])
+        assert [(r["page"], r["seen"]) for r in rows] == [("/", 2), ("/pricing", 1)]
+        assert rows[0]["last_at"] == "2026-10-03T10:00:00.000000Z"
+        ctx = FactContext(engine.contact("ann"), datetime.now(UTC), tables=engine.store.tables)
+        assert engine.registry.facts["visits.pages"].compute(ctx) == 2
+        assert engine.store.migrate(engine.registry.migrations, engine.registry.tables) == []
+    with pytest.raises(PluginError, match="table 'visits_pages' is registered by both"):
+        Engine(db_path, plugins={"visits": Visits(), "again": VisitsAgain()})
+
+
+class VisitsAgain:
+    @hookimpl
+    def register_tables(self, register):
+        register(Visits.VISITS)
 
 
 def test_hook_register_documents(db_path, tmp_path):

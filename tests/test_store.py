@@ -39,6 +39,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m007_same_history_same_outcome",
         "m008_ruleset_sets",
         "m009_compact_traces",
+        "m010_erasure_records",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 
@@ -54,7 +55,7 @@ def test_a_write_that_raises_rolls_back_whole(db_path):
     engine = Engine(db_path)
     with pytest.raises(RuntimeError), engine.store.write() as tx:
         tx.conn.execute(
-            "INSERT INTO erasures (contact_hash, erased_at, removed) VALUES ('x', 'now', '{}')"
+            "INSERT INTO erasures (erasure_id, erased_at, removed) VALUES ('x', 'now', '{}')"
         )
         raise RuntimeError("boom")
     assert engine.store.db["erasures"].count == 0

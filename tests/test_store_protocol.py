@@ -8,11 +8,11 @@ methods as the engine does and checks what a second implementation must give bac
 from __future__ import annotations
 
 import inspect
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from clm_engine import Contact, Event
+from clm_engine import Column, Contact, Event, Index, StoreError, Table
 from clm_engine.builtins.migrations import migrations
 from clm_engine.store import IngestFailure, StageTransition, Store, StoreTransaction, Trace
 from clm_engine.store.postgres import PostgresStore, PostgresTransaction
@@ -24,17 +24,46 @@ IMPLEMENTATIONS = {
 }
 
 
+#: What the PostgreSQL store does not do yet, and says so with a StoreError: plugins' declared
+#: tables (the table API), erasure (its helpers are SQLite's), copying itself for a simulation.
+NOT_YET_ON_POSTGRES = {
+    "test_forget_erases_the_contact_everywhere_and_records_the_erasure",
+    "test_declared_tables_are_created_once_and_only_ever_added_to",
+    "test_rows_keep_their_portable_types",
+    "test_where_order_limit_and_columns",
+    "test_insert_upsert_update_delete",
+    "test_table_writes_belong_to_their_transaction",
+    "test_backup_to_copies_the_store_as_committed",
+}
+
+
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-def store(request, tmp_path):
+def open_store(request, tmp_path):
+    """Opens a store of the implementation, again on the same database each time."""
     store_class, _ = IMPLEMENTATIONS[request.param]
+    opened = []
+    if request.param == "postgres" and request.node.originalname in NOT_YET_ON_POSTGRES:
+        pytest.skip("not on PostgreSQL yet (docs/architecture.md, 'The PostgreSQL store')")
     if request.param == "postgres":  # a fresh database on the session's throwaway cluster
         target = request.getfixturevalue("postgres_url")
     else:
         target = tmp_path / "store.db"
-    opened = store_class(target)
+
+    def open_it():
+        store = store_class(target)
+        opened.append(store)
+        return store
+
+    yield open_it
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store):
+    opened = open_store()
     opened.migrate([migrations])
-    yield opened
-    opened.close()
+    return opened
 
 
 def protocol_members(protocol: type) -> dict[str, inspect.Signature]:
@@ -269,6 +298,245 @@ def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
         tx.insert_events([event(1)], received_at="now")
         tx.upsert_contacts([Contact(id="c1", email="c1@example.com")], updated_at="now")
         tx.enqueue([row("k")])
-    removed = store.forget("c1", also=lambda db, contact_id: {"plugin_table": 0}, erased_at="now")
-    assert removed == {"events": 1, "contacts": 1, "outbox": 1}
+    erasure, report = store.forget(
+        "c1", also=lambda db, erasure: {"plugin_table": 0}, erased_at="now", requested_by="ops"
+    )
+    assert erasure.emails == ("c1@example.com",)
+    assert report.removed == {"events": 1, "contacts": 1, "outbox": 1}
     assert store.get_contact("c1") is None and store.actions_for("c1") == []
+    record = store.db.execute("SELECT erasure_id, requested_by FROM erasures").fetchall()
+    assert record == [(erasure.pseudonym, "ops")]
+
+
+# -- plugins' declared tables --------------------------------------------------------------------
+
+ITEMS = Table(
+    "test_items",
+    columns=(
+        Column("id", "text"),
+        Column("owner", "text", nullable=False),
+        Column("n", "integer", nullable=False, default=0),
+        Column("price", "real"),
+        Column("active", "boolean", nullable=False, default=True),
+        Column("data", "json"),
+        Column("at", "timestamp"),
+        Column("code", "text"),
+    ),
+    primary_key=("id",),
+    unique=(("owner", "code"),),
+    indexes=(Index(("owner", "at")),),
+)
+
+
+@pytest.fixture
+def items(open_store):
+    store = open_store()
+    store.migrate([migrations], tables=[ITEMS])
+    return store
+
+
+def add_items(store, *rows):
+    with store.write() as tx:
+        return tx.tables["test_items"].insert_many(rows)
+
+
+def test_declared_tables_are_created_once_and_only_ever_added_to(open_store):
+    store = open_store()
+    done = store.migrate([migrations], tables=[ITEMS])
+    assert "test_items:create table" in done
+    assert store.migrate([migrations], tables=[ITEMS]) == []  # up to date: nothing to do
+    grown = Table(
+        "test_items",
+        columns=(*ITEMS.columns, Column("note", "text"), Column("tries", "integer", default=1)),
+        primary_key=("id",),
+        unique=ITEMS.unique,
+        indexes=(*ITEMS.indexes, Index(("note",))),
+    )
+    add_items(store, {"id": "a", "owner": "o"})
+    again = open_store()
+    assert again.migrate([migrations], tables=[grown]) == [
+        "test_items:add column note",
+        "test_items:add column tries",
+        "test_items:add index test_items_by_note",
+    ]
+    assert again.tables["test_items"].one({"id": "a"})["tries"] == 1  # the default, for old rows
+    for wrong in (
+        Table("test_items", columns=ITEMS.columns, primary_key=("owner",)),
+        Table(
+            "test_items",
+            columns=(*ITEMS.columns[:-1], Column("code", "integer")),
+            primary_key=("id",),
+        ),
+        Table(
+            "test_items",
+            columns=(*ITEMS.columns, Column("must", "text", nullable=False)),
+            primary_key=("id",),
+        ),
+    ):
+        with pytest.raises(StoreError):
+            open_store().migrate([migrations], tables=[wrong])
+
+
+def test_a_declaration_is_checked_when_it_is_made():
+    for make in (
+        lambda: Table("test_x", columns=(Column("id", "text"),), primary_key=()),
+        lambda: Table("events", columns=(Column("id", "text"),), primary_key=("id",)),
+        lambda: Table("test_x", columns=(Column("id", "text"),), primary_key=("nope",)),
+        lambda: Table("test x", columns=(Column("id", "text"),), primary_key=("id",)),
+        lambda: Column("id; DROP TABLE events", "text"),
+        lambda: Column("id", "varchar"),
+        lambda: Column("n", "integer", default="one"),
+        lambda: Table("test_x", columns=(Column("j", "json"),), primary_key=("j",)),
+    ):
+        with pytest.raises(StoreError):
+            make()
+
+
+def test_rows_keep_their_portable_types(items):
+    at = datetime(2026, 3, 1, 11, 30, tzinfo=timezone(timedelta(hours=1)))
+    add_items(
+        items,
+        {"id": "a", "owner": "o", "price": 2, "active": False, "data": {"k": [1]}, "at": at},
+    )
+    row = items.tables["test_items"].one({"id": "a"})
+    assert row == {
+        "id": "a",
+        "owner": "o",
+        "n": 0,
+        "price": 2.0,
+        "active": False,
+        "data": {"k": [1]},
+        "at": "2026-03-01T10:30:00.000000Z",  # UTC, fixed width: text order is time order
+        "code": None,
+    }
+    assert isinstance(row["price"], float) and row["active"] is False
+    table = items.tables["test_items"]
+    assert table.one({"at": "2026-03-01T10:30:00Z"})["id"] == "a"  # any ISO text, normalised
+    with store_error(), items.write() as tx:
+        tx.tables["test_items"].insert({"id": "b", "owner": 1})
+    with store_error(), items.write() as tx:
+        tx.tables["test_items"].insert({"id": "b", "owner": "o", "active": 1})
+    with store_error(), items.write() as tx:
+        tx.tables["test_items"].insert({"id": "b", "owner": "o", "at": datetime(2026, 3, 1)})
+
+
+def store_error():
+    return pytest.raises(StoreError)
+
+
+def test_where_order_limit_and_columns(items):
+    add_items(
+        items,
+        *(
+            {
+                "id": f"i{n}",
+                "owner": "o" if n % 2 else "p",
+                "n": n,
+                "code": None if n == 3 else f"c{n}",
+            }
+            for n in range(6)
+        ),
+    )
+    table = items.tables["test_items"]
+
+    def ids(where=None, **options):
+        return [r["id"] for r in table.rows(where, columns=["id"], **options)]
+
+    assert ids(order_by=["-n"]) == ["i5", "i4", "i3", "i2", "i1", "i0"]
+    assert ids({"owner": "o"}, order_by=["n"]) == ["i1", "i3", "i5"]
+    assert ids({"n": (">=", 2), "owner": ("!=", "o")}, order_by=["n"]) == ["i2", "i4"]
+    assert ids({"n": ("in", [1, 4, 9])}, order_by=["n"]) == ["i1", "i4"]
+    assert ids({"n": ("not-in", [0, 1, 2, 3])}, order_by=["n"]) == ["i4", "i5"]
+    assert ids({"n": ("in", [])}) == []
+    assert ids({"n": ("between", (2, 3))}, order_by=["n"]) == ["i2", "i3"]
+    assert ids({"code": None}) == ["i3"]
+    assert ids({"code": ("!=", None)}, order_by=["n"], limit=2, offset=1) == ["i1", "i2"]
+    assert ids({"code": ("!=", "c1")}, order_by=["n"]) == ["i0", "i2", "i4", "i5"]  # never NULL
+    assert ids({"active": True}, order_by=["-id"], limit=1) == ["i5"]
+    assert ids(order_by=["code", "n"])[:2] == ["i3", "i0"]  # NULL first, ascending
+    assert table.count() == 6 and table.count({"owner": "p"}) == 3
+    assert table.one({"owner": "nobody"}) is None
+    assert table.one({"owner": "o"}, order_by=["-n"], columns=["n"]) == {"n": 5}
+    for bad in (
+        lambda: table.rows({"nope": 1}),
+        lambda: table.rows({"data": {"k": 1}}),  # json is not comparable portably
+        lambda: table.rows({"n": ("like", 1)}),
+        lambda: table.rows({"n": ("<", None)}),
+        lambda: table.rows(order_by=["n; DROP TABLE events"]),
+        lambda: table.rows(columns=["*"]),
+    ):
+        with store_error():
+            bad()
+
+
+def test_insert_upsert_update_delete(items):
+    with items.write() as tx:
+        table = tx.tables["test_items"]
+        assert table.insert({"id": "a", "owner": "o", "code": "x"})
+        assert not table.insert({"id": "a", "owner": "o"}, on_conflict="ignore")
+        assert not table.insert({"id": "b", "owner": "o", "code": "x"}, on_conflict="ignore")
+        with store_error():
+            table.insert({"id": "a", "owner": "o"})
+        assert (
+            table.insert_many(
+                [{"id": "c", "owner": "o"}, {"id": "a", "owner": "o"}], on_conflict="ignore"
+            )
+            == 1
+        )
+        table.upsert({"id": "a", "owner": "o", "n": 7})  # by the primary key
+        table.upsert(
+            {"id": "z", "owner": "o", "code": "x", "price": 1.5},
+            key=["owner", "code"],
+            update=["price"],
+        )  # by a unique constraint: row a, its price only
+        with store_error():
+            table.upsert({"id": "q", "owner": "o"}, key=["owner"])  # not a key
+        assert table.update({"owner": "o"}, add={"n": 1}) == 2
+        assert table.update({"id": "c"}, {"code": "y", "active": False}, add={"n": 10}) == 1
+        with store_error():
+            table.update({"id": "c"}, add={"code": 1})
+    table = items.tables["test_items"]
+    assert table.rows(columns=["id", "n", "price", "code", "active"], order_by=["id"]) == [
+        {"id": "a", "n": 8, "price": 1.5, "code": "x", "active": True},
+        {"id": "c", "n": 11, "price": None, "code": "y", "active": False},
+    ]
+    with items.write() as tx:
+        assert tx.tables["test_items"].delete({"id": ("in", ["a", "q"])}) == 1
+        with store_error():
+            tx.tables["test_items"].delete(None)
+    assert table.count() == 1
+    with items.write() as tx:
+        assert tx.tables["test_items"].delete({}) == 1
+
+
+def test_table_writes_belong_to_their_transaction(items):
+    with pytest.raises(RuntimeError), items.write() as tx:
+        tx.tables["test_items"].insert({"id": "gone", "owner": "o"})
+        raise RuntimeError("rolled back")
+    with items.write() as tx:
+        with pytest.raises(RuntimeError), tx.savepoint():
+            tx.tables["test_items"].insert({"id": "step", "owner": "o"})
+            raise RuntimeError("this step only")
+        tx.tables["test_items"].insert({"id": "kept", "owner": "o"})
+    assert [r["id"] for r in items.tables["test_items"].rows()] == ["kept"]
+    assert items.read().tables["test_items"].count() == 1
+    for view in (items.tables, items.read().tables):
+        with store_error():
+            view["test_items"].insert({"id": "x", "owner": "o"})  # read only
+        with store_error():
+            view["events"]  # not declared: the core's tables are not reachable
+    assert "test_items" in items.tables and items.tables.names == ["test_items"]
+
+
+def test_backup_to_copies_the_store_as_committed(items, open_store, tmp_path):
+    add_items(items, {"id": "a", "owner": "o"})
+    with items.write() as tx:
+        tx.insert_events([event(1)], received_at="now")
+    items.backup_to(tmp_path / "copy.db")
+    copy = SQLiteStore(tmp_path / "copy.db")
+    try:
+        copy.migrate([migrations], tables=[ITEMS])
+        assert copy.read().existing_event_ids(["e1"]) == {"e1"}
+        assert copy.tables["test_items"].count() == 1
+    finally:
+        copy.close()

@@ -326,6 +326,34 @@ _M009 = """
 """
 
 
+@migrations()
+def m010_erasure_records(db: Database) -> None:
+    # Erasures prove themselves without personal data: the record's id is the random
+    # pseudonym the erasure put in other contacts' rows (an unsalted sha256 of a guessable id
+    # is the id, to anyone who guesses), with who asked and what was removed and
+    # pseudonymised. The rejects files ``clm ingest`` writes are listed, so an erasure can
+    # scrub them; and a random key, for the keyed hashes an erasure keeps (suppressions).
+    _run(db, _M010)
+
+
+_M010 = """
+        ALTER TABLE erasures RENAME COLUMN contact_hash TO erasure_id;
+        UPDATE erasures SET erasure_id = 'erased-' || lower(hex(randomblob(8)));
+        ALTER TABLE erasures ADD COLUMN requested_by TEXT;
+        ALTER TABLE erasures ADD COLUMN pseudonymised TEXT NOT NULL DEFAULT '{}';
+        ALTER TABLE erasures ADD COLUMN files TEXT NOT NULL DEFAULT '{}';
+        CREATE TABLE rejects_files (
+            path TEXT PRIMARY KEY,            -- absolute path of a rejects file clm ingest wrote
+            written_at TEXT NOT NULL
+        );
+        CREATE TABLE erasure_key (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            key TEXT NOT NULL                 -- hex: keys the hashes an erasure keeps
+        );
+        INSERT INTO erasure_key (id, key) VALUES (1, lower(hex(randomblob(32))))
+"""
+
+
 @hookimpl
 def register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ from ..errors import ClmError
 from ..models import Contact
 from ..scores import current_scores
 from . import cli
-from .common import console, db_option, json_option, money, open_engine, print_json
+from .common import (
+    console,
+    db_option,
+    errors,
+    json_option,
+    money,
+    open_engine,
+    print_json,
+)
 
 
 @cli.group()
@@ -161,21 +170,65 @@ def _row(contact: Contact) -> tuple[str, ...]:
 
 @contacts.command("forget")
 @click.argument("contact_id")
+@click.option(
+    "--by",
+    "requested_by",
+    default=None,
+    help="Who asks for the erasure, for the record (default: the operating-system user).",
+)
+@click.option(
+    "--rejects",
+    "rejects_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also scrub this rejects file (those clm ingest wrote are known already). Repeatable.",
+)
 @db_option
 @json_option
-def forget(contact_id: str, db_path: Path, as_json: bool) -> None:
-    """Erase a contact's personal data from every table (GDPR erasure), and say what went.
+def forget(
+    contact_id: str,
+    requested_by: str | None,
+    rejects_paths: tuple[Path, ...],
+    db_path: Path,
+    as_json: bool,
+) -> None:
+    """Erase a contact's personal data everywhere (GDPR erasure), and say what went.
 
-    The core's tables and every plugin's are erased in one transaction: all or nothing. A
-    hash of the id is kept in the erasures log as proof, and holds no personal data.
+    The contact's rows are removed from the core's tables and every plugin's; other
+    contacts' references to them (a friend's referred_by, a ledger's counterpart) are
+    rewritten to a random pseudonym; all in one transaction, checked (no table may still
+    mention the id, email or name) or not done at all. Then the files the plugins wrote about
+    the contact (sent .eml copies) are removed, and the rejects files are rewritten without
+    them. The request is recorded: who, when, counts, no personal data.
     """
     with open_engine(db_path) as engine:
-        removed = engine.forget(contact_id)
+        report = engine.forget(contact_id, requested_by=requested_by, files=rejects_paths)
     if as_json:
-        print_json({"contact_id": contact_id, "removed": removed})
-    elif not removed:
-        console.print(f"nothing held for contact {contact_id!r}; nothing removed")
+        print_json(report.as_dict())
+    elif not report.found:
+        console.print(
+            f"nothing held for contact {contact_id!r}; nothing removed "
+            f"(request recorded as {report.erasure_id})",
+            markup=False,
+        )
     else:
-        console.print(f"forgot contact {contact_id!r}:")
-        for table, count in removed.items():
-            console.print(f"  {table}: {count:,} rows removed")
+        console.print(
+            f"forgot contact {contact_id!r} (erasure {report.erasure_id}, "
+            f"by {report.requested_by}):",
+            markup=False,
+        )
+        for table, count in report.removed.items():
+            console.print(f"  {table}: {count:,} rows removed", markup=False)
+        for table, count in report.pseudonymised.items():
+            console.print(
+                f"  {table}: {count:,} rows pseudonymised (now {report.erasure_id})",
+                markup=False,
+            )
+        for path in report.files_removed:
+            console.print(f"  file removed: {path}", markup=False)
+        for path in report.files_rewritten:
+            console.print(f"  file rewritten without the contact: {path}", markup=False)
+    if report.file_errors:
+        for problem in report.file_errors:
+            errors.print(f"  file not changed: {problem}", markup=False)
+        sys.exit(1)

@@ -182,8 +182,9 @@ def migrate(db_path: Path, as_json: bool) -> None:
     """Create the database or bring its schema up to date (the core's and every plugin's)."""
     store = open_store(str(db_path))
     try:
-        migration_sets = registry_of().migrations
-        applied = store.migrate(migration_sets)
+        registry = registry_of()
+        migration_sets = registry.migrations
+        applied = store.migrate(migration_sets, registry.tables)
         from ..store.postgres import PostgresStore  # psycopg only when it is needed
 
         if isinstance(store, PostgresStore):

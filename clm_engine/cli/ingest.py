@@ -57,7 +57,8 @@ def _batches(stream: IO[bytes], size: int) -> Iterator[tuple[list[tuple[int, byt
     "--rejects",
     "rejects_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where bad lines go (default: FILE.rejects.jsonl).",
+    help="Where bad lines go (default: FILE.rejects.jsonl); the store lists the file, so "
+    "that clm contacts forget scrubs it.",
 )
 @rulesets_option
 @click.option(
@@ -119,12 +120,15 @@ def ingest(
             if dispatch_as_you_go:
                 dispatched.add(engine.tick().dispatched)
             progress.update(task, completed=read)
+        if rejects:
+            # Listed in the store before it is written: the file holds events' text (names,
+            # addresses), and an erasure scrubs every rejects file the store knows of.
+            engine.record_rejects_file(rejects_path)
+            with rejects_path.open("w", encoding="utf-8") as out:
+                for reject in rejects:
+                    out.write(json.dumps(reject, ensure_ascii=False) + "\n")
     if not from_stdin:
         stream.close()
-    if rejects:
-        with rejects_path.open("w", encoding="utf-8") as out:
-            for reject in rejects:
-                out.write(json.dumps(reject, ensure_ascii=False) + "\n")
     summary = {
         "file": str(file),
         "db": str(db_path),

@@ -79,7 +79,22 @@ def tick(db_path: Path, ruleset_paths: tuple[Path, ...], as_json: bool) -> None:
     help="Seconds an external action (an email) may take before another worker may run it "
     "again: longer than any send can take.",
 )
-def run(db_path: Path, ruleset_paths: tuple[Path, ...], interval: float, lease: float) -> None:
+@click.option(
+    "--record-every",
+    default=16,
+    show_default=True,
+    envvar="CLM_RECORD_EVERY",
+    type=click.IntRange(1),
+    help="Write external actions' outcomes every N sends (or $CLM_RECORD_EVERY): the most "
+    "sends a crash can repeat. 1 writes each send on its own (slower).",
+)
+def run(
+    db_path: Path,
+    ruleset_paths: tuple[Path, ...],
+    interval: float,
+    lease: float,
+    record_every: int,
+) -> None:
     """Run the engine until stopped (SIGTERM or Ctrl-C): pumps due work every few seconds.
 
     Schedules run on their slots; delayed actions and dates that come up run as they fall due;
@@ -88,6 +103,7 @@ def run(db_path: Path, ruleset_paths: tuple[Path, ...], interval: float, lease: 
     """
     engine = _start(db_path, ruleset_paths)
     engine.lease = timedelta(seconds=lease)
+    engine.record_every = record_every
 
     def on_tick(report: TimeReport) -> None:
         busy = report.dispatched.total or report.anchors_fired or report.slots_run

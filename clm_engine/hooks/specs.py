@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     import sqlite_utils
     from sqlite_utils.migrations import Migrations
 
+    from ..erasure import Erasure
     from ..models import Contact, Event
-    from ..store import OutboxRow
+    from ..store import OutboxRow, Table, Tables
     from ..types import Defer, Veto
 
     Reducer = Callable[[Contact, Event], None]
@@ -48,11 +49,13 @@ def register_event_handlers(register: Callable[..., None]) -> None:
     """Contribute event handlers: functions that keep the plugin's own tables from events.
 
     Call ``register(event_type, handler, name=None)`` (``"*"`` for every event).
-    ``handler(db, contact, event)`` is called once per *newly stored* event (never for a
+    ``handler(tables, contact, event)`` is called once per *newly stored* event (never for a
     duplicate, never again when a late event makes the engine re-fold a contact's history),
     after the event's reducers, inside the write transaction that stores the event, and before
     the rules the event triggers are evaluated, so facts reading the plugin's tables see its
-    effect. ``db`` is a ``sqlite_utils.Database`` on that transaction; ``contact`` is the
+    effect. ``tables`` are the plugins' declared tables in that transaction (a handler whose
+    first parameter is named ``db`` gets the ``sqlite_utils.Database`` instead, as before the
+    table API; SQLite only); ``contact`` is the
     contact after the event was folded: read it, never change it (a re-fold would lose the
     change). Events from outside and events emitted by actions both pass through.
 
@@ -64,8 +67,25 @@ def register_event_handlers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_tables(register: Callable[[Table], None]) -> None:
+    """Declare the plugin's own tables, in a form every store understands.
+
+    Call ``register(table)`` once per :class:`clm_engine.Table` (name, columns with portable
+    types, primary key, unique constraints, indexes), as the table is *now*: when an engine
+    opens a store, and on ``clm migrate``, the store creates what is missing and adds the
+    columns and indexes a table lacks, in one write with the core's migrations. Changes are
+    additive only: a column's type or a primary key never changes, nothing is dropped (a store
+    refuses with the reason). Rows are reached through ``ctx.tables[name]`` in facts and
+    actions, ``tables`` in event handlers and dispatch policies, ``store.tables`` (read only)
+    and ``store.write()``'s ``tx.tables`` in commands. Two plugins declaring one table name are
+    a :class:`PluginError` at load.
+    """
+
+
+@hookspec
 def register_migrations(register: Callable[[Migrations], None]) -> None:
-    """Contribute the plugin's own set of database migrations.
+    """Contribute the plugin's own set of database migrations (SQLite only; superseded by
+    ``register_tables``, kept for plugins not yet declaring their tables).
 
     Call ``register(migrations)`` with a ``sqlite_utils.migrations.Migrations`` whose name is
     unique to the plugin (its package name is a good choice). Migrations run when a store is
@@ -84,12 +104,20 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def forget_contact(db: sqlite_utils.Database, contact_id: str) -> dict[str, int] | None:
-    """Erase one contact's personal data from the tables the plugin owns (GDPR erasure).
+def forget_contact(
+    db: sqlite_utils.Database, contact_id: str, erasure: Erasure
+) -> dict[str, int] | None:
+    """Erase one contact's personal data from the tables and files the plugin owns (GDPR).
 
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
-    that erases the core's rows, so the erasure happens everywhere or nowhere. Return a mapping
-    of table name to the number of rows removed (or ``None`` if the plugin holds nothing).
+    that erases the core's rows, so the erasure happens everywhere or nowhere: do not commit,
+    and raise to stop it (nothing is erased). Delete the contact's own rows; rewrite the rows
+    of other contacts that refer to the contact with ``erasure.rewrite`` (or to
+    ``erasure.pseudonym``) and report them with ``erasure.pseudonymised(table, count)``;
+    name files to remove with ``erasure.remove_file(path)`` (removed after the commit).
+    ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere after the
+    hook: the core checks every table and rolls the erasure back if one still mentions them.
+    Return a mapping of table name to the number of rows removed (or ``None``).
     """
 
 
@@ -176,6 +204,7 @@ def dispatch_policy(
     contact: Contact,
     now: datetime,
     db: sqlite_utils.Database,
+    tables: Tables,
     entity: str | None,
     key: str,
     ruleset: str,
@@ -185,14 +214,15 @@ def dispatch_policy(
     """Decide whether an action may run now (consent, quiet hours, frequency caps ...).
 
     Called for every action about to be dispatched, inside the dispatch write transaction
-    (``db``, for reading what the plugin keeps; never write in a policy). ``entity`` is what
-    the action is about (a product id) if not the contact, ``key`` the outbox row's idempotency
-    key, ``ruleset`` and ``rule`` where it came from. ``in_flight()`` lists the contact's
-    outbox rows that a worker holds right now (external actions claimed and on their way, not
-    yet recorded): count them with what was sent, or two sends due together would both slip
-    under a frequency cap. Accept the arguments you need. Return
-    ``None`` to let it run,
-    ``Veto(reason)`` to stop it (recorded with the reason, never silently dropped) or
-    ``Defer(until, reason)`` to run it later. Every plugin is asked: any veto wins, else the
+    (``tables``, the declared tables, for reading what the plugin keeps; never write in a
+    policy; ``db`` is the same transaction as a ``sqlite_utils.Database``, SQLite only).
+    ``entity`` is what the action is about (a product id) if not the contact, ``key`` the
+    outbox row's idempotency key, ``ruleset`` and ``rule`` where it came from.
+    ``in_flight()`` lists the contact's outbox rows that a worker holds right now (external
+    actions claimed and on their way, not yet recorded): count them with what was sent, or two
+    sends due together would both slip under a frequency cap. Accept the arguments you need.
+    Return ``None`` to let it run, ``Veto(reason)`` to stop it (recorded with the reason, never
+    silently dropped) or ``Defer(until, reason)`` to run it later. Every plugin is asked: any
+    veto wins, else the
     latest deferral wins.
     """

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import tempfile
 from pathlib import Path
 
+from ..errors import StoreError
+from ..store.sqlite_copy import copy_store_file
 from .window import SimulationError
 
 
@@ -47,36 +48,9 @@ class Scratch:
 
 
 def copy_store(source: Path, target: Path) -> None:
-    """A consistent copy of a store, through SQLite's backup API, that never writes to it.
-
-    A store in WAL mode keeps recent commits in its ``-wal`` file, so copying the file alone
-    could miss them. With no ``-wal`` file nothing has the store open (the last connection to
-    close removes it), and the copy reads it as immutable: no lock, and no ``-wal`` or ``-shm``
-    file created beside the real store. If a writer opened it meanwhile (a ``-wal`` appeared),
-    or one had it open all along, the copy is made (again) read-only, under SQLite's locks.
-    """
-    wal = source.with_name(source.name + "-wal")
-    if not wal.exists():
-        _backup(source, target, "immutable=1")
-        if not wal.exists():
-            return
-    _backup(source, target, "mode=ro")
-
-
-def _backup(source: Path, target: Path, mode: str) -> None:
+    """A consistent copy of a store that never writes to it (``clm_engine.store``'s
+    ``copy_store_file``: SQLite's backup API, read only)."""
     try:
-        src = sqlite3.connect(f"{source.resolve().as_uri()}?{mode}", uri=True)
-    except sqlite3.Error as error:
-        raise SimulationError(f"cannot open {source}: {error}") from None
-    try:
-        dst = sqlite3.connect(target)
-        try:
-            src.backup(dst)
-        except sqlite3.DatabaseError as error:
-            raise SimulationError(
-                f"cannot copy {source} (not a clm-engine store?): {error}"
-            ) from None
-        finally:
-            dst.close()
-    finally:
-        src.close()
+        copy_store_file(source, target)
+    except StoreError as error:
+        raise SimulationError(str(error)) from None

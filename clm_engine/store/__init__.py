@@ -9,15 +9,21 @@ events is checked for duplicates, folded and written as one atomic step.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..models import Contact, Event
+from .tables import Column, Index, Table, TableAccess, Tables
 
 if TYPE_CHECKING:
+    import os
+
     import sqlite_utils
+
+    from ..erasure import Erasure, ErasureReport
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,13 @@ class StoreTransaction(Protocol):
     @property
     def db(self) -> sqlite_utils.Database:
         """The transaction's connection as a ``sqlite_utils.Database``: what plugins' event
-        handlers, facts and actions use for their own tables."""
+        handlers, facts and actions used for their own tables before ``tables`` (SQLite only)."""
+        ...
+
+    @property
+    def tables(self) -> Tables:
+        """The plugins' declared tables in this transaction: ``tables["name"].rows(...)``.
+        Writable in a ``Store.write()``; read only in ``Store.read()``."""
         ...
 
     def savepoint(self) -> AbstractContextManager[None]:
@@ -293,7 +305,12 @@ class Store(Protocol):
     @property
     def db(self) -> sqlite_utils.Database:
         """The store's connection as a ``sqlite_utils.Database``, outside any write: what
-        plugins' commands and reports read their own tables from."""
+        plugins' commands and reports read their own tables from before ``tables``."""
+        ...
+
+    @property
+    def tables(self) -> Tables:
+        """The plugins' declared tables, read only, outside any write (commands, reports)."""
         ...
 
     def write(self) -> AbstractContextManager[StoreTransaction]:
@@ -304,8 +321,16 @@ class Store(Protocol):
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         ...
 
-    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
-        """Apply every pending migration of every set, all in one write; what ran, as set:name."""
+    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
+        """Apply every pending migration of every set (the core's), then create or complete the
+        plugins' declared ``tables`` by additive changes only (a table, a column, an index),
+        all in one write; what ran, as ``set:name`` and ``table:change``. The declared tables
+        are then what ``tables`` reaches."""
+        ...
+
+    def backup_to(self, path: str | os.PathLike[str]) -> None:
+        """Copy the whole store as committed now into a new store at ``path`` (a simulation's
+        scratch copy), consistent while others write."""
         ...
 
     def get_contact(self, contact_id: str) -> Contact | None: ...
@@ -369,9 +394,21 @@ class Store(Protocol):
         ...
 
     def forget(
-        self, contact_id: str, *, also: Callable[[Any, str], dict[str, int]], erased_at: str
-    ) -> dict[str, int]:
-        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        self,
+        contact_id: str,
+        *,
+        also: Callable[[Any, Erasure], dict[str, int]],
+        erased_at: str,
+        requested_by: str,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> tuple[Erasure, ErasureReport]:
+        """Erase a contact from the core's tables and, in the same transaction, through
+        ``also``; rewrite other contacts' references to the pseudonym; check and record it.
+        Files are planned, not touched: the caller applies them after the commit."""
+        ...
+
+    def record_rejects_file(self, path: str, written_at: str) -> None:
+        """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
         ...
 
     def close(self) -> None: ...
@@ -396,11 +433,16 @@ def open_store(path: str, **options: Any) -> Store:
 
 
 __all__ = [
+    "Column",
+    "Index",
     "IngestFailure",
     "OutboxRow",
     "StageTransition",
     "Store",
     "StoreTransaction",
+    "Table",
+    "TableAccess",
+    "Tables",
     "Trace",
     "is_url",
     "open_store",

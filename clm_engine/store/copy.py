@@ -40,6 +40,8 @@ CORE_TABLES: dict[str, str] = {
     "schedules": "ruleset, rule, timezone",
     "ruleset_sets": "id",
     "runtime_status": "key",
+    "rejects_files": "path",
+    "erasure_key": "id",  # the source's key: what its keyed hashes (suppressions) were made with
 }
 
 CHUNK = 5000
@@ -156,6 +158,7 @@ def copy_to_postgres(source_path: str, url: str) -> CopyReport:
         )
         with target.write() as tx:
             assert tx.conn is not None
+            tx._run("DELETE FROM erasure_key")  # the new database's own, replaced by the source's
             for table in CORE_TABLES:
                 columns, _ = _columns(target, table)
                 count = 0

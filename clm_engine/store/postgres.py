@@ -23,7 +23,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import hashlib
+import os
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -35,10 +36,12 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic_core import to_json
 
+from ..erasure import Erasure, ErasureReport
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
+from .tables import Table, TableAccess, check_tables
 
 #: The one advisory lock every write transaction takes ("clm" in ASCII).
 WRITE_LOCK = 0x636C6D
@@ -150,6 +153,24 @@ class _NoSQLiteDatabase:
         )
 
 
+class _NoTables:
+    """``tables`` on PostgreSQL until the table API has its PostgreSQL implementation: no
+    plugin table is declared here (``migrate`` refuses declarations, naming them)."""
+
+    def __getitem__(self, name: str) -> TableAccess:
+        raise StoreError(f"no declared table {name!r} on this PostgreSQL store")
+
+    def __contains__(self, name: object) -> bool:
+        return False
+
+    @property
+    def names(self) -> list[str]:
+        return []
+
+
+_NO_TABLES = _NoTables()
+
+
 class _Queries:
     """Running SQL on whichever connection ``_connection`` gives."""
 
@@ -213,6 +234,18 @@ class PostgresStore(_Queries):
         """No ``sqlite_utils.Database`` here (see ``_NoSQLiteDatabase``)."""
         return self._db
 
+    @property
+    def tables(self) -> _NoTables:
+        """No plugin tables yet on PostgreSQL (see ``_NoTables``)."""
+        return _NO_TABLES
+
+    def backup_to(self, path: str | os.PathLike[str]) -> None:
+        """Not on PostgreSQL: a simulation copies a SQLite store (``pg_dump`` copies this)."""
+        raise StoreError(
+            f"{self.path} is a PostgreSQL store: a simulation cannot start from a copy of it yet "
+            "(simulate from a SQLite copy, or without --db)"
+        )
+
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
         conn: Connection | None = getattr(self._local, "conn", None)
@@ -240,12 +273,19 @@ class PostgresStore(_Queries):
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         return PostgresTransaction(None, self._connection)
 
-    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
+    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
         """Apply every pending migration of the core, in one write; what ran, as set:name.
 
         The core's set (``clm_engine``) runs as the PostgreSQL DDL of ``postgres_schema``.
-        A plugin's ``sqlite_utils`` migrations cannot run here: that is an error naming it.
+        A plugin's ``sqlite_utils`` migrations, and plugins' declared tables, cannot be kept
+        here yet: either is an error naming them.
         """
+        declared = check_tables(tables)
+        if declared:
+            raise StoreError(
+                f"{self.path} is a PostgreSQL store, and plugins' declared tables "
+                f"({', '.join(sorted(declared))}) are not on PostgreSQL yet"
+            )
         others = [m.name for m in migration_sets if getattr(m, "name", None) != CORE_SET]
         if others:
             raise StoreError(
@@ -269,6 +309,10 @@ class PostgresStore(_Queries):
                 for statement in ddl.split(";"):
                     if statement.strip():
                         tx.conn.execute(statement)
+                if name == "m002_erasure_records":  # a random key, as SQLite's randomblob(32)
+                    tx.conn.execute(
+                        "INSERT INTO erasure_key (id, key) VALUES (1, %s)", [secrets.token_hex(32)]
+                    )
                 tx.conn.execute(
                     "INSERT INTO clm_migrations (migration_set, name) VALUES (%s, %s)",
                     [CORE_SET, name],
@@ -531,25 +575,26 @@ class PostgresStore(_Queries):
     # -- erasure -----------------------------------------------------------------------------
 
     def forget(
-        self, contact_id: str, *, also: Callable[[Any, str], dict[str, int]], erased_at: str
-    ) -> dict[str, int]:
-        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        self,
+        contact_id: str,
+        *,
+        also: Callable[[Any, Erasure], dict[str, int]],
+        erased_at: str,
+        requested_by: str,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> tuple[Erasure, ErasureReport]:
+        """Not on PostgreSQL yet: an erasure pseudonymises other rows and checks every table,
+        with helpers (``clm_engine.erasure``) written for SQLite's connection."""
+        raise StoreError(f"{self.path} is a PostgreSQL store: erasure is not on PostgreSQL yet")
+
+    def record_rejects_file(self, path: str, written_at: str) -> None:
+        """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
         with self.write() as tx:
-            removed = {}
-            for table in ("events", "stage_transitions", "ingest_failures", "outbox", "traces"):
-                removed[table] = tx._run(f"DELETE FROM {table} WHERE contact_id = %s", [contact_id])
-            removed["contacts"] = tx._run("DELETE FROM contacts WHERE id = %s", [contact_id])
-            for table in ("rule_fires", "anchors"):
-                removed[table] = tx._run(f"DELETE FROM {table} WHERE contact_id = %s", [contact_id])
-            removed.update(also(tx.db, contact_id))
-            removed = {table: count for table, count in removed.items() if count}
-            if removed:
-                tx._run(
-                    "INSERT INTO erasures (contact_hash, erased_at, removed) "
-                    "VALUES (%s, %s, %s::json)",
-                    [hashlib.sha256(contact_id.encode()).hexdigest(), erased_at, _dumps(removed)],
-                )
-        return removed
+            tx._run(
+                "INSERT INTO rejects_files (path, written_at) VALUES (%s, %s) "
+                "ON CONFLICT (path) DO UPDATE SET written_at = excluded.written_at",
+                [path, written_at],
+            )
 
     def close(self) -> None:
         self.pool.close()
@@ -572,6 +617,11 @@ class PostgresTransaction(_Queries):
     def db(self) -> Any:
         """No ``sqlite_utils.Database`` here (see ``_NoSQLiteDatabase``)."""
         return self._db
+
+    @property
+    def tables(self) -> _NoTables:
+        """No plugin tables yet on PostgreSQL (see ``_NoTables``)."""
+        return _NO_TABLES
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:

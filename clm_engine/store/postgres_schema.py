@@ -213,6 +213,31 @@ CORE_MIGRATIONS.append(
     )
 )
 
+CORE_MIGRATIONS.append(
+    (
+        # SQLite's m010_erasure_records: erasures recorded by their pseudonym, who asked and
+        # what was pseudonymised; the rejects files clm ingest wrote; the store's erasure key
+        # (random, written by ``PostgresStore.migrate`` after this DDL).
+        "m002_erasure_records",
+        _collated(
+            """
+    ALTER TABLE erasures RENAME COLUMN contact_hash TO erasure_id;
+    ALTER TABLE erasures ADD COLUMN requested_by TEXT;
+    ALTER TABLE erasures ADD COLUMN pseudonymised json NOT NULL DEFAULT '{}';
+    ALTER TABLE erasures ADD COLUMN files json NOT NULL DEFAULT '{}';
+    CREATE TABLE rejects_files (
+        path TEXT PRIMARY KEY,
+        written_at TEXT NOT NULL
+    );
+    CREATE TABLE erasure_key (
+        id integer PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL
+    )
+"""
+        ),
+    )
+)
+
 #: Which migrations ran, per set (the core's is ``clm_engine``, as on SQLite).
 MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS clm_migrations (

@@ -14,8 +14,8 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -28,14 +28,35 @@ from typing import Any
 import sqlite_utils
 from pydantic_core import to_json
 
+from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in, store_key
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
+from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
+from .tables import Table, check_tables
 
 
 def _dumps(value: Any) -> str:
     # pydantic-core's serializer: compact JSON, and several times faster than json.dumps.
     return to_json(value, fallback=str).decode()
+
+
+#: The core's tables with rows that are a contact's own (by ``contact_id``; ``contacts`` by id).
+_ERASED_BY_CONTACT = (
+    "events",
+    "stage_transitions",
+    "ingest_failures",
+    "outbox",
+    "traces",
+    "contacts",
+    "rule_fires",
+    "anchors",
+)
+#: The core's tables whose other rows may refer to a contact (its id, address, name).
+_REWRITTEN = (*_ERASED_BY_CONTACT, "runtime_status")
+#: Configuration and bookkeeping, not about people: an erasure neither rewrites nor checks them
+#: (a ruleset naming a contact is configuration: edit the file).
+_NOT_PERSONAL = {"_sqlite_migrations", "rulesets", "ruleset_sets", "erasure_key"}
 
 
 def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
@@ -143,6 +164,9 @@ class SQLiteStore:
         self.db = sqlite_utils.Database(conn)
         # One connection may be shared by the host's threads (a BackgroundScheduler, say).
         self._lock = threading.RLock()
+        #: The plugins' declared tables (``migrate(tables=...)``): what ``tables`` reaches.
+        self.declared: dict[str, Table] = {}
+        self._declare({})
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -154,7 +178,7 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
             try:
-                yield SQLiteTransaction(self.conn, self.db)
+                yield SQLiteTransaction(self.conn, self.db, tables=self._writable)
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -164,12 +188,16 @@ class SQLiteStore:
 
     def read(self) -> SQLiteTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
-        return SQLiteTransaction(self.conn, self.db)
+        return SQLiteTransaction(self.conn, self.db, tables=self._readable)
 
-    def migrate(self, migration_sets: Sequence[Any]) -> list[str]:
-        """Apply every pending migration of every set, all in one write; what ran, as set:name."""
+    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
+        """Apply every pending migration of every set, then create or complete the plugins'
+        declared ``tables``, all in one write; what ran, as set:name and table:change."""
+        declared = check_tables(tables)
         try:
-            if not any(m.pending(self.db) for m in migration_sets):
+            pending_sets = any(m.pending(self.db) for m in migration_sets)
+            if not pending_sets and not plan_tables(self.conn, declared.values()):
+                self._declare(declared)
                 return []
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
@@ -179,7 +207,30 @@ class SQLiteStore:
                 pending = [m.name for m in migrations.pending(self.db)]
                 migrations.apply(self.db)
                 applied.extend(f"{migrations.name}:{name}" for name in pending)
+            applied.extend(ensure_tables(self.conn, declared.values()))
+        self._declare(declared)
         return applied
+
+    def _declare(self, declared: Mapping[str, Table]) -> None:
+        self.declared.update(declared)
+        # One view each for reads and writes, kept: they cache their statements by shape.
+        self._readable = SQLiteTables(self.conn, self.declared, writable=False)
+        self._writable = SQLiteTables(self.conn, self.declared, writable=True)
+
+    @property
+    def tables(self) -> SQLiteTables:
+        """The plugins' declared tables, read only, outside any write (commands, reports)."""
+        return self._readable
+
+    def backup_to(self, path: str | os.PathLike[str]) -> None:
+        """Copy the whole store, as committed now, into a new SQLite file at ``path``
+        (SQLite's online backup: consistent while others write)."""
+        with self._lock:
+            target = sqlite3.connect(str(path))
+            try:
+                self.conn.backup(target)
+            finally:
+                target.close()
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -423,32 +474,119 @@ class SQLiteStore:
         self,
         contact_id: str,
         *,
-        also: Callable[[sqlite_utils.Database, str], dict[str, int]],
+        also: Callable[[sqlite_utils.Database, Erasure], dict[str, int]],
         erased_at: str,
-    ) -> dict[str, int]:
-        """Erase a contact from the core's tables and, in the same transaction, through ``also``."""
+        requested_by: str,
+        files: Sequence[str | os.PathLike[str]] = (),
+    ) -> tuple[Erasure, ErasureReport]:
+        """Erase a contact in one transaction: delete the core's rows that are theirs, let the
+        plugins (``also``) erase theirs, rewrite other contacts' references to the pseudonym,
+        check that no table still mentions the contact, and record the request. The files to
+        scrub (recorded rejects files and ``files``) are planned here and changed by the
+        caller after the commit (:meth:`Erasure.apply_files`)."""
         with self.write():
-            removed = {}
-            for table in ("events", "stage_transitions", "ingest_failures", "outbox", "traces"):
-                cursor = self.conn.execute(
-                    f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
-                )
-                removed[table] = cursor.rowcount
-            cursor = self.conn.execute("DELETE FROM contacts WHERE id = ?", [contact_id])
-            removed["contacts"] = cursor.rowcount
-            for table in ("rule_fires", "anchors"):
-                cursor = self.conn.execute(
-                    f"DELETE FROM {table} WHERE contact_id = ?", [contact_id]
-                )
-                removed[table] = cursor.rowcount
-            removed.update(also(self.db, contact_id))
-            removed = {table: count for table, count in removed.items() if count}
-            if removed:
-                self.conn.execute(
-                    "INSERT INTO erasures (contact_hash, erased_at, removed) VALUES (?, ?, ?)",
-                    [hashlib.sha256(contact_id.encode()).hexdigest(), erased_at, _dumps(removed)],
-                )
-        return removed
+            erasure = self._erasure_of(contact_id)
+            removed: dict[str, int] = {}
+            for table in _ERASED_BY_CONTACT:
+                column = "id" if table == "contacts" else "contact_id"
+                removed[table] = self.conn.execute(
+                    f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
+                ).rowcount
+            removed.update(also(self.db, erasure))
+            for table in _REWRITTEN:
+                erasure.rewrite_table(self.conn, table)
+            paths = [row[0] for row in self.conn.execute("SELECT path FROM rejects_files")]
+            for path in dict.fromkeys([*paths, *map(str, files)]):
+                erasure.scrub_lines(path)
+            self._check_erased(erasure)
+            report = ErasureReport(
+                erasure_id=erasure.pseudonym,
+                erased_at=erased_at,
+                requested_by=requested_by,
+                removed={table: count for table, count in removed.items() if count},
+                pseudonymised=dict(erasure.rewritten),
+            )
+            files_planned = {
+                "remove": len(erasure.files_to_remove),
+                "rewrite": len(erasure.files_to_replace),
+            }
+            self.conn.execute(
+                "INSERT INTO erasures (erasure_id, erased_at, requested_by, removed, "
+                "pseudonymised, files) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    erasure.pseudonym,
+                    erased_at,
+                    requested_by,
+                    _dumps(report.removed),
+                    _dumps(report.pseudonymised),
+                    _dumps(files_planned),
+                ],
+            )
+        return erasure, report
+
+    def _erasure_of(self, contact_id: str) -> Erasure:
+        """What the contact is known by: their id, every email address their contact row,
+        events and failed events hold, and the full names of their attributes and profile
+        events."""
+        emails: set[str] = set()
+        names: set[str] = set()
+
+        def collect(values: Any, *, with_names: bool) -> None:
+            if not isinstance(values, dict):
+                return
+            if isinstance(values.get("email"), str):
+                emails.add(values["email"])
+            if with_names:  # a purchase's "name" is the product's
+                names.update(names_in(values))
+                attributes = values.get("attributes")
+                if isinstance(attributes, dict):
+                    names.update(names_in(attributes))
+
+        for (data,) in self.conn.execute("SELECT data FROM contacts WHERE id = ?", [contact_id]):
+            collect(json.loads(data), with_names=True)
+        for type_, properties in self.conn.execute(
+            "SELECT type, properties FROM events WHERE contact_id = ?", [contact_id]
+        ):
+            collect(json.loads(properties), with_names=type_ in PROFILE_EVENTS)
+        for (event,) in self.conn.execute(
+            "SELECT event FROM ingest_failures WHERE contact_id = ?", [contact_id]
+        ):
+            stored = json.loads(event)
+            collect(stored.get("properties"), with_names=stored.get("type") in PROFILE_EVENTS)
+        key = store_key(self.conn)
+        if key is None:
+            raise StoreError(f"{self.path}: no erasure key (run clm migrate)")
+        return Erasure(contact_id, emails=emails, names=names, key=key)
+
+    def _check_erased(self, erasure: Erasure) -> None:
+        """Every table but configuration: no column of any row may mention the contact. A
+        plugin that left something makes the whole erasure roll back, naming the table."""
+        tables = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+            if row[0] not in _NOT_PERSONAL
+        ]
+        for table in tables:
+            columns, rows = erasure.rows_mentioning(self.conn, table)
+            for _, *values in rows:
+                for column, value in zip(columns, values, strict=True):
+                    if value is not None and erasure.mentions(str(value)):
+                        raise StoreError(
+                            f"erasure incomplete: {table}.{column} still mentions the contact "
+                            "(the plugin that owns the table must erase or pseudonymise it in "
+                            "its forget_contact hook); nothing was erased"
+                        )
+
+    def record_rejects_file(self, path: str, written_at: str) -> None:
+        """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO rejects_files (path, written_at) VALUES (?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET written_at = excluded.written_at",
+                [path, written_at],
+            )
 
     def close(self) -> None:
         self.conn.close()
@@ -457,10 +595,22 @@ class SQLiteStore:
 class SQLiteTransaction:
     """The writes and the reads-for-writing of one ``BEGIN IMMEDIATE`` transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, db: sqlite_utils.Database | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        db: sqlite_utils.Database | None = None,
+        *,
+        tables: SQLiteTables | None = None,
+    ) -> None:
         self.conn = conn
         self._db = db
         self._savepoints = 0
+        self._tables = tables or SQLiteTables(conn, {}, writable=False)
+
+    @property
+    def tables(self) -> SQLiteTables:
+        """The plugins' declared tables in this transaction (read only outside a write)."""
+        return self._tables
 
     @property
     def db(self) -> sqlite_utils.Database:

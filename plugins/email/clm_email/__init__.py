@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from clm_engine import Contact, Defer, Event, Veto, hookimpl
+from clm_engine import Contact, Defer, Erasure, Event, Veto, hookimpl
 
 from . import actions, policy, sequences, settings, store, templates
 
@@ -88,8 +88,8 @@ def register_migrations(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
-    return store.forget(db, contact_id)
+def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return store.forget(db, contact_id, erasure)
 
 
 @hookimpl

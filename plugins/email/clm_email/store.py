@@ -11,12 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from email import policy as email_policy
+from email.parser import BytesParser
+from pathlib import Path
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from clm_engine import Contact, Event, utc_text
+from clm_engine import Contact, Erasure, Event, erasure_hash, utc_text
 from clm_engine.consent import subscribed_channel, unsubscribed_channels
+
+from .settings import resolve_settings
 
 migrations = Migrations("clm_email")
 
@@ -189,9 +194,11 @@ def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
 def on_subscribed(db: Database, contact: Contact, event: Event) -> None:
     """``subscribed`` to email: an unsubscription is lifted (a hard bounce is not)."""
     if contact.email and subscribed_channel(event.properties) == "email":
+        address = contact.email.lower()
+        keys = [address, hashed(address), erasure_hash(db, address) or address]
         db.execute(
-            "DELETE FROM email_suppressions WHERE address = ? AND reason = 'unsubscribed'",
-            [contact.email.lower()],
+            "DELETE FROM email_suppressions WHERE address IN (?, ?, ?) AND reason = 'unsubscribed'",
+            keys,
         )
 
 
@@ -246,45 +253,108 @@ def end_enrollment(db: Database, enrollment: str, status: str, reason: str, at: 
 
 
 def hashed(address: str) -> str:
-    """What an erased contact's suppression keeps: a hash of the address, not the address."""
+    """The unkeyed hash older versions kept of an erased contact's suppressed address (still
+    honoured when found; an erasure now keeps a keyed hash, :func:`clm_engine.erasure_hash`)."""
     return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
 def is_suppressed(db: Database, address: str) -> tuple[str, str] | None:
     """``(reason, since)`` if ``address`` (or its hash, kept after an erasure) is suppressed."""
+    keys = [address.lower(), hashed(address), erasure_hash(db, address) or hashed(address)]
     row = db.execute(
-        "SELECT reason, at FROM email_suppressions WHERE address IN (?, ?) "
+        "SELECT reason, at FROM email_suppressions WHERE address IN (?, ?, ?) "
         "ORDER BY reason = 'unsubscribed' LIMIT 1",
-        [address.lower(), hashed(address)],
+        keys,
     ).fetchone()
     return (row[0], row[1]) if row else None
 
 
-def forget(db: Database, contact_id: str) -> dict[str, int]:
-    """Erase a contact's rows; a suppression is kept as a hash of the address, unlinked.
+def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    """Erase a contact's rows and sent copies; a suppression is kept as a keyed hash, unlinked.
 
     Why keep it: if the same address comes back (a new signup, a CRM import), an opt-out or a
     hard bounce must still be honoured, and keeping what is needed to respect an objection is
     allowed; the address itself and the link to the contact are gone.
+
+    Files: the ``.eml`` copies the file transport wrote of the contact's messages (their
+    ``location``), and any other ``.eml`` in the folders the transport writes to that
+    mentions the contact, are removed after the commit. Other contacts' rows that mention the
+    contact (an address or a name in a subject) are pseudonymised.
     """
-    removed = {}
+    removed: dict[str, int] = {}
+    for (location,) in db.execute(
+        "SELECT location FROM email_messages WHERE contact_id = ? AND location IS NOT NULL",
+        [contact_id],
+    ).fetchall():
+        if location.endswith(".eml"):
+            erasure.remove_file(location)
+    for path in _eml_files(db):
+        if erasure.mentions(_readable(path)):
+            erasure.remove_file(path)
     for table, column in TABLES:
         if table == "email_suppressions":
-            rows = db.execute(
-                "SELECT address, reason, at FROM email_suppressions WHERE contact_id = ?",
-                [contact_id],
-            ).fetchall()
-            db.execute("DELETE FROM email_suppressions WHERE contact_id = ?", [contact_id])
-            for address, reason, at in rows:
-                key = address if address.startswith("sha256:") else hashed(address)
-                db.execute(
-                    "INSERT INTO email_suppressions (address, contact_id, reason, at) "
-                    "VALUES (?, NULL, ?, ?) ON CONFLICT (address) DO NOTHING",
-                    [key, reason, at],
-                )
-            removed[table] = len(rows)
+            removed[table] = _forget_suppressions(db, contact_id, erasure)
         else:
             removed[table] = db.execute(
                 f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
             ).rowcount
+        erasure.rewrite_table(db, table)  # other contacts' rows that mention the contact
     return removed
+
+
+def _forget_suppressions(db: Database, contact_id: str, erasure: Erasure) -> int:
+    addresses = [address.lower() for address in erasure.emails]
+    marks = ", ".join("?" * len(addresses)) or "NULL"
+    legacy = [hashed(address) for address in addresses]
+    rows = db.execute(
+        "SELECT address, reason, at FROM email_suppressions WHERE contact_id = ? "
+        f"OR lower(address) IN ({marks}) OR address IN ({marks})",
+        [contact_id, *addresses, *legacy],
+    ).fetchall()
+    for address, reason, at in rows:
+        db.execute("DELETE FROM email_suppressions WHERE address = ?", [address])
+        if address.startswith(("hmac:", "sha256:")) and address not in legacy:
+            key = address  # already a hash: only unlinked
+        else:
+            plain = next((a for a in addresses if hashed(a) == address), address)
+            key = erasure.keyed_hash(plain)
+        db.execute(
+            "INSERT INTO email_suppressions (address, contact_id, reason, at) "
+            "VALUES (?, NULL, ?, ?) ON CONFLICT (address) DO NOTHING",
+            [key, reason, at],
+        )
+    return len(rows)
+
+
+def _eml_files(db: Database) -> list[Path]:
+    """Every ``.eml`` in the folders the file transport writes to: the configured one and
+    those the message log names."""
+    folders = {Path(resolve_settings().outbox_dir)}
+    for (location,) in db.execute(
+        "SELECT DISTINCT location FROM email_messages WHERE location LIKE '%.eml'"
+    ).fetchall():
+        folders.add(Path(location).parent)
+    found: list[Path] = []
+    for folder in sorted(folders):
+        if folder.is_dir():
+            found += sorted(folder.glob("*.eml"))
+    return found
+
+
+def _readable(path: Path) -> str:
+    """A message file as its raw text and its decoded headers and text parts (an address or a
+    name may be encoded in a header or a quoted-printable body)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return ""
+    parts = [raw.decode("utf-8", "replace")]
+    message = BytesParser(policy=email_policy.default).parsebytes(raw)
+    parts += [str(value) for value in message.values()]
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            try:
+                parts.append(str(part.get_content()))
+            except (LookupError, ValueError):
+                continue
+    return "\n".join(parts)

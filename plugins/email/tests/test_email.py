@@ -79,7 +79,9 @@ def test_a_bounce_without_a_type_is_a_recorded_failure(engine):
 
 
 def test_forget_removes_the_contacts_rows_and_keeps_suppressions_only_as_hashes(engine):
-    from clm_email.store import hashed, is_suppressed
+    from clm_email.store import is_suppressed
+
+    from clm_engine import erasure_hash
 
     engine.ingest(event("signup", {"email": "ada@example.com"}))
     db = engine.store.db
@@ -92,19 +94,20 @@ def test_forget_removes_the_contacts_rows_and_keeps_suppressions_only_as_hashes(
     db["email_suppressions"].insert(
         {"address": "ada@example.com", "contact_id": "c1", "reason": "hard_bounce", "at": "t"}
     )
-    removed = engine.forget("c1")
+    removed = engine.forget("c1").removed
     assert removed["email_messages"] == 1
     assert removed["email_suppressions"] == 1
     assert [r["contact_id"] for r in db["email_messages"].rows] == ["c2"]
     # The address and the link to the contact are gone; the same address is still refused.
     assert list(db["email_suppressions"].rows) == [
         {
-            "address": hashed("ada@example.com"),
+            "address": erasure_hash(db, "ada@example.com"),
             "contact_id": None,
             "reason": "hard_bounce",
             "at": "t",
         }
     ]
+    assert next(iter(db["email_suppressions"].rows))["address"].startswith("hmac:")
     assert is_suppressed(db, "Ada@Example.com") == ("hard_bounce", "t")
 
 

@@ -202,7 +202,7 @@ def test_forget_removes_the_contacts_messages(mail):
     engine.ingest(signup())
     engine.ingest(signup("c2"))
     engine.dispatch()
-    removed = engine.forget("c1")
+    removed = engine.forget("c1").removed
     assert removed["email_messages"] == 1
     assert [r["contact_id"] for r in mail.log()] == ["c2"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from clm_engine import Contact, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, hookimpl
 
 from . import actions, attribution, facts, reviews
 from .schema import migrations
@@ -125,44 +125,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
-    removed: dict[str, int] = {}
-    if db["referral_codes"].exists():
-        removed["referral_codes"] = db.execute(
-            "DELETE FROM referral_codes WHERE contact_id = ?", [contact_id]
-        ).rowcount
-    if db["referral_attributions"].exists():
-        # Both sides: the contact's own attribution, and the rows naming them as referrer (a
-        # row that names a forgotten person is their personal data, whoever it is about).
-        removed["referral_attributions"] = db.execute(
-            "DELETE FROM referral_attributions "
-            "WHERE referred_contact_id = ? OR referrer_contact_id = ?",
-            [contact_id, contact_id],
-        ).rowcount
-    if db["referral_rewards"].exists():
-        # Whole rewards with all their entries and lines, so the books still balance.
-        ids = [
-            row[0]
-            for row in db.execute(
-                "SELECT id FROM referral_rewards WHERE referred_contact_id = ? "
-                "OR referrer_contact_id = ? OR beneficiary_contact_id = ?",
-                [contact_id] * 3,
-            ).fetchall()
-        ]
-        marks = ", ".join("?" * len(ids))
-        lines = entries = 0
-        if ids:
-            lines = db.execute(
-                "DELETE FROM referral_lines WHERE entry_seq IN (SELECT seq FROM "
-                f"referral_entries WHERE reward_id IN ({marks}))",
-                ids,
-            ).rowcount
-            entries = db.execute(
-                f"DELETE FROM referral_entries WHERE reward_id IN ({marks})", ids
-            ).rowcount
-            db.execute(f"DELETE FROM referral_rewards WHERE id IN ({marks})", ids)
-        removed.update(referral_rewards=len(ids), referral_entries=entries, referral_lines=lines)
-        removed["referral_fingerprints"] = db.execute(
-            "DELETE FROM referral_fingerprints WHERE contact_id = ?", [contact_id]
-        ).rowcount
-    return removed
+def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    from .erasure import forget
+
+    return forget(db, contact_id, erasure)

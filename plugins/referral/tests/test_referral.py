@@ -97,8 +97,14 @@ def test_forget_removes_the_contacts_rows(engine):
             {"referred_contact_id": "c3", "referrer_contact_id": "c4", "code": "DAN-4"},
         ]
     )
-    removed = engine.forget("c1")
-    assert removed["referral_codes"] == 1
-    assert removed["referral_attributions"] == 2
+    report = engine.forget("c1")
+    assert report.removed["referral_codes"] == 1
+    assert report.pseudonymised["referral_attributions"] == 2
     assert [r["code"] for r in db["referral_codes"].rows] == ["BOB-2"]
-    assert [r["referred_contact_id"] for r in db["referral_attributions"].rows] == ["c3"]
+    # Both sides are kept with the contact replaced by the erasure's pseudonym (and their
+    # code, which named them, too): c9 still referred someone, c2 still has a referrer.
+    pseudonym = report.erasure_id
+    assert sorted(
+        (r["referred_contact_id"], r["referrer_contact_id"], r["code"])
+        for r in db["referral_attributions"].rows
+    ) == [("c2", pseudonym, pseudonym), ("c3", "c4", "DAN-4"), (pseudonym, "c9", "EVE-9")]

@@ -214,18 +214,29 @@ def test_an_unknown_code_is_a_recorded_failure(engine):
     assert attribution_of(engine.store.db, "bob") is None
 
 
-def test_forget_erases_rewards_with_their_entries(engine, clock):
+def test_forget_pseudonymises_rewards_and_the_books_still_balance(engine, clock):
     signup(engine, "ada", "ada@example.com", "2026-03-01T10:00:00Z")
     signup(engine, "bob", "bob@example.org", "2026-03-02T10:00:00Z")
     refer(engine, "bob", "ada", "2026-03-02T10:01:00Z")
     onboard(engine, "bob", "2026-03-03T10:00:00Z")
     clock.set(datetime(2026, 3, 4, tzinfo=UTC))
     engine.dispatch()
-    removed = engine.forget("ada")
-    assert removed["referral_rewards"] == 2
     db = engine.store.db
-    assert db["referral_rewards"].count == db["referral_entries"].count == 0
+    before = sorted(
+        (r["role"], r["amount_minor"], r["currency"]) for r in db["referral_rewards"].rows
+    )
+    entries = db["referral_entries"].count
+    report = engine.forget("ada")
+    assert report.pseudonymised["referral_rewards"] == 2
+    pseudonym = report.erasure_id
+    rewards = list(db["referral_rewards"].rows)
+    assert sorted((r["role"], r["amount_minor"], r["currency"]) for r in rewards) == before
+    assert {r["referrer_contact_id"] for r in rewards} == {pseudonym}
+    assert db["referral_entries"].count == entries
     assert ledger.check_balanced(db) == {}
+    accounts = {r["account"] for r in db["referral_lines"].rows}
+    assert f"contact:{pseudonym}:pending" in accounts
+    assert not any("ada" in account for account in accounts)
 
 
 # -- two workers at once --------------------------------------------------------------------------

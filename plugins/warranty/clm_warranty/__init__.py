@@ -2,7 +2,7 @@
 
 The hooks are here; the parts live beside them:
 
-- ``products``: the tables (migrations) and the event handlers that keep them
+- ``products``: the tables (declared for any store) and the event handlers that keep them
   (``product.registered``, ``warranty.extended``, ``service_agreement.purchased``,
   ``product.returned``), and acceptance of offers;
 - ``catalogue``: the catalogue document (per SKU: warranty, extensions and agreements sold,
@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from clm_engine import Contact, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, hookimpl
 
 from . import actions, catalogue, facts, products
-from .products import migrations
 
 if TYPE_CHECKING:
     import click
@@ -53,8 +52,9 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def register_migrations(register: Callable[..., None]) -> None:
-    register(migrations)
+def register_tables(register: Callable[..., None]) -> None:
+    for table in products.TABLES:
+        register(table)
 
 
 @hookimpl
@@ -107,5 +107,5 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str) -> dict[str, int]:
-    return products.forget(db, contact_id)
+def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return products.forget(db, contact_id, erasure)

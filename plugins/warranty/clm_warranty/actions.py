@@ -1,7 +1,7 @@
 """The offer actions: an extension, a service agreement, or the successor of a worn product.
 
 Each records the offer in ``warranty_offers`` (kind, product, price in minor units, currency,
-when it was made and until when it holds) through ``ctx.db``, so the row commits together with
+when it was made and until when it holds) through ``ctx.tables``, so the row commits with
 the action being marked done: exactly once, whatever retries happen. Then, if the rule names an
 ``email_template`` and an ``email.send`` action is installed (the clm-email plugin), it hands
 the message over as a follow-up action with the offer's fields as template data.
@@ -136,11 +136,10 @@ def offer_upgrade(ctx: ActionContext, params: UpgradeParams) -> dict[str, Any]:
         found = lookup(ctx.documents, item.successor)
         if found is None or found[1].price_minor is None:
             return f"successor {item.successor!r} has no price in the catalogue"
-        owned = ctx.db.execute(
-            "SELECT 1 FROM warranty_products WHERE contact_id = ? AND sku = ? "
-            "AND status = 'active' LIMIT 1",
-            [ctx.contact.id, item.successor],
-        ).fetchone()
+        assert ctx.tables is not None  # _offer checked it
+        owned = ctx.tables["warranty_products"].count(
+            {"contact_id": ctx.contact.id, "sku": item.successor, "status": "active"}
+        )
         if owned:
             return f"the contact already owns a {item.successor}"
         list_price = found[1].price_minor
@@ -158,25 +157,6 @@ def offer_upgrade(ctx: ActionContext, params: UpgradeParams) -> dict[str, Any]:
     return _offer(ctx, params, UPGRADE, terms)
 
 
-#: The columns an action writes when it records a new offer (the rest have defaults).
-_OFFER_COLUMNS = (
-    "offer_id",
-    "contact_id",
-    "product_id",
-    "kind",
-    "sku",
-    "months",
-    "price_minor",
-    "currency",
-    "offered_at",
-    "expires_at",
-    "ruleset",
-    "rule",
-)
-_INSERT = (
-    f"INSERT INTO warranty_offers ({', '.join(_OFFER_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_OFFER_COLUMNS))}) ON CONFLICT (offer_id) DO NOTHING"
-)
 Terms = Callable[[dict[str, Any], CatalogueItem], "dict[str, Any] | str"]
 
 
@@ -186,22 +166,16 @@ def _after(ctx: ActionContext, days: int) -> datetime:
 
 def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms: Terms) -> dict[str, Any]:
     """Check the product, price the offer, record it (or re-send the open one), hand to email."""
-    db, product_id = getattr(ctx, "db", None), getattr(ctx, "entity", None)
-    if db is None:
-        return {"failed": "warranty offers need the engine's database (ctx.db)"}
+    tables, product_id = ctx.tables, ctx.entity
+    if tables is None:
+        return {"failed": "warranty offers need the engine's write transaction (ctx.tables)"}
     if product_id is None:
         return {
             "failed": "no product: time the rule on a product date (product.warranty_ends_at, "
             "product.end_of_life_at, product.purchased_at) or give it "
             '"limit": {"once_per": "event.properties.product_id"}'
         }
-    row = next(
-        db.query(
-            "SELECT * FROM warranty_products WHERE product_id = ? AND contact_id = ?",
-            [product_id, ctx.contact.id],
-        ),
-        None,
-    )
+    row = tables["warranty_products"].one({"product_id": product_id, "contact_id": ctx.contact.id})
     if row is None:
         return {"skipped": f"product {product_id!r} is not registered to this contact"}
     if row["status"] != "active":
@@ -215,19 +189,14 @@ def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms: Terms) -> 
         return {"skipped": offered}
     now_text = utc_text(ctx.now)
     currency = offered.get("currency") or catalogue.currency
-    current = next(
-        db.query(
-            "SELECT * FROM warranty_offers WHERE product_id = ? AND kind = ? AND status = 'open' "
-            "AND expires_at > ? ORDER BY offered_at DESC LIMIT 1",
-            [product_id, kind, now_text],
-        ),
-        None,
+    offers = tables["warranty_offers"]
+    current = offers.one(
+        {"product_id": product_id, "kind": kind, "status": "open", "expires_at": (">", now_text)},
+        order_by=["-offered_at"],
     )
     if current is not None:
-        db.execute(
-            "UPDATE warranty_offers SET sent = sent + 1 WHERE offer_id = ?", [current["offer_id"]]
-        )
-        offer = dict(current)
+        offers.update({"offer_id": current["offer_id"]}, add={"sent": 1})
+        offer = current
     else:
         offer = {
             "offer_id": ctx.key,
@@ -243,7 +212,7 @@ def _offer(ctx: ActionContext, params: OfferParams, kind: str, terms: Terms) -> 
             "ruleset": ctx.ruleset,
             "rule": ctx.rule,
         }
-        db.execute(_INSERT, [offer[column] for column in _OFFER_COLUMNS])
+        offers.insert(offer, on_conflict="ignore")
         # In the contact's history too: `clm contacts show` lists it, and rules can count
         # offers (events.count of warranty.offered) to cap them.
         ctx.emit(

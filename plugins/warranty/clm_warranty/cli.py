@@ -80,7 +80,7 @@ def products_command(
     with open_engine(db_path, rulesets=ruleset_paths) as engine:
         if engine.contact(contact_id) is None:
             raise ClmError(f"no contact {contact_id!r} in {db_path}")
-        found = reports.products(engine.store.db, contact_id, now, _documents(engine))
+        found = reports.products(engine.store.tables, contact_id, now, _documents(engine))
     if as_json:
         print_json({"contact_id": contact_id, "products": found})
         return
@@ -132,7 +132,7 @@ def upcoming_command(days: float, db_path: Path, at_text: str | None, as_json: b
     """
     now = _now(at_text)
     with open_engine(db_path) as engine:
-        rows = reports.upcoming(engine.store.db, now, days)
+        rows = reports.upcoming(engine, now, days)
     if as_json:
         print_json({"now": now.isoformat(), "days": days, "upcoming": rows})
         return
@@ -178,7 +178,7 @@ def offers_command(
     now = _now(at_text)
     since = _now(since_text, "--since") if since_text else None
     with open_engine(db_path) as engine:
-        report = reports.offers(engine.store.db, now, since)
+        report = reports.offers(engine.store.tables, now, since)
     if as_json:
         print_json(report)
         return

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
+from clm_engine import Engine
 
 from . import reports
 from .dates import add_months, optional_moment, parse_moment
@@ -208,18 +208,15 @@ def summary(db_path: str, at: str | None = None) -> str:
     ``at`` (ISO 8601) is the moment offers count as expired from; by default, the newest
     event in the store (the end of the history, for a simulation as for a live ingest).
     """
-    db = Database(db_path)
-    try:
-        if not db["warranty_offers"].exists():
-            return "no warranty offers table: is the clm-warranty plugin installed?"
+    import clm_warranty
+
+    with Engine(db_path, plugins={"warranty": clm_warranty}) as engine:
         if at is not None:
             now = parse_moment(at, "at")
         else:
-            newest = next(db.query("SELECT MAX(occurred_at) AS at FROM events"))["at"]
+            newest = engine.store.summary()["last_event_at"]
             now = parse_moment(newest) if newest else datetime.now(UTC)
-        return reports.format_offers(reports.offers(db, now))
-    finally:
-        db.close()
+        return reports.format_offers(reports.offers(engine.store.tables, now))
 
 
 def _days(rng: random.Random, low: float, high: float) -> timedelta:

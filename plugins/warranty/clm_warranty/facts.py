@@ -11,8 +11,8 @@ Two families:
   set by the anchor), or else the ``product_id`` property of the triggering event, so the same
   facts work in ``product.registered`` event rules.
 
-Every fact reads the plugin's table through ``ctx.db`` (once per evaluation: the rows are kept
-in ``ctx.cache``) and the catalogue through ``ctx.documents``; without a database, or for a
+Every fact reads the plugin's table through ``ctx.tables`` (once per evaluation: the rows are
+kept in ``ctx.cache``) and the catalogue through ``ctx.documents``; without a store, or for a
 product the contact does not own, a fact is ``MISSING`` (its leaf is false).
 """
 
@@ -28,10 +28,19 @@ from .catalogue import CatalogueItem, lookup
 from .dates import add_months, optional_moment, utc_text, whole_days
 
 _ROWS = ("clm_warranty", "products")
-_SELECT = (
-    "SELECT product_id, sku, status, purchased_at, warranty_months, warranty_ends_at, "
-    "extension_months, extended_to, has_service_agreement, service_agreement_ends_at, "
-    "price_minor FROM warranty_products WHERE contact_id = ? ORDER BY product_id"
+#: What the facts read of a registration.
+_FACT_COLUMNS = (
+    "product_id",
+    "sku",
+    "status",
+    "purchased_at",
+    "warranty_months",
+    "warranty_ends_at",
+    "extension_months",
+    "extended_to",
+    "has_service_agreement",
+    "service_agreement_ends_at",
+    "price_minor",
 )
 
 
@@ -87,14 +96,14 @@ def products_of(ctx: FactContext) -> list[dict[str, Any]] | None:
     if cache is not None and _ROWS in cache:
         cached: list[dict[str, Any]] = cache[_ROWS]
         return cached
-    db = getattr(ctx, "db", None)
-    if db is None:
+    tables = ctx.tables
+    if tables is None:
         return None
     if not ctx.contact.metrics.get("product_ids"):
         return []  # the registration reducer keeps this list: no product, no query
-    cursor = db.conn.execute(_SELECT, [ctx.contact.id])
-    names = [column[0] for column in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor]
+    rows = tables["warranty_products"].rows(
+        {"contact_id": ctx.contact.id}, columns=_FACT_COLUMNS, order_by=["product_id"]
+    )
     if cache is not None:
         cache[_ROWS] = rows
     return rows

@@ -20,18 +20,15 @@ extension add up, explicit end dates keep the latest, a return stays a return.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
-from clm_engine import Contact, Event, money
+from clm_engine import Column, Contact, Erasure, Event, Index, Table, Tables, money
 
 from .dates import add_months, parse_moment, utc_text
 
-migrations = Migrations("clm_warranty")
+if TYPE_CHECKING:
+    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
 #: Offer kinds, as recorded in ``warranty_offers.kind`` and reported.
 EXTENSION, SERVICE_AGREEMENT, UPGRADE = "extension", "service_agreement", "upgrade"
@@ -53,82 +50,66 @@ _COLUMNS = {
     "service_agreement_ends_at",
 }
 
-
-@migrations()
-def m001_initial(db: Database) -> None:
-    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
-    db.execute(
-        """
-        CREATE TABLE warranty_products (
-            product_id TEXT PRIMARY KEY,
-            contact_id TEXT NOT NULL,
-            sku TEXT,
-            name TEXT,
-            serial TEXT,
-            purchased_at TEXT,
-            warranty_ends_at TEXT,            -- fixed-width UTC text: text order is time order
-            price REAL,
-            has_service_agreement INTEGER DEFAULT 0,
-            data TEXT                         -- the rest of the registration, as JSON
-        )
-        """
-    )
-    db.execute("CREATE INDEX warranty_products_by_contact ON warranty_products (contact_id)")
-    db.execute("CREATE INDEX warranty_products_by_ends_at ON warranty_products (warranty_ends_at)")
-
-
-@migrations()
-def m002_minor_units_lifecycle_and_offers(db: Database) -> None:
-    """Prices in integer minor units, what extends or closes a registration, and offers.
-
-    ``price`` (REAL, major units) becomes ``price_minor`` (INTEGER, cents): a float cannot hold
-    19.99 exactly. Existing prices are converted by rounding to the nearest cent.
-    """
-    table = "warranty_products"
-    db.execute(f"ALTER TABLE {table} ADD COLUMN price_minor INTEGER")
-    db.execute(
-        f"UPDATE {table} SET price_minor = CAST(ROUND(price * 100) AS INTEGER) "
-        "WHERE price IS NOT NULL"
-    )
-    db.execute(f"ALTER TABLE {table} DROP COLUMN price")
-    for column in (
-        "currency TEXT",
-        "warranty_months INTEGER",  # as registered; NULL: the catalogue's
-        "extension_months INTEGER NOT NULL DEFAULT 0",  # warranty.extended {months}, summed
-        "extended_to TEXT",  # warranty.extended {warranty_ends_at}, the latest
-        "service_agreement_ends_at TEXT",  # NULL with has_service_agreement = 1: open-ended
-        "status TEXT NOT NULL DEFAULT 'active'",  # active, returned
-        "registered_at TEXT",
-        "returned_at TEXT",
-    ):
-        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
-    db.execute(
-        """
-        CREATE TABLE warranty_offers (
-            offer_id TEXT PRIMARY KEY,        -- the offering action's idempotency key
-            contact_id TEXT NOT NULL,
-            product_id TEXT NOT NULL,
-            kind TEXT NOT NULL,               -- extension, service_agreement, upgrade
-            sku TEXT,                         -- what is offered (the successor, for upgrades)
-            months INTEGER,                   -- how long an extension or agreement runs
-            price_minor INTEGER NOT NULL,
-            currency TEXT NOT NULL,
-            offered_at TEXT NOT NULL,
-            expires_at TEXT NOT NULL,
-            sent INTEGER NOT NULL DEFAULT 1,  -- reminders that carried this offer
-            status TEXT NOT NULL DEFAULT 'open',  -- open, accepted, withdrawn
-            accepted_at TEXT,
-            accepted_event_id TEXT,
-            ruleset TEXT,
-            rule TEXT
-        )
-        """
-    )
-    db.execute(
-        "CREATE INDEX warranty_offers_by_product ON warranty_offers (product_id, kind, offered_at)"
-    )
-    db.execute("CREATE INDEX warranty_offers_by_contact ON warranty_offers (contact_id)")
-    db.execute("CREATE INDEX warranty_offers_by_kind ON warranty_offers (kind, status)")
+# The tables, declared for any store (``register_tables``). Stores made by the plugin's former
+# sqlite-utils migrations (m001, m002) have exactly these columns and indexes already.
+PRODUCTS = Table(
+    "warranty_products",
+    columns=(
+        Column("product_id", "text"),
+        Column("contact_id", "text", nullable=False),
+        Column("sku", "text"),
+        Column("name", "text"),
+        Column("serial", "text"),
+        Column("purchased_at", "timestamp"),
+        Column("warranty_ends_at", "timestamp"),  # as registered; see facts.warranty_end
+        Column("has_service_agreement", "boolean", default=False),
+        Column("data", "json"),  # the rest of the registration
+        Column("price_minor", "integer"),  # integer minor units: a float cannot hold 19.99
+        Column("currency", "text"),
+        Column("warranty_months", "integer"),  # as registered; NULL: the catalogue's
+        Column("extension_months", "integer", nullable=False, default=0),  # summed
+        Column("extended_to", "timestamp"),  # warranty.extended {warranty_ends_at}, the latest
+        Column("service_agreement_ends_at", "timestamp"),  # NULL with an agreement: open-ended
+        Column("status", "text", nullable=False, default="active"),  # active, returned
+        Column("registered_at", "timestamp"),
+        Column("returned_at", "timestamp"),
+    ),
+    primary_key=("product_id",),
+    indexes=(
+        Index(("contact_id",), name="warranty_products_by_contact"),
+        Index(("warranty_ends_at",), name="warranty_products_by_ends_at"),
+    ),
+    description="Registered products: dates, price, agreement, status.",
+)
+OFFERS = Table(
+    "warranty_offers",
+    columns=(
+        Column("offer_id", "text"),  # the offering action's idempotency key
+        Column("contact_id", "text", nullable=False),
+        Column("product_id", "text", nullable=False),
+        Column("kind", "text", nullable=False),  # extension, service_agreement, upgrade
+        Column("sku", "text"),  # what is offered (the successor, for upgrades)
+        Column("months", "integer"),  # how long an extension or agreement runs
+        Column("price_minor", "integer", nullable=False),
+        Column("currency", "text", nullable=False),
+        Column("offered_at", "timestamp", nullable=False),
+        Column("expires_at", "timestamp", nullable=False),
+        Column("sent", "integer", nullable=False, default=1),  # reminders that carried it
+        Column("status", "text", nullable=False, default="open"),  # open, accepted, withdrawn
+        Column("accepted_at", "timestamp"),
+        Column("accepted_event_id", "text"),
+        Column("ruleset", "text"),
+        Column("rule", "text"),
+    ),
+    primary_key=("offer_id",),
+    indexes=(
+        Index(("product_id", "kind", "offered_at"), name="warranty_offers_by_product"),
+        Index(("contact_id",), name="warranty_offers_by_contact"),
+        Index(("kind", "status"), name="warranty_offers_by_kind"),
+    ),
+    description="Offers made (extension, service agreement, upgrade) and what became of them.",
+)
+TABLES = (PRODUCTS, OFFERS)
 
 
 # -- checking what events say ------------------------------------------------------------------
@@ -222,30 +203,43 @@ def check_registration(event: Event) -> dict[str, Any]:
         "warranty_ends_at": utc_text(ends) if ends else None,
         "price_minor": price_of(props),
         "currency": currency.upper() if currency else None,
-        "has_service_agreement": int(agreement or agreement_ends is not None),
+        "has_service_agreement": bool(agreement or agreement_ends is not None),
         "service_agreement_ends_at": utc_text(agreement_ends) if agreement_ends else None,
-        "data": json.dumps(extra, sort_keys=True) if extra else None,
+        "data": extra or None,
     }
 
 
 # -- handlers ----------------------------------------------------------------------------------
 
+#: What a second registration of a product may fill in: only what the first left unknown.
+_FILLABLE = (
+    "sku",
+    "name",
+    "serial",
+    "warranty_months",
+    "warranty_ends_at",
+    "price_minor",
+    "currency",
+    "service_agreement_ends_at",
+    "data",
+)
 
-def _owned(db: Database, contact: Contact, event: Event) -> dict[str, Any]:
+
+def _owned(tables: Tables, contact: Contact, event: Event) -> dict[str, Any]:
     """The registration an event is about, which must belong to the event's contact."""
     product_id = product_id_of(event)
-    rows = list(db.query("SELECT * FROM warranty_products WHERE product_id = ?", [product_id]))
-    if not rows:
+    row = tables["warranty_products"].one({"product_id": product_id}, for_update=True)
+    if row is None:
         raise ValueError(
             f"{event.type} for product {product_id!r}, which is not registered: "
             "ingest its product.registered event first, then retry this one"
         )
-    if rows[0]["contact_id"] != contact.id:
+    if row["contact_id"] != contact.id:
         raise ValueError(f"product {product_id!r} is registered to another contact")
-    return rows[0]
+    return row
 
 
-def on_registered(db: Database, contact: Contact, event: Event) -> None:
+def on_registered(tables: Tables, contact: Contact, event: Event) -> None:
     """``product.registered``: create the registration, or fill in what was unknown.
 
     Idempotent on ``product_id``: registering a product again (a second form, a re-import)
@@ -254,66 +248,32 @@ def on_registered(db: Database, contact: Contact, event: Event) -> None:
     Also accepts an open upgrade offer whose successor SKU the contact just registered.
     """
     row = check_registration(event)
-    existing = list(
-        db.query(
-            "SELECT contact_id FROM warranty_products WHERE product_id = ?", [row["product_id"]]
-        )
-    )
-    if existing and existing[0]["contact_id"] != contact.id:
-        raise ValueError(f"product {row['product_id']!r} is registered to another contact")
+    products = tables["warranty_products"]
     at = utc_text(event.occurred_at)
-    db.execute(
-        """
-        INSERT INTO warranty_products (
-            product_id, contact_id, sku, name, serial, purchased_at, warranty_months,
-            warranty_ends_at, price_minor, currency, has_service_agreement,
-            service_agreement_ends_at, data, registered_at
-        ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (product_id) DO UPDATE SET
-            sku = COALESCE(sku, excluded.sku),
-            name = COALESCE(name, excluded.name),
-            serial = COALESCE(serial, excluded.serial),
-            warranty_months = COALESCE(warranty_months, excluded.warranty_months),
-            warranty_ends_at = COALESCE(warranty_ends_at, excluded.warranty_ends_at),
-            price_minor = COALESCE(price_minor, excluded.price_minor),
-            currency = COALESCE(currency, excluded.currency),
-            has_service_agreement = MAX(has_service_agreement, excluded.has_service_agreement),
-            service_agreement_ends_at = COALESCE(
-                service_agreement_ends_at, excluded.service_agreement_ends_at
-            ),
-            data = COALESCE(data, excluded.data),
-            registered_at = MIN(
-                COALESCE(registered_at, excluded.registered_at), excluded.registered_at
-            )
-        """,
-        [
-            row["product_id"],
-            contact.id,
-            row["sku"],
-            row["name"],
-            row["serial"],
-            row["purchased_at"],
-            row["warranty_months"],
-            row["warranty_ends_at"],
-            row["price_minor"],
-            row["currency"],
-            row["has_service_agreement"],
-            row["service_agreement_ends_at"],
-            row["data"],
-            at,
-        ],
-    )
+    existing = products.one({"product_id": row["product_id"]}, for_update=True)
+    if existing is None:
+        products.insert({**row, "contact_id": contact.id, "registered_at": at})
+    elif existing["contact_id"] != contact.id:
+        raise ValueError(f"product {row['product_id']!r} is registered to another contact")
+    else:
+        changes = {k: row[k] for k in _FILLABLE if existing[k] is None and row[k] is not None}
+        if row["has_service_agreement"] and not existing["has_service_agreement"]:
+            changes["has_service_agreement"] = True
+        if existing["registered_at"] is None or at < existing["registered_at"]:
+            changes["registered_at"] = at
+        if changes:
+            products.update({"product_id": row["product_id"]}, changes)
     if row["sku"]:
-        _accept(db, event, kind=UPGRADE, contact_id=contact.id, sku=row["sku"])
+        _accept(tables, event, kind=UPGRADE, contact_id=contact.id, sku=row["sku"])
 
 
-def on_extended(db: Database, contact: Contact, event: Event) -> None:
+def on_extended(tables: Tables, contact: Contact, event: Event) -> None:
     """``warranty.extended``: ``months`` (added to the warranty) or a new ``warranty_ends_at``.
 
     Months add up and an explicit end keeps the latest, so two extensions give the same result
     in either order of arrival. Marks the product's latest open extension offer accepted.
     """
-    product = _owned(db, contact, event)
+    product = _owned(tables, contact, event)
     props = event.properties
     months = _months(props, "months", low=1)
     ends = _moment(props, "warranty_ends_at")
@@ -323,22 +283,19 @@ def on_extended(db: Database, contact: Contact, event: Event) -> None:
             "'warranty_ends_at' (the new end date)"
         )
     price_of(props)  # checked, kept in the event
-    db.execute(
-        "UPDATE warranty_products SET extension_months = extension_months + ?, "
-        "extended_to = MAX(COALESCE(extended_to, ''), ?) WHERE product_id = ?",
-        [months or 0, utc_text(ends) if ends else "", product["product_id"]],
+    changes: dict[str, Any] = {}
+    if ends is not None and utc_text(ends) > (product["extended_to"] or ""):
+        changes["extended_to"] = utc_text(ends)
+    tables["warranty_products"].update(
+        {"product_id": product["product_id"]}, changes, add={"extension_months": months or 0}
     )
-    db.execute(
-        "UPDATE warranty_products SET extended_to = NULL WHERE product_id = ? AND extended_to = ''",
-        [product["product_id"]],
-    )
-    _accept(db, event, kind=EXTENSION, product_id=product["product_id"])
+    _accept(tables, event, kind=EXTENSION, product_id=product["product_id"])
 
 
-def on_service_agreement(db: Database, contact: Contact, event: Event) -> None:
+def on_service_agreement(tables: Tables, contact: Contact, event: Event) -> None:
     """``service_agreement.purchased``: the product has one now, until ``ends_at`` or for
     ``months`` from the event (open-ended with neither). Accepts the latest open offer."""
-    product = _owned(db, contact, event)
+    product = _owned(tables, contact, event)
     props = event.properties
     months = _months(props, "months", low=1)
     ends = _moment(props, "ends_at")
@@ -352,32 +309,29 @@ def on_service_agreement(db: Database, contact: Contact, event: Event) -> None:
         new_end = None
     else:
         new_end = max(current or "", utc_text(ends))
-    db.execute(
-        "UPDATE warranty_products SET has_service_agreement = 1, service_agreement_ends_at = ? "
-        "WHERE product_id = ?",
-        [new_end, product["product_id"]],
+    tables["warranty_products"].update(
+        {"product_id": product["product_id"]},
+        {"has_service_agreement": True, "service_agreement_ends_at": new_end},
     )
-    _accept(db, event, kind=SERVICE_AGREEMENT, product_id=product["product_id"])
+    _accept(tables, event, kind=SERVICE_AGREEMENT, product_id=product["product_id"])
 
 
-def on_returned(db: Database, contact: Contact, event: Event) -> None:
+def on_returned(tables: Tables, contact: Contact, event: Event) -> None:
     """``product.returned``: close the registration; its pending reminders are cancelled
     (the anchor facts leave it out) and its open offers are withdrawn."""
-    product = _owned(db, contact, event)
+    product = _owned(tables, contact, event)
     at = utc_text(event.occurred_at)
-    db.execute(
-        "UPDATE warranty_products SET status = 'returned', "
-        "returned_at = MIN(COALESCE(returned_at, ?), ?) WHERE product_id = ?",
-        [at, at, product["product_id"]],
+    returned_at = min(product["returned_at"] or at, at)
+    tables["warranty_products"].update(
+        {"product_id": product["product_id"]}, {"status": "returned", "returned_at": returned_at}
     )
-    db.execute(
-        "UPDATE warranty_offers SET status = 'withdrawn' WHERE product_id = ? AND status = 'open'",
-        [product["product_id"]],
+    tables["warranty_offers"].update(
+        {"product_id": product["product_id"], "status": "open"}, {"status": "withdrawn"}
     )
 
 
 def _accept(
-    db: Database,
+    tables: Tables,
     event: Event,
     *,
     kind: str,
@@ -391,29 +345,42 @@ def _accept(
     offer expired is not the offer's conversion.
     """
     at = utc_text(event.occurred_at)
-    args: list[str | None]
-    if product_id is not None:
-        where, args = "product_id = ?", [product_id]
-    else:
-        where, args = "contact_id = ? AND sku = ?", [contact_id, sku]
-    db.execute(
-        f"""
-        UPDATE warranty_offers SET status = 'accepted', accepted_at = ?, accepted_event_id = ?
-        WHERE offer_id = (
-            SELECT offer_id FROM warranty_offers
-            WHERE {where} AND kind = ? AND status = 'open' AND offered_at <= ? AND expires_at >= ?
-            ORDER BY offered_at DESC LIMIT 1
-        )
-        """,
-        [at, event.id, *args, kind, at, at],
+    offers = tables["warranty_offers"]
+    which: dict[str, Any] = (
+        {"product_id": product_id}
+        if product_id is not None
+        else {"contact_id": contact_id, "sku": sku}
     )
+    offer = offers.one(
+        {
+            **which,
+            "kind": kind,
+            "status": "open",
+            "offered_at": ("<=", at),
+            "expires_at": (">=", at),
+        },
+        columns=["offer_id"],
+        order_by=["-offered_at"],
+        for_update=True,
+    )
+    if offer is not None:
+        offers.update(
+            {"offer_id": offer["offer_id"]},
+            {"status": "accepted", "accepted_at": at, "accepted_event_id": event.id},
+        )
 
 
-def forget(db: Database, contact_id: str) -> dict[str, int]:
-    """GDPR erasure: the contact's registrations and offers."""
+def forget(db: Database, contact_id: str, erasure: Erasure | None = None) -> dict[str, int]:
+    """GDPR erasure: the contact's registrations and offers are deleted; another contact's row
+    that mentions them (an offer's text naming them) is pseudonymised.
+
+    Still on the ``forget_contact`` hook's ``sqlite_utils.Database`` (the erasure's rewrite
+    works on it): the one place this plugin is tied to SQLite."""
     removed = {}
     for table in ("warranty_products", "warranty_offers"):
         if db[table].exists():
             cursor = db.execute(f"DELETE FROM {table} WHERE contact_id = ?", [contact_id])
             removed[table] = cursor.rowcount
+            if erasure is not None:
+                erasure.rewrite_table(db, table)
     return removed

@@ -1,7 +1,7 @@
 """What the CLI and the demo show: a contact's products, what will fire soon, and offers.
 
-Plain functions over a ``sqlite_utils.Database`` returning JSON-able data, so the command line
-(people and ``--json``), the demo and tests all read the same numbers.
+Plain functions over the plugin's tables (``store.tables``, read only) returning JSON-able data,
+so the command line (people and ``--json``), the demo and tests all read the same numbers.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlite_utils import Database
-
+from clm_engine import Engine, Tables
 from clm_engine.money import format_minor
 
 from .catalogue import lookup
@@ -21,25 +20,33 @@ from .products import KINDS
 
 
 def products(
-    db: Database,
+    tables: Tables,
     contact_id: str,
     now: datetime,
     documents: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """A contact's registrations with their current dates (the catalogue fills what the
     registration left out) and the offers made for each."""
-    rows = list(
-        db.query(
-            "SELECT * FROM warranty_products WHERE contact_id = ? ORDER BY purchased_at, "
-            "product_id",
-            [contact_id],
-        )
+    rows = tables["warranty_products"].rows(
+        {"contact_id": contact_id}, order_by=["purchased_at", "product_id"]
     )
     offers: dict[str, list[dict[str, Any]]] = {}
-    for offer in db.query(
-        "SELECT offer_id, product_id, kind, sku, price_minor, currency, offered_at, expires_at, "
-        "sent, status, accepted_at FROM warranty_offers WHERE contact_id = ? ORDER BY offered_at",
-        [contact_id],
+    for offer in tables["warranty_offers"].rows(
+        {"contact_id": contact_id},
+        columns=[
+            "offer_id",
+            "product_id",
+            "kind",
+            "sku",
+            "price_minor",
+            "currency",
+            "offered_at",
+            "expires_at",
+            "sent",
+            "status",
+            "accepted_at",
+        ],
+        order_by=["offered_at"],
     ):
         offers.setdefault(offer["product_id"], []).append(_with_expiry(offer, now))
     shown = []
@@ -69,55 +76,67 @@ def products(
     return shown
 
 
-def upcoming(db: Database, now: datetime, days: float) -> list[dict[str, Any]]:
+#: More pending fires than any report shows: ``upcoming`` reads them all.
+_ALL = 1_000_000_000
+
+
+def upcoming(engine: Engine, now: datetime, days: float) -> list[dict[str, Any]]:
     """Pending relative-time fires on products due within ``days`` of ``now`` (overdue ones,
     which the next sweep fires, included), soonest first.
 
-    Read from the core's ``anchors`` table, joined to the plugin's products so that only
-    anchors on products show (a rule's anchors on other entities or on the contact do not).
+    The engine's pending anchors, matched to the plugin's products so that only anchors on
+    products show (a rule's anchors on other entities or on the contact do not).
     """
     until = utc_text(now + timedelta(days=days))
-    return [
-        dict(row)
-        for row in db.query(
-            """
-            SELECT a.fire_at, a.ruleset, a.rule, a.contact_id, a.entity AS product_id,
-                   p.sku, p.name, a.anchor_at
-            FROM anchors a
-            JOIN warranty_products p ON p.product_id = a.entity AND p.contact_id = a.contact_id
-            WHERE a.status = 'pending' AND a.fire_at <= ?
-            ORDER BY a.fire_at, a.contact_id, a.entity, a.ruleset, a.rule
-            """,
-            [until],
+    due = engine.store.read().due_anchors(until, _ALL)
+    products = {
+        (row["product_id"], row["contact_id"]): row
+        for row in engine.store.tables["warranty_products"].rows(
+            {"product_id": ("in", sorted({anchor[3] for anchor in due}))},
+            columns=["product_id", "contact_id", "sku", "name"],
         )
-    ]
+    }
+    found = []
+    for ruleset, rule, contact_id, entity, anchor_at, fire_at in due:
+        product = products.get((entity, contact_id))
+        if product is not None:
+            found.append(
+                {
+                    "fire_at": fire_at,
+                    "ruleset": ruleset,
+                    "rule": rule,
+                    "contact_id": contact_id,
+                    "product_id": entity,
+                    "sku": product["sku"],
+                    "name": product["name"],
+                    "anchor_at": anchor_at,
+                }
+            )
+    found.sort(
+        key=lambda r: (r["fire_at"], r["contact_id"], r["product_id"], r["ruleset"], r["rule"])
+    )
+    return found
 
 
-def offers(db: Database, now: datetime, since: datetime | None = None) -> dict[str, Any]:
+def offers(tables: Tables, now: datetime, since: datetime | None = None) -> dict[str, Any]:
     """Offers made and accepted, by kind: the conversion rate, and what accepted offers bring
     in (per currency, in minor units). Every kind is listed, with zeros when none was made."""
     by_kind = {kind: _empty() for kind in KINDS}
     now_text = utc_text(now)
-    query = (
-        "SELECT kind, status, expires_at < ? AS lapsed, currency, COUNT(*) AS n, "
-        "SUM(sent) AS sent, SUM(price_minor) AS amount FROM warranty_offers"
-    )
-    args: list[Any] = [now_text]
-    if since is not None:
-        query += " WHERE offered_at >= ?"
-        args.append(utc_text(since))
-    query += " GROUP BY kind, status, lapsed, currency"
-    for row in db.query(query, args):
+    where = {} if since is None else {"offered_at": (">=", utc_text(since))}
+    for row in tables["warranty_offers"].rows(
+        where, columns=["kind", "status", "expires_at", "currency", "sent", "price_minor"]
+    ):
         entry = by_kind.setdefault(row["kind"], _empty())
-        entry["made"] += row["n"]
+        entry["made"] += 1
         entry["reminders"] += row["sent"]
         if row["status"] == "open":
-            entry["expired" if row["lapsed"] else "open"] += row["n"]
+            entry["expired" if row["expires_at"] < now_text else "open"] += 1
         else:
-            entry[row["status"]] = entry.get(row["status"], 0) + row["n"]
+            entry[row["status"]] = entry.get(row["status"], 0) + 1
         if row["status"] == "accepted":
             money = entry["accepted_minor"]
-            money[row["currency"]] = money.get(row["currency"], 0) + row["amount"]
+            money[row["currency"]] = money.get(row["currency"], 0) + row["price_minor"]
     for entry in by_kind.values():
         if entry["made"]:
             entry["conversion"] = round(entry["accepted"] / entry["made"], 4)

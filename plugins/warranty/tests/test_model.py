@@ -1,7 +1,8 @@
 """The parts that need no engine: dates, money, the catalogue, the table handlers and facts.
 
-Handlers and facts run here on a plain SQLite database with the plugin's migrations, the way
-the engine calls them (inside a transaction), so a mistake shows without the whole pipeline.
+Handlers and facts run here on the plugin's declared tables in a store's transaction
+(``clm_engine.testing.declared_tables``), the way the engine calls them, so a mistake shows
+without the whole pipeline.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from clm_warranty.catalogue import Catalogue, check_catalogue, lookup
 from clm_warranty.dates import add_months, parse_moment, utc_text, whole_days
 from clm_warranty.demo import extra_events
 from pydantic import ValidationError
-from sqlite_utils import Database
 
 from clm_engine import Contact, Event
+from clm_engine.testing import declared_tables
 from clm_engine.types import MISSING
 
 T0 = datetime(2026, 3, 1, 10, tzinfo=UTC)
@@ -133,15 +134,13 @@ def _example_catalogue() -> Path:
     return Path(__file__).resolve().parents[3] / "rulesets" / "warranty-catalogue.json"
 
 
-# -- handlers and facts on a plain database -------------------------------------------------------
+# -- handlers and facts on the declared tables --------------------------------------------------
 
 
 @pytest.fixture
 def db():
-    database = Database(memory=True)
-    database.execute("BEGIN")
-    products.migrations.apply(database)
-    return database
+    with declared_tables(products.TABLES) as tables:
+        yield tables
 
 
 def ev(type_: str, at: datetime, contact: str = "c1", **props: Any) -> Event:
@@ -165,7 +164,7 @@ class Ctx:
 
     contact: Contact
     now: datetime
-    db: Any = None
+    tables: Any = None
     documents: dict[str, Any] = field(default_factory=dict)
     entity: str | None = None
     event: Event | None = None
@@ -179,24 +178,13 @@ def ctx(db, now: datetime, entity: str | None = "p1", **kwargs: Any) -> Ctx:
     return Ctx(owner, now, db, documents, entity, **kwargs)
 
 
-def test_m002_converts_real_prices_to_minor_units():
-    database = Database(memory=True)
-    database.execute("BEGIN")
-    products.m001_initial(database)
-    database["warranty_products"].insert({"product_id": "p1", "contact_id": "c1", "price": 19.99})
-    products.m002_minor_units_lifecycle_and_offers(database)
-    row = next(database.query("SELECT * FROM warranty_products"))
-    assert (row["price_minor"], row["status"], "price" in row) == (1999, "active", False)
-    assert database["warranty_products"].columns_dict["price_minor"] is int
-
-
 def test_registration_is_idempotent_and_fills_only_what_was_unknown(db):
     register(db, sku="CAM-1", price=249.0, purchased_at="2026-02-20", warranty_months=24)
     products.on_extended(
         db, contact(), ev("warranty.extended", T0 + timedelta(days=1), product_id="p1", months=12)
     )
     register(db, T0 + timedelta(days=2), serial="X-1", warranty_months=12, price=1.0)
-    row = next(db.query("SELECT * FROM warranty_products"))
+    row = db["warranty_products"].one()
     assert (row["serial"], row["warranty_months"], row["price_minor"]) == ("X-1", 24, 24900)
     assert (row["extension_months"], row["warranty_ends_at"][:10]) == (12, "2028-02-20")
     with pytest.raises(ValueError, match="registered to another contact"):
@@ -288,7 +276,7 @@ def test_a_purchase_accepts_the_latest_open_offer_made_before_it(db):
     )
     statuses = [
         (r["kind"], r["offered_at"][:10], r["status"])
-        for r in db.query("SELECT * FROM warranty_offers ORDER BY kind, offered_at")
+        for r in db["warranty_offers"].rows(order_by=["kind", "offered_at"])
     ]
     assert statuses == [
         ("extension", "2026-03-01", "open"),
@@ -302,13 +290,7 @@ def test_registering_the_successor_accepts_an_upgrade_offer(db):
     register(db, sku="CAM-1", purchased_at="2026-02-20")
     _offer(db, "upgrade", T0, sku="CAM-2")
     register(db, T0 + timedelta(days=3), product_id="p2", sku="CAM-2")
-    assert next(db.query("SELECT status FROM warranty_offers"))["status"] == "accepted"
-
-
-def test_forget_removes_products_and_offers(db):
-    register(db, sku="CAM-1")
-    _offer(db, "extension", T0)
-    assert products.forget(db, "c1") == {"warranty_products": 1, "warranty_offers": 1}
+    assert db["warranty_offers"].one()["status"] == "accepted"
 
 
 # -- the demo's derived events -----------------------------------------------------------------

@@ -83,11 +83,19 @@ def go(engine: Engine, when: datetime) -> None:
 
 
 def offers(engine: Engine) -> list[dict[str, Any]]:
-    return list(
-        engine.store.db.query(
-            "SELECT kind, product_id, sku, price_minor, currency, offered_at, expires_at, sent, "
-            "status FROM warranty_offers ORDER BY offered_at"
-        )
+    return engine.store.tables["warranty_offers"].rows(
+        columns=[
+            "kind",
+            "product_id",
+            "sku",
+            "price_minor",
+            "currency",
+            "offered_at",
+            "expires_at",
+            "sent",
+            "status",
+        ],
+        order_by=["offered_at"],
     )
 
 
@@ -122,7 +130,7 @@ def test_a_30_day_reminder_fires_once_per_product_moves_and_is_cancelled(plugin,
         happen(engine, "warranty.extended", "p2", months=12)
         happen(engine, "product.returned", "p3")
         assert anchors() == {"p1": ("2026-12-02", "pending"), "p2": ("2027-12-02", "pending")}
-        upcoming = reports.upcoming(engine.store.db, at("2026-11-10"), 30)
+        upcoming = reports.upcoming(engine, at("2026-11-10"), 30)
         assert [(r["product_id"], r["rule"]) for r in upcoming] == [("p1", "r30")]
 
         go(engine, at("2026-12-02T00:00:01"))
@@ -184,7 +192,7 @@ def test_the_example_offers_from_purchase_to_end_of_life(plugin, clock, tmp_path
             ("extension", "cam", "accepted"),
             ("extension", "hub3", "open"),  # the new hub's warranty ends 2028-02-20: no taker
         ]
-        report = reports.offers(engine.store.db, clock.now())
+        report = reports.offers(engine.store.tables, clock.now())
         assert {
             k: (v["made"], v["accepted"], v["expired"]) for k, v in report["by_kind"].items()
         } == {
@@ -403,7 +411,7 @@ def test_clm_warranty_is_a_command_of_clm_with_one_line_errors(plugin, tmp_path)
     env = {**os.environ, "CLM_LOAD_PLUGINS": NAME}
     db = tmp_path / "x.db"
     with Engine(db) as engine:  # a store with the plugin's tables, and no contact
-        assert engine.store.db["warranty_offers"].exists()
+        assert "warranty_offers" in engine.store.tables
     done = subprocess.run(
         [str(clm), "warranty", "products", "nobody", "--db", str(db)],
         env=env,
@@ -441,7 +449,8 @@ def test_a_product_of_another_contact_is_refused_and_nothing_changes(plugin, clo
         theirs = event("product.registered", {"product_id": "p1"}, contact_id="c2", id="reg-x")
         check_rejected(engine, theirs, match="another contact", reducer="warranty.registered")
         assert engine.contact("c2").metrics["product_ids"] == ["p2"]
-        owners = dict(
-            engine.store.db.execute("SELECT product_id, contact_id FROM warranty_products")
-        )
+        owners = {
+            r["product_id"]: r["contact_id"]
+            for r in engine.store.tables["warranty_products"].rows()
+        }
         assert owners == {"p1": "c1", "p2": "c2"}
