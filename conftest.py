@@ -5,6 +5,7 @@ when a test registers them itself (see ``tests/plugins``) or runs a subprocess t
 """
 
 import os
+from contextlib import ExitStack
 
 import pytest
 
@@ -32,3 +33,16 @@ def postgres_url(postgres_cluster):
     """The URL of a fresh database with the core's schema on the session's cluster."""
     with postgres_cluster.database() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_store(request, tmp_path):
+    """``new_store(name)``: where a new, empty store of the parametrised kind is (a SQLite file
+    in ``tmp_path``, or the URL of a new database on the session's PostgreSQL cluster); a test
+    taking it runs on both."""
+    if request.param == "sqlite":
+        yield lambda name: tmp_path / name
+        return
+    cluster = request.getfixturevalue("postgres_cluster")
+    with ExitStack() as stack:
+        yield lambda name: stack.enter_context(cluster.database())

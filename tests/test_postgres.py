@@ -72,9 +72,10 @@ def test_the_cli_runs_on_postgresql_with_db_or_clm_db(postgres_url, run, tmp_pat
     assert explained.exit_code == 0, explained.output
     migrated = run("migrate", "--json")
     assert json.loads(migrated.output)["applied"] == {"clm_engine": CORE}
-    forgotten = run("contacts", "forget", contact.id)  # not on PostgreSQL yet: says so
-    assert forgotten.exit_code != 0 and "not on PostgreSQL yet" in forgotten.output
-    assert "Traceback" not in forgotten.output
+    forgotten = run("contacts", "forget", contact.id, "--json")
+    assert forgotten.exit_code == 0, forgotten.output
+    assert json.loads(forgotten.output)["removed"]["contacts"] == 1
+    assert run("contacts", "show", contact.id).exit_code != 0
 
 
 def test_two_processes_ingesting_at_once_store_every_event_once(postgres_url, tmp_path):

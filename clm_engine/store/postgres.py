@@ -23,6 +23,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -36,12 +37,13 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic_core import to_json
 
-from ..erasure import Erasure, ErasureReport
+from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
-from .tables import Table, TableAccess, check_tables
+from .postgres_tables import PostgresTables, ensure_tables, plan_tables
+from .tables import Table, check_tables
 
 #: The one advisory lock every write transaction takes ("clm" in ASCII).
 WRITE_LOCK = 0x636C6D
@@ -153,22 +155,97 @@ class _NoSQLiteDatabase:
         )
 
 
-class _NoTables:
-    """``tables`` on PostgreSQL until the table API has its PostgreSQL implementation: no
-    plugin table is declared here (``migrate`` refuses declarations, naming them)."""
+#: The core's tables with rows that are a contact's own (by ``contact_id``; ``contacts`` by id).
+_ERASED_BY_CONTACT = (
+    "events",
+    "stage_transitions",
+    "ingest_failures",
+    "outbox",
+    "traces",
+    "contacts",
+    "rule_fires",
+    "anchors",
+)
+#: The core's tables whose other rows may refer to a contact (its id, address, name).
+_REWRITTEN = (*_ERASED_BY_CONTACT, "runtime_status")
+#: Configuration and bookkeeping, not about people: an erasure neither rewrites nor checks them.
+_NOT_PERSONAL = {"clm_migrations", "rulesets", "ruleset_sets", "erasure_key"}
 
-    def __getitem__(self, name: str) -> TableAccess:
-        raise StoreError(f"no declared table {name!r} on this PostgreSQL store")
 
-    def __contains__(self, name: object) -> bool:
-        return False
+def _rows_mentioning(
+    tx: _Queries, erasure: Erasure, table: str
+) -> tuple[list[tuple[str, str]], list[Any]]:
+    """``table``'s (column, type), and ``(ctid, *values as text)`` of its rows in which some
+    column may mention the contact (``strpos`` in SQL; ``Erasure.mentions`` decides). The
+    table's name comes from the catalogue, never from input."""
+    columns = [
+        (name, kind)
+        for name, kind in tx._all(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+            [table],
+        )
+    ]
+    tests, args = [], []
+    for column, _ in columns:
+        text = f'"{column}"::text'
+        for term, folded in erasure.search_terms():
+            tests.append(f"strpos(lower({text}), %s) > 0" if folded else f"strpos({text}, %s) > 0")
+            args.append(term)
+    if not tests:
+        return columns, []
+    selected = ", ".join(f'"{column}"::text' for column, _ in columns)
+    rows = tx._all(f'SELECT ctid::text, {selected} FROM "{table}" WHERE {" OR ".join(tests)}', args)
+    return columns, rows
 
-    @property
-    def names(self) -> list[str]:
-        return []
+
+def _rewrite_table(tx: _Queries, erasure: Erasure, table: str) -> int:
+    """``Erasure.rewrite_table`` on PostgreSQL: every text or JSON value of ``table`` that
+    mentions the contact rewritten, value by value; the rows reported as pseudonymised."""
+    columns, rows = _rows_mentioning(tx, erasure, table)
+    changed = 0
+    for ctid, *values in rows:
+        updates = {
+            (column, kind): erasure.rewrite_text(value)
+            for (column, kind), value in zip(columns, values, strict=True)
+            if kind in ("text", "json", "jsonb")
+            and isinstance(value, str)
+            and erasure.mentions(value)
+        }
+        if updates:
+            assignments = ", ".join(
+                f'"{column}" = %s' + (f"::{kind}" if kind != "text" else "")
+                for column, kind in updates
+            )
+            tx._run(
+                f'UPDATE "{table}" SET {assignments} WHERE ctid = %s::tid',
+                [*updates.values(), ctid],
+            )
+            changed += 1
+    erasure.pseudonymised(table, changed)
+    return changed
 
 
-_NO_TABLES = _NoTables()
+def _check_erased(tx: _Queries, erasure: Erasure) -> None:
+    """Every table but configuration: no column of any row may mention the contact."""
+    tables = [
+        row[0]
+        for row in tx._all(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        )
+        if row[0] not in _NOT_PERSONAL
+    ]
+    for table in tables:
+        columns, rows = _rows_mentioning(tx, erasure, table)
+        for _, *values in rows:
+            for (column, _kind), value in zip(columns, values, strict=True):
+                if value is not None and erasure.mentions(str(value)):
+                    raise StoreError(
+                        f"erasure incomplete: {table}.{column} still mentions the contact "
+                        "(the plugin that owns the table must erase or pseudonymise it in "
+                        "its forget_contact hook); nothing was erased"
+                    )
 
 
 class _Queries:
@@ -228,6 +305,9 @@ class PostgresStore(_Queries):
             self.pool.close()
             raise StoreError(f"cannot connect to {self.path} within {connect_timeout:g}s") from None
         self._db = _NoSQLiteDatabase(self.path)
+        #: The plugins' declared tables (``migrate(tables=...)``): what ``tables`` reaches.
+        self.declared: dict[str, Table] = {}
+        self._readable = PostgresTables(self._connection, self.declared, writable=False)
 
     @property
     def db(self) -> Any:
@@ -235,9 +315,9 @@ class PostgresStore(_Queries):
         return self._db
 
     @property
-    def tables(self) -> _NoTables:
-        """No plugin tables yet on PostgreSQL (see ``_NoTables``)."""
-        return _NO_TABLES
+    def tables(self) -> PostgresTables:
+        """The plugins' declared tables, read only, outside any write (commands, reports)."""
+        return self._readable
 
     def backup_to(self, path: str | os.PathLike[str]) -> None:
         """Not on PostgreSQL: a simulation copies a SQLite store (``pg_dump`` copies this)."""
@@ -265,37 +345,37 @@ class PostgresStore(_Queries):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
             self._local.conn = conn
             try:
-                yield PostgresTransaction(conn)
+                yield PostgresTransaction(conn, declared=self.declared)
             finally:
                 self._local.conn = None
 
     def read(self) -> PostgresTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
-        return PostgresTransaction(None, self._connection)
+        return PostgresTransaction(None, self._connection, declared=self.declared)
 
     def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
-        """Apply every pending migration of the core, in one write; what ran, as set:name.
+        """Apply every pending migration of the core, then create or complete the plugins'
+        declared ``tables`` (``postgres_tables``), in one write; what ran, as set:name and
+        table:change.
 
         The core's set (``clm_engine``) runs as the PostgreSQL DDL of ``postgres_schema``.
-        A plugin's ``sqlite_utils`` migrations, and plugins' declared tables, cannot be kept
-        here yet: either is an error naming them.
+        A plugin's ``sqlite_utils`` migrations cannot run here: an error naming the plugin.
         """
         declared = check_tables(tables)
-        if declared:
-            raise StoreError(
-                f"{self.path} is a PostgreSQL store, and plugins' declared tables "
-                f"({', '.join(sorted(declared))}) are not on PostgreSQL yet"
-            )
         others = [m.name for m in migration_sets if getattr(m, "name", None) != CORE_SET]
         if others:
             raise StoreError(
                 f"{self.path} is a PostgreSQL store, and the migrations of {', '.join(others)} "
-                "are SQLite's: those plugins cannot keep their tables here yet"
+                "are SQLite's: those plugins cannot keep their tables here yet (declare them "
+                "with register_tables)"
             )
-        if not any(getattr(m, "name", None) == CORE_SET for m in migration_sets):
-            return []
-        if not self.pending_migrations():
-            return []
+        core = any(getattr(m, "name", None) == CORE_SET for m in migration_sets)
+        pending = core and bool(self.pending_migrations())
+        if not pending:
+            with self.pool.connection() as conn:
+                if not plan_tables(conn, declared.values()):
+                    self.declared.update(declared)
+                    return []
         applied: list[str] = []
         with self.write() as tx:
             assert tx.conn is not None
@@ -304,7 +384,7 @@ class PostgresStore(_Queries):
                 "SELECT name FROM clm_migrations WHERE migration_set = %s", [CORE_SET]
             )}  # fmt: skip
             for name, ddl in CORE_MIGRATIONS:
-                if name in done:
+                if name in done or not core:
                     continue
                 for statement in ddl.split(";"):
                     if statement.strip():
@@ -318,6 +398,8 @@ class PostgresStore(_Queries):
                     [CORE_SET, name],
                 )
                 applied.append(f"{CORE_SET}:{name}")
+            applied.extend(ensure_tables(tx.conn, declared.values()))
+        self.declared.update(declared)
         return applied
 
     def pending_migrations(self) -> list[str]:
@@ -583,9 +665,82 @@ class PostgresStore(_Queries):
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
     ) -> tuple[Erasure, ErasureReport]:
-        """Not on PostgreSQL yet: an erasure pseudonymises other rows and checks every table,
-        with helpers (``clm_engine.erasure``) written for SQLite's connection."""
-        raise StoreError(f"{self.path} is a PostgreSQL store: erasure is not on PostgreSQL yet")
+        """Erase a contact in one transaction, as the SQLite store does: delete the core's rows
+        that are theirs, let the plugins (``also``) erase theirs, rewrite other contacts'
+        references to the pseudonym, check that no table still mentions the contact, and
+        record the request. Files are planned here and changed by the caller after the commit.
+
+        ``also`` gets no ``sqlite_utils.Database`` here: a plugin whose ``forget_contact``
+        hook uses one stops the erasure (nothing is erased) with a ``StoreError``."""
+        with self.write() as tx:
+            erasure = self._erasure_of(tx, contact_id)
+            removed: dict[str, int] = {}
+            for table in _ERASED_BY_CONTACT:
+                column = "id" if table == "contacts" else "contact_id"
+                removed[table] = tx._run(f"DELETE FROM {table} WHERE {column} = %s", [contact_id])
+            removed.update(also(tx.db, erasure))
+            for table in _REWRITTEN:
+                _rewrite_table(tx, erasure, table)
+            paths = [row[0] for row in tx._all("SELECT path FROM rejects_files")]
+            for path in dict.fromkeys([*paths, *map(str, files)]):
+                erasure.scrub_lines(path)
+            _check_erased(tx, erasure)
+            report = ErasureReport(
+                erasure_id=erasure.pseudonym,
+                erased_at=erased_at,
+                requested_by=requested_by,
+                removed={table: count for table, count in removed.items() if count},
+                pseudonymised=dict(erasure.rewritten),
+            )
+            planned = {
+                "remove": len(erasure.files_to_remove),
+                "rewrite": len(erasure.files_to_replace),
+            }
+            tx._run(
+                "INSERT INTO erasures (erasure_id, erased_at, requested_by, removed, "
+                "pseudonymised, files) VALUES (%s, %s, %s, %s::json, %s::json, %s::json)",
+                [
+                    erasure.pseudonym,
+                    erased_at,
+                    requested_by,
+                    _dumps(report.removed),
+                    _dumps(report.pseudonymised),
+                    _dumps(planned),
+                ],
+            )
+        return erasure, report
+
+    def _erasure_of(self, tx: PostgresTransaction, contact_id: str) -> Erasure:
+        """What the contact is known by (as ``SQLiteStore._erasure_of``)."""
+        emails: set[str] = set()
+        names: set[str] = set()
+
+        def collect(values: Any, *, with_names: bool) -> None:
+            if not isinstance(values, dict):
+                return
+            if isinstance(values.get("email"), str):
+                emails.add(values["email"])
+            if with_names:  # a purchase's "name" is the product's
+                names.update(names_in(values))
+                attributes = values.get("attributes")
+                if isinstance(attributes, dict):
+                    names.update(names_in(attributes))
+
+        for (data,) in tx._all("SELECT data FROM contacts WHERE id = %s", [contact_id]):
+            collect(data, with_names=True)
+        for type_, properties in tx._all(
+            "SELECT type, properties FROM events WHERE contact_id = %s", [contact_id]
+        ):
+            collect(properties, with_names=type_ in PROFILE_EVENTS)
+        for (event,) in tx._all(
+            "SELECT event FROM ingest_failures WHERE contact_id = %s", [contact_id]
+        ):
+            stored = json.loads(event)
+            collect(stored.get("properties"), with_names=stored.get("type") in PROFILE_EVENTS)
+        row = tx._one("SELECT key FROM erasure_key WHERE id = 1")
+        if row is None:
+            raise StoreError(f"{self.path}: no erasure key (run clm migrate)")
+        return Erasure(contact_id, emails=emails, names=names, key=bytes.fromhex(row[0]))
 
     def record_rejects_file(self, path: str, written_at: str) -> None:
         """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
@@ -608,10 +763,15 @@ class PostgresTransaction(_Queries):
         self,
         conn: Connection | None,
         connection: Callable[[], AbstractContextManager[Connection]] | None = None,
+        *,
+        declared: Mapping[str, Table] | None = None,
     ) -> None:
         self.conn = conn
         self._borrow = connection
         self._db = _NoSQLiteDatabase("this store")
+        self._tables = PostgresTables(
+            self._connection, declared if declared is not None else {}, writable=conn is not None
+        )
 
     @property
     def db(self) -> Any:
@@ -619,9 +779,9 @@ class PostgresTransaction(_Queries):
         return self._db
 
     @property
-    def tables(self) -> _NoTables:
-        """No plugin tables yet on PostgreSQL (see ``_NoTables``)."""
-        return _NO_TABLES
+    def tables(self) -> PostgresTables:
+        """The plugins' declared tables in this transaction (read only outside a write)."""
+        return self._tables
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:

@@ -102,7 +102,9 @@ def offers(engine: Engine) -> list[dict[str, Any]]:
 # -- anchors on products: once per product, moved by an extension, cancelled by a return ------
 
 
-def test_a_30_day_reminder_fires_once_per_product_moves_and_is_cancelled(plugin, clock, tmp_path):
+def test_a_30_day_reminder_fires_once_per_product_moves_and_is_cancelled(
+    plugin, clock, tmp_path, new_store
+):
     rules = tmp_path / "rules"
     write_ruleset(
         rules,
@@ -115,7 +117,7 @@ def test_a_30_day_reminder_fires_once_per_product_moves_and_is_cancelled(plugin,
             }
         ],
     )
-    with Engine(tmp_path / "x.db", clock=clock, rulesets=[rules]) as engine:
+    with Engine(new_store("x.db"), clock=clock, rulesets=[rules]) as engine:
         signup(engine)
         register(engine, "p1", "KET-1", "2026-01-01", warranty_months=12)
         register(engine, "p2", "KET-1", "2026-01-01", warranty_months=12)
@@ -145,8 +147,9 @@ def test_a_30_day_reminder_fires_once_per_product_moves_and_is_cancelled(plugin,
 # -- the example rules -------------------------------------------------------------------------
 
 
-def test_the_example_offers_from_purchase_to_end_of_life(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
+def test_the_example_offers_from_purchase_to_end_of_life(plugin, clock, tmp_path, new_store):
+    db = new_store("x.db")
+    with Engine(db, clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
         signup(engine)
         # An outdoor camera: 249.00, 24 months; extensions (39.00) and agreements (49.00) sold.
         register(engine, "cam", "AUR-CAM-OUT", "2026-01-10", price=249.0, warranty_months=24)
@@ -202,13 +205,12 @@ def test_the_example_offers_from_purchase_to_end_of_life(plugin, clock, tmp_path
         }
         assert report["by_kind"]["extension"]["accepted_minor"] == {"USD": 3900}
         assert report["by_kind"]["extension"]["reminders"] == 3  # cam's two, hub3's one
-        path = str(engine.store.path) if hasattr(engine.store, "path") else str(tmp_path / "x.db")
-    text = summary(path)
+    text = summary(str(db))
     assert "extension" in text and "4 offers made, 3 accepted (75.0%)" in text
 
 
-def test_no_consent_no_offer_and_a_return_withdraws_open_offers(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
+def test_no_consent_no_offer_and_a_return_withdraws_open_offers(plugin, clock, tmp_path, new_store):
+    with Engine(new_store("x.db"), clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
         signup(engine, "c1")
         signup(engine, "c2", consent=False)
         register(engine, "a", "AUR-LOCK", "2026-01-01", price=279.0)
@@ -270,8 +272,8 @@ def test_offers_hand_their_message_to_email_send_when_it_is_installed(plugin, cl
     assert data["expires_on"] == "2026-03-12"
 
 
-def test_without_email_the_offer_is_still_recorded_and_says_why(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
+def test_without_email_the_offer_is_still_recorded_and_says_why(plugin, clock, tmp_path, new_store):
+    with Engine(new_store("x.db"), clock=clock, rulesets=[examples(tmp_path / "r")]) as engine:
         signup(engine)
         register(engine, "cam", "AUR-CAM-OUT", "2026-01-10", price=249.0)
         go(engine, at("2026-02-10"))
@@ -297,8 +299,8 @@ def test_offer_rules_need_a_catalogue(plugin, clock, tmp_path):
         Engine(tmp_path / "x.db", clock=clock, rulesets=[rules])
 
 
-def test_a_bad_extension_is_a_recorded_failure(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock) as engine:
+def test_a_bad_extension_is_a_recorded_failure(plugin, clock, tmp_path, new_store):
+    with Engine(new_store("x.db"), clock=clock) as engine:
         register(engine, "p1", "AUR-LOCK", "2026-01-01")
         bad = event("warranty.extended", {"product_id": "p9", "months": 12}, id="ext-1")
         check_rejected(engine, bad, match="not registered", reducer="warranty.extended")
@@ -379,7 +381,7 @@ def test_catalogue_mistakes_are_reported_where_they_are(plugin, tmp_path):
     assert str(problem).startswith(f"{tmp_path / 'catalogue.json'}:")
 
 
-def test_an_event_rule_offers_for_the_events_product(plugin, clock, tmp_path):
+def test_an_event_rule_offers_for_the_events_product(plugin, clock, tmp_path, new_store):
     rules = tmp_path / "rules"
     write_ruleset(
         rules,
@@ -395,7 +397,7 @@ def test_an_event_rule_offers_for_the_events_product(plugin, clock, tmp_path):
         ],
     )
     shutil.copy(EXAMPLES / "warranty-catalogue.json", rules)
-    with Engine(tmp_path / "x.db", clock=clock, rulesets=[rules]) as engine:
+    with Engine(new_store("x.db"), clock=clock, rulesets=[rules]) as engine:
         register(engine, "lock", "AUR-LOCK", "2026-01-01", price=279.0)
         register(engine, "hub", "AUR-HUB-2", "2026-01-01", price=129.0)
         engine.dispatch()
@@ -431,8 +433,10 @@ def test_clm_warranty_is_a_command_of_clm_with_one_line_errors(plugin, tmp_path)
     assert done.stdout == "nothing fires on products in the next 30 days\n"
 
 
-def test_rules_loaded_later_anchor_on_products_already_registered(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock) as engine:
+def test_rules_loaded_later_anchor_on_products_already_registered(
+    plugin, clock, tmp_path, new_store
+):
+    with Engine(new_store("x.db"), clock=clock) as engine:
         signup(engine)
         register(engine, "cam", "AUR-CAM-OUT", "2026-01-10", price=249.0)
         engine.load_rulesets([examples(tmp_path / "r")])
@@ -442,8 +446,10 @@ def test_rules_loaded_later_anchor_on_products_already_registered(plugin, clock,
         ]
 
 
-def test_a_product_of_another_contact_is_refused_and_nothing_changes(plugin, clock, tmp_path):
-    with Engine(tmp_path / "x.db", clock=clock) as engine:
+def test_a_product_of_another_contact_is_refused_and_nothing_changes(
+    plugin, clock, tmp_path, new_store
+):
+    with Engine(new_store("x.db"), clock=clock) as engine:
         register(engine, "p1", "AUR-LOCK", "2026-01-01")
         register(engine, "p2", "AUR-LOCK", "2026-01-01", contact="c2")
         theirs = event("product.registered", {"product_id": "p1"}, contact_id="c2", id="reg-x")
