@@ -460,6 +460,7 @@ class Engine:
             documents=self.rulebook.documents,
             late_action_limit=self.late_action_limit,
             conditions=self.conditions,
+            rules=self.rulebook.rules,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
