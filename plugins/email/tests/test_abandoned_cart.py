@@ -114,3 +114,17 @@ def test_unless_needs_after_and_a_window_in_if_with_a_delay_is_a_warning(carts):
     [warning] = result.warnings
     assert warning.pointer == "/rules/1/if"
     assert "judged when its cart.updated event arrives" in warning.message
+
+
+def test_explain_text_keeps_regex_brackets():
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from clm_engine.cli.rules import _conditions
+
+    tree = Tree("x")
+    leaf = {"result": False, "fact": "contact.email", "op": "matches", "value": "^[a-z0-9.]+@"}
+    _conditions(tree, {**leaf, "actual": "a@b"})
+    console = Console(width=200, record=True)
+    console.print(tree)
+    assert '"^[a-z0-9.]+@"' in console.export_text()
