@@ -20,6 +20,7 @@ can deduplicate.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -29,14 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from .evaluation import escape_key_part
-from .models import Contact, Event, describe_validation_error, utc_text
-from .store import OutboxRow, Store, StoreTransaction
-from .types import ActionContext, Defer, Veto
+from .evaluation import EventCounter, escape_key_part, unescape_key_part
+from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
+from .store import OutboxRow, Store, StoreTransaction, Trace
+from .types import ActionContext, Defer, FactContext, Veto
 
 if TYPE_CHECKING:
     from .plugins import ActionSpec
     from .registry import Registry
+    from .rules import CompiledRule
 
 #: Actions that lead to actions that lead to ... : past this depth, a loop is assumed.
 MAX_CHAIN_DEPTH = 10
@@ -80,6 +82,7 @@ class Claim:
     contact: Contact
     lease_until: str
     attempts: int
+    event: Event | None = None  # what triggered the decision
 
 
 @dataclass
@@ -111,8 +114,12 @@ class Dispatcher:
         conditions: Any = None,
         record_every: int = 16,
         record_within: float = 0.25,
+        rules: Mapping[tuple[str, str], CompiledRule] | None = None,
     ) -> None:
         self.registry = registry
+        #: The loaded rules, by (ruleset, rule): their ``unless`` conditions are re-checked
+        #: when a delayed action falls due.
+        self.rules = rules or {}
         self.actions = registry.actions
         self.stages = stages
         self.apply_events = apply_events
@@ -175,6 +182,7 @@ class Dispatcher:
             else:
                 claim.contact = contact or claim.contact  # None only comes with a veto
                 ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
+                ctx.event = claim.event
                 try:
                     result, error = claim.spec.run(ctx, claim.params), None
                 except Exception as exc:  # a plugin's failure is retried, never fatal
@@ -255,6 +263,10 @@ class Dispatcher:
         if stored is None:
             return finish("skipped", "the contact no longer exists")
         contact = Contact.model_validate_json(stored)
+        trigger = trigger_of(tx, row)
+        skip = self._recheck(tx, row, contact, trigger)
+        if skip is not None:
+            return finish("skipped", skip)
         answers = ask_policies(
             self.registry,
             row,
@@ -284,13 +296,14 @@ class Dispatcher:
                 note=f"running (attempt {attempts}); back at {lease_until[:19]}Z if it never ends",
                 attempts=attempts,
             )
-            claims.append(Claim(row, spec, params, contact, lease_until, attempts))
+            claims.append(Claim(row, spec, params, contact, lease_until, attempts, trigger[0]))
             return "claimed", None
         # Here: an internal action, or an external one in a dry run (its stand-in, if any).
         run = spec.simulate if spec.external else spec.run
         if run is None:
             return finish("simulated", "external action: recorded, not run (dry run)", 1)
         ctx = self._context(row, contact, now, attempts, tx=tx)
+        ctx.event = trigger[0]
         try:
             with tx.savepoint():  # the action's writes and effects roll back together
                 result = run(ctx, params)
@@ -301,6 +314,69 @@ class Dispatcher:
             note = "external action: simulated, not sent (dry run)"
             return self._finish(tx, row, "simulated", note, result, attempts, now)
         return self._outcome(tx, row, result, attempts, now)
+
+    def _recheck(
+        self,
+        tx: StoreTransaction,
+        row: OutboxRow,
+        contact: Contact,
+        trigger: tuple[Event | None, dict[str, str | None] | None],
+    ) -> str | None:
+        """Why the row's action is skipped now that it falls due (its rule's ``unless`` holds),
+        or None. The skip is traced, so ``clm explain`` shows what the condition saw.
+
+        The condition is judged on the contact as it is, with ``now`` the time the action was
+        planned for (the trigger's time plus the delay, which stays put when a policy defers
+        the row) and the triggering event as ``event.*``; events that came since the trigger,
+        up to this moment, count. A rule no longer loaded has nothing to re-check."""
+        parts = row.key.split("/")
+        compiled = self.rules.get((row.ruleset, row.rule))
+        if compiled is None or len(parts) != 5 or not parts[4].isdigit():
+            return None  # a follow-up (longer key) or a rule no longer loaded
+        index = int(parts[4])
+        if index >= len(compiled.rechecks) or compiled.rechecks[index] is None:
+            return None
+        condition, evaluator = compiled.rechecks[index]  # type: ignore[misc]
+        occurrence = unescape_key_part(parts[3])
+        event, transition = trigger
+        call = compiled.rule.then[index] if index < len(compiled.rule.then) else None
+        planned = datetime.fromisoformat(row.due_at)
+        if event is not None and call is not None and call.after is not None:
+            planned = event.occurred_at + duration_to_timedelta(call.after)
+        ctx = FactContext(
+            contact=contact,
+            now=planned,
+            event=event,
+            transition=transition,
+            count_events=EventCounter(tx, contact.id),
+            stages=self.stages,
+            db=tx.db,
+            documents=self.documents,
+        )
+        if not evaluator.matching(ctx):
+            return None
+        tree = compiled.compiler.explain(condition, ctx)
+        note = f"skipped at {utc_text(planned)[:16].replace('T', ' ')}Z: {describe(condition)}"
+        tx.add_traces(
+            [
+                Trace(
+                    contact_id=row.contact_id,
+                    ruleset=row.ruleset,
+                    version=row.version,
+                    content_hash=row.content_hash,
+                    rule=row.rule,
+                    occurrence=f"{occurrence}#unless/{index}",
+                    trigger=f"re-checked when {row.action} fell due ('unless' of action {index})",
+                    decision="skipped",
+                    detail=note,
+                    tree=tree,
+                    actions=[row.key],
+                    at=utc_text(planned),
+                )
+            ],
+            recorded_at=utc_text(planned),
+        )
+        return note
 
     def _context(
         self, row: OutboxRow, contact: Contact, now: datetime, attempt: int, tx: Any
@@ -441,7 +517,25 @@ def action_context(
         load_contact=_contact_loader(tx, folded or {}) if tx is not None else None,
         actions=actions,
         conditions=conditions,
+        count_events=EventCounter(tx, contact.id) if tx is not None else None,
     )
+
+
+def trigger_of(
+    tx: StoreTransaction, row: OutboxRow
+) -> tuple[Event | None, dict[str, str | None] | None]:
+    """The event that triggered a row's decision (and, for a stage-change rule, the change),
+    read back from the occurrence in its key; ``(None, None)`` for timed rules' rows."""
+    parts = row.key.split("/")
+    if len(parts) < 5:
+        return None, None
+    occurrence = unescape_key_part(parts[3])
+    event_id, _, change = occurrence.rpartition(":stage:")
+    event = tx.event_of(row.contact_id, event_id or occurrence)
+    if not event_id or event is None:
+        return event, None
+    before, _, after = change.partition(">")
+    return event, {"from": before or None, "to": after or None}
 
 
 def retry_delay(
@@ -609,3 +703,37 @@ def emitted_event_id(key: str, n: int) -> str:
     same row emits the same events (deduplicated), and of fixed length however long the chain
     of actions that led to it."""
     return "a-" + hashlib.sha256(f"{key}#{n}".encode()).hexdigest()[:32]
+
+
+def describe(condition: Any) -> str:
+    """A condition in a few words, for a note: ``events.count(purchase, within PT4H) gt 0``."""
+    from .models import All, AnyOf, Duration, FactRef, Leaf, Not
+
+    if isinstance(condition, All):
+        return " and ".join(_grouped(c) for c in condition.all)
+    if isinstance(condition, AnyOf):
+        return " or ".join(_grouped(c) for c in condition.any)
+    if isinstance(condition, Not):
+        return f"not {_grouped(condition.not_)}"
+    assert isinstance(condition, Leaf)
+    if condition.op == "in_segment":
+        return f"in segment {condition.value}"
+    fact = condition.fact or ""
+    if condition.args:
+        args = ", ".join(str(v) if k == "type" else f"{k} {v}" for k, v in condition.args.items())
+        fact = f"{fact}({args})"
+    value = condition.value
+    if isinstance(value, FactRef):
+        shown = value.fact
+    elif isinstance(value, Duration):
+        shown = ", ".join(f"{v} {k}" for k, v in value.model_dump().items() if v)
+    else:
+        shown = json.dumps(value)
+    return f"{fact} {condition.op} {shown}"
+
+
+def _grouped(condition: Any) -> str:
+    from .models import Leaf
+
+    text = describe(condition)
+    return text if isinstance(condition, Leaf) else f"({text})"

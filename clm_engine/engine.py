@@ -470,6 +470,7 @@ class Engine:
             late_action_limit=self.late_action_limit,
             conditions=self.conditions,
             record_every=self.record_every,
+            rules=self.rulebook.rules,
         )
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)

@@ -636,7 +636,12 @@ Trigger = EventTrigger | StageTrigger | ScheduleTrigger | RelativeTrigger
 
 
 class ActionCall(BaseModel):
-    """``{"action": "tag.add", "with": {"tag": "vip"}, "after": {"days": 3}}``."""
+    """``{"action": "tag.add", "with": {"tag": "vip"}, "after": {"days": 3}}``.
+
+    ``unless`` is a condition judged again when a delayed action falls due (``now`` is its due
+    time): if it holds then, the action is skipped, and the skip is traced. ``if`` is judged
+    when the rule fires; ``unless`` when the wait is over.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -645,6 +650,7 @@ class ActionCall(BaseModel):
     ]
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     after: DurationSpec | None = None
+    unless: Condition | None = None
 
 
 class Limit(BaseModel):

@@ -53,6 +53,9 @@ class CompiledRule:
     #: Every action is pure (a function of the contact) and due at once: the rule's decisions
     #: are part of the contact's state, and a late event that re-judges them recomputes them.
     recomputable: bool = False
+    #: Per action (by index): its ``unless`` and that condition compiled with the ruleset's
+    #: compiler, judged again when the delayed action falls due (None: nothing to re-check).
+    rechecks: tuple[tuple[Condition, CompiledConditions] | None, ...] = ()
 
     @property
     def id(self) -> str:
@@ -159,6 +162,12 @@ class RuleBook:
                     ),
                     recomputable=all(
                         _pure(call, actions) and call.after is None for call in rule.then
+                    ),
+                    rechecks=tuple(
+                        (call.unless, compiler.compile([call.unless]))
+                        if call.unless is not None
+                        else None
+                        for call in rule.then
                     ),
                 )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled

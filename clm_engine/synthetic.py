@@ -14,9 +14,19 @@ What is guaranteed, because tests and the engine's reducers rely on it:
   ``seed`` are used; nothing reads the clock or iterates a set).
 * Every event has the fixed shape ``{"id", "contact_id", "type", "occurred_at", "properties"}``
   and is accepted by ``Event.model_validate``; ``occurred_at`` is ISO 8601 with ``Z``.
-* Each contact's ``signup`` comes first, in time and in the stream; every other event of the
+* Each contact's ``signup`` comes first, in time and in the stream (the spend pseudo-contacts
+  have none); every other event of the
   contact is strictly later, and all times lie in ``[start, start + months)``.
 * Purchases have a float ``amount`` (2 decimals); NPS scores are ints from 0 to 10.
+* Every purchase follows a ``cart.updated`` of the same items minutes before; other carts are
+  abandoned (``cart_id``, ``items``, ``items_count``, ``total``, ``cart_url``). About half the
+  contacts add a ``birthday`` (``contact.updated``) in their first days; a third of closed
+  tickets get a CSAT answer (``survey.answered``, ``kind: "csat"``, score 1-5; NPS stays
+  ``nps.answered``, 0-10); devices are registered (``product.registered``). Acquisition spend
+  is one ``spend`` event per paid channel and week, in line with that week's signups from it,
+  under a pseudo-contact per channel (``channel:ads``, ``channel:partner``,
+  ``channel:referral``): those have no signup. These extras come from a generator of their
+  own, so the other events (and their ids) are the same as without them.
 * The stream is in ``occurred_at`` order except the late events (``late_fraction``) and the
   resent duplicates (``duplicate_fraction``, same id and content).
 
@@ -320,6 +330,11 @@ class _History:
         self.contacts: list[_Contact] = []
         self.referrers: list[_Contact] = []  # engaged and loyal contacts, in signup order
         self.counters = {"order": 0, "ticket": 0, "device": 0}
+        #: What the extras (carts, CSAT, spend) follow, recorded without drawing randomness:
+        #: (time, contact index, properties) of purchases and closed tickets; signups' sources.
+        self.purchases: list[tuple[int, int, dict[str, Any]]] = []
+        self.closed_tickets: list[tuple[int, int, dict[str, Any]]] = []
+        self.sources: list[tuple[int, str]] = []
         middle = start + timedelta(seconds=end // 2)
         self.offsets = {
             tz: int(middle.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]
@@ -481,6 +496,7 @@ class _History:
             "consent": {"email": consented},
         }
         self.contacts.append(contact)
+        self.sources.append((signup, source))
         self.events.append((signup, index, "signup", properties))
         if referrer is not None:
             sent = (
@@ -631,20 +647,17 @@ class _History:
         self.counters["order"] += 1
         order_id = f"o-{self.counters['order']:07d}"
         bought = t + 30 + int(rng.random() * 240)
-        if not self.emit(
-            contact,
-            bought,
-            "purchase",
-            {
-                "order_id": order_id,
-                "amount": amount,
-                "currency": "USD",
-                "sku": product.sku,
-                "name": product.name,
-                "quantity": quantity,
-            },
-        ):
+        bought_props = {
+            "order_id": order_id,
+            "amount": amount,
+            "currency": "USD",
+            "sku": product.sku,
+            "name": product.name,
+            "quantity": quantity,
+        }
+        if not self.emit(contact, bought, "purchase", bought_props):
             return
+        self.purchases.append((bought, contact.index, bought_props))
         registers = 0.8 if contact.persona.name == "loyal" else 0.55
         if product.warranty_months and rng.random() < registers:
             registered = self._daytime(bought + 3 * _DAY + rng.expovariate(1 / (4 * _DAY)), contact)
@@ -696,7 +709,8 @@ class _History:
         props = {"ticket_id": ticket_id, "status": "open", "subject": subject, "priority": priority}
         if self.emit(contact, opened, "support.ticket", props) and rng.random() < 0.92:
             closed = opened + 1200 + int(rng.expovariate(1 / (1.5 * _DAY)))
-            self.emit(contact, closed, "support.ticket", {**props, "status": "closed"})
+            if self.emit(contact, closed, "support.ticket", {**props, "status": "closed"}):
+                self.closed_tickets.append((closed, contact.index, props))
 
     def _nps(self, contact: _Contact, t: int, survey: str, channel: str) -> None:
         rng = self.rng
@@ -723,6 +737,140 @@ class _History:
             company = f"{_COMPANY_STEMS[int(rng.random() * len(_COMPANY_STEMS))]} Group"
             t = self._daytime(contact.signup + rng.random() * (self.end - contact.signup), contact)
             self.emit(contact, t, "contact.updated", {"company": company})
+
+
+# -- extras: carts, birthdays, CSAT surveys, acquisition spend --------------------------------
+#
+# Drawn from a generator of their own (``"{seed}:extras"``) after the base history is built, and
+# given ids of their own (``ev-{seed}-x...``): the base events, their ids and which of them come
+# late or twice are exactly what they were before these existed.
+
+#: Cost per signup by acquisition channel, in USD (organic costs nothing and is not listed).
+_CHANNEL_CAC = {"ads": 42.0, "partner": 65.0, "referral": 18.0}
+
+
+def _extras(history: _History, seed: int) -> list[_Raw]:
+    rng = random.Random(f"{seed}:extras")
+    out: list[_Raw] = []
+    contacts = history.contacts
+    end = history.end
+    carts = 0
+
+    def emit(contact: _Contact, t: int, type_: str, properties: dict[str, Any]) -> bool:
+        if contact.signup < t < end:
+            out.append((t, contact.index, type_, properties))
+            return True
+        return False
+
+    def cart(contact: _Contact, t: int, lines: list[tuple[_Product, int]], n: int) -> bool:
+        cart_id = f"k-{n:07d}"
+        items = [{"sku": p.sku, "name": p.name, "quantity": q, "price": p.price} for p, q in lines]
+        return emit(
+            contact,
+            t,
+            "cart.updated",
+            {
+                "cart_id": cart_id,
+                "items": items,
+                "items_count": sum(q for _, q in lines),
+                "total": round(sum(p.price * q for p, q in lines), 2),
+                "currency": "USD",
+                "cart_url": f"https://shop.example/cart/{cart_id}",
+            },
+        )
+
+    by_sku = {p.sku: p for p in _CATALOG}
+    # A cart before every purchase (minutes before: the purchase follows it).
+    for bought, index, props in history.purchases:
+        carts += 1
+        product = by_sku[props["sku"]]
+        cart(
+            contacts[index],
+            bought - 120 - int(rng.random() * 900),
+            [(product, props["quantity"])],
+            carts,
+        )
+    for contact in contacts:
+        persona = contact.persona
+        # Abandoned carts: a little more often than purchases, fading like the contact does.
+        t = float(contact.signup)
+        rate = persona.purchase_rate * 1.2 / _DAY
+        while True:
+            t += rng.expovariate(rate)
+            if t >= end:
+                break
+            decay = persona.decay_days * _DAY
+            if decay and rng.random() > math.exp(-(t - contact.signup) / decay):
+                continue
+            carts += 1
+            lines = [(_pick(rng, _CATALOG, _CATALOG_CUM), 1)]
+            if rng.random() < 0.3:
+                lines.append((_pick(rng, _CATALOG, _CATALOG_CUM), 1 + int(rng.random() * 2)))
+            if cart(contact, int(t), lines[:1], carts) and len(lines) > 1:
+                cart(contact, int(t) + 600 + int(rng.random() * 4800), lines, carts)
+        # Birthdays: most contacts complete their profile within days of signing up.
+        if rng.random() < 0.55:
+            year = DEFAULT_START.year - 18 - int(rng.random() * 52)
+            month = 1 + int(rng.random() * 12)
+            day = 1 + int(rng.random() * monthrange(year, month)[1])
+            when = contact.signup + _HOUR + int(rng.random() * 3 * _DAY)
+            emit(
+                contact, when, "contact.updated", {"birthday": f"{year:04d}-{month:02d}-{day:02d}"}
+            )
+    # CSAT: a third of closed tickets get an answer (1-5), lower from churning contacts.
+    for closed, index, props in history.closed_tickets:
+        contact = contacts[index]
+        if rng.random() >= 0.35:
+            continue
+        low = contact.persona.name in ("churning", "dormant")
+        weights = _cum(3, 3, 4, 5, 3) if low else _cum(1, 1, 3, 8, 12)
+        score = 1 + bisect_right(weights, rng.random() * weights[-1])
+        answered = closed + _HOUR + int(rng.expovariate(1 / (6 * _HOUR)))
+        emit(
+            contact,
+            answered,
+            "survey.answered",
+            {
+                "survey": "csat",
+                "kind": "csat",
+                "score": score,
+                "scale": 5,
+                "ticket_id": props["ticket_id"],
+            },
+        )
+    return out
+
+
+def _spend(history: _History, seed: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """Weekly acquisition spend per paid channel, in line with that week's signups from it:
+    ``(time, contact id, properties)``, one pseudo-contact per channel (``channel:ads``)."""
+    rng = random.Random(f"{seed}:spend")
+    weeks = max(1, -(-history.end // (7 * _DAY)))
+    signups = {(w, ch): 0 for w in range(weeks) for ch in _CHANNEL_CAC}
+    for at, source in history.sources:
+        if source in _CHANNEL_CAC:
+            signups[(at // (7 * _DAY), source)] += 1
+    out = []
+    for week in range(weeks):
+        at = min(history.end - 1, (week + 1) * 7 * _DAY - 1)
+        for channel, cac in _CHANNEL_CAC.items():
+            count = signups[(week, channel)]
+            amount = round(cac * count * (0.8 + 0.4 * rng.random()) + 50 * rng.random(), 2)
+            out.append(
+                (
+                    at,
+                    f"channel:{channel}",
+                    {
+                        "channel": channel,
+                        "amount": amount,
+                        "currency": "USD",
+                        "period_start": history.ts(week * 7 * _DAY),
+                        "period_end": history.ts(min(history.end, (week + 1) * 7 * _DAY)),
+                        "signups": count,
+                    },
+                )
+            )
+    return out
 
 
 def generate_events(
@@ -772,6 +920,34 @@ def _stream(
     raw.sort(key=itemgetter(0))  # stable: same-second events keep their causal order
     ids = [c.id for c in history.contacts]
     ts = history.ts
+    extras: list[dict[str, Any]] = [
+        {
+            "id": f"ev-{seed}-x{n:08d}",
+            "contact_id": ids[contact],
+            "type": type_,
+            "occurred_at": ts(t),
+            "properties": properties,
+            "_t": t,
+        }
+        for n, (t, contact, type_, properties) in enumerate(
+            sorted(_extras(history, seed), key=itemgetter(0))
+        )
+    ]
+    if contacts:
+        extras += [
+            {
+                "id": f"ev-{seed}-s{n:06d}",
+                "contact_id": who,
+                "type": "spend",
+                "occurred_at": ts(t),
+                "properties": properties,
+                "_t": t,
+            }
+            for n, (t, who, properties) in enumerate(_spend(history, seed))
+        ]
+    extras.sort(key=itemgetter("_t"))
+    extra_times = [int(e.pop("_t")) for e in extras]
+    pending = 0  # the next extra to yield, merged in time order
     # A separate generator, so the fractions change the order but never the events.
     disorder = random.Random(f"{seed}:disorder")
     held: list[tuple[int, int, dict[str, Any]]] = []  # (release time, tie-breaker, event)
@@ -785,6 +961,9 @@ def _stream(
         }
         while held and held[0][0] <= t:
             yield heapq.heappop(held)[2]
+        while pending < len(extras) and extra_times[pending] < t:
+            yield extras[pending]
+            pending += 1
         if duplicate_fraction and disorder.random() < duplicate_fraction:
             resend = t + 1 + int(disorder.expovariate(1 / 600))
             copy = {**event, "properties": json.loads(json.dumps(properties))}
@@ -796,6 +975,7 @@ def _stream(
         yield event
     while held:
         yield heapq.heappop(held)[2]
+    yield from extras[pending:]
 
 
 def write_jsonl(

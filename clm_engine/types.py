@@ -131,6 +131,11 @@ class ActionContext:
     actions: frozenset[str] = frozenset()
     #: The engine's conditions (``clm_engine.conditions.checker.Conditions``): see ``holds``.
     conditions: Any = field(default=None, repr=False)
+    #: The event that triggered the decision (an event or stage-change rule's action, at
+    #: dispatch), or ``None``: what an email template shows as ``{{ event.properties.* }}``.
+    event: Event | None = None
+    #: ``events.count`` for ``holds`` (set while the action runs in a transaction).
+    count_events: Callable[[str, datetime | None], int] | None = field(default=None, repr=False)
 
     def holds(self, condition: Any) -> bool:
         """Whether a condition (a ``clm_engine.Condition`` from a plugin's document, like a
@@ -141,11 +146,13 @@ class ActionContext:
         ctx = FactContext(
             contact=self.contact,
             now=self.now,
+            event=self.event,
             stages=tuple(self.stages),
             db=self.db,
             tables=self.tables,
             documents=self.documents,
             entity=self.entity,
+            count_events=self.count_events,
         )
         return bool(self.conditions.holds(condition, ctx))
 

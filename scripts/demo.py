@@ -12,7 +12,8 @@
 5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why;
 6. referrals: rewards granted, held for review (fraud rules) and clawed back, a review and a
    payout through `clm referral`;
-7. a week-by-week backtest (`clm simulate`), and warranties 18 months ahead on a virtual
+7. a week-by-week backtest (`clm simulate`), the abandoned-cart reminder backtested (its
+   ``unless`` judged when each reminder falls due), and warranties 18 months ahead on a virtual
    clock: reminders, extension / service-agreement / upgrade offers and their conversion.
 
 Each later part of clm-engine (rules, time, email, referral, warranty) adds its step here, so
@@ -158,6 +159,29 @@ def main() -> None:
         ok_codes=(0, 1),
     )
     print_weeks(json.loads(raw))
+
+    step("Abandoned carts: the reminder's 'unless' is re-checked when it falls due (backtest)")
+    carts = ["--rulesets", str(RULESETS / "abandoned-cart.json")]
+    carts += ["--rulesets", str(RULESETS / "templates" / "cart-reminder.json")]
+    raw = clm(
+        "simulate",
+        *carts,
+        "--events",
+        str(EVENTS),
+        *window,
+        "--json",
+        capture=True,
+        ok_codes=(0, 1),
+    )
+    reminder = json.loads(raw)["per_rule"].get("abandoned-cart/cart-reminder", {})
+    outcomes = reminder.get("actions", {})
+    sent = outcomes.get("simulated", 0) + outcomes.get("done", 0)
+    print(
+        f"{reminder.get('fired', 0):,} cart changes queued a reminder for 4 hours later; "
+        f"{sent:,} reminders would go, {outcomes.get('skipped', 0):,} were skipped when due "
+        f"(a purchase or a newer cart change came in the 4 hours), "
+        f"{outcomes.get('vetoed', 0):,} vetoed (no email consent)"
+    )
 
     step("Warranties: 18 months on a virtual clock: reminders, offers, and what customers bought")
     # Warranty ends lie one to three years after purchase, so this runs ahead of the history:

@@ -818,6 +818,7 @@ def test_clm_validate_json(run, tmp_path):
     assert json.loads(ok.output) == {
         "ok": True,
         "problems": [],
+        "warnings": [],
         "rulesets": [
             {
                 "path": "good.json",

@@ -19,7 +19,23 @@ from ..errors import ClmError
 from ..registry import Registry
 from ..store import is_url
 
-console = Console(highlight=False)
+#: How wide output is when it goes to a pipe or a file: wide enough that no table cell is cut
+#: (``2026-05-1...``), so ``clm contacts list | grep`` sees whole values. Tables only take the
+#: width their contents need; a terminal keeps its own width.
+PIPE_WIDTH = 10_000
+
+
+def _stdout_console() -> Console:
+    """Rich output for people: the terminal's width, or (piped) wide enough for every value.
+
+    ``COLUMNS`` set in the environment wins, as it does for rich."""
+    probe = Console(highlight=False)
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(highlight=False, width=PIPE_WIDTH)
+
+
+console = _stdout_console()
 errors = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

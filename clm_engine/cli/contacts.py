@@ -22,6 +22,7 @@ from .common import (
     money,
     open_engine,
     print_json,
+    rulesets_option,
 )
 
 
@@ -113,7 +114,11 @@ def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
 
 @contacts.command("list")
 @db_option
-@click.option("--stage", help="Only contacts in this lifecycle stage.")
+@rulesets_option
+@click.option(
+    "--stage",
+    help="Only contacts in this lifecycle stage (a stage of the loaded rulesets' model).",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
 @click.option("--offset", default=0, type=click.IntRange(0))
 @click.option(
@@ -125,10 +130,19 @@ def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
 )
 @json_option
 def list_(
-    db_path: Path, stage: str | None, limit: int, offset: int, order_by: str, as_json: bool
+    db_path: Path,
+    ruleset_paths: tuple[Path, ...],
+    stage: str | None,
+    limit: int,
+    offset: int,
+    order_by: str,
+    as_json: bool,
 ) -> None:
-    """List contacts, optionally in one stage."""
-    with open_engine(db_path) as engine:
+    """List contacts, optionally in one stage.
+
+    A custom stage model (a ruleset's ``stages``) is known with --rulesets; a stage some
+    contact is in is accepted without."""
+    with open_engine(db_path, rulesets=ruleset_paths) as engine:
         found = engine.store.list_contacts(
             stage=stage, limit=limit, offset=offset, order_by=order_by
         )
@@ -137,8 +151,9 @@ def list_(
     if as_json:
         print_json({"total": total, "contacts": [c.model_dump(mode="json") for c in found]})
         return
-    if stage is not None and stage not in known_stages:
-        raise ClmError(f"unknown stage {stage!r}; the stages are: {', '.join(known_stages)}")
+    if stage is not None and stage not in known_stages and not total:
+        hint = "" if ruleset_paths else " (pass --rulesets for a custom stage model)"
+        raise ClmError(f"unknown stage {stage!r}; the stages are: {', '.join(known_stages)}{hint}")
     table = Table(
         "id",
         "email",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from rich.markup import escape
 from rich.tree import Tree
 
 from .. import explain as explaining
@@ -67,22 +68,27 @@ def explain(
     if as_json:
         print_json(answer)
         return
-    root = Tree(f"[bold]{answer['contact']}[/]  stage: [bold]{answer['stage']}[/]")
+    # Everything from data (ids, values, notes, regexes like ^[a-z0-9.]+@) is escaped: rich
+    # would take "[a-z0-9.]" for markup and drop it.
+    root = Tree(f"[bold]{esc(answer['contact'])}[/]  stage: [bold]{esc(answer['stage'])}[/]")
     for entry in answer["rules"]:
-        title = f"[bold]{entry['rule']}[/] [dim]({entry['ruleset']}; {entry['trigger']})[/]"
+        title = (
+            f"[bold]{esc(entry['rule'])}[/] [dim]({esc(entry['ruleset'])}; "
+            f"{esc(entry['trigger'])})[/]"
+        )
         node = root.add(title)
         if entry.get("description"):
-            node.add(f"[dim]{entry['description']}[/]")
+            node.add(f"[dim]{esc(entry['description'])}[/]")
         if entry.get("not_evaluated"):
-            node.add(entry["not_evaluated"])
+            node.add(esc(entry["not_evaluated"]))
         for decision in entry["decisions"]:
             label = _DECISION_STYLE.get(decision["decision"], decision["decision"])
             item = node.add(
-                f"{decision['at']}  {label}  [dim]on {decision['trigger']} "
+                f"{decision['at']}  {label}  [dim]on {esc(decision['trigger'])} "
                 f"(v{decision['version']} {decision['content_hash']})[/]"
             )
             if decision["detail"]:
-                item.add(decision["detail"])
+                item.add(esc(decision["detail"]))
             if decision["conditions"] is not None:
                 _conditions(item.add("conditions"), decision["conditions"])
             for action in decision["actions"]:
@@ -92,14 +98,19 @@ def explain(
     console.print(root)
 
 
+def esc(value: Any) -> str:
+    """Text from data, shown as it is (rich markup in it escaped)."""
+    return escape("" if value is None else str(value))
+
+
 def _action_text(action: dict[str, Any]) -> str:
     style = _STATUS_STYLE.get(action["status"], "white")
     text = (
-        f"{action.get('action', '?')} {json.dumps(action.get('params', {}))} "
-        f"[{style}]{action['status']}[/]"
+        f"{esc(action.get('action', '?'))} {esc(json.dumps(action.get('params', {})))} "
+        f"[{style}]{esc(action['status'])}[/]"
     )
     if action.get("note"):
-        text += f" [dim]({action['note']})[/]"
+        text += f" [dim]({esc(action['note'])})[/]"
     return text
 
 
@@ -116,20 +127,23 @@ def _conditions(node: Tree, trace: dict[str, Any]) -> None:
         _conditions(node.add(f"{mark} not"), trace["not"])
         return
     if "error" in trace and "op" not in trace:
-        node.add(f"[red]✗ {trace['error']}[/]")
+        node.add(f"[red]✗ {esc(trace['error'])}[/]")
         return
     seen = "missing" if trace.get("missing") else json.dumps(trace.get("actual"), default=str)
     value = trace.get("value")
     shown = json.dumps(value, default=str)
     if trace.get("value_fact"):
         shown = f"{trace['value_fact']} (= {shown})"
-    text = f"{mark} {trace.get('fact') or ''} {trace.get('op')} {shown}  [dim]saw {seen}[/]"
+    text = (
+        f"{mark} {esc(trace.get('fact') or '')} {esc(str(trace.get('op')))} {esc(shown)}  "
+        f"[dim]saw {esc(seen)}[/]"
+    )
     if trace.get("note"):
-        text += f" [dim]({trace['note']})[/]"
+        text += f" [dim]({esc(trace['note'])})[/]"
     leaf = node.add(text)
     segment = trace.get("segment")
     if isinstance(segment, dict) and segment.get("trace"):
-        _conditions(leaf.add(f"segment {segment.get('name')}"), segment["trace"])
+        _conditions(leaf.add(f"segment {esc(str(segment.get('name')))}"), segment["trace"])
 
 
 @cli.command()

@@ -9,6 +9,7 @@ contacts, week by week; with ``--compare``, what changes between two versions an
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -97,6 +98,11 @@ FILE_WIDTH = 240
     metavar="DIR",
     help="Keep the scratch store(s) in this directory, for clm explain / clm report.",
 )
+@click.option(
+    "--allow-failures",
+    is_flag=True,
+    help="Exit 0 even when actions failed (by default failed or dead actions make it exit 1).",
+)
 @json_option
 def simulate(
     ruleset_paths: tuple[str, ...],
@@ -107,6 +113,7 @@ def simulate(
     db_path: str | None,
     step_text: str,
     keep_dir: str | None,
+    allow_failures: bool,
     as_json: bool,
 ) -> None:
     """Backtest rulesets over an event history, on a virtual clock. Sends nothing.
@@ -118,7 +125,9 @@ def simulate(
 
     With --compare OLD NEW, both versions run over the same history and the output shows, per
     rule, the fires before and after, week by week, and which contacts would be treated
-    differently. Exits 1 when the input had lines that are not events.
+    differently. Exits 1 when the input had lines that are not events, and when actions
+    failed (a template that does not render, an action that raised until it was set aside
+    as dead) unless --allow-failures is given.
     """
     ctx = click.get_current_context()
     from_env = ctx.get_parameter_source("ruleset_paths") == ParameterSource.ENVIRONMENT
@@ -147,6 +156,7 @@ def simulate(
                 print_json(comparison.as_dict())
             else:
                 _print_comparison(comparison, old, new)
+            failures = [comparison.old.actions, comparison.new.actions]
         else:
             with _progress(show, start, end, ("simulating",)) as report:
                 result = _ruleset_errors(
@@ -162,7 +172,32 @@ def simulate(
                 print_json(result.as_dict())
             else:
                 _print_result(result, ruleset_paths)
+            failures = [result.actions]
         _exit_on_rejected(history)
+        if not allow_failures:
+            _exit_on_failures(failures)
+
+
+#: Final statuses of actions that did not work: a simulation with any of them exits 1.
+FAILED_STATUSES = ("failed", "dead")
+
+
+def _exit_on_failures(actions: list[dict[str, int]]) -> None:
+    """Failed or dead actions make the run exit 1, after the report (--allow-failures: 0)."""
+    counts = Counter[str]()
+    for side in actions:
+        for status in FAILED_STATUSES:
+            counts[status] += side.get(status, 0)
+    total = sum(counts.values())
+    if not total:
+        return
+    shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n)
+    errors.print(
+        f"{total:,} action{'s' if total != 1 else ''} did not work ({shown}): clm explain "
+        "(with --keep) shows why; --allow-failures accepts them",
+        markup=False,
+    )
+    sys.exit(1)
 
 
 def _ruleset_errors(run: Callable[[], Any]) -> Any:

@@ -23,7 +23,9 @@ from .common import print_json, registry_of
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     """Validate ruleset files (or every *.json under directories) against the schema, the
-    models and the registered plugins; print every problem with its line and column."""
+    models and the registered plugins; print every problem with its line and column.
+
+    Warnings (valid, but probably not what was meant) are printed too; they do not fail."""
     result = validate_all(paths, registry=registry_of())
     loaded, problems, documents = result.rulesets, result.problems, result.documents
     files = len({r.path for r in loaded} | {d.path for d in documents} | {p.file for p in problems})
@@ -32,6 +34,7 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
             {
                 "ok": not problems and files > 0,
                 "problems": [p.to_dict() for p in problems],
+                "warnings": [w.to_dict() for w in result.warnings],
                 "rulesets": [
                     {
                         "path": r.path,
@@ -51,6 +54,8 @@ def validate(paths: tuple[Path, ...], as_json: bool) -> None:
     else:
         for problem in problems:
             click.echo(problem.render())
+        for warning in result.warnings:  # valid, so the exit code stays 0 for them
+            click.echo(warning.render().replace(": ", ": warning: ", 1))
         if problems:
             click.echo(summary(problems))
         elif files == 0:

@@ -26,7 +26,7 @@ from ..models import DEFAULT_STAGES, Ruleset
 from .problems import Issue, RulesetProblem, RulesetValidationError, pointer, sort_key
 from .pydantic_errors import pydantic_issues
 from .schema_errors import schema_issues
-from .semantics import Registries, check_ruleset
+from .semantics import Registries, check_ruleset, warnings_of
 from .source import Locator, duplicate_keys, non_finite_numbers, parse, plain, too_deep
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class Validated:
     rulesets: list[LoadedRuleset]
     documents: list[LoadedDocument]
     problems: list[RulesetProblem]
+    #: Valid, but probably not what was meant (``clm validate`` shows them; loading goes on).
+    warnings: list[RulesetProblem] = field(default_factory=list)
 
     def by_kind(self) -> dict[str, dict[str, Any]]:
         """The documents' models by kind and name: what facts and actions see."""
@@ -193,6 +195,13 @@ def validate_all(
         if check is not None:
             document.issues += _plugin_check(check, document, context)
     loaded, loaded_docs = [], []
+    warnings: list[RulesetProblem] = []
+    for document in parsed:
+        assert document.ruleset is not None
+        found_warnings = warnings_of(document.ruleset)
+        if found_warnings:
+            locator = Locator(document.text)
+            warnings += [document.problem(issue, locator) for issue in found_warnings]
     for document in documents:
         if document.issues:
             locator = Locator(document.text)
@@ -216,7 +225,9 @@ def validate_all(
                     document.text,
                 )
             )
-    return Validated(loaded, loaded_docs, sorted(problems, key=sort_key))
+    return Validated(
+        loaded, loaded_docs, sorted(problems, key=sort_key), sorted(warnings, key=sort_key)
+    )
 
 
 @dataclass(frozen=True)

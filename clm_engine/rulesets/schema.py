@@ -150,6 +150,11 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ActionCall", "action"): 'The action\'s name, e.g. "tag.add" (see clm plugins).',
     ("ActionCall", "with"): "The action's parameters; each action checks its own.",
     ("ActionCall", "after"): 'Run the action this long after the rule fires: {"days": 3} or "P3D".',
+    ("ActionCall", "unless"): (
+        "A condition judged again when the delayed action falls due (now is its due time; the "
+        "triggering event is still event.*): if it holds then, the action is skipped and the "
+        "skip is traced. Needs after."
+    ),
     ("Limit", "once_per"): (
         '"contact": at most once per contact, ever; or a fact naming a thing, e.g. '
         '"event.properties.product_id": at most once per contact and product.'

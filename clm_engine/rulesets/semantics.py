@@ -101,6 +101,9 @@ def conditions_of(ruleset: Ruleset) -> Iterator[tuple[Condition, str, Scope]]:
             yield rule.when.where, pointer("rules", index, "when", "where"), scope
         if rule.if_ is not None:
             yield rule.if_, pointer("rules", index, "if"), scope
+        for position, call in enumerate(rule.then):
+            if call.unless is not None:
+                yield call.unless, pointer("rules", index, "then", position, "unless"), scope
 
 
 # -- the ruleset's own lists -------------------------------------------------------------------
@@ -281,6 +284,17 @@ def _actions(
                 )
             )
             continue
+        if call.unless is not None and call.after is None:
+            issues.append(
+                Issue(
+                    f"{where}/unless",
+                    "'unless' is judged when a delayed action falls due, and this action has "
+                    "no 'after'",
+                    hint="give the action an 'after' delay, or put the condition in the rule's "
+                    "'if' (inside a 'not')",
+                    at_key=True,
+                )
+            )
         found = action_params(spec, call.action, call.with_, f"{where}/with")
         issues += found
         stage = call.with_.get("stage")
@@ -381,3 +395,80 @@ def leaves(condition: Condition, where: str) -> Iterator[tuple[Leaf, str]]:
         yield from leaves(condition.not_, f"{where}/not")
     else:
         yield condition, where
+
+
+# -- warnings: valid, but probably not what was meant ----------------------------------------
+
+
+def warnings_of(ruleset: Ruleset) -> list[Issue]:
+    """What is valid but likely wrong: for now, a window in a rule's ``if`` (or ``where``)
+    that is judged when the rule fires while its actions wait.
+
+    "On cart.updated, if no purchase within 4 hours, send after 4 hours" counts the purchases
+    of the 4 hours *before* the cart event: ``if`` is judged when the event arrives. The
+    action's ``unless`` is judged when it falls due, which is what such a rule means.
+    """
+    issues = []
+    for index, rule in enumerate(ruleset.rules):
+        delayed = [
+            (position, call)
+            for position, call in enumerate(rule.then)
+            if call.after is not None and call.unless is None
+        ]
+        if not delayed:
+            continue
+        position, call = delayed[0]
+        trigger = (
+            f"its {rule.when.event} event arrives"
+            if isinstance(rule.when, EventTrigger)
+            else "the rule fires"
+        )
+        sources = []
+        if isinstance(rule.when, EventTrigger) and rule.when.where is not None:
+            sources.append((rule.when.where, pointer("rules", index, "when", "where")))
+        if rule.if_ is not None:
+            sources.append((rule.if_, pointer("rules", index, "if")))
+        for condition, base in sources:
+            for leaf, at in leaves(condition, base):
+                window = _window_of(leaf)
+                if window is None:
+                    continue
+                delay = call.after if isinstance(call.after, str) else _duration_text(call.after)
+                issues.append(
+                    Issue(
+                        at,
+                        f"this condition is judged when {trigger}, not when the action at "
+                        f"/rules/{index}/then/{position} falls due ({delay} later): "
+                        f"events.count of {window} looks back from the trigger, not forward",
+                        hint="to check what happened during the wait, give the action an "
+                        '"unless" (judged again when it falls due, e.g. {"fact": "events.count", '
+                        '"args": {"type": "purchase", "within": "PT4H"}, "op": "gt", "value": 0})',
+                    )
+                )
+    return issues
+
+
+def _window_of(leaf: Leaf) -> str | None:
+    """``'purchase' within PT4H`` when a leaf counts events over a window, else None."""
+    if leaf.fact != "events.count" or not isinstance(leaf.args, dict):
+        return None
+    within = leaf.args.get("within")
+    if within is None:
+        return None
+    shown = within if isinstance(within, str) else json_text(within)
+    return f"{leaf.args.get('type')!r} within {shown}"
+
+
+def _duration_text(duration: Any) -> str:
+    parts = [
+        f"{value} {name}"
+        for name in ("weeks", "days", "hours", "minutes")
+        if (value := getattr(duration, name, 0))
+    ]
+    return ", ".join(parts) or "0 minutes"
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))

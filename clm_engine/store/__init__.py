@@ -121,6 +121,8 @@ class StoreTransaction(Protocol):
 
     def contact_events(self, contact_id: str) -> list[Event]: ...
 
+    def event_of(self, contact_id: str, event_id: str) -> Event | None: ...
+
     def contact_history(self, contact_id: str) -> tuple[list[Event], dict[str, str]]:
         """A contact's stored events, oldest first (ties in arrival order), and the ``origin``
         of those that are the effect of a decision run inline: event id -> outbox key.

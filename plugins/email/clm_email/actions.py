@@ -95,6 +95,7 @@ def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) ->
         sequence=params.sequence,
         step=params.step,
         data=params.data,
+        event=getattr(ctx, "event", None),
     )
     try:
         rendered = templates.render(template, context)
@@ -301,6 +302,8 @@ def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
     }
     if step.reply_to:
         send_params["reply_to"] = step.reply_to
+    if step.data:
+        send_params["data"] = step.data
     ctx.enqueue("email.send", send_params, due_at=now, occurrence=f"send-{step.id}")
     result: dict[str, Any] = {"step": step.id, "template": step.template}
     if index + 1 < len(seq.steps):

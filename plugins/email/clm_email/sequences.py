@@ -44,6 +44,8 @@ class Step(BaseModel):
     at: ClockTime | None = None
     category: Name | None = None
     reply_to: str | None = None
+    #: Template data for this step's email, shown as ``{{ data.name }}``.
+    data: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _reply_to(self) -> Step:

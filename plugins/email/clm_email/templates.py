@@ -65,7 +65,15 @@ PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "stage": ("stage",),
 }
 #: Always there: the message's own values.
-MESSAGE_FIELDS = ("unsubscribe_url", "contact_id", "attributes", "data", "sequence", "step")
+MESSAGE_FIELDS = (
+    "unsubscribe_url",
+    "contact_id",
+    "attributes",
+    "data",
+    "event",
+    "sequence",
+    "step",
+)
 
 Text = Annotated[str, Field(max_length=200_000)]
 
@@ -616,13 +624,26 @@ def context_for(
     sequence: str | None = None,
     step: str | None = None,
     data: dict[str, Any] | None = None,
+    event: Any = None,
 ) -> dict[str, Any]:
-    """What a template sees for this contact: plain values, fallbacks for missing ones."""
+    """What a template sees for this contact: plain values, fallbacks for missing ones.
+
+    ``event`` is the event that triggered the rule (``{{ event.properties.cart_url }}``), when
+    the message comes from an event or stage-change rule; else ``event`` is empty."""
     fields = contact.__dict__
     context: dict[str, Any] = {
         "contact_id": contact.id,
         "attributes": _plain(contact.attributes),
         "data": _plain(data or {}),
+        "event": _plain(
+            {
+                "type": event.type,
+                "occurred_at": event.occurred_at.isoformat(),
+                "properties": event.properties,
+            }
+            if event is not None
+            else {}
+        ),
         "unsubscribe_url": unsubscribe_url,
         "sequence": sequence,
         "step": step,
@@ -762,6 +783,7 @@ def check_template(template: EmailTemplate) -> list[tuple[str, str]]:
     for sample, label in ((_FULL, "a contact with every field"), (_EMPTY, "a contact with none")):
         context = context_for(sample, template, unsubscribe_url="https://example.com/u")
         context["data"] = _SampleData()
+        context["event"] = {"type": "sample", "occurred_at": "", "properties": _SampleData()}
         try:
             render(template, context)
         except RenderError as error:
