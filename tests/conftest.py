@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from contextlib import ExitStack
 from datetime import UTC, datetime
 
 import pytest
@@ -35,9 +34,11 @@ def db_path(tmp_path):
     return tmp_path / "clm.db"
 
 
-@pytest.fixture
-def engine(db_path, clock):
-    with Engine(db_path, clock=clock) as engine:
+@pytest.fixture(params=["sqlite", "postgres"])
+def engine(request, db_path, clock):
+    """An engine on a new store: a SQLite file (``db_path``), or a new PostgreSQL database."""
+    target = request.getfixturevalue("postgres_url") if request.param == "postgres" else db_path
+    with Engine(target, clock=clock) as engine:
         yield engine
 
 
@@ -47,16 +48,3 @@ def example_plugins(monkeypatch):
     by every engine and ``clm`` run of the test (the root conftest allows none, so each test
     says what it uses)."""
     monkeypatch.setenv("CLM_LOAD_PLUGINS", ",".join(EXAMPLE_PLUGINS))
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def new_store(request, tmp_path):
-    """``new_store(name)``: where a new, empty store of the parametrised kind is (a SQLite file
-    in ``tmp_path``, or the URL of a new database on the session's PostgreSQL cluster); a test
-    taking it runs on both."""
-    if request.param == "sqlite":
-        yield lambda name: tmp_path / name
-        return
-    cluster = request.getfixturevalue("postgres_cluster")
-    with ExitStack() as stack:
-        yield lambda name: stack.enter_context(cluster.database())

@@ -40,12 +40,30 @@ def clock():
     return VirtualClock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
 
 
+#: Where the helpers put a test's store: a SQLite file in its folder, or on the ``on_store``
+#: fixture's "postgres" run, the test's PostgreSQL database (the same store when reopened).
+_STORE: dict[str, str] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_store(request):
+    """Run the test on each store: the helpers open their engines on this one."""
+    if request.param == "postgres":
+        _STORE["url"] = request.getfixturevalue("postgres_url")
+    yield request.param
+    _STORE.clear()
+
+
+def store_in(tmp_path):
+    return _STORE.get("url", tmp_path / "clm.db")
+
+
 def make(tmp_path, clock, *rules, plugins=(), **extra):
     rulesets = [ruleset(tmp_path, rules=rules, **extra)]
-    return Engine(tmp_path / "clm.db", clock=clock, rulesets=rulesets, plugins=plugins)
+    return Engine(store_in(tmp_path), clock=clock, rulesets=rulesets, plugins=plugins)
 
 
-def test_a_matching_event_moves_the_stage_inline_dated_by_the_event(tmp_path, clock):
+def test_a_matching_event_moves_the_stage_inline_dated_by_the_event(on_store, tmp_path, clock):
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
     engine.ingest(event("c1", "signup", "2026-11-01"))
     result = engine.ingest(
@@ -62,7 +80,7 @@ def test_a_matching_event_moves_the_stage_inline_dated_by_the_event(tmp_path, cl
     assert engine.dispatch().total == 0  # nothing runs twice
 
 
-def test_a_replayed_event_enqueues_nothing_new(tmp_path, clock):
+def test_a_replayed_event_enqueues_nothing_new(on_store, tmp_path, clock):
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
     purchase = event("c1", "purchase", "2026-11-01", amount=20)
     engine.ingest(purchase)
@@ -78,7 +96,7 @@ TAG_ON_PURCHASE = rule(
 )
 
 
-def test_once_per_contact_blocks_later_fires_and_says_when(tmp_path, clock):
+def test_once_per_contact_blocks_later_fires_and_says_when(on_store, tmp_path, clock):
     engine = make(tmp_path, clock, TAG_ON_PURCHASE)
     engine.ingest_many(
         [
@@ -124,7 +142,7 @@ def test_cooldown_and_once_per_entity(tmp_path, clock):
     assert rules.count("daily") == 2 and rules.count("per-product") == 2
 
 
-def test_priority_orders_the_actions_of_one_occurrence(tmp_path, clock):
+def test_priority_orders_the_actions_of_one_occurrence(on_store, tmp_path, clock):
     low = rule(
         "low", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "low"}}], priority=1
     )
@@ -139,7 +157,7 @@ def test_priority_orders_the_actions_of_one_occurrence(tmp_path, clock):
     assert [e.properties["tag"] for e in reversed(tag_events)] == ["high", "low"]
 
 
-def test_stage_change_rules_fire_on_the_transition_an_action_made(tmp_path, clock):
+def test_stage_change_rules_fire_on_the_transition_an_action_made(on_store, tmp_path, clock):
     welcome_customer = rule(
         "welcome-customer",
         {"stage_changed": {"to": "purchase"}},
@@ -154,7 +172,7 @@ def test_stage_change_rules_fire_on_the_transition_an_action_made(tmp_path, cloc
     assert trace.trigger == "stage change awareness -> purchase"
 
 
-def test_moving_backward_needs_an_explicit_action_with_a_reason(tmp_path, clock):
+def test_moving_backward_needs_an_explicit_action_with_a_reason(on_store, tmp_path, clock):
     to_retention = rule(
         "retain", {"event": "purchase"}, [{"action": "stage.set", "with": {"stage": "retention"}}]
     )
@@ -184,7 +202,7 @@ def test_moving_backward_needs_an_explicit_action_with_a_reason(tmp_path, clock)
     assert engine.store.stage_history("c1")[-1].cause == "rule back-ok of ruleset test: revisited"
 
 
-def test_backward_without_a_reason_is_a_validation_error(tmp_path, clock):
+def test_backward_without_a_reason_is_a_validation_error(on_store, tmp_path, clock):
     bad = rule(
         "back",
         {"event": "x"},
@@ -246,7 +264,9 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
     assert Flaky.calls == 3
 
 
-def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(flaky, tmp_path, clock):
+def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(
+    on_store, flaky, tmp_path, clock
+):
     sync = rule("sync", {"event": "signup"}, [{"action": "crm.sync"}])
     engine = make(tmp_path, clock, sync, plugins=flaky)
     engine.max_attempts = 1
@@ -286,7 +306,7 @@ def test_policies_veto_and_defer_never_silently(tmp_path, clock):
     assert engine.contact("c1").tags == ["later"]
 
 
-def test_event_emit_chains_and_a_loop_is_cut(tmp_path, clock):
+def test_event_emit_chains_and_a_loop_is_cut(on_store, tmp_path, clock):
     ping = rule("ping", {"event": "ping"}, [{"action": "event.emit", "with": {"type": "pong"}}])
     pong = rule("pong", {"event": "pong"}, [{"action": "event.emit", "with": {"type": "ping"}}])
     engine = make(tmp_path, clock, ping, pong)
@@ -338,7 +358,7 @@ def test_explain_shows_values_limits_and_rules_whose_trigger_never_came(tmp_path
     assert by_rule["promoter"]["not_evaluated"].startswith("not evaluated: the trigger never came")
 
 
-def test_explain_with_trace_all_shows_the_condition_that_failed(tmp_path, clock):
+def test_explain_with_trace_all_shows_the_condition_that_failed(on_store, tmp_path, clock):
     big = rule(
         "big-order",
         {"event": "purchase"},
@@ -361,7 +381,7 @@ def test_explain_with_trace_all_shows_the_condition_that_failed(tmp_path, clock)
     assert plan["missing"] is True and plan["result"] is False
 
 
-def test_check_is_a_dry_run(tmp_path, clock):
+def test_check_is_a_dry_run(on_store, tmp_path, clock):
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
     engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
     before = (engine.store.summary(), len(engine.store.actions_for("c1")))
@@ -390,7 +410,7 @@ def test_an_invalid_ruleset_never_runs_and_a_bad_reload_keeps_the_last_valid(tmp
         Engine(tmp_path / "other.db", clock=clock, rulesets=[path])
 
 
-def test_every_loaded_version_is_kept_and_decisions_record_theirs(tmp_path, clock):
+def test_every_loaded_version_is_kept_and_decisions_record_theirs(on_store, tmp_path, clock):
     engine = make(tmp_path, clock, STAGE_ON_FIRST_ORDER)
     engine.ingest(event("c1", "purchase", "2026-11-01", amount=3))
     ruleset(tmp_path, rules=[STAGE_ON_FIRST_ORDER], version=2, description="now v2")
@@ -465,7 +485,7 @@ def test_scores_add_up_to_their_cap_and_decay(tmp_path, clock):
     assert history.count("clm.score.add") == 5
 
 
-def test_check_applies_the_limits_the_engine_applies(tmp_path, clock):
+def test_check_applies_the_limits_the_engine_applies(on_store, tmp_path, clock):
     per_product = rule(
         "per-product",
         {"event": "product.registered"},

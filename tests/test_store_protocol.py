@@ -130,6 +130,8 @@ def test_events_in_time_order_with_their_origins_counted_and_deleted(store):
     assert [e.id for e in events] == ["e1", "e2", "e3"]
     assert origins == {"e3": "rs/r/c1/e1/0"}
     assert [e.id for e in reader.contact_events("c1")] == ["e1", "e2", "e3"]
+    assert reader.event_of("c1", "e2").properties == {"n": 2}
+    assert reader.event_of("c2", "e2") is None  # another contact's id finds nothing
     assert reader.count_events("c1", "page.viewed", None) == 2
     assert reader.count_events("c1", "page.viewed", "2026-03-02T00:00:00Z") == 1
     assert [e.id for e in store.recent_events("c1", limit=2)] == ["e3", "e2"]

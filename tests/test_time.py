@@ -29,16 +29,34 @@ def clock():
     return VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))  # a Monday
 
 
+#: Where the helpers put a test's store: a SQLite file in its folder, or on the ``on_store``
+#: fixture's "postgres" run, the test's PostgreSQL database (the same store when reopened).
+_STORE: dict[str, str] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_store(request):
+    """Run the test on each store: the helpers open their engines on this one."""
+    if request.param == "postgres":
+        _STORE["url"] = request.getfixturevalue("postgres_url")
+    yield request.param
+    _STORE.clear()
+
+
+def store_in(tmp_path):
+    return _STORE.get("url", tmp_path / "clm.db")
+
+
 def engine_with(tmp_path, clock, *rules, **options):
     return Engine(
-        tmp_path / "clm.db", clock=clock, rulesets=[write_rules(tmp_path, *rules)], **options
+        store_in(tmp_path), clock=clock, rulesets=[write_rules(tmp_path, *rules)], **options
     )
 
 
 DAY3 = {"id": "day-3", "when": {"after": "contact.created_at", "days": 3}, "then": tag("day3")}
 
 
-def test_a_relative_rule_fires_once_when_its_time_comes(tmp_path, clock):
+def test_a_relative_rule_fires_once_when_its_time_comes(on_store, tmp_path, clock):
     engine = engine_with(tmp_path, clock, DAY3)
     engine.ingest(event("c1", "signup", "2026-11-02T08:00:00Z"))
     clock.advance(days=2, hours=23)
@@ -60,7 +78,9 @@ RENEWAL = {
 }
 
 
-def test_a_moved_date_moves_the_pending_fire_and_a_removed_one_cancels_it(tmp_path, clock):
+def test_a_moved_date_moves_the_pending_fire_and_a_removed_one_cancels_it(
+    on_store, tmp_path, clock
+):
     engine = engine_with(tmp_path, clock, RENEWAL)
     engine.ingest(event("c1", "signup", "2026-11-02", renewal_at="2026-12-12"))  # fire 11-12
     engine.ingest(event("c1", "contact.updated", "2026-11-03", renewal_at="2027-01-31"))  # 01-01
@@ -74,7 +94,7 @@ def test_a_moved_date_moves_the_pending_fire_and_a_removed_one_cancels_it(tmp_pa
     assert engine.tick().anchors_fired == 0  # cancelled
 
 
-def test_after_downtime_due_anchors_run_once_or_are_skipped_when_stale(tmp_path, clock):
+def test_after_downtime_due_anchors_run_once_or_are_skipped_when_stale(on_store, tmp_path, clock):
     stale = {
         **DAY3,
         "id": "day-3-fresh-only",
@@ -143,7 +163,7 @@ def test_a_cron_rule_runs_each_slot_once_over_matching_contacts(tmp_path, clock)
     assert "digests" not in engine.contact("c2").scores
 
 
-def test_a_cron_rule_in_the_contacts_timezones(tmp_path):
+def test_a_cron_rule_in_the_contacts_timezones(on_store, tmp_path):
     clock = VirtualClock(datetime(2026, 11, 2, 6, 0, tzinfo=UTC))
     local = {**WEEKLY, "when": {"schedule": "0 9 * * MON", "timezone": "contact"}}
     engine = engine_with(tmp_path, clock, local)
@@ -198,7 +218,7 @@ class Mailer:
         register("test.mail", send, Params, external=True)
 
 
-def test_a_dry_run_records_external_actions_without_running_them(tmp_path, clock):
+def test_a_dry_run_records_external_actions_without_running_them(on_store, tmp_path, clock):
     Mailer.sent = []
     rule = {"id": "mail", "when": {"event": "signup"}, "then": [{"action": "test.mail"}]}
     engine = engine_with(tmp_path, clock, rule, dry_run_external=True, plugins={"mailer": Mailer()})
@@ -265,7 +285,7 @@ class Warranties:
         register("product.is_premium", is_premium)
 
 
-def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(tmp_path, clock):
+def test_a_relative_rule_on_a_plugin_entity_fires_once_per_entity(on_store, tmp_path, clock):
     rule = {
         "id": "extension-offer",
         "when": {"before": "product.warranty_ends_at", "days": 30},
@@ -331,7 +351,9 @@ class MovingWarranties:
         register("product.warranty_ends_at", ends_at, type="dates", moved_by=["product.registered"])
 
 
-def test_anchors_are_recomputed_only_after_an_event_that_can_move_their_date(tmp_path, clock):
+def test_anchors_are_recomputed_only_after_an_event_that_can_move_their_date(
+    on_store, tmp_path, clock
+):
     MovingWarranties.asked = 0
     rule = {
         "id": "warranty-ending",
@@ -359,7 +381,7 @@ def test_anchors_are_recomputed_only_after_an_event_that_can_move_their_date(tmp
     assert engine.contact("c1").tags == ["ending"]
 
 
-def test_explain_says_when_a_relative_rule_will_fire(tmp_path, clock):
+def test_explain_says_when_a_relative_rule_will_fire(on_store, tmp_path, clock):
     from clm_engine.explain import explain
 
     engine = engine_with(tmp_path, clock, RENEWAL)
@@ -384,7 +406,9 @@ class Flaky:
         register("contact.lifetime_value", explode)
 
 
-def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(tmp_path, clock):
+def test_a_failing_fact_in_a_timed_rule_is_traced_and_never_blocks_the_sweep(
+    on_store, tmp_path, clock
+):
     broken = {
         **DAY3,
         "id": "ltv-check",

@@ -816,6 +816,14 @@ class PostgresTransaction(_Queries):
         """A contact's stored events, oldest first (ties in arrival order)."""
         return self.contact_history(contact_id)[0]
 
+    def event_of(self, contact_id: str, event_id: str) -> Event | None:
+        """One stored event of a contact, by id (the trigger of a decision), or None."""
+        row = self._one(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = %s AND contact_id = %s",
+            [event_id, contact_id],
+        )
+        return _event_from_row(row) if row else None
+
     def contact_history(self, contact_id: str) -> tuple[list[Event], dict[str, str]]:
         """A contact's stored events, oldest first (ties in arrival order), and the ``origin``
         of those that are the effect of a decision run inline: event id -> outbox key."""
