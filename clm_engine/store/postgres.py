@@ -291,6 +291,11 @@ class PostgresStore(_Queries):
         self.url = url
         self.path = _redact(url)  # what messages call the store (SQLiteStore.path is its file)
         self._local = threading.local()
+        try:  # once, directly: a wrong URL fails at once with the server's reason, not a timeout
+            psycopg.connect(url, connect_timeout=max(1, round(connect_timeout))).close()
+        except psycopg.Error as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error)
+            raise StoreError(f"cannot connect to {self.path}: {reason}") from None
         self.pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,
