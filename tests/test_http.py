@@ -361,3 +361,27 @@ def test_access_log_is_one_json_line_per_request(client, caplog):
     assert line["status"] == 200
     assert line["route"] == "/healthz"
     assert line["ms"] >= 0
+
+
+def test_with_a_pump_interval_the_writer_runs_due_work_when_idle(db_path, monkeypatch):
+    from clm_engine import Engine
+
+    ticks: list[int] = []
+    real_tick = Engine.tick
+
+    def counting_tick(self, **options):
+        ticks.append(1)
+        return real_tick(self, **options)
+
+    monkeypatch.setattr(Engine, "tick", counting_tick)
+    with served(db_path, pump_interval=0.05) as client:
+        deadline = time.monotonic() + 10
+        while len(ticks) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # real time: the pump runs on the system clock
+        assert len(ticks) >= 3
+        assert (
+            client.post("/v1/events", json=[evt(1)], headers=ingest_headers(client)).json()[
+                "ingested"
+            ]
+            == 1
+        )
