@@ -354,6 +354,26 @@ _M010 = """
 """
 
 
+@migrations()
+def m011_api_keys(db: Database) -> None:
+    # API keys of ``clm serve``: only a SHA-256 of each token is kept (a token is 32 random
+    # bytes, so a plain hash is as good as a slow one), with its scope; revoked keys stay, with
+    # when, so that ``clm keys list`` shows what was cut off.
+    _run(db, _M011)
+
+
+_M011 = """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,                -- the public part of the token: clm_<id>_<secret>
+            name TEXT NOT NULL,
+            scope TEXT NOT NULL,                -- ingest / read / admin
+            token_hash TEXT NOT NULL,           -- hex sha256 of the whole token
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+"""
+
+
 @hookimpl
 def register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)

@@ -74,6 +74,7 @@ from . import (  # noqa: E402, F401  (commands register on import)
     rules,
     running,
     sample,
+    serve,
     simulate,
     status,
     validate,

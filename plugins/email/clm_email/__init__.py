@@ -176,3 +176,11 @@ def register_commands(cli: click.Group) -> None:
     from .cli import email
 
     cli.add_command(email)
+
+
+@hookimpl
+def check_unsubscribe_token(contact_id: str, token: str) -> bool:
+    """The links this plugin signs (``List-Unsubscribe`` and ``{{ unsubscribe_url }}``): ``clm
+    serve``'s ``/v1/unsubscribe`` checks them here, with the secret the links were made with
+    (``CLM_EMAIL_UNSUBSCRIBE_SECRET``)."""
+    return templates.verify_unsubscribe_token(contact_id, token, settings.unsubscribe_secret())

@@ -118,6 +118,9 @@ def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) ->
         headers=headers,
     )
     log.update(message_id=mid, to=contact.email, subject=rendered.subject)
+    veto = ctx.veto_now()  # last, before the SMTP conversation: an unsubscribe since counts
+    if veto is not None:
+        return {"vetoed": veto}
     try:
         where = (transport or transport_for(settings)).send(
             message, sender=settings.envelope_from, recipients=[contact.email]

@@ -33,6 +33,7 @@ def test_discovered_through_its_entry_point():
         "register_actions",
         "dispatch_policy",
         "register_commands",
+        "check_unsubscribe_token",
     }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.
