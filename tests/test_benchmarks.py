@@ -23,6 +23,7 @@ PRINTS = {
     "simulate.py": ["simulated days/s", "fires:", "peak RSS by history length", "ratio 4x/1x"],
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
+    "report.py": ["plain SQL", "peak Python memory", "peak memory ratio 4x/1x"],
 }
 
 SMALL = {
@@ -31,6 +32,7 @@ SMALL = {
     "simulate.py": ["--contacts", "50", "--days", "3", "--step", "1d"],
     "email_send.py": ["--messages", "30"],
     "idle_pump.py": ["--contacts", "100", "--factor", "10", "--repeat", "5"],
+    "report.py": ["--contacts", "200"],
 }
 
 

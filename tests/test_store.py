@@ -39,6 +39,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m007_same_history_same_outcome",
         "m008_ruleset_sets",
         "m009_compact_traces",
+        "m010_analytics",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 
