@@ -35,7 +35,7 @@ os.environ["CLM_LOAD_PLUGINS"] = ""  # core only, before the engine loads plugin
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics import refresh
-from clm_engine.analytics.kpis import kpis
+from clm_engine.analytics.figures import kpis
 from clm_engine.synthetic import generate_events
 
 RULESET = Path(__file__).resolve().parent.parent / "rulesets" / "lifecycle-stages.json"

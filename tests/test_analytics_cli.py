@@ -72,3 +72,20 @@ def test_refresh_and_report_from_the_command_line(run, tmp_path):
     assert analytics["purchases"]["orders"] == 3000
     people = run("report")
     assert "stage funnel" in people.output and "RFM segments" in people.output
+
+
+def test_scipy_and_altair_load_only_when_needed():
+    """The facts are a built-in plugin: an engine and the CLI start without scipy and the
+    charting libraries, which load for a fit, a prediction or an HTML report. (numpy does load:
+    sqlite-utils imports it whenever it is installed, to store its types.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, clm_engine.cli\n"
+        "from clm_engine import Engine\n"
+        "Engine(':memory:').close()\n"
+        "print(sorted(m for m in ('scipy', 'altair', 'vl_convert') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr

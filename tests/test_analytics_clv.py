@@ -10,7 +10,7 @@ import pytest
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics import fit_models, refresh
-from clm_engine.analytics.refresh import calibration_end
+from clm_engine.analytics.sweep import calibration_end
 
 CDNOW = Path(__file__).parent / "data" / "cdnow" / "CDNOW_sample.txt"
 

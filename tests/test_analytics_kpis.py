@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from clm_engine import Engine, VirtualClock
-from clm_engine.analytics.kpis import kpis
+from clm_engine.analytics.figures import kpis
 
 from .helpers import event
 

@@ -17,8 +17,10 @@ from ..conditions.values import parse_duration
 from ..hooks import hookimpl
 from ..store import analytics as sql
 from ..types import MISSING, FactContext
-from .predictive import predicted_clv as clv_of
-from .refresh import MONTHLY_DISCOUNT, models
+
+#: The CLV discount when the store does not say (kept in step with ``sweep.MONTHLY_DISCOUNT``,
+#: which is not imported here: numpy and scipy load only when a prediction is made).
+_MONTHLY_DISCOUNT = 0.01
 
 _WEEK = timedelta(weeks=1)
 _MODELS = "analytics.models"  # ctx.cache keys
@@ -28,6 +30,8 @@ _RFM = "analytics.rfm"
 
 def _models(ctx: FactContext) -> Any:
     if _MODELS not in ctx.cache:
+        from .sweep import models
+
         ctx.cache[_MODELS] = models(ctx.db)
     return ctx.cache[_MODELS]
 
@@ -90,6 +94,8 @@ def predicted_clv(ctx: FactContext) -> Any:
     if bgnbd is None or gamma_gamma is None or history is None:
         return MISSING
     x, t_x, T, mean = history
+    from .predictive import predicted_clv as clv_of
+
     value = clv_of(
         bgnbd,
         gamma_gamma,
@@ -98,7 +104,7 @@ def predicted_clv(ctx: FactContext) -> Any:
         T,
         mean,
         months=int(settings.get("months", 12)),
-        monthly_discount=float(settings.get("monthly_discount", MONTHLY_DISCOUNT)),
+        monthly_discount=float(settings.get("monthly_discount", _MONTHLY_DISCOUNT)),
     )
     return round(float(value), 2)
 

@@ -169,7 +169,7 @@ figure { margin: 0; } figcaption { color: #666; font-size: 12px; }
 
 
 def render(figures: dict[str, Any], *, title: str) -> str:
-    """The whole page for ``figures`` (what :func:`clm_engine.analytics.kpis.kpis` returns)."""
+    """The whole page for ``figures`` (what :func:`clm_engine.analytics.figures.kpis` returns)."""
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

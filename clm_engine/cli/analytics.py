@@ -9,8 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..analytics import load_definitions, refresh
-from ..analytics.kpis import kpis
+from ..analytics.definitions import load_definitions
+from ..analytics.figures import kpis
 from ..engine import Engine
 from ..errors import ClmError
 from . import cli
@@ -55,6 +55,8 @@ def refresh_(
         except ValueError:
             raise ClmError(f"--as-of {as_of!r} is not a date or time like 2026-11-02") from None
         now = now if now.tzinfo else now.replace(tzinfo=UTC)
+    from ..analytics.sweep import refresh  # numpy and scipy load for this command only
+
     with open_engine(db_path, rulesets=ruleset_paths) as engine:
         result = refresh(engine, now=now, definitions=rules)
     if as_json:

@@ -12,7 +12,6 @@ from typing import Any
 
 from ..models import utc_text
 from ..store import analytics as sql
-from .refresh import models
 
 
 def _rate(part: float, whole: float, digits: int = 4) -> float | None:
@@ -188,12 +187,11 @@ def purchase_kpis(db: Any, *, until: str, year_ago: str, two_years_ago: str) -> 
 
 
 def predictive_summary(db: Any) -> dict[str, Any]:
-    bgnbd, gamma_gamma, _ = models(db)
     customers, total = sql.predicted_clv_total(db)
     stored = sql.load_models(db)
     return {
-        "bgnbd": bgnbd.as_dict() if bgnbd else None,
-        "gamma_gamma": gamma_gamma.as_dict() if gamma_gamma else None,
+        "bgnbd": stored["bgnbd"]["params"] if "bgnbd" in stored else None,
+        "gamma_gamma": stored["gamma_gamma"]["params"] if "gamma_gamma" in stored else None,
         "calibration_end": stored.get("bgnbd", {}).get("calibration_end"),
         "customers": customers,
         "predicted_clv_total": round(total, 2),
