@@ -25,6 +25,7 @@ PRINTS = {
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
     "tables.py": ["api insert", "table API overhead"],
     "serve.py": ["engine alone", "events/s", "p99", "every event stored -> OK"],
+    "report.py": ["plain SQL", "peak Python memory", "peak memory ratio 4x/1x"],
 }
 
 SMALL = {
@@ -35,6 +36,7 @@ SMALL = {
     "idle_pump.py": ["--contacts", "100", "--factor", "10", "--repeat", "5"],
     "tables.py": ["--rows", "300", "--repeat", "1"],
     "serve.py": ["--events", "200", "--clients", "4", "--workers", "1"],
+    "report.py": ["--contacts", "200"],
 }
 
 

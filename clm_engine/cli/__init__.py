@@ -67,6 +67,7 @@ def cli() -> None:
 
 
 from . import (  # noqa: E402, F401  (commands register on import)
+    analytics,
     contacts,
     info,
     ingest,
