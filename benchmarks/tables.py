@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clm_warranty.facts import FACT_COLUMNS  # what the facts read: the query measured
 from clm_warranty.products import TABLES
 
 from clm_engine.store import open_store
@@ -33,19 +34,6 @@ COLUMNS = (
     "expires_at",
     "ruleset",
     "rule",
-)
-FACT_COLUMNS = (
-    "product_id",
-    "sku",
-    "status",
-    "purchased_at",
-    "warranty_months",
-    "warranty_ends_at",
-    "extension_months",
-    "extended_to",
-    "has_service_agreement",
-    "service_agreement_ends_at",
-    "price_minor",
 )
 
 

@@ -183,6 +183,7 @@ class Dispatcher:
                 claim.contact = contact or claim.contact  # None only comes with a veto
                 ctx = self._context(row, claim.contact, now(), claim.attempts, tx=None)
                 ctx.event = claim.event
+                ctx.ask_policies_again = lambda claim=claim: self._ask_again(store, claim, now())[1]
                 try:
                     result, error = claim.spec.run(ctx, claim.params), None
                 except Exception as exc:  # a plugin's failure is retried, never fatal
@@ -640,16 +641,20 @@ def failure_of(
 
 
 def result_outcome(result: Any) -> tuple[str, str | None]:
-    """An action's result as a row's status and note: ``{"skipped": why}`` and
-    ``{"failed": why}`` say so, anything else is done."""
+    """An action's result as a row's status and note: ``{"skipped": why}``,
+    ``{"failed": why}`` and ``{"vetoed": why}`` (``ActionContext.veto_now``) say so, anything
+    else is done."""
     status = outcome_of(result)
     return (status, str(result[status])) if status else ("done", None)
 
 
 def outcome_of(result: Any) -> str | None:
-    """``"skipped"`` or ``"failed"`` if an action's result says so (``{"failed": why}``)."""
+    """``"skipped"``, ``"failed"`` or ``"vetoed"`` if an action's result says so
+    (``{"failed": why}``)."""
     if isinstance(result, dict):
-        return next((status for status in ("skipped", "failed") if status in result), None)
+        return next(
+            (status for status in ("skipped", "failed", "vetoed") if status in result), None
+        )
     return None
 
 

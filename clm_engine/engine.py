@@ -67,6 +67,9 @@ class IngestResult:
     enqueued: int = 0  # actions put in the outbox by the rules these events fired
     ran_inline: int = 0  # internal actions run as their events were folded
     retracted: int = 0  # inline decisions a late event's corrected history no longer implies
+    #: Ids of events that were already stored (each one a duplicate): how a caller that needs
+    #: each event's own outcome (``clm serve``) tells them from the ones that landed.
+    duplicate_ids: set[str] = field(default_factory=set)
 
     def add(self, other: IngestResult) -> None:
         self.ingested += other.ingested
@@ -76,6 +79,7 @@ class IngestResult:
         self.retracted += other.retracted
         self.rejected.extend(other.rejected)
         self.failed.extend(other.failed)
+        self.duplicate_ids.update(other.duplicate_ids)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -258,6 +262,7 @@ class Engine:
         """
         existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]
         result.duplicates += len(existing)
+        result.duplicate_ids.update(existing)
         by_contact: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             if event.id not in existing:

@@ -272,6 +272,19 @@ class Registry:
                 removed[table] = removed.get(table, 0) + int(count)
         return removed
 
+    def map_segment_message(self, message: dict[str, Any], received_at: Any) -> list[Any]:
+        """The events a Segment message stands for (``map_segment_message``): a list of
+        mappings, possibly empty. Raises ``ValueError`` with the reason a plugin (or the
+        built-in mapping) refused it."""
+        mapped = self.pm.hook.map_segment_message(message=message, received_at=received_at)
+        if mapped is None:
+            raise ValueError(f"no plugin maps Segment messages of type {message.get('type')!r}")
+        return list(mapped) if isinstance(mapped, list | tuple) else [mapped]
+
+    def check_unsubscribe_token(self, contact_id: str, token: str) -> bool:
+        """Whether a plugin vouches for an unsubscribe link's token; no answer is a no."""
+        return self.pm.hook.check_unsubscribe_token(contact_id=contact_id, token=token) is True
+
     def register_commands(self, cli: click.Group) -> None:
         """Let every plugin add its subcommands to ``cli``."""
         self.pm.hook.register_commands(cli=cli)

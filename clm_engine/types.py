@@ -136,6 +136,19 @@ class ActionContext:
     event: Event | None = None
     #: ``events.count`` for ``holds`` (set while the action runs in a transaction).
     count_events: Callable[[str, datetime | None], int] | None = field(default=None, repr=False)
+    #: See ``veto_now``: set by dispatch for an external action run outside the lock.
+    ask_policies_again: Callable[[], str | None] | None = field(default=None, repr=False)
+
+    def veto_now(self) -> str | None:
+        """Every dispatch policy asked again, on the contact as committed right now: the
+        veto's reason (consent withdrawn, an address suppressed), or ``None``.
+
+        An external action calls it last, right before it reaches outside (after rendering
+        an email, before the SMTP conversation begins), and returns ``{"vetoed": reason}``
+        if there is one: an unsubscribe that committed while the action prepared still stops
+        it. Inline, in the dispatch transaction, or in a simulation, the policies were asked in
+        the same transaction, and this is ``None``."""
+        return self.ask_policies_again() if self.ask_policies_again is not None else None
 
     def holds(self, condition: Any) -> bool:
         """Whether a condition (a ``clm_engine.Condition`` from a plugin's document, like a

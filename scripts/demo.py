@@ -123,8 +123,11 @@ def main() -> None:
     step("Dispatch what is still due (nothing: it ran as the events came)")
     clm("dispatch", *db, *rulesets)
 
-    step("What the engine now knows")
-    clm("report", *db, "--examples", "4")
+    step("Analytics: predictive CLV and RFM segments, then the report as a page of charts")
+    clm("analytics", "refresh", *db, *rulesets)
+    report_page = DEMO / "report.html"
+    clm("report", *db, *rulesets, "--examples", "4", "--html", str(report_page))
+    print(f"the report as a page: {report_page} (open it in a browser; it works offline)")
 
     step("Referrals: rewards granted, held for review and reversed; a review and a payout")
     picks = demo_decisions(DB)

@@ -24,6 +24,8 @@ PRINTS = {
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
     "tables.py": ["api insert", "table API overhead"],
+    "serve.py": ["engine alone", "events/s", "p99", "every event stored -> OK"],
+    "report.py": ["plain SQL", "peak Python memory", "peak memory ratio 4x/1x"],
 }
 
 SMALL = {
@@ -33,6 +35,8 @@ SMALL = {
     "email_send.py": ["--messages", "30"],
     "idle_pump.py": ["--contacts", "100", "--factor", "10", "--repeat", "5"],
     "tables.py": ["--rows", "300", "--repeat", "1"],
+    "serve.py": ["--events", "200", "--clients", "4", "--workers", "1"],
+    "report.py": ["--contacts", "200"],
 }
 
 

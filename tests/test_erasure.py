@@ -190,7 +190,7 @@ def test_forget_leaves_the_contact_nowhere_and_others_whole(store, run):
         bob_before["metrics"],
     )
     with Engine(store["db"]) as engine:
-        assert ledger.check_balanced(engine.store.db) == {}
+        assert ledger.check_balanced(engine.store.tables) == {}
         rewards = list(engine.store.db["referral_rewards"].rows)
         assert {r["referrer_contact_id"] for r in rewards} == {erasure_id}
         assert len(rewards) == 2

@@ -378,3 +378,56 @@ def test_a_registration_hook_that_raises_names_its_plugin(db_path):
 
     with pytest.raises(PluginError, match=r"plugin 'broken': register_facts failed: .*today"):
         Engine(db_path, plugins={"broken": Broken()})
+
+
+def test_hook_map_segment_message(sample, db_path):
+    from tests.http_helpers import bearer, served
+
+    registry = Registry(sample)
+    with served(db_path, registry=registry) as client:
+        headers = bearer(client.keys["ingest"])
+        batch = {
+            "batch": [
+                {
+                    "type": "track",
+                    "userId": "u1",
+                    "event": "Points Earned",
+                    "messageId": "m1",
+                    "properties": {"points": 5},
+                    "timestamp": "2026-10-01T10:00:00Z",
+                },
+                {"type": "track", "userId": "u1", "event": "Ignored", "messageId": "m2"},
+                {
+                    "type": "track",
+                    "userId": "u1",
+                    "event": "Song Played",
+                    "messageId": "m3",
+                    "timestamp": "2026-10-01T11:00:00Z",
+                },
+            ]
+        }
+        answer = client.post("/v1/batch", json=batch, headers=headers).json()
+        assert [r["status"] for r in answer["results"]] == ["ingested", "ingested", "ingested"]
+        contact = client.get("/v1/contacts/u1", headers=bearer(client.keys["read"])).json()
+        assert contact["scores"] == {"loyalty": 5.0}  # the plugin's mapping, then its reducer
+        events = client.get("/v1/contacts/u1/events", headers=bearer(client.keys["read"])).json()
+        assert sorted(e["type"] for e in events) == ["points.earned", "song_played"]
+
+
+def test_hook_check_unsubscribe_token(sample, db_path):
+    from tests.http_helpers import served
+
+    with served(db_path, registry=Registry(sample)) as client:
+        client.post(
+            "/v1/events",
+            json=event("ada", "signup", "2026-10-01", consent={"email": True}),
+            headers={"Authorization": f"Bearer {client.keys['ingest']}"},
+        )
+        refused = client.post("/v1/unsubscribe?contact=ada&token=sample-wrong")
+        assert refused.status_code == 403
+        unknown = client.post("/v1/unsubscribe?contact=ada&token=nobody-knows-me")
+        assert unknown.status_code == 403
+        done = client.post("/v1/unsubscribe?contact=ada&token=sample-ada")
+        assert done.status_code == 200
+    with Engine(db_path, plugins=sample) as engine:
+        assert engine.contact("ada").consent == {"email": False}

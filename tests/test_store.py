@@ -40,6 +40,8 @@ def test_core_migrations_on_an_in_memory_database():
         "m008_ruleset_sets",
         "m009_compact_traces",
         "m010_erasure_records",
+        "m011_api_keys",
+        "m012_analytics",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

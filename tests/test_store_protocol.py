@@ -557,3 +557,153 @@ def test_backup_to_copies_the_store_as_committed(items, open_store, tmp_path):
         assert copy.tables["test_items"].count() == 1
     finally:
         copy.close()
+
+
+#: A ledger: numbered entries (an auto-increment key), append-only, with one open entry per
+#: account at a time (a partial unique index).
+ENTRIES = Table(
+    "test_entries",
+    columns=(
+        Column("seq", "integer", auto_increment=True),
+        Column("account", "text", nullable=False),
+        Column("currency", "text", nullable=False),
+        Column("amount", "integer", nullable=False),
+        Column("weight", "real"),
+        Column("open", "boolean", nullable=False, default=False),
+        Column("closed_at", "timestamp"),
+    ),
+    primary_key=("seq",),
+    indexes=(
+        Index(("account",), unique=True, where={"open": True, "closed_at": None}),
+        Index(("account", "currency")),
+    ),
+    append_only=True,
+)
+
+
+@pytest.fixture
+def entries(open_store):
+    store = open_store()
+    store.migrate([migrations], tables=[ENTRIES])
+    return store
+
+
+def test_an_auto_increment_key_numbers_the_rows_and_insert_returns_it(entries):
+    with entries.write() as tx:
+        table = tx.tables["test_entries"]
+        first = table.insert({"account": "a", "currency": "USD", "amount": 5})
+        second = table.insert({"account": "b", "currency": "USD", "amount": -5})
+        assert isinstance(first, int) and first >= 1 and second > first
+        assert (
+            table.insert_many([{"account": "c", "currency": "EUR", "amount": n} for n in (1, 2)])
+            == 2
+        )
+    with entries.write() as tx:
+        third = tx.tables["test_entries"].insert({"account": "d", "currency": "EUR", "amount": 3})
+    seqs = [r["seq"] for r in entries.tables["test_entries"].rows(order_by=["seq"])]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5 and seqs[-1] == third
+    assert entries.tables["test_entries"].one({"seq": second})["account"] == "b"
+    for wrong in (
+        lambda: Column("n", "text", auto_increment=True),
+        lambda: Table(
+            "test_x",
+            columns=(Column("n", "integer", auto_increment=True), Column("k", "text")),
+            primary_key=("n", "k"),
+        ),
+    ):
+        with store_error():
+            wrong()
+
+
+def test_a_partial_unique_index_holds_among_its_rows_only(entries, open_store):
+    with entries.write() as tx:
+        table = tx.tables["test_entries"]
+        assert table.insert({"account": "a", "currency": "USD", "amount": 1, "open": True})
+        for _ in range(2):  # closed or not open: as many as wanted
+            assert table.insert({"account": "a", "currency": "USD", "amount": 1})
+            assert table.insert(
+                {"account": "a", "currency": "USD", "amount": 1, "open": True, "closed_at": T}
+            )
+        with store_error():
+            table.insert({"account": "a", "currency": "USD", "amount": 1, "open": True})
+        assert not table.insert(
+            {"account": "a", "currency": "USD", "amount": 2, "open": True}, on_conflict="ignore"
+        )
+        assert table.insert({"account": "b", "currency": "USD", "amount": 1, "open": True})
+    assert open_store().migrate([migrations], tables=[ENTRIES]) == []  # known by its name
+    assert ("account",) not in ENTRIES.conflict_keys()  # no upsert key: it holds among some
+    for wrong in (
+        lambda: Index(("a",), unique=True, where={}),
+        lambda: Index(("a",), unique=True, where={"b": ("<", 3)}),
+        lambda: Table(
+            "test_x",
+            columns=(Column("k", "text"), Column("n", "integer")),
+            primary_key=("k",),
+            indexes=(Index(("n",), where={"n": "one"}),),
+        ),
+    ):
+        with store_error():
+            wrong()
+
+
+T = "2026-03-01T10:00:00.000000Z"
+
+
+def test_an_append_only_table_refuses_updates_deletes_and_upserts(entries):
+    with entries.write() as tx:
+        table = tx.tables["test_entries"]
+        seq = table.insert({"account": "a", "currency": "USD", "amount": 1})
+        for change in (
+            lambda: table.update({"seq": seq}, {"amount": 2}),
+            lambda: table.update({"seq": seq}, add={"amount": 1}),
+            lambda: table.delete({"seq": seq}),
+            lambda: table.delete({}),
+            lambda: table.upsert({"seq": seq, "account": "a", "currency": "USD", "amount": 9}),
+        ):
+            with store_error():
+                change()
+    assert entries.tables["test_entries"].one({"seq": seq})["amount"] == 1
+
+
+def test_aggregates_count_and_sum_by_group(entries):
+    with entries.write() as tx:
+        tx.tables["test_entries"].insert_many(
+            {"account": account, "currency": currency, "amount": amount, "weight": weight}
+            for account, currency, amount, weight in (
+                ("a", "USD", 5, 0.5),
+                ("a", "USD", -2, 1.0),
+                ("a", "EUR", 7, None),
+                ("b", "USD", -10, 2),
+            )
+        )
+    table = entries.tables["test_entries"]
+    assert table.aggregate(group_by=["account", "currency"], sums=["amount", "weight"]) == [
+        {"account": "a", "currency": "EUR", "count": 1, "amount": 7, "weight": 0.0},
+        {"account": "a", "currency": "USD", "count": 2, "amount": 3, "weight": 1.5},
+        {"account": "b", "currency": "USD", "count": 1, "amount": -10, "weight": 2.0},
+    ]
+    assert table.aggregate({"currency": "USD"}, sums=["amount"]) == [{"count": 3, "amount": -7}]
+    assert table.aggregate({"account": "z"}, sums=["amount"]) == [{"count": 0, "amount": 0}]
+    assert table.aggregate({"amount": (">", 0)}, group_by=["open"]) == [{"open": False, "count": 2}]
+    for bad in (
+        lambda: table.aggregate(sums=["account"]),  # text is not summed
+        lambda: table.aggregate(group_by=["nope"]),
+        lambda: table.aggregate(group_by=["amount"], sums=["amount"]),
+    ):
+        with store_error():
+            bad()
+
+
+def test_tables_give_the_keyed_hash_an_erasure_keeps(items):
+    from clm_engine import erasure_hash
+
+    hashed = items.tables.erasure_hash("Ada@Example.com")
+    assert hashed is not None and hashed.startswith("hmac:")
+    assert hashed == items.tables.erasure_hash(" ada@example.com")  # normalised
+    if isinstance(items, PostgresStore):  # the function takes a connection of the store's
+        with items.pool.connection() as conn:
+            assert hashed == erasure_hash(conn, "ada@example.com")
+    else:
+        assert hashed == erasure_hash(items.db, "ada@example.com")
+    with items.write() as tx:
+        assert tx.tables.erasure_hash("ada@example.com") == hashed

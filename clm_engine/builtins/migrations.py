@@ -354,6 +354,70 @@ _M010 = """
 """
 
 
+@migrations()
+def m011_api_keys(db: Database) -> None:
+    # API keys of ``clm serve``: only a SHA-256 of each token is kept (a token is 32 random
+    # bytes, so a plain hash is as good as a slow one), with its scope; revoked keys stay, with
+    # when, so that ``clm keys list`` shows what was cut off.
+    _run(db, _M011)
+
+
+_M011 = """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,                -- the public part of the token: clm_<id>_<secret>
+            name TEXT NOT NULL,
+            scope TEXT NOT NULL,                -- ingest / read / admin
+            token_hash TEXT NOT NULL,           -- hex sha256 of the whole token
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )
+"""
+
+
+@migrations()
+def m012_analytics(db: Database) -> None:
+    # Lifecycle analytics (``clm_engine.analytics``): the fitted predictive models, each
+    # customer's purchase summary and predictions, and RFM scores and segments, all written
+    # set-based by ``clm analytics refresh``.
+    _run(db, _M012)
+
+
+_M012 = """
+        CREATE TABLE analytics_models (
+            name TEXT PRIMARY KEY,              -- 'bgnbd', 'gamma_gamma'
+            params TEXT NOT NULL,               -- JSON: the fitted parameters
+            calibration_end TEXT NOT NULL,      -- the last day of the data fitted (UTC date)
+            customers INTEGER NOT NULL,         -- rows fitted
+            log_likelihood REAL,
+            fitted_at TEXT NOT NULL
+        );
+        CREATE TABLE analytics_customers (
+            contact_id TEXT PRIMARY KEY,
+            first_day TEXT NOT NULL,            -- first purchase day (UTC date)
+            last_day TEXT NOT NULL,             -- last purchase day
+            x INTEGER NOT NULL,                 -- repeat purchase days
+            repeat_mean REAL NOT NULL,          -- mean value of the repeat purchase days
+            p_alive REAL,
+            expected_purchases REAL,
+            expected_value REAL,
+            predicted_clv REAL,
+            as_of TEXT NOT NULL                 -- the day the predictions are for
+        );
+        CREATE TABLE analytics_rfm (
+            contact_id TEXT PRIMARY KEY,
+            recency_days INTEGER NOT NULL,      -- since the last purchase
+            frequency INTEGER NOT NULL,         -- purchases in the window
+            monetary REAL NOT NULL,             -- their value
+            r INTEGER NOT NULL,
+            f INTEGER NOT NULL,
+            m INTEGER NOT NULL,
+            segment TEXT NOT NULL,
+            as_of TEXT NOT NULL
+        );
+        CREATE INDEX analytics_rfm_by_segment ON analytics_rfm (segment)
+"""
+
+
 @hookimpl
 def register_migrations(register: Callable[[Migrations], None]) -> None:
     register(migrations)

@@ -67,6 +67,7 @@ def cli() -> None:
 
 
 from . import (  # noqa: E402, F401  (commands register on import)
+    analytics,
     contacts,
     copy,
     info,
@@ -75,6 +76,7 @@ from . import (  # noqa: E402, F401  (commands register on import)
     rules,
     running,
     sample,
+    serve,
     simulate,
     status,
     validate,

@@ -13,16 +13,18 @@ from ..engine import Engine
 from ..errors import ClmError
 from ..models import Contact
 from ..registry import Registry
-from ..store import open_store
-from . import cli
+from ..store import is_url, open_store
+from . import analytics, cli
 from .common import (
     console,
     db_option,
+    errors,
     json_option,
     money,
     open_engine,
     print_json,
     registry_of,
+    rulesets_option,
 )
 
 #: What ``clm plugins`` lists, in order: JSON key, table title, the name column's heading.
@@ -209,16 +211,38 @@ def migrate(db_path: Path, as_json: bool) -> None:
 @cli.command()
 @db_option
 @click.option("--examples", default=3, show_default=True, help="Example contacts to show.")
+@rulesets_option
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as one self-contained page of charts.",
+)
 @json_option
-def report(db_path: Path, examples: int, as_json: bool) -> None:
-    """What the engine knows: contacts, stages, events by type, orders and revenue."""
+def report(
+    db_path: Path,
+    examples: int,
+    ruleset_paths: tuple[Path, ...],
+    html_path: Path | None,
+    as_json: bool,
+) -> None:
+    """What the engine knows: contacts, stages, events by type, orders and revenue, and the
+    lifecycle KPIs (docs/metrics.md) for the stage model of --rulesets."""
+    # The KPIs' SQL (store/analytics.py) is SQLite's so far: on PostgreSQL, the report without.
+    on_postgres = is_url(str(db_path))
+    if on_postgres and html_path is not None:
+        raise ClmError("clm report --html: the lifecycle KPIs are not on PostgreSQL yet")
     with open_engine(db_path) as engine:
+        figures = None if on_postgres else analytics.report_figures(engine, ruleset_paths)
         summary = engine.store.summary()
         sample = _example_contacts(engine, examples)
         rules = engine.store.rules_summary()
         scores = {
             name: _distribution(values) for name, values in engine.store.score_summary().items()
         }
+    if html_path is not None and figures is not None:
+        analytics.write_html(html_path, figures, title=f"clm-engine report: {db_path.name}")
+        errors.print(f"wrote {html_path}")
     if as_json:
         print_json(
             summary
@@ -226,6 +250,7 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
                 "examples": [c.model_dump(mode="json") for c in sample],
                 "rules": rules,
                 "scores": scores,
+                "analytics": figures,
             }
         )
         return
@@ -253,6 +278,10 @@ def report(db_path: Path, examples: int, as_json: bool) -> None:
     for name, count in summary["contacts_by_stage"].items():
         by_stage.add_row(name, f"{count:,}")
     console.print(by_stage)
+    if figures is not None:
+        analytics.print_figures(figures)
+    else:
+        errors.print("note: the lifecycle KPIs are not computed on PostgreSQL yet", markup=False)
     if rules:
         table = Table(
             "ruleset",

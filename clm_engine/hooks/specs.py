@@ -226,3 +226,31 @@ def dispatch_policy(
     veto wins, else the
     latest deferral wins.
     """
+
+
+@hookspec(firstresult=True)
+def map_segment_message(message: dict[str, Any], received_at: datetime) -> Any:
+    """Turn one message of Segment's HTTP tracking spec into clm-engine events (``clm serve``'s
+    ``/v1/track``, ``/v1/identify``, ``/v1/page``, ``/v1/screen``, ``/v1/group``,
+    ``/v1/alias`` and each item of ``/v1/batch``).
+
+    ``message`` is the JSON object as received (with ``type`` set from the endpoint when the
+    sender left it out); ``received_at`` is when the server got it (UTC). Return one event in
+    the engine's shape (a mapping with ``contact_id``, ``type``, ``occurred_at``, optionally
+    ``id`` and ``properties``), a list of them (an empty list accepts the message and stores
+    nothing), or ``None`` to leave the message to the next plugin. Raise ``ValueError`` with a
+    reason to refuse it: the sender gets the reason, as a rejection. Stops at the first
+    non-None result; the built-in mapping (``docs/http.md``) runs last.
+    """
+
+
+@hookspec(firstresult=True)
+def check_unsubscribe_token(contact_id: str, token: str) -> bool | None:
+    """Say whether ``token`` proves an unsubscribe link was made for ``contact_id``.
+
+    Called by ``clm serve``'s unsubscribe endpoints (the one-click ``POST`` of RFC 8058 and
+    the page a person opens) before they record an ``unsubscribed`` event. Return ``True``
+    (valid), ``False`` (made by you, and wrong) or ``None`` (not yours). Stops at the first
+    non-None result; with no answer the link is refused. The email plugin answers for the
+    links it signs; compare in constant time (``hmac.compare_digest``).
+    """

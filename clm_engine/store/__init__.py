@@ -413,6 +413,24 @@ class Store(Protocol):
         """Remember a rejects file ``clm ingest`` wrote, so an erasure can scrub it."""
         ...
 
+    def create_api_key(
+        self, key_id: str, *, name: str, scope: str, token_hash: str, created_at: str
+    ) -> None:
+        """Record a new API key of ``clm serve`` (only the hash of its token)."""
+        ...
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        """One API key by id: id, name, scope, token_hash, created_at, revoked_at; or None."""
+        ...
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """Every API key, revoked ones too, oldest first (without their hashes)."""
+        ...
+
+    def revoke_api_key(self, key_id: str, *, at: str) -> bool:
+        """Revoke a key; False if there is no such key or it was revoked already."""
+        ...
+
     def close(self) -> None: ...
 
 

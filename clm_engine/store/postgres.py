@@ -756,6 +756,48 @@ class PostgresStore(_Queries):
                 [path, written_at],
             )
 
+    # -- clm serve's API keys -----------------------------------------------------------------
+
+    def create_api_key(
+        self, key_id: str, *, name: str, scope: str, token_hash: str, created_at: str
+    ) -> None:
+        """Record a new API key of ``clm serve`` (only the hash of its token)."""
+        with self.write() as tx:
+            tx._run(
+                "INSERT INTO api_keys (id, name, scope, token_hash, created_at) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                [key_id, name, scope, token_hash, created_at],
+            )
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        """One API key by id: id, name, scope, token_hash, created_at, revoked_at; or None."""
+        row = self._one(
+            "SELECT id, name, scope, token_hash, created_at, revoked_at FROM api_keys "
+            "WHERE id = %s",
+            [key_id],
+        )
+        keys = ("id", "name", "scope", "token_hash", "created_at", "revoked_at")
+        return dict(zip(keys, row, strict=True)) if row else None
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """Every API key, revoked ones too, oldest first (without their hashes)."""
+        rows = self._all(
+            "SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+        )
+        keys = ("id", "name", "scope", "created_at", "revoked_at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def revoke_api_key(self, key_id: str, *, at: str) -> bool:
+        """Revoke a key; False if there is no such key or it was revoked already."""
+        with self.write() as tx:
+            return (
+                tx._run(
+                    "UPDATE api_keys SET revoked_at = %s WHERE id = %s AND revoked_at IS NULL",
+                    [at, key_id],
+                )
+                == 1
+            )
+
     def close(self) -> None:
         self.pool.close()
 

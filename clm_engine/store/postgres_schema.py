@@ -238,6 +238,58 @@ CORE_MIGRATIONS.append(
     )
 )
 
+CORE_MIGRATIONS.append(
+    (
+        # SQLite's m011_api_keys and m012_analytics: the API keys of clm serve (a token's hash
+        # only), and the tables lifecycle analytics writes.
+        "m003_api_keys_analytics",
+        _collated(
+            """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        token_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE analytics_models (
+        name TEXT PRIMARY KEY,
+        params json NOT NULL,
+        calibration_end TEXT NOT NULL,
+        customers integer NOT NULL,
+        log_likelihood double precision,
+        fitted_at TEXT NOT NULL
+    );
+    CREATE TABLE analytics_customers (
+        contact_id TEXT PRIMARY KEY,
+        first_day TEXT NOT NULL,
+        last_day TEXT NOT NULL,
+        x integer NOT NULL,
+        repeat_mean double precision NOT NULL,
+        p_alive double precision,
+        expected_purchases double precision,
+        expected_value double precision,
+        predicted_clv double precision,
+        as_of TEXT NOT NULL
+    );
+    CREATE TABLE analytics_rfm (
+        contact_id TEXT PRIMARY KEY,
+        recency_days integer NOT NULL,
+        frequency integer NOT NULL,
+        monetary double precision NOT NULL,
+        r integer NOT NULL,
+        f integer NOT NULL,
+        m integer NOT NULL,
+        segment TEXT NOT NULL,
+        as_of TEXT NOT NULL
+    );
+    CREATE INDEX analytics_rfm_by_segment ON analytics_rfm (segment)
+"""
+        ),
+    )
+)
+
 #: Which migrations ran, per set (the core's is ``clm_engine``, as on SQLite).
 MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS clm_migrations (

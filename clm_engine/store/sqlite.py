@@ -588,6 +588,44 @@ class SQLiteStore:
                 [path, written_at],
             )
 
+    # -- API keys of ``clm serve`` -----------------------------------------------------------
+
+    def create_api_key(
+        self, key_id: str, *, name: str, scope: str, token_hash: str, created_at: str
+    ) -> None:
+        with self.write():
+            self.conn.execute(
+                "INSERT INTO api_keys (id, name, scope, token_hash, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [key_id, name, scope, token_hash, created_at],
+            )
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT id, name, scope, token_hash, created_at, revoked_at FROM api_keys WHERE id = ?",
+            [key_id],
+        ).fetchone()
+        if row is None:
+            return None
+        return dict(
+            zip(("id", "name", "scope", "token_hash", "created_at", "revoked_at"), row, strict=True)
+        )
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        columns = ("id", "name", "scope", "created_at", "revoked_at")
+        rows = self.conn.execute(
+            "SELECT id, name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at, id"
+        )
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+    def revoke_api_key(self, key_id: str, *, at: str) -> bool:
+        with self.write():
+            cursor = self.conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                [at, key_id],
+            )
+        return cursor.rowcount > 0
+
     def close(self) -> None:
         self.conn.close()
 

@@ -18,15 +18,19 @@ from typing import Any
 
 from pydantic_core import to_json
 
+from ..erasure import erasure_hash
 from ..errors import StoreError
 from .tables import (
     Column,
+    Index,
     OnConflict,
     Table,
+    check_aggregate,
     check_columns,
     check_key,
     check_order,
     check_where,
+    check_writable,
     encoder,
     to_store,
 )
@@ -71,16 +75,32 @@ def _param_encoder(column: Column) -> Callable[[Any], Any]:
     return encoder(column)
 
 
-def _literal(column: Column) -> str:
-    """A column's default as SQL text (from a checked value of its type, never from input)."""
-    value = _param(column, column.default)
+def _literal(column: Column, value: Any = None) -> str:
+    """A column's default (or ``value``) as SQL text, from a checked value of its type given
+    in a declaration, never from input."""
+    value = _param(column, column.default if value is None else value)
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return repr(value)
 
 
+def _index_where(table: Table, index: Index) -> str:
+    """A partial index's WHERE, from the declaration's checked constants."""
+    parts = []
+    for name, value in index.conditions:
+        if value is None:
+            parts.append(f"{_q(name)} IS NULL")
+        elif value == ("!=", None):
+            parts.append(f"{_q(name)} IS NOT NULL")
+        else:
+            parts.append(f"{_q(name)} = {_literal(table.column(name), value)}")
+    return " WHERE " + " AND ".join(parts) if parts else ""
+
+
 def _column_sql(table: Table, column: Column) -> str:
     sql = f"{_q(column.name)} {_SQL_TYPES[column.type]}"
+    if column.auto_increment:
+        return sql + " PRIMARY KEY AUTOINCREMENT"  # grows only, never reuses a number
     if not column.nullable or column.name in table.primary_key:
         sql += " NOT NULL"
     if column.default is not None:
@@ -96,7 +116,8 @@ def plan_tables(conn: sqlite3.Connection, tables: Iterable[Table]) -> list[tuple
         existing = conn.execute(f"PRAGMA table_info({_q(table.name)})").fetchall()
         if not existing:
             parts = [_column_sql(table, c) for c in table.columns]
-            parts.append(f"PRIMARY KEY ({', '.join(map(_q, table.primary_key))})")
+            if table.auto_key is None:
+                parts.append(f"PRIMARY KEY ({', '.join(map(_q, table.primary_key))})")
             parts.extend(f"UNIQUE ({', '.join(map(_q, u))})" for u in table.unique)
             steps.append(
                 (
@@ -105,9 +126,11 @@ def plan_tables(conn: sqlite3.Connection, tables: Iterable[Table]) -> list[tuple
                 )
             )
             indexes: list[tuple[tuple[str, ...], bool]] = [(u, True) for u in table.unique]
+            named: set[str] = set()
         else:
             steps.extend(_complete(table, existing))
             indexes = _indexes(conn, table.name)
+            named = {row[1] for row in conn.execute(f"PRAGMA index_list({_q(table.name)})")}
         for columns in table.unique:
             if not any(unique and set(cols) == set(columns) for cols, unique in indexes):
                 name = f"{table.name}_unique_{'_'.join(columns)}"[:63]
@@ -119,10 +142,21 @@ def plan_tables(conn: sqlite3.Connection, tables: Iterable[Table]) -> list[tuple
                     )
                 )
         for index in table.indexes:
+            name = table.index_name(index)
+            if index.conditions:
+                if name not in named:  # a partial index is known by its name
+                    steps.append(
+                        (
+                            f"{table.name}:add index {name}",
+                            f"CREATE {'UNIQUE ' if index.unique else ''}INDEX {_q(name)} "
+                            f"ON {_q(table.name)} ({', '.join(map(_q, index.columns))})"
+                            + _index_where(table, index),
+                        )
+                    )
+                continue
             if not any(
                 cols == index.columns and (unique or not index.unique) for cols, unique in indexes
             ):
-                name = table.index_name(index)
                 steps.append(
                     (
                         f"{table.name}:add index {name}",
@@ -236,6 +270,9 @@ class SQLiteTables:
     def names(self) -> list[str]:
         return sorted(self.declared)
 
+    def erasure_hash(self, value: str) -> str | None:
+        return erasure_hash(self.conn, value)
+
 
 class SQLiteTableAccess:
     """One declared table's rows on a SQLite connection."""
@@ -293,14 +330,18 @@ class SQLiteTableAccess:
             )
         return sql
 
-    def insert(self, row: Mapping[str, Any], *, on_conflict: OnConflict = "error") -> bool:
+    def insert(self, row: Mapping[str, Any], *, on_conflict: OnConflict = "error") -> int:
         self._writing()
         names, values = self._values(row)
         try:
             cursor = self.conn.execute(self._insert_sql(names, on_conflict), values)
         except sqlite3.IntegrityError as error:
             raise StoreError(f"{self._table.name}: {error}") from None
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        if self._table.auto_key is not None and cursor.lastrowid is not None:
+            return cursor.lastrowid  # the rowid: the auto_increment key is its alias
+        return True
 
     def insert_many(
         self, rows: Iterable[Mapping[str, Any]], *, on_conflict: OnConflict = "error"
@@ -333,6 +374,7 @@ class SQLiteTableAccess:
     ) -> None:
         self._writing()
         table = self._table
+        check_writable(table, "upsert")
         target = check_key(table, key)
         names, values = self._values(row)
         missing = [k for k in target if k not in row]
@@ -366,6 +408,7 @@ class SQLiteTableAccess:
     ) -> int:
         self._writing()
         table = self._table
+        check_writable(table, "update")
         sets, params = [], []
         for name, value in (values or {}).items():
             sets.append(f"{_q(name)} = ?")
@@ -389,6 +432,7 @@ class SQLiteTableAccess:
 
     def delete(self, where: Mapping[str, Any]) -> int:
         self._writing()
+        check_writable(self._table, "delete")
         clause, params = self._where(where)
         return self.conn.execute(f"DELETE FROM {self._name}{clause}", params).rowcount
 
@@ -480,3 +524,31 @@ class SQLiteTableAccess:
             f"SELECT count(*) FROM {self._name}{clause}", params
         ).fetchone()[0]
         return total
+
+    def aggregate(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        group_by: Sequence[str] = (),
+        sums: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        table = self._table
+        grouped, summed = check_aggregate(table, group_by, sums)
+        selected = [_q(n) for n in grouped] + ["count(*)"]
+        selected += [f"coalesce(sum({_q(n)}), 0)" for n in summed]
+        clause, params = self._where(where or {})
+        sql = f"SELECT {', '.join(selected)} FROM {self._name}{clause}"
+        if grouped:
+            names = ", ".join(map(_q, grouped))
+            sql += f" GROUP BY {names} ORDER BY {names}"
+        real = {n for n in summed if table.column(n).type == "real"}
+        found = []
+        for values in self.conn.execute(sql, params):
+            row = dict(zip([*grouped, "count", *summed], values, strict=True))
+            for name in grouped:
+                if name in self._decode and row[name] is not None:
+                    row[name] = self._decode[name](row[name])
+            for name in real:
+                row[name] = float(row[name])
+            found.append(row)
+        return found

@@ -21,8 +21,21 @@ What a store must give back (``tests/test_store_protocol.py`` holds each impleme
 - **order_by**: column names, ``"-name"`` for descending; NULL sorts first ascending, last
   descending (SQLite's way; PostgreSQL says ``NULLS FIRST`` / ``NULLS LAST``).
 - **conflicts**: ``insert(..., on_conflict="ignore")`` skips a row that would break the primary
-  key or any unique constraint; ``upsert(row, key=...)`` updates the row whose ``key`` columns
-  (the primary key or a declared unique constraint) match.
+  key or any unique constraint (a partial unique index's too); ``upsert(row, key=...)`` updates
+  the row whose ``key`` columns (the primary key or a declared unique constraint, never a
+  partial index) match.
+- **auto-increment keys**: a table whose primary key is one ``Column(..., auto_increment=True)``
+  (an ``integer``) numbers its rows: ``insert`` without that column gives the next number and
+  returns it (``False`` when ``on_conflict="ignore"`` skipped the row). Numbers only grow.
+- **partial unique indexes**: ``Index(cols, unique=True, where={column: value})`` holds among
+  the rows that match ``where`` only (equality with a constant, ``None``: IS NULL, or
+  ``("!=", None)``): one active code per contact.
+- **append-only tables**: ``Table(..., append_only=True)`` refuses ``update``, ``delete`` and
+  ``upsert``: a ledger changes by new rows. (An erasure rewrites such rows in its own
+  transaction, outside this API: see ``docs/plugin-hooks.md``, ``forget_contact``.)
+- **aggregates**: ``aggregate(where, group_by=..., sums=...)`` counts the matching rows and sums
+  numeric columns per group of ``group_by`` values, ordered by them; without ``group_by``, one
+  group (count 0 and sums 0 when nothing matches). Integer sums stay integers.
 """
 
 from __future__ import annotations
@@ -84,11 +97,17 @@ class Column:
     type: ColumnType
     nullable: bool = True
     default: Any = None
+    #: The table's key, numbered by the store: ``insert`` without it returns the new number.
+    auto_increment: bool = False
 
     def __post_init__(self) -> None:
         _check_name(self.name, "column")
         if self.type not in TYPES:
             raise StoreError(f"column {self.name!r}: type {self.type!r} is not one of {TYPES}")
+        if self.auto_increment and (self.type != "integer" or self.default is not None):
+            raise StoreError(
+                f"column {self.name!r}: an auto_increment column is an integer with no default"
+            )
         if self.default is not None:
             if self.type == "json":
                 raise StoreError(f"column {self.name!r}: a json column cannot have a default")
@@ -98,11 +117,17 @@ class Column:
 @dataclass(frozen=True)
 class Index:
     """An index on ``columns`` (in order), ``unique`` or not; ``name`` defaults to
-    ``<table>_by_<columns>``."""
+    ``<table>_by_<columns>``.
+
+    ``where`` makes it partial: only the rows matching it are indexed (a unique one holds
+    among them alone). It is ``{column: value}`` with a constant ``value`` (``str``, ``int``,
+    ``bool``; ``None``: IS NULL) or ``("!=", None)`` (IS NOT NULL), kept as sorted pairs. A
+    store file that has an index of the same name already counts as having it."""
 
     columns: tuple[str, ...]
     unique: bool = False
     name: str | None = None
+    where: Mapping[str, Any] | tuple[tuple[str, Any], ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.columns))
@@ -110,6 +135,25 @@ class Index:
             raise StoreError("an index needs at least one column")
         if self.name is not None:
             _check_name(self.name, "index")
+        if self.where is not None:
+            pairs = self.where.items() if isinstance(self.where, Mapping) else self.where
+            where = tuple(sorted(((str(k), v) for k, v in pairs), key=lambda pair: pair[0]))
+            if not where:
+                raise StoreError("a partial index's where needs at least one condition")
+            for name, value in where:
+                if not (
+                    value is None or value == ("!=", None) or isinstance(value, str | int | bool)
+                ):
+                    raise StoreError(
+                        f"index where {name!r}: a constant (text, integer, boolean), None or "
+                        f"('!=', None); got {value!r}"
+                    )
+            object.__setattr__(self, "where", where)
+
+    @property
+    def conditions(self) -> tuple[tuple[str, Any], ...]:
+        """The partial index's ``where`` as sorted (column, value) pairs (empty: a full one)."""
+        return self.where if isinstance(self.where, tuple) else ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +173,8 @@ class Table:
     indexes: tuple[Index, ...] = ()
     #: What the table holds, for ``clm plugins`` and the docs.
     description: str = ""
+    #: Rows are only ever added: ``update``, ``delete`` and ``upsert`` are refused (a ledger).
+    append_only: bool = False
     by_name: Mapping[str, Column] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -151,6 +197,24 @@ class Table:
                 column = self.column(name)
                 if column.type == "json":
                     raise StoreError(f"{self.name}.{name}: a json column cannot be in a key")
+        automatic = [c.name for c in self.columns if c.auto_increment]
+        if automatic and (len(automatic) > 1 or self.primary_key != tuple(automatic)):
+            raise StoreError(
+                f"table {self.name!r}: an auto_increment column is the whole primary key "
+                f"(got {automatic} in a key of {list(self.primary_key)})"
+            )
+        for index in self.indexes:
+            for name, value in index.conditions:
+                column = self.column(name)
+                if column.type == "json":
+                    raise StoreError(f"{self.name}.{name}: json cannot be in an index's where")
+                if value is not None and value != ("!=", None):
+                    to_store(column, value)  # a constant of the wrong type is refused here
+
+    @property
+    def auto_key(self) -> str | None:
+        """The auto_increment column, if the table has one."""
+        return next((c.name for c in self.columns if c.auto_increment), None)
 
     def column(self, name: str) -> Column:
         """The declared column ``name``; anything else is a :class:`StoreError`."""
@@ -162,11 +226,21 @@ class Table:
             ) from None
 
     def index_name(self, index: Index) -> str:
-        return index.name or f"{self.name}_by_{'_'.join(index.columns)}"[:63]
+        if index.name:
+            return index.name
+        name = f"{self.name}_by_{'_'.join(index.columns)}"
+        if index.conditions:
+            name += "_where_" + "_".join(n for n, _ in index.conditions)
+        return name[:63]
 
     def conflict_keys(self) -> list[tuple[str, ...]]:
-        """What ``upsert`` may conflict on: the primary key and every unique constraint."""
-        return [self.primary_key, *self.unique, *(i.columns for i in self.indexes if i.unique)]
+        """What ``upsert`` may conflict on: the primary key and every unique constraint (a
+        partial unique index is not one: it holds among some rows only)."""
+        return [
+            self.primary_key,
+            *self.unique,
+            *(i.columns for i in self.indexes if i.unique and not i.conditions),
+        ]
 
 
 # -- values, both ways ---------------------------------------------------------------------------
@@ -261,8 +335,10 @@ class TableAccess(Protocol):
     @property
     def schema(self) -> Table: ...
 
-    def insert(self, row: Mapping[str, Any], *, on_conflict: OnConflict = "error") -> bool:
-        """Add a row; ``on_conflict="ignore"`` skips it if it breaks a key. Whether it was added."""
+    def insert(self, row: Mapping[str, Any], *, on_conflict: OnConflict = "error") -> int:
+        """Add a row; ``on_conflict="ignore"`` skips it if it breaks a key. Whether it was added
+        (``True``/``False``); for a table with an auto_increment key, the new row's key (a
+        positive ``int``), or ``False`` when skipped."""
         ...
 
     def insert_many(
@@ -311,6 +387,18 @@ class TableAccess(Protocol):
 
     def count(self, where: Mapping[str, Any] | None = None) -> int: ...
 
+    def aggregate(
+        self,
+        where: Mapping[str, Any] | None = None,
+        *,
+        group_by: Sequence[str] = (),
+        sums: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Per group of ``group_by`` values (in their order): those values, ``count`` (the
+        matching rows) and the sum of each of ``sums`` (numeric columns) under its own name.
+        Without ``group_by``, one group, with 0 for the count and the sums of no rows."""
+        ...
+
     def update(
         self,
         where: Mapping[str, Any],
@@ -337,6 +425,12 @@ class Tables(Protocol):
 
     @property
     def names(self) -> list[str]: ...
+
+    def erasure_hash(self, value: str) -> str | None:
+        """The keyed hash an erasure keeps of ``value`` in this store (``None`` without a
+        key): what a plugin looks up to recognise an erased value it must still honour (an
+        opted-out address), as :func:`clm_engine.erasure_hash` does on a SQLite ``db``."""
+        ...
 
 
 # -- checking what callers pass ------------------------------------------------------------------
@@ -395,6 +489,36 @@ def check_columns(table: Table, columns: Iterable[str] | None) -> list[str]:
     if not names:
         raise StoreError(f"{table.name}: ask for at least one column")
     return names
+
+
+def check_aggregate(
+    table: Table, group_by: Sequence[str], sums: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """``group_by`` and ``sums`` checked: comparable columns to group by, numbers to sum."""
+    if isinstance(group_by, str):
+        group_by = [group_by]
+    if isinstance(sums, str):
+        sums = [sums]
+    grouped = [table.column(name).name for name in group_by]
+    summed = [table.column(name).name for name in sums]
+    for name in grouped:
+        if table.column(name).type == "json":
+            raise StoreError(f"{table.name}.{name} is json: it cannot group rows")
+    for name in summed:
+        if table.column(name).type not in ("integer", "real"):
+            raise StoreError(f"{table.name}.{name} is {table.column(name).type}: sums take numbers")
+    names = [*grouped, *summed, "count"]
+    if len(set(names)) != len(names):
+        raise StoreError(f"{table.name}: an aggregate's names must differ (and not be 'count')")
+    return grouped, summed
+
+
+def check_writable(table: Table, what: str) -> None:
+    """An ``update``, ``delete`` or ``upsert`` of an append-only table is refused."""
+    if table.append_only:
+        raise StoreError(
+            f"{table.name} is append-only: no {what} (add a row that records the change)"
+        )
 
 
 def check_key(table: Table, key: Sequence[str] | None) -> tuple[str, ...]:

@@ -94,3 +94,26 @@ def dispatch_policy(action, params, contact, now):
     if action == "sample.shout" and "quiet" in contact.tags:
         return Veto("this contact asked for quiet")
     return None
+
+
+@hookimpl
+def map_segment_message(message, received_at):
+    """Segment's ``Points Earned`` track calls become ``points.earned`` events."""
+    if message.get("type") == "track" and message.get("event") == "Points Earned":
+        return {
+            "id": message.get("messageId"),
+            "contact_id": message["userId"],
+            "type": "points.earned",
+            "occurred_at": message.get("timestamp") or received_at.isoformat(),
+            "properties": {"points": message.get("properties", {}).get("points")},
+        }
+    if message.get("type") == "track" and message.get("event") == "Ignored":
+        return []
+    return None
+
+
+@hookimpl
+def check_unsubscribe_token(contact_id, token):
+    if token.startswith("sample-"):
+        return token == f"sample-{contact_id[::-1]}"
+    return None

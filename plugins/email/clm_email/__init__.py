@@ -9,8 +9,8 @@
   manager, ``clm_email.transports.pm``; see ``clm_email.hookspecs``).
 * **Policy** (``dispatch_policy``): consent, suppressions, frequency caps and quiet hours;
   a capped or quiet-hours message is deferred, never dropped.
-* **Its own tables** (migrations ``clm_email``), kept from events by event handlers; GDPR
-  erasure of a contact's rows.
+* **Its own tables** (declared with ``register_tables``, for any store), kept from events by
+  event handlers; GDPR erasure of a contact's rows.
 
 ``plugins/email/README.md`` is the user documentation.
 """
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from clm_engine import Contact, Defer, Erasure, Event, Veto, hookimpl
+from clm_engine import Contact, Defer, Erasure, Event, Tables, Veto, hookimpl
 
 from . import actions, policy, sequences, settings, store, templates
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 
 BOUNCE_TYPES = ("hard", "soft")
 
-migrations = store.migrations
-m001_initial = store.m001_initial
 TABLES = store.TABLES
 
 
@@ -83,8 +81,9 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def register_migrations(register: Callable[..., None]) -> None:
-    register(migrations)
+def register_tables(register: Callable[..., None]) -> None:
+    for table in TABLES:
+        register(table)
 
 
 @hookimpl
@@ -154,7 +153,7 @@ def dispatch_policy(
     params: dict[str, Any],
     contact: Contact,
     now: datetime,
-    db: Database,
+    tables: Tables,
     in_flight: Callable[[], list[Any]],
 ) -> Veto | Defer | None:
     if action != "email.send":
@@ -165,7 +164,7 @@ def dispatch_policy(
         params=params,
         contact=contact,
         now=now,
-        db=db,
+        tables=tables,
         settings=settings.resolve_settings(),
         claimed=in_flight,
     )
@@ -176,3 +175,11 @@ def register_commands(cli: click.Group) -> None:
     from .cli import email
 
     cli.add_command(email)
+
+
+@hookimpl
+def check_unsubscribe_token(contact_id: str, token: str) -> bool:
+    """The links this plugin signs (``List-Unsubscribe`` and ``{{ unsubscribe_url }}``): ``clm
+    serve``'s ``/v1/unsubscribe`` checks them here, with the secret the links were made with
+    (``CLM_EMAIL_UNSUBSCRIBE_SECRET``)."""
+    return templates.verify_unsubscribe_token(contact_id, token, settings.unsubscribe_secret())

@@ -118,6 +118,9 @@ def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) ->
         headers=headers,
     )
     log.update(message_id=mid, to=contact.email, subject=rendered.subject)
+    veto = ctx.veto_now()  # last, before the SMTP conversation: an unsubscribe since counts
+    if veto is not None:
+        return {"vetoed": veto}
     try:
         where = (transport or transport_for(settings)).send(
             message, sender=settings.envelope_from, recipients=[contact.email]
@@ -231,22 +234,21 @@ def start_sequence(ctx: Any, params: StartParams) -> dict[str, Any]:
     seq = _documents(ctx).get(sequences.KIND, {}).get(params.sequence)
     if seq is None:
         return {"failed": f"no sequence {params.sequence!r} is loaded"}
-    db = ctx.db
+    tables = ctx.tables
     if not seq.allow_reentry:
-        active = db.execute(
-            "SELECT id FROM email_enrollments WHERE contact_id = ? AND sequence = ? "
-            "AND status = 'active'",
-            [ctx.contact.id, seq.sequence],
-        ).fetchone()
+        active = tables["email_enrollments"].one(
+            {"contact_id": ctx.contact.id, "sequence": seq.sequence, "status": "active"},
+            columns=["id"],
+        )
         if active is not None:
-            return {"skipped": f"already in sequence {seq.sequence!r} (enrollment {active[0]})"}
+            return {"skipped": f"already in sequence {seq.sequence!r} (enrollment {active['id']})"}
     reason = _stage_exit(seq, ctx) or _condition_exit(seq, ctx)
     if reason:
         return {"skipped": f"not enrolled in {seq.sequence!r}: {reason}"}
     enrollment = "e-" + hashlib.sha256(ctx.key.encode()).hexdigest()[:24]
     started = _logical_now(ctx)
     store.enroll(
-        db,
+        tables,
         enrollment=enrollment,
         contact_id=ctx.contact.id,
         sequence=seq.sequence,
@@ -270,27 +272,28 @@ def _enqueue_step(ctx: Any, seq: Sequence, enrollment: str, step: str, due: date
 
 
 def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
-    db = ctx.db
-    row = db.execute(
-        "SELECT status, exit_reason FROM email_enrollments WHERE id = ?", [params.enrollment]
-    ).fetchone()
+    tables = ctx.tables
+    row = store.enrollment(tables, params.enrollment)
     if row is None:
         return {"skipped": "the enrollment is gone (the contact was erased?)"}
-    if row[0] != "active":
-        return {"skipped": f"left sequence {params.sequence!r}: {row[1] or row[0]}"}
+    if row["status"] != "active":
+        why = row["exit_reason"] or row["status"]
+        return {"skipped": f"left sequence {params.sequence!r}: {why}"}
     seq = _documents(ctx).get(sequences.KIND, {}).get(params.sequence)
     now = _logical_now(ctx)
     if seq is None:
-        store.end_enrollment(db, params.enrollment, "stopped", "sequence no longer loaded", now)
+        store.end_enrollment(tables, params.enrollment, "stopped", "sequence no longer loaded", now)
         return {"skipped": f"sequence {params.sequence!r} is no longer loaded"}
     try:
         index = seq.step_index(params.step)
     except KeyError:
-        store.end_enrollment(db, params.enrollment, "stopped", f"step {params.step} removed", now)
+        store.end_enrollment(
+            tables, params.enrollment, "stopped", f"step {params.step} removed", now
+        )
         return {"skipped": f"sequence {params.sequence!r} has no step {params.step!r} any more"}
     reason = _stage_exit(seq, ctx) or _condition_exit(seq, ctx)
     if reason:
-        store.end_enrollment(db, params.enrollment, "exited", reason, now)
+        store.end_enrollment(tables, params.enrollment, "exited", reason, now)
         return {"skipped": f"left sequence {seq.sequence!r}: {reason}"}
     step = seq.steps[index]
     send_params = {
@@ -310,16 +313,20 @@ def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
         following = seq.steps[index + 1]
         due = next_time(now, following, ctx.contact.timezone)
         _enqueue_step(ctx, seq, params.enrollment, following.id, due)
-        db.execute(
-            "UPDATE email_enrollments SET step = ?, last_step_at = ? WHERE id = ?",
-            [step.id, utc_text(now), params.enrollment],
+        tables["email_enrollments"].update(
+            {"id": params.enrollment}, {"step": step.id, "last_step_at": utc_text(now)}
         )
         result["next"] = {"step": following.id, "at": utc_text(due)}
     else:
-        db.execute(
-            "UPDATE email_enrollments SET step = ?, last_step_at = ?, status = 'completed', "
-            "ended_at = ?, exit_reason = 'completed' WHERE id = ?",
-            [step.id, utc_text(now), utc_text(now), params.enrollment],
+        tables["email_enrollments"].update(
+            {"id": params.enrollment},
+            {
+                "step": step.id,
+                "last_step_at": utc_text(now),
+                "status": "completed",
+                "ended_at": utc_text(now),
+                "exit_reason": "completed",
+            },
         )
     return result
 
@@ -327,15 +334,12 @@ def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
 def stop_sequence(ctx: Any, params: StopParams) -> dict[str, Any]:
     reason = params.reason or f"stopped by {ctx.ruleset}/{ctx.rule}"
     at = utc_text(_logical_now(ctx))
-    query = (
-        "UPDATE email_enrollments SET status = 'stopped', exit_reason = ?, ended_at = ? "
-        "WHERE contact_id = ? AND status = 'active'"
-    )
-    args: list[Any] = [reason, at, ctx.contact.id]
+    where: dict[str, Any] = {"contact_id": ctx.contact.id, "status": "active"}
     if not params.all:
-        query += " AND sequence = ?"
-        args.append(params.sequence)
-    stopped = ctx.db.execute(query, args).rowcount
+        where["sequence"] = params.sequence
+    stopped = ctx.tables["email_enrollments"].update(
+        where, {"status": "stopped", "exit_reason": reason, "ended_at": at}
+    )
     if not stopped:
         return {"skipped": f"not in sequence {params.sequence or 'any'}"}
     return {"stopped": stopped}

@@ -124,32 +124,23 @@ def preview(
 @json_option
 def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> None:
     """Messages sent, failed and bounced, newest first."""
-    where, args = ("WHERE contact_id = ?", [contact_id]) if contact_id else ("", [])
+    where = {"contact_id": contact_id} if contact_id else {}
     with open_engine(db_path) as engine:
         rows = [
-            dict(
-                zip(
-                    (
-                        "contact",
-                        "at",
-                        "status",
-                        "template",
-                        "sequence",
-                        "step",
-                        "subject",
-                        "error",
-                        "message_id",
-                    ),
-                    row,
-                    strict=True,
-                )
+            {
+                "contact": row["contact_id"],
+                "at": row["sent_at"] or row["created_at"],
+                "status": row["status"],
+                "template": row["template"],
+                "sequence": row["sequence"],
+                "step": row["step"],
+                "subject": row["subject"],
+                "error": row["error"],
+                "message_id": row["message_id"],
+            }
+            for row in engine.store.tables["email_messages"].rows(
+                where, order_by=["-id"], limit=limit
             )
-            for row in engine.store.db.execute(
-                "SELECT contact_id, coalesce(sent_at, created_at), status, template, sequence, "
-                f"step, subject, error, message_id FROM email_messages {where} "
-                "ORDER BY id DESC LIMIT ?",
-                [*args, limit],
-            ).fetchall()
         ]
     if as_json:
         print_json({"messages": rows})
@@ -214,10 +205,13 @@ def suppressions(db_path: Path, as_json: bool) -> None:
     """Addresses that get no email (hard bounces), or no marketing email (unsubscribed)."""
     with open_engine(db_path) as engine:
         rows = [
-            {"address": r[0], "contact": r[1], "reason": r[2], "at": r[3]}
-            for r in engine.store.db.execute(
-                "SELECT address, contact_id, reason, at FROM email_suppressions ORDER BY at DESC"
-            ).fetchall()
+            {
+                "address": r["address"],
+                "contact": r["contact_id"],
+                "reason": r["reason"],
+                "at": r["at"],
+            }
+            for r in engine.store.tables["email_suppressions"].rows(order_by=["-at"])
         ]
     if as_json:
         print_json({"suppressions": rows})

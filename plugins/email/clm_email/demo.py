@@ -14,6 +14,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from clm_engine import Engine
+
 _ADDRESS = re.compile(r"\S+@\S+")
 _TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+Z?")
 
@@ -30,22 +32,43 @@ def _reason(note: str | None) -> str:
 
 def collect(db_path: str, outbox_dir: str) -> dict[str, Any]:
     """The figures :func:`summary` prints, as data (for tests and ``--json`` callers)."""
+    import clm_email
+
+    with Engine(db_path, plugins={"email": clm_email}) as engine:
+        tables = engine.store.tables
+        messages = tables["email_messages"].rows(
+            columns=["id", "sequence", "step", "template", "status"], order_by=["id"]
+        )
+        enrolled = tables["email_enrollments"].aggregate(
+            group_by=["sequence", "status", "exit_reason"]
+        )
+    # The outbox is the core's table, which no store method lists by action yet: read here
+    # from the SQLite file, read only (the demo's store).
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        steps = conn.execute(
-            "SELECT coalesce(sequence, '(rules)'), coalesce(step, template), status, count(*) "
-            "FROM email_messages GROUP BY 1, 2, 3 ORDER BY 1, min(id), 3"
-        ).fetchall()
         outbox = conn.execute(
             "SELECT status, note FROM outbox WHERE action = 'email.send' "
             "AND (status IN ('vetoed', 'dead') OR (status = 'pending' AND note IS NOT NULL))"
         ).fetchall()
-        enrollments = conn.execute(
-            "SELECT sequence, status, coalesce(exit_reason, ''), count(*) FROM email_enrollments "
-            "GROUP BY 1, 2, 3 ORDER BY 1, 4 DESC"
-        ).fetchall()
     finally:
         conn.close()
+    # Messages by (sequence, step, status): steps in the order they were first sent.
+    counts: Counter[tuple[str, str, str]] = Counter()
+    first: dict[tuple[str, str], int] = {}
+    for row in messages:
+        where = (row["sequence"] or "(rules)", row["step"] or row["template"])
+        first.setdefault(where, row["id"])
+        counts[(*where, row["status"])] += 1
+    steps = sorted(
+        ((s, t, st, n) for (s, t, st), n in counts.items()),
+        key=lambda item: (item[0], first[(item[0], item[1])], item[2] or ""),
+    )
+    merged: Counter[tuple[str, str, str]] = Counter()
+    for row in enrolled:
+        merged[(row["sequence"], row["status"], row["exit_reason"] or "")] += row["count"]
+    enrollments = sorted(
+        ((s, st, r, n) for (s, st, r), n in merged.items()), key=lambda item: (item[0], -item[3])
+    )
     deferred: Counter[str] = Counter()
     vetoed: Counter[str] = Counter()
     failed: Counter[str] = Counter()

@@ -20,12 +20,11 @@ from zoneinfo import ZoneInfo
 from clm_engine import Defer, Veto, utc_text
 
 from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
+from .store import enrollment as enrollment_of
 from .store import is_suppressed
 
 if TYPE_CHECKING:
-    from sqlite_utils import Database
-
-    from clm_engine import Contact
+    from clm_engine import Contact, Tables
 
 #: Suppression reasons that stop every message, exempt categories included.
 HARD_REASONS = ("hard_bounce", "complaint", "manual")
@@ -99,27 +98,26 @@ def decide(
     params: dict[str, Any],
     contact: Contact,
     now: datetime,
-    db: Database | None,
+    tables: Tables | None,
     settings: EmailSettings,
     claimed: Callable[[], Sequence[Any]] | None = None,
 ) -> Veto | Defer | None:
-    """The answer for one ``email.send`` about to be dispatched (``db``: read only;
+    """The answer for one ``email.send`` about to be dispatched (``tables``: read only;
     ``claimed()``: the contact's outbox rows a worker holds right now, on their way)."""
     category = params.get("category") or "marketing"
     exempt = category in settings.exempt_categories
     enrollment = params.get("enrollment")
-    if enrollment is not None and db is not None:
-        row = db.execute(
-            "SELECT status, sequence, exit_reason FROM email_enrollments WHERE id = ?",
-            [enrollment],
-        ).fetchone()
-        if row is not None and row[0] in ("exited", "stopped"):
-            return Veto(f"left sequence {row[1]!r} ({row[2] or row[0]})")
+    if enrollment is not None and tables is not None:
+        row = enrollment_of(tables, enrollment)
+        if row is not None and row["status"] in ("exited", "stopped"):
+            return Veto(
+                f"left sequence {row['sequence']!r} ({row['exit_reason'] or row['status']})"
+            )
     address = contact.email
     if address is None:
         return None  # the action records the skip: there is nobody to write to
-    if db is not None:
-        found = is_suppressed(db, address)
+    if tables is not None:
+        found = is_suppressed(tables, address)
         if found is not None and (found[0] in HARD_REASONS or not exempt):
             return Veto(f"{address} is suppressed ({found[0]} at {found[1][:19]}Z)")
     if exempt:
@@ -130,17 +128,22 @@ def decide(
     if not settings.frequency_caps and settings.quiet_hours is None:
         return None
     sends: list[datetime] = []
-    if settings.frequency_caps and db is not None:
+    if settings.frequency_caps and tables is not None:
         longest = max(cap.window for cap in settings.frequency_caps)
         exempted = list(settings.exempt_categories) or [""]
-        placeholders = ",".join("?" * len(exempted))
-        rows = db.execute(
-            "SELECT sent_at FROM email_messages WHERE contact_id = ? AND sent_at >= ? "
-            "AND status IN ('sent', 'bounced') "
-            f"AND coalesce(category, '') NOT IN ({placeholders})",
-            [contact.id, utc_text(now - longest), *exempted],
-        ).fetchall()
-        sends = [datetime.fromisoformat(r[0]) for r in rows]
+        rows = tables["email_messages"].rows(
+            {
+                "contact_id": contact.id,
+                "sent_at": (">=", utc_text(now - longest)),
+                "status": ("in", ["sent", "bounced"]),
+            },
+            columns=["sent_at", "category"],
+        )
+        sends = [
+            datetime.fromisoformat(row["sent_at"])
+            for row in rows
+            if (row["category"] or "") not in exempted
+        ]
         # Messages claimed and on their way (external actions run after the claim commits)
         # count as sent now, or two due together would both fit under the cap.
         in_flight = sum(

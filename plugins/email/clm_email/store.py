@@ -1,96 +1,94 @@
-"""The plugin's tables, their migrations, and the event handlers that keep them.
+"""The plugin's tables, declared for any store, and the event handlers that keep them.
 
 Tables are written only from events (``email.sent``, ``email.failed``, ``email.bounced``,
 ``unsubscribed`` ...) in the transaction that stores the event, and from the sequence actions
 in the dispatch transaction: so the log, the suppressions and the enrollments are exactly as
-durable as the events and actions they come from.
+durable as the events and actions they come from. Stores made by the plugin's former
+``sqlite_utils`` migrations (``clm_email`` m001, m002) have these columns and indexes already.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
-
-from clm_engine import Contact, Erasure, Event, erasure_hash, utc_text
+from clm_engine import Column, Contact, Erasure, Event, Index, Table, Tables, utc_text
 from clm_engine.consent import subscribed_channel, unsubscribed_channels
 
 from .settings import resolve_settings
 
-migrations = Migrations("clm_email")
+if TYPE_CHECKING:
+    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
+MESSAGES = Table(
+    "email_messages",
+    columns=(
+        Column("id", "integer", auto_increment=True),
+        Column("contact_id", "text", nullable=False),
+        Column("idempotency_key", "text"),  # one message per (rule, contact, occasion)
+        Column("template", "text"),
+        Column("category", "text"),  # transactional / marketing: decides consent checks
+        Column("to_address", "text"),
+        Column("subject", "text"),
+        Column("status", "text"),  # sent / failed / bounced
+        Column("error", "text"),
+        Column("created_at", "timestamp"),
+        Column("sent_at", "timestamp"),
+        Column("message_id", "text"),
+        Column("sequence", "text"),
+        Column("step", "text"),
+        Column("location", "text"),  # where the transport put it (an .eml file)
+    ),
+    primary_key=("id",),
+    unique=(("idempotency_key",),),
+    indexes=(
+        Index(("contact_id",), name="email_messages_by_contact"),
+        Index(("contact_id", "sent_at"), name="email_messages_by_sent"),  # frequency caps
+    ),
+    description="Every message sent, failed or bounced",
+)
 
-@migrations()
-def m001_initial(db: Database) -> None:
-    # One statement at a time: sqlite3's executescript() would COMMIT the caller's transaction.
-    db.execute(
-        """
-        CREATE TABLE email_messages (
-            id INTEGER PRIMARY KEY,
-            contact_id TEXT NOT NULL,
-            idempotency_key TEXT UNIQUE,      -- one message per (rule, contact, occasion)
-            template TEXT,
-            category TEXT,                    -- transactional / marketing: decides consent checks
-            to_address TEXT,
-            subject TEXT,
-            status TEXT,                      -- queued / sent / failed / suppressed
-            error TEXT,
-            created_at TEXT,
-            sent_at TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX email_messages_by_contact ON email_messages (contact_id)")
-    db.execute(
-        """
-        CREATE TABLE email_suppressions (
-            address TEXT PRIMARY KEY,         -- never email this address again
-            contact_id TEXT,
-            reason TEXT,                      -- hard_bounce / complaint / unsubscribed / manual
-            at TEXT
-        )
-        """
-    )
-    db.execute("CREATE INDEX email_suppressions_by_contact ON email_suppressions (contact_id)")
+SUPPRESSIONS = Table(
+    "email_suppressions",
+    columns=(
+        Column("address", "text"),  # never email this address again (a keyed hash once erased)
+        Column("contact_id", "text"),
+        Column("reason", "text"),  # hard_bounce / complaint / unsubscribed / manual
+        Column("at", "timestamp"),
+    ),
+    primary_key=("address",),
+    indexes=(Index(("contact_id",), name="email_suppressions_by_contact"),),
+    description="Addresses that get no email (or no marketing email)",
+)
 
+ENROLLMENTS = Table(
+    "email_enrollments",
+    columns=(
+        Column("id", "text"),  # derived from the start action's outbox key
+        Column("contact_id", "text", nullable=False),
+        Column("sequence", "text", nullable=False),
+        Column("status", "text", nullable=False),  # active / completed / exited / stopped
+        Column("step", "text"),  # the last step taken
+        Column("enrolled_at", "timestamp", nullable=False),
+        Column("last_step_at", "timestamp"),
+        Column("ended_at", "timestamp"),
+        Column("exit_reason", "text"),
+        Column("exit_events", "json", nullable=False),  # these event types end it
+        Column("exit_stages", "json", nullable=False),  # reaching one of these stages ends it
+    ),
+    primary_key=("id",),
+    indexes=(Index(("contact_id", "status"), name="email_enrollments_by_contact"),),
+    description="Contacts in drip sequences, and how each enrollment ended",
+)
 
-@migrations()
-def m002_delivery_and_sequences(db: Database) -> None:
-    """What sending and drip sequences need: the Message-ID, sequence and step of each
-    message and where it went; an index for frequency caps; enrollments in sequences."""
-    for column in ("message_id", "sequence", "step", "location"):
-        db.execute(f"ALTER TABLE email_messages ADD COLUMN {column} TEXT")
-    db.execute("CREATE INDEX email_messages_by_sent ON email_messages (contact_id, sent_at)")
-    db.execute(
-        """
-        CREATE TABLE email_enrollments (
-            id TEXT PRIMARY KEY,              -- derived from the start action's outbox key
-            contact_id TEXT NOT NULL,
-            sequence TEXT NOT NULL,
-            status TEXT NOT NULL,             -- active / completed / exited / stopped
-            step TEXT,                        -- the last step taken
-            enrolled_at TEXT NOT NULL,
-            last_step_at TEXT,
-            ended_at TEXT,
-            exit_reason TEXT,
-            exit_events TEXT NOT NULL,        -- JSON list: these event types end it
-            exit_stages TEXT NOT NULL         -- JSON list: reaching one of these stages ends it
-        )
-        """
-    )
-    db.execute(
-        "CREATE INDEX email_enrollments_by_contact ON email_enrollments (contact_id, status)"
-    )
+TABLES = (MESSAGES, SUPPRESSIONS, ENROLLMENTS)
 
-
-#: The tables this plugin owns, and the column that names the contact in each.
-TABLES = (
+#: The tables this plugin owns, and the column that names the contact in each (erasure).
+CONTACT_COLUMNS = (
     ("email_messages", "contact_id"),
     ("email_suppressions", "contact_id"),
     ("email_enrollments", "contact_id"),
@@ -98,82 +96,90 @@ TABLES = (
 
 
 def _log(
-    db: Database, contact: Contact, event: Event, status: str, error: str | None = None
+    tables: Tables, contact: Contact, event: Event, status: str, error: str | None = None
 ) -> None:
+    """Log the message of ``event`` (one row per idempotency key): a second event about it
+    updates its status, keeps the first error, send time and location it had."""
     props = event.properties
     at = event.occurred_at_text
-    db.execute(
-        """
-        INSERT INTO email_messages (contact_id, idempotency_key, template, category, to_address,
-            subject, status, error, created_at, sent_at, message_id, sequence, step, location)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (idempotency_key) DO UPDATE SET
-            status = excluded.status, error = coalesce(excluded.error, error),
-            sent_at = coalesce(sent_at, excluded.sent_at),
-            location = coalesce(excluded.location, location)
-        """,
-        [
-            contact.id,
-            props.get("key") or event.id,
-            props.get("template"),
-            props.get("category"),
-            props.get("to") or props.get("address") or contact.email,
-            props.get("subject"),
-            status,
-            error,
-            at,
-            (props.get("sent_at") or at) if status == "sent" else None,
-            props.get("message_id"),
-            props.get("sequence"),
-            props.get("step"),
-            props.get("location"),
-        ],
+    messages = tables["email_messages"]
+    key = props.get("key") or event.id
+    sent_at = (props.get("sent_at") or at) if status == "sent" else None
+    current = messages.one(
+        {"idempotency_key": key}, columns=["error", "sent_at", "location"], for_update=True
+    )
+    if current is not None:
+        messages.update(
+            {"idempotency_key": key},
+            {
+                "status": status,
+                "error": error if error is not None else current["error"],
+                "sent_at": current["sent_at"] if current["sent_at"] is not None else sent_at,
+                "location": props.get("location") or current["location"],
+            },
+        )
+        return
+    messages.insert(
+        {
+            "contact_id": contact.id,
+            "idempotency_key": key,
+            "template": props.get("template"),
+            "category": props.get("category"),
+            "to_address": props.get("to") or props.get("address") or contact.email,
+            "subject": props.get("subject"),
+            "status": status,
+            "error": error,
+            "created_at": at,
+            "sent_at": sent_at,
+            "message_id": props.get("message_id"),
+            "sequence": props.get("sequence"),
+            "step": props.get("step"),
+            "location": props.get("location"),
+        }
     )
 
 
-def on_sent(db: Database, contact: Contact, event: Event) -> None:
+def on_sent(tables: Tables, contact: Contact, event: Event) -> None:
     """``email.sent`` (emitted by ``email.send``): the message is logged as sent."""
     if not event.properties.get("message_id"):
         raise ValueError("an email.sent event needs a 'message_id' property")
-    _log(db, contact, event, "sent")
+    _log(tables, contact, event, "sent")
 
 
-def on_failed(db: Database, contact: Contact, event: Event) -> None:
+def on_failed(tables: Tables, contact: Contact, event: Event) -> None:
     """``email.failed``: a message that could not be built (a template that did not render)."""
-    _log(db, contact, event, "failed", str(event.properties.get("reason") or "unknown"))
+    _log(tables, contact, event, "failed", str(event.properties.get("reason") or "unknown"))
 
 
-def suppress(db: Database, address: str, contact_id: str, reason: str, at: str) -> None:
+def suppress(tables: Tables, address: str, contact_id: str, reason: str, at: str) -> None:
     """Never email ``address`` again (for ``reason``); a hard reason replaces a soft one."""
-    db.execute(
-        """
-        INSERT INTO email_suppressions (address, contact_id, reason, at) VALUES (?, ?, ?, ?)
-        ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, at = excluded.at
-        WHERE email_suppressions.reason = 'unsubscribed' AND excluded.reason != 'unsubscribed'
-        """,
-        [address.lower(), contact_id, reason, at],
-    )
+    suppressions = tables["email_suppressions"]
+    where = {"address": address.lower()}
+    current = suppressions.one(where, columns=["reason"], for_update=True)
+    if current is None:
+        suppressions.insert({**where, "contact_id": contact_id, "reason": reason, "at": at})
+    elif current["reason"] == "unsubscribed" and reason != "unsubscribed":
+        suppressions.update(where, {"reason": reason, "at": at})
 
 
-def on_bounced(db: Database, contact: Contact, event: Event) -> None:
+def on_bounced(tables: Tables, contact: Contact, event: Event) -> None:
     """``email.bounced``: the message (if we sent it) is logged bounced; a hard bounce
     suppresses the address at once, so messages already queued for it are vetoed."""
     props = event.properties
     if props.get("key") or props.get("message_id"):
         reason = props.get("reason") or f"{props.get('type')} bounce"
         if props.get("key"):
-            _log(db, contact, event, "bounced", reason)
+            _log(tables, contact, event, "bounced", reason)
         else:
-            db.execute(
-                "UPDATE email_messages SET status = 'bounced', error = ? WHERE message_id = ?",
-                [reason, props["message_id"]],
+            tables["email_messages"].update(
+                {"message_id": props["message_id"]}, {"status": "bounced", "error": reason}
             )
     address = props.get("address") or contact.email
     if props.get("type") == "hard" and address:
-        suppress(db, address, contact.id, "hard_bounce", event.occurred_at_text)
+        suppress(tables, address, contact.id, "hard_bounce", event.occurred_at_text)
 
 
-def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
+def on_unsubscribed(tables: Tables, contact: Contact, event: Event) -> None:
     """``unsubscribed`` from email: the address is suppressed for everything not exempt, and
     the contact leaves every drip sequence.
 
@@ -182,48 +188,49 @@ def on_unsubscribed(db: Database, contact: Contact, event: Event) -> None:
     """
     if "email" not in unsubscribed_channels(event.properties):
         return
+    at = event.occurred_at_text
     if contact.email:
-        suppress(db, contact.email, contact.id, "unsubscribed", event.occurred_at_text)
-    db.execute(
-        "UPDATE email_enrollments SET status = 'exited', ended_at = ?, exit_reason = ? "
-        "WHERE contact_id = ? AND status = 'active' AND enrolled_at <= ?",
-        [event.occurred_at_text, "unsubscribed", contact.id, event.occurred_at_text],
+        suppress(tables, contact.email, contact.id, "unsubscribed", at)
+    tables["email_enrollments"].update(
+        {"contact_id": contact.id, "status": "active", "enrolled_at": ("<=", at)},
+        {"status": "exited", "ended_at": at, "exit_reason": "unsubscribed"},
     )
 
 
-def on_subscribed(db: Database, contact: Contact, event: Event) -> None:
+def on_subscribed(tables: Tables, contact: Contact, event: Event) -> None:
     """``subscribed`` to email: an unsubscription is lifted (a hard bounce is not)."""
     if contact.email and subscribed_channel(event.properties) == "email":
-        address = contact.email.lower()
-        keys = [address, hashed(address), erasure_hash(db, address) or address]
-        db.execute(
-            "DELETE FROM email_suppressions WHERE address IN (?, ?, ?) AND reason = 'unsubscribed'",
-            keys,
+        tables["email_suppressions"].delete(
+            {"address": ("in", suppression_keys(tables, contact.email)), "reason": "unsubscribed"}
         )
 
 
-def on_any_event(db: Database, contact: Contact, event: Event) -> None:
+def on_any_event(tables: Tables, contact: Contact, event: Event) -> None:
     """Every event: a contact whose event or stage is an exit of a sequence leaves it now.
 
-    One indexed statement, which changes nothing for a contact in no sequence.
-    """
+    One indexed read of the contact's active enrollments (none for most contacts)."""
     at = event.occurred_at_text
-    db.execute(
-        """
-        UPDATE email_enrollments SET status = 'exited', ended_at = :at,
-            exit_reason = CASE
-                WHEN EXISTS (SELECT 1 FROM json_each(exit_events) WHERE value = :type)
-                THEN 'event ' || :type ELSE 'reached stage ' || :stage END
-        WHERE contact_id = :contact AND status = 'active' AND enrolled_at <= :at
-          AND (EXISTS (SELECT 1 FROM json_each(exit_events) WHERE value = :type)
-               OR EXISTS (SELECT 1 FROM json_each(exit_stages) WHERE value = :stage))
-        """,
-        {"at": at, "type": event.type, "stage": contact.stage or "", "contact": contact.id},
+    enrollments = tables["email_enrollments"]
+    active = enrollments.rows(
+        {"contact_id": contact.id, "status": "active", "enrolled_at": ("<=", at)},
+        columns=["id", "exit_events", "exit_stages"],
     )
+    stage = contact.stage or ""
+    for row in active:
+        if event.type in row["exit_events"]:
+            reason = f"event {event.type}"
+        elif stage in row["exit_stages"]:
+            reason = f"reached stage {stage}"
+        else:
+            continue
+        enrollments.update(
+            {"id": row["id"], "status": "active"},
+            {"status": "exited", "ended_at": at, "exit_reason": reason},
+        )
 
 
 def enroll(
-    db: Database,
+    tables: Tables,
     *,
     enrollment: str,
     contact_id: str,
@@ -233,22 +240,33 @@ def enroll(
     exit_stages: list[str],
 ) -> bool:
     """Record an enrollment; False if it was already there (a re-run of the same action)."""
-    cursor = db.execute(
-        """
-        INSERT INTO email_enrollments (id, contact_id, sequence, status, enrolled_at,
-            exit_events, exit_stages)
-        VALUES (?, ?, ?, 'active', ?, ?, ?) ON CONFLICT (id) DO NOTHING
-        """,
-        [enrollment, contact_id, sequence, at, json.dumps(exit_events), json.dumps(exit_stages)],
+    return bool(
+        tables["email_enrollments"].insert(
+            {
+                "id": enrollment,
+                "contact_id": contact_id,
+                "sequence": sequence,
+                "status": "active",
+                "enrolled_at": at,
+                "exit_events": list(exit_events),
+                "exit_stages": list(exit_stages),
+            },
+            on_conflict="ignore",
+        )
     )
-    return cursor.rowcount == 1
 
 
-def end_enrollment(db: Database, enrollment: str, status: str, reason: str, at: datetime) -> None:
-    db.execute(
-        "UPDATE email_enrollments SET status = ?, exit_reason = ?, ended_at = ? "
-        "WHERE id = ? AND status = 'active'",
-        [status, reason, utc_text(at), enrollment],
+def end_enrollment(tables: Tables, enrollment: str, status: str, reason: str, at: datetime) -> None:
+    tables["email_enrollments"].update(
+        {"id": enrollment, "status": "active"},
+        {"status": status, "exit_reason": reason, "ended_at": utc_text(at)},
+    )
+
+
+def enrollment(tables: Tables, enrollment_id: str) -> dict[str, Any] | None:
+    """An enrollment's ``status``, ``sequence`` and ``exit_reason``, or ``None``."""
+    return tables["email_enrollments"].one(
+        {"id": enrollment_id}, columns=["status", "sequence", "exit_reason"]
     )
 
 
@@ -258,15 +276,22 @@ def hashed(address: str) -> str:
     return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
-def is_suppressed(db: Database, address: str) -> tuple[str, str] | None:
-    """``(reason, since)`` if ``address`` (or its hash, kept after an erasure) is suppressed."""
-    keys = [address.lower(), hashed(address), erasure_hash(db, address) or hashed(address)]
-    row = db.execute(
-        "SELECT reason, at FROM email_suppressions WHERE address IN (?, ?, ?) "
-        "ORDER BY reason = 'unsubscribed' LIMIT 1",
-        keys,
-    ).fetchone()
-    return (row[0], row[1]) if row else None
+def suppression_keys(tables: Tables, address: str) -> list[str]:
+    """What a suppression of ``address`` may be kept under: the address (lower case), the
+    keyed hash an erasure keeps (``tables.erasure_hash``) and the unkeyed one of older
+    versions."""
+    keys = [address.lower(), hashed(address), tables.erasure_hash(address)]
+    return list(dict.fromkeys(key for key in keys if key))
+
+
+def is_suppressed(tables: Tables, address: str) -> tuple[str, str] | None:
+    """``(reason, since)`` if ``address`` (or its hash, kept after an erasure) is suppressed;
+    a hard reason before an unsubscription."""
+    rows = tables["email_suppressions"].rows(
+        {"address": ("in", suppression_keys(tables, address))}, columns=["reason", "at"]
+    )
+    rows.sort(key=lambda row: row["reason"] == "unsubscribed")
+    return (rows[0]["reason"], rows[0]["at"]) if rows else None
 
 
 def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
@@ -291,7 +316,7 @@ def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
     for path in _eml_files(db):
         if erasure.mentions(_readable(path)):
             erasure.remove_file(path)
-    for table, column in TABLES:
+    for table, column in CONTACT_COLUMNS:
         if table == "email_suppressions":
             removed[table] = _forget_suppressions(db, contact_id, erasure)
         else:

@@ -70,7 +70,7 @@ def test_an_upper_case_or_null_channel_unsubscribe_stops_marketing_email(mail):
             params={"template": "onboarding-tips"},
             contact=engine.contact(contact_id),
             now=mail.clock.now(),
-            db=None,
+            tables=None,
             settings=settings,
         )
         assert veto is not None

@@ -137,7 +137,8 @@ def test_a_template_over_a_limit_is_refused_fast_at_validation(source, message):
     assert message in text
     if "over the limit" in message:
         assert "template 'greedy', text: " in text  # the template and the part
-    assert took < 0.5, f"{took:.2f} s"
+    # Before the bounds these took 21 s, 125 s or forever; the margin is for a loaded CI box.
+    assert took < 2.0, f"{took:.2f} s"
     assert grown_kib < 64 * 1024  # no value of a gigabyte was built, not even for a moment
 
 
@@ -153,7 +154,7 @@ def test_rendering_time_is_bounded_where_no_other_limit_is_hit():
     started = time.perf_counter()
     with pytest.raises(templates.TemplateLimitError) as error:
         templates.render(template(source), context, limits)
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 1.5  # 0.2 s of rendering, then it stops
     assert "over the limit of 0.2 s of rendering time (template_limits.max_seconds)" in str(
         error.value
     )
@@ -287,7 +288,8 @@ def test_a_slow_template_dropped_into_a_running_engines_folder_does_not_delay_it
     assert refused_at - dropped >= 1.5  # validating it took the time it was given
     during = [dropped, *(t for t in pumps if dropped < t < refused_at), refused_at]
     gaps = [later - earlier for earlier, later in pairwise(during)]
-    assert max(gaps) < 0.5, f"a pump waited {max(gaps):.2f} s for the validation"
+    # Shorter than the validation (1.5 s or more): the pumps ran while it did.
+    assert max(gaps) < 1.0, f"a pump waited {max(gaps):.2f} s for the validation"
     assert len(during) > 10
     assert reloads[1][1] is True and reloads[1][2].startswith("loaded mail v1")
     assert "slow" not in engine.documents.get(templates.KIND, {})

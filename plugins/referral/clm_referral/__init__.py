@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING
 from clm_engine import Contact, Erasure, Event, hookimpl
 
 from . import actions, attribution, facts, reviews
-from .schema import migrations
+from .schema import TABLES
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database
+    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
-__all__ = ["migrations"]
+__all__ = ["TABLES"]
 
 
 def _text(event: Event, key: str, *, required: bool) -> str | None:
@@ -65,8 +65,9 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def register_migrations(register: Callable[..., None]) -> None:
-    register(migrations)
+def register_tables(register: Callable[..., None]) -> None:
+    for table in TABLES:
+        register(table)
 
 
 @hookimpl

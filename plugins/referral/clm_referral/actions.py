@@ -1,8 +1,8 @@
 """The plugin's actions: ``referral.code``, ``referral.reward``, ``referral.approve`` and
 ``referral.reverse``.
 
-All are internal: they write the plugin's tables through ``ctx.db``, the dispatch write
-transaction, which commits together with the outbox row being marked done. A retry rolls
+All are internal: they write the plugin's tables through ``ctx.tables``, in the dispatch
+write transaction, which commits together with the outbox row being marked done. A retry rolls
 the writes back first, so a ledger entry happens exactly once.
 """
 
@@ -22,9 +22,7 @@ from .codes import display_code
 from .fraud import Claim, FraudSettings, run_checks
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from clm_engine import ActionContext
+    from clm_engine import ActionContext, Tables
 
 Amount = str | int
 
@@ -103,11 +101,11 @@ class ReverseParams(_Params):
     )
 
 
-def _db(ctx: ActionContext) -> sqlite_utils.Database:
-    db: sqlite_utils.Database | None = getattr(ctx, "db", None)
-    if db is None:
-        raise RuntimeError("referral actions need the engine's write transaction (ctx.db)")
-    return db
+def _tables(ctx: ActionContext) -> Tables:
+    tables: Tables | None = getattr(ctx, "tables", None)
+    if tables is None:
+        raise RuntimeError("referral actions need the engine's write transaction (ctx.tables)")
+    return tables
 
 
 def effective_time(ctx: ActionContext) -> datetime:
@@ -126,7 +124,7 @@ def _email(ctx: ActionContext, contact_id: str) -> str | None:
 def issue_code(ctx: ActionContext, params: CodeParams) -> dict[str, Any]:
     """Give the contact a referral code (idempotent: the same code unless ``rotate``)."""
     code, created = ensure_code(
-        _db(ctx), ctx.contact.id, at=utc_text(effective_time(ctx)), rotate=params.rotate
+        _tables(ctx), ctx.contact.id, at=utc_text(effective_time(ctx)), rotate=params.rotate
     )
     if created:
         ctx.emit("referral.code_issued", {"code": display_code(code)})
@@ -140,9 +138,9 @@ def reward(ctx: ActionContext, params: RewardParams) -> dict[str, Any]:
     with its reasons and never approved automatically. An unflagged one gets a follow-up
     ``referral.approve`` due ``approve_after_days`` after it was earned.
     """
-    db = _db(ctx)
+    tables = _tables(ctx)
     referred = ctx.contact
-    attribution = attribution_of(db, referred.id)
+    attribution = attribution_of(tables, referred.id)
     if attribution is None:
         return {"skipped": f"{referred.id} was not referred by anyone"}
     referrer = attribution["referrer_contact_id"]
@@ -182,13 +180,13 @@ def reward(ctx: ActionContext, params: RewardParams) -> dict[str, Any]:
             ruleset=ctx.ruleset,
             rule=ctx.rule,
         )
-        if ledger.get_reward(db, grant.id) is not None:
+        if ledger.get_reward(tables, grant.id) is not None:
             existing.append(grant.id)
             continue
         if reasons is None:  # only for a reward that is really new
-            reasons = run_checks(claim, db)
+            reasons = run_checks(claim, tables)
         grant.held_reasons = list(reasons)
-        if not ledger.grant(db, grant, actor=f"rule {ctx.ruleset}/{ctx.rule}"):
+        if not ledger.grant(tables, grant, actor=f"rule {ctx.ruleset}/{ctx.rule}"):
             existing.append(grant.id)
             continue
         granted.append(grant)
@@ -228,15 +226,15 @@ def reward(ctx: ActionContext, params: RewardParams) -> dict[str, Any]:
 
 def approve(ctx: ActionContext, params: ApproveParams) -> dict[str, Any]:
     """The automatic approval of an unflagged reward, when its waiting period is over."""
-    db = _db(ctx)
-    row = ledger.get_reward(db, params.reward)
+    tables = _tables(ctx)
+    row = ledger.get_reward(tables, params.reward)
     if row is None:
         return {"skipped": f"no reward {params.reward} (forgotten?)"}
     if row["held_reasons"]:
         return {"skipped": f"held for review: {'; '.join(row['held_reasons'])}"}
     if row["state"] != "pending":
         return {"skipped": f"reward is {row['state']}"}
-    ledger.transition(db, params.reward, "approve", at=utc_text(ctx.now), actor="auto-approval")
+    ledger.transition(tables, params.reward, "approve", at=utc_text(ctx.now), actor="auto-approval")
     return {"approved": params.reward}
 
 
@@ -244,22 +242,22 @@ def reverse(ctx: ActionContext, params: ReverseParams) -> dict[str, Any]:
     """Claw back the rewards earned for this (referred) contact, e.g. on a refund within N
     days of the reward. Each reward is reversed once; the referrer hears of it through a
     ``referral.reversed`` event."""
-    db = _db(ctx)
+    tables = _tables(ctx)
     at = effective_time(ctx)
     earliest = utc_text(at - timedelta(days=params.within_days))
     reversed_ = []
-    for row in db.query(
-        "SELECT id FROM referral_rewards WHERE referred_contact_id = ? AND earned_at >= ? "
-        "AND earned_at <= ? ORDER BY id",
-        [ctx.contact.id, earliest, utc_text(at)],
+    for row in tables["referral_rewards"].rows(
+        {"referred_contact_id": ctx.contact.id, "earned_at": ("between", (earliest, utc_text(at)))},
+        columns=["id"],
+        order_by=["id"],
     ):
-        current = ledger.get_reward(db, row["id"])
+        current = ledger.get_reward(tables, row["id"])
         if current is None or current["state"] not in params.states:
             continue
         if params.kind is not None and current["kind"] != params.kind:
             continue
         ledger.transition(
-            db,
+            tables,
             row["id"],
             "reverse",
             at=utc_text(ctx.now),

@@ -8,6 +8,7 @@ contact, a late event naming another referrer changes nothing (the money already
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from clm_engine import utc_text
@@ -15,9 +16,7 @@ from clm_engine import utc_text
 from .codes import new_code, normalise_code
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from clm_engine import Contact, Event
+    from clm_engine import Contact, Event, Tables
 
 #: Event properties that carry fingerprints, and the kind each one is.
 FINGERPRINTS = {"device_fingerprint": "device", "payment_fingerprint": "payment"}
@@ -25,51 +24,44 @@ FINGERPRINTS = {"device_fingerprint": "device", "payment_fingerprint": "payment"
 SIGNUP_CODE_KEYS = ("referral_code", "referred_by_code")
 
 
-def code_of(db: sqlite_utils.Database, contact_id: str) -> str | None:
+def code_of(tables: Tables, contact_id: str) -> str | None:
     """The contact's active code, if they have one."""
-    row = db.execute(
-        "SELECT code FROM referral_codes WHERE contact_id = ? AND retired_at IS NULL",
-        [contact_id],
-    ).fetchone()
-    return row[0] if row else None
+    row = tables["referral_codes"].one(
+        {"contact_id": contact_id, "retired_at": None}, columns=["code"]
+    )
+    return row["code"] if row else None
 
 
 def ensure_code(
-    db: sqlite_utils.Database, contact_id: str, *, at: str, rotate: bool = False
+    tables: Tables, contact_id: str, *, at: str, rotate: bool = False
 ) -> tuple[str, bool]:
     """The contact's active code, created if they have none (or retired first with
-    ``rotate``): ``(code, created)``. One active code per contact, so asking twice gives the
-    same code: the action and the CLI are idempotent."""
-    current = code_of(db, contact_id)
+    ``rotate``): ``(code, created)``. One active code per contact (a partial unique index),
+    so asking twice gives the same code: the action and the CLI are idempotent."""
+    codes = tables["referral_codes"]
+    current = code_of(tables, contact_id)
     if current is not None and not rotate:
         return current, False
     if current is not None:
-        db.execute("UPDATE referral_codes SET retired_at = ? WHERE code = ?", [at, current])
+        codes.update({"code": current}, {"retired_at": at})
     for _ in range(10):  # 45 random bits: a collision is a curiosity, not a loop
         code = new_code()
-        cursor = db.execute(
-            "INSERT INTO referral_codes (code, contact_id, created_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (code) DO NOTHING",
-            [code, contact_id, at],
-        )
-        if cursor.rowcount:
+        if codes.insert(
+            {"code": code, "contact_id": contact_id, "created_at": at}, on_conflict="ignore"
+        ):
             return code, True
     raise RuntimeError("could not draw an unused referral code in 10 tries")
 
 
-def lookup_code(db: sqlite_utils.Database, text: str) -> dict[str, Any] | None:
+def lookup_code(tables: Tables, text: str) -> dict[str, Any] | None:
     """Whose code this is (typed in any case, with or without dashes), active or retired."""
-    rows = list(
-        db.query(
-            "SELECT code, contact_id, retired_at FROM referral_codes WHERE code = ?",
-            [normalise_code(text)],
-        )
+    return tables["referral_codes"].one(
+        {"code": normalise_code(text)}, columns=["code", "contact_id", "retired_at"]
     )
-    return rows[0] if rows else None
 
 
 def attribute(
-    db: sqlite_utils.Database,
+    tables: Tables,
     *,
     referred: str,
     referrer: str,
@@ -82,34 +74,37 @@ def attribute(
     First by event time wins; an earlier attribution arriving late replaces a later one,
     unless a reward was already granted for the referred contact.
     """
-    cursor = db.execute(
-        """
-        INSERT INTO referral_attributions
-            (referred_contact_id, referrer_contact_id, code, attributed_at, event_id)
-        VALUES (?, ?, ?, ?, ?)
-        ON CONFLICT (referred_contact_id) DO UPDATE SET
-            referrer_contact_id = excluded.referrer_contact_id,
-            code = excluded.code,
-            attributed_at = excluded.attributed_at,
-            event_id = excluded.event_id
-        WHERE excluded.attributed_at < referral_attributions.attributed_at
-          AND NOT EXISTS (
-              SELECT 1 FROM referral_rewards r WHERE r.referred_contact_id = ?
-          )
-        """,
-        [referred, referrer, code, at, event_id, referred],
+    attributions = tables["referral_attributions"]
+    row = {
+        "referred_contact_id": referred,
+        "referrer_contact_id": referrer,
+        "code": code,
+        "attributed_at": at,
+        "event_id": event_id,
+    }
+    current = attributions.one(
+        {"referred_contact_id": referred}, columns=["attributed_at"], for_update=True
     )
-    return cursor.rowcount > 0
+    if current is None:
+        return bool(attributions.insert(row))
+    earlier = current["attributed_at"] is not None and utc_text_of(at) < current["attributed_at"]
+    if not earlier or tables["referral_rewards"].count({"referred_contact_id": referred}):
+        return False
+    del row["referred_contact_id"]
+    attributions.update({"referred_contact_id": referred}, row)
+    return True
 
 
-def attribution_of(db: sqlite_utils.Database, referred: str) -> dict[str, Any] | None:
-    rows = list(
-        db.query("SELECT * FROM referral_attributions WHERE referred_contact_id = ?", [referred])
-    )
-    return rows[0] if rows else None
+def utc_text_of(at: str) -> str:
+    """``at`` as the fixed-width UTC text the store gives back (for comparing with it)."""
+    return utc_text(datetime.fromisoformat(at.replace("Z", "+00:00")))
 
 
-def on_referral_signup(db: sqlite_utils.Database, contact: Contact, event: Event) -> None:
+def attribution_of(tables: Tables, referred: str) -> dict[str, Any] | None:
+    return tables["referral_attributions"].one({"referred_contact_id": referred})
+
+
+def on_referral_signup(tables: Tables, contact: Contact, event: Event) -> None:
     """``referral.signup`` on the referred contact: ``referrer_id``, or a ``code`` to look up.
 
     A code that is not known and no ``referrer_id`` is refused (the event is recorded as a
@@ -118,7 +113,7 @@ def on_referral_signup(db: sqlite_utils.Database, contact: Contact, event: Event
     """
     referrer = event.properties.get("referrer_id")
     code = event.properties.get("code")
-    owner = lookup_code(db, code) if isinstance(code, str) and code.strip() else None
+    owner = lookup_code(tables, code) if isinstance(code, str) and code.strip() else None
     if owner is not None:
         if referrer and referrer != owner["contact_id"]:
             raise ValueError(
@@ -134,7 +129,7 @@ def on_referral_signup(db: sqlite_utils.Database, contact: Contact, event: Event
     if referrer == contact.id:
         raise ValueError(f"contact {contact.id!r} cannot refer themselves")
     attribute(
-        db,
+        tables,
         referred=contact.id,
         referrer=referrer,
         code=code,
@@ -143,16 +138,16 @@ def on_referral_signup(db: sqlite_utils.Database, contact: Contact, event: Event
     )
 
 
-def on_signup(db: sqlite_utils.Database, contact: Contact, event: Event) -> None:
+def on_signup(tables: Tables, contact: Contact, event: Event) -> None:
     """A ``signup`` carrying ``referral_code``: attributed to the code's owner. An unknown
     code never stops a signup: it is simply not an attribution."""
     for key in SIGNUP_CODE_KEYS:
         code = event.properties.get(key)
         if isinstance(code, str) and code.strip():
-            owner = lookup_code(db, code)
+            owner = lookup_code(tables, code)
             if owner is not None and owner["contact_id"] != contact.id:
                 attribute(
-                    db,
+                    tables,
                     referred=contact.id,
                     referrer=owner["contact_id"],
                     code=owner["code"],
@@ -162,16 +157,17 @@ def on_signup(db: sqlite_utils.Database, contact: Contact, event: Event) -> None
             return
 
 
-def on_any_event(db: sqlite_utils.Database, contact: Contact, event: Event) -> None:
-    """Remember the device and payment fingerprints an event carries, for the fraud checks."""
+def on_any_event(tables: Tables, contact: Contact, event: Event) -> None:
+    """Remember the device and payment fingerprints an event carries, for the fraud checks:
+    when each was first seen (the earliest event time wins, whatever the arrival order)."""
+    fingerprints = tables["referral_fingerprints"]
     for key, kind in FINGERPRINTS.items():
         value = event.properties.get(key)
         if isinstance(value, str) and value:
-            db.execute(
-                "INSERT INTO referral_fingerprints "
-                "(contact_id, kind, value, first_seen_at, event_id) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET first_seen_at = excluded.first_seen_at, "
-                "event_id = excluded.event_id "
-                "WHERE excluded.first_seen_at < referral_fingerprints.first_seen_at",
-                [contact.id, kind, value, utc_text(event.occurred_at), event.id],
-            )
+            at = utc_text(event.occurred_at)
+            where = {"contact_id": contact.id, "kind": kind, "value": value}
+            seen = fingerprints.one(where, columns=["first_seen_at"], for_update=True)
+            if seen is None:
+                fingerprints.insert({**where, "first_seen_at": at, "event_id": event.id})
+            elif at < seen["first_seen_at"]:
+                fingerprints.update(where, {"first_seen_at": at, "event_id": event.id})

@@ -14,10 +14,10 @@ from .emails import normalise_email
 from .fraud import Claim, hookimpl
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from clm_engine import Tables
 
 
-def self_referral(claim: Claim, db: sqlite_utils.Database) -> str | None:
+def self_referral(claim: Claim, tables: Tables) -> str | None:
     """The same person on both sides: same contact, same email, or the same mailbox spelled
     another way (plus-addressing, dots at Gmail)."""
     if claim.referrer_id == claim.referred_id:
@@ -32,51 +32,58 @@ def self_referral(claim: Claim, db: sqlite_utils.Database) -> str | None:
     return None
 
 
-def shared_fingerprint(claim: Claim, db: sqlite_utils.Database) -> list[str]:
+def shared_fingerprint(claim: Claim, tables: Tables) -> list[str]:
     """The referrer and the referred contact used the same device or the same payment means,
     as the events' ``device_fingerprint`` / ``payment_fingerprint`` properties say."""
-    rows = db.query(
-        "SELECT DISTINCT a.kind, a.value FROM referral_fingerprints a "
-        "JOIN referral_fingerprints b ON a.kind = b.kind AND a.value = b.value "
-        "WHERE a.contact_id = ? AND b.contact_id = ? ORDER BY a.kind, a.value",
-        [claim.referrer_id, claim.referred_id],
-    )
+    fingerprints = tables["referral_fingerprints"]
+    columns = ["kind", "value"]
+
+    def of(contact_id: str) -> set[tuple[str, str]]:
+        found = fingerprints.rows({"contact_id": contact_id}, columns=columns)
+        return {(row["kind"], row["value"]) for row in found}
+
     return [
-        f"the referrer and the referred contact share a {row['kind']} fingerprint "
-        f"({row['value'][:12]})"
-        for row in rows
+        f"the referrer and the referred contact share a {kind} fingerprint ({value[:12]})"
+        for kind, value in sorted(of(claim.referrer_id) & of(claim.referred_id))
     ]
 
 
-def monthly_cap(claim: Claim, db: sqlite_utils.Database) -> str | None:
+def monthly_cap(claim: Claim, tables: Tables) -> str | None:
     """More rewards for one referrer this calendar month than the cap allows."""
     cap = claim.settings.monthly_cap
     if cap is None or claim.role != "referrer":
         return None
     start = claim.at.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     end = (start + timedelta(days=32)).replace(day=1)
-    (count,) = db.execute(
-        "SELECT COUNT(*) FROM referral_rewards WHERE referrer_contact_id = ? AND role = ? "
-        "AND earned_at >= ? AND earned_at < ?",
-        [claim.referrer_id, "referrer", utc_text(start), utc_text(end)],
-    ).fetchone()
+    count = tables["referral_rewards"].count(
+        {
+            "referrer_contact_id": claim.referrer_id,
+            "role": "referrer",
+            "earned_at": ("between", (utc_text(start), utc_text(end - timedelta.resolution))),
+        }
+    )
     if count >= cap:
         return f"the referrer already has {count} rewards in {start:%Y-%m} (cap {cap} a month)"
     return None
 
 
-def burst(claim: Claim, db: sqlite_utils.Database) -> str | None:
+def burst(claim: Claim, tables: Tables) -> str | None:
     """Many referred signups of one referrer in a short time: a script, or a bought list."""
     count_limit, hours = claim.settings.burst_count, claim.settings.burst_hours
     if count_limit is None or claim.attributed_at is None:
         return None
     at = datetime.fromisoformat(claim.attributed_at)
     window = timedelta(hours=hours)
-    (count,) = db.execute(
-        "SELECT COUNT(*) FROM referral_attributions WHERE referrer_contact_id = ? "
-        "AND attributed_at > ? AND attributed_at < ?",
-        [claim.referrer_id, utc_text(at - window), utc_text(at + window)],
-    ).fetchone()
+    tick = timedelta.resolution  # strictly inside the window, as "between" includes its ends
+    count = tables["referral_attributions"].count(
+        {
+            "referrer_contact_id": claim.referrer_id,
+            "attributed_at": (
+                "between",
+                (utc_text(at - window + tick), utc_text(at + window - tick)),
+            ),
+        }
+    )
     if count >= count_limit:
         return f"{count} referred signups by this referrer within {hours} h of this one"
     return None

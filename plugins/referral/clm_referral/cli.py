@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import sqlite_utils
 
-from clm_engine import ClmError, Engine, utc_text
+from clm_engine import ClmError, Engine, Tables, utc_text
 from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
 from clm_engine.money import format_minor
 
@@ -31,9 +30,9 @@ def _engine(db_path: Path, rulesets: tuple[Path, ...] = ()) -> Engine:
     return open_engine(db_path, rulesets=rulesets)  # opening it runs the plugin's migrations
 
 
-def _read(engine: Engine) -> sqlite_utils.Database:
-    """The store's connection for reading the plugin's tables (no write lock taken)."""
-    return engine.store.read().db
+def _read(engine: Engine) -> Tables:
+    """The plugin's tables, read only (no write lock taken)."""
+    return engine.store.tables
 
 
 def _need_contact(engine: Engine, contact_id: str) -> None:
@@ -52,7 +51,7 @@ def code(contact_id: str, rotate: bool, db_path: Path, as_json: bool) -> None:
         _need_contact(engine, contact_id)
         with engine.store.write() as tx:
             value, created = ensure_code(
-                tx.db, contact_id, at=utc_text(engine.clock.now()), rotate=rotate
+                tx.tables, contact_id, at=utc_text(engine.clock.now()), rotate=rotate
             )
     if as_json:
         print_json({"contact": contact_id, "code": display_code(value), "created": created})
@@ -67,9 +66,9 @@ def code(contact_id: str, rotate: bool, db_path: Path, as_json: bool) -> None:
 def ledger_command(contact_id: str, db_path: Path, as_json: bool) -> None:
     """A contact's ledger entries (every credit, approval, reversal, redemption) and balance."""
     with _engine(db_path) as engine:
-        db = _read(engine)
-        rows = ledger.entries(db, contact_id)
-        balances = ledger.balances(db, contact_id)
+        tables = _read(engine)
+        rows = ledger.entries(tables, contact_id)
+        balances = ledger.balances(tables, contact_id)
     if as_json:
         print_json({"contact": contact_id, "entries": rows, "balances": balances})
         return
@@ -115,21 +114,17 @@ def _review_event(
     }
 
 
-def _to_review(db: sqlite_utils.Database, target: str, decision: str) -> list[dict[str, Any]]:
+def _to_review(tables: Tables, target: str, decision: str) -> list[dict[str, Any]]:
     """The rewards a decision is about: one reward by its id, or every reward held for one
     referral, by the referred contact's id (the referrer's and the friend's go together)."""
-    row = ledger.get_reward(db, target)
+    row = ledger.get_reward(tables, target)
     if row is not None:
         if row["state"] != "pending":
             raise ClmError(f"reward {target} is {row['state']}: nothing to review")
         if decision == "approve" and not row["held_reasons"]:
             raise ClmError(f"reward {target} is not held: it is approved automatically")
         return [row]
-    rows = [
-        r
-        for r in ledger.rewards(db, state="pending", held=True)
-        if r["referred_contact_id"] == target
-    ]
+    rows = ledger.rewards(tables, state="pending", held=True, where={"referred_contact_id": target})
     if not rows:
         raise ClmError(f"no reward {target!r}, and no reward held for a referral of {target!r}")
     return rows
@@ -170,15 +165,15 @@ def review(
     given with --rulesets react to it) and as a ledger entry naming the reviewer.
     """
     with _engine(db_path, ruleset_paths) as engine:
-        db = _read(engine)
+        tables = _read(engine)
         decisions = [(i, "approve") for i in approve_ids] + [(i, "reject") for i in reject_ids]
         done = []
         for target, decision in decisions:
-            for row in _to_review(db, target, decision):
+            for row in _to_review(tables, target, decision):
                 event = _review_event(row, decision, reviewer, note, engine.clock.now())
                 engine.ingest(event)
                 done.append({"reward": row["id"], "decision": decision})
-        held = ledger.rewards(db, state="pending", held=True)
+        held = ledger.rewards(tables, state="pending", held=True)
     if as_json:
         print_json({"decisions": done, "held": held})
         return
@@ -216,9 +211,9 @@ def redeem(
 ) -> None:
     """Pay out a contact's approved rewards (one redemption entry per reward)."""
     with _engine(db_path, ruleset_paths) as engine:
-        db = _read(engine)
+        tables = _read(engine)
         _need_contact(engine, contact_id)
-        approved = approved_rewards(db, contact_id)
+        approved = approved_rewards(tables, contact_id)
         if not approved:
             raise ClmError(f"{contact_id} has no approved reward to redeem")
         digest = hashlib.sha256(reference.encode()).hexdigest()[:16]
@@ -231,7 +226,7 @@ def redeem(
                 "properties": {"reference": reference},
             }
         )
-        balances = ledger.balances(db, contact_id)
+        balances = ledger.balances(tables, contact_id)
     redeemed = [row["id"] for row in approved]
     if as_json:
         print_json({"contact": contact_id, "redeemed": redeemed, "balances": balances})
@@ -250,7 +245,7 @@ def redeem(
 def report_command(top: int, db_path: Path, as_json: bool) -> None:
     """Referral rate, rewards granted / held / reversed, and the top referrers."""
     with _engine(db_path) as engine:
-        data = report(_read(engine), top=top)
+        data = report(_read(engine), contacts=engine.store.count_contacts(), top=top)
     if as_json:
         print_json(data)
     else:

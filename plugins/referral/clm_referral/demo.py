@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
+from clm_engine import Engine
 
 from .ledger import rewards
 from .report import format_report, report
@@ -168,14 +168,20 @@ def add_to_history(path: str | Path, seed: int = 7) -> int:
     return len(extras)
 
 
+def _referral_engine(db_path: str | Path) -> Engine:
+    import clm_referral
+
+    return Engine(db_path, plugins={"referral": clm_referral})
+
+
 def demo_decisions(db_path: str | Path) -> dict[str, str]:
     """What the demo decides by hand, read from its database: a held referral to approve (a
     burst or shared device: plausible after a phone call) and one to reject (a
     self-referral), by the referred contact's id, and the top referrer with approved rewards,
     to redeem. Keys are missing when there is nothing of the kind."""
-    db = Database(str(db_path))
-    try:
-        held = report(db)["held"]
+    with _referral_engine(db_path) as engine:
+        tables, contacts = engine.store.tables, engine.store.count_contacts()
+        held = report(tables, contacts=contacts)["held"]
         picks: dict[str, str] = {}
         for item in held:
             if item["role"] != "referrer":
@@ -184,23 +190,17 @@ def demo_decisions(db_path: str | Path) -> dict[str, str]:
                 picks["approve"] = item["referred"]
             if "reject" not in picks and item["reasons"][0].startswith("self-referral"):
                 picks["reject"] = item["referred"]
-        owed = {r["beneficiary_contact_id"] for r in rewards(db, state="approved")}
-        for entry in report(db, top=20)["top_referrers"]:
+        owed = {r["beneficiary_contact_id"] for r in rewards(tables, state="approved")}
+        for entry in report(tables, contacts=contacts, top=20)["top_referrers"]:
             if entry["contact"] in owed:
                 picks["redeem"] = entry["contact"]
                 break
         return picks
-    finally:
-        db.close()
 
 
 def summary(db_path: str | Path) -> str:
     """Printable text: rewards granted, held for review (with reasons), reversed, and the
     top referrers, read from the database the demo filled."""
-    db = Database(str(db_path))
-    try:
-        if not db["referral_rewards"].exists():
-            return "no referral tables: is the referral plugin installed?"
-        return format_report(report(db, top=5), held_limit=8)
-    finally:
-        db.close()
+    with _referral_engine(db_path) as engine:
+        data = report(engine.store.tables, contacts=engine.store.count_contacts(), top=5)
+        return format_report(data, held_limit=8)

@@ -1,7 +1,7 @@
 """Facts for conditions: how much a contact refers, how well, and what they are owed.
 
-Each reads the plugin's tables through ``ctx.db`` (read only) and is ``MISSING`` where there
-is no database (a pure in-memory evaluation). The query functions take a database directly,
+Each reads the plugin's tables through ``ctx.tables`` (read only) and is ``MISSING`` where
+there are none (a pure in-memory evaluation). The query functions take the tables directly,
 for the CLI, the report and tests.
 """
 
@@ -11,48 +11,48 @@ from typing import TYPE_CHECKING, Any
 
 from clm_engine import MISSING, utc_text
 
-from .ledger import balances
+from .ledger import balances, states
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from clm_engine import FactContext
-
-#: A referral is successful when its referrer reward is not held, rejected or reversed, as
-#: of a moment (``?2``): rewards earned by then, in the state their entries gave them by then.
-_SUCCESSFUL = """
-SELECT COUNT(DISTINCT r.referred_contact_id) FROM referral_rewards r
-WHERE r.referrer_contact_id = ?1 AND r.role = 'referrer' AND r.earned_at <= ?2 AND (
-    SELECT e.state FROM referral_entries e WHERE e.reward_id = r.id AND e.at <= ?2
-    ORDER BY e.seq DESC LIMIT 1
-) IN ('approved', 'redeemed', CASE WHEN r.held_reasons = '[]' THEN 'pending' END)
-"""
+    from clm_engine import FactContext, Tables
 
 #: Facts answer as of the moment they are asked about (``ctx.now``: an event's time), not as of
 #: the last row written: a late event re-judges a contact's history, and must not see rewards
-#: that came after the event it judges.
-_END_OF_TIME = "9999"
+#: that came after the event it judges. ``None``: as of now (the CLI, the report).
 
 
-def referral_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END_OF_TIME) -> int:
-    (count,) = db.execute(
-        "SELECT COUNT(*) FROM referral_attributions WHERE referrer_contact_id = ? "
-        "AND coalesce(attributed_at, '') <= ?",
-        [contact_id, as_of],
-    ).fetchone()
-    return int(count)
+def referral_count(tables: Tables, contact_id: str, as_of: str | None = None) -> int:
+    """Attributions to ``contact_id`` made by ``as_of`` (an attribution with no time counts)."""
+    attributions = tables["referral_attributions"]
+    if as_of is None:
+        return attributions.count({"referrer_contact_id": contact_id})
+    dated = attributions.count({"referrer_contact_id": contact_id, "attributed_at": ("<=", as_of)})
+    return dated + attributions.count({"referrer_contact_id": contact_id, "attributed_at": None})
 
 
-def successful_count(db: sqlite_utils.Database, contact_id: str, as_of: str = _END_OF_TIME) -> int:
-    (count,) = db.execute(_SUCCESSFUL, [contact_id, as_of]).fetchone()
-    return int(count)
+def successful_count(tables: Tables, contact_id: str, as_of: str | None = None) -> int:
+    """Referred contacts whose referrer reward (earned by ``as_of``) is, by then, approved,
+    redeemed, or pending and not held."""
+    where: dict[str, Any] = {"referrer_contact_id": contact_id, "role": "referrer"}
+    if as_of is not None:
+        where["earned_at"] = ("<=", as_of)
+    rows = tables["referral_rewards"].rows(
+        where, columns=["id", "referred_contact_id", "held_reasons"]
+    )
+    current = states(tables, [row["id"] for row in rows], as_of=as_of) if rows else {}
+    successful = set()
+    for row in rows:
+        state = current.get(row["id"])
+        if state in ("approved", "redeemed") or (state == "pending" and not row["held_reasons"]):
+            successful.add(row["referred_contact_id"])
+    return len(successful)
 
 
 def balance(
-    db: sqlite_utils.Database, contact_id: str, currency: str | None = None, part: str = "available"
+    tables: Tables, contact_id: str, currency: str | None = None, part: str = "available"
 ) -> Any:
     """The contact's balance in minor units; MISSING with several currencies and none asked."""
-    found = balances(db, contact_id)
+    found = balances(tables, contact_id)
     if currency is None:
         if len(found) > 1:
             return MISSING
@@ -65,39 +65,41 @@ def balance(
     return amounts[part]
 
 
-def _db(ctx: FactContext) -> Any:
-    return getattr(ctx, "db", None)
+def _tables(ctx: FactContext) -> Tables | None:
+    tables: Tables | None = getattr(ctx, "tables", None)
+    return tables
 
 
 def fact_count(ctx: FactContext) -> Any:
     """How many contacts this contact referred (attributions, whatever became of them)."""
-    db = _db(ctx)
-    return MISSING if db is None else referral_count(db, ctx.contact.id, utc_text(ctx.now))
+    tables = _tables(ctx)
+    return MISSING if tables is None else referral_count(tables, ctx.contact.id, utc_text(ctx.now))
 
 
 def fact_referred_by(ctx: FactContext) -> Any:
     """Who referred this contact (their contact id), as attribution recorded it; MISSING if
     nobody did."""
-    db = _db(ctx)
-    if db is None:
+    tables = _tables(ctx)
+    if tables is None:
         return MISSING
-    row = db.execute(
-        "SELECT referrer_contact_id FROM referral_attributions WHERE referred_contact_id = ?",
-        [ctx.contact.id],
-    ).fetchone()
-    return row[0] if row else MISSING
+    row = tables["referral_attributions"].one(
+        {"referred_contact_id": ctx.contact.id}, columns=["referrer_contact_id"]
+    )
+    return row["referrer_contact_id"] if row else MISSING
 
 
 def fact_successful(ctx: FactContext) -> Any:
     """Referred contacts that earned this contact a reward not held, rejected or reversed."""
-    db = _db(ctx)
-    return MISSING if db is None else successful_count(db, ctx.contact.id, utc_text(ctx.now))
+    tables = _tables(ctx)
+    if tables is None:
+        return MISSING
+    return successful_count(tables, ctx.contact.id, utc_text(ctx.now))
 
 
 def fact_balance(ctx: FactContext, currency: str | None = None, part: str = "available") -> Any:
     """Referral credit in minor units: ``available`` (default), ``pending`` or ``total``."""
-    db = _db(ctx)
-    return MISSING if db is None else balance(db, ctx.contact.id, currency, part)
+    tables = _tables(ctx)
+    return MISSING if tables is None else balance(tables, ctx.contact.id, currency, part)
 
 
 def _check_balance_args(args: dict[str, Any]) -> None:

@@ -15,8 +15,12 @@ way clm-engine's actions are. A distribution adds its own with an entry point in
     def register_fraud_checks(register):
         register("same-postcode", check_postcode, description="...")
 
-A check is ``check(claim, db) -> str | list[str] | None``: the reason(s) to hold the reward
-for review, or ``None``. It reads (never writes) through ``db``. A check that raises holds
+A check is ``check(claim, tables) -> str | list[str] | None``: the reason(s) to hold the
+reward for review, or ``None``. It reads (never writes) the declared tables of the
+transaction through ``tables`` (``tables["referral_rewards"].count(...)``: the table API of
+``docs/plugin-hooks.md``, the same on every store; a check of your own may read tables your
+plugin declares). A check written for the former ``check(claim, db)`` gets ``tables`` in
+that place: port its SQL to the table API. A check that raises holds
 the reward with the error as its reason: a reward no check could clear is not paid out
 automatically. The built-in checks are in :mod:`clm_referral.checks`.
 """
@@ -33,7 +37,7 @@ import pluggy
 from clm_engine import Once, load_entry_points
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from clm_engine import Tables
 
 hookspec = pluggy.HookspecMarker("clm_referral")
 hookimpl = pluggy.HookimplMarker("clm_referral")
@@ -46,7 +50,8 @@ class _Specs:
     def register_fraud_checks(self, register: Callable[..., None]) -> None:
         """Contribute fraud checks: call ``register(name, check, *, description="")`` once per
         check. ``name`` is unique across plugins; a clash raises ``ValueError`` naming both.
-        ``check(claim, db)`` returns the reason(s) to hold a reward, or ``None``."""
+        ``check(claim, tables)`` returns the reason(s) to hold a reward, or ``None``: it reads
+        the declared tables (``tables["referral_rewards"]``) of the transaction, never writes."""
 
 
 @dataclass(frozen=True)
@@ -135,12 +140,12 @@ def get_fraud_checks() -> dict[str, FraudCheck]:
     return found
 
 
-def run_checks(claim: Claim, db: sqlite_utils.Database) -> list[str]:
+def run_checks(claim: Claim, tables: Tables) -> list[str]:
     """The reasons to hold this reward, from every check; empty when none objects."""
     reasons: list[str] = []
     for spec in get_fraud_checks().values():
         try:
-            found = spec.check(claim, db)
+            found = spec.check(claim, tables)
         except Exception as error:
             reasons.append(f"{spec.name}: the check failed ({type(error).__name__}: {error})")
             continue

@@ -1,6 +1,6 @@
 """The reward ledger: double entry, immutable, states derived from entries.
 
-Every function writes through the ``sqlite_utils.Database`` it is given and never commits:
+Every function works on the declared tables it is given (``tables``) and never commits:
 the caller owns the transaction (the dispatch transaction of an action, an event handler's
 ingest transaction, or a CLI command's write transaction), so a ledger change lands together
 with whatever caused it, or not at all.
@@ -25,13 +25,13 @@ pay off first.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from clm_engine import Tables
 
 EXPENSE = "referral_expense"
 PAYOUTS = "payouts"
@@ -88,7 +88,7 @@ class Grant:
 
 
 def post(
-    db: sqlite_utils.Database,
+    tables: Tables,
     *,
     key: str,
     reward: str,
@@ -99,7 +99,8 @@ def post(
     reason: str | None,
     lines: list[tuple[str, str | None, int, str]],
 ) -> int:
-    """Write one balanced entry: ``lines`` are (account, contact id, amount, currency)."""
+    """Write one balanced entry: ``lines`` are (account, contact id, amount, currency).
+    Returns the entry's ``seq``. A second entry with the same ``key`` is a ``StoreError``."""
     totals: dict[str, int] = defaultdict(int)
     for _, _, amount, currency in lines:
         if not isinstance(amount, int) or isinstance(amount, bool):
@@ -107,59 +108,61 @@ def post(
         totals[currency] += amount
     if any(totals.values()):
         raise LedgerError(f"an entry must balance; this one is off by {dict(totals)}")
-    cursor = db.execute(
-        "INSERT INTO referral_entries (key, reward_id, kind, state, at, actor, reason) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [key, reward, kind, state, at, actor, reason],
+    seq = tables["referral_entries"].insert(
+        {
+            "key": key,
+            "reward_id": reward,
+            "kind": kind,
+            "state": state,
+            "at": at,
+            "actor": actor,
+            "reason": reason,
+        }
     )
-    seq = cursor.lastrowid
-    assert seq is not None  # an INSERT sets it
-    db.conn.executemany(
-        "INSERT INTO referral_lines (entry_seq, account, contact_id, amount_minor, currency) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [(seq, acct, contact, amount, currency) for acct, contact, amount, currency in lines],
+    tables["referral_lines"].insert_many(
+        {
+            "entry_seq": seq,
+            "account": acct,
+            "contact_id": contact,
+            "amount_minor": amount,
+            "currency": currency,
+        }
+        for acct, contact, amount, currency in lines
     )
     return seq
 
 
-def grant(db: sqlite_utils.Database, g: Grant, *, actor: str) -> bool:
+def grant(tables: Tables, g: Grant, *, actor: str) -> bool:
     """Record a reward and credit it as pending; False (nothing written) if it exists already.
 
     The unique key (referred contact, kind, role) is what makes rewards exactly once: a
     replayed event, a retried action or a second worker finds the row and writes nothing.
     """
-    cursor = db.execute(
-        """
-        INSERT INTO referral_rewards (
-            id, referred_contact_id, referrer_contact_id, beneficiary_contact_id, role, kind,
-            amount_minor, currency, earned_at, approve_after, held_reasons, action_key,
-            ruleset, rule, created_at
-        ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (referred_contact_id, kind, role) DO NOTHING
-        """,
-        [
-            g.id,
-            g.referred_contact_id,
-            g.referrer_contact_id,
-            g.beneficiary,
-            g.role,
-            g.kind,
-            g.amount_minor,
-            g.currency,
-            g.earned_at,
-            None if g.held_reasons else g.approve_after,
-            json.dumps(g.held_reasons),
-            g.action_key,
-            g.ruleset,
-            g.rule,
-            g.created_at,
-        ],
+    added = tables["referral_rewards"].insert(
+        {
+            "id": g.id,
+            "referred_contact_id": g.referred_contact_id,
+            "referrer_contact_id": g.referrer_contact_id,
+            "beneficiary_contact_id": g.beneficiary,
+            "role": g.role,
+            "kind": g.kind,
+            "amount_minor": g.amount_minor,
+            "currency": g.currency,
+            "earned_at": g.earned_at,
+            "approve_after": None if g.held_reasons else g.approve_after,
+            "held_reasons": list(g.held_reasons),
+            "action_key": g.action_key,
+            "ruleset": g.ruleset,
+            "rule": g.rule,
+            "created_at": g.created_at,
+        },
+        on_conflict="ignore",
     )
-    if cursor.rowcount == 0:
+    if not added:
         return False
     reason = "held for review: " + "; ".join(g.held_reasons) if g.held_reasons else None
     post(
-        db,
+        tables,
         key=f"{g.id}/credit",
         reward=g.id,
         kind="credit",
@@ -175,24 +178,44 @@ def grant(db: sqlite_utils.Database, g: Grant, *, actor: str) -> bool:
     return True
 
 
-def get_reward(db: sqlite_utils.Database, reward: str) -> dict[str, Any] | None:
+def states(
+    tables: Tables, reward_ids: Iterable[str], *, as_of: str | None = None
+) -> dict[str, str]:
+    """The current state of each reward (that of its latest entry; as of ``as_of``, the
+    entries dated by then only). A reward with no entry (by then) is left out."""
+    ids = list(dict.fromkeys(reward_ids))
+    found: dict[str, str] = {}
+    where: dict[str, Any] = {"reward_id": ("in", ids)}
+    if as_of is not None:
+        where["at"] = ("<=", as_of)
+    for row in tables["referral_entries"].rows(
+        where, columns=["reward_id", "state"], order_by=["seq"]
+    ):
+        found[row["reward_id"]] = row["state"]  # the last one, in seq order, wins
+    return found
+
+
+def _with_states(tables: Tables, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    current = states(tables, [row["id"] for row in rows]) if rows else {}
+    for row in rows:
+        row["state"] = current.get(row["id"])
+    return rows
+
+
+def get_reward(tables: Tables, reward: str, *, for_update: bool = False) -> dict[str, Any] | None:
     """A reward with its current ``state`` (that of its latest entry) and ``held_reasons``."""
-    rows = list(
-        db.query(
-            "SELECT r.*, (SELECT state FROM referral_entries e WHERE e.reward_id = r.id "
-            "ORDER BY seq DESC LIMIT 1) AS state FROM referral_rewards r WHERE r.id = ?",
-            [reward],
-        )
-    )
-    if not rows:
+    row = tables["referral_rewards"].one({"id": reward}, for_update=for_update)
+    if row is None:
         return None
-    row = rows[0]
-    row["held_reasons"] = json.loads(row["held_reasons"])
+    latest = tables["referral_entries"].one(
+        {"reward_id": reward}, columns=["state"], order_by=["-seq"], for_update=for_update
+    )
+    row["state"] = latest["state"] if latest else None
     return row
 
 
 def transition(
-    db: sqlite_utils.Database,
+    tables: Tables,
     reward: str,
     kind: str,
     *,
@@ -206,7 +229,7 @@ def transition(
     Raises :class:`LedgerError` when the state does not allow it, and for an automatic
     approval of a reward held for review: only a reviewer (``review=True``) approves those.
     """
-    row = get_reward(db, reward)
+    row = get_reward(tables, reward, for_update=True)
     if row is None:
         raise LedgerError(f"no reward {reward!r}")
     allowed, new_state = TRANSITIONS[kind]
@@ -226,7 +249,7 @@ def transition(
     else:  # redeem
         moves = [(account(who, "available"), who, amount), (PAYOUTS, None, -amount)]
     post(
-        db,
+        tables,
         key=f"{reward}/{kind}",
         reward=reward,
         kind=kind,
@@ -246,65 +269,77 @@ def _past(kind: str) -> str:
     )
 
 
-def balances(db: sqlite_utils.Database, contact_id: str) -> dict[str, dict[str, int]]:
+def balances(tables: Tables, contact_id: str) -> dict[str, dict[str, int]]:
     """``{currency: {"pending": n, "available": n}}`` in minor units, summed from the lines."""
     found: dict[str, dict[str, int]] = {}
-    for row in db.query(
-        "SELECT account, currency, -SUM(amount_minor) AS balance FROM referral_lines "
-        "WHERE contact_id = ? GROUP BY account, currency ORDER BY currency, account",
-        [contact_id],
+    for row in tables["referral_lines"].aggregate(
+        {"contact_id": contact_id}, group_by=["currency", "account"], sums=["amount_minor"]
     ):
         part = row["account"].rsplit(":", 1)[-1]
-        found.setdefault(row["currency"], {"pending": 0, "available": 0})[part] = row["balance"]
+        found.setdefault(row["currency"], {"pending": 0, "available": 0})[part] = -row[
+            "amount_minor"
+        ]
     return found
 
 
-def entries(db: sqlite_utils.Database, contact_id: str) -> list[dict[str, Any]]:
+def entries(tables: Tables, contact_id: str) -> list[dict[str, Any]]:
     """Every entry touching a contact's rewards (as beneficiary), oldest first, with lines."""
-    result = []
-    for row in db.query(
-        "SELECT e.seq, e.reward_id, e.kind, e.state, e.at, e.actor, e.reason, r.role, "
-        "r.kind AS reward_kind, r.referred_contact_id, r.referrer_contact_id "
-        "FROM referral_entries e JOIN referral_rewards r ON r.id = e.reward_id "
-        "WHERE r.beneficiary_contact_id = ? ORDER BY e.seq",
-        [contact_id],
-    ):
-        row["lines"] = list(
-            db.query(
-                "SELECT account, amount_minor, currency FROM referral_lines "
-                "WHERE entry_seq = ? ORDER BY id",
-                [row["seq"]],
-            )
+    rewards_of = {
+        row["id"]: row
+        for row in tables["referral_rewards"].rows(
+            {"beneficiary_contact_id": contact_id},
+            columns=["id", "role", "kind", "referred_contact_id", "referrer_contact_id"],
         )
-        result.append(row)
+    }
+    if not rewards_of:
+        return []
+    result = tables["referral_entries"].rows(
+        {"reward_id": ("in", list(rewards_of))},
+        columns=["seq", "reward_id", "kind", "state", "at", "actor", "reason"],
+        order_by=["seq"],
+    )
+    lines: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for line in tables["referral_lines"].rows(
+        {"entry_seq": ("in", [row["seq"] for row in result])},
+        columns=["entry_seq", "account", "amount_minor", "currency"],
+        order_by=["id"],
+    ):
+        seq = line.pop("entry_seq")
+        lines[seq].append(line)
+    for row in result:
+        reward = rewards_of[row["reward_id"]]
+        row["role"] = reward["role"]
+        row["reward_kind"] = reward["kind"]
+        row["referred_contact_id"] = reward["referred_contact_id"]
+        row["referrer_contact_id"] = reward["referrer_contact_id"]
+        row["lines"] = lines[row["seq"]]
     return result
 
 
 def rewards(
-    db: sqlite_utils.Database, *, state: str | None = None, held: bool | None = None
+    tables: Tables,
+    *,
+    state: str | None = None,
+    held: bool | None = None,
+    where: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Rewards with their current state, oldest first; filtered by state and held-ness."""
-    rows = []
-    for row in db.query(
-        "SELECT r.*, (SELECT state FROM referral_entries e WHERE e.reward_id = r.id "
-        "ORDER BY seq DESC LIMIT 1) AS state FROM referral_rewards r "
-        "ORDER BY r.created_at, r.id"
-    ):
-        row["held_reasons"] = json.loads(row["held_reasons"])
-        if state is not None and row["state"] != state:
-            continue
-        if held is not None and bool(row["held_reasons"]) != held:
-            continue
-        rows.append(row)
-    return rows
+    """Rewards with their current state, oldest first; filtered by state and held-ness (and
+    by ``where`` on the rewards' columns)."""
+    rows = _with_states(
+        tables, tables["referral_rewards"].rows(where or {}, order_by=["created_at", "id"])
+    )
+    return [
+        row
+        for row in rows
+        if (state is None or row["state"] == state)
+        and (held is None or bool(row["held_reasons"]) == held)
+    ]
 
 
-def check_balanced(db: sqlite_utils.Database) -> dict[str, int]:
+def check_balanced(tables: Tables) -> dict[str, int]:
     """Currencies whose lines do not sum to zero (empty when the books balance)."""
     return {
-        row["currency"]: row["total"]
-        for row in db.query(
-            "SELECT currency, SUM(amount_minor) AS total FROM referral_lines GROUP BY currency"
-        )
-        if row["total"]
+        row["currency"]: row["amount_minor"]
+        for row in tables["referral_lines"].aggregate(group_by=["currency"], sums=["amount_minor"])
+        if row["amount_minor"]
     }

@@ -13,17 +13,17 @@ from clm_engine.money import format_minor
 from . import ledger
 
 if TYPE_CHECKING:
-    import sqlite_utils
+    from clm_engine import Tables
 
 
-def report(db: sqlite_utils.Database, *, top: int = 5) -> dict[str, Any]:
-    """Referral rate, rewards by state (count and amount per currency), held rewards with
-    their reasons, and the top referrers by successful referrals."""
-    (contacts,) = db.execute("SELECT COUNT(*) FROM contacts").fetchone()
-    (referred, referrers) = db.execute(
-        "SELECT COUNT(*), COUNT(DISTINCT referrer_contact_id) FROM referral_attributions"
-    ).fetchone()
-    rows = ledger.rewards(db)
+def report(tables: Tables, *, contacts: int, top: int = 5) -> dict[str, Any]:
+    """Referral rate (of ``contacts``: the store's ``count_contacts()``), rewards by state
+    (count and amount per currency), held rewards with their reasons, and the top referrers
+    by successful referrals."""
+    by_referrer = tables["referral_attributions"].aggregate(group_by=["referrer_contact_id"])
+    referred = sum(row["count"] for row in by_referrer)
+    referrers = sum(1 for row in by_referrer if row["referrer_contact_id"] is not None)
+    rows = ledger.rewards(tables)
     by_state: dict[str, dict[str, Any]] = {}
     held = []
     for row in rows:
@@ -48,11 +48,8 @@ def report(db: sqlite_utils.Database, *, top: int = 5) -> dict[str, Any]:
     stats: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"referred": 0, "successful": 0, "earned_minor": Counter()}
     )
-    for row in db.query(
-        "SELECT referrer_contact_id AS id, COUNT(*) AS n FROM referral_attributions "
-        "GROUP BY referrer_contact_id"
-    ):
-        stats[row["id"]]["referred"] = row["n"]
+    for row in by_referrer:
+        stats[row["referrer_contact_id"]]["referred"] = row["count"]
     for row in rows:
         if row["role"] != "referrer":
             continue
@@ -82,7 +79,7 @@ def report(db: sqlite_utils.Database, *, top: int = 5) -> dict[str, Any]:
         "rewards": by_state,
         "held": held,
         "top_referrers": top_referrers,
-        "unbalanced": ledger.check_balanced(db),
+        "unbalanced": ledger.check_balanced(tables),
     }
 
 

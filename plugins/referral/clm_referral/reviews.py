@@ -17,14 +17,12 @@ from clm_engine import utc_text
 from . import ledger
 
 if TYPE_CHECKING:
-    import sqlite_utils
-
-    from clm_engine import Contact, Event
+    from clm_engine import Contact, Event, Tables
 
 DECISIONS = {"approve": "approve", "reject": "reject"}
 
 
-def on_reviewed(db: sqlite_utils.Database, contact: Contact, event: Event) -> None:
+def on_reviewed(tables: Tables, contact: Contact, event: Event) -> None:
     """``referral.reviewed`` {reward_id, decision: approve|reject, reviewer, note} on the
     reward's beneficiary: a person's decision on a reward held for review."""
     reward_id = event.properties.get("reward_id")
@@ -32,11 +30,11 @@ def on_reviewed(db: sqlite_utils.Database, contact: Contact, event: Event) -> No
     reviewer = event.properties.get("reviewer") or "a reviewer"
     if decision not in DECISIONS:
         raise ValueError(f"'decision' is 'approve' or 'reject' (got {decision!r})")
-    row = ledger.get_reward(db, reward_id) if isinstance(reward_id, str) else None
+    row = ledger.get_reward(tables, reward_id) if isinstance(reward_id, str) else None
     if row is None or row["beneficiary_contact_id"] != contact.id:
         raise ValueError(f"contact {contact.id!r} has no reward {reward_id!r}")
     ledger.transition(
-        db,
+        tables,
         row["id"],  # reward_id, known to be a str by now
         DECISIONS[decision],
         at=utc_text(event.occurred_at),
@@ -46,21 +44,14 @@ def on_reviewed(db: sqlite_utils.Database, contact: Contact, event: Event) -> No
     )
 
 
-def on_redeem(db: sqlite_utils.Database, contact: Contact, event: Event) -> None:
+def on_redeem(tables: Tables, contact: Contact, event: Event) -> None:
     """``referral.redeem`` {reference} on a contact: pays out every approved reward."""
-    approved = [
-        row["id"]
-        for row in db.query(
-            "SELECT id FROM referral_rewards WHERE beneficiary_contact_id = ? ORDER BY id",
-            [contact.id],
-        )
-        if ledger.get_reward(db, row["id"])["state"] == "approved"  # type: ignore[index]
-    ]
+    approved = sorted(row["id"] for row in approved_rewards(tables, contact.id))
     if not approved:
         raise ValueError(f"contact {contact.id!r} has no approved reward to redeem")
     for reward_id in approved:
         ledger.transition(
-            db,
+            tables,
             reward_id,
             "redeem",
             at=utc_text(event.occurred_at),
@@ -69,9 +60,5 @@ def on_redeem(db: sqlite_utils.Database, contact: Contact, event: Event) -> None
         )
 
 
-def approved_rewards(db: sqlite_utils.Database, contact_id: str) -> list[dict[str, Any]]:
-    return [
-        row
-        for row in ledger.rewards(db, state="approved")
-        if row["beneficiary_contact_id"] == contact_id
-    ]
+def approved_rewards(tables: Tables, contact_id: str) -> list[dict[str, Any]]:
+    return ledger.rewards(tables, state="approved", where={"beneficiary_contact_id": contact_id})

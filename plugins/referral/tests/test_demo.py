@@ -41,10 +41,10 @@ def test_a_small_history_gives_granted_held_and_reversed_rewards(monkeypatch, tm
     ):
         engine.ingest_many(read_events(path).events)
         engine.dispatch()
-        rows = ledger.rewards(engine.store.db)
+        rows = ledger.rewards(engine.store.tables)
         states = Counter("held" if r["held_reasons"] else r["state"] for r in rows)
         assert states["approved"] > 5 and states["held"] >= 4 and states["reversed"] >= 1
-        assert ledger.check_balanced(engine.store.db) == {}
+        assert ledger.check_balanced(engine.store.tables) == {}
     picks = demo_decisions(db)
     assert set(picks) == {"approve", "reject", "redeem"}
     text = summary(db)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import clm_referral
 import pytest
+from clm_referral import ledger
+from clm_referral.facts import balance, referral_count
 
-from clm_engine import Engine, ReducerError, VirtualClock
-from clm_engine.testing import check_migrations, check_rejected, discover
+from clm_engine import Engine, ReducerError, StoreError, VirtualClock
+from clm_engine.store import open_store
+from clm_engine.testing import check_rejected, check_tables, discover
 from clm_engine.testing import make_event as event
 
 NAME = "referral"
-TABLES = clm_referral.schema.TABLES
+TABLES = clm_referral.schema.TABLE_NAMES
 
 
 @pytest.fixture
@@ -26,7 +31,7 @@ def test_discovered_through_its_entry_point():
     assert (loaded[NAME]["source"], loaded[NAME]["version"]) == ("clm-referral", "0.1.0")
     hooks = {
         "register_reducers",
-        "register_migrations",
+        "register_tables",
         "forget_contact",
         "register_actions",
         "register_facts",
@@ -38,22 +43,113 @@ def test_discovered_through_its_entry_point():
     assert "email" not in loaded and "warranty" not in loaded
 
 
-def test_migrations_run_once_inside_the_callers_transaction(engine, tmp_path):
-    check_migrations(clm_referral.migrations, TABLES, tmp_path)
+def test_its_tables_are_created_once(tmp_path):
+    check_tables(TABLES, tmp_path, plugins={NAME: clm_referral})
 
 
-def test_migrations_create_the_tables_and_indexes(engine):
-    db = engine.store.db
-    assert set(db.table_names()) >= TABLES
-    assert {tuple(i.columns) for i in db["referral_codes"].indexes} >= {("contact_id",)}
-    indexes = {tuple(i.columns) for i in db["referral_attributions"].indexes}
-    assert ("referrer_contact_id",) in indexes
-    # Stored databases know the set by its name: renaming it would run its migrations again.
-    applied = [m.name for m in clm_referral.migrations.applied(db)]
-    assert (clm_referral.migrations.name, applied) == (
-        "clm_referral",
-        ["m001_initial", "m002_ledger"],
-    )
+def test_the_tables_are_declared_with_their_keys_and_indexes(engine):
+    declared = {t.name: t for t in engine.registry.tables}
+    assert set(declared) >= TABLES
+    assert declared["referral_entries"].auto_key == "seq"
+    assert all(declared[n].append_only for n in ("referral_rewards", "referral_entries"))
+    one_active = [i for i in declared["referral_codes"].indexes if i.conditions]
+    assert [(i.columns, i.unique, i.conditions) for i in one_active] == [
+        (("contact_id",), True, (("retired_at", None),))
+    ]
+
+
+#: The tables as the plugin's former sqlite-utils migrations (m001 and m002) left them.
+FORMER_SCHEMA = [
+    "CREATE TABLE referral_codes (code TEXT PRIMARY KEY, contact_id TEXT NOT NULL, "
+    "created_at TEXT)",
+    "CREATE INDEX referral_codes_by_contact ON referral_codes (contact_id)",
+    "CREATE TABLE referral_attributions (referred_contact_id TEXT PRIMARY KEY, "
+    "referrer_contact_id TEXT, code TEXT, attributed_at TEXT)",
+    "CREATE INDEX referral_attributions_by_referrer ON referral_attributions (referrer_contact_id)",
+    "ALTER TABLE referral_codes ADD COLUMN retired_at TEXT",
+    "CREATE UNIQUE INDEX referral_codes_one_active ON referral_codes (contact_id) "
+    "WHERE retired_at IS NULL",
+    "ALTER TABLE referral_attributions ADD COLUMN event_id TEXT",
+    """CREATE TABLE referral_rewards (id TEXT PRIMARY KEY, referred_contact_id TEXT NOT NULL,
+    referrer_contact_id TEXT NOT NULL, beneficiary_contact_id TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('referrer', 'referred')), kind TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0), currency TEXT NOT NULL,
+    earned_at TEXT NOT NULL, approve_after TEXT, held_reasons TEXT NOT NULL DEFAULT '[]',
+    action_key TEXT, ruleset TEXT, rule TEXT, created_at TEXT NOT NULL,
+    UNIQUE (referred_contact_id, kind, role))""",
+    "CREATE INDEX referral_rewards_by_beneficiary ON referral_rewards (beneficiary_contact_id)",
+    "CREATE INDEX referral_rewards_by_referrer ON referral_rewards "
+    "(referrer_contact_id, earned_at)",
+    """CREATE TABLE referral_entries (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE, reward_id TEXT NOT NULL REFERENCES referral_rewards (id),
+    kind TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL, actor TEXT NOT NULL,
+    reason TEXT)""",
+    "CREATE INDEX referral_entries_by_reward ON referral_entries (reward_id, seq)",
+    """CREATE TABLE referral_lines (id INTEGER PRIMARY KEY,
+    entry_seq INTEGER NOT NULL REFERENCES referral_entries (seq), account TEXT NOT NULL,
+    contact_id TEXT, amount_minor INTEGER NOT NULL, currency TEXT NOT NULL)""",
+    "CREATE INDEX referral_lines_by_entry ON referral_lines (entry_seq)",
+    "CREATE INDEX referral_lines_by_contact ON referral_lines (contact_id, account)",
+    "CREATE TRIGGER referral_entries_immutable BEFORE UPDATE ON referral_entries "
+    "BEGIN SELECT RAISE(ABORT, 'ledger entries are immutable: post a new entry'); END",
+    """CREATE TABLE referral_fingerprints (contact_id TEXT NOT NULL, kind TEXT NOT NULL,
+    value TEXT NOT NULL, first_seen_at TEXT NOT NULL, event_id TEXT,
+    PRIMARY KEY (contact_id, kind, value))""",
+    "CREATE INDEX referral_fingerprints_by_value ON referral_fingerprints (kind, value)",
+]
+
+T0 = "2026-05-01T10:00:00.000000Z"
+
+
+def test_a_store_made_by_the_former_migrations_is_taken_over_with_nothing_lost(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        for statement in FORMER_SCHEMA:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO referral_codes (code, contact_id, created_at) "
+            f"VALUES ('ADA-1', 'ada', '{T0}')"
+        )
+        conn.execute(
+            "INSERT INTO referral_attributions VALUES ('bob', 'ada', 'ADA-1', ?, 'e1')", [T0]
+        )
+        conn.execute(
+            "INSERT INTO referral_rewards (id, referred_contact_id, referrer_contact_id, "
+            "beneficiary_contact_id, role, kind, amount_minor, currency, earned_at, "
+            "held_reasons, created_at) VALUES ('rw-old', 'bob', 'ada', 'ada', 'referrer', "
+            "'onboarding', 5000, 'USD', ?, '[\"burst\"]', ?)",
+            [T0, T0],
+        )
+        conn.execute(
+            "INSERT INTO referral_entries (key, reward_id, kind, state, at, actor) "
+            "VALUES ('rw-old/credit', 'rw-old', 'credit', 'pending', ?, 'rule')",
+            [T0],
+        )
+        conn.executemany(
+            "INSERT INTO referral_lines (entry_seq, account, contact_id, amount_minor, "
+            "currency) VALUES (1, ?, ?, ?, 'USD')",
+            [("referral_expense", None, 5000), ("contact:ada:pending", "ada", -5000)],
+        )
+    store = open_store(str(path))
+    try:
+        assert store.migrate([], clm_referral.schema.TABLES) == []  # nothing to add
+        tables = store.tables
+        assert tables["referral_codes"].one({"contact_id": "ada", "retired_at": None})
+        assert referral_count(tables, "ada") == 1
+        reward = ledger.get_reward(tables, "rw-old")
+        assert (reward["state"], reward["held_reasons"]) == ("pending", ["burst"])
+        assert balance(tables, "ada", part="pending") == 5000
+        with store.write() as tx:  # new entries number on from the old ones
+            ledger.transition(
+                tx.tables, "rw-old", "approve", at=T0, actor="review by ann", review=True
+            )
+            with pytest.raises(StoreError, match=r"(?i)unique"):  # still one active code
+                tx.tables["referral_codes"].insert({"code": "ADA-2", "contact_id": "ada"})
+        assert [e["seq"] for e in ledger.entries(store.tables, "ada")] == [1, 2]
+        assert balance(store.tables, "ada") == 5000
+        assert ledger.check_balanced(store.tables) == {}
+    finally:
+        store.close()
 
 
 def test_signup_records_the_first_referrer(engine):
@@ -86,25 +182,26 @@ def test_a_contact_cannot_refer_themselves(engine):
 
 def test_forget_removes_the_contacts_rows(engine):
     engine.ingest(event("referral.sent"))
-    db = engine.store.db
-    db["referral_codes"].insert_all(
-        [{"code": "ADA-1", "contact_id": "c1"}, {"code": "BOB-2", "contact_id": "c2"}]
-    )
-    db["referral_attributions"].insert_all(
-        [
-            {"referred_contact_id": "c1", "referrer_contact_id": "c9", "code": "EVE-9"},
-            {"referred_contact_id": "c2", "referrer_contact_id": "c1", "code": "ADA-1"},
-            {"referred_contact_id": "c3", "referrer_contact_id": "c4", "code": "DAN-4"},
-        ]
-    )
+    with engine.store.write() as tx:
+        tx.tables["referral_codes"].insert_many(
+            [{"code": "ADA-1", "contact_id": "c1"}, {"code": "BOB-2", "contact_id": "c2"}]
+        )
+        tx.tables["referral_attributions"].insert_many(
+            [
+                {"referred_contact_id": "c1", "referrer_contact_id": "c9", "code": "EVE-9"},
+                {"referred_contact_id": "c2", "referrer_contact_id": "c1", "code": "ADA-1"},
+                {"referred_contact_id": "c3", "referrer_contact_id": "c4", "code": "DAN-4"},
+            ]
+        )
+    db = engine.store.tables
     report = engine.forget("c1")
     assert report.removed["referral_codes"] == 1
     assert report.pseudonymised["referral_attributions"] == 2
-    assert [r["code"] for r in db["referral_codes"].rows] == ["BOB-2"]
+    assert [r["code"] for r in db["referral_codes"].rows()] == ["BOB-2"]
     # Both sides are kept with the contact replaced by the erasure's pseudonym (and their
     # code, which named them, too): c9 still referred someone, c2 still has a referrer.
     pseudonym = report.erasure_id
     assert sorted(
         (r["referred_contact_id"], r["referrer_contact_id"], r["code"])
-        for r in db["referral_attributions"].rows
+        for r in db["referral_attributions"].rows()
     ) == [("c2", pseudonym, pseudonym), ("c3", "c4", "DAN-4"), (pseudonym, "c9", "EVE-9")]

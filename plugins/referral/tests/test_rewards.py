@@ -55,7 +55,7 @@ def onboard(engine, contact_id, at, **extra):
 
 
 def rewards_of(engine, role="referrer"):
-    return [r for r in ledger.rewards(engine.store.db) if r["role"] == role]
+    return [r for r in ledger.rewards(engine.store.tables) if r["role"] == role]
 
 
 def test_onboarding_credits_referrer_and_friend_once_and_makes_an_advocate(engine, clock):
@@ -65,7 +65,7 @@ def test_onboarding_credits_referrer_and_friend_once_and_makes_an_advocate(engin
     onboard(engine, "bob", "2026-03-04T10:00:00Z", id="onb-1")
     clock.set(datetime(2026, 3, 5, tzinfo=UTC))
     engine.dispatch()
-    db = engine.store.db
+    db = engine.store.tables
     [mine] = rewards_of(engine)
     [friend] = rewards_of(engine, "referred")
     assert (mine["beneficiary_contact_id"], mine["amount_minor"], mine["state"]) == (
@@ -103,7 +103,7 @@ def test_a_contact_not_referred_earns_nobody_anything(engine, clock):
     onboard(engine, "cat", "2026-03-02T10:00:00Z")
     clock.set(datetime(2026, 3, 3, tzinfo=UTC))
     engine.dispatch()
-    assert ledger.rewards(engine.store.db) == []
+    assert ledger.rewards(engine.store.tables) == []
     assert not [a for a in engine.store.actions_for("cat") if a.action == "referral.reward"]
 
 
@@ -120,7 +120,7 @@ def test_a_self_referral_is_held_for_review_and_never_auto_approved(engine, cloc
     assert engine.contact("ada").stage != "advocacy"
     clock.set(datetime(2026, 6, 1, tzinfo=UTC))  # long past any deadline
     engine.tick()
-    assert ledger.get_reward(engine.store.db, held["id"])["state"] == "pending"
+    assert ledger.get_reward(engine.store.tables, held["id"])["state"] == "pending"
     assert not [a for a in engine.store.actions_for("ada2") if a.action == "referral.approve"]
 
 
@@ -166,7 +166,8 @@ def test_a_refund_within_the_window_claws_back_and_a_late_one_does_not(engine, c
     clock.set(datetime(2026, 4, 21, tzinfo=UTC))
     engine.dispatch()
     states = {
-        (r["referred_contact_id"], r["role"]): r["state"] for r in ledger.rewards(engine.store.db)
+        (r["referred_contact_id"], r["role"]): r["state"]
+        for r in ledger.rewards(engine.store.tables)
     }
     assert states == {
         ("bob", "referrer"): "reversed",
@@ -174,16 +175,16 @@ def test_a_refund_within_the_window_claws_back_and_a_late_one_does_not(engine, c
         ("cy", "referrer"): "approved",
         ("cy", "referred"): "approved",
     }
-    assert ledger.balances(engine.store.db, "ada") == {"USD": {"pending": 0, "available": 5000}}
-    assert ledger.check_balanced(engine.store.db) == {}
+    assert ledger.balances(engine.store.tables, "ada") == {"USD": {"pending": 0, "available": 5000}}
+    assert ledger.check_balanced(engine.store.tables) == {}
 
 
 def test_attribution_by_code_through_the_engine(engine, clock):
     from clm_referral.attribution import attribution_of, ensure_code
 
     signup(engine, "ada", "ada@example.com", "2026-03-01T10:00:00Z")
-    with engine.store.write():
-        code, _ = ensure_code(engine.store.db, "ada", at="2026-03-01T11:00:00.000000Z")
+    with engine.store.write() as tx:
+        code, _ = ensure_code(tx.tables, "ada", at="2026-03-01T11:00:00.000000Z")
     engine.ingest(
         event(
             "signup",
@@ -192,9 +193,9 @@ def test_attribution_by_code_through_the_engine(engine, clock):
             at="2026-03-02T10:00:00Z",
         )
     )
-    assert attribution_of(engine.store.db, "bob")["referrer_contact_id"] == "ada"
+    assert attribution_of(engine.store.tables, "bob")["referrer_contact_id"] == "ada"
     refer(engine, "cy", None, "2026-03-02T11:00:00Z", code=f"{code[:5]}-{code[5:]}")
-    assert attribution_of(engine.store.db, "cy")["referrer_contact_id"] == "ada"
+    assert attribution_of(engine.store.tables, "cy")["referrer_contact_id"] == "ada"
 
 
 def test_an_unknown_code_is_a_recorded_failure(engine):
@@ -211,7 +212,7 @@ def test_an_unknown_code_is_a_recorded_failure(engine):
     assert len(failures) == 1 and "not known" in failures[0]["error"]
     from clm_referral.attribution import attribution_of
 
-    assert attribution_of(engine.store.db, "bob") is None
+    assert attribution_of(engine.store.tables, "bob") is None
 
 
 def test_forget_pseudonymises_rewards_and_the_books_still_balance(engine, clock):
@@ -221,20 +222,20 @@ def test_forget_pseudonymises_rewards_and_the_books_still_balance(engine, clock)
     onboard(engine, "bob", "2026-03-03T10:00:00Z")
     clock.set(datetime(2026, 3, 4, tzinfo=UTC))
     engine.dispatch()
-    db = engine.store.db
+    db = engine.store.tables
     before = sorted(
-        (r["role"], r["amount_minor"], r["currency"]) for r in db["referral_rewards"].rows
+        (r["role"], r["amount_minor"], r["currency"]) for r in db["referral_rewards"].rows()
     )
-    entries = db["referral_entries"].count
+    entries = db["referral_entries"].count()
     report = engine.forget("ada")
     assert report.pseudonymised["referral_rewards"] == 2
     pseudonym = report.erasure_id
-    rewards = list(db["referral_rewards"].rows)
+    rewards = list(db["referral_rewards"].rows())
     assert sorted((r["role"], r["amount_minor"], r["currency"]) for r in rewards) == before
     assert {r["referrer_contact_id"] for r in rewards} == {pseudonym}
-    assert db["referral_entries"].count == entries
+    assert db["referral_entries"].count() == entries
     assert ledger.check_balanced(db) == {}
-    accounts = {r["account"] for r in db["referral_lines"].rows}
+    accounts = {r["account"] for r in db["referral_lines"].rows()}
     assert f"contact:{pseudonym}:pending" in accounts
     assert not any("ada" in account for account in accounts)
 
@@ -297,16 +298,13 @@ def test_two_workers_at_once_credit_once(monkeypatch, tmp_path, same_event):
         _, err = worker.communicate(timeout=120)
         assert worker.returncode == 0, err
     with Engine(db, clock=VirtualClock(START)) as engine:
-        db_ = engine.store.db
+        db_ = engine.store.tables
         rows = ledger.rewards(db_)
         assert sorted((r["role"], r["amount_minor"]) for r in rows) == [
             ("referred", 1000),
             ("referrer", 5000),
         ]
-        (credits,) = db_.execute(
-            "SELECT COUNT(*) FROM referral_entries WHERE kind = 'credit'"
-        ).fetchone()
-        assert credits == 2
+        assert db_["referral_entries"].count({"kind": "credit"}) == 2
         statuses = sorted(
             a.status for a in engine.store.actions_for("bob") if a.action == "referral.reward"
         )

@@ -29,7 +29,7 @@ from .dates import add_months, optional_moment, utc_text, whole_days
 
 _ROWS = ("clm_warranty", "products")
 #: What the facts read of a registration.
-_FACT_COLUMNS = (
+FACT_COLUMNS = (
     "product_id",
     "sku",
     "status",
@@ -102,7 +102,7 @@ def products_of(ctx: FactContext) -> list[dict[str, Any]] | None:
     if not ctx.contact.metrics.get("product_ids"):
         return []  # the registration reducer keeps this list: no product, no query
     rows = tables["warranty_products"].rows(
-        {"contact_id": ctx.contact.id}, columns=_FACT_COLUMNS, order_by=["product_id"]
+        {"contact_id": ctx.contact.id}, columns=FACT_COLUMNS, order_by=["product_id"]
     )
     if cache is not None:
         cache[_ROWS] = rows

@@ -1,0 +1,141 @@
+"""How fast is the analytics report, next to the same figures by hand-written plain SQL?
+
+Run: ``.venv/bin/python benchmarks/report.py [--contacts 100000] [--months 3]``
+
+Builds a history with the synthetic generator (about 15 events per contact over three months,
+so 100,000 contacts make about 1.5 million events), ingested through the engine with the
+example lifecycle-stages ruleset (so stage transitions and traces exist), then refreshes the
+analytics (models and RFM) once. Building is not timed. Then, in the same process, each
+repeated and the best of three kept:
+
+a. ``kpis()``: every figure of ``clm report``'s analytics section (the Python API), all by
+   aggregate queries in the store;
+b. plain SQL: the same headline figures written by hand as the simplest SQL that gives them
+   (one query per figure, no CTE layering), fetched and nothing else.
+
+It prints both times, their ratio, and the peak of Python memory allocated while computing
+the report (``tracemalloc``), at the full size and at a quarter of it: bounded means the
+peak does not grow with the number of contacts (the report holds aggregates, never rows per
+contact).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ["CLM_LOAD_PLUGINS"] = ""  # core only, before the engine loads plugins
+
+from clm_engine import Engine, VirtualClock
+from clm_engine.analytics import refresh
+from clm_engine.analytics.figures import kpis
+from clm_engine.synthetic import generate_events
+
+RULESET = Path(__file__).resolve().parent.parent / "rulesets" / "lifecycle-stages.json"
+NOW = datetime(2026, 9, 1, tzinfo=UTC)
+
+#: The hand-written queries: the headline figures, each the plainest SQL that gives it.
+PLAIN = {
+    "purchases": "SELECT count(DISTINCT contact_id), count(*), "
+    "sum(json_extract(properties, '$.amount')) FROM events WHERE type = 'purchase'",
+    "repeat customers": "SELECT count(*) FROM (SELECT contact_id FROM events "
+    "WHERE type = 'purchase' GROUP BY contact_id HAVING count(*) >= 2)",
+    "orders by month": "SELECT substr(occurred_at, 1, 7), count(*), "
+    "sum(json_extract(properties, '$.amount')) FROM events WHERE type = 'purchase' GROUP BY 1",
+    "stage reach": "SELECT to_stage, count(DISTINCT contact_id) FROM stage_transitions "
+    "GROUP BY to_stage",
+    "stage flows": "SELECT from_stage, to_stage, count(*) FROM stage_transitions GROUP BY 1, 2",
+    "cohorts": "SELECT substr(json_extract(c.data, '$.metrics.signed_up_at'), 1, 7), "
+    "substr(e.occurred_at, 1, 7), count(DISTINCT c.id) FROM contacts c "
+    "JOIN events e ON e.contact_id = c.id WHERE e.type NOT LIKE 'clm.%' GROUP BY 1, 2",
+    "nps by month": "SELECT substr(occurred_at, 1, 7), count(*), "
+    "sum(json_extract(properties, '$.score') >= 9), sum(json_extract(properties, '$.score') <= 6) "
+    "FROM events WHERE type = 'nps.answered' GROUP BY 1",
+    "email by template": "SELECT json_extract(properties, '$.template'), type, "
+    "count(DISTINCT contact_id) FROM events WHERE type IN ('email.sent', 'email.opened', "
+    "'email.clicked', 'unsubscribed', 'email.bounced') GROUP BY 1, 2",
+    "activation": "SELECT count(*) FROM contacts "
+    "WHERE json_extract(data, '$.metrics.signed_up_at') IS NOT NULL",
+    "referral": "SELECT count(DISTINCT contact_id) FROM events WHERE type = 'referral.signup'",
+    "rfm": "SELECT r, f, count(*) FROM analytics_rfm GROUP BY r, f",
+    "clv": "SELECT count(*), sum(predicted_clv) FROM analytics_customers",
+    "rule fires": "SELECT substr(at, 1, 10), rule, count(*) FROM traces "
+    "WHERE decision = 'fired' GROUP BY 1, 2",
+}
+
+
+def build(folder: Path, contacts: int, months: int) -> tuple[Path, int]:
+    path = folder / f"report-{contacts}.db"
+    events = 0
+    with Engine(path, clock=VirtualClock(NOW), rulesets=[RULESET]) as engine:
+        batch: list[dict[str, Any]] = []
+        for event in generate_events(contacts, months=months, seed=11):
+            batch.append(event)
+            if len(batch) == 20_000:
+                events += engine.ingest_many(batch).ingested
+                batch = []
+        events += engine.ingest_many(batch).ingested
+        refresh(engine, record_changes=False)
+    return path, events
+
+
+def best_of(runs: int, work: Callable[[], Any]) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def measure(path: Path) -> tuple[float, float, int]:
+    with Engine(path, clock=VirtualClock(NOW)) as engine:
+        db = engine.store.db
+        stages = engine.prepare_rulesets([RULESET]).book.stages
+
+        def report() -> Any:
+            return kpis(db, now=NOW, stages=stages)
+
+        def plain() -> Any:
+            return [db.execute(sql).fetchall() for sql in PLAIN.values()]
+
+        report_time = best_of(3, report)
+        plain_time = best_of(3, plain)
+        tracemalloc.start()
+        report()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return report_time, plain_time, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--months", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        results = {}
+        for contacts in (max(1, args.contacts // 4), args.contacts):
+            started = time.perf_counter()
+            path, events = build(Path(folder), contacts, args.months)
+            built = time.perf_counter() - started
+            report_time, plain_time, peak = measure(path)
+            results[contacts] = peak
+            print(
+                f"{contacts:,} contacts, {events:,} events (built in {built:.0f} s): "
+                f"report {report_time:.2f} s, plain SQL {plain_time:.2f} s, "
+                f"ratio {report_time / plain_time:.2f}x, peak Python memory {peak / 1e3:,.0f} KB"
+            )
+        small, full = results[max(1, args.contacts // 4)], results[args.contacts]
+        print(f"peak memory ratio 4x/1x contacts: {full / small:.2f}")
+
+
+if __name__ == "__main__":
+    main()

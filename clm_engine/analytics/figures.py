@@ -1,0 +1,203 @@
+"""The KPIs of ``clm report``: each figure is an aggregate query in the store
+(``clm_engine.store.analytics``) combined here into rates. ``docs/metrics.md`` defines every
+figure; ``kpis()`` is the Python API (``clm report --json`` prints its result under
+``"analytics"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..models import utc_text
+from ..store import analytics as sql
+
+
+def _rate(part: float, whole: float, digits: int = 4) -> float | None:
+    return round(part / whole, digits) if whole else None
+
+
+def kpis(
+    db: Any,
+    *,
+    now: datetime,
+    stages: Sequence[str],
+    activation_event: str = "purchase",
+    activation_days: float = 30,
+) -> dict[str, Any]:
+    """Every KPI as of ``now`` (events before it), for the stage model ``stages``."""
+    until = utc_text(now.astimezone(UTC))
+    year_ago = utc_text(now.astimezone(UTC) - timedelta(days=365))
+    two_years_ago = utc_text(now.astimezone(UTC) - timedelta(days=730))
+    return {
+        "as_of": until,
+        "funnel": funnel(db, stages),
+        "stage_flows": [
+            {"from": before, "to": after, "transitions": n}
+            for before, after, n in sql.stage_flows(db)
+        ],
+        "cohorts": cohorts(db, until=until),
+        "churn_by_month": [
+            {
+                "month": month,
+                "active_before": before,
+                "churned": gone,
+                "churn_rate": _rate(gone, before),
+            }
+            for month, before, gone in sql.churned(db, until=until)
+        ],
+        "purchases": purchase_kpis(db, until=until, year_ago=year_ago, two_years_ago=two_years_ago),
+        "nps_by_month": [
+            {
+                "month": month,
+                "answers": n,
+                "promoters": hi,
+                "detractors": lo,
+                "nps": round(100 * (hi - lo) / n, 1),
+            }
+            for month, n, hi, lo in sql.survey_scores(db, "nps.answered", until=until)
+        ],
+        "csat_by_month": [
+            {"month": month, "answers": n, "satisfied": hi, "csat": round(100 * hi / n, 1)}
+            for month, n, hi, _ in sql.survey_scores(db, "csat.answered", until=until)
+        ],
+        "email_by_template": [
+            {
+                "template": template,
+                "sent": sent,
+                "opened": opened,
+                "clicked": clicked,
+                "unsubscribed": unsubscribed,
+                "bounced": bounced,
+                "open_rate": _rate(opened, sent),
+                "click_rate": _rate(clicked, sent),
+            }
+            for template, sent, opened, clicked, unsubscribed, bounced in sql.email_engagement(
+                db, until=until
+            )
+        ],
+        "activation": _share(
+            sql.activation(
+                db, event_type=activation_event, within_days=activation_days, until=until
+            ),
+            "signed_up",
+            "activated",
+            "activation_rate",
+        )
+        | {"event": activation_event, "within_days": activation_days},
+        "referral": _share(sql.referred(db, until=until), "signed_up", "referred", "referral_rate"),
+        "acquisition": [
+            {
+                "channel": channel,
+                "spend": round(spend, 2),
+                "customers": customers,
+                "revenue": round(revenue, 2),
+                "cac": _rate(spend, customers, 2),
+                "romi": _rate(revenue - spend, spend),
+            }
+            for channel, spend, customers, revenue in sql.acquisition(db, until=until)
+        ],
+        "predictive": predictive_summary(db),
+        "rfm": {
+            "segments": sql.rfm_segments(db),
+            "grid": [{"r": r, "f": f, "customers": n} for r, f, n in sql.rfm_grid(db)],
+        },
+        "rule_fires_by_week": [
+            {"week": week, "rule": rule, "fires": n} for week, rule, n in sql.rule_fires_by_week(db)
+        ],
+    }
+
+
+def _share(pair: tuple[int, int], whole: str, part: str, rate: str) -> dict[str, Any]:
+    return {whole: pair[0], part: pair[1], rate: _rate(pair[1], pair[0])}
+
+
+def funnel(db: Any, stages: Sequence[str]) -> list[dict[str, Any]]:
+    rows = sql.funnel(db, stages)
+    result = []
+    for index, (stage, reached, went_on, median_days, backward) in enumerate(rows):
+        last = index == len(rows) - 1
+        conversion = None if last else _rate(went_on, reached)
+        result.append(
+            {
+                "stage": stage,
+                "reached": reached,
+                "converted_to_next": None if last else went_on,
+                "conversion": conversion,
+                "drop_off": None if conversion is None else round(1 - conversion, 4),
+                "median_days_in_stage": None if median_days is None else round(median_days, 2),
+                "backward_moves_in": backward,
+            }
+        )
+    return result
+
+
+def cohorts(db: Any, *, until: str) -> list[dict[str, Any]]:
+    by_cohort: dict[str, dict[str, Any]] = {}
+    for cohort, age, size, active in sql.cohorts(db, until=until):
+        entry = by_cohort.setdefault(cohort, {"cohort": cohort, "size": size, "active": {}})
+        entry["active"][age] = active
+    result = []
+    for entry in by_cohort.values():
+        ages = range(max(entry["active"]) + 1)
+        counts = [entry["active"].get(age, 0) for age in ages]
+        result.append(
+            {
+                "cohort": entry["cohort"],
+                "size": entry["size"],
+                "active": counts,
+                "retention": [_rate(n, entry["size"]) for n in counts],
+            }
+        )
+    return result
+
+
+def purchase_kpis(db: Any, *, until: str, year_ago: str, two_years_ago: str) -> dict[str, Any]:
+    customers, repeat, orders, revenue = sql.purchases(db, since="", until=until)
+    year_customers, _, year_orders, _ = sql.purchases(db, since=year_ago, until=until)
+    base, kept = sql.retained(db, before=(two_years_ago, year_ago), after=(year_ago, until))
+    retention = _rate(kept, base)
+    aov = _rate(revenue, orders, 2)
+    yearly_purchases = _rate(year_orders, year_customers)
+    clv = None
+    if base and kept < base and orders and year_customers:
+        lifespan = 1 / (1 - kept / base)
+        clv = round(revenue / orders * year_orders / year_customers * lifespan, 2)
+    return {
+        "customers": customers,
+        "repeat_customers": repeat,
+        "repeat_purchase_rate": _rate(repeat, customers),
+        "orders": orders,
+        "revenue": round(revenue, 2),
+        "average_order_value": aov,
+        "yearly_retention": retention,
+        "yearly_purchases_per_customer": yearly_purchases,
+        "clv": clv,
+        "by_month": [
+            {
+                "month": month,
+                "orders": n,
+                "revenue": round(value, 2),
+                "average_order_value": _rate(value, n, 2),
+            }
+            for month, n, value in sql.monthly_orders(db, until=until)
+        ],
+    }
+
+
+def predictive_summary(db: Any) -> dict[str, Any]:
+    customers, total = sql.predicted_clv_total(db)
+    stored = sql.load_models(db)
+    return {
+        "bgnbd": stored["bgnbd"]["params"] if "bgnbd" in stored else None,
+        "gamma_gamma": stored["gamma_gamma"]["params"] if "gamma_gamma" in stored else None,
+        "calibration_end": stored.get("bgnbd", {}).get("calibration_end"),
+        "customers": customers,
+        "predicted_clv_total": round(total, 2),
+        "predicted_clv_mean": _rate(total, customers, 2),
+        "predicted_clv_histogram": [
+            {"from": round(low, 2), "to": round(high, 2), "customers": n}
+            for low, high, n in sql.predicted_clv_histogram(db, bins=20)
+        ],
+    }

@@ -1,0 +1,569 @@
+"""The SQL of lifecycle analytics (``clm_engine.analytics``): set-based aggregate queries over
+the events and contacts, with parameters only.
+
+Written in standard SQL (CTEs, window functions, ``CASE``) wherever a standard form exists;
+what is SQLite's own is kept to the few date and JSON functions marked ``-- dialect``, so a
+PostgreSQL store needs those lines and nothing else. Days are UTC dates as text
+(``YYYY-MM-DD``), the first ten characters of the stored fixed-width times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+
+class Executes(Protocol):
+    """What these functions need of a connection: ``sqlite3.Connection`` and
+    ``sqlite_utils.Database`` both fit."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+
+#: One row per customer and purchase day: that day's purchases are one transaction (the
+#: convention of the BG/NBD and Gamma-Gamma papers' CDNOW data).
+_PURCHASE_DAYS = """
+    purchase_days AS (
+        SELECT contact_id, substr(occurred_at, 1, 10) AS day,
+               sum(json_extract(properties, '$.amount')) AS amount     -- dialect
+        FROM events
+        WHERE type = 'purchase' AND occurred_at < :until
+        GROUP BY contact_id, substr(occurred_at, 1, 10)
+    )"""
+
+
+def purchase_summary(conn: Executes, *, until: str, end_day: str) -> list[tuple[Any, ...]]:
+    """One row per customer with a purchase before ``until`` (UTC time text, exclusive):
+    ``(contact_id, first_day, last_day, x, t_x, T, repeat_mean)`` with ``x`` the repeat
+    purchase days, ``t_x`` and ``T`` in weeks (``T`` up to ``end_day``) and ``repeat_mean`` the
+    mean value of the repeat purchase days (0 without any), in contact id order."""
+    sql = f"""
+        WITH {_PURCHASE_DAYS},
+        numbered AS (
+            SELECT contact_id, day, amount,
+                   row_number() OVER (PARTITION BY contact_id ORDER BY day) AS nth
+            FROM purchase_days
+        )
+        SELECT contact_id, min(day), max(day), count(*) - 1,
+               (julianday(max(day)) - julianday(min(day))) / 7.0,          -- dialect
+               (julianday(:end_day) - julianday(min(day))) / 7.0,          -- dialect
+               coalesce(sum(CASE WHEN nth > 1 THEN amount END) / nullif(count(*) - 1, 0), 0)
+        FROM numbered
+        GROUP BY contact_id
+        ORDER BY contact_id
+    """
+    return list(conn.execute(sql, {"until": until, "end_day": end_day}).fetchall())
+
+
+def save_model(
+    conn: Executes,
+    name: str,
+    params: dict[str, float],
+    *,
+    calibration_end: str,
+    customers: int,
+    log_likelihood: float | None,
+    at: str,
+) -> None:
+    conn.execute(
+        "INSERT INTO analytics_models (name, params, calibration_end, customers, log_likelihood, "
+        "fitted_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+        "params = excluded.params, calibration_end = excluded.calibration_end, "
+        "customers = excluded.customers, log_likelihood = excluded.log_likelihood, "
+        "fitted_at = excluded.fitted_at",
+        [name, json.dumps(params), calibration_end, customers, log_likelihood, at],
+    )
+
+
+def load_models(conn: Executes) -> dict[str, dict[str, Any]]:
+    """Every fitted model: name -> params, calibration_end, customers, log_likelihood, at."""
+    rows = conn.execute(
+        "SELECT name, params, calibration_end, customers, log_likelihood, fitted_at "
+        "FROM analytics_models ORDER BY name"
+    ).fetchall()
+    return {
+        name: {
+            "params": json.loads(params),
+            "calibration_end": end,
+            "customers": customers,
+            "log_likelihood": ll,
+            "fitted_at": at,
+        }
+        for name, params, end, customers, ll, at in rows
+    }
+
+
+def replace_customers(conn: Executes, rows: Iterable[Sequence[Any]]) -> None:
+    """Replace every customer's summary and predictions: ``(contact_id, first_day, last_day,
+    x, repeat_mean, p_alive, expected_purchases, expected_value, predicted_clv, as_of)``."""
+    conn.execute("DELETE FROM analytics_customers")
+    for chunk in _chunks(rows, 5000):
+        conn.execute(
+            "INSERT INTO analytics_customers (contact_id, first_day, last_day, x, repeat_mean, "
+            "p_alive, expected_purchases, expected_value, predicted_clv, as_of) "
+            "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "  # dialect
+            "value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 "
+            "FROM json_each(?)",  # dialect: one parameter however many rows
+            [json.dumps(chunk)],
+        )
+
+
+def _chunks(rows: Iterable[Sequence[Any]], size: int) -> Iterable[list[list[Any]]]:
+    chunk: list[list[Any]] = []
+    for row in rows:
+        chunk.append(list(row))
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def customer(conn: Executes, contact_id: str) -> tuple[Any, ...] | None:
+    """``(first_day, last_day, x, repeat_mean)`` of one customer as of the last refresh."""
+    row = conn.execute(
+        "SELECT first_day, last_day, x, repeat_mean FROM analytics_customers WHERE contact_id = ?",
+        [contact_id],
+    ).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def predicted_clv_total(conn: Executes) -> tuple[int, float]:
+    """``(customers with a prediction, sum of their predicted CLV)``."""
+    customers, total = conn.execute(
+        "SELECT count(predicted_clv), coalesce(sum(predicted_clv), 0) FROM analytics_customers"
+    ).fetchone()
+    return int(customers), float(total)
+
+
+def predicted_clv_histogram(conn: Executes, *, bins: int) -> list[tuple[float, float, int]]:
+    """The predicted CLV distribution: ``(from, to, customers)`` for ``bins`` equal bins from
+    0 to the 99th percentile, the last bin open-ended (it holds the top percent too)."""
+    sql = """
+        WITH ranked AS (
+            SELECT predicted_clv AS v,
+                   row_number() OVER (ORDER BY predicted_clv) AS nth, count(*) OVER () AS n
+            FROM analytics_customers WHERE predicted_clv IS NOT NULL
+        ),
+        top AS (SELECT max(v) AS high FROM ranked WHERE nth <= (99 * n + 99) / 100),
+        binned AS (
+            SELECT CASE WHEN top.high <= 0 THEN 0
+                        ELSE min(:bins - 1, CAST(ranked.v * :bins / top.high AS INTEGER)) END
+                   AS bin
+            FROM ranked, top
+        )
+        SELECT bin, count(*), (SELECT high FROM top) FROM binned GROUP BY bin ORDER BY bin
+    """
+    rows = conn.execute(sql, {"bins": bins}).fetchall()
+    if not rows:
+        return []
+    high = float(rows[0][2] or 0) or 1.0
+    width = high / bins
+    counts = {int(b): int(n) for b, n, _ in rows}
+    return [(i * width, (i + 1) * width, counts.get(i, 0)) for i in range(bins)]
+
+
+# -- RFM --------------------------------------------------------------------------------------
+
+
+def _score(column: str, order: str) -> str:
+    """A 1-5 quantile score by rank: ``1 + floor(5 * (rank - 1) / n)``. Equal values share a
+    rank and so a score (NTILE would split a tie between two scores, arbitrarily)."""
+    return (
+        f"1 + CAST(5 * (rank() OVER (ORDER BY {column} {order}) - 1) AS INTEGER) / count(*) OVER ()"
+    )
+
+
+def refresh_rfm(
+    conn: Executes,
+    *,
+    until: str,
+    as_of: str,
+    window_start: str,
+    segments: Sequence[tuple[str, int, int, int, int, int, int]],
+    otherwise: str,
+) -> list[tuple[str, str | None, str, int, int, int]]:
+    """Score every customer and name their segment, in one statement, and return the changes:
+    ``(contact_id, old segment or None, new segment, r, f, m)``.
+
+    The customers are the contacts with a purchase before ``until``; recency is days from
+    their last purchase to ``as_of``; frequency and monetary count the purchases from
+    ``window_start`` on (both UTC time text). ``segments`` are tried in order:
+    ``(name, r_min, r_max, f_min, f_max, m_min, m_max)``; ``otherwise`` names the rest.
+    """
+    cases = " ".join(
+        "WHEN r BETWEEN ? AND ? AND f BETWEEN ? AND ? AND m BETWEEN ? AND ? THEN ?"
+        for _ in segments
+    )
+    case_params: list[Any] = []
+    for name, r_min, r_max, f_min, f_max, m_min, m_max in segments:
+        case_params += [r_min, r_max, f_min, f_max, m_min, m_max, name]
+    conn.execute("DROP TABLE IF EXISTS temp.rfm_next")
+    conn.execute(
+        f"""
+        CREATE TEMP TABLE rfm_next AS
+        WITH purchases AS (
+            SELECT contact_id, occurred_at,
+                   json_extract(properties, '$.amount') AS amount          -- dialect
+            FROM events WHERE type = 'purchase' AND occurred_at < ?
+        ),
+        per_customer AS (
+            SELECT contact_id,
+                   CAST(julianday(?) - julianday(substr(max(occurred_at), 1, 10))  -- dialect
+                        AS INTEGER) AS recency_days,
+                   count(CASE WHEN occurred_at >= ? THEN 1 END) AS frequency,
+                   coalesce(sum(CASE WHEN occurred_at >= ? THEN amount END), 0) AS monetary
+            FROM purchases GROUP BY contact_id
+        ),
+        scored AS (
+            SELECT contact_id, recency_days, frequency, monetary,
+                   {_score("recency_days", "DESC")} AS r,
+                   {_score("frequency", "ASC")} AS f,
+                   {_score("monetary", "ASC")} AS m
+            FROM per_customer
+        )
+        SELECT contact_id, recency_days, frequency, monetary, r, f, m,
+               CASE {cases} ELSE ? END AS segment
+        FROM scored
+        """,
+        [until, as_of, window_start, window_start, *case_params, otherwise],
+    )
+    changes = conn.execute(
+        "SELECT n.contact_id, o.segment, n.segment, n.r, n.f, n.m FROM temp.rfm_next AS n "
+        "LEFT JOIN analytics_rfm AS o ON o.contact_id = n.contact_id "
+        "WHERE o.segment IS NULL OR o.segment <> n.segment ORDER BY n.contact_id"
+    ).fetchall()
+    conn.execute("DELETE FROM analytics_rfm")
+    conn.execute(
+        "INSERT INTO analytics_rfm (contact_id, recency_days, frequency, monetary, r, f, m, "
+        "segment, as_of) SELECT contact_id, recency_days, frequency, monetary, r, f, m, "
+        "segment, ? FROM temp.rfm_next",
+        [as_of],
+    )
+    conn.execute("DROP TABLE temp.rfm_next")
+    return [tuple(row) for row in changes]
+
+
+def rfm_of(conn: Executes, contact_id: str) -> tuple[Any, ...] | None:
+    """``(r, f, m, segment, recency_days, frequency, monetary)`` of one customer."""
+    row = conn.execute(
+        "SELECT r, f, m, segment, recency_days, frequency, monetary FROM analytics_rfm "
+        "WHERE contact_id = ?",
+        [contact_id],
+    ).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def rfm_grid(conn: Executes) -> list[tuple[int, int, int]]:
+    """Customers by (r, f): the RFM grid."""
+    rows = conn.execute(
+        "SELECT r, f, count(*) FROM analytics_rfm GROUP BY r, f ORDER BY r, f"
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def rfm_segments(conn: Executes) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT segment, count(*) FROM analytics_rfm GROUP BY segment ORDER BY count(*) DESC"
+    ).fetchall()
+    return {segment: count for segment, count in rows}
+
+
+# -- KPIs -------------------------------------------------------------------------------------
+
+#: Events from outside the engine: not its own ``clm.*`` events, nor what its actions emitted
+#: (ids ``a-`` and 32 hex digits, ``clm_engine.builtins.reducers.is_emitted``).
+_OUTSIDE = (
+    "type NOT LIKE 'clm.%' AND type <> 'marketing.spend' "
+    "AND NOT (id LIKE 'a-%' AND length(id) = 34)"
+)
+#: A month as a number (year * 12 + month - 1) from a UTC time text: month arithmetic.
+_MONTH = "(CAST(substr({0}, 1, 4) AS INTEGER) * 12 + CAST(substr({0}, 6, 2) AS INTEGER) - 1)"
+
+
+def funnel(conn: Executes, stages: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Per stage of the model, in order: ``(stage, reached, went_on, median_days,
+    backward_moves_into)``. ``reached``: contacts with a transition into it; ``went_on``: of
+    those, contacts who later reached the next stage of the model; ``median_days``: median
+    length of completed stays in it (entry to the contact's next transition)."""
+    sql = """
+        WITH model AS (
+            SELECT value AS stage, CAST(key AS INTEGER) AS pos FROM json_each(?)   -- dialect
+        ),
+        moves AS (
+            SELECT t.contact_id, t.from_stage, t.to_stage, t.at,
+                   lead(t.at) OVER (PARTITION BY t.contact_id ORDER BY t.at, t.id) AS left_at
+            FROM stage_transitions AS t
+        ),
+        stays AS (
+            SELECT to_stage AS stage,
+                   julianday(left_at) - julianday(at) AS days,                    -- dialect
+                   row_number() OVER (PARTITION BY to_stage
+                                      ORDER BY julianday(left_at) - julianday(at)) AS nth,
+                   count(*) OVER (PARTITION BY to_stage) AS n
+            FROM moves WHERE left_at IS NOT NULL
+        ),
+        medians AS (
+            SELECT stage, avg(days) AS median_days FROM stays
+            WHERE nth IN ((n + 1) / 2, (n + 2) / 2) GROUP BY stage
+        ),
+        reached AS (
+            SELECT to_stage AS stage, contact_id, min(at) AS first_at FROM stage_transitions
+            GROUP BY to_stage, contact_id
+        ),
+        counts AS (
+            SELECT m.stage, m.pos, count(r.contact_id) AS reached,
+                   count(nxt.contact_id) AS went_on
+            FROM model AS m
+            LEFT JOIN reached AS r ON r.stage = m.stage
+            LEFT JOIN model AS m2 ON m2.pos = m.pos + 1
+            LEFT JOIN reached AS nxt
+                   ON nxt.stage = m2.stage AND nxt.contact_id = r.contact_id
+                  AND nxt.first_at >= r.first_at
+            GROUP BY m.stage, m.pos
+        ),
+        backward AS (
+            SELECT t.to_stage AS stage, count(*) AS moves
+            FROM stage_transitions AS t
+            JOIN model AS f ON f.stage = t.from_stage
+            JOIN model AS d ON d.stage = t.to_stage
+            WHERE d.pos < f.pos GROUP BY t.to_stage
+        )
+        SELECT c.stage, c.reached, c.went_on, md.median_days, coalesce(b.moves, 0)
+        FROM counts AS c
+        LEFT JOIN medians AS md ON md.stage = c.stage
+        LEFT JOIN backward AS b ON b.stage = c.stage
+        ORDER BY c.pos
+    """
+    return [tuple(row) for row in conn.execute(sql, [json.dumps(list(stages))]).fetchall()]
+
+
+def cohorts(conn: Executes, *, until: str) -> list[tuple[str, int, int, int]]:
+    """``(signup month 'YYYY-MM', months since signup, cohort size, active contacts)``: a
+    contact is active in a month with an event from outside the engine in it. The cohorts are
+    the contacts with a signup (``metrics.signed_up_at``), by its month."""
+    signup = "json_extract(data, '$.metrics.signed_up_at')"  # dialect
+    sql = f"""
+        WITH members AS (
+            SELECT id, {_MONTH.format(signup)} AS cohort FROM contacts
+            WHERE {signup} IS NOT NULL AND {signup} < :until
+        ),
+        sizes AS (SELECT cohort, count(*) AS size FROM members GROUP BY cohort),
+        active AS (
+            SELECT DISTINCT contact_id, {_MONTH.format("occurred_at")} AS month FROM events
+            WHERE {_OUTSIDE} AND occurred_at < :until
+        ),
+        counts AS (
+            SELECT m.cohort, a.month - m.cohort AS age, count(*) AS active
+            FROM members AS m JOIN active AS a ON a.contact_id = m.id
+            WHERE a.month >= m.cohort GROUP BY m.cohort, a.month - m.cohort
+        )
+        SELECT s.cohort, c.age, s.size, c.active FROM sizes AS s
+        JOIN counts AS c ON c.cohort = s.cohort ORDER BY s.cohort, c.age
+    """
+    rows = conn.execute(sql, {"until": until}).fetchall()
+    return [
+        (f"{cohort // 12:04d}-{cohort % 12 + 1:02d}", age, size, n) for cohort, age, size, n in rows
+    ]
+
+
+def churned(conn: Executes, *, until: str) -> list[tuple[str, int, int]]:
+    """Per complete month before ``until``'s: ``(month 'YYYY-MM', contacts active the month
+    before, of them not active in this month)``, activity as in :func:`cohorts`."""
+    sql = f"""
+        WITH active AS (
+            SELECT DISTINCT contact_id, {_MONTH.format("occurred_at")} AS month FROM events
+            WHERE {_OUTSIDE} AND occurred_at < :until
+        )
+        SELECT p.month + 1, count(*), count(*) - count(n.contact_id)
+        FROM active AS p
+        LEFT JOIN active AS n ON n.contact_id = p.contact_id AND n.month = p.month + 1
+        WHERE p.month + 1 < {_MONTH.format(":until")}
+        GROUP BY p.month + 1 ORDER BY p.month + 1
+    """
+    rows = conn.execute(sql, {"until": until}).fetchall()
+    return [(f"{m // 12:04d}-{m % 12 + 1:02d}", before, gone) for m, before, gone in rows]
+
+
+def purchases(conn: Executes, *, since: str, until: str) -> tuple[int, int, int, float]:
+    """``(customers, repeat customers (2+ purchases), purchases, revenue)`` in [since, until)."""
+    sql = """
+        WITH per_customer AS (
+            SELECT contact_id, count(*) AS n,
+                   sum(json_extract(properties, '$.amount')) AS revenue          -- dialect
+            FROM events WHERE type = 'purchase' AND occurred_at >= ? AND occurred_at < ?
+            GROUP BY contact_id
+        )
+        SELECT count(*), count(CASE WHEN n >= 2 THEN 1 END), coalesce(sum(n), 0),
+               coalesce(sum(revenue), 0)
+        FROM per_customer
+    """
+    customers, repeat, count, revenue = conn.execute(sql, [since, until]).fetchone()
+    return int(customers), int(repeat), int(count), float(revenue)
+
+
+def retained(conn: Executes, *, before: tuple[str, str], after: tuple[str, str]) -> tuple[int, int]:
+    """``(customers purchasing in before, of them purchasing in after)``: two [from, to) spans."""
+    sql = """
+        WITH earlier AS (
+            SELECT DISTINCT contact_id FROM events
+            WHERE type = 'purchase' AND occurred_at >= ? AND occurred_at < ?
+        ),
+        later AS (
+            SELECT DISTINCT contact_id FROM events
+            WHERE type = 'purchase' AND occurred_at >= ? AND occurred_at < ?
+        )
+        SELECT count(*), count(l.contact_id)
+        FROM earlier AS e LEFT JOIN later AS l ON l.contact_id = e.contact_id
+    """
+    base, kept = conn.execute(sql, [*before, *after]).fetchone()
+    return int(base), int(kept)
+
+
+def monthly_orders(conn: Executes, *, until: str) -> list[tuple[str, int, float]]:
+    """``(month, purchases, revenue)`` per month."""
+    sql = """
+        SELECT substr(occurred_at, 1, 7), count(*),
+               coalesce(sum(json_extract(properties, '$.amount')), 0)             -- dialect
+        FROM events WHERE type = 'purchase' AND occurred_at < ?
+        GROUP BY substr(occurred_at, 1, 7) ORDER BY 1
+    """
+    return [tuple(row) for row in conn.execute(sql, [until]).fetchall()]
+
+
+def survey_scores(
+    conn: Executes, event_type: str, *, until: str
+) -> list[tuple[str, int, int, int]]:
+    """Per month: ``(month, answers, high, low)`` counting each contact's latest answer in the
+    month: NPS (``nps.answered``): high = promoters (9-10), low = detractors (0-6); CSAT
+    (``csat.answered``, 1-5): high = satisfied (4-5), low = the rest."""
+    high, low = (
+        ("score >= 9", "score <= 6")
+        if event_type == "nps.answered"
+        else ("score >= 4", "score < 4")
+    )
+    sql = f"""
+        WITH answers AS (
+            SELECT substr(occurred_at, 1, 7) AS month,
+                   json_extract(properties, '$.score') AS score,                   -- dialect
+                   row_number() OVER (PARTITION BY contact_id, substr(occurred_at, 1, 7)
+                                      ORDER BY occurred_at DESC, seq DESC) AS nth
+            FROM events WHERE type = ? AND occurred_at < ?
+        )
+        SELECT month, count(*), count(CASE WHEN {high} THEN 1 END),
+               count(CASE WHEN {low} THEN 1 END)
+        FROM answers WHERE nth = 1 GROUP BY month ORDER BY month
+    """
+    return [tuple(row) for row in conn.execute(sql, [event_type, until]).fetchall()]
+
+
+def email_engagement(conn: Executes, *, until: str) -> list[tuple[Any, ...]]:
+    """Per template: ``(template, sent, opened, clicked, unsubscribed, bounced)``, each the
+    number of distinct contacts with such an event naming the template."""
+    sql = """
+        WITH mail AS (
+            SELECT json_extract(properties, '$.template') AS template, type, contact_id -- dialect
+            FROM events
+            WHERE type IN ('email.sent', 'email.opened', 'email.clicked', 'unsubscribed',
+                           'email.bounced') AND occurred_at < ?
+        )
+        SELECT template,
+               count(DISTINCT CASE WHEN type = 'email.sent' THEN contact_id END),
+               count(DISTINCT CASE WHEN type = 'email.opened' THEN contact_id END),
+               count(DISTINCT CASE WHEN type = 'email.clicked' THEN contact_id END),
+               count(DISTINCT CASE WHEN type = 'unsubscribed' THEN contact_id END),
+               count(DISTINCT CASE WHEN type = 'email.bounced' THEN contact_id END)
+        FROM mail WHERE template IS NOT NULL GROUP BY template ORDER BY template
+    """
+    return [tuple(row) for row in conn.execute(sql, [until]).fetchall()]
+
+
+def activation(
+    conn: Executes, *, event_type: str, within_days: float, until: str
+) -> tuple[int, int]:
+    """``(signed up contacts, of them with an event_type within within_days of signup)``."""
+    signup = "coalesce(json_extract(c.data, '$.metrics.signed_up_at'), c.created_at)"  # dialect
+    sql = f"""
+        WITH signed AS (
+            SELECT c.id, {signup} AS at FROM contacts AS c
+            WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL AND {signup} < :until
+        ),
+        activated AS (
+            SELECT DISTINCT s.id FROM signed AS s JOIN events AS e ON e.contact_id = s.id
+            WHERE e.type = :type AND e.occurred_at >= s.at AND e.occurred_at < :until
+              AND julianday(e.occurred_at) - julianday(s.at) <= :days             -- dialect
+        )
+        SELECT (SELECT count(*) FROM signed), (SELECT count(*) FROM activated)
+    """
+    signed, activated = conn.execute(
+        sql, {"type": event_type, "days": within_days, "until": until}
+    ).fetchone()
+    return int(signed), int(activated)
+
+
+def referred(conn: Executes, *, until: str) -> tuple[int, int]:
+    """``(signed up contacts, of them with a referral.signup event)``."""
+    sql = """
+        SELECT count(*),
+               count(CASE WHEN EXISTS (SELECT 1 FROM events AS e WHERE e.contact_id = c.id
+                                       AND e.type = 'referral.signup' AND e.occurred_at < ?)
+                          THEN 1 END)
+        FROM contacts AS c
+        WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL            -- dialect
+          AND json_extract(c.data, '$.metrics.signed_up_at') < ?
+    """
+    signed, with_referral = conn.execute(sql, [until, until]).fetchone()
+    return int(signed), int(with_referral)
+
+
+def acquisition(conn: Executes, *, until: str) -> list[tuple[str, float, int, float]]:
+    """Per channel: ``(channel, spend, customers acquired, their revenue)``. Spend is the sum of
+    ``marketing.spend`` events' ``amount`` by ``properties.channel``; a customer is acquired by
+    the ``channel`` attribute of the contact (``signup`` property) when their first purchase is
+    before ``until``; revenue is all their purchases before ``until``."""
+    sql = """
+        WITH spend AS (
+            SELECT json_extract(properties, '$.channel') AS channel,               -- dialect
+                   sum(json_extract(properties, '$.amount')) AS amount
+            FROM events WHERE type = 'marketing.spend' AND occurred_at < :until
+            GROUP BY json_extract(properties, '$.channel')
+        ),
+        customers AS (
+            SELECT json_extract(c.data, '$.attributes.channel') AS channel,        -- dialect
+                   count(*) AS acquired,
+                   sum(json_extract(c.data, '$.metrics.total_spent')) AS revenue
+            FROM contacts AS c
+            WHERE json_extract(c.data, '$.metrics.first_order_at') < :until
+              AND json_extract(c.data, '$.attributes.channel') IS NOT NULL
+            GROUP BY json_extract(c.data, '$.attributes.channel')
+        ),
+        channels AS (SELECT channel FROM spend UNION SELECT channel FROM customers)
+        SELECT ch.channel, coalesce(s.amount, 0), coalesce(cu.acquired, 0),
+               coalesce(cu.revenue, 0)
+        FROM channels AS ch
+        LEFT JOIN spend AS s ON s.channel = ch.channel
+        LEFT JOIN customers AS cu ON cu.channel = ch.channel
+        WHERE ch.channel IS NOT NULL ORDER BY ch.channel
+    """
+    return [tuple(row) for row in conn.execute(sql, {"until": until}).fetchall()]
+
+
+def rule_fires_by_week(conn: Executes) -> list[tuple[str, str, int]]:
+    """``(week's Monday 'YYYY-MM-DD', rule, fires)`` from the decision traces."""
+    sql = """
+        SELECT date(substr(at, 1, 10), '-' || ((CAST(strftime('%w', at) AS INTEGER) + 6) % 7)
+                    || ' days') AS week,                                            -- dialect
+               ruleset || '/' || rule, count(*)
+        FROM traces WHERE decision = 'fired' GROUP BY week, ruleset, rule ORDER BY week, 2
+    """
+    return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+
+def stage_flows(conn: Executes) -> list[tuple[str, str, int]]:
+    """``(from stage, to stage, transitions)``: the flows between stages."""
+    rows = conn.execute(
+        "SELECT from_stage, to_stage, count(*) FROM stage_transitions "
+        "WHERE from_stage IS NOT NULL GROUP BY from_stage, to_stage ORDER BY 1, 2"
+    ).fetchall()
+    return [tuple(row) for row in rows]

@@ -1,0 +1,136 @@
+"""``clm serve`` for real: uvicorn with several worker processes on one SQLite file, concurrent
+httpx clients on 127.0.0.1, resends and invalid events; then SIGKILL mid-load."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import httpx
+import pytest
+
+from clm_engine import Engine
+from tests.http_helpers import make_key
+from tests.http_server import running
+
+pytestmark = pytest.mark.slow
+
+
+def valid(n: int) -> dict:
+    return {
+        "id": f"ev-{n}",
+        "contact_id": f"c{n % 97}",
+        "type": "purchase" if n % 3 == 0 else "page.viewed",
+        "occurred_at": f"2026-0{n % 9 + 1}-{n % 28 + 1:02d}T10:{n % 60:02d}:00Z",
+        "properties": {"amount": n % 50 + 1, "n": n},
+    }
+
+
+def invalid(n: int) -> dict:
+    return {"id": f"bad-{n}", "contact_id": f"c{n}", "occurred_at": "2026-01-01T00:00:00Z"}
+
+
+async def send_all(url: str, token: str, requests: list[list[dict]], clients: int) -> list:
+    """Send every request (a list of events; one alone goes as an object), ``clients`` at a
+    time; returns (request, status, answer) for each."""
+    queue: asyncio.Queue[list[dict]] = asyncio.Queue()
+    for request in requests:
+        queue.put_nowait(request)
+    answers: list = []
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as http:
+            while not queue.empty():
+                request = queue.get_nowait()
+                body = request[0] if len(request) == 1 else request
+                response = await http.post("/v1/events", json=body)
+                answers.append((request, response.status_code, response.json()))
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return answers
+
+
+def test_workers_on_one_sqlite_file_store_every_valid_event_exactly_once(tmp_path):
+    db = tmp_path / "clm.db"
+    rng = random.Random(16)
+    events = [valid(n) for n in range(3000)]
+    resent = rng.sample(events, 400)
+    bad = [invalid(n) for n in range(150)]
+    items = events + resent + bad
+    rng.shuffle(items)
+    requests: list[list[dict]] = []
+    while items:
+        size = rng.choice([1, 1, 1, 5, 20, 100])
+        requests.append(items[:size])
+        items = items[size:]
+    Engine(db).close()
+    token = make_key(db, "ingest")
+    with running(db, 3, tmp_path / "server.log") as server:
+        answers = asyncio.run(send_all(server.url, token, requests, clients=24))
+    assert len(answers) == len(requests)
+    assert {status for _, status, _ in answers} == {200}, "no 5xx, no 4xx: reasons per event"
+    ingested: dict[str, int] = {}
+    for request, _, answer in answers:
+        assert len(answer["results"]) == len(request)
+        for event, result in zip(request, answer["results"], strict=True):
+            if event["id"].startswith("bad-"):
+                assert result["status"] == "rejected"
+                assert "type: is required" in result["reason"]
+            else:
+                assert result["status"] in ("ingested", "duplicate"), result
+                ingested[event["id"]] = ingested.get(event["id"], 0) + (
+                    result["status"] == "ingested"
+                )
+    assert len(ingested) == 3000
+    assert set(ingested.values()) == {1}, "each valid event answered 'ingested' exactly once"
+    with Engine(db) as engine:
+        stored = engine.store.read().existing_event_ids([e["id"] for e in events])
+        assert len(stored) == 3000
+        assert not engine.store.read().existing_event_ids([e["id"] for e in bad])
+        assert engine.store.read().count_events("c0", "purchase", None) == sum(
+            1 for e in events if e["contact_id"] == "c0" and e["type"] == "purchase"
+        )
+    log = (tmp_path / "server.log").read_text()
+    assert "database is locked" not in log
+    assert "Traceback" not in log
+
+
+def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
+    db = tmp_path / "clm.db"
+    Engine(db).close()
+    token = make_key(db, "ingest")
+    acknowledged: set[str] = set()
+    with running(db, 2, tmp_path / "server.log") as server:
+
+        async def load(stop_at: float) -> None:
+            headers = {"Authorization": f"Bearer {token}"}
+            counter = iter(range(10**9))
+
+            async def client() -> None:
+                async with httpx.AsyncClient(base_url=server.url, headers=headers) as http:
+                    while time.monotonic() < stop_at:
+                        batch = [valid(next(counter)) for _ in range(random.choice([1, 10]))]
+                        try:
+                            response = await http.post("/v1/events", json=batch, timeout=5)
+                        except httpx.HTTPError:
+                            return  # the server is gone
+                        if response.status_code == 200:
+                            for event, result in zip(
+                                batch, response.json()["results"], strict=True
+                            ):
+                                if result["status"] in ("ingested", "duplicate"):
+                                    acknowledged.add(event["id"])
+
+            async def killer() -> None:
+                await asyncio.sleep(3)
+                server.kill()
+
+            await asyncio.gather(killer(), *(client() for _ in range(16)))
+
+        asyncio.run(load(time.monotonic() + 10))
+    assert len(acknowledged) > 20
+    with Engine(db) as engine:
+        stored = engine.store.read().existing_event_ids(sorted(acknowledged))
+    assert stored == acknowledged
