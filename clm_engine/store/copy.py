@@ -42,6 +42,10 @@ CORE_TABLES: dict[str, str] = {
     "runtime_status": "key",
     "rejects_files": "path",
     "erasure_key": "id",  # the source's key: what its keyed hashes (suppressions) were made with
+    "api_keys": "id",
+    "analytics_models": "name",
+    "analytics_customers": "contact_id",
+    "analytics_rfm": "contact_id",
 }
 
 CHUNK = 5000
