@@ -5,7 +5,7 @@ CLM     := $(VENV)/bin/clm
 STAMP   := $(VENV)/.installed
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 
-.PHONY: demo test lint install clean postgres-server
+.PHONY: demo test lint install clean system-packages
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -26,15 +26,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# The tests start a throwaway PostgreSQL cluster with the server's binaries (tests/postgres.py):
-# install Debian's package when they are missing (CI runs as root on a fresh machine).
-postgres-server:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	    echo "installing the PostgreSQL server (Debian's postgresql package) for the tests"; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+# What the tests need from the system, installed when missing (CI runs as root on a fresh
+# Debian machine), with one `apt-get update`: the PostgreSQL server's binaries (the tests start
+# a throwaway cluster, tests/postgres.py) and Chromium (the HTML report's test opens the page).
+system-packages:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing for the tests:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-test: lint postgres-server
+test: lint system-packages
 	$(VENV)/bin/pytest
 
 clean:
