@@ -573,8 +573,6 @@ def ask_policies(
     asked in ``tx`` (the write transaction, or a read view).
 
     ``row`` is an ``OutboxRow`` or, for an action run inline, the row the fold is writing."""
-    if not registry.has_policies:
-        return []
     fields = row if isinstance(row, Mapping) else vars(row)
     return registry.dispatch_policy(
         action=fields["action"],

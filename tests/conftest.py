@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.cli import cli
+from tests.helpers import STORE
 
 #: The plugins the example rulesets in rulesets/ use, by entry point name.
 EXAMPLE_PLUGINS = ("email", "referral", "warranty")
@@ -48,3 +49,12 @@ def example_plugins(monkeypatch):
     by every engine and ``clm`` run of the test (the root conftest allows none, so each test
     says what it uses)."""
     monkeypatch.setenv("CLM_LOAD_PLUGINS", ",".join(EXAMPLE_PLUGINS))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def on_store(request):
+    """Run the test on each store: ``tests.helpers.store_in`` opens the test's engines on it."""
+    if request.param == "postgres":
+        STORE["url"] = request.getfixturevalue("postgres_url")
+    yield request.param
+    STORE.clear()

@@ -10,7 +10,7 @@ import pytest
 from clm_engine import Engine, RulesetError, VirtualClock, hookimpl
 from clm_engine.explain import check, explain
 from clm_engine.types import Defer, Veto
-from tests.helpers import event
+from tests.helpers import event, store_in
 
 SCHEMA = "../clm_engine/rulesets/ruleset.schema.json"
 
@@ -38,24 +38,6 @@ STAGE_ON_FIRST_ORDER = rule(
 @pytest.fixture
 def clock():
     return VirtualClock(datetime(2026, 11, 2, 12, 0, tzinfo=UTC))
-
-
-#: Where the helpers put a test's store: a SQLite file in its folder, or on the ``on_store``
-#: fixture's "postgres" run, the test's PostgreSQL database (the same store when reopened).
-_STORE: dict[str, str] = {}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def on_store(request):
-    """Run the test on each store: the helpers open their engines on this one."""
-    if request.param == "postgres":
-        _STORE["url"] = request.getfixturevalue("postgres_url")
-    yield request.param
-    _STORE.clear()
-
-
-def store_in(tmp_path):
-    return _STORE.get("url", tmp_path / "clm.db")
 
 
 def make(tmp_path, clock, *rules, plugins=(), **extra):

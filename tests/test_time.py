@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
 
 from clm_engine import Engine, VirtualClock, hookimpl
-from tests.helpers import event
+from tests.helpers import event, store_in
 
 
 def write_rules(tmp_path, *rules, name="timed", version=1):
@@ -27,24 +27,6 @@ def tag(name):
 @pytest.fixture
 def clock():
     return VirtualClock(datetime(2026, 11, 2, 8, 0, tzinfo=UTC))  # a Monday
-
-
-#: Where the helpers put a test's store: a SQLite file in its folder, or on the ``on_store``
-#: fixture's "postgres" run, the test's PostgreSQL database (the same store when reopened).
-_STORE: dict[str, str] = {}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def on_store(request):
-    """Run the test on each store: the helpers open their engines on this one."""
-    if request.param == "postgres":
-        _STORE["url"] = request.getfixturevalue("postgres_url")
-    yield request.param
-    _STORE.clear()
-
-
-def store_in(tmp_path):
-    return _STORE.get("url", tmp_path / "clm.db")
 
 
 def engine_with(tmp_path, clock, *rules, **options):

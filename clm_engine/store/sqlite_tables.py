@@ -22,6 +22,7 @@ from ..erasure import erasure_hash
 from ..errors import StoreError
 from .tables import (
     Column,
+    DeclaredTables,
     Index,
     OnConflict,
     Table,
@@ -32,6 +33,8 @@ from .tables import (
     check_where,
     check_writable,
     encoder,
+    index_steps,
+    quote,
     to_store,
 )
 
@@ -43,11 +46,6 @@ _SQL_TYPES = {
     "json": "TEXT",
     "timestamp": "TEXT",
 }
-
-
-def _q(name: str) -> str:
-    # Names were checked when declared (``[a-z][a-z0-9_]*``); quoting keeps keywords usable.
-    return f'"{name}"'
 
 
 def _dumps(value: Any) -> str:
@@ -89,16 +87,16 @@ def _index_where(table: Table, index: Index) -> str:
     parts = []
     for name, value in index.conditions:
         if value is None:
-            parts.append(f"{_q(name)} IS NULL")
+            parts.append(f"{quote(name)} IS NULL")
         elif value == ("!=", None):
-            parts.append(f"{_q(name)} IS NOT NULL")
+            parts.append(f"{quote(name)} IS NOT NULL")
         else:
-            parts.append(f"{_q(name)} = {_literal(table.column(name), value)}")
+            parts.append(f"{quote(name)} = {_literal(table.column(name), value)}")
     return " WHERE " + " AND ".join(parts) if parts else ""
 
 
 def _column_sql(table: Table, column: Column) -> str:
-    sql = f"{_q(column.name)} {_SQL_TYPES[column.type]}"
+    sql = f"{quote(column.name)} {_SQL_TYPES[column.type]}"
     if column.auto_increment:
         return sql + " PRIMARY KEY AUTOINCREMENT"  # grows only, never reuses a number
     if not column.nullable or column.name in table.primary_key:
@@ -113,16 +111,16 @@ def plan_tables(conn: sqlite3.Connection, tables: Iterable[Table]) -> list[tuple
     read from the schema alone: an up-to-date store plans nothing and writes nothing."""
     steps: list[tuple[str, str]] = []
     for table in tables:
-        existing = conn.execute(f"PRAGMA table_info({_q(table.name)})").fetchall()
+        existing = conn.execute(f"PRAGMA table_info({quote(table.name)})").fetchall()
         if not existing:
             parts = [_column_sql(table, c) for c in table.columns]
             if table.auto_key is None:
-                parts.append(f"PRIMARY KEY ({', '.join(map(_q, table.primary_key))})")
-            parts.extend(f"UNIQUE ({', '.join(map(_q, u))})" for u in table.unique)
+                parts.append(f"PRIMARY KEY ({', '.join(map(quote, table.primary_key))})")
+            parts.extend(f"UNIQUE ({', '.join(map(quote, u))})" for u in table.unique)
             steps.append(
                 (
                     f"{table.name}:create table",
-                    f"CREATE TABLE {_q(table.name)} ({', '.join(parts)})",
+                    f"CREATE TABLE {quote(table.name)} ({', '.join(parts)})",
                 )
             )
             indexes: list[tuple[tuple[str, ...], bool]] = [(u, True) for u in table.unique]
@@ -130,40 +128,8 @@ def plan_tables(conn: sqlite3.Connection, tables: Iterable[Table]) -> list[tuple
         else:
             steps.extend(_complete(table, existing))
             indexes = _indexes(conn, table.name)
-            named = {row[1] for row in conn.execute(f"PRAGMA index_list({_q(table.name)})")}
-        for columns in table.unique:
-            if not any(unique and set(cols) == set(columns) for cols, unique in indexes):
-                name = f"{table.name}_unique_{'_'.join(columns)}"[:63]
-                steps.append(
-                    (
-                        f"{table.name}:add unique {name}",
-                        f"CREATE UNIQUE INDEX {_q(name)} ON {_q(table.name)} "
-                        f"({', '.join(map(_q, columns))})",
-                    )
-                )
-        for index in table.indexes:
-            name = table.index_name(index)
-            if index.conditions:
-                if name not in named:  # a partial index is known by its name
-                    steps.append(
-                        (
-                            f"{table.name}:add index {name}",
-                            f"CREATE {'UNIQUE ' if index.unique else ''}INDEX {_q(name)} "
-                            f"ON {_q(table.name)} ({', '.join(map(_q, index.columns))})"
-                            + _index_where(table, index),
-                        )
-                    )
-                continue
-            if not any(
-                cols == index.columns and (unique or not index.unique) for cols, unique in indexes
-            ):
-                steps.append(
-                    (
-                        f"{table.name}:add index {name}",
-                        f"CREATE {'UNIQUE ' if index.unique else ''}INDEX {_q(name)} "
-                        f"ON {_q(table.name)} ({', '.join(map(_q, index.columns))})",
-                    )
-                )
+            named = {row[1] for row in conn.execute(f"PRAGMA index_list({quote(table.name)})")}
+        steps.extend(index_steps(table, indexes, named, _index_where))
     return steps
 
 
@@ -202,7 +168,7 @@ def _complete(table: Table, existing: list[Any]) -> list[tuple[str, str]]:
         steps.append(
             (
                 f"{table.name}:add column {column.name}",
-                f"ALTER TABLE {_q(table.name)} ADD COLUMN {_column_sql(table, column)}",
+                f"ALTER TABLE {quote(table.name)} ADD COLUMN {_column_sql(table, column)}",
             )
         )
     return steps
@@ -211,10 +177,10 @@ def _complete(table: Table, existing: list[Any]) -> list[tuple[str, str]]:
 def _indexes(conn: sqlite3.Connection, table: str) -> list[tuple[tuple[str, ...], bool]]:
     """(columns, unique) of every full (not partial) index on ``table``, the key's included."""
     found = []
-    for _, name, unique, _origin, partial in conn.execute(f"PRAGMA index_list({_q(table)})"):
+    for _, name, unique, _origin, partial in conn.execute(f"PRAGMA index_list({quote(table)})"):
         if partial:
             continue
-        columns = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({_q(name)})"))
+        columns = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({quote(name)})"))
         found.append((columns, bool(unique)))
     return found
 
@@ -223,7 +189,7 @@ def _where_sql(shape: Sequence[tuple[str, str, bool | None]]) -> str:
     """The WHERE clause of a where's shape: (column, op, has a value / is non-empty)."""
     parts = []
     for column, op, has in shape:
-        name = _q(column)
+        name = quote(column)
         if has is None:
             parts.append(f"{name} IS {'NOT ' if op == '!=' else ''}NULL")
         elif op in ("in", "not-in"):
@@ -240,35 +206,17 @@ def _where_sql(shape: Sequence[tuple[str, str, bool | None]]) -> str:
     return " WHERE " + " AND ".join(parts) if parts else ""
 
 
-class SQLiteTables:
+class SQLiteTables(DeclaredTables):
     """The declared tables of one SQLite transaction (or, read only, of the store's connection)."""
 
     def __init__(
         self, conn: sqlite3.Connection, declared: Mapping[str, Table], *, writable: bool
     ) -> None:
+        super().__init__(declared, writable=writable)
         self.conn = conn
-        self.declared = declared
-        self.writable = writable
-        self._open: dict[str, SQLiteTableAccess] = {}
 
-    def __getitem__(self, name: str) -> SQLiteTableAccess:
-        access = self._open.get(name)
-        if access is None:
-            table = self.declared.get(name)
-            if table is None:
-                raise StoreError(
-                    f"no declared table {name!r} (a plugin declares its tables with the "
-                    f"register_tables hook); declared: {sorted(self.declared)}"
-                )
-            access = self._open[name] = SQLiteTableAccess(self.conn, table, self.writable)
-        return access
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.declared
-
-    @property
-    def names(self) -> list[str]:
-        return sorted(self.declared)
+    def _access(self, table: Table) -> SQLiteTableAccess:
+        return SQLiteTableAccess(self.conn, table, self.writable)
 
     def erasure_hash(self, value: str) -> str | None:
         return erasure_hash(self.conn, value)
@@ -281,7 +229,7 @@ class SQLiteTableAccess:
         self.conn = conn
         self._table = table
         self.writable = writable
-        self._name = _q(table.name)
+        self._name = quote(table.name)
         # Which columns need converting back from what SQLite keeps.
         self._decode = {
             c.name: (json.loads if c.type == "json" else bool)
@@ -324,7 +272,7 @@ class SQLiteTableAccess:
         sql = self._sql.get(shape)
         if sql is None:
             sql = self._sql[shape] = (
-                f"INSERT INTO {self._name} ({', '.join(map(_q, names))}) "
+                f"INSERT INTO {self._name} ({', '.join(map(quote, names))}) "
                 f"VALUES ({', '.join('?' * len(names))})"
                 + (" ON CONFLICT DO NOTHING" if on_conflict == "ignore" else "")
             )
@@ -385,14 +333,14 @@ class SQLiteTableAccess:
             if name not in row:
                 raise StoreError(f"{table.name}: upsert updates {name!r}, which the row lacks")
         action = (
-            "DO UPDATE SET " + ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in changed)
+            "DO UPDATE SET " + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in changed)
             if changed
             else "DO NOTHING"
         )
         sql = (
-            f"INSERT INTO {self._name} ({', '.join(map(_q, names))}) "
+            f"INSERT INTO {self._name} ({', '.join(map(quote, names))}) "
             f"VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({', '.join(map(_q, target))}) {action}"
+            f"ON CONFLICT ({', '.join(map(quote, target))}) {action}"
         )
         try:
             self.conn.execute(sql, values)
@@ -411,13 +359,13 @@ class SQLiteTableAccess:
         check_writable(table, "update")
         sets, params = [], []
         for name, value in (values or {}).items():
-            sets.append(f"{_q(name)} = ?")
+            sets.append(f"{quote(name)} = ?")
             params.append(_param(table.column(name), value))
         for name, amount in (add or {}).items():
             column = table.column(name)
             if column.type not in ("integer", "real"):
                 raise StoreError(f"{table.name}.{name} is {column.type}: add takes numbers")
-            sets.append(f"{_q(name)} = {_q(name)} + ?")
+            sets.append(f"{quote(name)} = {quote(name)} + ?")
             params.append(to_store(column, amount))
         if not sets:
             raise StoreError(f"{table.name}: an update needs values or add")
@@ -484,10 +432,10 @@ class SQLiteTableAccess:
         cached = self._selects.get(shape)
         if cached is None:
             selected = check_columns(self._table, columns)
-            head = f"SELECT {', '.join(map(_q, selected))} FROM {self._name}"
+            head = f"SELECT {', '.join(map(quote, selected))} FROM {self._name}"
             order = check_order(self._table, order_by)
             tail = (
-                " ORDER BY " + ", ".join(f"{_q(n)}{' DESC' if d else ''}" for n, d in order)
+                " ORDER BY " + ", ".join(f"{quote(n)}{' DESC' if d else ''}" for n, d in order)
                 if order
                 else ""
             )
@@ -534,12 +482,12 @@ class SQLiteTableAccess:
     ) -> list[dict[str, Any]]:
         table = self._table
         grouped, summed = check_aggregate(table, group_by, sums)
-        selected = [_q(n) for n in grouped] + ["count(*)"]
-        selected += [f"coalesce(sum({_q(n)}), 0)" for n in summed]
+        selected = [quote(n) for n in grouped] + ["count(*)"]
+        selected += [f"coalesce(sum({quote(n)}), 0)" for n in summed]
         clause, params = self._where(where or {})
         sql = f"SELECT {', '.join(selected)} FROM {self._name}{clause}"
         if grouped:
-            names = ", ".join(map(_q, grouped))
+            names = ", ".join(map(quote, grouped))
             sql += f" GROUP BY {names} ORDER BY {names}"
         real = {n for n in summed if table.column(n).type == "real"}
         found = []

@@ -555,3 +555,87 @@ __all__ = [
     "TableAccess",
     "Tables",
 ]
+
+
+# -- what both stores' implementations share -----------------------------------------------------
+
+
+def quote(name: str) -> str:
+    """A declared name as an SQL identifier. Names were checked when declared
+    (``[a-z][a-z0-9_]*``); quoting keeps keywords usable. The same in both dialects."""
+    return f'"{name}"'
+
+
+def index_steps(
+    table: Table,
+    indexes: Sequence[tuple[tuple[str, ...], bool]],
+    named: Collection[str],
+    index_where: Callable[[Table, Index], str],
+) -> list[tuple[str, str]]:
+    """The unique constraints and indexes ``table`` declares that the store lacks, as
+    (``table:change``, SQL). ``indexes`` are the store's (columns, unique) ones, ``named`` the
+    names of its indexes (a partial index is known by its name), ``index_where`` the dialect's
+    ``WHERE`` of a partial index."""
+    steps: list[tuple[str, str]] = []
+    target = quote(table.name)
+    for columns in table.unique:
+        if not any(unique and set(cols) == set(columns) for cols, unique in indexes):
+            name = f"{table.name}_unique_{'_'.join(columns)}"[:63]
+            steps.append(
+                (
+                    f"{table.name}:add unique {name}",
+                    f"CREATE UNIQUE INDEX {quote(name)} ON {target} "
+                    f"({', '.join(map(quote, columns))})",
+                )
+            )
+    for index in table.indexes:
+        name = table.index_name(index)
+        if index.conditions:
+            if name in named:
+                continue
+        elif any(
+            cols == index.columns and (unique or not index.unique) for cols, unique in indexes
+        ):
+            continue
+        steps.append(
+            (
+                f"{table.name}:add index {name}",
+                f"CREATE {'UNIQUE ' if index.unique else ''}INDEX {quote(name)} ON {target} "
+                f"({', '.join(map(quote, index.columns))})"
+                + (index_where(table, index) if index.conditions else ""),
+            )
+        )
+    return steps
+
+
+class DeclaredTables:
+    """The declared tables, by name, of one view of a store (a write transaction, or read
+    only): what :class:`Tables` promises, with the opening of one table's access left to the
+    store (``_access``) and each access kept for the view's life (it caches its statements)."""
+
+    def __init__(self, declared: Mapping[str, Table], *, writable: bool) -> None:
+        self.declared = declared
+        self.writable = writable
+        self._open: dict[str, TableAccess] = {}
+
+    def _access(self, table: Table) -> TableAccess:
+        raise NotImplementedError
+
+    def __getitem__(self, name: str) -> TableAccess:
+        access = self._open.get(name)
+        if access is None:
+            table = self.declared.get(name)
+            if table is None:
+                raise StoreError(
+                    f"no declared table {name!r} (a plugin declares its tables with the "
+                    f"register_tables hook); declared: {sorted(self.declared)}"
+                )
+            access = self._open[name] = self._access(table)
+        return access
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.declared
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self.declared)
