@@ -174,6 +174,8 @@ class Engine:
         #: External actions' outcomes are written every this many sends (or every quarter of a
         #: second): a crash between a send and that write repeats at most this many sends.
         self.record_every = record_every
+        #: ... or as soon as the oldest unwritten outcome is this many seconds old.
+        self.record_within = 0.25
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
@@ -475,6 +477,7 @@ class Engine:
             late_action_limit=self.late_action_limit,
             conditions=self.conditions,
             record_every=self.record_every,
+            record_within=self.record_within,
             rules=self.rulebook.rules,
         )
         while limit is None or report.total < limit:

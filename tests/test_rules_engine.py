@@ -496,3 +496,27 @@ def test_check_applies_the_limits_the_engine_applies(on_store, tmp_path, clock):
     # Judged on that page view again: a fire at the same moment is within its own cooldown.
     assert verdicts["daily"]["would_fire"] is False
     assert verdicts["daily"]["why"].startswith("blocked by limit: cooldown of 1 day")
+
+
+@pytest.mark.parametrize(("record_every", "batches"), [(16, 3), (1, 40)])
+def test_external_outcomes_are_written_one_transaction_per_batch(
+    tmp_path, clock, monkeypatch, record_every, batches
+):
+    from tests.plugins import notify_plugin
+
+    send = rule("notify", {"event": "signup"}, [{"action": "test.notify"}])
+    engine = make(tmp_path, clock, send, plugins=notify_plugin.installed())
+    engine.record_every, engine.record_within = record_every, 3600.0  # by count alone here
+    engine.ingest_many([event(f"c{n:02d}", "signup", "2026-11-01") for n in range(40)])
+    opened = []
+    real_write = engine.store.write
+
+    def counted_write():
+        opened.append(1)
+        return real_write()
+
+    monkeypatch.setattr(engine.store, "write", counted_write)  # the real store, writes counted
+    assert engine.dispatch(batch=200).outcomes == {"done": 40}
+    assert len(notify_plugin.SENT) == 40
+    assert len(opened) == 1 + batches  # the claims' transaction, then one per batch of outcomes
+    assert {r.status for c in range(40) for r in engine.store.actions_for(f"c{c:02d}")} == {"done"}
