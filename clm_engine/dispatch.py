@@ -337,7 +337,7 @@ class Dispatcher:
         index = int(parts[4])
         if index >= len(compiled.rechecks) or compiled.rechecks[index] is None:
             return None
-        condition, evaluator = compiled.rechecks[index]  # type: ignore[misc]
+        condition, evaluator = compiled.rechecks[index]  # type: ignore[misc]  # the None case returned just above
         occurrence = unescape_key_part(parts[3])
         event, transition = trigger
         call = compiled.rule.then[index] if index < len(compiled.rule.then) else None

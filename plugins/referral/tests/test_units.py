@@ -101,7 +101,7 @@ def test_money_is_exact_minor_units():
     with pytest.raises(ValueError, match="more than 2 decimals"):
         to_minor("1.005", "USD")
     with pytest.raises(ValueError, match="decimal string"):
-        to_minor(50.0, "USD")  # type: ignore[arg-type]
+        to_minor(50.0, "USD")  # type: ignore[arg-type]  # the wrong type is the point of the test
     with pytest.raises(ValueError, match="not a decimal"):
         to_minor("fifty", "USD")
 
