@@ -253,48 +253,6 @@ class Erasure:
                 terms.append((form.lower() if folded else form, folded))
         return terms
 
-    # -- tables --------------------------------------------------------------------------------
-
-    def rows_mentioning(self, db: Any, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """``table``'s columns, and ``(rowid, *values)`` of its rows in which some column may
-        mention the contact (found with ``instr`` in SQL; :meth:`mentions` decides).
-        ``db`` is a ``sqlite3.Connection`` or a ``sqlite_utils.Database``."""
-        columns = [row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()]
-        tests, args = [], []
-        for column in columns:
-            text = f'CAST("{column}" AS TEXT)'
-            for term, folded in self.search_terms():
-                tests.append(f"instr(lower({text}), ?)" if folded else f"instr({text}, ?)")
-                args.append(term)
-        selected = ", ".join(f'"{column}"' for column in columns)
-        rows = db.execute(
-            f'SELECT rowid, {selected} FROM "{table}" WHERE {" OR ".join(tests)}', args
-        ).fetchall()
-        return columns, [tuple(row) for row in rows]
-
-    def rewrite_table(self, db: Any, table: str) -> int:
-        """Rewrite every text value of ``table`` that mentions the contact (JSON value by
-        value, text mention by mention) and report the rows as pseudonymised. For the rows of
-        other contacts: delete the contact's own rows first. Not for tables whose rows must
-        not be updated (a ledger's): rewrite those by deleting and inserting."""
-        columns, rows = self.rows_mentioning(db, table)
-        changed = 0
-        for rowid, *values in rows:
-            updates = {
-                column: self.rewrite_text(value)
-                for column, value in zip(columns, values, strict=True)
-                if isinstance(value, str) and self.mentions(value)
-            }
-            if updates:
-                assignments = ", ".join(f'"{column}" = ?' for column in updates)
-                db.execute(
-                    f'UPDATE "{table}" SET {assignments} WHERE rowid = ?',
-                    [*updates.values(), rowid],
-                )
-                changed += 1
-        self.pseudonymised(table, changed)
-        return changed
-
     # -- what plugins report and ask for -------------------------------------------------------
 
     def pseudonymised(self, table: str, count: int) -> None:

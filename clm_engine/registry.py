@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import click
     from sqlite_utils.migrations import Migrations
 
-    from .store.tables import Table
+    from .store.tables import Table, Tables
 
 #: pluggy's project name for the engine's hooks (``HookimplMarker("clm_engine")``).
 PROJECT = "clm_engine"
@@ -252,14 +252,14 @@ class Registry:
             plugin = _owner_in_traceback(owners, error.__traceback__)
             return [Veto(f"policy of plugin {plugin!r} failed: {error!r}")]
 
-    def forget_contact(self, db: Any, erasure: Erasure) -> dict[str, int]:
+    def forget_contact(self, tables: Tables, db: Any, erasure: Erasure) -> dict[str, int]:
         """Ask every plugin to erase one contact; rows removed, by table (plugins own their
         tables, so a table names its plugin). A plugin that raises stops the erasure (the
         caller's transaction rolls back), as a :class:`PluginError` naming the plugin."""
         removed: dict[str, int] = {}
         try:
             results = self.pm.hook.forget_contact(
-                db=db, contact_id=erasure.contact_id, erasure=erasure
+                tables=tables, contact_id=erasure.contact_id, erasure=erasure, db=db
             )
         except Exception as error:
             owners = _owners(self.pm.hook.forget_contact.get_hookimpls())

@@ -105,18 +105,19 @@ def register_commands(cli: click.Group) -> None:
 
 @hookspec
 def forget_contact(
-    db: sqlite_utils.Database, contact_id: str, erasure: Erasure
+    tables: Tables, contact_id: str, erasure: Erasure, db: sqlite_utils.Database
 ) -> dict[str, int] | None:
     """Erase one contact's personal data from the tables and files the plugin owns (GDPR).
 
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
-    that erases the core's rows, so the erasure happens everywhere or nowhere: do not commit,
-    and raise to stop it (nothing is erased). Delete the contact's own rows; rewrite the rows
-    of other contacts that refer to the contact with ``erasure.rewrite`` (or to
-    ``erasure.pseudonym``) and report them with ``erasure.pseudonymised(table, count)``;
-    name files to remove with ``erasure.remove_file(path)`` (removed after the commit).
-    ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere after the
-    hook: the core checks every table and rolls the erasure back if one still mentions them.
+    that erases the core's rows, on either store, so the erasure happens everywhere or
+    nowhere: do not commit, and raise to stop it (nothing is erased). Delete the contact's
+    own rows through ``tables`` (the declared tables, writable); rewrite the rows of other
+    contacts that refer to the contact with ``tables[name].pseudonymise(erasure)`` (append-only
+    tables too); name files to remove with ``erasure.remove_file(path)`` (removed after the
+    commit). ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere
+    after the hook: the core checks every table and rolls the erasure back if one still
+    mentions them. ``db`` (SQLite only) is for tables made by ``register_migrations``.
     Return a mapping of table name to the number of rows removed (or ``None``).
     """
 

@@ -399,13 +399,14 @@ class Store(Protocol):
         self,
         contact_id: str,
         *,
-        also: Callable[[Any, Erasure], dict[str, int]],
+        also: Callable[[Tables, Any, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
     ) -> tuple[Erasure, ErasureReport]:
         """Erase a contact from the core's tables and, in the same transaction, through
-        ``also``; rewrite other contacts' references to the pseudonym; check and record it.
+        ``also(tables, db, erasure)`` (the plugins' hooks, with the write's declared tables);
+        rewrite other contacts' references to the pseudonym; check and record it.
         Files are planned, not touched: the caller applies them after the commit."""
         ...
 

@@ -27,7 +27,6 @@ from . import actions, policy, sequences, settings, store, templates
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database
 
 BOUNCE_TYPES = ("hard", "soft")
 
@@ -87,8 +86,8 @@ def register_tables(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
-    return store.forget(db, contact_id, erasure)
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return store.forget(tables, contact_id, erasure)
 
 
 @hookimpl

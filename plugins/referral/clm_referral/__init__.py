@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from clm_engine import Contact, Erasure, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, Tables, hookimpl
 
 from . import actions, attribution, facts, reviews
 from .schema import TABLES
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
 __all__ = ["TABLES"]
 
@@ -126,7 +125,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
     from .erasure import forget
 
-    return forget(db, contact_id, erasure)
+    return forget(tables, contact_id, erasure)
