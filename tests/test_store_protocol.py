@@ -227,6 +227,12 @@ def test_the_outbox_from_enqueue_to_done(store):
         ("rs", "r", "skipped", "2026-03-01", 1),
     ]
     assert store.read().high_water()[1] == 3
+    assert store.outcome_counts("tag.add") == [
+        ("done", None, 1),
+        ("retracted", "no longer implied", 1),
+        ("skipped", "again", 1),
+    ]
+    assert store.outcome_counts("email.send") == []
 
 
 def test_traces_are_kept_read_and_redone(store):

@@ -375,6 +375,11 @@ class Store(Protocol):
 
     def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]: ...
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        """``(status, note, count)`` of one action's outbox rows, grouped by status and note,
+        most frequent first: why its sends waited, failed or were vetoed, for a report."""
+        ...
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]: ...
 
     def anchors_of(

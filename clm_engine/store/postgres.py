@@ -597,6 +597,14 @@ class PostgresStore(_Queries):
         )
         return [_outbox_row(row) for row in rows]
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        rows = self._all(
+            "SELECT status, note, count(*) FROM outbox WHERE action = %s "
+            "GROUP BY status, note ORDER BY count(*) DESC, status, note",
+            [action],
+        )
+        return [(status, note, int(count)) for status, note, count in rows]
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         rows = self._all(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ANY(%s)", [list(keys)])
         return {r.key: r for r in map(_outbox_row, rows)}

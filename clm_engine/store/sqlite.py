@@ -450,6 +450,14 @@ class SQLiteStore:
         )
         return [_outbox_row(row) for row in rows]
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        rows = self.conn.execute(
+            "SELECT status, note, count(*) FROM outbox WHERE action = ? "
+            "GROUP BY status, note ORDER BY count(*) DESC, status, note",
+            [action],
+        )
+        return [(status, note, int(count)) for status, note, count in rows]
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         rows = self.conn.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key IN (SELECT value FROM json_each(?))",
