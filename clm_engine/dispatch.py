@@ -398,6 +398,7 @@ class Dispatcher:
             documents=self.documents,
             actions=self.action_names,
             conditions=self.conditions,
+            registry=self.registry,
         )
 
     def _record(
@@ -496,6 +497,7 @@ def action_context(
     actions: frozenset[str],
     folded: Mapping[str, Contact] | None = None,
     conditions: Any = None,
+    registry: Registry | None = None,
 ) -> ActionContext:
     """What an action's ``run`` receives, at dispatch or inline in the fold; ``tx`` is the
     write transaction (``None`` while an external action runs outside it). ``folded`` holds
@@ -519,6 +521,7 @@ def action_context(
         actions=actions,
         conditions=conditions,
         count_events=EventCounter(tx, contact.id) if tx is not None else None,
+        registry=registry,
     )
 
 

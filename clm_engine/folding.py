@@ -276,6 +276,7 @@ class ContactFold:
             stages=self.engine.stages,
             documents=self.engine.rulebook.documents,
             actions=self.engine.action_names,
+            registry=self.engine.registry,
             folded=self.batch,
             conditions=self.engine.conditions,
         )

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from importlib import metadata
-from types import CodeType, FrameType, TracebackType
+from types import CodeType, FrameType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -77,6 +77,9 @@ class Registry:
     def __init__(self, plugins: Plugins = (), *, builtins: bool = True, installed: bool = True):
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(specs)
+        # Plugins' own extension points join as each plugin registers (a historic hook).
+        self.pm.hook.register_hookspecs.call_historic(kwargs={"register": self._add_hookspecs})
+        self._calls: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
         #: Plugins that failed to import: name -> reason. Shown by ``clm plugins``; never fatal.
         self.load_failures: dict[str, str] = {}
         #: Where each entry-point plugin came from: name -> (distribution, version).
@@ -93,6 +96,13 @@ class Registry:
         for name, plugin in named:
             self._add(plugin, name)
         self.pm.check_pending()
+
+    def _add_hookspecs(self, hookspecs: ModuleType | type) -> None:
+        """A plugin's own hooks (``register_hookspecs``); one already declared is a clash."""
+        try:
+            self.pm.add_hookspecs(hookspecs)
+        except ValueError as error:  # pluggy: "Hook 'x' is already registered ..."
+            raise PluginError(f"register_hookspecs: {error}") from None
 
     def _named(self, plugins: Iterable[object]) -> list[tuple[str, object]]:
         return [(self.pm.get_canonical_name(plugin), plugin) for plugin in plugins]
@@ -203,6 +213,19 @@ class Registry:
             target = found.any_type if event_type == "*" else found.by_type[event_type]
             target.append((name, handler))
         return found
+
+    def registrations(self, hook_name: str) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+        """What the plugins registered through a registration hook (``register_...``,
+        the core's or a plugin's own from ``register_hookspecs``): each ``register(...)`` call
+        as ``(plugin, args, kwargs)``, in the plugins' order. Asked once per hook (a registry
+        is read-only once built); a hook that raises is a :class:`PluginError` naming the
+        plugin."""
+        found = self._calls.get(hook_name)
+        if found is None:
+            if getattr(self.pm.hook, hook_name, None) is None:
+                raise PluginError(f"no hook {hook_name!r} is declared")
+            found = self._calls[hook_name] = self._registrations(hook_name)
+        return list(found)
 
     def _registrations(
         self, hook_name: str, caller: pluggy.HookCaller | None = None

@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     Reducer = Callable[[Contact, Event], None]
 
 
+@hookspec(historic=True)
+def register_hookspecs(register: Callable[[object], None]) -> None:
+    """Open extension points of the plugin's own: hooks other plugins implement (the email
+    plugin's transports, the referral plugin's fraud checks).
+
+    Call ``register(specs)`` with a module or class of functions marked with
+    ``clm_engine.hookspec``; they join the engine's plugin manager, so each engine has its own
+    implementations, loaded from the same ``clm_engine`` entry point group. Called as each
+    plugin registers (a historic hook), before the engine checks every implementation against
+    its spec. Read the implementations with ``registry.registrations(hook_name)`` (the
+    ``register(...)`` calls, each with the plugin that made it); an action reaches the
+    registry as ``ctx.registry``, a command as ``clm_engine.cli.registry_of(ctx)``.
+    """
+
+
 @hookspec
 def register_reducers(register: Callable[..., None]) -> None:
     """Contribute reducers: functions that fold an event into a contact's state.

@@ -5,8 +5,8 @@
 * **Actions**: ``email.send`` (external: rendered and delivered outside the engine's write
   lock), ``email.start_sequence`` / ``email.stop_sequence`` for drip ``sequence`` documents.
 * **Delivery**: the ``file`` transport (``.eml`` files, the default), ``smtp``, and any a
-  plugin adds through this plugin's own hook, ``register_email_transports`` (its own plugin
-  manager, ``clm_email.transports.pm``; see ``clm_email.hookspecs``).
+  plugin adds through this plugin's own hook, ``register_email_transports`` (added to each
+  engine's plugin manager; see ``clm_email.hookspecs``).
 * **Policy** (``dispatch_policy``): consent, suppressions, frequency caps and quiet hours;
   a capped or quiet-hours message is deferred, never dropped.
 * **Its own tables** (declared with ``register_tables``, for any store), kept from events by
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from clm_engine import Contact, Defer, Erasure, Event, Tables, Veto, hookimpl
 
-from . import actions, policy, sequences, settings, store, templates
+from . import actions, hookspecs, policy, sequences, settings, store, templates, transports
 
 if TYPE_CHECKING:
     import click
@@ -77,6 +77,16 @@ def register_reducers(register: Callable[..., None]) -> None:
     register("email.bounced", apply_bounce, name="email.bounced")
     register("purchase", remember_product, name="email.remember_product")
     register("email.sent", count_sent, name="email.count_sent")
+
+
+@hookimpl
+def register_hookspecs(register: Callable[..., None]) -> None:
+    register(hookspecs)
+
+
+@hookimpl
+def register_email_transports(register: Callable[..., None]) -> None:
+    transports.builtin_transports(register)
 
 
 @hookimpl

@@ -40,6 +40,8 @@ def test_discovered_through_its_entry_point():
         "dispatch_policy",
         "register_commands",
         "check_unsubscribe_token",
+        "register_hookspecs",  # its own hook, register_email_transports, which it implements
+        "register_email_transports",
     }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.

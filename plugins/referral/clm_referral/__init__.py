@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from clm_engine import Contact, Erasure, Event, Tables, hookimpl
 
-from . import actions, attribution, facts, reviews
+from . import actions, attribution, checks, facts, fraud, reviews
 from .schema import TABLES
 
 if TYPE_CHECKING:
@@ -115,6 +115,16 @@ def register_facts(register: Callable[..., None]) -> None:
         ("referral.balance", facts.fact_balance, "number"),
     ):
         register(name, compute, type=kind, description=compute.__doc__)
+
+
+@hookimpl
+def register_hookspecs(register: Callable[..., None]) -> None:
+    register(fraud.Specs)
+
+
+@hookimpl
+def register_fraud_checks(register: Callable[..., None]) -> None:
+    checks.register_builtin_checks(register)
 
 
 @hookimpl
