@@ -11,7 +11,7 @@ from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
-from .erasure import Erasure, ErasureReport, erasure_hash
+from .erasure import Erasure, ErasureReport
 from .errors import (
     ActionError,
     ClmError,
@@ -87,7 +87,6 @@ __all__ = [
     "describe_validation_error",
     "did_you_mean",
     "duration_to_timedelta",
-    "erasure_hash",
     "hookimpl",
     "hookspec",
     "money",

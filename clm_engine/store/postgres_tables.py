@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from pydantic_core import to_json
 
-from ..erasure import Erasure, erasure_hash
+from ..erasure import Erasure, keyed_hash
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -42,6 +42,7 @@ from .tables import (
     index_steps,
     key_of,
     quote,
+    read_erasure_key,
     rewritten,
     searched_columns,
     to_store,
@@ -227,7 +228,8 @@ class PostgresTables(DeclaredTables):
 
     def erasure_hash(self, value: str) -> str | None:
         with self._connection() as conn:
-            return erasure_hash(conn, value)
+            key = read_erasure_key(conn)
+        return keyed_hash(key, value) if key is not None else None
 
 
 class PostgresTableAccess:

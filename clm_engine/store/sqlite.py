@@ -28,12 +28,12 @@ from typing import Any
 import sqlite_utils
 from pydantic_core import to_json
 
-from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in, store_key
+from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
-from .tables import Table, Tables, check_tables, quote
+from .tables import Table, Tables, check_tables, quote, read_erasure_key
 
 
 def _dumps(value: Any) -> str:
@@ -606,7 +606,7 @@ class SQLiteStore:
         ):
             stored = json.loads(event)
             collect(stored.get("properties"), with_names=stored.get("type") in PROFILE_EVENTS)
-        key = store_key(self.conn)
+        key = read_erasure_key(self.conn)
         if key is None:
             raise StoreError(f"{self.path}: no erasure key (run clm migrate)")
         return Erasure(contact_id, emails=emails, names=names, key=key)

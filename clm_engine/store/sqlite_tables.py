@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..erasure import Erasure, erasure_hash
+from ..erasure import Erasure, keyed_hash
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -36,6 +36,7 @@ from .tables import (
     index_steps,
     key_of,
     quote,
+    read_erasure_key,
     rewritten,
     searched_columns,
     to_store,
@@ -222,7 +223,11 @@ class SQLiteTables(DeclaredTables):
         return SQLiteTableAccess(self.conn, table, self.writable)
 
     def erasure_hash(self, value: str) -> str | None:
-        return erasure_hash(self.conn, value)
+        try:
+            key = read_erasure_key(self.conn)
+        except sqlite3.OperationalError:  # a file without the core's schema: nothing was hashed
+            return None
+        return keyed_hash(key, value) if key is not None else None
 
 
 class SQLiteTableAccess:

@@ -442,7 +442,7 @@ class Tables(Protocol):
     def erasure_hash(self, value: str) -> str | None:
         """The keyed hash an erasure keeps of ``value`` in this store (``None`` without a
         key): what a plugin looks up to recognise an erased value it must still honour (an
-        opted-out address), as :func:`clm_engine.erasure_hash` does on a SQLite ``db``."""
+        opted-out address); during an erasure, ``erasure.keyed_hash`` gives the same."""
         ...
 
 
@@ -603,6 +603,13 @@ __all__ = [
 
 
 # -- what both stores' implementations share -----------------------------------------------------
+
+
+def read_erasure_key(conn: Any) -> bytes | None:
+    """The store's erasure key (random, made by the core's schema), if any: what keys the
+    hashes an erasure keeps. The same statement in both dialects, on a DB-API connection."""
+    row = conn.execute("SELECT key FROM erasure_key WHERE id = 1").fetchone()
+    return bytes.fromhex(row[0]) if row else None
 
 
 def quote(name: str) -> str:

@@ -269,7 +269,7 @@ def enrollment(tables: Tables, enrollment_id: str) -> dict[str, Any] | None:
 
 def hashed(address: str) -> str:
     """The unkeyed hash older versions kept of an erased contact's suppressed address (still
-    honoured when found; an erasure now keeps a keyed hash, :func:`clm_engine.erasure_hash`)."""
+    honoured when found; an erasure now keeps a keyed hash, ``tables.erasure_hash``)."""
     return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
