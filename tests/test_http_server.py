@@ -103,6 +103,7 @@ def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
     token = make_key(db, "ingest")
     acknowledged: set[str] = set()
     with running(db, 2, tmp_path / "server.log") as server:
+        killed = asyncio.Event()
 
         async def load(stop_at: float) -> None:
             headers = {"Authorization": f"Bearer {token}"}
@@ -115,7 +116,9 @@ def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
                         try:
                             response = await http.post("/v1/events", json=batch, timeout=5)
                         except httpx.HTTPError:
-                            return  # the server is gone
+                            if killed.is_set():
+                                return  # the server is gone
+                            continue  # slow (a loaded machine): not acknowledged, go on
                         if response.status_code == 200:
                             for event, result in zip(
                                 batch, response.json()["results"], strict=True
@@ -124,12 +127,17 @@ def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
                                     acknowledged.add(event["id"])
 
             async def killer() -> None:
-                await asyncio.sleep(3)
+                # Mid-load by what the server has done, not by the clock: a loaded machine
+                # may take seconds to answer the first request.
+                while len(acknowledged) < 50 and time.monotonic() < stop_at - 5:
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)
                 server.kill()
+                killed.set()
 
             await asyncio.gather(killer(), *(client() for _ in range(16)))
 
-        asyncio.run(load(time.monotonic() + 10))
+        asyncio.run(load(time.monotonic() + 90))
     assert len(acknowledged) > 20
     with Engine(db) as engine:
         stored = engine.store.read().existing_event_ids(sorted(acknowledged))
