@@ -78,7 +78,7 @@ def main() -> None:
     n = args.rows
     with tempfile.TemporaryDirectory() as tmp:
         store = open_store(str(Path(tmp) / "bench.db"))
-        store.migrate([], TABLES)
+        store.migrate(TABLES)
         insert_sql = (
             f"INSERT INTO warranty_offers ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"

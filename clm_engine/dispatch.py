@@ -11,7 +11,7 @@ Actions registered ``external=True`` (an email) must not hold SQLite's write loc
 network round trip, so they go in three steps: inside the batch's transaction the policies are
 asked and the row is *claimed* (its due time moves to the end of a lease, so the row comes
 back by itself if the worker dies); ``run`` is called after the commit, with no lock held and
-``ctx.db = None``; then a short write transaction records the outcome and applies what the
+``ctx.tables = None``; then a short write transaction records the outcome and applies what the
 action emitted. A crash between the send and the record sends again when the lease ends (at
 least once): the row's ``key`` goes with the effect (an email's Message-ID) so that a receiver
 can deduplicate.
@@ -352,6 +352,7 @@ class Dispatcher:
             count_events=EventCounter(tx, contact.id),
             stages=self.stages,
             db=tx.db,
+            tables=tx.tables,
             documents=self.documents,
         )
         if not evaluator.matching(ctx):
@@ -510,7 +511,6 @@ def action_context(
         ruleset=ruleset,
         rule=rule,
         stages=stages,
-        db=tx.db if tx is not None else None,
         tables=tx.tables if tx is not None else None,
         entity=entity,
         documents=documents,
@@ -582,7 +582,6 @@ def ask_policies(
         params=fields["params"],
         contact=contact,
         now=now,
-        db=tx.db,
         tables=tx.tables,
         entity=fields["entity"],
         key=fields["key"],

@@ -182,7 +182,7 @@ class Engine:
         self._evaluator = Evaluator(self.rulebook)
         self._ruleset_paths: list[str] = []
         if migrate:
-            self.store.migrate(self.registry.migrations, self.registry.tables)
+            self.store.migrate(self.registry.tables)
         if rulesets:
             self.load_rulesets(rulesets)
 

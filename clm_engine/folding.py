@@ -29,8 +29,6 @@ effects are derived again, and those the corrected history no longer implies are
 
 from __future__ import annotations
 
-import functools
-import inspect
 import operator
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -106,15 +104,6 @@ class _Restart(Exception):
     """An event failed; fold again without it."""
 
 
-@functools.cache
-def _wants_db(handler: Callable[..., Any]) -> bool:
-    try:
-        first = next(iter(inspect.signature(handler).parameters), None)
-    except (TypeError, ValueError):  # a builtin or a callable without a signature
-        return False
-    return first == "db"
-
-
 class ContactFold:
     """Folds one contact's events; one instance per attempt (a failure restarts it)."""
 
@@ -158,11 +147,6 @@ class ContactFold:
 
     # -- events -------------------------------------------------------------------------------
 
-    def store_for(self, handler: Callable[..., Any]) -> Any:
-        """What an event handler gets first: the declared tables, or the ``sqlite_utils``
-        database for a handler written before the table API (its first parameter is ``db``)."""
-        return self.tx.db if _wants_db(handler) else self.tx.tables
-
     def step(self, event: Event, depth: int) -> None:
         """Fold one event, run its handlers if it is new, judge it and run what it decides."""
         contact = self.contact
@@ -182,7 +166,7 @@ class ContactFold:
             if event.id not in self.rederived_ids:
                 for name, handler in self.handlers(event.type):
                     self.failing = name
-                    handler(self.store_for(handler), contact, event)  # type: ignore[call-arg,arg-type]  # Reducers types handlers as reducers
+                    handler(self.tx.tables, contact, event)  # type: ignore[call-arg,arg-type]  # Reducers types handlers as reducers
         if self.evaluate is None:
             return
         if not is_new and (self.judge_from is None or event.occurred_at < self.judge_from):

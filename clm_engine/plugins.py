@@ -34,7 +34,6 @@ ENTRY_POINT_GROUP = "clm_engine"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.reducers",
-    "clm_engine.builtins.migrations",
     "clm_engine.builtins.operators",
     "clm_engine.builtins.facts",
     "clm_engine.builtins.actions",

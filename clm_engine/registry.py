@@ -49,7 +49,6 @@ from .types import Veto
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils.migrations import Migrations
 
     from .store.tables import Table, Tables
 
@@ -172,27 +171,6 @@ class Registry:
             found.append(table)
         return found
 
-    @cached_property
-    def migrations(self) -> list[Migrations]:
-        """Every plugin's migration set, core first."""
-        from sqlite_utils.migrations import Migrations
-
-        def check(plugin: str, migrations: Migrations) -> Migrations:
-            if not isinstance(migrations, Migrations):
-                raise PluginError(
-                    f"plugin {plugin!r} registered {migrations!r}, "
-                    "not a sqlite_utils.migrations.Migrations"
-                )
-            return migrations
-
-        names = Names("migration set")
-        sets = []
-        for plugin, args, kwargs in self._registrations("register_migrations"):
-            migrations = check(plugin, *args, **kwargs)
-            names.claim(migrations.name, plugin)
-            sets.append(migrations)
-        return sets
-
     def _collect(self, hook_name: str, kind: str, build: Callable[..., Any]) -> dict[str, Any]:
         """Specs by name, each checked by ``build(plugin, *args, **kwargs)``; a second claim of
         a name is a :class:`PluginError` naming both plugins."""
@@ -275,14 +253,14 @@ class Registry:
             plugin = _owner_in_traceback(owners, error.__traceback__)
             return [Veto(f"policy of plugin {plugin!r} failed: {error!r}")]
 
-    def forget_contact(self, tables: Tables, db: Any, erasure: Erasure) -> dict[str, int]:
+    def forget_contact(self, tables: Tables, erasure: Erasure) -> dict[str, int]:
         """Ask every plugin to erase one contact; rows removed, by table (plugins own their
         tables, so a table names its plugin). A plugin that raises stops the erasure (the
         caller's transaction rolls back), as a :class:`PluginError` naming the plugin."""
         removed: dict[str, int] = {}
         try:
             results = self.pm.hook.forget_contact(
-                tables=tables, contact_id=erasure.contact_id, erasure=erasure, db=db
+                tables=tables, contact_id=erasure.contact_id, erasure=erasure
             )
         except Exception as error:
             owners = _owners(self.pm.hook.forget_contact.get_hookimpls())

@@ -10,7 +10,7 @@ Two layers:
 
 - building blocks for a test that opens its own ``Engine`` (``Engine(path, plugins=[...])``):
   ``discover``,
-  ``make_event``, ``declared_tables``, ``check_tables``, ``check_migrations``,
+  ``make_event``, ``declared_tables``, ``check_tables``,
   ``check_rejected``, and the checks of what rules
   decided (``check_action``, ``check_no_action``, ``check_trace``, ``check_contact``), which
   take any engine;
@@ -30,7 +30,6 @@ import math
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -47,8 +46,6 @@ from .models import Contact, Event
 from .registry import Plugins, Registry
 
 if TYPE_CHECKING:
-    from sqlite_utils.migrations import Migrations
-
     from .dispatch import DispatchReport
     from .store import OutboxRow, StageTransition, Trace
     from .store.tables import Table, Tables
@@ -62,7 +59,6 @@ __all__ = [
     "Harness",
     "check_action",
     "check_contact",
-    "check_migrations",
     "check_no_action",
     "check_rejected",
     "check_tables",
@@ -155,7 +151,7 @@ def declared_tables(tables: Iterable[Table]) -> Iterator[Tables]:
 
     store = open_store(":memory:")
     try:
-        store.migrate([], list(tables))
+        store.migrate(list(tables))
         with suppress(_Rollback), store.write() as tx:
             yield tx.tables
             raise _Rollback
@@ -184,89 +180,14 @@ def check_tables(
     )
     path = Path(directory) / "check_tables.db"
     with Engine(path, registry=registry) as engine:
-        pending = engine.store.migrate(registry.migrations, registry.tables)
+        pending = engine.store.migrate(registry.tables)
         _expect(pending == [], f"an engine left table changes to make: {pending}")
     with Engine(path, registry=registry) as engine:
-        again = engine.store.migrate(registry.migrations, registry.tables)
+        again = engine.store.migrate(registry.tables)
         _expect(again == [], f"opened twice, the store changed the tables again: {again}")
         for name in tables:
             count = engine.store.tables[name].count()
             _expect(count == 0, f"a new store has {count} rows in {name}")
-
-
-def check_migrations(
-    migrations: Migrations,
-    tables: Collection[str],
-    directory: str | os.PathLike[str],
-    *,
-    plugins: Plugins = (),
-) -> None:
-    """Check that a migration set creates ``tables``, inside the caller's transaction, once.
-
-    Why: the engine applies every plugin's migrations in one write transaction with its own,
-    so a migration that commits (as sqlite3's ``executescript()`` silently does) breaks the
-    rollback of everything else. That mistake is invisible until something fails, so check:
-
-    - in an in-memory database, inside a transaction, ``apply()`` creates the tables and a
-      rollback leaves none of them; applying twice is a no-op that records each migration once;
-    - through an engine with ``plugins`` (yours, unless it is installed): the set comes
-      from the ``register_migrations`` hook, an engine opening a new store file in
-      ``directory`` creates the tables and has nothing left to apply, and a second engine
-      opening the same file applies nothing again.
-    """
-    from sqlite_utils import Database
-
-    wanted = set(tables)
-    names = [m.name for m in migrations.pending(Database(memory=True))]
-
-    def check_tables(db: Database, where: str) -> None:
-        missing = wanted - set(db.table_names())
-        _expect(not missing, f"{where}: migration set {migrations.name!r} left out {missing}")
-
-    committed = (
-        f"a migration of {migrations.name!r} committed the caller's transaction (sqlite3's "
-        "executescript() does): run one statement at a time with db.execute()"
-    )
-    db = Database(memory=True)
-    db.conn.execute("BEGIN")
-    try:
-        migrations.apply(db)
-    except sqlite3.OperationalError as error:
-        if db.conn.in_transaction:  # a migration's own mistake
-            raise
-        # sqlite-utils' savepoint went with the commit: "no such savepoint".
-        raise AssertionError(f"{committed} ({error})") from error
-    check_tables(db, "applied inside a transaction")
-    db.conn.execute("ROLLBACK")
-    kept = wanted & set(db.table_names())
-    _expect(not kept, f"{kept} survived a rollback: {committed}")
-    migrations.apply(db)
-    migrations.apply(db)
-    check_tables(db, "applied twice")
-    applied = [m.name for m in migrations.applied(db)]
-    _expect(applied == names, f"applied twice, {migrations.name!r} recorded {applied}")
-
-    registry = Registry(plugins)
-    _expect(
-        any(found is migrations for found in registry.migrations),
-        f"migration set {migrations.name!r} does not come from any plugin's "
-        "register_migrations hook: is the plugin given (plugins=[...]) or installed?",
-    )
-    path = Path(directory) / "check_migrations.db"
-    with Engine(path, registry=registry) as engine:
-        pending = engine.store.migrate(registry.migrations)
-        _expect(pending == [], f"an engine left migrations to apply: {pending}")
-    with Engine(
-        path, registry=registry
-    ):  # would fail if a migration ran again (its CREATE TABLE, say)
-        pass
-    db = Database(path)
-    try:
-        check_tables(db, "opened by the engine")
-        applied = [m.name for m in migrations.applied(db)]
-        _expect(applied == names, f"opened twice, {migrations.name!r} recorded {applied}")
-    finally:
-        db.close()
 
 
 def check_rejected(

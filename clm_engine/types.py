@@ -61,9 +61,8 @@ class FactContext:
     #: For a rule timed on a plugin's entity (a product's warranty end): that entity's id, so
     #: the plugin's facts (``product.has_service_agreement``) know which one is meant.
     entity: str | None = None
-    #: The store, for plugin facts that read their own tables (a ``sqlite_utils.Database`` on
-    #: the current transaction's connection; read only), or ``None`` when there is none.
-    #: SQLite only, and superseded by ``tables``.
+    #: The core's analytics facts read their tables through it (``store.analytics``); a
+    #: plugin's facts read ``tables``.
     db: Any = None
     #: The plugins' declared tables (``clm_engine.Tables``) in the current transaction: read
     #: them, never write in a fact. ``None`` when there is no store.
@@ -99,8 +98,7 @@ class ActionContext:
     ``tables`` are the plugins' declared tables (``clm_engine.Tables``) in the write
     transaction the action runs in (ingest, inline; or dispatch), for an internal action's own
     rows: its writes commit with the action, or roll back with it. It is ``None`` while an
-    external action runs, because that runs outside the write lock. ``db`` is the same
-    transaction as a ``sqlite_utils.Database`` (SQLite only; superseded by ``tables``).
+    external action runs, because that runs outside the write lock.
 
     ``enqueue(action, params, due_at=..., occurrence=...)`` puts a follow-up action in the
     outbox (a drip sequence's next step), once: its key derives from this action's key.
@@ -113,7 +111,6 @@ class ActionContext:
     rule: str
     stages: tuple[str, ...] = ()
     emitted: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
-    db: Any = None
     tables: Tables | None = None
     #: The engine's plugins (``clm_engine.Registry``): a plugin's own extension points are
     #: read through ``ctx.registry.registrations(hook_name)`` (``register_hookspecs``).
@@ -164,7 +161,6 @@ class ActionContext:
             now=self.now,
             event=self.event,
             stages=tuple(self.stages),
-            db=self.db,
             tables=self.tables,
             documents=self.documents,
             entity=self.entity,

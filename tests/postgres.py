@@ -121,13 +121,12 @@ class Cluster:
 
     def make_template(self) -> None:
         """The template every test database is cloned from: the core's schema, migrated."""
-        from clm_engine.builtins.migrations import migrations
         from clm_engine.store.postgres import PostgresStore
 
         self.admin(f"CREATE DATABASE {TEMPLATE}")
         store = PostgresStore(self.url(TEMPLATE))
         try:
-            store.migrate([migrations])
+            store.migrate()
         finally:
             store.close()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from clm_engine import Engine, PluginError, StoreError, hookimpl
+from clm_engine import Column, Engine, PluginError, StoreError, Table, hookimpl
 from clm_engine.erasure import Erasure
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,23 +249,38 @@ def test_forgetting_twice_changes_nothing(store, run):
     assert {p: p.read_bytes() for p in store["outbox"].rglob("*")} == files
 
 
+NOTES = Table(
+    "crm_notes",
+    columns=(Column("id", "integer", auto_increment=True), Column("note", "text")),
+    primary_key=("id",),
+)
+
+
 class Refuses:
     """A plugin whose erasure fails halfway (after the core and other plugins did theirs)."""
 
     @hookimpl
-    def forget_contact(self, db, contact_id, erasure):
-        db.execute("DELETE FROM events")  # would be a disaster if it were kept
+    def register_tables(self, register):
+        register(NOTES)
+
+    @hookimpl
+    def forget_contact(self, tables, contact_id, erasure):
+        tables["crm_notes"].delete({})  # would be a disaster if it were kept
+        for path in erasure.files_to_remove:  # nothing planned may happen either
+            erasure.remove_file(path)
         raise RuntimeError("cannot reach the archive")
 
 
 def test_a_plugin_that_fails_to_erase_stops_the_whole_erasure(store):
-    tables = _snapshot(store["db"])
-    files = {p: p.read_bytes() for p in (*store["outbox"].rglob("*"), *store["rejects"].rglob("*"))}
-    with (
-        Engine(store["db"], plugins={"refuses": Refuses()}) as engine,
-        pytest.raises(PluginError, match=r"'refuses' failed to erase.*nothing was erased"),
-    ):
-        engine.forget("cust-ada")
+    with Engine(store["db"], plugins={"refuses": Refuses()}) as engine:
+        with engine.store.write() as tx:
+            tx.tables["crm_notes"].insert({"note": "a note about someone else"})
+        tables = _snapshot(store["db"])
+        files = {
+            p: p.read_bytes() for p in (*store["outbox"].rglob("*"), *store["rejects"].rglob("*"))
+        }
+        with pytest.raises(PluginError, match=r"'refuses' failed to erase.*nothing was erased"):
+            engine.forget("cust-ada")
     assert _snapshot(store["db"]) == tables
     after = {p: p.read_bytes() for p in (*store["outbox"].rglob("*"), *store["rejects"].rglob("*"))}
     assert after == files
@@ -275,19 +290,20 @@ class LeavesAName:
     """A plugin that keeps personal data in a table and does not erase it."""
 
     @hookimpl
-    def forget_contact(self, db, contact_id):
-        db.execute("CREATE TABLE IF NOT EXISTS crm_notes (note TEXT)")
-        db.execute("INSERT INTO crm_notes VALUES ('wrote to ada.lovelace@example.org')")
+    def register_tables(self, register):
+        register(NOTES)
+
+    @hookimpl
+    def forget_contact(self, tables, contact_id):
+        tables["crm_notes"].insert({"note": "wrote to ada.lovelace@example.org"})
         return {}
 
 
 def test_an_erasure_that_would_leave_a_mention_is_refused(store):
-    tables = _snapshot(store["db"])
-    with (
-        Engine(store["db"], plugins={"leaves": LeavesAName()}) as engine,
-        pytest.raises(StoreError, match=r"crm_notes\.note still mentions the contact"),
-    ):
-        engine.forget("cust-ada")
+    with Engine(store["db"], plugins={"leaves": LeavesAName()}) as engine:
+        tables = _snapshot(store["db"])
+        with pytest.raises(StoreError, match=r"crm_notes\.note still mentions the contact"):
+            engine.forget("cust-ada")
     assert _snapshot(store["db"]) == tables
 
 
@@ -325,7 +341,7 @@ def test_rewriting_replaces_whole_values_and_mentions_not_lookalikes():
 def test_a_migrated_store_keeps_no_hash_of_an_erased_id(tmp_path):
     from sqlite_utils import Database
 
-    from clm_engine.builtins.migrations import migrations
+    from clm_engine.store.sqlite_schema import migrations
 
     db = Database(tmp_path / "old.db")
     for migration in migrations._migrations[:9]:  # up to m009: erasures kept a sha256 of the id

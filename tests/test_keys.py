@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clm_engine import Engine, VirtualClock
-from clm_engine.builtins.migrations import migrations
 from clm_engine.evaluation import decision_key
+from clm_engine.store.sqlite_schema import migrations
 
 HOSTILE = st.text(alphabet="ab/%2F:x", min_size=1, max_size=8)
 

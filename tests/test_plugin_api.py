@@ -189,7 +189,7 @@ def test_an_external_action_runs_without_the_write_lock_and_is_recorded_after(tm
         assert engine.dispatch().outcomes == {"done": 1}
         assert credits_plugin.BEHAVIOUR["lock_free"] is True  # another writer could write
         [sent] = credits_plugin.OUTSIDE
-        assert sent["db"] is None and sent["key"].endswith("/0/reminder")
+        assert sent["tables"] is None and sent["key"].endswith("/0/reminder")
         notified = [
             e for e in engine.store.read().contact_events("c1") if e.type == "credits.notified"
         ]
@@ -267,7 +267,7 @@ def test_an_anchor_on_a_plugin_entity_reaches_the_action_and_the_policy(tmp_path
             "action": "credits.notify",
             "entity": "v-7",
             "key": sent["key"],
-            "db": True,
+            "tables": True,
             "rule": "voucher-expiring",
         }
         saw = credits_plugin.POLICY_SAW

@@ -49,12 +49,6 @@ def test_hook_register_reducers(sample, db_path):
     assert names == ["core.track_activity", "sample.earn_points"]
 
 
-def test_hook_register_migrations(sample, db_path):
-    with Engine(db_path, plugins=sample) as engine:
-        assert "sample_notes" in engine.store.db.table_names()
-        assert engine.store.migrate(engine.registry.migrations) == []
-
-
 def test_hook_register_commands(sample):
     result = CliRunner().invoke(cli, ["sample-hello", "Ada"], obj=Registry(sample))
     assert result.exit_code == 0, result.output
@@ -225,17 +219,6 @@ def test_two_plugins_registering_one_name_fail_at_load_naming_both(sample, db_pa
         Engine(db_path, plugins={**sample, "clash": Clash()})
 
 
-class SecondSampleMigrations:
-    @hookimpl
-    def register_migrations(self, register):
-        register(sample_plugin.migrations)
-
-
-def test_two_migration_sets_with_one_name_fail_at_load(sample, db_path):
-    with pytest.raises(PluginError, match=r"migration set 'sample_plugin'.*'sample'.*'again'"):
-        Engine(db_path, plugins={**sample, "again": SecondSampleMigrations()})
-
-
 def _run_clm(args: list[str], extra_path: Path | None = None, **env: str):
     environ = {**os.environ, **env}
     if extra_path:
@@ -347,7 +330,7 @@ def test_hook_register_tables(db_path):
         assert rows[0]["last_at"] == "2026-10-03T10:00:00.000000Z"
         ctx = FactContext(engine.contact("ann"), datetime.now(UTC), tables=engine.store.tables)
         assert engine.registry.facts["visits.pages"].compute(ctx) == 2
-        assert engine.store.migrate(engine.registry.migrations, engine.registry.tables) == []
+        assert engine.store.migrate(engine.registry.tables) == []
     with pytest.raises(PluginError, match="table 'visits_pages' is registered by both"):
         Engine(db_path, plugins={"visits": Visits(), "again": VisitsAgain()})
 

@@ -113,21 +113,6 @@ def test_two_processes_ingesting_at_once_store_every_event_once(postgres_url, tm
     assert summary["orders"] == 6000  # each event folded exactly once
 
 
-def test_plugins_with_sqlite_migrations_are_refused_by_name(postgres_url):
-    from sqlite_utils.migrations import Migrations
-
-    from clm_engine.builtins.migrations import migrations
-
-    theirs = Migrations("clm_someplugin")
-    store = PostgresStore(postgres_url)
-    try:
-        with pytest.raises(StoreError, match="clm_someplugin"):
-            store.migrate([migrations, theirs])
-        assert store.migrate([migrations]) == []  # the core's schema is there already
-    finally:
-        store.close()
-
-
 def test_a_database_that_cannot_be_reached_is_a_clean_error(run, postgres_cluster):
     url = f"postgresql://postgres@127.0.0.1:{postgres_cluster.port}/no_such_database"
     with pytest.raises(StoreError, match="cannot connect"):
@@ -174,11 +159,10 @@ def test_clm_copy_moves_every_row_to_postgresql_and_verifies_it(postgres_url, ru
 def test_the_postgresql_schema_is_the_sqlite_schema(postgres_url, tmp_path):
     """Every table and column the core's SQLite migrations leave, PostgreSQL's have (and only
     ``rulesets.seq`` more: SQLite's rowid made visible)."""
-    from clm_engine.builtins.migrations import migrations
     from clm_engine.store.sqlite import SQLiteStore
 
     sqlite = SQLiteStore(tmp_path / "schema.db")
-    sqlite.migrate([migrations])
+    sqlite.migrate()
     lite = {
         table: {row[1] for row in sqlite.conn.execute(f"PRAGMA table_info({table})")}
         for table in sqlite.db.table_names()

@@ -9,8 +9,8 @@ import pytest
 import sqlite_utils
 
 from clm_engine import Engine, StoreError
-from clm_engine.builtins.migrations import migrations
 from clm_engine.store.sqlite import SQLiteStore
+from clm_engine.store.sqlite_schema import migrations
 
 
 def test_core_migrations_on_an_in_memory_database():

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from clm_engine import Column, Contact, Event, Index, StoreError, Table
-from clm_engine.builtins.migrations import migrations
 from clm_engine.store import IngestFailure, StageTransition, Store, StoreTransaction, Trace
 from clm_engine.store.postgres import PostgresStore, PostgresTransaction
 from clm_engine.store.sqlite import SQLiteStore, SQLiteTransaction
@@ -56,7 +55,7 @@ def open_store(request, tmp_path):
 @pytest.fixture
 def store(open_store):
     opened = open_store()
-    opened.migrate([migrations])
+    opened.migrate()
     return opened
 
 
@@ -302,7 +301,7 @@ def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
         tx.enqueue([row("k")])
     erasure, report = store.forget(
         "c1",
-        also=lambda tables, db, erasure: {"plugin_table": 0},
+        also=lambda tables, erasure: {"plugin_table": 0},
         erased_at="now",
         requested_by="ops",
     )
@@ -319,7 +318,7 @@ def test_forget_rewrites_other_contacts_references_to_the_pseudonym(store):
         tx.upsert_contacts([Contact(id="c1", email="c1@example.com"), friend], updated_at="now")
         tx.insert_events([event(2, contact="c2")], received_at="now", origins={"e2": "rs/r/c1/0"})
     erasure, report = store.forget(
-        "c1", also=lambda tables, db, erasure: {}, erased_at="now", requested_by="ops"
+        "c1", also=lambda tables, erasure: {}, erased_at="now", requested_by="ops"
     )
     assert report.pseudonymised == {"contacts": 1, "events": 1}
     kept = store.get_contact("c2")
@@ -357,7 +356,7 @@ ITEMS = Table(
 @pytest.fixture
 def items(open_store):
     store = open_store()
-    store.migrate([migrations], tables=[ITEMS])
+    store.migrate(tables=[ITEMS])
     return store
 
 
@@ -368,9 +367,9 @@ def add_items(store, *rows):
 
 def test_declared_tables_are_created_once_and_only_ever_added_to(open_store):
     store = open_store()
-    done = store.migrate([migrations], tables=[ITEMS])
+    done = store.migrate(tables=[ITEMS])
     assert "test_items:create table" in done
-    assert store.migrate([migrations], tables=[ITEMS]) == []  # up to date: nothing to do
+    assert store.migrate(tables=[ITEMS]) == []  # up to date: nothing to do
     grown = Table(
         "test_items",
         columns=(*ITEMS.columns, Column("note", "text"), Column("tries", "integer", default=1)),
@@ -380,7 +379,7 @@ def test_declared_tables_are_created_once_and_only_ever_added_to(open_store):
     )
     add_items(store, {"id": "a", "owner": "o"})
     again = open_store()
-    assert again.migrate([migrations], tables=[grown]) == [
+    assert again.migrate(tables=[grown]) == [
         "test_items:add column note",
         "test_items:add column tries",
         "test_items:add index test_items_by_note",
@@ -400,7 +399,7 @@ def test_declared_tables_are_created_once_and_only_ever_added_to(open_store):
         ),
     ):
         with pytest.raises(StoreError):
-            open_store().migrate([migrations], tables=[wrong])
+            open_store().migrate(tables=[wrong])
 
 
 def test_a_declaration_is_checked_when_it_is_made():
@@ -561,7 +560,7 @@ def test_backup_to_copies_the_store_as_committed(items, open_store, tmp_path):
     items.backup_to(tmp_path / "copy.db")
     copy = SQLiteStore(tmp_path / "copy.db")
     try:
-        copy.migrate([migrations], tables=[ITEMS])
+        copy.migrate(tables=[ITEMS])
         assert copy.read().existing_event_ids(["e1"]) == {"e1"}
         assert copy.tables["test_items"].count() == 1
     finally:
@@ -593,7 +592,7 @@ ENTRIES = Table(
 @pytest.fixture
 def entries(open_store):
     store = open_store()
-    store.migrate([migrations], tables=[ENTRIES])
+    store.migrate(tables=[ENTRIES])
     return store
 
 
@@ -639,7 +638,7 @@ def test_a_partial_unique_index_holds_among_its_rows_only(entries, open_store):
             {"account": "a", "currency": "USD", "amount": 2, "open": True}, on_conflict="ignore"
         )
         assert table.insert({"account": "b", "currency": "USD", "amount": 1, "open": True})
-    assert open_store().migrate([migrations], tables=[ENTRIES]) == []  # known by its name
+    assert open_store().migrate(tables=[ENTRIES]) == []  # known by its name
     assert ("account",) not in ENTRIES.conflict_keys()  # no upsert key: it holds among some
     for wrong in (
         lambda: Index(("a",), unique=True, where={}),
@@ -710,7 +709,7 @@ def test_tables_give_the_keyed_hash_an_erasure_keeps(items):
     with items.write() as tx:
         assert tx.tables.erasure_hash("ada@example.com") == hashed
 
-    def plugin(tables, db, erasure):  # an erasure's own hash of the same value
+    def plugin(tables, erasure):  # an erasure's own hash of the same value
         assert erasure.keyed_hash("ada@example.com") == hashed
         return {}
 
@@ -738,7 +737,7 @@ def test_an_erasure_pseudonymises_a_plugins_rows_append_only_too(open_store):
     key, after ``erasure.rename``), other values and rows untouched; the core's check that
     nothing mentions the contact any more then passes."""
     store = open_store()
-    store.migrate([migrations], tables=[MENTIONS])
+    store.migrate(tables=[MENTIONS])
     with store.write() as tx:
         tx.upsert_contacts([Contact(id="c1", email="ada@example.com")], updated_at="now")
         tx.tables["test_mentions"].insert_many(
@@ -767,7 +766,7 @@ def test_an_erasure_pseudonymises_a_plugins_rows_append_only_too(open_store):
             ]
         )
 
-    def plugin(tables, db, erasure):
+    def plugin(tables, erasure):
         erasure.rename("reward-c1", "reward-" + erasure.pseudonym)
         return {"test_mentions": 0} if tables["test_mentions"].pseudonymise(erasure) else {}
 
@@ -802,7 +801,7 @@ def test_an_erasure_pseudonymises_a_plugins_rows_append_only_too(open_store):
 
 def test_pseudonymise_is_a_write(open_store):
     store = open_store()
-    store.migrate([migrations], tables=[MENTIONS])
+    store.migrate(tables=[MENTIONS])
     from clm_engine import Erasure
 
     with store_error():

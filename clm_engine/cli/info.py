@@ -184,15 +184,8 @@ def migrate(db_path: Path, as_json: bool) -> None:
     """Create the database or bring its schema up to date (the core's and every plugin's)."""
     store = open_store(str(db_path))
     try:
-        registry = registry_of()
-        migration_sets = registry.migrations
-        applied = store.migrate(migration_sets, registry.tables)
-        from ..store.postgres import PostgresStore  # psycopg only when it is needed
-
-        if isinstance(store, PostgresStore):
-            state = store.applied_migrations()
-        else:
-            state = {m.name: [a.name for a in m.applied(store.db)] for m in migration_sets}
+        applied = store.migrate(registry_of().tables)
+        state = store.applied_migrations()
     finally:
         store.close()
     if as_json:

@@ -17,8 +17,6 @@ from . import hookspec
 
 if TYPE_CHECKING:
     import click
-    import sqlite_utils
-    from sqlite_utils.migrations import Migrations
 
     from ..erasure import Erasure
     from ..models import Contact, Event
@@ -68,10 +66,8 @@ def register_event_handlers(register: Callable[..., None]) -> None:
     duplicate, never again when a late event makes the engine re-fold a contact's history),
     after the event's reducers, inside the write transaction that stores the event, and before
     the rules the event triggers are evaluated, so facts reading the plugin's tables see its
-    effect. ``tables`` are the plugins' declared tables in that transaction (a handler whose
-    first parameter is named ``db`` gets the ``sqlite_utils.Database`` instead, as before the
-    table API; SQLite only); ``contact`` is the
-    contact after the event was folded: read it, never change it (a re-fold would lose the
+    effect. ``tables`` are the plugins' declared tables in that transaction; ``contact`` is
+    the contact after the event was folded: read it, never change it (a re-fold would lose the
     change). Events from outside and events emitted by actions both pass through.
 
     If the handler raises, the event is not stored, every write the handlers made for the
@@ -98,18 +94,6 @@ def register_tables(register: Callable[[Table], None]) -> None:
 
 
 @hookspec
-def register_migrations(register: Callable[[Migrations], None]) -> None:
-    """Contribute the plugin's own set of database migrations (SQLite only; superseded by
-    ``register_tables``, kept for plugins not yet declaring their tables).
-
-    Call ``register(migrations)`` with a ``sqlite_utils.migrations.Migrations`` whose name is
-    unique to the plugin (its package name is a good choice). Migrations run when a store is
-    opened and by ``clm migrate``; each runs in the store's write transaction. Two sets with one
-    name are a :class:`PluginError` at load.
-    """
-
-
-@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add subcommands to the ``clm`` command-line tool.
 
@@ -119,9 +103,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def forget_contact(
-    tables: Tables, contact_id: str, erasure: Erasure, db: sqlite_utils.Database
-) -> dict[str, int] | None:
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int] | None:
     """Erase one contact's personal data from the tables and files the plugin owns (GDPR).
 
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
@@ -132,7 +114,7 @@ def forget_contact(
     tables too); name files to remove with ``erasure.remove_file(path)`` (removed after the
     commit). ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere
     after the hook: the core checks every table and rolls the erasure back if one still
-    mentions them. ``db`` (SQLite only) is for tables made by ``register_migrations``.
+    mentions them.
     Return a mapping of table name to the number of rows removed (or ``None``).
     """
 
@@ -219,7 +201,6 @@ def dispatch_policy(
     params: dict[str, Any],
     contact: Contact,
     now: datetime,
-    db: sqlite_utils.Database,
     tables: Tables,
     entity: str | None,
     key: str,
@@ -231,7 +212,7 @@ def dispatch_policy(
 
     Called for every action about to be dispatched, inside the dispatch write transaction
     (``tables``, the declared tables, for reading what the plugin keeps; never write in a
-    policy; ``db`` is the same transaction as a ``sqlite_utils.Database``, SQLite only).
+    policy).
     ``entity`` is what the action is about (a product id) if not the contact, ``key`` the
     outbox row's idempotency key, ``ruleset`` and ``rule`` where it came from.
     ``in_flight()`` lists the contact's outbox rows that a worker holds right now (external

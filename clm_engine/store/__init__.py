@@ -323,11 +323,15 @@ class Store(Protocol):
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         ...
 
-    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
-        """Apply every pending migration of every set (the core's), then create or complete the
-        plugins' declared ``tables`` by additive changes only (a table, a column, an index),
-        all in one write; what ran, as ``set:name`` and ``table:change``. The declared tables
-        are then what ``tables`` reaches."""
+    def migrate(self, tables: Sequence[Table] = ()) -> list[str]:
+        """Bring the core's schema up to date (each store keeps its own), then create or
+        complete the plugins' declared ``tables`` by additive changes only (a table, a column,
+        an index), all in one write; what ran, as ``set:name`` and ``table:change``. The
+        declared tables are then what ``tables`` reaches."""
+        ...
+
+    def applied_migrations(self) -> dict[str, list[str]]:
+        """Which migrations ran here, per set, in order (``clm migrate`` shows them)."""
         ...
 
     def backup_to(self, path: str | os.PathLike[str]) -> None:
@@ -404,13 +408,13 @@ class Store(Protocol):
         self,
         contact_id: str,
         *,
-        also: Callable[[Tables, Any, Erasure], dict[str, int]],
+        also: Callable[[Tables, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
     ) -> tuple[Erasure, ErasureReport]:
         """Erase a contact from the core's tables and, in the same transaction, through
-        ``also(tables, db, erasure)`` (the plugins' hooks, with the write's declared tables);
+        ``also(tables, erasure)`` (the plugins' hooks, with the write's declared tables);
         rewrite other contacts' references to the pseudonym; check and record it.
         Files are planned, not touched: the caller applies them after the commit."""
         ...

@@ -136,7 +136,7 @@ def checksums_postgres(target: PostgresStore) -> dict[str, tuple[int, str]]:
 def copy_to_postgres(source_path: str, url: str) -> CopyReport:
     """Copy the core's tables of the SQLite store at ``source_path`` into the PostgreSQL
     database at ``url`` (created tables, no rows), and verify the copy."""
-    from ..builtins.migrations import migrations
+    from .sqlite_schema import migrations
 
     source = SQLiteStore(source_path)
     target = PostgresStore(url)
@@ -146,7 +146,7 @@ def copy_to_postgres(source_path: str, url: str) -> CopyReport:
             raise StoreError(
                 f"{source_path} is not an up-to-date clm-engine database: run clm migrate"
             )
-        target.migrate([migrations])
+        target.migrate()
         busy = [
             t for t in ("events", "contacts", "outbox") if target._one(f"SELECT 1 FROM {t} LIMIT 1")
         ]

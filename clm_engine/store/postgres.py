@@ -358,24 +358,12 @@ class PostgresStore(_Queries):
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         return PostgresTransaction(None, self._connection, declared=self.declared)
 
-    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
-        """Apply every pending migration of the core, then create or complete the plugins'
-        declared ``tables`` (``postgres_tables``), in one write; what ran, as set:name and
-        table:change.
-
-        The core's set (``clm_engine``) runs as the PostgreSQL DDL of ``postgres_schema``.
-        A plugin's ``sqlite_utils`` migrations cannot run here: an error naming the plugin.
-        """
+    def migrate(self, tables: Sequence[Table] = ()) -> list[str]:
+        """Bring the core's schema up to date (the PostgreSQL DDL of ``postgres_schema``), then
+        create or complete the plugins' declared ``tables`` (``postgres_tables``), in one
+        write; what ran, as set:name and table:change."""
         declared = check_tables(tables)
-        others = [m.name for m in migration_sets if getattr(m, "name", None) != CORE_SET]
-        if others:
-            raise StoreError(
-                f"{self.path} is a PostgreSQL store, and the migrations of {', '.join(others)} "
-                "are SQLite's: those plugins cannot keep their tables here yet (declare them "
-                "with register_tables)"
-            )
-        core = any(getattr(m, "name", None) == CORE_SET for m in migration_sets)
-        pending = core and bool(self.pending_migrations())
+        pending = bool(self.pending_migrations())
         if not pending:
             with self.pool.connection() as conn:
                 if not plan_tables(conn, declared.values()):
@@ -389,7 +377,7 @@ class PostgresStore(_Queries):
                 "SELECT name FROM clm_migrations WHERE migration_set = %s", [CORE_SET]
             )}  # fmt: skip
             for name, ddl in CORE_MIGRATIONS:
-                if name in done or not core:
+                if name in done:
                     continue
                 for statement in ddl.split(";"):
                     if statement.strip():
@@ -673,7 +661,7 @@ class PostgresStore(_Queries):
         self,
         contact_id: str,
         *,
-        also: Callable[[Tables, Any, Erasure], dict[str, int]],
+        also: Callable[[Tables, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
@@ -683,16 +671,14 @@ class PostgresStore(_Queries):
         references to the pseudonym, check that no table still mentions the contact, and
         record the request. Files are planned here and changed by the caller after the commit.
 
-        ``also`` gets the declared tables; its ``db`` is no ``sqlite_utils.Database`` here: a
-        plugin whose ``forget_contact`` hook uses one stops the erasure (nothing is erased)
-        with a ``StoreError``."""
+        ``also`` gets the declared tables of the write."""
         with self.write() as tx:
             erasure = self._erasure_of(tx, contact_id)
             removed: dict[str, int] = {}
             for table in _ERASED_BY_CONTACT:
                 column = "id" if table == "contacts" else "contact_id"
                 removed[table] = tx._run(f"DELETE FROM {table} WHERE {column} = %s", [contact_id])
-            removed.update(also(tx.tables, tx.db, erasure))
+            removed.update(also(tx.tables, erasure))
             for table in _REWRITTEN:
                 _rewrite_table(tx, erasure, table)
             paths = [row[0] for row in tx._all("SELECT path FROM rejects_files")]

@@ -32,6 +32,7 @@ from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
+from .sqlite_schema import migrations as core_migrations
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
 from .tables import Table, Tables, check_tables, quote, read_erasure_key
 
@@ -235,26 +236,36 @@ class SQLiteStore:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
         return SQLiteTransaction(self.conn, self.db, tables=self._readable)
 
-    def migrate(self, migration_sets: Sequence[Any], tables: Sequence[Table] = ()) -> list[str]:
-        """Apply every pending migration of every set, then create or complete the plugins'
-        declared ``tables``, all in one write; what ran, as set:name and table:change."""
+    def migrate(self, tables: Sequence[Table] = ()) -> list[str]:
+        """Bring the core's schema up to date (``sqlite_schema``), then create or complete the
+        plugins' declared ``tables``, all in one write; what ran, as set:name and
+        table:change."""
         declared = check_tables(tables)
         try:
-            pending_sets = any(m.pending(self.db) for m in migration_sets)
-            if not pending_sets and not plan_tables(self.conn, declared.values()):
+            pending = [m.name for m in core_migrations.pending(self.db)]
+            if not pending and not plan_tables(self.conn, declared.values()):
                 self._declare(declared)
                 return []
         except sqlite3.DatabaseError as error:
             raise StoreError(f"{self.path} is not a clm-engine database: {error}") from None
-        applied: list[str] = []
         with self.write():
-            for migrations in migration_sets:
-                pending = [m.name for m in migrations.pending(self.db)]
-                migrations.apply(self.db)
-                applied.extend(f"{migrations.name}:{name}" for name in pending)
+            core_migrations.apply(self.db)
+            applied = [f"{core_migrations.name}:{name}" for name in pending]
             applied.extend(ensure_tables(self.conn, declared.values()))
         self._declare(declared)
         return applied
+
+    def applied_migrations(self) -> dict[str, list[str]]:
+        """Which migrations ran here, per set, in order (the core's; a store made by a
+        plugin's former ``sqlite_utils`` migrations lists theirs too)."""
+        if not self.db[core_migrations.migrations_table].exists():
+            return {}
+        found: dict[str, list[str]] = {}
+        for migration_set, name in self.conn.execute(
+            f"SELECT migration_set, name FROM {core_migrations.migrations_table} ORDER BY rowid"
+        ):
+            found.setdefault(migration_set, []).append(name)
+        return found
 
     def _declare(self, declared: Mapping[str, Table]) -> None:
         self.declared.update(declared)
@@ -527,7 +538,7 @@ class SQLiteStore:
         self,
         contact_id: str,
         *,
-        also: Callable[[Tables, sqlite_utils.Database, Erasure], dict[str, int]],
+        also: Callable[[Tables, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
@@ -545,7 +556,7 @@ class SQLiteStore:
                 removed[table] = self.conn.execute(
                     f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
                 ).rowcount
-            removed.update(also(tx.tables, self.db, erasure))
+            removed.update(also(tx.tables, erasure))
             for table in _REWRITTEN:
                 _rewrite_table(self.conn, erasure, table)
             paths = [row[0] for row in self.conn.execute("SELECT path FROM rejects_files")]

@@ -4,8 +4,8 @@
 * ``invite.accepted`` events: an event handler records who invited whom (``credit_invites``);
   ``voucher.issued`` events: a voucher with an expiry date (``credit_vouchers``).
 * ``credits.granted_total`` and ``credits.invited`` facts read those tables through
-  ``ctx.db``; ``voucher.expires_at`` maps voucher ids to dates (an anchor per voucher).
-* ``credits.grant`` (internal) writes a ledger row through ``ctx.db``, emits an event for the
+  ``ctx.tables``; ``voucher.expires_at`` maps voucher ids to dates (an anchor per voucher).
+* ``credits.grant`` (internal) writes a ledger row through ``ctx.tables``, emits an event for the
   inviter and enqueues a reminder; ``credits.notify`` (external) "sends" to ``OUTSIDE``.
 * ``tier`` documents name the amounts a grant may use.
 """
@@ -17,12 +17,9 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlite_utils.migrations import Migrations
 
-from clm_engine import hookimpl
+from clm_engine import Column, Table, hookimpl
 from clm_engine.types import MISSING
-
-migrations = Migrations("credits_plugin")
 
 #: What the "outside world" received from credits.notify, and how it should behave.
 OUTSIDE: list[dict[str, Any]] = []
@@ -31,40 +28,55 @@ CALLS: dict[str, int] = {"handler": 0, "grant": 0}
 POLICY_SAW: list[dict[str, Any]] = []
 
 
-@migrations()
-def m001_tables(db):
-    db.execute("CREATE TABLE credit_invites (invitee TEXT PRIMARY KEY, inviter TEXT, at TEXT)")
-    db.execute(
-        "CREATE TABLE credit_ledger (id INTEGER PRIMARY KEY, contact_id TEXT, amount INTEGER, "
-        "key TEXT UNIQUE)"
-    )
-    db.execute(
-        "CREATE TABLE credit_vouchers (id TEXT PRIMARY KEY, contact_id TEXT, expires_at TEXT)"
-    )
+TABLES = (
+    Table(
+        "credit_invites",
+        columns=(Column("invitee", "text"), Column("inviter", "text"), Column("at", "text")),
+        primary_key=("invitee",),
+    ),
+    Table(
+        "credit_ledger",
+        columns=(
+            Column("id", "integer", auto_increment=True),
+            Column("contact_id", "text"),
+            Column("amount", "integer"),
+            Column("key", "text"),
+        ),
+        primary_key=("id",),
+        unique=(("key",),),
+    ),
+    Table(
+        "credit_vouchers",
+        columns=(Column("id", "text"), Column("contact_id", "text"), Column("expires_at", "text")),
+        primary_key=("id",),
+    ),
+)
 
 
 @hookimpl
-def register_migrations(register):
-    register(migrations)
+def register_tables(register):
+    for table in TABLES:
+        register(table)
 
 
-def on_invite(db, contact, event):
+def on_invite(tables, contact, event):
     CALLS["handler"] += 1
     inviter = event.properties.get("inviter")
-    db.execute(
-        "INSERT INTO credit_invites (invitee, inviter, at) VALUES (?, ?, ?) "
-        "ON CONFLICT (invitee) DO NOTHING",
-        [contact.id, inviter, event.occurred_at.isoformat()],
+    tables["credit_invites"].insert(
+        {"invitee": contact.id, "inviter": str(inviter), "at": event.occurred_at.isoformat()},
+        on_conflict="ignore",
     )
     if not isinstance(inviter, str):  # after the write: its rollback is what a test checks
         raise ValueError(f"invite.accepted needs a string 'inviter' (got {inviter!r})")
 
 
-def on_voucher(db, contact, event):
-    db.execute(
-        "INSERT INTO credit_vouchers (id, contact_id, expires_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
-        [event.properties["voucher"], contact.id, event.properties["expires_at"]],
+def on_voucher(tables, contact, event):
+    tables["credit_vouchers"].upsert(
+        {
+            "id": event.properties["voucher"],
+            "contact_id": contact.id,
+            "expires_at": event.properties["expires_at"],
+        }
     )
 
 
@@ -75,38 +87,30 @@ def register_event_handlers(register):
 
 
 def granted_total(ctx):
-    if ctx.db is None:
+    if ctx.tables is None:
         return MISSING
-    row = ctx.db.execute(
-        "SELECT coalesce(sum(amount), 0) FROM credit_ledger WHERE contact_id = ?", [ctx.contact.id]
-    ).fetchone()
-    return row[0]
+    [total] = ctx.tables["credit_ledger"].aggregate({"contact_id": ctx.contact.id}, sums=["amount"])
+    return total["amount"]
 
 
 def invited(ctx):
-    if ctx.db is None:
+    if ctx.tables is None:
         return MISSING
-    return ctx.db.execute(
-        "SELECT count(*) FROM credit_invites WHERE inviter = ?", [ctx.contact.id]
-    ).fetchone()[0]
+    return ctx.tables["credit_invites"].count({"inviter": ctx.contact.id})
 
 
 def invited_by(ctx):
-    if ctx.db is None:
+    if ctx.tables is None:
         return MISSING
-    row = ctx.db.execute(
-        "SELECT inviter FROM credit_invites WHERE invitee = ?", [ctx.contact.id]
-    ).fetchone()
-    return row[0] if row else MISSING
+    row = ctx.tables["credit_invites"].one({"invitee": ctx.contact.id}, columns=["inviter"])
+    return row["inviter"] if row else MISSING
 
 
 def voucher_expiry(ctx):
-    if ctx.db is None:
+    if ctx.tables is None:
         return MISSING
-    rows = ctx.db.execute(
-        "SELECT id, expires_at FROM credit_vouchers WHERE contact_id = ?", [ctx.contact.id]
-    )
-    return dict(rows.fetchall())
+    rows = ctx.tables["credit_vouchers"].rows({"contact_id": ctx.contact.id})
+    return {row["id"]: row["expires_at"] for row in rows}
 
 
 @hookimpl
@@ -150,15 +154,13 @@ class Grant(BaseModel):
 def grant(ctx, params: Grant):
     CALLS["grant"] += 1
     amount = ctx.documents["tier"][params.tier].amount
-    ctx.db.execute(
-        "INSERT INTO credit_ledger (contact_id, amount, key) VALUES (?, ?, ?)",
-        [ctx.contact.id, amount, ctx.key],
+    ctx.tables["credit_ledger"].insert(
+        {"contact_id": ctx.contact.id, "amount": amount, "key": ctx.key}
     )
     if params.fail_first and ctx.attempt == 1:
         raise RuntimeError("the first attempt fails after writing")
-    inviter = ctx.db.execute(
-        "SELECT inviter FROM credit_invites WHERE invitee = ?", [ctx.contact.id]
-    ).fetchone()
+    found = ctx.tables["credit_invites"].one({"invitee": ctx.contact.id}, columns=["inviter"])
+    inviter = [found["inviter"]] if found else None
     if inviter:
         ctx.emit("credits.thanked", {"for": ctx.contact.id}, contact_id=inviter[0])
     ctx.enqueue(
@@ -195,7 +197,9 @@ def notify(ctx, params: Notify):
     fail = BEHAVIOUR["fail"]
     if fail == "temporary":
         raise ConnectionError("451 try again later")
-    OUTSIDE.append({"key": ctx.key, "message": params.message, "entity": ctx.entity, "db": ctx.db})
+    OUTSIDE.append(
+        {"key": ctx.key, "message": params.message, "entity": ctx.entity, "tables": ctx.tables}
+    )
     if fail == "permanent":
         ctx.emit("credits.undeliverable", {"reason": "550 no such user"})
         return {"failed": "550 no such user"}
@@ -210,7 +214,7 @@ def register_actions(register):
 
 
 @hookimpl
-def dispatch_policy(action, entity, key, db, ruleset, rule):
+def dispatch_policy(action, entity, key, tables, ruleset, rule):
     POLICY_SAW.append(
-        {"action": action, "entity": entity, "key": key, "db": db is not None, "rule": rule}
+        {"action": action, "entity": entity, "key": key, "tables": tables is not None, "rule": rule}
     )

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import click
 from pydantic import BaseModel, ConfigDict
-from sqlite_utils.migrations import Migrations
 
-from clm_engine import hookimpl
+from clm_engine import Column, Table, hookimpl
 from clm_engine.types import Veto
 
-migrations = Migrations("sample_plugin")
-
-
-@migrations()
-def m001_notes(db):
-    db.execute("CREATE TABLE sample_notes (id INTEGER PRIMARY KEY, contact_id TEXT, note TEXT)")
+NOTES = Table(
+    "sample_notes",
+    columns=(
+        Column("id", "integer", auto_increment=True),
+        Column("contact_id", "text"),
+        Column("note", "text"),
+    ),
+    primary_key=("id",),
+)
 
 
 def earn_points(contact, event):
@@ -30,8 +32,8 @@ def register_reducers(register):
 
 
 @hookimpl
-def register_migrations(register):
-    register(migrations)
+def register_tables(register):
+    register(NOTES)
 
 
 @hookimpl
@@ -44,9 +46,8 @@ def register_commands(cli):
 
 
 @hookimpl
-def forget_contact(db, contact_id):
-    cursor = db.execute("DELETE FROM sample_notes WHERE contact_id = ?", [contact_id])
-    return {"sample_notes": cursor.rowcount}
+def forget_contact(tables, contact_id):
+    return {"sample_notes": tables["sample_notes"].delete({"contact_id": contact_id})}
 
 
 class Shout(BaseModel):

@@ -106,7 +106,10 @@ def test_a_store_made_by_the_former_migrations_is_taken_over_with_nothing_lost(t
         )
     opened = open_store(str(path))
     try:
-        assert opened.migrate([], clm_email.TABLES) == []  # nothing to add
+        applied = opened.migrate(clm_email.TABLES)
+        assert [
+            a for a in applied if not a.startswith("clm_engine:")
+        ] == []  # the core's schema only
         tables = opened.tables
         assert store.is_suppressed(tables, "Bob@Example.com") == ("hard_bounce", T0)
         assert store.enrollment(tables, "e-1")["status"] == "active"

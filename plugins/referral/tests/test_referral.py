@@ -134,7 +134,10 @@ def test_a_store_made_by_the_former_migrations_is_taken_over_with_nothing_lost(t
         )
     store = open_store(str(path))
     try:
-        assert store.migrate([], clm_referral.schema.TABLES) == []  # nothing to add
+        applied = store.migrate(clm_referral.schema.TABLES)
+        assert [
+            a for a in applied if not a.startswith("clm_engine:")
+        ] == []  # the core's schema only
         tables = store.tables
         assert tables["referral_codes"].one({"contact_id": "ada", "retired_at": None})
         assert referral_count(tables, "ada") == 1

@@ -87,7 +87,10 @@ def test_a_store_made_by_the_former_migrations_needs_no_change(tmp_path):
         )
     store = open_store(str(path))
     try:
-        assert store.migrate([], clm_warranty.products.TABLES) == []
+        applied = store.migrate(clm_warranty.products.TABLES)
+        assert [
+            a for a in applied if not a.startswith("clm_engine:")
+        ] == []  # the core's schema only
         row = store.tables["warranty_products"].one({"product_id": "p1"})
         assert (row["has_service_agreement"], row["data"]) == (True, {"colour": "red"})
     finally:

@@ -1,14 +1,13 @@
-"""The core's database migrations. Never edit one that has been released: add the next."""
+"""The core's SQLite schema, as migrations: the SQLite store applies them itself when it
+migrates (``SQLiteStore.migrate``), as the PostgreSQL store applies ``postgres_schema``.
+Never edit one that has been released: add the next (and its PostgreSQL twin)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
-
-from ..hooks import hookimpl
 
 migrations = Migrations("clm_engine")
 
@@ -416,8 +415,3 @@ _M012 = """
         );
         CREATE INDEX analytics_rfm_by_segment ON analytics_rfm (segment)
 """
-
-
-@hookimpl
-def register_migrations(register: Callable[[Migrations], None]) -> None:
-    register(migrations)
