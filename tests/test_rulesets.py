@@ -549,10 +549,10 @@ def test_relative_time_anchors_must_be_dates(tmp_path, notify):
         registry=notify,
     )
     assert [(p.pointer, p.message) for p in problems] == [
-        ("/rules/4/when/after", "'contact.email' is not a date: before/after need a date fact"),
+        ("/rules/4/when/after", "'contact.email' is not a date: before/after/on need a date fact"),
         (
             "/rules/5/when/after",
-            "'contact.metrics.orders_count' is not a date: before/after need a date fact",
+            "'contact.metrics.orders_count' is not a date: before/after/on need a date fact",
         ),
         (
             "/rules/6/when/after",

@@ -18,6 +18,7 @@ from typing import Any
 from ..engine import Engine
 from ..models import (
     EventTrigger,
+    RecurringTrigger,
     RelativeTrigger,
     Rule,
     ScheduleTrigger,
@@ -268,7 +269,7 @@ def step_notes(timed: list[CompiledRule], step: timedelta) -> list[str]:
     notes = []
     for compiled in timed:
         when = compiled.rule.when
-        stale = when.stale_after if isinstance(when, RelativeTrigger) else None
+        stale = when.stale_after if isinstance(when, RelativeTrigger | RecurringTrigger) else None
         if stale is not None and duration_to_timedelta(stale) < step:
             notes.append(
                 f"{compiled.ruleset}/{compiled.id} skips fire times older than "
