@@ -107,8 +107,8 @@ class Moment:
         """The first anniversary of ``base`` that fires at or after ``moment``."""
         local = moment.astimezone(_zone(self.zone)).date()
         months = (local.year - base.year) * 12 + local.month - base.month
-        index = max(1, months // self.period.months - 1)  # a period early, then step on
-        for index in range(index, index + 4):
+        first = max(1, months // self.period.months - 1)  # a period early, then step on
+        for index in range(first, first + 4):
             day = self.occurrence(base, index)
             if day is None:
                 return None

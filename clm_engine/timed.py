@@ -158,7 +158,8 @@ def refresh_anchors(
     entities: dict[tuple[str, str, str], list[str]] = {}
     for key in existing:
         entities.setdefault(key[:3], []).append(key[3])
-    puts, drops = [], []
+    puts: list[tuple[str, str, str, str, str, str]] = []
+    drops: list[tuple[str, str, str, str]] = []
     for contact, due in todo:
         ctx = FactContext(  # one per contact: a fact several rules count from is computed once
             contact=contact,

@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from ..models import CALENDAR_PERIOD
 from .problems import (
     OPERATOR_SYNONYMS,
     Issue,
@@ -30,7 +31,6 @@ from .problems import (
     quoted_list,
     shown,
 )
-from ..models import CALENDAR_PERIOD
 from .schema import SCHEMA_TITLE, load_schema
 
 #: The keys that say which alternative an object is, by definition name.

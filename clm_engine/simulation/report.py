@@ -249,6 +249,8 @@ def _trigger_text(rule: Rule) -> str:
         return f"stage change {change.from_ or 'any'} -> {change.to or 'any'}"
     if isinstance(when, ScheduleTrigger):
         return f"schedule {when.schedule} ({when.timezone})"
+    if isinstance(when, RecurringTrigger):
+        return f"every {when.every} on {when.on} at {when.at} ({when.timezone})"
     days, hours = when.days, when.hours
     span = " ".join(
         part for part in (f"{days}d" if days else "", f"{hours}h" if hours else "") if part
