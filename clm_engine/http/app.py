@@ -34,6 +34,7 @@ from ..registry import Registry
 from . import auth
 from .bodies import BodyError, decode, is_ndjson, ndjson_items, parse_json, read_body
 from .metrics import Metrics
+from .surveys import survey_routes
 from .writer import Outcome, Unavailable, Writer
 
 access_log = logging.getLogger("clm.http.access")
@@ -385,6 +386,7 @@ def create_app(
     _read_routes(app, service)
     _admin_routes(app, service)
     _unsubscribe_routes(app, service)
+    survey_routes(app, service)
     return app
 
 
