@@ -8,11 +8,12 @@ writes ``{{ event.properties.url }}``). The person answers on ``clm serve``'s
 (1-5), the events the reducers turn into facts (``contact.metrics.nps_score``,
 ``nps_category``, ``csat_score``) and ``clm report`` counts (docs/metrics.md).
 
-The token is an HMAC-SHA256 of (contact, survey, kind) under ``CLM_SURVEY_SECRET``, like the
-email plugin's unsubscribe token: nobody answers for someone else by guessing ids, and a link
-for a CSAT survey cannot record an NPS score. There is deliberately no default secret: without
-one, ``survey.request`` fails with a message that says so and ``clm serve`` refuses answers
-(503), rather than signing with a key anyone could read in the source.
+The token is an HMAC-SHA256 of (contact, survey, kind), like the email plugin's unsubscribe
+token: nobody answers for someone else by guessing ids, and a link for a CSAT survey cannot
+record an NPS score. The key is ``CLM_SURVEY_SECRET`` when set (several stores, or a key kept
+in a vault), else a random key the store makes on the first link and keeps in its
+``survey_keys`` table, so links work with no set-up and ``clm serve`` on the same store checks
+them; there is deliberately no default key anyone could read in the source.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
+
+from .store import Column, Table, Tables
 
 SECRET_ENV = "CLM_SURVEY_SECRET"
 URL_ENV = "CLM_SURVEY_URL"
@@ -49,18 +54,55 @@ SCALES: dict[str, Scale] = {
 }
 
 
+#: The store's own signing key (one row, ``name`` "current"), when no CLM_SURVEY_SECRET is set.
+KEYS = Table(
+    "survey_keys",
+    columns=(
+        Column("name", "text"),
+        Column("secret", "text", nullable=False),
+        Column("created_at", "timestamp"),
+    ),
+    primary_key=("name",),
+    description="The key survey links are signed with (when CLM_SURVEY_SECRET is not set).",
+)
+
+
 class SurveyNotConfigured(Exception):
-    """No ``CLM_SURVEY_SECRET``: links can be neither signed nor checked."""
+    """``CLM_SURVEY_SECRET`` is set but too short to be a key."""
 
 
-def secret(environ: Mapping[str, str] | None = None) -> bytes:
-    value = (os.environ if environ is None else environ).get(SECRET_ENV, "")
+def env_secret(environ: Mapping[str, str] | None = None) -> bytes | None:
+    value = (os.environ if environ is None else environ).get(SECRET_ENV)
+    if value is None or value == "":
+        return None
     if len(value) < 16:
-        raise SurveyNotConfigured(
-            f"set {SECRET_ENV} to a secret of at least 16 characters (the same for the engine "
-            "that sends survey links and for clm serve, which checks them)"
-        )
+        raise SurveyNotConfigured(f"{SECRET_ENV} must be at least 16 characters long")
     return value.encode()
+
+
+def signing_key(tables: Tables, now: datetime) -> bytes:
+    """The key to sign a link with, made and kept in the store the first time (in the
+    action's write transaction) unless ``CLM_SURVEY_SECRET`` is set."""
+    key = env_secret()
+    if key is not None:
+        return key
+    keys = tables[KEYS.name]
+    keys.insert(
+        {"name": "current", "secret": secrets.token_hex(32), "created_at": now},
+        on_conflict="ignore",
+    )
+    row = keys.one({"name": "current"})
+    assert row is not None  # inserted just now or before
+    return str(row["secret"]).encode()
+
+
+def checking_key(tables: Tables) -> bytes | None:
+    """The key to check a link with (read only); None if no link was ever signed."""
+    key = env_secret()
+    if key is not None:
+        return key
+    row = tables[KEYS.name].one({"name": "current"})
+    return None if row is None else str(row["secret"]).encode()
 
 
 def base_url(environ: Mapping[str, str] | None = None) -> str:

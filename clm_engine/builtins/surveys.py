@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import ActionError
 from ..hooks import hookimpl
 from ..models import Contact, Event, Name
-from ..surveys import SurveyNotConfigured, base_url, link, secret
+from ..store import Table
+from ..surveys import KEYS, SurveyNotConfigured, base_url, link, signing_key
 from ..types import ActionContext
 
 
@@ -29,8 +30,10 @@ class SurveyRequest(BaseModel):
 def request_survey(ctx: ActionContext, params: SurveyRequest) -> dict[str, Any]:
     """Record ``survey.requested`` with the contact's signed response link in ``url``; a rule
     on that event sends it through a channel."""
+    if ctx.tables is None:  # registered as internal: always runs in a write transaction
+        raise ActionError("survey.request needs the store's tables")
     try:
-        key = secret()
+        key = signing_key(ctx.tables, ctx.now)
     except SurveyNotConfigured as error:
         raise ActionError(str(error)) from None
     url = link(base_url(), key, ctx.contact.id, params.survey, params.kind)
@@ -63,6 +66,11 @@ def register_actions(register: Callable[..., None]) -> None:
         "a signed response link (event.properties.url) for a channel's rule to send.",
         pure=True,
     )
+
+
+@hookimpl
+def register_tables(register: Callable[[Table], None]) -> None:
+    register(KEYS)
 
 
 @hookimpl

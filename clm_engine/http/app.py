@@ -138,7 +138,9 @@ class Service:
         """Open the engines (in the worker process, after any fork) and start the writer."""
         writing = Engine(self.db, registry=self.registry, clock=self.clock)
         try:
-            reading = Engine(self.db, registry=self.registry, clock=self.clock, migrate=False)
+            # Migrated just above, so this only declares the plugins' tables (a read: the
+            # survey page checks links with the store's key, survey_keys).
+            reading = Engine(self.db, registry=self.registry, clock=self.clock)
         except BaseException:
             writing.close()
             raise

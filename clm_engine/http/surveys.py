@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from .. import surveys
 from ..clock import Clock
+from ..engine import Engine
 from .bodies import read_body
 
 #: The longest comment kept; longer ones are cut (a survey answer, not a document).
@@ -39,6 +40,8 @@ class _Service(Protocol):
 
     def ingest(self, events: list[dict[str, Any]]) -> Awaitable[Any]: ...
 
+    def engine(self) -> Engine: ...
+
 
 def survey_routes(app: FastAPI, service: _Service) -> None:
     html_page = {"content": {"text/html": {"schema": {"type": "string"}}}}
@@ -54,7 +57,7 @@ def survey_routes(app: FastAPI, service: _Service) -> None:
     ) -> Response:
         """The survey page a link opens: the question and a form that posts the answer
         (HTML; 403 for a link that is not valid, 503 when surveys are not configured)."""
-        refused = _check(contact, survey, kind, token)
+        refused = _check(service, contact, survey, kind, token)
         if refused is not None:
             return _page(*refused)
         scale = surveys.SCALES[kind]
@@ -102,7 +105,7 @@ def survey_routes(app: FastAPI, service: _Service) -> None:
             str(fields.get(name, "")) for name in ("contact", "survey", "kind", "token")
         )
         reply = _json_reply if as_json else _page
-        refused = _check(contact, survey, kind, token)
+        refused = _check(service, contact, survey, kind, token)
         if refused is not None:
             return reply(*refused)
         scale = surveys.SCALES[kind]
@@ -121,16 +124,18 @@ def survey_routes(app: FastAPI, service: _Service) -> None:
         return reply("Thank you", "Your answer was recorded.", 200)
 
 
-def _check(contact: str, survey: str, kind: str, token: str) -> tuple[str, str, int] | None:
+def _check(
+    service: _Service, contact: str, survey: str, kind: str, token: str
+) -> tuple[str, str, int] | None:
     """Why a link is refused (title, text, status), or None for a valid one."""
     invalid = ("This link is not valid", "Please use the link of a recent message.", 403)
     if kind not in surveys.SCALES or not all(0 < len(v) <= 200 for v in (contact, survey, token)):
         return invalid
     try:
-        key = surveys.secret()
+        key = surveys.checking_key(service.engine().store.tables)
     except surveys.SurveyNotConfigured:
         return ("Surveys are not available", "Please try again later.", 503)
-    if not surveys.verify(key, contact, survey, kind, token):
+    if key is None or not surveys.verify(key, contact, survey, kind, token):
         return invalid
     return None
 
