@@ -503,6 +503,19 @@ DurationSpec = Annotated[
 ]
 
 
+_CALENDAR_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+def fixed_days(text: str) -> int | None:
+    """The days to write for a calendar duration (``"P1Y"`` -> 365, ``"P1M"`` -> 30), or None
+    when ``text`` has no years or months: where a duration is a fixed length, what to write."""
+    found = _CALENDAR_DURATION.match(text)
+    if found is None or not (found.group(1) or found.group(2)):
+        return None
+    years, months, weeks, days = (int(part or 0) for part in found.groups())
+    return years * 365 + months * 30 + weeks * 7 + days
+
+
 def duration_to_timedelta(spec: Duration | str) -> timedelta:
     """The ``timedelta`` of a validated duration spec."""
     if isinstance(spec, Duration):

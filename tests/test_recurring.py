@@ -328,3 +328,23 @@ def test_the_occurrences_fired_are_those_the_calendar_gives_whatever_the_pumps(
             want = expected_fires(birthday, months, at, zone, START, clock.now())
             assert fired(engine, f"c{number}") == want
         engine.close()
+
+
+def test_calendar_durations_in_conditions_say_how_many_days_to_write(tmp_path):
+    within = {"type": "purchase", "within": "P1M"}
+    rule = {
+        "id": "a",
+        "when": {"event": "purchase"},
+        "if": {
+            "all": [
+                {"fact": "events.count", "args": within, "op": "gt", "value": 1},
+                {"fact": "contact.created_at", "op": "within_last", "value": "P1Y"},
+            ]
+        },
+        "then": [{"action": "tag.add", "with": {"tag": "x"}}],
+    }
+    result = CliRunner().invoke(cli, ["validate", str(write_rules(tmp_path, rule))])
+    assert "/rules/0/if/all/0/args: events.count: 'P1M'" in result.output
+    assert "months and years vary in length, write 'P30D'" in result.output
+    assert "/rules/0/if/all/1/value: within_last 'P1Y'" in result.output
+    assert "write 'P365D'" in result.output

@@ -98,10 +98,9 @@ def test_a_secret_too_short_to_be_a_key_fails_the_request_and_says_why(tmp_path,
     )
 
 
-def test_without_a_secret_the_store_signs_with_a_key_of_its_own(tmp_path, monkeypatch):
+def test_without_a_secret_the_store_signs_with_a_key_of_its_own(on_store, tmp_path, monkeypatch):
     monkeypatch.delenv("CLM_SURVEY_SECRET", raising=False)
-    db = tmp_path / "clm.db"
-    with Engine(db, rulesets=[write_rules(tmp_path)]) as engine:
+    with Engine(store_in(tmp_path), rulesets=[write_rules(tmp_path)]) as engine:
         engine.ingest(event("c1", "support.ticket", "2026-11-03", status="closed"))
         engine.ingest(event("c2", "support.ticket", "2026-11-03", status="closed"))
         [key] = engine.store.tables["survey_keys"].rows()

@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from ..models import CALENDAR_PERIOD
+from ..models import CALENDAR_PERIOD, fixed_days
 from .problems import (
     OPERATOR_SYNONYMS,
     Issue,
@@ -104,7 +104,6 @@ PATTERNS: dict[str, str] = {
 }
 
 _DURATION_PATTERN = r"^P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$"
-_CALENDAR = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 _OPERATOR_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -459,12 +458,9 @@ def _duration_hint(pattern: str, value: str) -> str | None:
     """What to write instead of a calendar duration where a fixed one is needed, and of a
     fixed one where a calendar period is needed."""
     if pattern == _DURATION_PATTERN:
-        found = _CALENDAR.match(value)
-        if found is None or not (found.group(1) or found.group(2)):
+        fixed = fixed_days(value)
+        if fixed is None:
             return None
-        years, months = int(found.group(1) or 0), int(found.group(2) or 0)
-        weeks, days = int(found.group(3) or 0), int(found.group(4) or 0)
-        fixed = years * 365 + months * 30 + weeks * 7 + days
         return (
             "years and months differ in length, so a delay, cooldown or window takes days: "
             f"write 'P{fixed}D' (or {{\"days\": {fixed}}}); to repeat on the same date every "
