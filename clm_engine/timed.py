@@ -197,14 +197,14 @@ def refresh_anchors(
 
 
 def _moment(rule: CompiledRule, contact: Contact) -> Moment:
-    when: RecurringTrigger = rule.rule.when  # type: ignore[assignment]
+    when: RecurringTrigger = rule.rule.when  # type: ignore[assignment]  # called for those only
     zone = contact.timezone if when.timezone == "contact" else when.timezone
     return Moment(Period.parse(when.every), parse_time_of_day(when.at), zone, when.leap_day)
 
 
 def recurring_bases(rule: CompiledRule, ctx: FactContext, moment: Moment) -> dict[str, date]:
     """The dates a recurring rule counts anniversaries of, by entity (as ``anchor_dates``)."""
-    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]
+    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]  # a recurring rule has a plan
     if value is MISSING or value is None:
         return {}
     if isinstance(value, dict):
