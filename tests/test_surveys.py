@@ -10,11 +10,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics import kpis
+from clm_engine.cli import cli
 from clm_engine.surveys import SCALES, answer_event, link, token, verify
 from tests.helpers import event, store_in
 from tests.http_server import running
@@ -178,6 +180,9 @@ def test_answers_through_clm_serve_become_facts_and_report_figures(tmp_path, mon
         figures = kpis(engine.store.db, now=datetime(2027, 1, 1, tzinfo=UTC), stages=engine.stages)
     [nps_month] = figures["nps_by_month"]
     assert (nps_month["answers"], nps_month["nps"]) == (3, pytest.approx(100 * (2 - 1) / 3, 0.01))
+    report = CliRunner().invoke(cli, ["report", "--db", str(db)])
+    assert report.exit_code == 0, report.output
+    assert "CSAT" in report.output and "NPS" in report.output
     [csat_month] = figures["csat_by_month"]
     assert (csat_month["answers"], csat_month["satisfied"]) == (3, 2)  # 2, 5 and 4
 
