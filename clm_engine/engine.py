@@ -403,7 +403,7 @@ class Engine:
         self.conditions = Conditions(self.operators, self.facts, self.stages)
         self._evaluator = Evaluator(book)
         self._ruleset_paths = [os.fspath(p) for p in paths]
-        rebuild_anchors(self.store, book)
+        rebuild_anchors(self.store, book, self.clock.now())
         return warnings
 
     def load_last_good(self, paths: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from .conditions import ConditionCompiler
 from .errors import ClmError
@@ -22,6 +23,7 @@ from .models import (
     Condition,
     Contact,
     EventTrigger,
+    RecurringTrigger,
     RelativeTrigger,
     Ruleset,
     StageTrigger,
@@ -118,6 +120,12 @@ def explain(
         if not entry["decisions"] and "not_evaluated" not in entry:
             found = engine.rulebook.rules.get((entry["ruleset"], entry["rule"]))
             entry["not_evaluated"] = _why_not(engine, contact, found)
+    for (set_name, rule_id), entry in by_rule.items():
+        upcoming = _next_occurrences(
+            engine, contact, engine.rulebook.rules.get((set_name, rule_id))
+        )
+        if upcoming:
+            entry["next"] = upcoming
             if pruned_before is not None:
                 entry["not_evaluated"] += (
                     f" (traces of decisions before {pruned_before[:10]} were pruned)"
@@ -240,6 +248,23 @@ def _add_pruned(
         )
 
 
+def _next_occurrences(engine: Engine, contact: Contact, compiled: CompiledRule | None) -> str:
+    """A recurring rule's next anniversary, as the contact lives it: "next 2027-03-14 09:00
+    Europe/Paris" (an empty text for other rules, or when none is pending)."""
+    if compiled is None or not isinstance(compiled.rule.when, RecurringTrigger):
+        return ""
+    when = compiled.rule.when
+    zone = contact.timezone if when.timezone == "contact" else when.timezone
+    parts = []
+    for entity, _, fire_at, status, _ in engine.store.anchors_of(
+        contact.id, compiled.ruleset, compiled.id
+    ):
+        if status == "pending":
+            local = datetime.fromisoformat(fire_at).astimezone(ZoneInfo(zone))
+            parts.append(f"{entity + ': ' if entity else ''}next {local:%Y-%m-%d %H:%M} {zone}")
+    return "; ".join(parts)
+
+
 def _rule_header(compiled: CompiledRule) -> dict[str, Any]:
     return {
         "ruleset": compiled.ruleset,
@@ -279,6 +304,9 @@ def _why_not(engine: Engine, contact: Contact, compiled: CompiledRule | None) ->
         )
     if isinstance(when, StageTrigger):
         return f"not evaluated: the trigger never came ({compiled.trigger_text()})"
+    if isinstance(when, RecurringTrigger):
+        upcoming = _next_occurrences(engine, contact, compiled)
+        return upcoming or f"not scheduled: the contact has no {when.on} (or no later one)"
     if isinstance(when, RelativeTrigger):
         anchors = engine.store.anchors_of(contact.id, compiled.ruleset, compiled.id)
         if not anchors:

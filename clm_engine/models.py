@@ -503,6 +503,19 @@ DurationSpec = Annotated[
 ]
 
 
+_CALENDAR_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+def fixed_days(text: str) -> int | None:
+    """The days to write for a calendar duration (``"P1Y"`` -> 365, ``"P1M"`` -> 30), or None
+    when ``text`` has no years or months: where a duration is a fixed length, what to write."""
+    found = _CALENDAR_DURATION.match(text)
+    if found is None or not (found.group(1) or found.group(2)):
+        return None
+    years, months, weeks, days = (int(part or 0) for part in found.groups())
+    return years * 365 + months * 30 + weeks * 7 + days
+
+
 def duration_to_timedelta(spec: Duration | str) -> timedelta:
     """The ``timedelta`` of a validated duration spec."""
     if isinstance(spec, Duration):
@@ -632,7 +645,37 @@ class RelativeTrigger(BaseModel):
         return self
 
 
-Trigger = EventTrigger | StageTrigger | ScheduleTrigger | RelativeTrigger
+#: ``every`` of a recurring trigger: years or months, 1 to 100 years (1,200 months).
+CALENDAR_PERIOD = r"^P(?:[1-9][0-9]?Y|100Y|[1-9][0-9]{0,2}M|1[01][0-9]{2}M|1200M)$"
+
+
+class RecurringTrigger(BaseModel):
+    """``{"every": "P1Y", "on": "contact.attributes.birthday", "at": "09:00"}``: each
+    anniversary of a date fact, at a time of day (see :mod:`clm_engine.recurring`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: Annotated[str, Field(pattern=CALENDAR_PERIOD)]
+    on: FactPath
+    at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "09:00"
+    timezone: str = "contact"
+    leap_day: Literal["feb28", "mar1"] = "feb28"
+    stale_after: DurationSpec | None = Field(
+        default=None,
+        description="After downtime, an occurrence older than this is skipped (recorded).",
+    )
+
+    @property
+    def anchor(self) -> str:
+        return self.on
+
+    @property
+    def offset(self) -> timedelta:
+        """Anchors count from the occurrence's fire time itself."""
+        return timedelta(0)
+
+
+Trigger = EventTrigger | StageTrigger | ScheduleTrigger | RelativeTrigger | RecurringTrigger
 
 
 class ActionCall(BaseModel):

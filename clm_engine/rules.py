@@ -21,6 +21,7 @@ from .models import (
     All,
     Condition,
     EventTrigger,
+    RecurringTrigger,
     RelativeTrigger,
     Rule,
     StageTrigger,
@@ -68,6 +69,9 @@ class CompiledRule:
         if isinstance(when, StageTrigger):
             change = when.stage_changed
             return f"stage change from {change.from_ or 'any'} to {change.to or 'any'}"
+        if isinstance(when, RecurringTrigger):
+            zone = "the contact's timezone" if when.timezone == "contact" else when.timezone
+            return f"every {when.every} on {when.on} at {when.at} ({zone})"
         if isinstance(when, RelativeTrigger):
             side = "before" if when.before else "after"
             span = f"{when.days} days" + (f" {when.hours} hours" if when.hours else "")
@@ -99,7 +103,7 @@ class RuleBook:
     rulesets: list[LoadedRuleset] = field(default_factory=list)
     by_event: dict[str, list[RuleGroup]] = field(default_factory=dict)
     on_stage_change: list[RuleGroup] = field(default_factory=list)
-    relative: list[CompiledRule] = field(default_factory=list)  # before/after a date
+    relative: list[CompiledRule] = field(default_factory=list)  # before/after/every date
     scheduled: list[CompiledRule] = field(default_factory=list)  # cron
     rules: dict[tuple[str, str], CompiledRule] = field(default_factory=dict)
     disabled: dict[tuple[str, str], Rule] = field(default_factory=dict)
@@ -157,7 +161,7 @@ class RuleBook:
                     ),
                     anchor=(
                         plan_fact(rule.when.anchor, None, facts)
-                        if isinstance(rule.when, RelativeTrigger)
+                        if isinstance(rule.when, RelativeTrigger | RecurringTrigger)
                         else None
                     ),
                     recomputable=all(
@@ -178,7 +182,7 @@ class RuleBook:
                     event_rules[(rule.when.event, ruleset.ruleset)].append(compiled)
                 elif isinstance(rule.when, StageTrigger):
                     stage_rules[ruleset.ruleset].append(compiled)
-                elif isinstance(rule.when, RelativeTrigger):
+                elif isinstance(rule.when, RelativeTrigger | RecurringTrigger):
                     book.relative.append(compiled)
                 else:
                     book.scheduled.append(compiled)

@@ -20,9 +20,12 @@ What is guaranteed, because tests and the engine's reducers rely on it:
 * Purchases have a float ``amount`` (2 decimals); NPS scores are ints from 0 to 10.
 * Every purchase follows a ``cart.updated`` of the same items minutes before; other carts are
   abandoned (``cart_id``, ``items``, ``items_count``, ``total``, ``cart_url``). About half the
-  contacts add a ``birthday`` (``contact.updated``) in their first days; a third of closed
-  tickets get a CSAT answer (``survey.answered``, ``kind: "csat"``, score 1-5; NPS stays
-  ``nps.answered``, 0-10); devices are registered (``product.registered``). Acquisition spend
+  contacts add a ``birthday`` (``contact.updated``) in their first days, and three in ten
+  bring the date they became a customer (``customer_since``, 1-8 years before) from an older
+  CRM; a third of closed tickets get a CSAT answer (``csat.answered``, ``survey:
+  "support-csat"``, score 1-5) and one in six an NPS answer (``nps.answered``, ``survey:
+  "support-nps"``, 0-10), an hour or more after the close; devices are registered
+  (``product.registered``). Acquisition spend
   is one ``spend`` event per paid channel and week, in line with that week's signups from it,
   under a pseudo-contact per channel (``channel:ads``, ``channel:partner``,
   ``channel:referral``): those have no signup. These extras come from a generator of their
@@ -817,28 +820,59 @@ def _extras(history: _History, seed: int) -> list[_Raw]:
             emit(
                 contact, when, "contact.updated", {"birthday": f"{year:04d}-{month:02d}-{day:02d}"}
             )
-    # CSAT: a third of closed tickets get an answer (1-5), lower from churning contacts.
+        # Customers before this system: the CRM import brings the date they became one, so
+        # signup anniversaries (rulesets/moments.json) fall inside the stream.
+        if rng.random() < 0.3:
+            since = _day_before(history.start_epoch + contact.signup, rng)
+            emit(contact, contact.signup + 600, "contact.updated", {"customer_since": since})
+    # Surveys after a closed ticket (rulesets/surveys.json asks an hour after the close): a
+    # third answer the CSAT survey (1-5), one in six the NPS one (0-10); both lower from
+    # churning and dormant contacts, so their detractors get the follow-up.
     for closed, index, props in history.closed_tickets:
         contact = contacts[index]
-        if rng.random() >= 0.35:
-            continue
         low = contact.persona.name in ("churning", "dormant")
-        weights = _cum(3, 3, 4, 5, 3) if low else _cum(1, 1, 3, 8, 12)
-        score = 1 + bisect_right(weights, rng.random() * weights[-1])
-        answered = closed + _HOUR + int(rng.expovariate(1 / (6 * _HOUR)))
-        emit(
-            contact,
-            answered,
-            "survey.answered",
-            {
-                "survey": "csat",
-                "kind": "csat",
-                "score": score,
-                "scale": 5,
-                "ticket_id": props["ticket_id"],
-            },
-        )
+        if rng.random() < 0.35:
+            weights = _cum(3, 3, 4, 5, 3) if low else _cum(1, 1, 3, 8, 12)
+            score = 1 + bisect_right(weights, rng.random() * weights[-1])
+            answered = closed + _HOUR + int(rng.expovariate(1 / (6 * _HOUR)))
+            emit(
+                contact,
+                answered,
+                "csat.answered",
+                {
+                    "survey": "support-csat",
+                    "score": score,
+                    "channel": "email",
+                    "ticket_id": props["ticket_id"],
+                },
+            )
+        if rng.random() < 0.17:
+            weights = _cum(*_SUPPORT_NPS_LOW) if low else _cum(*_SUPPORT_NPS)
+            score = bisect_right(weights, rng.random() * weights[-1])
+            answered = closed + _HOUR + int(rng.expovariate(1 / (12 * _HOUR)))
+            emit(
+                contact,
+                answered,
+                "nps.answered",
+                {
+                    "survey": "support-nps",
+                    "score": score,
+                    "channel": "email",
+                    "ticket_id": props["ticket_id"],
+                },
+            )
     return out
+
+
+#: Weights of NPS scores 0..10 after a support ticket: most customers, and the churning ones.
+_SUPPORT_NPS = (1, 1, 1, 1, 1, 2, 3, 6, 9, 10, 9)
+_SUPPORT_NPS_LOW = (3, 3, 4, 5, 6, 7, 6, 4, 3, 2, 1)
+
+
+def _day_before(signup_epoch: int, rng: random.Random) -> str:
+    """A date 1 to 8 years before the signup (a customer since then), as YYYY-MM-DD."""
+    signup = datetime.fromtimestamp(signup_epoch, UTC)
+    return (signup - timedelta(days=365 + int(rng.random() * 7 * 365))).strftime("%Y-%m-%d")
 
 
 def _spend(history: _History, seed: int) -> list[tuple[int, str, dict[str, Any]]]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -37,12 +37,14 @@ from .dispatch import DispatchReport
 from .evaluation import EventCounter, Fire, limit_entity, settle
 from .models import (
     Contact,
+    RecurringTrigger,
     RelativeTrigger,
     ScheduleTrigger,
     duration_to_timedelta,
     shift_time,
     utc_text,
 )
+from .recurring import Moment, Period, base_date, parse_time_of_day
 from .rules import CompiledRule, RuleBook
 from .store import Store, StoreTransaction
 from .types import MISSING, FactContext
@@ -82,8 +84,19 @@ class TimeReport:
 
 
 def anchor_definition(rule: CompiledRule) -> str:
-    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]  # only relative-time rules have an anchor definition
-    return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
+    when = rule.rule.when
+    if isinstance(when, RecurringTrigger):
+        return json.dumps(
+            {
+                "anchor": when.anchor,
+                "every": when.every,
+                "at": when.at,
+                "timezone": when.timezone,
+                "leap_day": when.leap_day,
+            }
+        )
+    relative: RelativeTrigger = when  # type: ignore[assignment]  # the other timed rules
+    return json.dumps({"anchor": relative.anchor, "offset": relative.offset.total_seconds()})
 
 
 def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
@@ -119,6 +132,7 @@ def refresh_anchors(
     book: RuleBook,
     contacts: Sequence[Contact],
     moved: Mapping[str, set[str]] | None = None,
+    since: datetime | None = None,
 ) -> None:
     """Bring these contacts' anchors in line with their dates (in the ingest transaction).
 
@@ -127,7 +141,12 @@ def refresh_anchors(
     it is for a contact that got none of them, so its fact (often a query) is not asked.
 
     A plugin's anchor fact that raises leaves that rule's anchors for that contact as they
-    were: one bad fact must not take the batch down."""
+    were: one bad fact must not take the batch down.
+
+    A recurring rule (``every``) keeps the next anniversary of its date: the one pending stays
+    while it is still an anniversary of the date (so one that came due and was not swept yet
+    still fires); otherwise the first that fires at or after the contact's change, or after
+    ``since`` if later (a rule loaded today does not replay years of past birthdays)."""
     rules = book.relative
     if not rules or not contacts:
         return
@@ -139,7 +158,8 @@ def refresh_anchors(
     entities: dict[tuple[str, str, str], list[str]] = {}
     for key in existing:
         entities.setdefault(key[:3], []).append(key[3])
-    puts, drops = [], []
+    puts: list[tuple[str, str, str, str, str, str]] = []
+    drops: list[tuple[str, str, str, str]] = []
     for contact, due in todo:
         ctx = FactContext(  # one per contact: a fact several rules count from is computed once
             contact=contact,
@@ -149,6 +169,11 @@ def refresh_anchors(
             documents=book.documents,
         )
         for rule in due:
+            if isinstance(rule.rule.when, RecurringTrigger):
+                start = ctx.now if since is None else max(ctx.now, since)
+                owned = entities.get((rule.ruleset, rule.id, contact.id), [])
+                _refresh_recurring(rule, ctx, start, owned, existing, puts, drops)
+                continue
             try:
                 dates = anchor_dates(rule, ctx)
             except Exception:  # a plugin's anchor fact failed: keep what this rule had
@@ -171,6 +196,91 @@ def refresh_anchors(
     tx.drop_anchors(drops)
 
 
+def _moment(rule: CompiledRule, contact: Contact) -> Moment:
+    when: RecurringTrigger = rule.rule.when  # type: ignore[assignment]  # called for those only
+    zone = contact.timezone if when.timezone == "contact" else when.timezone
+    return Moment(Period.parse(when.every), parse_time_of_day(when.at), zone, when.leap_day)
+
+
+def recurring_bases(rule: CompiledRule, ctx: FactContext, moment: Moment) -> dict[str, date]:
+    """The dates a recurring rule counts anniversaries of, by entity (as ``anchor_dates``)."""
+    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]  # a recurring rule has a plan
+    if value is MISSING or value is None:
+        return {}
+    if isinstance(value, dict):
+        found = {str(entity): base_date(day, moment.zone) for entity, day in value.items()}
+        return {entity: day for entity, day in found.items() if day is not None}
+    day = base_date(value, moment.zone)
+    return {"": day} if day is not None else {}
+
+
+def _refresh_recurring(
+    rule: CompiledRule,
+    ctx: FactContext,
+    start: datetime,
+    owned: Sequence[str],
+    existing: Mapping[tuple[str, str, str, str], tuple[str, str, str]],
+    puts: list[tuple[str, str, str, str, str, str]],
+    drops: list[tuple[str, str, str, str]],
+) -> None:
+    contact = ctx.contact
+    moment = _moment(rule, contact)
+    try:
+        bases = recurring_bases(rule, ctx, moment)
+    except Exception:  # a plugin's anchor fact failed: keep what this rule had
+        return
+    for entity in owned:
+        key = (rule.ruleset, rule.id, contact.id, entity)
+        if entity not in bases and existing[key][2] == "pending":
+            drops.append(key)  # the date is gone: cancel the next anniversary
+    for entity, base in bases.items():
+        key = (rule.ruleset, rule.id, contact.id, entity)
+        old = existing.get(key)
+        if old is not None:
+            day = date.fromisoformat(old[0][:10])
+            if moment.index_of(base, day) is not None:  # still an anniversary of the date
+                fire = moment.fire_at(day)
+                if old[2] != "pending" or (fire is not None and utc_text(fire) == old[1]):
+                    continue  # unchanged (or the last one in range, done)
+                if fire is not None:  # the contact's timezone moved: same day, new time
+                    puts.append((*key, old[0], utc_text(fire)))
+                    continue
+        nxt = moment.next_after(base, start)
+        if nxt is None:
+            if old is not None and old[2] == "pending":
+                drops.append(key)
+            continue
+        puts.append((*key, _day_text(nxt[0]), utc_text(nxt[1])))
+
+
+def _day_text(day: date) -> str:
+    """An occurrence's day as an anchor date: midnight UTC of that calendar date."""
+    return utc_text(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def _advance_recurring(
+    tx: StoreTransaction,
+    rule: CompiledRule,
+    contact: Contact,
+    key: tuple[str, str, str, str],
+    anchor_at: str,
+    fire_time: datetime,
+    documents: Mapping[str, Mapping[str, Any]],
+) -> None:
+    """After an anniversary fired (or was skipped), make the next one pending."""
+    moment = _moment(rule, contact)
+    ctx = FactContext(
+        contact=contact, now=fire_time, db=tx.db, tables=tx.tables, documents=documents
+    )
+    try:
+        base = recurring_bases(rule, ctx, moment).get(key[3])
+    except Exception:  # a plugin's anchor fact failed: the contact's next change retries
+        return
+    nxt = moment.following(base, date.fromisoformat(anchor_at[:10])) if base else None
+    if nxt is not None:
+        tx.put_anchors([(*key, _day_text(nxt[0]), utc_text(nxt[1]))])
+
+
 def _moving(
     rules: Sequence[CompiledRule], moved: Mapping[str, set[str]] | None, contact_id: str
 ) -> list[CompiledRule]:
@@ -189,10 +299,11 @@ def _moving(
     ]
 
 
-def rebuild_anchors(store: Store, book: RuleBook) -> int:
+def rebuild_anchors(store: Store, book: RuleBook, now: datetime | None = None) -> int:
     """After a load: compute every contact's anchors for relative rules that are new or changed.
 
     A rule whose anchor and offset are unchanged keeps its rows (and what already fired).
+    A new recurring rule starts at ``now``: past anniversaries are not replayed.
     Returns the number of contacts scanned.
     """
     known = store.read().anchor_definitions()
@@ -210,7 +321,7 @@ def rebuild_anchors(store: Store, book: RuleBook) -> int:
             if not rows:
                 return scanned
             contacts = [Contact.model_validate_json(data) for _, data in rows]
-            refresh_anchors(tx, narrowed, contacts)
+            refresh_anchors(tx, narrowed, contacts, since=now)
             scanned += len(rows)
             last = rows[-1][0]
 
@@ -248,6 +359,10 @@ def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeRepor
                     tx.close_anchor(key, status="skipped", note=note)
                     report.anchors_skipped += 1
                     report.notes.append(f"{ruleset}/{rule_id}/{contact_id}: {note}")
+                    if isinstance(rule.rule.when, RecurringTrigger):
+                        _advance_recurring(
+                            tx, rule, contact, key, anchor_at, fire_time, book.documents
+                        )
                     continue
                 hit = _judge(
                     rule,
@@ -262,6 +377,8 @@ def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeRepor
                 )
                 note = _FIRED_NOTES[hit]
                 tx.close_anchor(key, status="fired", note=note)
+                if isinstance(rule.rule.when, RecurringTrigger):
+                    _advance_recurring(tx, rule, contact, key, anchor_at, fire_time, book.documents)
                 if hit:
                     report.anchors_fired += 1
                 else:

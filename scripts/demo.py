@@ -93,6 +93,34 @@ def print_weeks(result: dict) -> None:
     )
 
 
+def moments_summary(per_rule: dict) -> str:
+    """One line per recurring-moment and survey rule: how often it fired in the backtest."""
+    lines = {
+        "moments/birthday-offer": "birthday offers at 09:00 local time",
+        "moments/customer-anniversary": "customer-since anniversaries thanked",
+        "surveys/csat-after-ticket": "CSAT surveys asked after a closed ticket",
+        "surveys/nps-after-first-purchase": "NPS surveys asked 30 days after a first order",
+        "surveys/send-survey-email": "survey links sent by email",
+        "surveys/detractor-follow-up": "NPS detractors followed up (tag, CSM task, email)",
+    }
+    return "\n".join(
+        f"{per_rule.get(rule, {}).get('fired', 0):>6,}  {text}" for rule, text in lines.items()
+    )
+
+
+def contact_with_birthday(events: Path) -> str | None:
+    """A contact of the sample history with a birthday, to show `clm explain`'s next one."""
+    with events.open(encoding="utf-8") as lines:
+        for line in lines:
+            try:
+                found = json.loads(line)
+            except ValueError:
+                continue  # the bad lines, on purpose
+            if found.get("type") == "contact.updated" and "birthday" in found["properties"]:
+                return str(found["contact_id"])
+    return None
+
+
 def main() -> None:
     shutil.rmtree(DEMO, ignore_errors=True)
     DEMO.mkdir()
@@ -185,6 +213,25 @@ def main() -> None:
         f"(a purchase or a newer cart change came in the 4 hours), "
         f"{outcomes.get('vetoed', 0):,} vetoed (no email consent)"
     )
+
+    step("Birthdays, anniversaries and surveys: recurring moments and NPS/CSAT (backtest)")
+    moments = ["--rulesets", str(RULESETS / "moments.json")]
+    moments += ["--rulesets", str(RULESETS / "surveys.json")]
+    moments += ["--rulesets", str(RULESETS / "templates")]
+    raw = clm(
+        "simulate",
+        *moments,
+        "--events",
+        str(EVENTS),
+        *window,
+        "--json",
+        capture=True,
+        ok_codes=(0, 1),
+    )
+    print(moments_summary(json.loads(raw)["per_rule"]))
+    birthday = contact_with_birthday(EVENTS)
+    if birthday:
+        clm("explain", birthday, *db, *rulesets, "--rule", "birthday-offer", "--limit", "1")
 
     step("Warranties: 18 months on a virtual clock: reminders, offers, and what customers bought")
     # Warranty ends lie one to three years after purchase, so this runs ahead of the history:

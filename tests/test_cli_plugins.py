@@ -134,7 +134,10 @@ def test_the_table_shows_each_kind_with_its_plugin(monkeypatch):
 
 def test_only_the_built_ins_when_no_plugin_is_installed():
     listing = json.loads(run("--json"))
-    assert {row["plugin"] for row in listing["actions"]} == {"clm_engine.builtins.actions"}
+    assert {row["plugin"] for row in listing["actions"]} == {
+        "clm_engine.builtins.actions",
+        "clm_engine.builtins.surveys",
+    }
     assert listing["policies"] == []
     assert listing["commands"] == []
 

@@ -390,7 +390,7 @@ def test_a_relative_trigger_needs_a_date_fact(validate):
     (problem,) = validate(when={"after": "test.level", "days": 1}, plugins=typed)
     assert problem["pointer"] == "/rules/0/when/after"
     assert problem["message"] == (
-        "'test.level' is not a date (its type is 'number'): before/after need a date fact"
+        "'test.level' is not a date (its type is 'number'): before/after/on need a date fact"
     )
 
 

@@ -163,8 +163,8 @@ def test_schema_mistakes_are_all_reported_with_pointer_line_and_column():
         "unknown key 'valeu' in condition; did you mean 'value'?",
         "unknown key 'thne' in rule; did you mean 'then'?",
         "found 'schedule' and 'event' in one trigger; a trigger is one of "
-        '{"event": ...}, {"stage_changed": {...}}, {"schedule": ...}, {"before": ...} or '
-        '{"after": ...}',
+        '{"event": ...}, {"stage_changed": {...}}, {"schedule": ...}, {"before": ...}, '
+        '{"after": ...} or {"every": ..., "on": ...}',
         "expected at least one item, found an empty list",
         "expected an integer, found a string 'high'",
     ]
@@ -549,10 +549,10 @@ def test_relative_time_anchors_must_be_dates(tmp_path, notify):
         registry=notify,
     )
     assert [(p.pointer, p.message) for p in problems] == [
-        ("/rules/4/when/after", "'contact.email' is not a date: before/after need a date fact"),
+        ("/rules/4/when/after", "'contact.email' is not a date: before/after/on need a date fact"),
         (
             "/rules/5/when/after",
-            "'contact.metrics.orders_count' is not a date: before/after need a date fact",
+            "'contact.metrics.orders_count' is not a date: before/after/on need a date fact",
         ),
         (
             "/rules/6/when/after",
@@ -796,8 +796,8 @@ def test_clm_validate_prints_each_problem_and_a_summary(run, tmp_path):
         "rulesets/bad.json:2:13: /rules/0/then: missing required key 'then' in rule",
         "    hint: 'then': the actions to run, in order (at least one).",
         "rulesets/bad.json:2:13: /rules/0/when: missing required key 'when' in rule",
-        "    hint: 'when': the trigger: an event, a stage change, a cron schedule, or a time "
-        "before/after a date fact.",
+        "    hint: 'when': the trigger: an event, a stage change, a cron schedule, a time "
+        "before/after a date fact, or every anniversary of a date fact.",
         "3 problems in 2 files",
     ]
 

@@ -486,8 +486,9 @@ def test_cli_prints_a_table_per_rule_and_week(run, history):
     assert "lead-scoring/email-open" in out and "W19" in out and "all rules" in out
     assert "nothing was sent" in out
     # 374 events of 50 contacts, plus carts, birthdays, CSAT answers and weekly spend (under
-    # the 3 channel pseudo-contacts) that sample events make since issue 20.
-    assert "444 replayed (53 contacts)" in out
+    # the 3 channel pseudo-contacts) that sample events make since issue 20, and customer-since
+    # dates and NPS answers after tickets since issue 19.
+    assert "453 replayed (53 contacts)" in out
 
 
 def test_cli_json_gives_the_library_result(run, history):
@@ -586,8 +587,8 @@ def test_cli_lines_that_are_not_events_are_reported_and_exit_1(run, history, tmp
     )
     assert answer.exit_code == 1
     assert "all rules" in answer.stdout  # the report still comes
-    # (line numbers after the 444 events of the history: see the note on its count above)
-    assert "2 lines of" in answer.stderr and "line 445:" in answer.stderr
+    # (line numbers after the 453 events of the history: see the note on its count above)
+    assert "2 lines of" in answer.stderr and "line 454:" in answer.stderr
 
 
 def test_cli_rulesets_and_compare_exclude_each_other(run, history):

@@ -85,6 +85,10 @@ def trend_chart(figures: dict[str, Any]) -> Any:
         {"month": m["month"], "value": m["nps"], "series": "NPS"} for m in figures["nps_by_month"]
     ]
     rows += [
+        {"month": m["month"], "value": m["csat"], "series": "CSAT"}
+        for m in figures.get("csat_by_month", [])
+    ]
+    rows += [
         {"month": m["month"], "value": round(100 * (m["churn_rate"] or 0), 1), "series": "churn %"}
         for m in figures["churn_by_month"]
     ]
@@ -95,7 +99,7 @@ def trend_chart(figures: dict[str, Any]) -> Any:
         .mark_line(point=True)
         .encode(
             x=alt.X("month:O", title="month"),
-            y=alt.Y("value:Q", title="NPS / monthly churn %"),
+            y=alt.Y("value:Q", title="NPS / CSAT / monthly churn %"),
             color=alt.Color("series:N", title=None),
         )
         .properties(title="NPS and churn over time")

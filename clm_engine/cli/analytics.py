@@ -146,6 +146,11 @@ def print_figures(figures: dict[str, Any]) -> None:
         for m in figures["nps_by_month"][-12:]:
             nps.add_row(m["month"], f"{m['answers']:,}", f"{m['nps']:.1f}")
         console.print(nps)
+    if figures["csat_by_month"]:
+        csat = Table("month", "answers", "satisfied", "CSAT", title="CSAT", title_justify="left")
+        for m in figures["csat_by_month"][-12:]:
+            csat.add_row(m["month"], f"{m['answers']:,}", f"{m['satisfied']:,}", f"{m['csat']:.1f}")
+        console.print(csat)
     if figures["acquisition"]:
         acq = Table(
             "channel",

@@ -81,6 +81,8 @@ def explain(
             node.add(f"[dim]{esc(entry['description'])}[/]")
         if entry.get("not_evaluated"):
             node.add(esc(entry["not_evaluated"]))
+        if entry.get("next") and entry.get("decisions"):
+            node.add(esc(entry["next"]))
         for decision in entry["decisions"]:
             label = _DECISION_STYLE.get(decision["decision"], decision["decision"])
             item = node.add(

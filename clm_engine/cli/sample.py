@@ -32,9 +32,10 @@ def sample_events(
 ) -> None:
     """Write a realistic stream of lifecycle events as JSON Lines.
 
-    Signups, email opens and clicks, page views, purchases, product registrations, support
-    tickets, NPS answers and unsubscribes, for CONTACTS people over MONTHS months; about 1% of
-    the events arrive late and a few twice, as they do from real CRMs.
+    Signups, email opens and clicks, page views, carts, purchases, product registrations,
+    support tickets with CSAT and NPS answers after they close, NPS answers, birthdays and
+    customer-since dates, unsubscribes and acquisition spend, for CONTACTS people over MONTHS
+    months; about 1% of the events arrive late and a few twice, as they do from real CRMs.
     """
     from ..synthetic import bad_lines as make_bad_lines
     from ..synthetic import generate_events, write_jsonl

@@ -154,6 +154,8 @@ METRIC_TYPES = {
     "tickets_count": "number",
     "nps_score": "number",
     "nps_category": "text",
+    "csat_score": "number",
+    "csat_satisfied": "boolean",
     "open_tickets": "list",
     "closed_tickets": "list",
     "scores_changed_at": "mapping",

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..models import TOO_LONG, Duration, DurationSpec, duration_to_timedelta
+from ..models import TOO_LONG, Duration, DurationSpec, duration_to_timedelta, fixed_days
 from ..types import MISSING, FactContext
 
 #: Exact types that count as numbers. ``bool`` is deliberately absent: ``true`` is not ``1``.
@@ -125,6 +125,12 @@ def _not_a_duration(value: Any, error: ValidationError) -> ValueError:
     """The message for a ruleset duration that failed: too long, or no duration at all."""
     if any(item["type"] == "duration_too_long" for item in error.errors()):
         return ValueError(f"{describe(value)} {TOO_LONG}")
+    fixed = fixed_days(value) if isinstance(value, str) else None
+    if fixed is not None:  # "P1M": months and years vary in length
+        return ValueError(
+            f"{describe(value)} is not {_DURATION_HINT}: months and years vary in length, "
+            f"write 'P{fixed}D'"
+        )
     return ValueError(f"{describe(value)} is not {_DURATION_HINT}")
 
 

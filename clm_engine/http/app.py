@@ -34,6 +34,7 @@ from ..registry import Registry
 from . import auth
 from .bodies import BodyError, decode, is_ndjson, ndjson_items, parse_json, read_body
 from .metrics import Metrics
+from .surveys import survey_routes
 from .writer import Outcome, Unavailable, Writer
 
 access_log = logging.getLogger("clm.http.access")
@@ -137,7 +138,9 @@ class Service:
         """Open the engines (in the worker process, after any fork) and start the writer."""
         writing = Engine(self.db, registry=self.registry, clock=self.clock)
         try:
-            reading = Engine(self.db, registry=self.registry, clock=self.clock, migrate=False)
+            # Migrated just above, so this only declares the plugins' tables (a read: the
+            # survey page checks links with the store's key, survey_keys).
+            reading = Engine(self.db, registry=self.registry, clock=self.clock)
         except BaseException:
             writing.close()
             raise
@@ -385,6 +388,7 @@ def create_app(
     _read_routes(app, service)
     _admin_routes(app, service)
     _unsubscribe_routes(app, service)
+    survey_routes(app, service)
     return app
 
 

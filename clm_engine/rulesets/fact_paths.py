@@ -187,7 +187,8 @@ class FactPaths:
     # -- special places --------------------------------------------------------------------
 
     def check_anchor(self, path: str, where: str) -> list[Issue]:
-        """``before`` / ``after`` of a relative-time trigger: a date of the contact."""
+        """``before`` / ``after`` of a relative-time trigger, ``on`` of a recurring one: a date
+        of the contact."""
         issues = self.check(path, Scope("a relative-time trigger"), where)
         if issues or path in self.computed:
             return issues
@@ -201,7 +202,7 @@ class FactPaths:
         return [
             Issue(
                 where,
-                f"{path!r} is not a date: before/after need a date fact",
+                f"{path!r} is not a date: before/after/on need a date fact",
                 hint="use "
                 + ", ".join(f"contact.{d}" for d in CONTACT_DATES)
                 + ", contact.metrics.<name>_at, contact.attributes.<name> or a computed date "

@@ -45,6 +45,10 @@ DEF_DESCRIPTIONS: dict[str, str] = {
         "Fires once per contact at a time relative to a date fact: "
         '{"before": "contact.attributes.renewal_at", "days": 30}.'
     ),
+    "RecurringTrigger": (
+        "Fires on every anniversary of a date fact at a time of day, in the contact's "
+        'timezone: {"every": "P1Y", "on": "contact.attributes.birthday", "at": "09:00"}.'
+    ),
     "All": "True when every condition in the list is true.",
     "AnyOf": "True when at least one condition in the list is true.",
     "Not": "True when the condition inside is false.",
@@ -89,8 +93,8 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("Rule", "id"): f"The rule's id, unique within the ruleset ({_NAME}).",
     ("Rule", "description"): "What the rule does and why, for people.",
     ("Rule", "when"): (
-        "The trigger: an event, a stage change, a cron schedule, or a time before/after a "
-        "date fact."
+        "The trigger: an event, a stage change, a cron schedule, a time before/after a "
+        "date fact, or every anniversary of a date fact."
     ),
     ("Rule", "if"): "A condition that must hold when the trigger fires; leave out for always.",
     ("Rule", "then"): "The actions to run, in order (at least one).",
@@ -126,6 +130,27 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("RelativeTrigger", "stale_after"): (
         "After downtime, a fire time older than this is skipped and recorded as skipped, "
         "not run late (default: always run late, once)."
+    ),
+    ("RecurringTrigger", "every"): (
+        "How often: 'P1Y' every year, 'P1M' every month ('P3M' a quarter). Occurrences are "
+        "the date plus 1, 2, 3 ... periods, never the date itself."
+    ),
+    ("RecurringTrigger", "on"): (
+        "The date fact it repeats on, e.g. contact.attributes.birthday or contact.created_at "
+        '(a date like "1990-03-14", a time, or "--03-14" without a year).'
+    ),
+    ("RecurringTrigger", "at"): "The time of day it fires, HH:MM in the timezone (default 09:00).",
+    ("RecurringTrigger", "timezone"): (
+        '"contact" (default: each contact\'s own timezone), "UTC" or an IANA name like '
+        '"Europe/Paris".'
+    ),
+    ("RecurringTrigger", "leap_day"): (
+        'A 29 February (or 29-31 in a monthly rule) in a year (month) without that day: "feb28" '
+        '(default) fires on the last day of the month, "mar1" on 1 March.'
+    ),
+    ("RecurringTrigger", "stale_after"): (
+        "After downtime, an occurrence older than this is skipped and recorded as skipped, "
+        "not run late (default: every missed occurrence runs late, once)."
     ),
     ("ScheduleTrigger", "stale_after"): (
         "After downtime, a missed slot older than this is skipped and recorded as skipped, "

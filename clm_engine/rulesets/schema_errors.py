@@ -19,6 +19,7 @@ from typing import Any, Protocol, cast
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from ..models import CALENDAR_PERIOD, fixed_days
 from .problems import (
     OPERATOR_SYNONYMS,
     Issue,
@@ -42,19 +43,23 @@ DISCRIMINATORS: dict[str, tuple[str, ...]] = {
     "StageTrigger": ("stage_changed",),
     "ScheduleTrigger": ("schedule",),
     "RelativeTrigger": ("before", "after"),
+    "RecurringTrigger": ("every", "on"),
     "FactRef": ("fact",),
     "Duration": ("weeks", "days", "hours", "minutes"),
 }
 
 CONDITIONS = frozenset({"All", "AnyOf", "Not", "Leaf"})
-TRIGGERS = frozenset({"EventTrigger", "StageTrigger", "ScheduleTrigger", "RelativeTrigger"})
+TRIGGERS = frozenset(
+    {"EventTrigger", "StageTrigger", "ScheduleTrigger", "RelativeTrigger", "RecurringTrigger"}
+)
 
 CONDITION_SHAPES = (
     '{"all": [...]}, {"any": [...]}, {"not": {...}} or a leaf {"fact": ..., "op": ..., '
     '"value": ...}'
 )
 TRIGGER_SHAPES = (
-    '{"event": ...}, {"stage_changed": {...}}, {"schedule": ...}, {"before": ...} or {"after": ...}'
+    '{"event": ...}, {"stage_changed": {...}}, {"schedule": ...}, {"before": ...}, {"after": ...}'
+    ' or {"every": ..., "on": ...}'
 )
 
 #: What each kind of object is called in messages, by definition title.
@@ -72,6 +77,7 @@ KINDS: dict[str, str] = {
     "StageChange": "stage_changed",
     "ScheduleTrigger": "schedule trigger",
     "RelativeTrigger": "relative-time trigger",
+    "RecurringTrigger": "recurring trigger",
     "Duration": "duration",
     "FactRef": "fact reference",
 }
@@ -93,7 +99,11 @@ PATTERNS: dict[str, str] = {
     r"^P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$": (
         "an ISO 8601 duration (like 'P30D', 'PT12H' or 'P1W')"
     ),
+    CALENDAR_PERIOD: "a calendar period (like 'P1Y' for yearly, 'P1M' monthly, 'P3M' quarterly)",
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "a time of day as HH:MM (like '09:00' or '18:30')",
 }
+
+_DURATION_PATTERN = r"^P(\d+W)?(\d+D)?(T(\d+H)?(\d+M)?(\d+S)?)?$"
 
 _NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 _OPERATOR_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -220,6 +230,8 @@ class _Explainer:
         suggestion = ""
         if error.validator_value == _OPERATOR_PATTERN and isinstance(value, str):
             suggestion = did_you_mean_operator(value, set(OPERATOR_SYNONYMS.values()))
+        if isinstance(value, str):
+            hint = _duration_hint(error.validator_value, value) or hint
         if "propertyNames" in error.relative_schema_path:
             # A key of a map (a segment name): point at the key itself.
             yield Issue(where + pointer(value), f"{value!r} is not {meaning}", hint, at_key=True)
@@ -440,6 +452,28 @@ def _either(words: list[str]) -> str:
     if len(words) <= 1:
         return "".join(words)
     return f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def _duration_hint(pattern: str, value: str) -> str | None:
+    """What to write instead of a calendar duration where a fixed one is needed, and of a
+    fixed one where a calendar period is needed."""
+    if pattern == _DURATION_PATTERN:
+        fixed = fixed_days(value)
+        if fixed is None:
+            return None
+        return (
+            "years and months differ in length, so a delay, cooldown or window takes days: "
+            f"write 'P{fixed}D' (or {{\"days\": {fixed}}}); to repeat on the same date every "
+            'year or month, use a recurring trigger: {"every": "P1Y", "on": "<date fact>"}'
+        )
+    if pattern == CALENDAR_PERIOD:
+        return (
+            "a recurring trigger repeats on the same calendar date: write 'P1Y' (yearly) or "
+            "'P1M' (monthly, 'P3M' quarterly); for a fixed length after a date, use a relative "
+            'trigger {"after": "<date fact>", "days": 30}; for a weekly rhythm, a schedule '
+            'trigger {"schedule": "0 9 * * MON"}'
+        )
+    return None
 
 
 def _first_lower(text: str) -> str:

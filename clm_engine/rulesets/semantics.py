@@ -25,6 +25,7 @@ from ..models import (
     FactRef,
     Leaf,
     Not,
+    RecurringTrigger,
     RelativeTrigger,
     Rule,
     Ruleset,
@@ -163,6 +164,11 @@ def _trigger(
         return issues
     if isinstance(when, ScheduleTrigger):
         return _schedule(when, where)
+    if isinstance(when, RecurringTrigger):
+        return (
+            paths.check_anchor(when.on, f"{where}/on")
+            or _anchor_type(when.on, facts, f"{where}/on")
+        ) + _timezone(when.timezone, f"{where}/timezone")
     if isinstance(when, RelativeTrigger):
         key = "before" if when.before is not None else "after"
         anchor = getattr(when, key)
@@ -186,7 +192,7 @@ def _anchor_type(path: str, facts: Mapping[str, Any], where: str) -> list[Issue]
     return [
         Issue(
             where,
-            f"{path!r} is not a date (its type is {declared!r}): before/after need a date fact",
+            f"{path!r} is not a date (its type is {declared!r}): before/after/on need a date fact",
             hint="a computed fact of type 'time' or 'dates' (a date per entity), or "
             "contact.created_at, contact.metrics.<name>_at, contact.attributes.<name>",
         )
@@ -205,24 +211,29 @@ def unknown_stage(name: str, stages: Sequence[str], where: str) -> list[Issue]:
     ]
 
 
+def _timezone(name: str, where: str) -> list[Issue]:
+    """A trigger's ``timezone``: "UTC", "contact" or an IANA name."""
+    if name in ("UTC", "contact") or _zone(name) is not None:
+        return []
+    suggestion = did_you_mean(name, _timezone_names(), cutoff=0.7)
+    return [
+        Issue(
+            where,
+            f"unknown timezone {name!r}{suggestion}",
+            hint='use "UTC", "contact" (each contact\'s own) or an IANA name like "Europe/Paris"',
+        )
+    ]
+
+
 def _schedule(trigger: ScheduleTrigger, where: str) -> list[Issue]:
     from apscheduler.triggers.cron import CronTrigger
 
-    issues = []
-    zone: ZoneInfo | None = ZoneInfo("UTC")
-    if trigger.timezone not in ("UTC", "contact"):
-        zone = _zone(trigger.timezone)
-        if zone is None:
-            suggestion = did_you_mean(trigger.timezone, _timezone_names(), cutoff=0.7)
-            issues.append(
-                Issue(
-                    f"{where}/timezone",
-                    f"unknown timezone {trigger.timezone!r}{suggestion}",
-                    hint='use "UTC", "contact" (each contact\'s own) or an IANA name like '
-                    '"Europe/Paris"',
-                )
-            )
-            zone = ZoneInfo("UTC")
+    issues = _timezone(trigger.timezone, f"{where}/timezone")
+    zone = (
+        (_zone(trigger.timezone) or ZoneInfo("UTC"))
+        if trigger.timezone not in ("UTC", "contact")
+        else ZoneInfo("UTC")
+    )
     expression = trigger.schedule
     fields = expression.split()
     if len(fields) == 5 and re.search(r"(?<![/\d])\d", fields[4]):

@@ -18,6 +18,7 @@ from typing import Any
 from ..engine import Engine
 from ..models import (
     EventTrigger,
+    RecurringTrigger,
     RelativeTrigger,
     Rule,
     ScheduleTrigger,
@@ -248,6 +249,8 @@ def _trigger_text(rule: Rule) -> str:
         return f"stage change {change.from_ or 'any'} -> {change.to or 'any'}"
     if isinstance(when, ScheduleTrigger):
         return f"schedule {when.schedule} ({when.timezone})"
+    if isinstance(when, RecurringTrigger):
+        return f"every {when.every} on {when.on} at {when.at} ({when.timezone})"
     days, hours = when.days, when.hours
     span = " ".join(
         part for part in (f"{days}d" if days else "", f"{hours}h" if hours else "") if part
@@ -268,7 +271,7 @@ def step_notes(timed: list[CompiledRule], step: timedelta) -> list[str]:
     notes = []
     for compiled in timed:
         when = compiled.rule.when
-        stale = when.stale_after if isinstance(when, RelativeTrigger) else None
+        stale = when.stale_after if isinstance(when, RelativeTrigger | RecurringTrigger) else None
         if stale is not None and duration_to_timedelta(stale) < step:
             notes.append(
                 f"{compiled.ruleset}/{compiled.id} skips fire times older than "
