@@ -1,6 +1,6 @@
 """The core's schema on PostgreSQL, as a versioned list of migrations of its own.
 
-The SQLite schema grew through nine ``sqlite_utils`` migrations (``builtins/migrations.py``);
+The SQLite schema grew through nine ``sqlite_utils`` migrations (``store/sqlite_schema.py``);
 PostgreSQL starts from where they ended: ``m001_core`` is the schema those nine leave, table
 for table, column for column, index for index. A change to the core's schema from now on is a
 migration on each side, appended here and never edited once released.
