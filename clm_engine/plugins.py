@@ -40,6 +40,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.facts",
     "clm_engine.builtins.actions",
     "clm_engine.builtins.segment",
+    "clm_engine.builtins.channels",
     "clm_engine.analytics.facts",
 )
 
