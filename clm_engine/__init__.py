@@ -2,9 +2,9 @@
 
 The public API is what this module exports, plus the documented modules ``clm_engine.cli``
 (helpers for plugins' commands), ``clm_engine.testing`` (helpers for plugins' tests),
-``clm_engine.money``, ``clm_engine.consent`` and ``clm_engine.channels``; everything else may change. Plugins use
-nothing else (``tests/test_public_api.py`` checks the three under ``plugins/``), and
-``docs/plugin-hooks.md`` documents all of it.
+``clm_engine.money``, ``clm_engine.consent`` and ``clm_engine.channels``; everything else
+may change. Plugins use nothing else (``tests/test_public_api.py`` checks the plugins under
+``plugins/``), and ``docs/plugin-hooks.md`` documents all of it.
 """
 
 from . import channels, consent, money
@@ -84,8 +84,8 @@ __all__ = [
     "Veto",
     "VirtualClock",
     "__version__",
-    "closest",
     "channels",
+    "closest",
     "consent",
     "describe_validation_error",
     "did_you_mean",

@@ -226,10 +226,17 @@ def cap_until(now: datetime, sends: Sequence[datetime], cap: FrequencyCap) -> da
 
 
 def next_allowed(
-    now: datetime, *, sends: Sequence[datetime], policy: ChannelPolicy, timezone: str
+    now: datetime,
+    *,
+    sends: Sequence[datetime],
+    policy: ChannelPolicy,
+    timezone: str,
+    prefix: str | None = None,
 ) -> tuple[datetime, list[str]]:
     """The first moment at or after ``now`` under every cap of ``policy`` and outside its
-    quiet hours, with the reasons that pushed it there (none: ``now`` itself)."""
+    quiet hours, with the reasons that pushed it there (none: ``now`` itself). Each reason
+    starts with ``prefix`` (``policy '<name>': `` unless given)."""
+    lead = f"policy {policy.name!r}: " if prefix is None else prefix
     when, reasons = now, []
     for _ in range(20):  # each constraint only pushes later; a few rounds settle it
         moved = False
@@ -237,7 +244,7 @@ def next_allowed(
             until = cap_until(when, sends, cap)
             if until is not None and until > when:
                 reason = (
-                    f"policy {policy.name!r}: at most {cap.max} "
+                    f"{lead}at most {cap.max} "
                     f"{'/'.join(policy.categories)} messages per {_span(cap.window)}"
                     f" ({'any channel' if policy.channels is None else ', '.join(policy.channels)})"
                 )
@@ -248,9 +255,7 @@ def next_allowed(
             until = quiet_until(when, policy.quiet_hours, timezone)
             if until is not None and until > when:
                 quiet = policy.quiet_hours
-                reason = (
-                    f"policy {policy.name!r}: quiet hours {quiet.start}-{quiet.end} ({timezone})"
-                )
+                reason = f"{lead}quiet hours {quiet.start}-{quiet.end} ({timezone})"
                 if reason not in reasons:
                     reasons.append(reason)
                 when, moved = until, True
