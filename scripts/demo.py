@@ -33,6 +33,8 @@ from pathlib import Path
 from clm_email.demo import summary as email_summary
 from clm_referral.demo import add_to_history, demo_decisions
 from clm_referral.demo import summary as referral_summary
+from clm_sms.demo import add_to_file as add_appointments
+from clm_sms.demo import summary as sms_summary
 from clm_warranty.demo import add_to_file as add_warranty_events
 from clm_warranty.demo import summary as warranty_summary
 
@@ -185,6 +187,24 @@ def main() -> None:
         f"(a purchase or a newer cart change came in the 4 hours), "
         f"{outcomes.get('vetoed', 0):,} vetoed (no email consent)"
     )
+
+    step("SMS: service appointments confirmed and reminded the day before (backtest, clm-sms)")
+    texts = DEMO / "events-sms.jsonl"
+    print(
+        f"(+ {add_appointments(EVENTS, texts, seed=7)} appointment, cancellation and STOP events)"
+    )
+    appointments = ["--rulesets", str(RULESETS / "service-appointments.json")]
+    raw = clm(
+        "simulate",
+        *appointments,
+        "--events",
+        str(texts),
+        *window,
+        "--json",
+        capture=True,
+        ok_codes=(0, 1),
+    )
+    print(sms_summary(json.loads(raw)))
 
     step("Warranties: 18 months on a virtual clock: reminders, offers, and what customers bought")
     # Warranty ends lie one to three years after purchase, so this runs ahead of the history:
