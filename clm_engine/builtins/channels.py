@@ -3,24 +3,19 @@
 A ``<channel>.sent`` event (``email.sent``, ``sms.sent``, ``webhook.sent``) is recorded once,
 keyed by the event's id, in the transaction that stores the event: the log is exactly as
 durable as the events, and a replayed event is not counted twice. ``clm_engine.channels.decide``
-counts these rows for cross-channel frequency caps.
+counts these rows for cross-channel frequency caps. A contact's rows are erased with the
+core's own tables, on every store (``store.tables.CORE_TABLES_BY_CONTACT``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from ..channels import MESSAGE_CHANNELS, TABLE_NAME, category_of
 from ..hooks import hookimpl
 from ..models import Contact, Event, utc_text
 from ..store import Column, Index, Table, Tables
-
-if TYPE_CHECKING:
-    from sqlite_utils import Database
-
-    from ..erasure import Erasure
 
 MESSAGES = Table(
     TABLE_NAME,
@@ -77,10 +72,3 @@ def register_tables(register: Callable[..., None]) -> None:
 @hookimpl
 def register_event_handlers(register: Callable[..., None]) -> None:
     register("*", record_sent, name="channels.log_sent")
-
-
-@hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
-    """The erased contact's rows go: they hold no more than when and on which channel."""
-    cursor = db.execute(f"DELETE FROM {TABLE_NAME} WHERE contact_id = ?", [contact_id])
-    return {TABLE_NAME: cursor.rowcount}

@@ -33,7 +33,7 @@ from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
-from .tables import Table, check_tables
+from .tables import Table, check_tables, erase_declared_core_tables
 
 
 def _dumps(value: Any) -> str:
@@ -484,7 +484,7 @@ class SQLiteStore:
         check that no table still mentions the contact, and record the request. The files to
         scrub (recorded rejects files and ``files``) are planned here and changed by the
         caller after the commit (:meth:`Erasure.apply_files`)."""
-        with self.write():
+        with self.write() as tx:
             erasure = self._erasure_of(contact_id)
             removed: dict[str, int] = {}
             for table in _ERASED_BY_CONTACT:
@@ -492,6 +492,7 @@ class SQLiteStore:
                 removed[table] = self.conn.execute(
                     f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
                 ).rowcount
+            removed.update(erase_declared_core_tables(tx.tables, contact_id))
             removed.update(also(self.db, erasure))
             for table in _REWRITTEN:
                 erasure.rewrite_table(self.conn, table)

@@ -77,7 +77,7 @@ def add_to_file(history: Path, out: Path, *, seed: int = 7, share: float = 0.08)
             local_day.year, local_day.month, local_day.day, rng.randint(9, 16), 0, tzinfo=zone
         )
         contact = signup["contact_id"]
-        country = props.get("country") if props.get("country") in PHONES else "FR"
+        country = str(props.get("country")) if props.get("country") in PHONES else "FR"
         site = rng.choice(SITES)
         when = local.strftime("%a %d %b %H:%M")
         update = {
