@@ -14,7 +14,9 @@
    payout through `clm referral`;
 7. a week-by-week backtest (`clm simulate`), the abandoned-cart reminder backtested (its
    ``unless`` judged when each reminder falls due), and warranties 18 months ahead on a virtual
-   clock: reminders, extension / service-agreement / upgrade offers and their conversion.
+   clock: reminders, extension / service-agreement / upgrade offers and their conversion;
+8. SMS (clm-sms): service appointments confirmed and reminded the day before, backtested with
+   cancellations, STOP replies and invalid numbers in the history.
 
 Each later part of clm-engine (rules, time, email, referral, warranty) adds its step here, so
 the demo always shows the whole product as it stands.

@@ -18,6 +18,7 @@ comes to, and what the engine does then:
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
@@ -98,8 +99,7 @@ class PostParams(BaseModel):
 
 
 def _settings_file_set() -> bool:
-    import os
-
+    """Endpoints are checked at validation only where settings say what they are."""
     return bool(os.environ.get(SETTINGS_ENV))
 
 
