@@ -2,12 +2,12 @@
 
 The public API is what this module exports, plus the documented modules ``clm_engine.cli``
 (helpers for plugins' commands), ``clm_engine.testing`` (helpers for plugins' tests),
-``clm_engine.money`` and ``clm_engine.consent``; everything else may change. Plugins use
-nothing else (``tests/test_public_api.py`` checks the three under ``plugins/``), and
-``docs/plugin-hooks.md`` documents all of it.
+``clm_engine.money``, ``clm_engine.consent`` and ``clm_engine.channels``; everything else
+may change. Plugins use nothing else (``tests/test_public_api.py`` checks the plugins under
+``plugins/``), and ``docs/plugin-hooks.md`` documents all of it.
 """
 
-from . import consent, money
+from . import channels, consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
@@ -82,6 +82,7 @@ __all__ = [
     "Veto",
     "VirtualClock",
     "__version__",
+    "channels",
     "closest",
     "consent",
     "describe_validation_error",

@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.actions",
     "clm_engine.builtins.segment",
     "clm_engine.builtins.surveys",
+    "clm_engine.builtins.channels",
     "clm_engine.analytics.facts",
 )
 

@@ -14,7 +14,9 @@
    payout through `clm referral`;
 7. a week-by-week backtest (`clm simulate`), the abandoned-cart reminder backtested (its
    ``unless`` judged when each reminder falls due), and warranties 18 months ahead on a virtual
-   clock: reminders, extension / service-agreement / upgrade offers and their conversion.
+   clock: reminders, extension / service-agreement / upgrade offers and their conversion;
+8. SMS (clm-sms): service appointments confirmed and reminded the day before, backtested with
+   cancellations, STOP replies and invalid numbers in the history.
 
 Each later part of clm-engine (rules, time, email, referral, warranty) adds its step here, so
 the demo always shows the whole product as it stands.
@@ -33,6 +35,8 @@ from pathlib import Path
 from clm_email.demo import summary as email_summary
 from clm_referral.demo import add_to_history, demo_decisions
 from clm_referral.demo import summary as referral_summary
+from clm_sms.demo import add_to_file as add_appointments
+from clm_sms.demo import summary as sms_summary
 from clm_warranty.demo import add_to_file as add_warranty_events
 from clm_warranty.demo import summary as warranty_summary
 
@@ -232,6 +236,24 @@ def main() -> None:
     birthday = contact_with_birthday(EVENTS)
     if birthday:
         clm("explain", birthday, *db, *rulesets, "--rule", "birthday-offer", "--limit", "1")
+
+    step("SMS: service appointments confirmed and reminded the day before (backtest, clm-sms)")
+    texts = DEMO / "events-sms.jsonl"
+    print(
+        f"(+ {add_appointments(EVENTS, texts, seed=7)} appointment, cancellation and STOP events)"
+    )
+    appointments = ["--rulesets", str(RULESETS / "service-appointments.json")]
+    raw = clm(
+        "simulate",
+        *appointments,
+        "--events",
+        str(texts),
+        *window,
+        "--json",
+        capture=True,
+        ok_codes=(0, 1),
+    )
+    print(sms_summary(json.loads(raw)))
 
     step("Warranties: 18 months on a virtual clock: reminders, offers, and what customers bought")
     # Warranty ends lie one to three years after purchase, so this runs ahead of the history:

@@ -80,8 +80,9 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
     assert operators["gt"]["fact_types"] == ["number", "text", "time"]
     assert operators["exists"]["fact_types"] is None
     assert len(operators) == 23
-    assert [(p["plugin"], p["distribution"]) for p in listing["policies"]] == [
-        ("email", "clm-email")
+    assert sorted((p["plugin"], p["distribution"]) for p in listing["policies"]) == [
+        ("email", "clm-email"),
+        ("sms", "clm-sms"),
     ]
     assert {d["name"]: d["plugin"] for d in listing["documents"]} == {
         "sequence": "email",
@@ -92,6 +93,7 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
         "email": "email",
         "referral": "referral",
         "warranty": "warranty",
+        "sms": "sms",
     }
     handlers = by_name(listing["event_handlers"])
     assert handlers["email.log_sent"]["event_type"] == "email.sent"

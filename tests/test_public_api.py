@@ -21,6 +21,7 @@ PUBLIC_MODULES = (
     "clm_engine.testing",
     "clm_engine.money",
     "clm_engine.consent",
+    "clm_engine.channels",
 )
 PLUGIN_MODULES = sorted(ROOT.glob("plugins/*/clm_*/**/*.py"))
 

@@ -43,7 +43,7 @@ from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
 from .postgres_tables import PostgresTables, ensure_tables, plan_tables
-from .tables import Table, Tables, check_tables
+from .tables import Table, Tables, check_tables, erase_declared_core_tables
 
 #: The one advisory lock every write transaction takes ("clm" in ASCII).
 WRITE_LOCK = 0x636C6D
@@ -678,6 +678,7 @@ class PostgresStore(_Queries):
             for table in _ERASED_BY_CONTACT:
                 column = "id" if table == "contacts" else "contact_id"
                 removed[table] = tx._run(f"DELETE FROM {table} WHERE {column} = %s", [contact_id])
+            removed.update(erase_declared_core_tables(tx.tables, contact_id))
             removed.update(also(tx.tables, erasure))
             for table in _REWRITTEN:
                 _rewrite_table(tx, erasure, table)

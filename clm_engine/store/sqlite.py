@@ -34,7 +34,7 @@ from ..models import Contact, Event, utc_text
 from . import IngestFailure, OutboxRow, StageTransition, Trace
 from .sqlite_schema import migrations as core_migrations
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
-from .tables import Table, Tables, check_tables, quote, read_erasure_key
+from .tables import Table, Tables, check_tables, erase_declared_core_tables, quote, read_erasure_key
 
 
 def _dumps(value: Any) -> str:
@@ -556,6 +556,7 @@ class SQLiteStore:
                 removed[table] = self.conn.execute(
                     f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
                 ).rowcount
+            removed.update(erase_declared_core_tables(tx.tables, contact_id))
             removed.update(also(tx.tables, erasure))
             for table in _REWRITTEN:
                 _rewrite_table(self.conn, erasure, table)

@@ -691,3 +691,18 @@ class DeclaredTables:
     @property
     def names(self) -> list[str]:
         return sorted(self.declared)
+
+
+#: The core's own declared tables whose rows are a contact's (by ``contact_id``): erased by
+#: both stores' ``forget`` with the core's tables, through the table API (so on every store).
+CORE_TABLES_BY_CONTACT = ("channel_messages",)
+
+
+def erase_declared_core_tables(tables: Tables, contact_id: str) -> dict[str, int]:
+    """Delete a contact's rows from the core's declared tables that exist in this store
+    (a store opened without the built-ins has none): rows removed, by table."""
+    return {
+        name: tables[name].delete({"contact_id": contact_id})
+        for name in CORE_TABLES_BY_CONTACT
+        if name in tables
+    }

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from clm_engine import Defer, Veto, utc_text
+from clm_engine import Defer, Veto, channels, utc_text
 
 from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
 from .store import enrollment as enrollment_of
@@ -125,8 +125,17 @@ def decide(
     if contact.consent.get("email") is not True:
         state = "false" if "email" in contact.consent else "not recorded"
         return Veto(f"no consent to {category} email (consent.email is {state})")
+    # The cross-channel policies (``$CLM_CHANNEL_POLICY``) count every channel's messages.
+    across = channels.decide(
+        action="email.send",
+        params={"category": category},
+        contact=contact,
+        now=now,
+        tables=tables,
+        in_flight=claimed,
+    )
     if not settings.frequency_caps and settings.quiet_hours is None:
-        return None
+        return across
     sends: list[datetime] = []
     if settings.frequency_caps and tables is not None:
         longest = max(cap.window for cap in settings.frequency_caps)
@@ -153,7 +162,7 @@ def decide(
             and (row.params.get("category") or "marketing") not in exempted
         )
         sends.extend([now] * in_flight)
-    return next_allowed(
+    own = next_allowed(
         now,
         sends=sends,
         caps=settings.frequency_caps,
@@ -161,3 +170,10 @@ def decide(
         timezone=contact.timezone,
         noun=f"{category} emails",
     )
+    return later(own, across)
+
+
+def later(*answers: Defer | None) -> Defer | None:
+    """The later of several deferrals (``None``: no deferral), as the engine would pick."""
+    found = [a for a in answers if a is not None]
+    return max(found, key=lambda d: d.until) if found else None
