@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.actions",
     "clm_engine.builtins.segment",
     "clm_engine.analytics.facts",
+    "clm_engine.builtins.experiments",
 )
 
 

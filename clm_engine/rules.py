@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import RulesetError
+from .experiments import KIND as EXPERIMENT_KIND
 from .models import (
     DEFAULT_STAGES,
     ActionCall,
@@ -29,6 +30,7 @@ from .models import (
 
 if TYPE_CHECKING:
     from .conditions import CompiledConditions, ConditionCompiler
+    from .experiments.compiled import CompiledExperiment
     from .conditions.facts import FactPlan
     from .plugins import ActionSpec
     from .rulesets import LoadedRuleset
@@ -56,6 +58,8 @@ class CompiledRule:
     #: Per action (by index): its ``unless`` and that condition compiled with the ruleset's
     #: compiler, judged again when the delayed action falls due (None: nothing to re-check).
     rechecks: tuple[tuple[Condition, CompiledConditions] | None, ...] = ()
+    #: The rule's A/B split, if it declares one: each arm's actions (docs/experiments.md).
+    experiment: CompiledExperiment | None = None
 
     @property
     def id(self) -> str:
@@ -127,7 +131,7 @@ class RuleBook:
         from .conditions.facts import plan_fact
 
         stages = next((tuple(r.ruleset.stages) for r in loaded if r.ruleset.stages), DEFAULT_STAGES)
-        book = cls(stages=stages, rulesets=list(loaded), documents=documents or {})
+        book = cls(stages=stages, rulesets=list(loaded), documents=dict(documents or {}))
         event_rules: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
         stage_rules: dict[str, list[CompiledRule]] = defaultdict(list)
         compilers: dict[str, ConditionCompiler] = {}
@@ -169,7 +173,15 @@ class RuleBook:
                         else None
                         for call in rule.then
                     ),
+                    experiment=_experiment(rule, ruleset.ruleset, ruleset.version, actions),
                 )
+                if compiled.experiment is not None:
+                    # Exposures are rows written as decisions are taken: a failed fold must
+                    # take them back, like a plugin's inline writes.
+                    book.writes_inline = True
+                    book.documents.setdefault(EXPERIMENT_KIND, {})[compiled.experiment.name] = (
+                        compiled.experiment
+                    )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled
                 book.writes_inline = book.writes_inline or any(
                     _writes(call, actions) for call in rule.then
@@ -207,6 +219,25 @@ def _writes(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
 def _pure(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
     spec = actions.get(call.action)
     return spec is not None and spec.pure
+
+
+def _experiment(
+    rule: Rule, ruleset: str, version: int, actions: dict[str, ActionSpec]
+) -> CompiledExperiment | None:
+    """The rule's experiment with each arm's actions validated (a holdout's: none)."""
+    from .experiments.compiled import CompiledExperiment, merged_with
+
+    spec = rule.experiment
+    if spec is None:
+        return None
+    by_arm = {}
+    for arm in spec.arms:
+        if arm.holdout:
+            by_arm[arm.name] = ()
+            continue
+        calls = [c.model_copy(update={"with_": merged_with(c, arm)}) for c in rule.then]
+        by_arm[arm.name] = tuple((call, _params(call, actions)) for call in calls)
+    return CompiledExperiment(spec, ruleset, rule.id, version, by_arm)
 
 
 def _params(call: ActionCall, actions: dict[str, ActionSpec]) -> dict[str, Any]:

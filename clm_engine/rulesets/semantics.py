@@ -31,6 +31,7 @@ from ..models import (
     ScheduleTrigger,
     StageTrigger,
 )
+from ..experiments.checks import check_experiment
 from .fact_paths import SEGMENT, FactPaths, Scope, stage_names_in
 from .problems import Issue, did_you_mean, join, pointer, quoted_list
 from .pydantic_errors import pydantic_issues
@@ -69,6 +70,7 @@ def check_ruleset(ruleset: Ruleset, registries: Registries, stages: Sequence[str
         base = pointer("rules", index)
         issues += _trigger(rule, base + "/when", stages, paths, registries.facts)
         issues += _actions(rule, base, registries.actions, stages)
+        issues += check_experiment(rule, base, registries.actions, action_params)
         if rule.limit is not None and rule.limit.once_per is not None:
             issues += paths.check_once_per(
                 rule.limit.once_per, scope_of(rule), base + "/limit/once_per"
@@ -104,6 +106,9 @@ def conditions_of(ruleset: Ruleset) -> Iterator[tuple[Condition, str, Scope]]:
         for position, call in enumerate(rule.then):
             if call.unless is not None:
                 yield call.unless, pointer("rules", index, "then", position, "unless"), scope
+        if rule.experiment is not None and rule.experiment.goal.where is not None:
+            where = pointer("rules", index, "experiment", "goal", "where")
+            yield rule.experiment.goal.where, where, Scope("a goal", event=True)
 
 
 # -- the ruleset's own lists -------------------------------------------------------------------
