@@ -30,8 +30,8 @@ from .models import (
 
 if TYPE_CHECKING:
     from .conditions import CompiledConditions, ConditionCompiler
-    from .experiments.compiled import CompiledExperiment
     from .conditions.facts import FactPlan
+    from .experiments.compiled import CompiledExperiment
     from .plugins import ActionSpec
     from .rulesets import LoadedRuleset
 
@@ -230,7 +230,7 @@ def _experiment(
     spec = rule.experiment
     if spec is None:
         return None
-    by_arm = {}
+    by_arm: dict[str, tuple[tuple[ActionCall, dict[str, Any]], ...]] = {}
     for arm in spec.arms:
         if arm.holdout:
             by_arm[arm.name] = ()

@@ -67,8 +67,7 @@ DEF_DESCRIPTIONS: dict[str, str] = {
         '{"name": "holdout", "weight": 10, "holdout": true} gets no action.'
     ),
     "ExperimentGoal": (
-        'What counts as a conversion: {"event": "purchase", "within": "P14D", '
-        '"revenue": "amount"}.'
+        'What counts as a conversion: {"event": "purchase", "within": "P14D", "revenue": "amount"}.'
     ),
     "Duration": 'A length of time: {"days": 30}, {"hours": 12}, {"weeks": 1, "days": 2}.',
 }

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import ValidationError
 
+from ..experiments.checks import check_experiment
 from ..models import (
     All,
     AnyOf,
@@ -31,7 +32,6 @@ from ..models import (
     ScheduleTrigger,
     StageTrigger,
 )
-from ..experiments.checks import check_experiment
 from .fact_paths import SEGMENT, FactPaths, Scope, stage_names_in
 from .problems import Issue, did_you_mean, join, pointer, quoted_list
 from .pydantic_errors import pydantic_issues
