@@ -21,7 +21,7 @@ TABLE = "experiment_exposures"
 
 EXPOSURES = Table(
     name=TABLE,
-    description="Each contact's first exposure to each experiment: its arm, when, and by which rule",
+    description="Each contact's first exposure to each experiment: its arm, when, which rule",
     columns=(
         Column("experiment", "text", nullable=False),
         Column("contact_id", "text", nullable=False),
