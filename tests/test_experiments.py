@@ -468,3 +468,13 @@ def test_aa_fixed_horizon_is_honest_only_because_it_waits_for_the_planned_size()
                 trapped += 1
                 break
     assert trapped / 200 > 0.1
+
+
+def test_erasing_a_contact_removes_its_exposures(tmp_path, clock):
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write(tmp_path)])
+    engine.ingest_many([signup("c1"), signup("c2")])
+    report = engine.forget("c1", requested_by="test")
+    assert report.removed.get("experiment_exposures") == 1
+    left = engine.store.tables["experiment_exposures"].rows({})
+    assert [r["contact_id"] for r in left] == ["c2"]
+    engine.close()
