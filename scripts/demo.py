@@ -10,6 +10,7 @@
    dispatched after each batch; the batch size changes nothing of what is decided;
 4. `clm dispatch` finds nothing left to do;
 5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why;
+   the onboarding drip's subject-line experiment (with a holdout) and its honest report;
 6. referrals: rewards granted, held for review (fraud rules) and clawed back, a review and a
    payout through `clm referral`;
 7. a week-by-week backtest (`clm simulate`), the abandoned-cart reminder backtested (its
@@ -139,6 +140,9 @@ def main() -> None:
 
     step("Email: drips sent through the file transport, deferrals and vetoes by reason")
     print(email_summary(str(DB), str(OUTBOX)))
+
+    step("Experiment: the onboarding drip's subject-line test, with a 10% holdout")
+    clm("experiments", "report", "onboarding-subject", *db, *rulesets)
 
     listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
     found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]

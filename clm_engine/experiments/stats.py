@@ -23,11 +23,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from scipy import stats
+if TYPE_CHECKING:
+    from types import ModuleType
 
 Method = Literal["fixed", "sequential"]
+def _stats() -> ModuleType:
+    """``scipy.stats``, imported when a report is computed: ``clm`` starts without scipy."""
+    from scipy import stats
+
+    return stats
+
+
 #: The power the sample-size warning plans for.
 POWER = 0.8
 
@@ -126,9 +134,9 @@ def fixed_test(arm: ArmCounts, baseline: ArmCounts, level: float) -> tuple[float
     difference = p1 - p0
     pooled = (arm.converted + baseline.converted) / (n1 + n0)
     se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
-    p_value = 1.0 if se0 == 0 else float(2 * stats.norm.sf(abs(difference) / se0))
+    p_value = 1.0 if se0 == 0 else float(2 * _stats().norm.sf(abs(difference) / se0))
     se = math.sqrt(p1 * (1 - p1) / n1 + p0 * (1 - p0) / n0)
-    half = float(stats.norm.ppf(1 - level / 2)) * se
+    half = float(_stats().norm.ppf(1 - level / 2)) * se
     return min(1.0, p_value), max(-1.0, difference - half), min(1.0, difference + half)
 
 
@@ -175,11 +183,11 @@ def welch(
     se2 = v1 / n1 + v0 / n0
     if se2 <= 0:
         return None
-    result = stats.ttest_ind_from_stats(
+    result = _stats().ttest_ind_from_stats(
         m1, math.sqrt(v1), n1, m0, math.sqrt(v0), n0, equal_var=False
     )
     df = se2**2 / ((v1 / n1) ** 2 / (n1 - 1) + (v0 / n0) ** 2 / (n0 - 1))
-    half = float(stats.t.ppf(1 - level / 2, df)) * math.sqrt(se2)
+    half = float(_stats().t.ppf(1 - level / 2, df)) * math.sqrt(se2)
     difference = m1 - m0
     return difference, difference - half, difference + half, float(result.pvalue)
 
@@ -193,6 +201,6 @@ def sample_size(baseline_rate: float, effect: float, level: float, power: float 
     p1 = p0 + effect if p0 + effect < 1 else p0 - effect
     p1 = min(max(p1, 0.0), 1.0)
     q = (p0 + p1) / 2
-    a = float(stats.norm.ppf(1 - level / 2)) * math.sqrt(2 * q * (1 - q))
-    b = float(stats.norm.ppf(power)) * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
+    a = float(_stats().norm.ppf(1 - level / 2)) * math.sqrt(2 * q * (1 - q))
+    b = float(_stats().norm.ppf(power)) * math.sqrt(p0 * (1 - p0) + p1 * (1 - p1))
     return max(2, math.ceil((a + b) ** 2 / effect**2))
