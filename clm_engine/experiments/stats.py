@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 Method = Literal["fixed", "sequential"]
+
+
 def _stats() -> ModuleType:
     """``scipy.stats``, imported when a report is computed: ``clm`` starts without scipy."""
     from scipy import stats
