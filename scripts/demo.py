@@ -165,7 +165,14 @@ def main() -> None:
         capture=True,
         ok_codes=(0, 1),
     )
-    print_weeks(json.loads(raw))
+    backtest = json.loads(raw)
+    print_weeks(backtest)
+    for found in backtest.get("experiments", []):  # what each arm would have received
+        arms = "; ".join(
+            f"{a['arm']}: {a['exposed']:,} exposed, {a['actions_queued']:,} actions"
+            for a in found["arms"]
+        )
+        print(f"experiment {found['experiment']} in the backtest: {arms}")
 
     step("Abandoned carts: the reminder's 'unless' is re-checked when it falls due (backtest)")
     carts = ["--rulesets", str(RULESETS / "abandoned-cart.json")]

@@ -569,3 +569,62 @@ def test_counts_from_the_store_agree_with_counting_by_hand(tmp_path_factory, sig
         expected[arm][1] += bool(amounts)
         expected[arm][2] += sum(amounts)
     assert {a.name: [a.exposed, a.converted, a.revenue] for a in report.arms} == expected
+
+
+def test_the_html_report_has_an_experiments_section(run, tmp_path):
+    path = write(tmp_path)
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in history()))
+    assert run("ingest", "events.jsonl", "--rulesets", str(path)).exit_code == 0
+    result = run("report", "--rulesets", str(path), "--html", "report.html")
+    assert result.exit_code == 0
+    page = (tmp_path / "report.html").read_text()
+    section = page[page.index('<section id="experiments">') :]
+    assert "<h3>greeting</h3>" in section and "against the holdout" in section
+    for arm in ("control", "warm", "holdout"):
+        assert f"<td>{arm}</td>" in section
+    assert "no winner" in section and "<script" not in page
+
+
+@pytest.mark.parametrize(
+    ("change", "pointer", "words"),
+    [
+        (
+            lambda e: e["arms"][0].update(weight=1e300),
+            "/arms/0/weight",
+            "greater than the maximum of 1000000",
+        ),
+        (
+            lambda e: e["arms"][1].update(weight=-1),
+            "/arms/1/weight",
+            "expected at least 0, found -1",
+        ),
+        (lambda e: [a.update(weight=0) for a in e["arms"]], "/arms", "add up to 0"),
+        (lambda e: e.update(level=0), "/level", "less than or equal to the minimum of 0"),
+        (lambda e: e["goal"].update(within="P99999D"), "/goal/within", "longer than"),
+        (lambda e: e.update(name="Bad Name\u0007"), "/name", "is not a valid name"),
+    ],
+)
+def test_edge_values_in_an_experiment_are_located(tmp_path, change, pointer, words):
+    rules = json.loads(json.dumps(RULES))
+    change(rules["rules"][0]["experiment"])
+    _, problems = validate_files([write(tmp_path, rules)])
+    wanted = f"/rules/0/experiment{pointer}"
+    assert any(p.pointer == wanted and words in p.message for p in problems), [
+        (p.pointer, p.message) for p in problems
+    ]
+
+
+def test_revenue_that_is_not_a_number_counts_zero(tmp_path, clock):
+    from clm_engine.cli.experiments import experiment_reports
+
+    engine = Engine(tmp_path / "clm.db", clock=clock, rulesets=[write(tmp_path)])
+    events = [signup("c1"), signup("c2"), signup("c3")]
+    events += [purchase("c1", "2026-11-02", 2**53 - 1), purchase("c2", "2026-11-02", "12")]
+    events += [purchase("c3", "2026-11-02", True)]
+    engine.ingest_many(events)
+    (report,) = experiment_reports(engine)
+    engine.close()
+    # the goal's where (amount > 0) lets a string or a boolean through or not, as the
+    # condition language says; whatever passes adds only real numbers to revenue
+    total = sum(a.revenue for a in report.arms)
+    assert total == 2**53 - 1
