@@ -194,6 +194,7 @@ class RuleBook:
                     book.relative.append(compiled)
                 else:
                     book.scheduled.append(compiled)
+        _document_experiments(book, operators, facts, stages)
         for (event_type, ruleset_name), rules in event_rules.items():
             group = RuleGroup(rules, compilers[ruleset_name].compile([r.condition for r in rules]))
             book.by_event.setdefault(event_type, []).append(group)
@@ -219,6 +220,45 @@ def _writes(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
 def _pure(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
     spec = actions.get(call.action)
     return spec is not None and spec.pure
+
+
+def _document_experiments(
+    book: RuleBook, operators: dict[str, Any], facts: dict[str, Any], stages: tuple[str, ...]
+) -> None:
+    """The experiments plugin documents declare (a drip step's), through their
+    ``clm_experiments()`` method: ``(source, experiment, receives)`` triples."""
+    from .conditions import ConditionCompiler
+    from .experiments.compiled import CompiledExperiment
+
+    found = book.documents.setdefault(EXPERIMENT_KIND, {})
+    for kind, documents in list(book.documents.items()):
+        if kind == EXPERIMENT_KIND:
+            continue
+        for name, document in documents.items():
+            declared = getattr(document, "clm_experiments", None)
+            if not callable(declared):
+                continue
+            for source, spec, receives in declared():
+                if spec.name in found:
+                    other = found[spec.name]
+                    raise RulesetError(
+                        f"experiment {spec.name!r} is declared by {kind} {name!r} ({source}) "
+                        f"and by {other.ruleset} ({other.rule}): experiment names are unique"
+                    )
+                compiler = ConditionCompiler(
+                    operators=operators, facts=facts, segments={}, stages=stages
+                )
+                found[spec.name] = CompiledExperiment(
+                    spec,
+                    f"{kind} {name}",
+                    source,
+                    0,
+                    {arm.name: () for arm in spec.arms},
+                    compiler=compiler,
+                    receives=receives,
+                )
+    if not found:
+        del book.documents[EXPERIMENT_KIND]
 
 
 def _experiment(

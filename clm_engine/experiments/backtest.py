@@ -17,7 +17,8 @@ def summaries(engine: Any, fires: dict[str, Counter[str]]) -> list[dict[str, Any
     book = engine.rulebook
     out = []
     for name, experiment in sorted(book.documents.get(KIND, {}).items()):
-        compiler = book.rules[(experiment.ruleset, experiment.rule)].compiler
+        rule = book.rules.get((experiment.ruleset, experiment.rule))
+        compiler = experiment.compiler or (rule.compiler if rule is not None else None)
         report = build_report(experiment, count_arms(engine.store, experiment, compiler))
         arm_of: dict[str, str] = {}
         if TABLE in engine.store.tables:
@@ -32,6 +33,11 @@ def summaries(engine: Any, fires: dict[str, Counter[str]]) -> list[dict[str, Any
         summary = report.to_json()
         for arm in summary["arms"]:
             actions = experiment.actions.get(arm["arm"], ())
+            if experiment.receives is not None:  # a document's (a drip step): one run each
+                arm["decisions"] = arm["exposed"]
+                arm["receives"] = experiment.receives.get(arm["arm"], [])
+                arm["actions_queued"] = arm["exposed"] * len(arm["receives"])
+                continue
             arm["decisions"] = decisions.get(arm["arm"], 0)
             arm["actions_queued"] = decisions.get(arm["arm"], 0) * len(actions)
             arm["receives"] = [{"action": call.action, "with": params} for call, params in actions]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..models import Rule
+from ..models import Experiment, Rule
 from ..rulesets.problems import Issue, did_you_mean
 
 ParamsCheck = Callable[[Any, str, dict[str, Any], str], list[Issue]]
@@ -51,6 +51,15 @@ def check_experiment(
                             issue.at_key,
                         )
                     )
+    return issues + check_arms(spec, at)
+
+
+def check_arms(spec: Experiment, at: str) -> list[Issue]:
+    """What any experiment must satisfy, wherever it is declared (``at``: its pointer): one
+    holdout at most, an arm that acts, weights above 0, a control that acts, the method's
+    needs. Arm names used twice are reported by the caller, with the arms' own checks."""
+    issues: list[Issue] = []
+    seen = {arm.name for arm in spec.arms}
     holdouts = [arm for arm in spec.arms if arm.holdout]
     if len(holdouts) > 1:
         issues.append(Issue(f"{at}/arms", "at most one arm may be a holdout"))

@@ -23,6 +23,12 @@ class CompiledExperiment:
     version: int
     #: Arm name -> the rule's actions with that arm's ``with`` merged in (empty: a holdout).
     actions: dict[str, Actions]
+    #: Compiles the goal's ``where``: the rule's compiler, or (for an experiment a plugin's
+    #: document declares, like a drip step's) one without segments.
+    compiler: Any = None
+    #: What each arm gets, for an experiment whose arms are not a rule's actions (a drip
+    #: step's template per arm); ``None``: the arm's ``actions``.
+    receives: dict[str, list[dict[str, Any]]] | None = None
 
     @property
     def name(self) -> str:

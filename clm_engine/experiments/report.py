@@ -297,6 +297,6 @@ def reports(
     out = []
     for name in sorted(experiments):
         experiment = experiments[name]
-        compiler = compilers[(experiment.ruleset, experiment.rule)]
+        compiler = experiment.compiler or compilers[(experiment.ruleset, experiment.rule)]
         out.append(build_report(experiment, count_arms(store, experiment, compiler)))
     return out
