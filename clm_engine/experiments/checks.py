@@ -51,10 +51,10 @@ def check_experiment(
                             issue.at_key,
                         )
                     )
-    return issues + check_arms(spec, at)
+    return issues + check_experiment_arms(spec, at)
 
 
-def check_arms(spec: Experiment, at: str) -> list[Issue]:
+def check_experiment_arms(spec: Experiment, at: str) -> list[Issue]:
     """What any experiment must satisfy, wherever it is declared (``at``: its pointer): one
     holdout at most, an arm that acts, weights above 0, a control that acts, the method's
     needs. Arm names used twice are reported by the caller, with the arms' own checks."""

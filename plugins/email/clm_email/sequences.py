@@ -23,9 +23,16 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clm_engine import Condition, DurationSpec, EventType, Name, closest, duration_to_timedelta
-from clm_engine.experiments.checks import check_arms
-from clm_engine.models import Experiment
+from clm_engine import (
+    Condition,
+    DurationSpec,
+    EventType,
+    Experiment,
+    Name,
+    check_experiment_arms,
+    closest,
+    duration_to_timedelta,
+)
 
 from . import templates
 from .settings import ClockTime, check_address, parse_clock
@@ -184,7 +191,7 @@ def _experiment_problems(experiment: Experiment, at: str, context: Any) -> list[
     """A step's experiment: the engine's checks of any experiment, and each arm's ``with``."""
     documents = getattr(context, "documents", None) or {}
     known = documents.get(templates.KIND, {})
-    problems = [(issue.pointer, issue.message) for issue in check_arms(experiment, at)]
+    problems = [(issue.pointer, issue.message) for issue in check_experiment_arms(experiment, at)]
     seen: set[str] = set()
     for index, arm in enumerate(experiment.arms):
         where = f"{at}/arms/{index}"
