@@ -21,6 +21,7 @@ from .errors import (
     RulesetError,
     StoreError,
 )
+from .experiments.checks import check_experiment_arms
 from .hooks import hookimpl, hookspec
 from .models import (
     DEFAULT_STAGES,
@@ -29,6 +30,7 @@ from .models import (
     DurationSpec,
     Event,
     EventType,
+    Experiment,
     Name,
     describe_validation_error,
     duration_to_timedelta,
@@ -61,6 +63,7 @@ __all__ = [
     "Event",
     "EventError",
     "EventType",
+    "Experiment",
     "FactContext",
     "Index",
     "IngestResult",
@@ -83,6 +86,7 @@ __all__ = [
     "VirtualClock",
     "__version__",
     "channels",
+    "check_experiment_arms",
     "closest",
     "consent",
     "describe_validation_error",

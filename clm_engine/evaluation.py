@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .conditions.facts import plan_fact, resolve
-from .models import Contact, Event, duration_to_timedelta, utc_text
+from .models import ActionCall, Contact, Event, duration_to_timedelta, utc_text
 from .rules import CompiledRule, RuleBook, RuleGroup
 from .store import StoreTransaction, Trace
 from .types import MISSING, FactContext
@@ -334,6 +334,22 @@ def action_row(
 _last_at: tuple[datetime | None, str] = (None, "")
 
 
+def actions_of(
+    fire: Fire, tables: Any, detail: str | None
+) -> tuple[tuple[tuple[ActionCall, dict[str, Any]], ...], str | None]:
+    """The actions a fired decision takes, and its trace's detail: the rule's own, or, for a
+    rule with an experiment, those of the contact's arm (its exposure recorded, its arm named
+    in the detail; a holdout arm takes none)."""
+    rule = fire.rule
+    experiment = rule.experiment
+    if experiment is None:
+        return rule.actions, detail
+    arm, actions = experiment.expose(
+        tables, contact_id=fire.contact_id, at=fire.at, occurrence=fire.occurrence
+    )
+    return actions, experiment.detail(arm)
+
+
 def trace_of(fire: Fire, decision: str, detail: str | None, keys: list[str]) -> Trace:
     """The trace of a decision: what its condition saw (``fire.seen``), not the tree."""
     global _last_at
@@ -379,7 +395,8 @@ def settle(tx: StoreTransaction, fires: list[Fire], *, recorded_at: str) -> int:
         decision, detail = decide(fire, log)
         keys: list[str] = []
         if decision == "fired":
-            for index, (call, params) in enumerate(fire.rule.actions):
+            actions, detail = actions_of(fire, tx.tables, detail)
+            for index, (call, params) in enumerate(actions):
                 due = fire.at + duration_to_timedelta(call.after) if call.after else fire.at
                 row = action_row(fire, index, call.action, params, due, recorded_at)
                 keys.append(row["key"])

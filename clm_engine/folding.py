@@ -54,6 +54,7 @@ from .evaluation import (
     FireLog,
     HistoryCounter,
     action_row,
+    actions_of,
     decide,
     decision_key,
     trace_of,
@@ -200,7 +201,8 @@ class ContactFold:
         decision, detail = decide(fire, self.log)
         keys: list[str] = []
         if decision == "fired":
-            for index, (call, params) in enumerate(rule.actions):
+            actions, detail = actions_of(fire, self.tx.tables, detail)
+            for index, (call, params) in enumerate(actions):
                 due = fire.at + duration_to_timedelta(call.after) if call.after else fire.at
                 row = action_row(fire, index, call.action, params, due, self.recorded_at)
                 row["late"] = int(rejudging and not rule.recomputable)

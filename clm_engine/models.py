@@ -710,6 +710,49 @@ class Limit(BaseModel):
     cooldown: DurationSpec | None = None
 
 
+class ExperimentArm(BaseModel):
+    """One arm of an experiment: its share of contacts and what it changes.
+
+    ``with`` is merged over the ``with`` of each of the rule's actions for the contacts in
+    this arm (a template, a subject per arm); a ``holdout`` arm gets no action at all."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: Name
+    weight: Annotated[float, Field(ge=0, le=1_000_000, allow_inf_nan=False)] = 1
+    holdout: bool = False
+    description: str = ""
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+
+
+class ExperimentGoal(BaseModel):
+    """What counts as a conversion: an event of ``event`` type (meeting ``where``) within
+    ``within`` after the contact's first exposure; ``revenue`` names the property summed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventType
+    where: Condition | None = None
+    within: DurationSpec = "P30D"
+    revenue: FactPath | None = None
+
+
+class Experiment(BaseModel):
+    """A split of a rule's contacts into arms by a stable hash, with a goal to measure."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: str = ""
+    arms: Annotated[list[ExperimentArm], Field(min_length=2, max_length=20)]
+    control: Name | None = None
+    goal: ExperimentGoal
+    level: Annotated[float, Field(gt=0, le=0.2)] = 0.05
+    method: Literal["sequential", "fixed"] = "sequential"
+    minimum_effect: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    sample_size: Annotated[int, Field(ge=2, le=1_000_000_000)] | None = None
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -721,6 +764,7 @@ class Rule(BaseModel):
     limit: Limit | None = None
     priority: int = 0
     enabled: bool = True
+    experiment: Experiment | None = None
 
 
 class Ruleset(BaseModel):

@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.surveys",
     "clm_engine.builtins.channels",
     "clm_engine.analytics.facts",
+    "clm_engine.builtins.experiments",
 )
 
 

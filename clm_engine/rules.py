@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import RulesetError
+from .experiments import KIND as EXPERIMENT_KIND
 from .models import (
     DEFAULT_STAGES,
     ActionCall,
@@ -31,6 +32,7 @@ from .models import (
 if TYPE_CHECKING:
     from .conditions import CompiledConditions, ConditionCompiler
     from .conditions.facts import FactPlan
+    from .experiments.compiled import CompiledExperiment
     from .plugins import ActionSpec
     from .rulesets import LoadedRuleset
 
@@ -57,6 +59,8 @@ class CompiledRule:
     #: Per action (by index): its ``unless`` and that condition compiled with the ruleset's
     #: compiler, judged again when the delayed action falls due (None: nothing to re-check).
     rechecks: tuple[tuple[Condition, CompiledConditions] | None, ...] = ()
+    #: The rule's A/B split, if it declares one: each arm's actions (docs/experiments.md).
+    experiment: CompiledExperiment | None = None
 
     @property
     def id(self) -> str:
@@ -131,7 +135,7 @@ class RuleBook:
         from .conditions.facts import plan_fact
 
         stages = next((tuple(r.ruleset.stages) for r in loaded if r.ruleset.stages), DEFAULT_STAGES)
-        book = cls(stages=stages, rulesets=list(loaded), documents=documents or {})
+        book = cls(stages=stages, rulesets=list(loaded), documents=dict(documents or {}))
         event_rules: dict[tuple[str, str], list[CompiledRule]] = defaultdict(list)
         stage_rules: dict[str, list[CompiledRule]] = defaultdict(list)
         compilers: dict[str, ConditionCompiler] = {}
@@ -173,7 +177,15 @@ class RuleBook:
                         else None
                         for call in rule.then
                     ),
+                    experiment=_experiment(rule, ruleset.ruleset, ruleset.version, actions),
                 )
+                if compiled.experiment is not None:
+                    # Exposures are rows written as decisions are taken: a failed fold must
+                    # take them back, like a plugin's inline writes.
+                    book.writes_inline = True
+                    book.documents.setdefault(EXPERIMENT_KIND, {})[compiled.experiment.name] = (
+                        compiled.experiment
+                    )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled
                 book.writes_inline = book.writes_inline or any(
                     _writes(call, actions) for call in rule.then
@@ -186,6 +198,7 @@ class RuleBook:
                     book.relative.append(compiled)
                 else:
                     book.scheduled.append(compiled)
+        _document_experiments(book, operators, facts, stages)
         for (event_type, ruleset_name), rules in event_rules.items():
             group = RuleGroup(rules, compilers[ruleset_name].compile([r.condition for r in rules]))
             book.by_event.setdefault(event_type, []).append(group)
@@ -211,6 +224,64 @@ def _writes(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
 def _pure(call: ActionCall, actions: dict[str, ActionSpec]) -> bool:
     spec = actions.get(call.action)
     return spec is not None and spec.pure
+
+
+def _document_experiments(
+    book: RuleBook, operators: dict[str, Any], facts: dict[str, Any], stages: tuple[str, ...]
+) -> None:
+    """The experiments plugin documents declare (a drip step's), through their
+    ``clm_experiments()`` method: ``(source, experiment, receives)`` triples."""
+    from .conditions import ConditionCompiler
+    from .experiments.compiled import CompiledExperiment
+
+    found = book.documents.setdefault(EXPERIMENT_KIND, {})
+    for kind, documents in list(book.documents.items()):
+        if kind == EXPERIMENT_KIND:
+            continue
+        for name, document in documents.items():
+            declared = getattr(document, "clm_experiments", None)
+            if not callable(declared):
+                continue
+            for source, spec, receives in declared():
+                if spec.name in found:
+                    other = found[spec.name]
+                    raise RulesetError(
+                        f"experiment {spec.name!r} is declared by {kind} {name!r} ({source}) "
+                        f"and by {other.ruleset} ({other.rule}): experiment names are unique"
+                    )
+                compiler = ConditionCompiler(
+                    operators=operators, facts=facts, segments={}, stages=stages
+                )
+                found[spec.name] = CompiledExperiment(
+                    spec,
+                    f"{kind} {name}",
+                    source,
+                    0,
+                    {arm.name: () for arm in spec.arms},
+                    compiler=compiler,
+                    receives=receives,
+                )
+    if not found:
+        del book.documents[EXPERIMENT_KIND]
+
+
+def _experiment(
+    rule: Rule, ruleset: str, version: int, actions: dict[str, ActionSpec]
+) -> CompiledExperiment | None:
+    """The rule's experiment with each arm's actions validated (a holdout's: none)."""
+    from .experiments.compiled import CompiledExperiment, merged_with
+
+    spec = rule.experiment
+    if spec is None:
+        return None
+    by_arm: dict[str, tuple[tuple[ActionCall, dict[str, Any]], ...]] = {}
+    for arm in spec.arms:
+        if arm.holdout:
+            by_arm[arm.name] = ()
+            continue
+        calls = [c.model_copy(update={"with_": merged_with(c, arm)}) for c in rule.then]
+        by_arm[arm.name] = tuple((call, _params(call, actions)) for call in calls)
+    return CompiledExperiment(spec, ruleset, rule.id, version, by_arm)
 
 
 def _params(call: ActionCall, actions: dict[str, ActionSpec]) -> dict[str, Any]:

@@ -10,6 +10,7 @@
    dispatched after each batch; the batch size changes nothing of what is decided;
 4. `clm dispatch` finds nothing left to do;
 5. `clm report`, `clm contacts show` and `clm explain` for what the engine now knows, and why;
+   the onboarding drip's subject-line experiment (with a holdout) and its honest report;
 6. referrals: rewards granted, held for review (fraud rules) and clawed back, a review and a
    payout through `clm referral`;
 7. a week-by-week backtest (`clm simulate`), the abandoned-cart reminder backtested (its
@@ -172,6 +173,9 @@ def main() -> None:
     step("Email: drips sent through the file transport, deferrals and vetoes by reason")
     print(email_summary(str(DB), str(OUTBOX)))
 
+    step("Experiment: the onboarding drip's subject-line test, with a 10% holdout")
+    clm("experiments", "report", "onboarding-subject", *db, *rulesets)
+
     listing = ["contacts", "list", *db, "--sort", "spent", "--limit", "1", "--json"]
     found = json.loads(clm(*listing, "--stage", "advocacy", capture=True))["contacts"]
     contact = (found or json.loads(clm(*listing, capture=True))["contacts"])[0]["id"]
@@ -193,7 +197,14 @@ def main() -> None:
         capture=True,
         ok_codes=(0, 1),
     )
-    print_weeks(json.loads(raw))
+    backtest = json.loads(raw)
+    print_weeks(backtest)
+    for found in backtest.get("experiments", []):  # what each arm would have received
+        arms = "; ".join(
+            f"{a['arm']}: {a['exposed']:,} exposed, {a['actions_queued']:,} actions"
+            for a in found["arms"]
+        )
+        print(f"experiment {found['experiment']} in the backtest: {arms}")
 
     step("Abandoned carts: the reminder's 'unless' is re-checked when it falls due (backtest)")
     carts = ["--rulesets", str(RULESETS / "abandoned-cart.json")]

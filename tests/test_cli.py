@@ -125,9 +125,9 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    # 12 core migrations, the survey_keys table (clm_engine.builtins.surveys) and the core's
-    # declared table channel_messages (table, index).
-    assert "applied 15 migration(s) to new.db" in migrated.output
+    # 12 core migrations, and the core's declared tables: survey_keys (1), channel_messages
+    # (table, index) and experiment_exposures (table, index).
+    assert "applied 17 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"

@@ -16,6 +16,8 @@ from typing import Any
 import altair as alt
 import vl_convert
 
+from ..experiments.html import experiments_section
+
 #: Width of each chart, in CSS pixels.
 WIDTH = 520
 
@@ -194,7 +196,9 @@ def render(figures: dict[str, Any], *, title: str) -> str:
             continue
         svg = vl_convert.vegalite_to_svg(chart.to_dict())
         parts.append(f'<figure class="chart" id="{name}">{svg}</figure>')
-    parts.append("</div></body></html>")
+    parts.append("</div>")
+    parts.append(experiments_section(figures))  # clm_engine/experiments/html.py
+    parts.append("</body></html>")
     return "\n".join(parts)
 
 

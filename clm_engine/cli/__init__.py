@@ -70,6 +70,7 @@ from . import (  # noqa: E402, F401  (commands register on import)
     analytics,
     contacts,
     copy,
+    experiments,
     info,
     ingest,
     prune,

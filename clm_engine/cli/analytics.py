@@ -95,9 +95,19 @@ def report_figures(engine: Engine, ruleset_paths: tuple[Path, ...]) -> dict[str,
     """The KPIs for ``clm report``, for the stage model of ``ruleset_paths`` (the default
     model without them); rulesets are only read, not loaded."""
     stages = engine.stages
+    book = None
     if ruleset_paths:
-        stages = engine.prepare_rulesets(list(ruleset_paths)).book.stages
-    return kpis(engine.store.db, now=engine.clock.now(), stages=stages)
+        book = engine.prepare_rulesets(list(ruleset_paths)).book
+        stages = book.stages
+    figures = kpis(engine.store.db, now=engine.clock.now(), stages=stages)
+    if book is not None:  # the experiments they declare, counted from the store
+        from ..experiments import KIND
+        from ..experiments.report import reports
+
+        compilers = {key: rule.compiler for key, rule in book.rules.items()}
+        found = reports(engine.store, dict(book.documents.get(KIND, {})), compilers)
+        figures["experiments"] = [r.to_json() for r in found]
+    return figures
 
 
 def write_html(path: Path, figures: dict[str, Any], *, title: str) -> None:

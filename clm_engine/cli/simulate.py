@@ -8,7 +8,9 @@ contacts, week by week; with ``--compare``, what changes between two versions an
 
 from __future__ import annotations
 
+import json
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import ClmError, RulesetError
+from ..experiments.rollout import parse_rollout, rollout_copies
 from ..rulesets.problems import RulesetValidationError
 from ..simulation import (
     Comparison,
@@ -60,6 +63,13 @@ FILE_WIDTH = 240
     nargs=2,
     metavar="OLD NEW",
     help="Simulate two versions of the rulesets (files or directories) and show what changes.",
+)
+@click.option(
+    "--rollout",
+    "rollout",
+    metavar="EXPERIMENT=ARM",
+    help="With --rulesets: compare rolling ARM out to everyone with keeping everyone in the "
+    "experiment's control (docs/experiments.md).",
 )
 @click.option(
     "--events",
@@ -107,6 +117,7 @@ FILE_WIDTH = 240
 def simulate(
     ruleset_paths: tuple[str, ...],
     compare_dirs: tuple[str, str] | None,
+    rollout: str | None,
     events_path: str,
     start_text: str,
     end_text: str,
@@ -142,6 +153,17 @@ def simulate(
     step = parse_step(step_text)
     window: Window = {"start": start, "end": end, "db": db_path, "step": step, "keep": keep_dir}
     show = not as_json and errors.is_terminal
+    if rollout is not None:
+        if compare_dirs or not ruleset_paths:
+            raise ClmError("--rollout EXPERIMENT=ARM goes with --rulesets, not --compare")
+        name, arm = parse_rollout(rollout)
+        scratch = tempfile.TemporaryDirectory(prefix="clm-rollout-")
+        ctx.call_on_close(scratch.cleanup)
+        control_dir, arm_dir = rollout_copies(ruleset_paths, name, arm, Path(scratch.name))
+        compare_dirs = (str(control_dir), str(arm_dir))
+        labels = (f"{name}: everyone in the control", f"{name}: everyone in {arm}")
+    else:
+        labels = compare_dirs or ("", "")
     # Read (and sorted on disk) when the rulesets have been validated; its files removed after.
     with read_events(Path(events_path)) as history:
         if compare_dirs:
@@ -155,7 +177,10 @@ def simulate(
             if as_json:
                 print_json(comparison.as_dict())
             else:
-                _print_comparison(comparison, old, new)
+                _print_comparison(comparison, *labels)
+                if rollout is not None:  # what each side's arms received, side by side
+                    _print_experiments(comparison.old.experiments, labels[0])
+                    _print_experiments(comparison.new.experiments, labels[1])
             failures = [comparison.old.actions, comparison.new.actions]
         else:
             with _progress(show, start, end, ("simulating",)) as report:
@@ -370,6 +395,7 @@ def _print_result(result: SimulationResult, paths: Sequence[str]) -> None:
         soft_wrap=True,
     )
     _print_notes(result)
+    _print_experiments(result.experiments)
     if result.kept:
         console.print(
             f"scratch store kept at {result.kept}: clm explain CONTACT --db {result.kept} "
@@ -377,6 +403,42 @@ def _print_result(result: SimulationResult, paths: Sequence[str]) -> None:
             soft_wrap=True,
             markup=False,
         )
+
+
+def _print_experiments(experiments: list[dict[str, Any]], side: str = "") -> None:
+    """Per experiment and arm: who was exposed, what they would have received, and the goal."""
+    for found in experiments:
+        if side:
+            console.print(f"[bold]{escape(side)}[/]", soft_wrap=True)
+        table = Table(
+            "arm",
+            "exposed",
+            "decisions",
+            "actions",
+            "receives",
+            "converted",
+            "rate",
+            title=f"experiment {found['experiment']}: what each arm would have received "
+            f"(goal: {found['goal']})",
+            title_justify="left",
+        )
+        for arm in found["arms"]:
+            receives = "; ".join(
+                f"{item['action']} {json.dumps(item['with'], sort_keys=True)}"
+                for item in arm["receives"]
+            )
+            rate = "-" if arm["rate"] is None else f"{arm['rate'] * 100:.2f}%"
+            table.add_row(
+                arm["arm"] + (" (holdout)" if arm["holdout"] else ""),
+                f"{arm['exposed']:,}",
+                f"{arm['decisions']:,}",
+                f"{arm['actions_queued']:,}",
+                receives or "nothing",
+                f"{arm['converted']:,}",
+                rate,
+            )
+        _print_table(table)
+        console.print(f"{found['verdict']} ({found['method']})", markup=False, soft_wrap=True)
 
 
 def _print_table(table: Table) -> None:

@@ -12,9 +12,10 @@ Scores are the one contact map not read as stored: ``contact.scores.<name>`` (an
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from ..experiments import ARM_FACT, alias_of
 from ..plugins import FactSpec
 from ..rulesets.problems import did_you_mean
 from ..scores import current_score, current_scores
@@ -79,6 +80,9 @@ def freeze(value: Any) -> Any:
 
 def plan_fact(path: str, args: dict[str, Any] | None, facts: dict[str, FactSpec]) -> FactPlan:
     """Where ``path`` is read from; ``problem`` says why it can never have a value."""
+    experiment = alias_of(path) if not args else None
+    if experiment is not None and ARM_FACT in facts:  # contact.experiments.<name>
+        return replace(plan_fact(ARM_FACT, {"experiment": experiment}, facts), path=path)
     spec = facts.get(path)
     if spec is not None:
         frozen = tuple(sorted((args or {}).items()))

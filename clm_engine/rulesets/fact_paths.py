@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..experiments import ARM_FACT, alias_of
 from ..models import Contact, Event
 from .problems import Issue, closest, did_you_mean, quoted_list
 
@@ -88,6 +89,8 @@ class FactPaths:
         """Issues with ``path`` used in ``scope``; ``where`` is the pointer of the path."""
         if path == NOW or path in self.computed:
             return []
+        if alias_of(path) is not None and ARM_FACT in self.computed:
+            return []  # contact.experiments.<name>: the arm (docs/experiments.md)
         root, _, rest = path.partition(".")
         if root == "contact" and rest:
             return self._check_fields(path, rest, CONTACT_FIELDS, CONTACT_MAPS, where)

@@ -392,6 +392,7 @@ def _check_names(rulesets: Sequence[_Document], documents: Sequence[_Document]) 
 def _check_across(documents: Sequence[_Document]) -> None:
     """Ruleset names are unique, and every file that lists stages lists the same ones."""
     names: dict[str, str] = {}
+    experiments: dict[str, str] = {}
     first_stages: _Document | None = None
     for document in documents:
         ruleset = document.ruleset
@@ -405,6 +406,18 @@ def _check_across(documents: Sequence[_Document]) -> None:
                     hint="ruleset names are unique across files: rename one",
                 )
             )
+        for index, rule in enumerate(ruleset.rules):
+            if rule.experiment is not None:
+                where = f"{document.path} /rules/{index}"
+                other = experiments.setdefault(rule.experiment.name, where)
+                if other != where:
+                    document.issues.append(
+                        Issue(
+                            f"/rules/{index}/experiment/name",
+                            f"experiment {rule.experiment.name!r} is also declared at {other}",
+                            hint="experiment names are unique across rulesets: rename one",
+                        )
+                    )
         if not ruleset.stages:
             continue
         if first_stages is None:

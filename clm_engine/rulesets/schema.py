@@ -62,6 +62,17 @@ DEF_DESCRIPTIONS: dict[str, str] = {
     ),
     "ActionCall": 'One action to run: {"action": "tag.add", "with": {"tag": "vip"}}.',
     "Limit": "How often the rule may fire for one contact.",
+    "Experiment": (
+        "An A/B split of the rule's contacts into arms by a stable hash of (experiment, "
+        "contact), with a conversion goal. Reference: docs/experiments.md."
+    ),
+    "ExperimentArm": (
+        'One arm: {"name": "b", "weight": 45, "with": {"template": "welcome-b"}}; '
+        '{"name": "holdout", "weight": 10, "holdout": true} gets no action.'
+    ),
+    "ExperimentGoal": (
+        'What counts as a conversion: {"event": "purchase", "within": "P14D", "revenue": "amount"}.'
+    ),
     "Duration": 'A length of time: {"days": 30}, {"hours": 12}, {"weeks": 1, "days": 2}.',
 }
 
@@ -185,6 +196,58 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
         '"event.properties.product_id": at most once per contact and product.'
     ),
     ("Limit", "cooldown"): 'At most once per this long, e.g. {"days": 7} or "P7D".',
+    ("Rule", "experiment"): (
+        "Split the contacts this rule fires for into arms (A/B test, holdout); see "
+        "docs/experiments.md."
+    ),
+    ("Experiment", "name"): (
+        f"The experiment's name, unique across all loaded rulesets ({_NAME}); with the contact "
+        "id it decides the arm. Renaming it reshuffles every contact."
+    ),
+    ("Experiment", "description"): "What the experiment tests, for people.",
+    ("Experiment", "arms"): "The arms (2 to 20), each with a weight; names unique.",
+    ("Experiment", "control"): (
+        "The arm the others are compared with (default: the first arm that is not a holdout)."
+    ),
+    ("Experiment", "goal"): "The conversion goal counted per arm.",
+    ("Experiment", "level"): (
+        "The significance level: a winner is declared only when the difference is significant "
+        "at it (default 0.05)."
+    ),
+    ("Experiment", "method"): (
+        '"sequential" (default): always-valid intervals, safe to look at any time; "fixed": '
+        "classical intervals, valid only once every arm reaches sample_size."
+    ),
+    ("Experiment", "minimum_effect"): (
+        "The smallest absolute difference in conversion rate worth detecting (default 0.02, two "
+        "percentage points): sets the power warning and the sequential test's mixture."
+    ),
+    ("Experiment", "sample_size"): (
+        'The planned number of exposed contacts per arm; required with method "fixed".'
+    ),
+    ("ExperimentArm", "name"): f"The arm's name ({_NAME}).",
+    ("ExperimentArm", "weight"): (
+        "The arm's share, relative to the other arms' weights (default 1)."
+    ),
+    ("ExperimentArm", "holdout"): (
+        "true: contacts in this arm get none of the rule's actions (their exposure is still "
+        "recorded), to measure what the rule adds."
+    ),
+    ("ExperimentArm", "description"): "What this arm does, for people.",
+    ("ExperimentArm", "with"): (
+        "Parameters merged over each action's with for contacts in this arm, e.g. "
+        '{"template": "welcome-b"}.'
+    ),
+    ("ExperimentGoal", "event"): 'The event type that counts as a conversion, e.g. "purchase".',
+    ("ExperimentGoal", "where"): (
+        "A condition the goal event must meet (event.properties.*, as in a rule's where)."
+    ),
+    ("ExperimentGoal", "within"): (
+        'How long after the first exposure a goal event counts (default "P30D").'
+    ),
+    ("ExperimentGoal", "revenue"): (
+        'The goal event\'s property summed as revenue, e.g. "amount" (dotted for nested).'
+    ),
     ("Duration", "weeks"): "Weeks (default 0).",
     ("Duration", "days"): "Days (default 0).",
     ("Duration", "hours"): "Hours (default 0).",

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import ValidationError
 
+from ..experiments.checks import check_experiment
 from ..models import (
     All,
     AnyOf,
@@ -70,6 +71,7 @@ def check_ruleset(ruleset: Ruleset, registries: Registries, stages: Sequence[str
         base = pointer("rules", index)
         issues += _trigger(rule, base + "/when", stages, paths, registries.facts)
         issues += _actions(rule, base, registries.actions, stages)
+        issues += check_experiment(rule, base, registries.actions, action_params)
         if rule.limit is not None and rule.limit.once_per is not None:
             issues += paths.check_once_per(
                 rule.limit.once_per, scope_of(rule), base + "/limit/once_per"
@@ -105,6 +107,9 @@ def conditions_of(ruleset: Ruleset) -> Iterator[tuple[Condition, str, Scope]]:
         for position, call in enumerate(rule.then):
             if call.unless is not None:
                 yield call.unless, pointer("rules", index, "then", position, "unless"), scope
+        if rule.experiment is not None and rule.experiment.goal.where is not None:
+            where = pointer("rules", index, "experiment", "goal", "where")
+            yield rule.experiment.goal.where, where, Scope("a goal", event=True)
 
 
 # -- the ruleset's own lists -------------------------------------------------------------------

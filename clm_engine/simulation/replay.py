@@ -26,6 +26,7 @@ from typing import Any
 
 from ..clock import VirtualClock
 from ..engine import Engine
+from ..experiments.backtest import summaries
 from ..registry import Registry
 from .history import EventHistory, Window, as_history
 from .report import SimulationResult, count_results, ruleset_list, step_notes, weeks_of
@@ -177,6 +178,7 @@ class _Replay:
                 counts = self._loop(engine, clock, plan, window)
             per_rule, fires, actions = count_results(engine, base)
             rulesets = ruleset_list(engine)
+            experiments = summaries(engine, fires)
         weeks, partial = weeks_of(self.start, self.end)
         return SimulationResult(
             start=self.start,
@@ -198,6 +200,7 @@ class _Replay:
             dispatch_notes=plan.dispatched.notes,
             db=os.fspath(self.db) if self.db is not None else None,
             kept=os.fspath(self.scratch.path) if self.scratch.keep is not None else None,
+            experiments=experiments,
         )
 
     def _loop(

@@ -64,6 +64,8 @@ class SimulationResult:
     dispatch_notes: list[str] = field(default_factory=list)
     db: str | None = None
     kept: str | None = None
+    #: Per experiment the rules declare: its arms over the run (``experiments.backtest``).
+    experiments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def skipped_events(self) -> int:
@@ -111,6 +113,7 @@ class SimulationResult:
             "scheduler": {"ticks": self.ticks, **self.scheduler_counts},
             "notes": self.notes,
             "dispatch_notes": self.dispatch_notes[:100],
+            "experiments": self.experiments,
         }
         if contacts:
             answer["contacts_by_rule"] = {

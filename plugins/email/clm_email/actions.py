@@ -296,19 +296,22 @@ def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
         store.end_enrollment(tables, params.enrollment, "exited", reason, now)
         return {"skipped": f"left sequence {seq.sequence!r}: {reason}"}
     step = seq.steps[index]
+    arm, holdout, overrides = _arm_of(ctx, step, params.enrollment, now)
+    chosen = sequences.step_params(step, overrides)
     send_params = {
-        "template": step.template,
+        **chosen,
         "category": step.category or seq.category,
         "sequence": seq.sequence,
         "step": step.id,
         "enrollment": params.enrollment,
     }
-    if step.reply_to:
-        send_params["reply_to"] = step.reply_to
-    if step.data:
-        send_params["data"] = step.data
-    ctx.enqueue("email.send", send_params, due_at=now, occurrence=f"send-{step.id}")
-    result: dict[str, Any] = {"step": step.id, "template": step.template}
+    result: dict[str, Any] = {"step": step.id, "template": chosen["template"]}
+    if arm is not None and step.experiment is not None:
+        result["experiment"] = {"name": step.experiment.name, "arm": arm}
+    if holdout:
+        result["skipped_send"] = "holdout arm of the step's experiment"
+    else:
+        ctx.enqueue("email.send", send_params, due_at=now, occurrence=f"send-{step.id}")
     if index + 1 < len(seq.steps):
         following = seq.steps[index + 1]
         due = next_time(now, following, ctx.contact.timezone)
@@ -329,6 +332,23 @@ def sequence_step(ctx: Any, params: StepParams) -> dict[str, Any]:
             },
         )
     return result
+
+
+def _arm_of(
+    ctx: Any, step: Any, enrollment: str, now: datetime
+) -> tuple[str | None, bool, dict[str, Any]]:
+    """The contact's arm in the step's experiment (its exposure recorded by the engine):
+    ``(arm, holdout, the arm's with)``; ``(None, False, {})`` for a step without one."""
+    if step.experiment is None:
+        return None, False, {}
+    compiled = _documents(ctx).get("experiment", {}).get(step.experiment.name)
+    if compiled is None:  # not loaded with the sequence: the step as written
+        return None, False, {}
+    arm, _ = compiled.expose(
+        ctx.tables, contact_id=ctx.contact.id, at=now, occurrence=f"{enrollment}/{step.id}"
+    )
+    spec = compiled.arm(arm)
+    return arm, bool(spec and spec.holdout), dict(spec.with_) if spec else {}
 
 
 def stop_sequence(ctx: Any, params: StopParams) -> dict[str, Any]:

@@ -23,7 +23,16 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clm_engine import Condition, DurationSpec, EventType, Name, closest, duration_to_timedelta
+from clm_engine import (
+    Condition,
+    DurationSpec,
+    EventType,
+    Experiment,
+    Name,
+    check_experiment_arms,
+    closest,
+    duration_to_timedelta,
+)
 
 from . import templates
 from .settings import ClockTime, check_address, parse_clock
@@ -46,6 +55,10 @@ class Step(BaseModel):
     reply_to: str | None = None
     #: Template data for this step's email, shown as ``{{ data.name }}``.
     data: dict[str, Any] = Field(default_factory=dict)
+    #: An A/B test of this step: each arm's ``with`` may set ``template``, ``data`` (merged
+    #: over the step's) and ``reply_to``; a holdout arm skips this step's email (the drip goes
+    #: on). See docs/experiments.md of clm-engine.
+    experiment: Experiment | None = None
 
     @model_validator(mode="after")
     def _reply_to(self) -> Step:
@@ -84,11 +97,43 @@ class Sequence(BaseModel):
     exit: Exit = Field(default_factory=Exit)
     steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
 
+    def clm_experiments(self) -> list[tuple[str, Experiment, dict[str, list[dict[str, Any]]]]]:
+        """The steps' experiments, for the engine: ``(source, experiment, what each arm
+        gets)``."""
+        found = []
+        for step in self.steps:
+            if step.experiment is None:
+                continue
+            receives = {
+                arm.name: []
+                if arm.holdout
+                else [{"action": "email.send", "with": step_params(step, arm.with_)}]
+                for arm in step.experiment.arms
+            }
+            found.append((f"step {step.id}", step.experiment, receives))
+        return found
+
     def step_index(self, step_id: str) -> int:
         for index, step in enumerate(self.steps):
             if step.id == step_id:
                 return index
         raise KeyError(step_id)
+
+
+#: What an arm of a step's experiment may change.
+ARM_KEYS = ("template", "data", "reply_to")
+
+
+def step_params(step: Step, arm: dict[str, Any]) -> dict[str, Any]:
+    """The step's template, data and reply-to with an arm's ``with`` over them."""
+    params: dict[str, Any] = {"template": arm.get("template", step.template)}
+    data = {**step.data, **(arm.get("data") or {})}
+    if data:
+        params["data"] = data
+    reply_to = arm.get("reply_to", step.reply_to)
+    if reply_to:
+        params["reply_to"] = reply_to
+    return params
 
 
 def next_time(previous: datetime, step: Step, timezone: str) -> datetime:
@@ -129,6 +174,8 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
             problems.append(
                 (f"/steps/{index}/template", unknown_name("template", step.template, known))
             )
+        if step.experiment is not None:
+            problems += _experiment_problems(step.experiment, f"/steps/{index}/experiment", context)
     stages = tuple(getattr(context, "stages", None) or ())
     if document.exit.stage is not None and stages and document.exit.stage not in stages:
         problems.append(
@@ -137,6 +184,45 @@ def check_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
     if document.exit.if_ is not None:
         for pointer, message in context.conditions.problems(document.exit.if_):
             problems.append((f"/exit/if{pointer}", message))
+    return problems
+
+
+def _experiment_problems(experiment: Experiment, at: str, context: Any) -> list[tuple[str, str]]:
+    """A step's experiment: the engine's checks of any experiment, and each arm's ``with``."""
+    documents = getattr(context, "documents", None) or {}
+    known = documents.get(templates.KIND, {})
+    problems = [(issue.pointer, issue.message) for issue in check_experiment_arms(experiment, at)]
+    seen: set[str] = set()
+    for index, arm in enumerate(experiment.arms):
+        where = f"{at}/arms/{index}"
+        if arm.name in seen:
+            problems.append((f"{where}/name", f"arm {arm.name!r} is named twice"))
+        seen.add(arm.name)
+        if arm.holdout and arm.with_:
+            problems.append((f"{where}/with", "a holdout arm sends nothing: its 'with' is unused"))
+            continue
+        for key, value in arm.with_.items():
+            if key not in ARM_KEYS:
+                problems.append(
+                    (
+                        f"{where}/with/{key}",
+                        f"an arm of a step sets {', '.join(ARM_KEYS)}, not {key!r}",
+                    )
+                )
+            elif key == "template" and value not in known:
+                problems.append(
+                    (f"{where}/with/template", unknown_name("template", str(value), known))
+                )
+            elif key == "data" and not isinstance(value, dict):
+                problems.append((f"{where}/with/data", "data is an object of template values"))
+            elif key == "reply_to":
+                try:
+                    check_address(str(value))
+                except ValueError as error:
+                    problems.append((f"{where}/with/reply_to", str(error)))
+    if experiment.goal.where is not None:
+        for pointer, message in context.conditions.problems(experiment.goal.where):
+            problems.append((f"{at}/goal/where{pointer}", message))
     return problems
 
 
