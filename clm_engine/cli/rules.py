@@ -93,9 +93,33 @@ def explain(
                 _conditions(item.add("conditions"), decision["conditions"])
             for action in decision["actions"]:
                 added = item.add(_action_text(action))
+                _history(added, action)
                 for follow_up in action.get("follow_ups", ()):
-                    added.add(f"then {_action_text(follow_up)} [dim]due {follow_up['due_at']}[/]")
+                    then = added.add(f"then {_action_text(follow_up)} [dim]{_when(follow_up)}[/]")
+                    _history(then, follow_up)
     console.print(root)
+
+
+def _when(action: dict[str, Any]) -> str:
+    """A finished action's finish time, else its due time."""
+    if action.get("finished_at"):
+        return f"finished {action['finished_at']}"
+    return f"due {action.get('due_at', '?')}"
+
+
+def _history(node: Tree, action: dict[str, Any]) -> None:
+    """An action's history (queued, deferred ... sent), one line a step, when there is more
+    to it than being queued."""
+    history = action.get("history") or []
+    if len(history) < 2 and action.get("status") == "pending":
+        return
+    for entry in history:
+        text = f"[dim]{esc(entry['at'] or '?')}[/] {esc(entry['event'])}"
+        if entry.get("until"):
+            text += f" until {esc(entry['until'])}"
+        if entry.get("note"):
+            text += f" [dim]({esc(entry['note'])})[/]"
+        node.add(text)
 
 
 def esc(value: Any) -> str:

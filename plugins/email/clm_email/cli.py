@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from clm_engine import ClmError
@@ -171,31 +172,60 @@ def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
     """
     with open_engine(db_path) as engine:
         rows = [r for r in engine.store.actions_for(contact_id) if r.action.startswith("email.")]
-    items: list[dict[str, Any]] = [
-        {
-            "action": r.action,
-            "what": r.params.get("template") or r.params.get("step") or r.params.get("sequence"),
-            "sequence": r.params.get("sequence"),
-            "status": r.status,
-            "due_at": r.due_at,
-            "note": r.note,
-        }
-        for r in sorted(rows, key=lambda r: r.seq)
-    ]
+        rows.sort(key=lambda r: r.seq)
+        timelines = engine.action_timelines(rows)
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        history = timelines.get(r.seq, [])
+        finished = r.status != "pending" and r.finished_at is not None
+        items.append(
+            {
+                "action": r.action,
+                "what": r.params.get("template")
+                or r.params.get("step")
+                or r.params.get("sequence"),
+                "sequence": r.params.get("sequence"),
+                "status": r.status,
+                # A finished row's due time is the one it had when it was taken up (not the
+                # end of a send's lease); when it finished is ``finished_at``.
+                "due_at": history[-1]["due_at"] if finished and len(history) > 1 else r.due_at,
+                "finished_at": r.finished_at if finished else None,
+                "note": r.note,
+                "history": history,
+            }
+        )
     if as_json:
         print_json({"contact": contact_id, "actions": items})
         return
-    table = Table("due", "action", "sequence", "template / step", "status", "why")
+    table = Table("when", "action", "sequence", "template / step", "status", "why", "history")
     for item in items:
+        when = (
+            f"{item['finished_at'][:16]} (finished)"
+            if item["finished_at"]
+            else f"{item['due_at'][:16]} (due)"
+        )
         table.add_row(
-            item["due_at"][:16],
+            when,
             item["action"].removeprefix("email."),
-            item["sequence"] or "",
-            item["what"] or "",
+            escape(item["sequence"] or ""),
+            escape(item["what"] or ""),
             item["status"],
-            item["note"] or "",
+            escape(item["note"] or ""),
+            escape(_history_line(item["history"])),
         )
     console.print(table)
+
+
+def _history_line(history: list[dict[str, Any]]) -> str:
+    """A row's history in one cell: ``queued 05-01 10:00 → deferred 05-01 10:00 (until
+    05-08 09:00) → sent 05-08 09:00``."""
+    parts = []
+    for entry in history:
+        text = f"{entry['event']} {(entry['at'] or '')[5:16].replace('T', ' ')}".rstrip()
+        if entry.get("until"):
+            text += f" (until {entry['until'][5:16].replace('T', ' ')})"
+        parts.append(text)
+    return " → ".join(parts)
 
 
 @email.command()
