@@ -201,10 +201,10 @@ def test_prune_removes_old_traces_in_batches_and_explain_says_so(run, with_rules
     rules, events = with_rules
     run("ingest", str(events), "--rulesets", str(rules))
     dry = run("prune", "--older-than", "P30D", "--dry-run")
-    assert dry.exit_code == 0 and dry.output.startswith("would remove 1 traces of decisions before")
+    assert dry.exit_code == 0 and dry.output.startswith("would remove 1 traces of decisions and")
     assert "saw 1" in run("explain", "c1", "--rulesets", str(rules)).output  # still there
     done = json.loads(run("prune", "--older-than", "P30D", "--batch-size", "1", "--json").output)
-    assert (done["traces"], done["dry_run"]) == (1, False)
+    assert (done["traces"], done["action_history"], done["dry_run"]) == (1, 0, False)
     text = run("explain", "c1", "--rulesets", str(rules)).output
     assert "its trace was pruned" in text and "stage.set" in text and "saw 1" not in text
     assert run("prune", "--older-than", "P30D").output.startswith("removed 0 traces")
