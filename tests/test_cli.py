@@ -252,3 +252,51 @@ def test_the_late_action_limit_is_set_from_the_environment(monkeypatch, tmp_path
     monkeypatch.setenv("CLM_LATE_ACTION_LIMIT", "three days")
     with pytest.raises(ClmError, match="not an ISO 8601 duration"):
         open_engine(tmp_path / "clm.db", must_exist=False)
+
+
+def test_explain_and_check_text_show_brackets_as_written_and_segments_by_their_own_trace(
+    run, tmp_path
+):
+    rules = tmp_path / "brackets.json"
+    rules.write_text(
+        json.dumps(
+            {
+                "ruleset": "brackets",
+                "version": 1,
+                "trace": "all",
+                "segments": {
+                    "work": {"fact": "contact.email", "op": "ends_with", "value": "[b]x.com"}
+                },
+                "rules": [
+                    {
+                        "id": "work-address",
+                        "when": {"event": "signup"},
+                        "if": {
+                            "all": [
+                                {"fact": "contact.email", "op": "matches", "value": "^[a-z0-9.]+@"},
+                                {"op": "in_segment", "value": "work"},
+                            ]
+                        },
+                        "then": [{"action": "tag.add", "with": {"tag": "work"}}],
+                    }
+                ],
+            }
+        )
+    )
+    event = {
+        "id": "e1",
+        "contact_id": "c[1]",
+        "type": "signup",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "properties": {"email": "a.b@[bold]x.com"},
+    }
+    events = write_jsonl(tmp_path / "brackets.jsonl", [event])
+    assert run("ingest", str(events), "--rulesets", str(rules)).exit_code == 0
+    for command in ("explain", "check"):
+        args = ["c[1]"] if command == "explain" else ["--contact", "c[1]"]
+        text = run(command, *args, "--rulesets", str(rules)).output
+        assert 'contact.email matches "^[a-z0-9.]+@"  saw "a.b@[bold]x.com"' in text, text
+        assert text.startswith("c[1]")
+        # The segment shows what its own condition saw, not the null of a fact it lacks.
+        assert '✗ in segment "work"' in text and "saw null" not in text
+        assert 'contact.email ends_with "[b]x.com"  saw "a.b@[bold]x.com"' in text
