@@ -5,6 +5,7 @@ import json
 import pytest
 
 from clm_engine import ClmError
+from clm_engine.cli import print_tsv
 from tests.helpers import event
 
 
@@ -300,3 +301,61 @@ def test_explain_and_check_text_show_brackets_as_written_and_segments_by_their_o
         # The segment shows what its own condition saw, not the null of a fact it lacks.
         assert '✗ in segment "work"' in text and "saw null" not in text
         assert 'contact.email ends_with "[b]x.com"  saw "a.b@[bold]x.com"' in text
+
+
+def test_contacts_list_knows_a_rulesets_own_stages_and_prints_whole_values_as_tsv(run, tmp_path):
+    rules = tmp_path / "service.json"
+    rules.write_text(
+        json.dumps(
+            {
+                "ruleset": "service-model",
+                "version": 1,
+                "stages": ["lead", "customer", "service"],
+                "rules": [
+                    {
+                        "id": "registered",
+                        "when": {"event": "signup"},
+                        "then": [{"action": "stage.set", "with": {"stage": "service"}}],
+                    }
+                ],
+            }
+        )
+    )
+    events = write_jsonl(
+        tmp_path / "service.jsonl",
+        [
+            {
+                "id": f"e{n}",
+                "contact_id": contact,
+                "type": "signup",
+                "occurred_at": "2026-05-14T10:00:00Z",
+                "properties": {"email": f"{contact}@a-rather-long-domain-name.example.com"},
+            }
+            for n, contact in enumerate(["c1", "c2"])
+        ],
+    )
+    ingested = run("ingest", str(events), "--rulesets", str(rules))
+    assert ingested.exit_code == 0, ingested.output
+    unknown = run("contacts", "list", "--stage", "servce", "--rulesets", str(rules))
+    assert unknown.exit_code == 1 and "the stages are: lead, customer, service" in unknown.output
+    listed = run("contacts", "list", "--stage", "service", "--rulesets", str(rules), "--tsv")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0] == "id\temail\tstage\torders\tspent\tlast_event_at"
+    assert lines[1].split("\t") == [
+        "c1",
+        "c1@a-rather-long-domain-name.example.com",
+        "service",
+        "0",
+        "0",
+        "2026-05-14T10:00:00.000000Z",
+    ]
+    assert lines[2].split("\t")[:3] == ["c2", "c2@a-rather-long-domain-name.example.com", "service"]
+    assert len(lines) == 3
+    none = run("contacts", "list", "--stage", "lead", "--rulesets", str(rules), "--tsv")
+    assert none.output.splitlines() == ["id\temail\tstage\torders\tspent\tlast_event_at"]
+
+
+def test_tsv_keeps_one_line_and_the_same_fields_whatever_a_value_holds(capsys):
+    print_tsv(["a", "b"], [["x\ty\nz\\", None], [1.5, "[red]plain"]])
+    assert capsys.readouterr().out.splitlines() == ["a\tb", "x\\ty\\nz\\\\\t", "1.5\t[red]plain"]

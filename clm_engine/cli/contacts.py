@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from ..errors import ClmError
-from ..models import Contact
+from ..models import Contact, utc_text
 from ..scores import current_scores
 from . import cli
 from .common import (
@@ -22,7 +22,9 @@ from .common import (
     money,
     open_engine,
     print_json,
+    print_tsv,
     rulesets_option,
+    tsv_option,
 )
 
 
@@ -129,6 +131,7 @@ def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
     type=click.Choice(["id", "spent", "orders", "recent", "created"]),
 )
 @json_option
+@tsv_option
 def list_(
     db_path: Path,
     ruleset_paths: tuple[Path, ...],
@@ -137,6 +140,7 @@ def list_(
     offset: int,
     order_by: str,
     as_json: bool,
+    as_tsv: bool,
 ) -> None:
     """List contacts, optionally in one stage.
 
@@ -154,6 +158,10 @@ def list_(
     if stage is not None and stage not in known_stages and not total:
         hint = "" if ruleset_paths else " (pass --rulesets for a custom stage model)"
         raise ClmError(f"unknown stage {stage!r}; the stages are: {', '.join(known_stages)}{hint}")
+    if as_tsv:
+        headers = ["id", "email", "stage", "orders", "spent", "last_event_at"]
+        print_tsv(headers, [_tsv_row(contact) for contact in found])
+        return
     table = Table(
         "id",
         "email",
@@ -169,6 +177,20 @@ def list_(
     console.print(table)
     if total > offset + len(found):
         console.print(f"[dim]showing {offset + 1}-{offset + len(found)}; use --offset for more[/]")
+
+
+def _tsv_row(contact: Contact) -> list[Any]:
+    """A contact as TSV fields: exact values (the amount unformatted, the time in full)."""
+    metrics = contact.metrics
+    last = contact.last_event_at
+    return [
+        contact.id,
+        contact.email,
+        contact.stage,
+        metrics.get("orders_count", 0),
+        metrics.get("total_spent", 0),
+        utc_text(last) if last else None,
+    ]
 
 
 def _row(contact: Contact) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""``clm prune``: remove old traces and action history, keeping what makes each decision happen once."""
+"""``clm prune``: remove old traces and action history, keeping what makes each decision
+happen once."""
 
 from __future__ import annotations
 
@@ -38,8 +39,8 @@ def prune(older_than: str, dry_run: bool, batch_size: int, db_path: Path, as_jso
     A trace is what `clm explain` shows for one decision (the values its conditions saw);
     traces are the one history that grows with every decision and that nothing else needs.
     The action history (what the dispatcher did with each action: deferred, retried, sent)
-    goes by the same cutoff. What makes each decision happen once stays: outbox rows (their keys), the fires limits
-    count, events. `clm explain` says a pruned decision's trace was pruned.
+    goes by the same cutoff. What makes each decision happen once stays: outbox rows (their
+    keys), the fires limits count, events. `clm explain` says a pruned decision's trace was pruned.
     """
     try:
         age = parse_duration(older_than)

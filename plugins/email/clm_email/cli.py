@@ -10,7 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from clm_engine import ClmError
-from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
+from clm_engine.cli import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_json,
+    print_tsv,
+    rulesets_option,
+    tsv_option,
+)
 
 from . import templates
 from .message import build_message, message_id
@@ -123,7 +132,8 @@ def preview(
 @click.option("--contact", "contact_id", help="Only this contact's messages.")
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
 @json_option
-def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> None:
+@tsv_option
+def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool, as_tsv: bool) -> None:
     """Messages sent, failed and bounced, newest first."""
     where = {"contact_id": contact_id} if contact_id else {}
     with open_engine(db_path) as engine:
@@ -146,6 +156,9 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> Non
     if as_json:
         print_json({"messages": rows})
         return
+    if as_tsv:
+        print_tsv(list(rows[0]) if rows else ["contact"], [list(row.values()) for row in rows])
+        return
     table = Table("at", "contact", "status", "template", "sequence/step", "subject or error")
     for row in rows:
         where_in = f"{row['sequence']}/{row['step']}" if row["sequence"] else ""
@@ -164,7 +177,8 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> Non
 @click.argument("contact_id")
 @db_option
 @json_option
-def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
+@tsv_option
+def queue(contact_id: str, db_path: Path, as_json: bool, as_tsv: bool) -> None:
     """CONTACT_ID's email actions in the outbox: sends and sequence steps, with why each waits.
 
     `clm explain` shows the actions a rule queued; a drip's later steps and messages are
@@ -196,6 +210,25 @@ def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
         )
     if as_json:
         print_json({"contact": contact_id, "actions": items})
+        return
+    if as_tsv:
+        headers = ["due_at", "finished_at", "action", "sequence", "template_or_step", "status"]
+        print_tsv(
+            [*headers, "note", "history"],
+            [
+                [
+                    item["due_at"],
+                    item["finished_at"],
+                    item["action"],
+                    item["sequence"],
+                    item["what"],
+                    item["status"],
+                    item["note"],
+                    _history_line(item["history"]),
+                ]
+                for item in items
+            ],
+        )
         return
     table = Table("when", "action", "sequence", "template / step", "status", "why", "history")
     for item in items:
@@ -231,7 +264,8 @@ def _history_line(history: list[dict[str, Any]]) -> str:
 @email.command()
 @db_option
 @json_option
-def suppressions(db_path: Path, as_json: bool) -> None:
+@tsv_option
+def suppressions(db_path: Path, as_json: bool, as_tsv: bool) -> None:
     """Addresses that get no email (hard bounces), or no marketing email (unsubscribed)."""
     with open_engine(db_path) as engine:
         rows = [
@@ -245,6 +279,9 @@ def suppressions(db_path: Path, as_json: bool) -> None:
         ]
     if as_json:
         print_json({"suppressions": rows})
+        return
+    if as_tsv:
+        print_tsv(["address", "contact", "reason", "at"], [list(r.values()) for r in rows])
         return
     table = Table("address", "contact", "reason", "since")
     for row in rows:

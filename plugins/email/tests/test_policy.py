@@ -158,5 +158,18 @@ def test_explain_and_the_queue_keep_each_actions_history_after_it_was_sent(mail,
     ).output
     assert "2026-11-09T12:00 (finished)" in text
     assert "deferred 11-03 12:00 (until 11-09 12:00) → sent 11-09 12:00" in text
+    tsv = runner.invoke(cli, ["email", "queue", "c1", *db, "--tsv"]).output.splitlines()
+    assert tsv[0].split("\t") == [
+        "due_at",
+        "finished_at",
+        "action",
+        "sequence",
+        "template_or_step",
+        "status",
+        "note",
+        "history",
+    ]
+    sent = [line.split("\t") for line in tsv[1:] if "deferred" in line]
+    assert sent and sent[0][1].startswith("2026-11-09T12:00:00") and sent[0][5] == "done"
     shown = runner.invoke(cli, ["explain", "c1", *db, "--rulesets", str(mail.rules)]).output
     assert "deferred until 2026-11-09T12:00:00Z" in shown and "sent" in shown
