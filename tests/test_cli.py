@@ -301,6 +301,10 @@ def test_explain_and_check_text_show_brackets_as_written_and_segments_by_their_o
         # The segment shows what its own condition saw, not the null of a fact it lacks.
         assert '✗ in segment "work"' in text and "saw null" not in text
         assert 'contact.email ends_with "[b]x.com"  saw "a.b@[bold]x.com"' in text
+    shown = run("contacts", "show", "c[1]").output
+    assert shown.startswith("c[1]  a.b@[bold]x.com") and "email=a.b@[bold]x.com" in shown
+    assert "c[1]\ta.b@[bold]x.com" in run("contacts", "list", "--tsv").output
+    assert "a.b@[bold]x.com" in run("contacts", "list").output
 
 
 def test_contacts_list_knows_a_rulesets_own_stages_and_prints_whole_values_as_tsv(run, tmp_path):

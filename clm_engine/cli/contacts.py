@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -61,7 +62,8 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         )
         return
     tree = Tree(
-        f"[bold]{contact.id}[/]  {contact.email or '(no email)'}  stage: [bold]{contact.stage}[/]"
+        f"[bold]{esc(contact.id)}[/]  {esc(contact.email or '(no email)')}  "
+        f"stage: [bold]{esc(contact.stage)}[/]"
     )
     name = " ".join(str(contact.attributes.get(k, "")) for k in ("first_name", "last_name")).strip()
     facts = tree.add("contact")
@@ -76,18 +78,24 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         ("scores", _scores(contact, scores_now)),
     ):
         if value is not None:
-            facts.add(f"{label}: {value}")
+            facts.add(f"{label}: {esc(value)}")
     _add_mapping(tree.add("attributes"), contact.attributes)
     _add_mapping(tree.add("metrics"), contact.metrics)
     stages = tree.add("stage history")
     for t in history:
-        stages.add(f"{t.at[:19]}  {t.from_stage or '(new)'} -> {t.to_stage}  [dim]{t.cause}[/]")
+        change = f"{t.from_stage or '(new)'} -> {t.to_stage}"
+        stages.add(f"{t.at[:19]}  {esc(change)}  [dim]{esc(t.cause)}[/]")
     console.print(tree)
     table = Table("occurred at", "type", "properties", title="recent events", title_justify="left")
     for event in events:
         props = ", ".join(f"{k}={v}" for k, v in event.properties.items())
-        table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), event.type, props[:80])
+        table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), esc(event.type), esc(props))
     console.print(table)
+
+
+def esc(value: Any) -> str:
+    """Text from data, shown as it is (rich markup in it escaped: ``[b]`` stays ``[b]``)."""
+    return escape("" if value is None else str(value))
 
 
 def _scores(contact: Contact, now: dict[str, float]) -> str | None:
@@ -109,9 +117,7 @@ def _scores(contact: Contact, now: dict[str, float]) -> str | None:
 
 def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
     for key, value in sorted(mapping.items()):
-        node.add(
-            f"{key}: {value}",
-        )
+        node.add(esc(f"{key}: {value}"))
 
 
 @contacts.command("list")
@@ -173,7 +179,7 @@ def list_(
         title_justify="left",
     )
     for contact in found:
-        table.add_row(*_row(contact))
+        table.add_row(*(esc(cell) for cell in _row(contact)))
     console.print(table)
     if total > offset + len(found):
         console.print(f"[dim]showing {offset + 1}-{offset + len(found)}; use --offset for more[/]")

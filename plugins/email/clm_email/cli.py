@@ -164,11 +164,11 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool, as_tsv
         where_in = f"{row['sequence']}/{row['step']}" if row["sequence"] else ""
         table.add_row(
             (row["at"] or "")[:16],
-            row["contact"],
+            escape(row["contact"] or ""),
             row["status"],
-            row["template"] or "",
-            where_in,
-            (row["error"] or row["subject"] or "")[:70],
+            escape(row["template"] or ""),
+            escape(where_in),
+            escape(row["error"] or row["subject"] or ""),
         )
     console.print(table)
 
@@ -285,6 +285,8 @@ def suppressions(db_path: Path, as_json: bool, as_tsv: bool) -> None:
         return
     table = Table("address", "contact", "reason", "since")
     for row in rows:
-        table.add_row(row["address"], row["contact"] or "", row["reason"], row["at"][:16])
+        table.add_row(
+            escape(row["address"]), escape(row["contact"] or ""), row["reason"], row["at"][:16]
+        )
     console.print(table)
     console.print(f"{len(rows):,} suppressed addresses")
