@@ -71,7 +71,7 @@ class OutboxRow:
     finished_at: str | None = None  # when it reached its final status (None while pending)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is made per dispatched action, and a frozen one costs more
 class ActionStep:
     """One thing the dispatcher did with an outbox row, kept after the row finished (the
     ``action_history`` table): the row itself only holds its latest status and note.

@@ -307,8 +307,7 @@ CORE_MIGRATIONS.append(
         note TEXT,
         until TEXT
     );
-    CREATE INDEX action_history_by_seq ON action_history (seq);
-    CREATE INDEX action_history_by_contact ON action_history (contact_id)
+    CREATE INDEX action_history_by_seq ON action_history (seq)
 """
         ),
     )
