@@ -11,7 +11,7 @@ from . import consent, money
 from .clock import Clock, SystemClock, VirtualClock
 from .dispatch import DispatchReport
 from .engine import Engine, IngestResult, Rejection
-from .erasure import Erasure, ErasureReport, erasure_hash
+from .erasure import Erasure, ErasureReport
 from .errors import (
     ActionError,
     ClmError,
@@ -21,7 +21,7 @@ from .errors import (
     RulesetError,
     StoreError,
 )
-from .hooks import hookimpl
+from .hooks import hookimpl, hookspec
 from .models import (
     DEFAULT_STAGES,
     Condition,
@@ -34,7 +34,6 @@ from .models import (
     duration_to_timedelta,
     utc_text,
 )
-from .plugins import Once, load_entry_points
 from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
 from .store import Column, Index, OutboxRow, StageTransition, Table, TableAccess, Tables, Trace
@@ -66,7 +65,6 @@ __all__ = [
     "Index",
     "IngestResult",
     "Name",
-    "Once",
     "OutboxRow",
     "PluginError",
     "ReducerError",
@@ -89,9 +87,8 @@ __all__ = [
     "describe_validation_error",
     "did_you_mean",
     "duration_to_timedelta",
-    "erasure_hash",
     "hookimpl",
-    "load_entry_points",
+    "hookspec",
     "money",
     "utc_text",
 ]

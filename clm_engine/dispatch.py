@@ -338,7 +338,7 @@ class Dispatcher:
         index = int(parts[4])
         if index >= len(compiled.rechecks) or compiled.rechecks[index] is None:
             return None
-        condition, evaluator = compiled.rechecks[index]  # type: ignore[misc]
+        condition, evaluator = compiled.rechecks[index]  # type: ignore[misc]  # the None case returned just above
         occurrence = unescape_key_part(parts[3])
         event, transition = trigger
         call = compiled.rule.then[index] if index < len(compiled.rule.then) else None
@@ -399,6 +399,7 @@ class Dispatcher:
             documents=self.documents,
             actions=self.action_names,
             conditions=self.conditions,
+            registry=self.registry,
         )
 
     def _record(
@@ -499,6 +500,7 @@ def action_context(
     actions: frozenset[str],
     folded: Mapping[str, Contact] | None = None,
     conditions: Any = None,
+    registry: Registry | None = None,
 ) -> ActionContext:
     """What an action's ``run`` receives, at dispatch or inline in the fold; ``tx`` is the
     write transaction (``None`` while an external action runs outside it). ``folded`` holds
@@ -522,6 +524,7 @@ def action_context(
         actions=actions,
         conditions=conditions,
         count_events=EventCounter(tx, contact.id) if tx is not None else None,
+        registry=registry,
     )
 
 

@@ -247,7 +247,7 @@ class Engine:
             if event.id in unique:
                 result.duplicates += 1
             else:
-                unique[event.id] = event  # type: ignore[index]
+                unique[event.id] = event  # type: ignore[index]  # Event.id is set by its validator when missing
         if not unique:
             return result
         with self.store.write() as tx:
@@ -271,7 +271,7 @@ class Engine:
         about another contact). Each contact is folded by ``folding.fold_contact``: its
         events in time order, each judged on the state it met, internal effects inline.
         """
-        existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]
+        existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]  # Event.id is set by its validator when missing
         result.duplicates += len(existing)
         result.duplicate_ids.update(existing)
         by_contact: dict[str, list[Event]] = defaultdict(list)
@@ -339,7 +339,7 @@ class Engine:
         result.failed.extend(failures)
         if failures:
             tx.record_failures(failures, failed_at=now_text)
-        tx.clear_failures([event.id for event in applied])  # type: ignore[misc]
+        tx.clear_failures([event.id for event in applied])  # type: ignore[misc]  # Event.id is set by its validator when missing
         result.enqueued += tx.enqueue(rows)
         log.flush()
         tx.add_traces(traces, recorded_at=now_text)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Erasure", "ErasureReport", "erasure_hash", "new_pseudonym"]
+__all__ = ["Erasure", "ErasureReport", "keyed_hash", "new_pseudonym"]
 
 #: The domain of an email address that replaces an erased one (RFC 2606: never delivered).
 PSEUDONYM_DOMAIN = "erased.invalid"
@@ -56,28 +56,6 @@ def keyed_hash(key: bytes, value: str) -> str:
     """HMAC-SHA256 of ``value`` normalised (trimmed, lower case), as ``hmac:<hex>``."""
     digest = hmac.new(key, value.strip().lower().encode(), hashlib.sha256).hexdigest()
     return f"hmac:{digest}"
-
-
-def store_key(db: Any) -> bytes | None:
-    """The store's erasure key (random, made by the core's migration ``m010``), if any."""
-    try:
-        row = db.execute("SELECT key FROM erasure_key WHERE id = 1").fetchone()
-    except Exception:  # an older schema, or another store: nothing was hashed with a key
-        return None
-    return bytes.fromhex(row[0]) if row else None
-
-
-def erasure_hash(db: Any, value: str) -> str | None:
-    """The keyed hash an erasure keeps of ``value`` in the store ``db`` (``None`` without a key).
-
-    What is kept when something must still be recognised after an erasure without being
-    readable (an opted-out address: a new signup with it must not be emailed). It is keyed
-    with the store's random erasure key, so a list of likely addresses hashed without the key
-    matches nothing. Plugins call it to look a value up; during an erasure,
-    :meth:`Erasure.keyed_hash` gives the same.
-    """
-    key = store_key(db)
-    return keyed_hash(key, value) if key is not None else None
 
 
 def names_in(values: dict[str, Any]) -> set[str]:
@@ -253,48 +231,6 @@ class Erasure:
                 terms.append((form.lower() if folded else form, folded))
         return terms
 
-    # -- tables --------------------------------------------------------------------------------
-
-    def rows_mentioning(self, db: Any, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """``table``'s columns, and ``(rowid, *values)`` of its rows in which some column may
-        mention the contact (found with ``instr`` in SQL; :meth:`mentions` decides).
-        ``db`` is a ``sqlite3.Connection`` or a ``sqlite_utils.Database``."""
-        columns = [row[1] for row in db.execute(f'PRAGMA table_info("{table}")').fetchall()]
-        tests, args = [], []
-        for column in columns:
-            text = f'CAST("{column}" AS TEXT)'
-            for term, folded in self.search_terms():
-                tests.append(f"instr(lower({text}), ?)" if folded else f"instr({text}, ?)")
-                args.append(term)
-        selected = ", ".join(f'"{column}"' for column in columns)
-        rows = db.execute(
-            f'SELECT rowid, {selected} FROM "{table}" WHERE {" OR ".join(tests)}', args
-        ).fetchall()
-        return columns, [tuple(row) for row in rows]
-
-    def rewrite_table(self, db: Any, table: str) -> int:
-        """Rewrite every text value of ``table`` that mentions the contact (JSON value by
-        value, text mention by mention) and report the rows as pseudonymised. For the rows of
-        other contacts: delete the contact's own rows first. Not for tables whose rows must
-        not be updated (a ledger's): rewrite those by deleting and inserting."""
-        columns, rows = self.rows_mentioning(db, table)
-        changed = 0
-        for rowid, *values in rows:
-            updates = {
-                column: self.rewrite_text(value)
-                for column, value in zip(columns, values, strict=True)
-                if isinstance(value, str) and self.mentions(value)
-            }
-            if updates:
-                assignments = ", ".join(f'"{column}" = ?' for column in updates)
-                db.execute(
-                    f'UPDATE "{table}" SET {assignments} WHERE rowid = ?',
-                    [*updates.values(), rowid],
-                )
-                changed += 1
-        self.pseudonymised(table, changed)
-        return changed
-
     # -- what plugins report and ask for -------------------------------------------------------
 
     def pseudonymised(self, table: str, count: int) -> None:
@@ -303,7 +239,8 @@ class Erasure:
             self.rewritten[table] = self.rewritten.get(table, 0) + int(count)
 
     def keyed_hash(self, value: str) -> str:
-        """:func:`erasure_hash` of ``value``: a keyed hash, kept instead of the value."""
+        """A keyed hash of ``value``, kept instead of the value: what ``tables.erasure_hash``
+        gives for it outside the erasure, to look it up."""
         return keyed_hash(self._key, value)
 
     def remove_file(self, path: str | os.PathLike[str]) -> None:

@@ -226,7 +226,7 @@ class ContactFold:
                     self.run_inline(row, spec, fire)
                 if row["key"] in self.recomputable_keys:
                     self.recomputable_keys.discard(row["key"])
-                    self.out.rejudged.redone.append(row)  # type: ignore[union-attr]
+                    self.out.rejudged.redone.append(row)  # type: ignore[union-attr]  # rejudged is set whenever recomputable_keys is non-empty
                 else:
                     self.out.rows.append(row)
         self.out.traces.append(trace_of(fire, decision, detail, keys))
@@ -276,6 +276,7 @@ class ContactFold:
             stages=self.engine.stages,
             documents=self.engine.rulebook.documents,
             actions=self.engine.action_names,
+            registry=self.engine.registry,
             folded=self.batch,
             conditions=self.engine.conditions,
         )
@@ -305,8 +306,8 @@ class ContactFold:
             if event.contact_id != contact.id:
                 self.out.elsewhere.append(event)
                 continue
-            self.out.origins[event.id] = key  # type: ignore[index]
-            self.new_ids.add(event.id)  # type: ignore[arg-type]
+            self.out.origins[event.id] = key  # type: ignore[index]  # Event.id is set by its validator when missing
+            self.new_ids.add(event.id)  # type: ignore[arg-type]  # Event.id is set by its validator when missing
             self.step(event, fire.depth + 1)
 
     def effects(
@@ -375,7 +376,7 @@ def fold_contact(
         if late or stored is None:
             start = Contact(id=contact_id)
         elif failures:
-            start = Contact.model_validate_json(stored_json)  # type: ignore[arg-type]
+            start = Contact.model_validate_json(stored_json)  # type: ignore[arg-type]  # failures imply a stored contact
         else:
             start = stored
         plan = None
@@ -391,7 +392,7 @@ def fold_contact(
             start,
             now=now,
             recorded_at=recorded_at,
-            new_ids={e.id for e in new_events},  # type: ignore[misc]
+            new_ids={e.id for e in new_events},  # type: ignore[misc]  # Event.id is set by its validator when missing
             judge_from=since if late else None,
             rejudged=plan,
             recomputable_keys=set(recomputable),
@@ -485,14 +486,14 @@ def _plan_rejudgement(
         else:
             kept.add(key)
     dropped = [e for e in stored_events if origins.get(e.id or "") in recomputable]
-    dropped_ids = {e.id for e in dropped}
+    dropped_ids = {e.id for e in dropped if e.id is not None}
     history = sorted(
         [e for e in stored_events if e.id not in dropped_ids] + new_events, key=_OCCURRED_AT
     )
     rules = {key for key, rule in book.rules.items() if rule.recomputable}
     log.forget(contact_id, rules, since_text)
-    rejudged = Rejudged(since_text, rules, sorted(dropped_ids), live=live)  # type: ignore[arg-type]
-    return rejudged, history, kept, recomputable, dropped_ids  # type: ignore[return-value]
+    rejudged = Rejudged(since_text, rules, sorted(dropped_ids), live=live)
+    return rejudged, history, kept, recomputable, dropped_ids
 
 
 def transition(contact: Contact, before: str | None, event: Event) -> StageTransition:

@@ -616,7 +616,7 @@ class RelativeTrigger(BaseModel):
 
     @property
     def anchor(self) -> str:
-        return self.before or self.after  # type: ignore[return-value]
+        return self.before or self.after  # type: ignore[return-value]  # the validator requires one of before/after
 
     @property
     def offset(self) -> timedelta:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,38 +41,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "clm_engine.builtins.segment",
     "clm_engine.analytics.facts",
 )
-
-
-class Once:
-    """Runs a loader once per process, safely from many threads: for the plugins' own loaders
-    (email transports, referral fraud checks).
-
-    A web server's first requests may open engines on several threads at once. The loader
-    is marked done only after it has finished, and a second thread waits on the lock until
-    then: marking it done first (as a plain flag must, to stop recursion) let a second thread
-    go on with half the plugins registered (``unknown action 'email.start_sequence'``). A
-    call from inside the loader itself (a plugin whose import asks for the registry) returns
-    at once, as before. A loader that raises is not done: the next call tries again.
-    """
-
-    def __init__(self, load: Callable[[], None]) -> None:
-        self._load = load
-        self._lock = threading.RLock()
-        self._done = False
-        self._running = False
-
-    def __call__(self) -> None:
-        if self._done:  # the fast path, once loaded: set only after loading completed
-            return
-        with self._lock:
-            if self._done or self._running:  # _running: re-entered by this thread's loader
-                return
-            self._running = True
-            try:
-                self._load()
-                self._done = True
-            finally:
-                self._running = False
 
 
 def load_entry_points(

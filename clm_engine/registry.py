@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from importlib import metadata
-from types import CodeType, FrameType, TracebackType
+from types import CodeType, FrameType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import click
     from sqlite_utils.migrations import Migrations
 
-    from .store.tables import Table
+    from .store.tables import Table, Tables
 
 #: pluggy's project name for the engine's hooks (``HookimplMarker("clm_engine")``).
 PROJECT = "clm_engine"
@@ -77,6 +77,9 @@ class Registry:
     def __init__(self, plugins: Plugins = (), *, builtins: bool = True, installed: bool = True):
         self.pm = pluggy.PluginManager(PROJECT)
         self.pm.add_hookspecs(specs)
+        # Plugins' own extension points join as each plugin registers (a historic hook).
+        self.pm.hook.register_hookspecs.call_historic(kwargs={"register": self._add_hookspecs})
+        self._calls: dict[str, list[tuple[str, tuple[Any, ...], dict[str, Any]]]] = {}
         #: Plugins that failed to import: name -> reason. Shown by ``clm plugins``; never fatal.
         self.load_failures: dict[str, str] = {}
         #: Where each entry-point plugin came from: name -> (distribution, version).
@@ -93,6 +96,13 @@ class Registry:
         for name, plugin in named:
             self._add(plugin, name)
         self.pm.check_pending()
+
+    def _add_hookspecs(self, hookspecs: ModuleType | type) -> None:
+        """A plugin's own hooks (``register_hookspecs``); one already declared is a clash."""
+        try:
+            self.pm.add_hookspecs(hookspecs)
+        except ValueError as error:  # pluggy: "Hook 'x' is already registered ..."
+            raise PluginError(f"register_hookspecs: {error}") from None
 
     def _named(self, plugins: Iterable[object]) -> list[tuple[str, object]]:
         return [(self.pm.get_canonical_name(plugin), plugin) for plugin in plugins]
@@ -204,6 +214,19 @@ class Registry:
             target.append((name, handler))
         return found
 
+    def registrations(self, hook_name: str) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
+        """What the plugins registered through a registration hook (``register_...``,
+        the core's or a plugin's own from ``register_hookspecs``): each ``register(...)`` call
+        as ``(plugin, args, kwargs)``, in the plugins' order. Asked once per hook (a registry
+        is read-only once built); a hook that raises is a :class:`PluginError` naming the
+        plugin."""
+        found = self._calls.get(hook_name)
+        if found is None:
+            if getattr(self.pm.hook, hook_name, None) is None:
+                raise PluginError(f"no hook {hook_name!r} is declared")
+            found = self._calls[hook_name] = self._registrations(hook_name)
+        return list(found)
+
     def _registrations(
         self, hook_name: str, caller: pluggy.HookCaller | None = None
     ) -> list[tuple[str, tuple[Any, ...], dict[str, Any]]]:
@@ -252,14 +275,14 @@ class Registry:
             plugin = _owner_in_traceback(owners, error.__traceback__)
             return [Veto(f"policy of plugin {plugin!r} failed: {error!r}")]
 
-    def forget_contact(self, db: Any, erasure: Erasure) -> dict[str, int]:
+    def forget_contact(self, tables: Tables, db: Any, erasure: Erasure) -> dict[str, int]:
         """Ask every plugin to erase one contact; rows removed, by table (plugins own their
         tables, so a table names its plugin). A plugin that raises stops the erasure (the
         caller's transaction rolls back), as a :class:`PluginError` naming the plugin."""
         removed: dict[str, int] = {}
         try:
             results = self.pm.hook.forget_contact(
-                db=db, contact_id=erasure.contact_id, erasure=erasure
+                tables=tables, contact_id=erasure.contact_id, erasure=erasure, db=db
             )
         except Exception as error:
             owners = _owners(self.pm.hook.forget_contact.get_hookimpls())

@@ -75,7 +75,7 @@ class CompiledRule:
         return f"schedule {when.schedule} ({when.timezone})"
 
     def matches_stage_change(self, before: str | None, after: str | None) -> bool:
-        change = self.rule.when.stage_changed  # type: ignore[union-attr]
+        change = self.rule.when.stage_changed  # type: ignore[union-attr]  # only called for stage_changed rules
         return _among(before, change.from_) and _among(after, change.to)
 
 

@@ -337,7 +337,7 @@ class _History:
         self.sources: list[tuple[int, str]] = []
         middle = start + timedelta(seconds=end // 2)
         self.offsets = {
-            tz: int(middle.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]
+            tz: int(middle.astimezone(ZoneInfo(tz)).utcoffset().total_seconds())  # type: ignore[union-attr]  # a ZoneInfo always has an offset
             for _, _, zones in _COUNTRIES
             for tz in zones
         }

@@ -82,7 +82,7 @@ class TimeReport:
 
 
 def anchor_definition(rule: CompiledRule) -> str:
-    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]
+    when: RelativeTrigger = rule.rule.when  # type: ignore[assignment]  # only relative-time rules have an anchor definition
     return json.dumps({"anchor": when.anchor, "offset": when.offset.total_seconds()})
 
 
@@ -99,7 +99,7 @@ def anchor_dates(rule: CompiledRule, ctx: FactContext) -> dict[str, datetime]:
     (``models.shift_time``: 1900 to 2200) is no anchor, as if the date were not there: a
     ``9999-12-31`` that means "never" never fires, and no date, however far, overflows.
     """
-    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]
+    value = resolve(rule.anchor, ctx)  # type: ignore[arg-type]  # only rules with an anchor plan reach here
     if value is MISSING or value is None:
         return {}
     offset = rule.rule.when.offset  # type: ignore[union-attr]  # a relative rule's trigger
@@ -143,7 +143,7 @@ def refresh_anchors(
     for contact, due in todo:
         ctx = FactContext(  # one per contact: a fact several rules count from is computed once
             contact=contact,
-            now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]
+            now=contact.updated_at or contact.created_at,  # type: ignore[arg-type]  # a stored contact has created_at
             db=tx.db,
             tables=tx.tables,
             documents=book.documents,
@@ -163,7 +163,7 @@ def refresh_anchors(
                 anchor_text = utc_text(moment)
                 if old is not None and old[0] == anchor_text:
                     continue  # unchanged: keep its status (a fired anchor does not fire again)
-                fire_at = shift_time(moment, rule.rule.when.offset)  # type: ignore[union-attr]
+                fire_at = shift_time(moment, rule.rule.when.offset)  # type: ignore[union-attr]  # only relative-time rules have anchors
                 if fire_at is None:  # anchor_dates keeps only dates that have one: never here
                     continue
                 puts.append((*key, anchor_text, utc_text(fire_at)))
@@ -286,7 +286,7 @@ def run_schedules(
 ) -> None:
     """Run every cron rule's slot that came due since its last run (one run per rule+zone)."""
     for rule in book.scheduled:
-        when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]
+        when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]  # only schedule rules reach here
         zones = store.read().contact_timezones() if when.timezone == "contact" else [when.timezone]
         for zone in zones:
             _run_slot(store, rule, when, zone, now, report, progress, book.documents)

@@ -115,6 +115,9 @@ class ActionContext:
     emitted: list[tuple[str, dict[str, Any], str | None]] = field(default_factory=list)
     db: Any = None
     tables: Tables | None = None
+    #: The engine's plugins (``clm_engine.Registry``): a plugin's own extension points are
+    #: read through ``ctx.registry.registrations(hook_name)`` (``register_hookspecs``).
+    registry: Any = None
     #: The entity the rule fired for (a product id), or ``None`` for the contact itself.
     entity: str | None = None
     documents: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

@@ -37,5 +37,5 @@ def served(db: Path, rulesets: list[Any] | None = None, **options: Any) -> Itera
     scope."""
     app = create_app(db, rulesets or [], **options)
     with TestClient(app) as client:
-        client.keys = {scope: make_key(db, scope) for scope in ("ingest", "read", "admin")}  # type: ignore[attr-defined]
+        client.keys = {scope: make_key(db, scope) for scope in ("ingest", "read", "admin")}  # type: ignore[attr-defined]  # a test-only attribute on the client
         yield client

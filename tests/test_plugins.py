@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clm_engine import ClmError, Column, Engine, FactContext, PluginError, Table, hookimpl
+from clm_engine import (
+    ClmError,
+    Column,
+    Engine,
+    FactContext,
+    PluginError,
+    Table,
+    hookimpl,
+    hookspec,
+)
 from clm_engine.cli import cli
 from clm_engine.registry import Registry
 from tests.helpers import event
@@ -74,6 +83,87 @@ def test_hook_forget_contact(sample, db_path):
         assert engine.store.db["erasures"].count == 1
         again = engine.forget("c1")  # nothing held any more: nothing changes
         assert (again.removed, again.pseudonymised, again.found) == ({}, {}, False)
+
+
+class GreetingSpecs:
+    @hookspec
+    def register_greetings(self, register):
+        """A plugin's own extension point: other plugins add greetings."""
+
+
+class Greeter:
+    """A plugin that opens its own hook and runs what the engine's plugins register for it."""
+
+    class Params(sample_plugin.Shout):
+        pass
+
+    @hookimpl
+    def register_hookspecs(self, register):
+        register(GreetingSpecs)
+
+    @hookimpl
+    def register_greetings(self, register):
+        register("hello")
+
+    @hookimpl
+    def register_actions(self, register):
+        def greet(ctx, params):
+            words = [args[0] for _, args, _ in ctx.registry.registrations("register_greetings")]
+            ctx.emit("greeted", {"words": words})
+
+        register("greeter.greet", greet, self.Params)
+
+
+class French:
+    @hookimpl(optionalhook=True)  # an engine without the greeter ignores it
+    def register_greetings(self, register):
+        register("bonjour")
+
+
+def test_hook_register_hookspecs(db_path, tmp_path):
+    """A plugin's own hooks join each engine's plugin manager: two engines in one process see
+    their own implementations, attributed to their plugins; a hook declared twice is a
+    PluginError; an optional implementation loads without the plugin that declares it."""
+    rules = tmp_path / "greet.json"
+    rule = {
+        "id": "greet",
+        "when": {"event": "signup"},
+        "then": [{"action": "greeter.greet", "with": {"word": "x"}}],
+    }
+    rules.write_text(json.dumps({"ruleset": "greet", "version": 1, "rules": [rule]}))
+    both = Registry({"greeter": Greeter(), "french": French()}, installed=False)
+    assert both.registrations("register_greetings") == [
+        ("greeter", ("hello",), {}),
+        ("french", ("bonjour",), {}),
+    ]
+    for plugins, words in (
+        ({"greeter": Greeter(), "french": French()}, ["hello", "bonjour"]),
+        ({"greeter": Greeter()}, ["hello"]),
+    ):
+        path = tmp_path / f"{len(plugins)}.db"
+        with Engine(path, plugins=plugins, rulesets=[rules]) as engine:
+            engine.ingest(event("c1", "signup", "2026-10-01"))
+            [greeted] = [e for e in engine.store.recent_events("c1") if e.type == "greeted"]
+            assert greeted.properties["words"] == words
+    assert Registry({"french": French()}, installed=False).actions is not None
+    with pytest.raises(PluginError, match="register_greetings"):
+        Registry(
+            {
+                "greeter": Greeter(),
+                "again": type(
+                    "Again",
+                    (),
+                    {
+                        "register_hookspecs": hookimpl(
+                            lambda self, register: register(GreetingSpecs)
+                        )
+                    },
+                )(),
+            },
+            installed=False,
+        )
+    with pytest.raises(PluginError, match="no hook 'register_nothing'"):
+        both.registrations("register_nothing")
 
 
 def _sample_rules(tmp_path, if_=None):

@@ -234,6 +234,12 @@ def test_the_outbox_from_enqueue_to_done(store):
         ("rs", "r", "skipped", "2026-03-01", 1),
     ]
     assert store.read().high_water()[1] == 3
+    assert store.outcome_counts("tag.add") == [
+        ("done", None, 1),
+        ("retracted", "no longer implied", 1),
+        ("skipped", "again", 1),
+    ]
+    assert store.outcome_counts("email.send") == []
 
 
 def test_action_history_is_written_at_commit_dropped_with_its_savepoint_and_pruned(store):
@@ -327,7 +333,10 @@ def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
         tx.upsert_contacts([Contact(id="c1", email="c1@example.com")], updated_at="now")
         tx.enqueue([row("k")])
     erasure, report = store.forget(
-        "c1", also=lambda db, erasure: {"plugin_table": 0}, erased_at="now", requested_by="ops"
+        "c1",
+        also=lambda tables, db, erasure: {"plugin_table": 0},
+        erased_at="now",
+        requested_by="ops",
     )
     assert erasure.emails == ("c1@example.com",)
     assert report.removed == {"events": 1, "contacts": 1, "outbox": 1}
@@ -342,7 +351,7 @@ def test_forget_rewrites_other_contacts_references_to_the_pseudonym(store):
         tx.upsert_contacts([Contact(id="c1", email="c1@example.com"), friend], updated_at="now")
         tx.insert_events([event(2, contact="c2")], received_at="now", origins={"e2": "rs/r/c1/0"})
     erasure, report = store.forget(
-        "c1", also=lambda db, erasure: {}, erased_at="now", requested_by="ops"
+        "c1", also=lambda tables, db, erasure: {}, erased_at="now", requested_by="ops"
     )
     assert report.pseudonymised == {"contacts": 1, "events": 1}
     kept = store.get_contact("c2")
@@ -727,15 +736,106 @@ def test_aggregates_count_and_sum_by_group(entries):
 
 
 def test_tables_give_the_keyed_hash_an_erasure_keeps(items):
-    from clm_engine import erasure_hash
-
     hashed = items.tables.erasure_hash("Ada@Example.com")
     assert hashed is not None and hashed.startswith("hmac:")
     assert hashed == items.tables.erasure_hash(" ada@example.com")  # normalised
-    if isinstance(items, PostgresStore):  # the function takes a connection of the store's
-        with items.pool.connection() as conn:
-            assert hashed == erasure_hash(conn, "ada@example.com")
-    else:
-        assert hashed == erasure_hash(items.db, "ada@example.com")
     with items.write() as tx:
         assert tx.tables.erasure_hash("ada@example.com") == hashed
+
+    def plugin(tables, db, erasure):  # an erasure's own hash of the same value
+        assert erasure.keyed_hash("ada@example.com") == hashed
+        return {}
+
+    items.forget("nobody", also=plugin, erased_at="now", requested_by="ops")
+
+
+#: A plugin's append-only ledger that names contacts, in text and in JSON.
+MENTIONS = Table(
+    "test_mentions",
+    columns=(
+        Column("id", "text"),
+        Column("contact_id", "text"),
+        Column("note", "text"),
+        Column("detail", "json"),
+        Column("amount", "integer"),
+    ),
+    primary_key=("id",),
+    append_only=True,
+)
+
+
+def test_an_erasure_pseudonymises_a_plugins_rows_append_only_too(open_store):
+    """``pseudonymise`` is the one change an append-only table takes: in the erasure's
+    transaction, every text and JSON mention of the contact becomes the pseudonym (even in a
+    key, after ``erasure.rename``), other values and rows untouched; the core's check that
+    nothing mentions the contact any more then passes."""
+    store = open_store()
+    store.migrate([migrations], tables=[MENTIONS])
+    with store.write() as tx:
+        tx.upsert_contacts([Contact(id="c1", email="ada@example.com")], updated_at="now")
+        tx.tables["test_mentions"].insert_many(
+            [
+                {
+                    "id": "reward-c1",
+                    "contact_id": "c2",
+                    "note": "referred c1",
+                    "detail": None,
+                    "amount": 5,
+                },
+                {
+                    "id": "r2",
+                    "contact_id": "c2",
+                    "note": "thanks",
+                    "detail": {"from": "ada@example.com", "list": ["c1", "c3"]},
+                    "amount": 7,
+                },
+                {
+                    "id": "r3",
+                    "contact_id": "c3",
+                    "note": "c10 is not c1's",
+                    "detail": {"to": "c10"},
+                    "amount": 9,
+                },
+            ]
+        )
+
+    def plugin(tables, db, erasure):
+        erasure.rename("reward-c1", "reward-" + erasure.pseudonym)
+        return {"test_mentions": 0} if tables["test_mentions"].pseudonymise(erasure) else {}
+
+    erasure, report = store.forget("c1", also=plugin, erased_at="now", requested_by="ops")
+    p = erasure.pseudonym
+    rows = {r["id"]: r for r in store.tables["test_mentions"].rows()}
+    assert rows == {
+        f"reward-{p}": {
+            "id": f"reward-{p}",
+            "contact_id": "c2",
+            "note": f"referred {p}",
+            "detail": None,
+            "amount": 5,
+        },
+        "r2": {
+            "id": "r2",
+            "contact_id": "c2",
+            "note": "thanks",
+            "detail": {"from": erasure.pseudonym_email, "list": [p, "c3"]},
+            "amount": 7,
+        },
+        "r3": {
+            "id": "r3",
+            "contact_id": "c3",
+            "note": f"c10 is not {p}'s",
+            "detail": {"to": "c10"},
+            "amount": 9,
+        },
+    }
+    assert report.pseudonymised["test_mentions"] == 3
+
+
+def test_pseudonymise_is_a_write(open_store):
+    store = open_store()
+    store.migrate([migrations], tables=[MENTIONS])
+    from clm_engine import Erasure
+
+    with store_error():
+        store.tables["test_mentions"].pseudonymise(Erasure("c1", emails=(), names=()))

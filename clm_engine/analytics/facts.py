@@ -82,7 +82,7 @@ def _check_within(args: dict[str, Any]) -> None:
         parse_duration(args["within"])
 
 
-expected_purchases.check_args = _check_within  # type: ignore[attr-defined]
+expected_purchases.check_args = _check_within  # type: ignore[attr-defined]  # check_args: the documented optional attribute of a compute function
 
 
 def predicted_clv(ctx: FactContext) -> Any:

@@ -237,7 +237,7 @@ def load_computed(plan: FactPlan, ctx: FactContext) -> Any:
     cache = ctx.cache
     value = cache.get(plan.cache_key, _UNSET)
     if value is _UNSET:
-        value = cache[plan.cache_key] = plan.spec.compute(ctx, **dict(plan.args))  # type: ignore[union-attr]
+        value = cache[plan.cache_key] = plan.spec.compute(ctx, **dict(plan.args))  # type: ignore[union-attr]  # a plan reaching here has a spec: prepare rejects unknown facts
     return value
 
 

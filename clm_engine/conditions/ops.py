@@ -125,8 +125,8 @@ def _eq_note(fact: Any, value: Any) -> str | None:
     return None
 
 
-test_eq.explain_note = _eq_note  # type: ignore[attr-defined]
-test_ne.explain_note = _eq_note  # type: ignore[attr-defined]
+test_eq.explain_note = _eq_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
+test_ne.explain_note = _eq_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 # -- ordering ----------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_between(fact: Any, value: tuple[Any, Any]) -> bool:
 
 _order_tests: tuple[Callable[..., bool], ...] = (test_lt, test_lte, test_gt, test_gte, test_between)
 for _test in _order_tests:
-    _test.explain_note = _order_note  # type: ignore[attr-defined]
+    _test.explain_note = _order_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 # -- membership --------------------------------------------------------------------------------
@@ -298,8 +298,8 @@ def _contains_note(fact: Any, value: Any) -> str | None:
     return None
 
 
-test_contains.explain_note = _contains_note  # type: ignore[attr-defined]
-test_not_contains.explain_note = _contains_note  # type: ignore[attr-defined]
+test_contains.explain_note = _contains_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
+test_not_contains.explain_note = _contains_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ def _matches_note(fact: Any, pattern: Any) -> str | None:
     return None
 
 
-test_matches.explain_note = _matches_note  # type: ignore[attr-defined]
+test_matches.explain_note = _matches_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 # -- presence ----------------------------------------------------------------------------------
@@ -418,12 +418,12 @@ def _prepare_moment(name: str) -> Callable[[Any], Any]:
 
 def test_before(fact: Any, value: datetime) -> bool:
     moment = to_datetime(fact)
-    return moment is not None and moment < to_datetime(value)  # type: ignore[operator]
+    return moment is not None and moment < to_datetime(value)  # type: ignore[operator]  # prepare_ made value a time
 
 
 def test_after(fact: Any, value: datetime) -> bool:
     moment = to_datetime(fact)
-    return moment is not None and moment > to_datetime(value)  # type: ignore[operator]
+    return moment is not None and moment > to_datetime(value)  # type: ignore[operator]  # prepare_ made value a time
 
 
 def _date_note(fact: Any, value: Any) -> str | None:
@@ -496,7 +496,7 @@ _date_tests: tuple[Callable[..., bool], ...] = (
     test_older_than,
 )
 for _test in _date_tests:
-    _test.explain_note = _date_note  # type: ignore[attr-defined]
+    _test.explain_note = _date_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 # -- stages and segments -----------------------------------------------------------------------
@@ -538,8 +538,8 @@ def _stage_note(fact: Any, value: tuple[tuple[str, ...], str]) -> str | None:
     return None
 
 
-test_stage_at_least.explain_note = _stage_note  # type: ignore[attr-defined]
-test_stage_at_most.explain_note = _stage_note  # type: ignore[attr-defined]
+test_stage_at_least.explain_note = _stage_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
+test_stage_at_most.explain_note = _stage_note  # type: ignore[attr-defined]  # explain_note: the optional attribute conditions/explain.py reads
 
 
 def prepare_in_segment(value: Any) -> str:

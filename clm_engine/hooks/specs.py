@@ -28,6 +28,21 @@ if TYPE_CHECKING:
     Reducer = Callable[[Contact, Event], None]
 
 
+@hookspec(historic=True)
+def register_hookspecs(register: Callable[[object], None]) -> None:
+    """Open extension points of the plugin's own: hooks other plugins implement (the email
+    plugin's transports, the referral plugin's fraud checks).
+
+    Call ``register(specs)`` with a module or class of functions marked with
+    ``clm_engine.hookspec``; they join the engine's plugin manager, so each engine has its own
+    implementations, loaded from the same ``clm_engine`` entry point group. Called as each
+    plugin registers (a historic hook), before the engine checks every implementation against
+    its spec. Read the implementations with ``registry.registrations(hook_name)`` (the
+    ``register(...)`` calls, each with the plugin that made it); an action reaches the
+    registry as ``ctx.registry``, a command as ``clm_engine.cli.registry_of(ctx)``.
+    """
+
+
 @hookspec
 def register_reducers(register: Callable[..., None]) -> None:
     """Contribute reducers: functions that fold an event into a contact's state.
@@ -105,18 +120,19 @@ def register_commands(cli: click.Group) -> None:
 
 @hookspec
 def forget_contact(
-    db: sqlite_utils.Database, contact_id: str, erasure: Erasure
+    tables: Tables, contact_id: str, erasure: Erasure, db: sqlite_utils.Database
 ) -> dict[str, int] | None:
     """Erase one contact's personal data from the tables and files the plugin owns (GDPR).
 
     Called by ``clm contacts forget`` and ``Engine.forget`` inside the same write transaction
-    that erases the core's rows, so the erasure happens everywhere or nowhere: do not commit,
-    and raise to stop it (nothing is erased). Delete the contact's own rows; rewrite the rows
-    of other contacts that refer to the contact with ``erasure.rewrite`` (or to
-    ``erasure.pseudonym``) and report them with ``erasure.pseudonymised(table, count)``;
-    name files to remove with ``erasure.remove_file(path)`` (removed after the commit).
-    ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere after the
-    hook: the core checks every table and rolls the erasure back if one still mentions them.
+    that erases the core's rows, on either store, so the erasure happens everywhere or
+    nowhere: do not commit, and raise to stop it (nothing is erased). Delete the contact's
+    own rows through ``tables`` (the declared tables, writable); rewrite the rows of other
+    contacts that refer to the contact with ``tables[name].pseudonymise(erasure)`` (append-only
+    tables too); name files to remove with ``erasure.remove_file(path)`` (removed after the
+    commit). ``erasure.identifiers`` (id, email addresses, full names) must be found nowhere
+    after the hook: the core checks every table and rolls the erasure back if one still
+    mentions them. ``db`` (SQLite only) is for tables made by ``register_migrations``.
     Return a mapping of table name to the number of rows removed (or ``None``).
     """
 

@@ -171,7 +171,7 @@ def validate_all(
     _check_names(parsed, plugin_docs)
     by_kind: dict[str, dict[str, Any]] = {}
     for document in plugin_docs:
-        by_kind.setdefault(document.kind, {})[_name_of(document)] = document.model  # type: ignore[arg-type]
+        by_kind.setdefault(document.kind, {})[_name_of(document)] = document.model  # type: ignore[arg-type]  # plugin documents always have a kind
     stages = stage_model(d.ruleset for d in parsed if d.ruleset is not None)
     for document in parsed:
         assert document.ruleset is not None
@@ -191,7 +191,7 @@ def validate_all(
         Conditions(registries.operators, registries.facts, stages),
     )
     for document in plugin_docs:
-        check = kinds[document.kind].check  # type: ignore[index]
+        check = kinds[document.kind].check  # type: ignore[index]  # plugin documents always have a kind
         if check is not None:
             document.issues += _plugin_check(check, document, context)
     loaded, loaded_docs = [], []
@@ -227,7 +227,7 @@ def validate_all(
             loaded_docs.append(
                 LoadedDocument(
                     document.path,
-                    document.kind,  # type: ignore[arg-type]
+                    document.kind,  # type: ignore[arg-type]  # plugin documents always have a kind
                     _name_of(document),
                     document.model,
                     document.content_hash,
@@ -282,7 +282,7 @@ def _references(
             if check is None:
                 continue
             try:
-                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]
+                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]  # params exists: check_references was found on it
                 messages = list(check(params, documents) or ())
             except ValidationError:
                 continue  # reported by the semantic checks already
@@ -392,7 +392,7 @@ def _check_names(rulesets: Sequence[_Document], documents: Sequence[_Document]) 
     seen: dict[tuple[str, str], str] = {}
     for document in documents:
         name = _name_of(document)
-        other = seen.setdefault((document.kind, name), document.path)  # type: ignore[arg-type]
+        other = seen.setdefault((document.kind, name), document.path)  # type: ignore[arg-type]  # every document has a kind by now (parse sets it)
         if other != document.path:
             document.issues.append(
                 Issue(

@@ -413,6 +413,11 @@ class Store(Protocol):
 
     def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]: ...
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        """``(status, note, count)`` of one action's outbox rows, grouped by status and note,
+        most frequent first: why its sends waited, failed or were vetoed, for a report."""
+        ...
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]: ...
 
     def anchors_of(
@@ -437,13 +442,14 @@ class Store(Protocol):
         self,
         contact_id: str,
         *,
-        also: Callable[[Any, Erasure], dict[str, int]],
+        also: Callable[[Tables, Any, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
     ) -> tuple[Erasure, ErasureReport]:
         """Erase a contact from the core's tables and, in the same transaction, through
-        ``also``; rewrite other contacts' references to the pseudonym; check and record it.
+        ``also(tables, db, erasure)`` (the plugins' hooks, with the write's declared tables);
+        rewrite other contacts' references to the pseudonym; check and record it.
         Files are planned, not touched: the caller applies them after the commit."""
         ...
 

@@ -43,7 +43,7 @@ from ..models import Contact, Event, utc_text
 from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
 from .postgres_tables import PostgresTables, ensure_tables, plan_tables
-from .tables import Table, check_tables
+from .tables import Table, Tables, check_tables
 
 #: The one advisory lock every write transaction takes ("clm" in ASCII).
 WRITE_LOCK = 0x636C6D
@@ -201,8 +201,8 @@ def _rows_mentioning(
 
 
 def _rewrite_table(tx: _Queries, erasure: Erasure, table: str) -> int:
-    """``Erasure.rewrite_table`` on PostgreSQL: every text or JSON value of ``table`` that
-    mentions the contact rewritten, value by value; the rows reported as pseudonymised."""
+    """One of the core's tables on PostgreSQL: every text or JSON value that mentions the
+    contact rewritten, value by value; the rows reported as pseudonymised."""
     columns, rows = _rows_mentioning(tx, erasure, table)
     changed = 0
     for ctid, *values in rows:
@@ -634,6 +634,14 @@ class PostgresStore(_Queries):
                 removed += len(ids)
                 last = ids[-1]
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        rows = self._all(
+            "SELECT status, note, count(*) FROM outbox WHERE action = %s "
+            "GROUP BY status, note ORDER BY count(*) DESC, status, note",
+            [action],
+        )
+        return [(status, note, int(count)) for status, note, count in rows]
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         rows = self._all(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ANY(%s)", [list(keys)])
         return {r.key: r for r in map(_outbox_row, rows)}
@@ -702,7 +710,7 @@ class PostgresStore(_Queries):
         self,
         contact_id: str,
         *,
-        also: Callable[[Any, Erasure], dict[str, int]],
+        also: Callable[[Tables, Any, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
@@ -712,15 +720,16 @@ class PostgresStore(_Queries):
         references to the pseudonym, check that no table still mentions the contact, and
         record the request. Files are planned here and changed by the caller after the commit.
 
-        ``also`` gets no ``sqlite_utils.Database`` here: a plugin whose ``forget_contact``
-        hook uses one stops the erasure (nothing is erased) with a ``StoreError``."""
+        ``also`` gets the declared tables; its ``db`` is no ``sqlite_utils.Database`` here: a
+        plugin whose ``forget_contact`` hook uses one stops the erasure (nothing is erased)
+        with a ``StoreError``."""
         with self.write() as tx:
             erasure = self._erasure_of(tx, contact_id)
             removed: dict[str, int] = {}
             for table in _ERASED_BY_CONTACT:
                 column = "id" if table == "contacts" else "contact_id"
                 removed[table] = tx._run(f"DELETE FROM {table} WHERE {column} = %s", [contact_id])
-            removed.update(also(tx.db, erasure))
+            removed.update(also(tx.tables, tx.db, erasure))
             for table in _REWRITTEN:
                 _rewrite_table(tx, erasure, table)
             paths = [row[0] for row in tx._all("SELECT path FROM rejects_files")]

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from pydantic_core import to_json
 
-from ..erasure import erasure_hash
+from ..erasure import Erasure, keyed_hash
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -40,7 +40,11 @@ from .tables import (
     check_where,
     check_writable,
     index_steps,
+    key_of,
     quote,
+    read_erasure_key,
+    rewritten,
+    searched_columns,
     to_store,
 )
 
@@ -224,7 +228,8 @@ class PostgresTables(DeclaredTables):
 
     def erasure_hash(self, value: str) -> str | None:
         with self._connection() as conn:
-            return erasure_hash(conn, value)
+            key = read_erasure_key(conn)
+        return keyed_hash(key, value) if key is not None else None
 
 
 class PostgresTableAccess:
@@ -392,6 +397,40 @@ class PostgresTableAccess:
         check_writable(self._table, "delete")
         clause, params = self._where(where)
         return self._execute(f"DELETE FROM {self._name}{clause}", params)
+
+    def pseudonymise(self, erasure: Erasure) -> int:
+        self._writing()
+        table = self._table
+        searched = searched_columns(table)
+        if not searched:
+            return 0
+        tests, args = [], []
+        for column in searched:
+            text = f"{quote(column.name)}::text"
+            for term, folded in erasure.search_terms():
+                tests.append(
+                    f"strpos(lower({text}), %s) > 0" if folded else f"strpos({text}, %s) > 0"
+                )
+                args.append(term)
+        names = [column.name for column in table.columns]
+        found = self._fetch(
+            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {' OR '.join(tests)}",
+            args,
+        )
+        changed = 0
+        for values in found:
+            row = dict(zip(names, values, strict=True))
+            new = rewritten(table, row, erasure)
+            if new is None:
+                continue
+            # Delete and insert, as on SQLite: the rewrite may change the key itself.
+            clause, params = self._where(key_of(table, row))
+            self._execute(f"DELETE FROM {self._name}{clause}", params)
+            columns, encoded = self._values(new)
+            self._execute(self._insert_sql(columns, "error"), encoded, guard=True)
+            changed += 1
+        erasure.pseudonymised(table.name, changed)
+        return changed
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -28,12 +28,12 @@ from typing import Any
 import sqlite_utils
 from pydantic_core import to_json
 
-from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in, store_key
+from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
 from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
-from .tables import Table, check_tables
+from .tables import Table, Tables, check_tables, quote, read_erasure_key
 
 
 def _dumps(value: Any) -> str:
@@ -58,6 +58,51 @@ _REWRITTEN = (*_ERASED_BY_CONTACT, "runtime_status")
 #: Configuration and bookkeeping, not about people: an erasure neither rewrites nor checks them
 #: (a ruleset naming a contact is configuration: edit the file).
 _NOT_PERSONAL = {"_sqlite_migrations", "rulesets", "ruleset_sets", "erasure_key"}
+
+
+def _rows_mentioning(
+    conn: sqlite3.Connection, erasure: Erasure, table: str
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """``table``'s columns, and ``(rowid, *values)`` of its rows in which some column may
+    mention the contact (found with ``instr`` in SQL; ``Erasure.mentions`` decides). The
+    table's name comes from the catalogue, never from input."""
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()]
+    tests, args = [], []
+    for column in columns:
+        text = f"CAST({quote(column)} AS TEXT)"
+        for term, folded in erasure.search_terms():
+            tests.append(f"instr(lower({text}), ?)" if folded else f"instr({text}, ?)")
+            args.append(term)
+    if not tests:
+        return columns, []
+    selected = ", ".join(map(quote, columns))
+    rows = conn.execute(
+        f"SELECT rowid, {selected} FROM {quote(table)} WHERE {' OR '.join(tests)}", args
+    ).fetchall()
+    return columns, [tuple(row) for row in rows]
+
+
+def _rewrite_table(conn: sqlite3.Connection, erasure: Erasure, table: str) -> int:
+    """Every text value of one of the core's tables that mentions the contact rewritten (JSON
+    value by value, text mention by mention), the rows reported as pseudonymised; the
+    contact's own rows are deleted before."""
+    columns, rows = _rows_mentioning(conn, erasure, table)
+    changed = 0
+    for rowid, *values in rows:
+        updates = {
+            column: erasure.rewrite_text(value)
+            for column, value in zip(columns, values, strict=True)
+            if isinstance(value, str) and erasure.mentions(value)
+        }
+        if updates:
+            assignments = ", ".join(f"{quote(column)} = ?" for column in updates)
+            conn.execute(
+                f"UPDATE {quote(table)} SET {assignments} WHERE rowid = ?",
+                [*updates.values(), rowid],
+            )
+            changed += 1
+    erasure.pseudonymised(table, changed)
+    return changed
 
 
 def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
@@ -460,6 +505,14 @@ class SQLiteStore:
                 removed += len(ids)
                 last = ids[-1]
 
+    def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
+        rows = self.conn.execute(
+            "SELECT status, note, count(*) FROM outbox WHERE action = ? "
+            "GROUP BY status, note ORDER BY count(*) DESC, status, note",
+            [action],
+        )
+        return [(status, note, int(count)) for status, note, count in rows]
+
     def actions_by_key(self, keys: Sequence[str]) -> dict[str, OutboxRow]:
         rows = self.conn.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key IN (SELECT value FROM json_each(?))",
@@ -529,7 +582,7 @@ class SQLiteStore:
         self,
         contact_id: str,
         *,
-        also: Callable[[sqlite_utils.Database, Erasure], dict[str, int]],
+        also: Callable[[Tables, sqlite_utils.Database, Erasure], dict[str, int]],
         erased_at: str,
         requested_by: str,
         files: Sequence[str | os.PathLike[str]] = (),
@@ -539,7 +592,7 @@ class SQLiteStore:
         check that no table still mentions the contact, and record the request. The files to
         scrub (recorded rejects files and ``files``) are planned here and changed by the
         caller after the commit (:meth:`Erasure.apply_files`)."""
-        with self.write():
+        with self.write() as tx:
             erasure = self._erasure_of(contact_id)
             removed: dict[str, int] = {}
             for table in _ERASED_BY_CONTACT:
@@ -547,9 +600,9 @@ class SQLiteStore:
                 removed[table] = self.conn.execute(
                     f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
                 ).rowcount
-            removed.update(also(self.db, erasure))
+            removed.update(also(tx.tables, self.db, erasure))
             for table in _REWRITTEN:
-                erasure.rewrite_table(self.conn, table)
+                _rewrite_table(self.conn, erasure, table)
             paths = [row[0] for row in self.conn.execute("SELECT path FROM rejects_files")]
             for path in dict.fromkeys([*paths, *map(str, files)]):
                 erasure.scrub_lines(path)
@@ -608,7 +661,7 @@ class SQLiteStore:
         ):
             stored = json.loads(event)
             collect(stored.get("properties"), with_names=stored.get("type") in PROFILE_EVENTS)
-        key = store_key(self.conn)
+        key = read_erasure_key(self.conn)
         if key is None:
             raise StoreError(f"{self.path}: no erasure key (run clm migrate)")
         return Erasure(contact_id, emails=emails, names=names, key=key)
@@ -624,7 +677,7 @@ class SQLiteStore:
             if row[0] not in _NOT_PERSONAL
         ]
         for table in tables:
-            columns, rows = erasure.rows_mentioning(self.conn, table)
+            columns, rows = _rows_mentioning(self.conn, erasure, table)
             for _, *values in rows:
                 for column, value in zip(columns, values, strict=True):
                     if value is not None and erasure.mentions(str(value)):

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..erasure import erasure_hash
+from ..erasure import Erasure, keyed_hash
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -34,7 +34,11 @@ from .tables import (
     check_writable,
     encoder,
     index_steps,
+    key_of,
     quote,
+    read_erasure_key,
+    rewritten,
+    searched_columns,
     to_store,
 )
 
@@ -219,7 +223,11 @@ class SQLiteTables(DeclaredTables):
         return SQLiteTableAccess(self.conn, table, self.writable)
 
     def erasure_hash(self, value: str) -> str | None:
-        return erasure_hash(self.conn, value)
+        try:
+            key = read_erasure_key(self.conn)
+        except sqlite3.OperationalError:  # a file without the core's schema: nothing was hashed
+            return None
+        return keyed_hash(key, value) if key is not None else None
 
 
 class SQLiteTableAccess:
@@ -383,6 +391,44 @@ class SQLiteTableAccess:
         check_writable(self._table, "delete")
         clause, params = self._where(where)
         return self.conn.execute(f"DELETE FROM {self._name}{clause}", params).rowcount
+
+    def pseudonymise(self, erasure: Erasure) -> int:
+        self._writing()
+        table = self._table
+        searched = searched_columns(table)
+        if not searched:
+            return 0
+        tests, args = [], []
+        for column in searched:
+            for term, folded in erasure.search_terms():
+                name = quote(column.name)
+                tests.append(f"instr(lower({name}), ?)" if folded else f"instr({name}, ?)")
+                args.append(term)
+        names = [column.name for column in table.columns]
+        found = self.conn.execute(
+            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {' OR '.join(tests)}",
+            args,
+        ).fetchall()
+        changed = 0
+        for values in found:
+            row = {
+                name: self._decode[name](value)
+                if value is not None and name in self._decode
+                else value
+                for name, value in zip(names, values, strict=True)
+            }
+            new = rewritten(table, row, erasure)
+            if new is None:
+                continue
+            # Delete and insert, not update: a ledger's rows may refuse updates (triggers),
+            # and the rewrite may change the key itself (a renamed reward id).
+            clause, params = self._where(key_of(table, row))
+            self.conn.execute(f"DELETE FROM {self._name}{clause}", params)
+            columns, encoded = self._values(new)
+            self.conn.execute(self._insert_sql(columns, "error"), encoded)
+            changed += 1
+        erasure.pseudonymised(table.name, changed)
+        return changed
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ What a store must give back (``tests/test_store_protocol.py`` holds each impleme
   the rows that match ``where`` only (equality with a constant, ``None``: IS NULL, or
   ``("!=", None)``): one active code per contact.
 - **append-only tables**: ``Table(..., append_only=True)`` refuses ``update``, ``delete`` and
-  ``upsert``: a ledger changes by new rows. (An erasure rewrites such rows in its own
-  transaction, outside this API: see ``docs/plugin-hooks.md``, ``forget_contact``.)
+  ``upsert``: a ledger changes by new rows. The one change it allows is an erasure's:
+  ``pseudonymise(erasure)`` rewrites the rows that mention an erased contact, in the erasure's
+  transaction (``docs/plugin-hooks.md``, ``forget_contact``).
 - **aggregates**: ``aggregate(where, group_by=..., sums=...)`` counts the matching rows and sums
   numeric columns per group of ``group_by`` values, ordered by them; without ``group_by``, one
   group (count 0 and sums 0 when nothing matches). Integer sums stay integers.
@@ -44,9 +45,12 @@ import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..errors import StoreError
+
+if TYPE_CHECKING:
+    from ..erasure import Erasure
 
 ColumnType = Literal["text", "integer", "real", "boolean", "json", "timestamp"]
 TYPES: tuple[str, ...] = ("text", "integer", "real", "boolean", "json", "timestamp")
@@ -414,6 +418,15 @@ class TableAccess(Protocol):
         """Remove the rows matching ``where`` (``{}``: all); how many."""
         ...
 
+    def pseudonymise(self, erasure: Erasure) -> int:
+        """Rewrite every text and JSON value that mentions the erased contact (their id, an
+        address, a name, a value ``erasure.rename`` named) to the erasure's pseudonym, in the
+        rows of other contacts (delete the contact's own rows first); how many rows changed,
+        also reported to ``erasure.pseudonymised``. An append-only table's rows are rewritten
+        too: an erasure is the one change a ledger takes. Only inside a ``forget_contact``
+        hook's transaction."""
+        ...
+
 
 class Tables(Protocol):
     """The declared tables, by name: ``tables["warranty_products"]``. A name nobody declared is
@@ -429,7 +442,7 @@ class Tables(Protocol):
     def erasure_hash(self, value: str) -> str | None:
         """The keyed hash an erasure keeps of ``value`` in this store (``None`` without a
         key): what a plugin looks up to recognise an erased value it must still honour (an
-        opted-out address), as :func:`clm_engine.erasure_hash` does on a SQLite ``db``."""
+        opted-out address); during an erasure, ``erasure.keyed_hash`` gives the same."""
         ...
 
 
@@ -513,6 +526,38 @@ def check_aggregate(
     return grouped, summed
 
 
+def searched_columns(table: Table) -> list[Column]:
+    """The columns that can hold a person's identifier: text and JSON."""
+    return [column for column in table.columns if column.type in ("text", "json")]
+
+
+def rewritten(table: Table, row: Mapping[str, Any], erasure: Erasure) -> dict[str, Any] | None:
+    """``row`` (every column, as read) with each value that mentions the erased contact
+    rewritten, or ``None`` when no value does (the store's text search only finds candidates:
+    ``erasure`` decides, as it does for the core's tables)."""
+    changed = False
+    result = dict(row)
+    for column in searched_columns(table):
+        value = row.get(column.name)
+        if value is None:
+            continue
+        if column.type == "text":
+            if isinstance(value, str) and erasure.mentions(value):
+                result[column.name] = erasure.rewrite_text(value)
+                changed = True
+        else:
+            new = erasure.rewrite(value)
+            if new != value:
+                result[column.name] = new
+                changed = True
+    return result if changed else None
+
+
+def key_of(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's primary key values, as a ``where``."""
+    return {name: row[name] for name in table.primary_key}
+
+
 def check_writable(table: Table, what: str) -> None:
     """An ``update``, ``delete`` or ``upsert`` of an append-only table is refused."""
     if table.append_only:
@@ -558,6 +603,13 @@ __all__ = [
 
 
 # -- what both stores' implementations share -----------------------------------------------------
+
+
+def read_erasure_key(conn: Any) -> bytes | None:
+    """The store's erasure key (random, made by the core's schema), if any: what keys the
+    hashes an erasure keeps. The same statement in both dialects, on a DB-API connection."""
+    row = conn.execute("SELECT key FROM erasure_key WHERE id = 1").fetchone()
+    return bytes.fromhex(row[0]) if row else None
 
 
 def quote(name: str) -> str:

@@ -5,8 +5,8 @@
 * **Actions**: ``email.send`` (external: rendered and delivered outside the engine's write
   lock), ``email.start_sequence`` / ``email.stop_sequence`` for drip ``sequence`` documents.
 * **Delivery**: the ``file`` transport (``.eml`` files, the default), ``smtp``, and any a
-  plugin adds through this plugin's own hook, ``register_email_transports`` (its own plugin
-  manager, ``clm_email.transports.pm``; see ``clm_email.hookspecs``).
+  plugin adds through this plugin's own hook, ``register_email_transports`` (added to each
+  engine's plugin manager; see ``clm_email.hookspecs``).
 * **Policy** (``dispatch_policy``): consent, suppressions, frequency caps and quiet hours;
   a capped or quiet-hours message is deferred, never dropped.
 * **Its own tables** (declared with ``register_tables``, for any store), kept from events by
@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from clm_engine import Contact, Defer, Erasure, Event, Tables, Veto, hookimpl
 
-from . import actions, policy, sequences, settings, store, templates
+from . import actions, hookspecs, policy, sequences, settings, store, templates, transports
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database
 
 BOUNCE_TYPES = ("hard", "soft")
 
@@ -81,14 +80,24 @@ def register_reducers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_hookspecs(register: Callable[..., None]) -> None:
+    register(hookspecs)
+
+
+@hookimpl
+def register_email_transports(register: Callable[..., None]) -> None:
+    transports.builtin_transports(register)
+
+
+@hookimpl
 def register_tables(register: Callable[..., None]) -> None:
     for table in TABLES:
         register(table)
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
-    return store.forget(db, contact_id, erasure)
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return store.forget(tables, contact_id, erasure)
 
 
 @hookimpl

@@ -129,7 +129,7 @@ def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) ->
     if veto is not None:
         return {"vetoed": veto}
     try:
-        where = (transport or transport_for(settings)).send(
+        where = (transport or transport_for(settings, ctx.registry)).send(
             message, sender=settings.envelope_from, recipients=[contact.email]
         )
     except PermanentDeliveryError as error:

@@ -9,7 +9,6 @@ transport must write into the demo's folder: run those commands with
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -42,16 +41,7 @@ def collect(db_path: str, outbox_dir: str) -> dict[str, Any]:
         enrolled = tables["email_enrollments"].aggregate(
             group_by=["sequence", "status", "exit_reason"]
         )
-    # The outbox is the core's table, which no store method lists by action yet: read here
-    # from the SQLite file, read only (the demo's store).
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        outbox = conn.execute(
-            "SELECT status, note FROM outbox WHERE action = 'email.send' "
-            "AND (status IN ('vetoed', 'dead') OR (status = 'pending' AND note IS NOT NULL))"
-        ).fetchall()
-    finally:
-        conn.close()
+        outcomes = engine.store.outcome_counts("email.send")
     # Messages by (sequence, step, status): steps in the order they were first sent.
     counts: Counter[tuple[str, str, str]] = Counter()
     first: dict[tuple[str, str], int] = {}
@@ -72,15 +62,15 @@ def collect(db_path: str, outbox_dir: str) -> dict[str, Any]:
     deferred: Counter[str] = Counter()
     vetoed: Counter[str] = Counter()
     failed: Counter[str] = Counter()
-    for status, note in outbox:
+    for status, note, count in outcomes:
         if status == "pending" and (note or "").startswith("deferred"):
-            deferred[_reason(note)] += 1
-        elif status == "pending":
-            failed["retrying: " + _reason(note).split(";")[0]] += 1
+            deferred[_reason(note)] += count
+        elif status == "pending" and note is not None:
+            failed["retrying: " + _reason(note).split(";")[0]] += count
         elif status == "vetoed":
-            vetoed[_reason(note)] += 1
-        else:
-            failed[_reason(note)[:100]] += 1
+            vetoed[_reason(note)] += count
+        elif status == "dead":
+            failed[_reason(note)[:100]] += count
     folder = Path(outbox_dir)
     files = sorted(folder.glob("*.eml"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
     return {

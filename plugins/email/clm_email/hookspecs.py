@@ -1,11 +1,12 @@
 """The email plugin's own hooks: other plugins add ways to deliver email.
 
-A plugin of the plugin. These hooks live in the email plugin's own plugin manager
-(``clm_email.transports.pm``, project name ``clm_email``), not in clm-engine's: the engine's
-set of hooks stays the engine's, whatever plugins are installed. A transport plugin marks its
-functions with :data:`hookimpl` and declares an entry point in the group ``clm_email``::
+A plugin of the plugin. The email plugin adds these hooks to each engine's plugin manager
+(the engine's ``register_hookspecs`` hook), so every engine has its own transports. A
+transport plugin is an ordinary clm-engine plugin: it marks its function with
+``clm_engine.hookimpl(optionalhook=True)`` (optional: an engine without the email plugin
+ignores it) and declares an entry point in the ``clm_engine`` group::
 
-    [project.entry-points.clm_email]
+    [project.entry-points.clm_engine]
     ses = "clm_email_ses"
 """
 
@@ -13,10 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pluggy
-
-hookspec = pluggy.HookspecMarker("clm_email")
-hookimpl = pluggy.HookimplMarker("clm_email")
+from clm_engine import hookspec
 
 
 @hookspec

@@ -14,15 +14,12 @@ from datetime import datetime
 from email import policy as email_policy
 from email.parser import BytesParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from clm_engine import Column, Contact, Erasure, Event, Index, Table, Tables, utc_text
 from clm_engine.consent import subscribed_channel, unsubscribed_channels
 
 from .settings import resolve_settings
-
-if TYPE_CHECKING:
-    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
 MESSAGES = Table(
     "email_messages",
@@ -272,7 +269,7 @@ def enrollment(tables: Tables, enrollment_id: str) -> dict[str, Any] | None:
 
 def hashed(address: str) -> str:
     """The unkeyed hash older versions kept of an erased contact's suppressed address (still
-    honoured when found; an erasure now keeps a keyed hash, :func:`clm_engine.erasure_hash`)."""
+    honoured when found; an erasure now keeps a keyed hash, ``tables.erasure_hash``)."""
     return "sha256:" + hashlib.sha256(address.strip().lower().encode()).hexdigest()
 
 
@@ -294,7 +291,7 @@ def is_suppressed(tables: Tables, address: str) -> tuple[str, str] | None:
     return (rows[0]["reason"], rows[0]["at"]) if rows else None
 
 
-def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+def forget(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
     """Erase a contact's rows and sent copies; a suppression is kept as a keyed hash, unlinked.
 
     Why keep it: if the same address comes back (a new signup, a CRM import), an opt-out or a
@@ -307,58 +304,58 @@ def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
     contact (an address or a name in a subject) are pseudonymised.
     """
     removed: dict[str, int] = {}
-    for (location,) in db.execute(
-        "SELECT location FROM email_messages WHERE contact_id = ? AND location IS NOT NULL",
-        [contact_id],
-    ).fetchall():
-        if location.endswith(".eml"):
-            erasure.remove_file(location)
-    for path in _eml_files(db):
+    for row in tables["email_messages"].rows(
+        {"contact_id": contact_id, "location": ("!=", None)}, columns=["location"]
+    ):
+        if row["location"].endswith(".eml"):
+            erasure.remove_file(row["location"])
+    for path in _eml_files(tables):
         if erasure.mentions(_readable(path)):
             erasure.remove_file(path)
     for table, column in CONTACT_COLUMNS:
         if table == "email_suppressions":
-            removed[table] = _forget_suppressions(db, contact_id, erasure)
+            removed[table] = _forget_suppressions(tables, contact_id, erasure)
         else:
-            removed[table] = db.execute(
-                f"DELETE FROM {table} WHERE {column} = ?", [contact_id]
-            ).rowcount
-        erasure.rewrite_table(db, table)  # other contacts' rows that mention the contact
+            removed[table] = tables[table].delete({column: contact_id})
+        tables[table].pseudonymise(erasure)  # other contacts' rows that mention the contact
     return removed
 
 
-def _forget_suppressions(db: Database, contact_id: str, erasure: Erasure) -> int:
+def _forget_suppressions(tables: Tables, contact_id: str, erasure: Erasure) -> int:
+    suppressions = tables["email_suppressions"]
     addresses = [address.lower() for address in erasure.emails]
-    marks = ", ".join("?" * len(addresses)) or "NULL"
     legacy = [hashed(address) for address in addresses]
-    rows = db.execute(
-        "SELECT address, reason, at FROM email_suppressions WHERE contact_id = ? "
-        f"OR lower(address) IN ({marks}) OR address IN ({marks})",
-        [contact_id, *addresses, *legacy],
-    ).fetchall()
-    for address, reason, at in rows:
-        db.execute("DELETE FROM email_suppressions WHERE address = ?", [address])
+    columns = ["address", "reason", "at"]
+    found = {
+        row["address"]: row
+        for row in suppressions.rows({"contact_id": contact_id}, columns=columns)
+    }
+    if addresses:
+        for row in suppressions.rows({"address": ("in", [*addresses, *legacy])}, columns=columns):
+            found[row["address"]] = row
+    for address, row in found.items():
+        suppressions.delete({"address": address})
         if address.startswith(("hmac:", "sha256:")) and address not in legacy:
             key = address  # already a hash: only unlinked
         else:
             plain = next((a for a in addresses if hashed(a) == address), address)
             key = erasure.keyed_hash(plain)
-        db.execute(
-            "INSERT INTO email_suppressions (address, contact_id, reason, at) "
-            "VALUES (?, NULL, ?, ?) ON CONFLICT (address) DO NOTHING",
-            [key, reason, at],
+        suppressions.insert(
+            {"address": key, "contact_id": None, "reason": row["reason"], "at": row["at"]},
+            on_conflict="ignore",
         )
-    return len(rows)
+    return len(found)
 
 
-def _eml_files(db: Database) -> list[Path]:
+def _eml_files(tables: Tables) -> list[Path]:
     """Every ``.eml`` in the folders the file transport writes to: the configured one and
     those the message log names."""
     folders = {Path(resolve_settings().outbox_dir)}
-    for (location,) in db.execute(
-        "SELECT DISTINCT location FROM email_messages WHERE location LIKE '%.eml'"
-    ).fetchall():
-        folders.add(Path(location).parent)
+    for row in tables["email_messages"].aggregate(
+        {"location": ("!=", None)}, group_by=["location"]
+    ):
+        if row["location"].endswith(".eml"):
+            folders.add(Path(row["location"]).parent)
     found: list[Path] = []
     for folder in sorted(folders):
         if folder.is_dir():

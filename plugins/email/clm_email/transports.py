@@ -15,14 +15,10 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-import pluggy
+from clm_engine import PluginError
 
-from clm_engine import Once, PluginError, load_entry_points
-
-from . import hookspecs
-from .hookspecs import hookimpl
 from .message import OutgoingMessage
 from .settings import EmailSettings
 
@@ -209,89 +205,64 @@ def smtp_transport(settings: EmailSettings) -> Transport:
     return SmtpTransport(settings)
 
 
-# -- the registry: this plugin's own plugin manager ------------------------------------------
-
-#: Transport plugins register here (entry point group ``clm_email``), not in the engine's.
-pm = pluggy.PluginManager("clm_email")
-pm.add_hookspecs(hookspecs)
-ENTRY_POINT_GROUP = "clm_email"
+# -- transports by name, from the engine's plugins ---------------------------------------------
 
 
-class _BuiltinTransports:
+def builtin_transports(register: Callable[..., None]) -> None:
     """``file`` and ``smtp``, registered through the hook like any other transport."""
-
-    @hookimpl
-    def register_email_transports(self, register: Callable[..., None]) -> None:
-        register("file", file_transport)
-        register("smtp", smtp_transport)
+    register("file", file_transport)
+    register("smtp", smtp_transport)
 
 
-def load_transport_plugins() -> None:
-    """Register the built-in transports and the installed transport plugins, once.
-
-    ``CLM_LOAD_PLUGINS``, the engine's allow-list, applies here too (by entry point or
-    distribution name), so tests load no transport they did not ask for. Safe from many
-    threads (the engine's ``Once``: a second thread waits until loading has finished).
-    """
-    _transports_once()
-
-
-def _load_transport_plugins() -> None:
-    if pm.get_plugin("builtin") is None:
-        pm.register(_BuiltinTransports(), name="builtin")
-    load_entry_points(pm, ENTRY_POINT_GROUP, what="email transport plugin")
-    pm.check_pending()
-
-
-_transports_once = Once(_load_transport_plugins)
-
-
-def get_transport_factories() -> dict[str, TransportFactory]:
-    """Every registered transport factory by name (``file``, ``smtp``, and plugins').
-
-    The one place that calls this plugin manager's hook.
-    """
-    load_transport_plugins()
+def transport_factories(registry: Any) -> dict[str, TransportFactory]:
+    """Every transport factory the engine's plugins register (``register_email_transports``,
+    this plugin's own hook: ``file``, ``smtp`` and plugins'), by name."""
     found: dict[str, TransportFactory] = {}
     owners: dict[str, str] = {}
-    for impl in pm.hook.register_email_transports.get_hookimpls():
-
-        def register(
-            name: str, factory: TransportFactory, *, _plugin: str = impl.plugin_name
-        ) -> None:
-            if not isinstance(name, str) or not name or not callable(factory):
-                raise PluginError(f"plugin {_plugin!r} registered an email transport badly")
-            if name in owners:
-                raise PluginError(
-                    f"email transport {name!r} is registered by both plugin {owners[name]!r} "
-                    f"and plugin {_plugin!r}"
-                )
-            owners[name] = _plugin
-            found[name] = factory
-
-        impl.function(register=register)
+    for plugin, args, kwargs in registry.registrations("register_email_transports"):
+        try:
+            name, factory = _transport_of(*args, **kwargs)
+        except TypeError:
+            raise PluginError(
+                f"plugin {plugin!r} registered an email transport badly: register(name, factory)"
+            ) from None
+        if not isinstance(name, str) or not name or not callable(factory):
+            raise PluginError(f"plugin {plugin!r} registered an email transport badly")
+        if name in owners:
+            raise PluginError(
+                f"email transport {name!r} is registered by both plugin {owners[name]!r} "
+                f"and plugin {plugin!r}"
+            )
+        owners[name] = plugin
+        found[name] = factory
     return found
 
 
-_open: dict[int, Transport] = {}
-_keep: list[EmailSettings] = []  # the settings behind each id, so an id is never reused
+def _transport_of(name: Any, factory: Any) -> tuple[Any, Any]:
+    return name, factory
+
+
+#: Open transports by (registry, settings): an SMTP connection stays open between messages.
+#: The objects behind each id are kept too, so an id is never reused while it is in the map.
+_open: dict[tuple[int, int], Transport] = {}
+_keep: list[Any] = []
 _open_lock = threading.Lock()
 
 
-def transport_for(settings: EmailSettings) -> Transport:
-    """The transport the settings name, opened once per distinct settings and reused (an SMTP
-    connection stays open between messages)."""
-    identity = id(settings)  # resolve_settings returns one object per distinct settings
+def transport_for(settings: EmailSettings, registry: Any) -> Transport:
+    """The transport the settings name among the engine's, opened once per engine and distinct
+    settings and reused."""
+    identity = (id(registry), id(settings))  # resolve_settings: one object per settings
     with _open_lock:
         transport = _open.get(identity)
         if transport is None:
-            factories = get_transport_factories()
+            factories = transport_factories(registry)
             factory = factories.get(settings.transport)
             if factory is None:
                 known = ", ".join(sorted(factories)) or "none"
                 raise PluginError(f"no email transport {settings.transport!r}; registered: {known}")
             transport = _open[identity] = factory(settings)
-            _keep.append(settings)
+            _keep.extend((registry, settings))
         return transport
 
 

@@ -209,8 +209,9 @@ class Mail:
         path.write_text(json.dumps(values))
         monkeypatch.setenv("CLM_EMAIL_SETTINGS", str(path))
 
-    def open(self) -> Engine:
-        self.engine = Engine(self.root / "clm.db", clock=self.clock)
+    def open(self, plugins: dict | None = None) -> Engine:
+        """The engine, with the installed email plugin and ``plugins`` (a transport's)."""
+        self.engine = Engine(self.root / "clm.db", clock=self.clock, plugins=plugins or {})
         self.engine.load_rulesets([self.rules])
         return self.engine
 

@@ -40,6 +40,8 @@ def test_discovered_through_its_entry_point():
         "dispatch_policy",
         "register_commands",
         "check_unsubscribe_token",
+        "register_hookspecs",  # its own hook, register_email_transports, which it implements
+        "register_email_transports",
     }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.
@@ -150,8 +152,6 @@ def test_a_bounce_without_a_type_is_a_recorded_failure(engine):
 def test_forget_removes_the_contacts_rows_and_keeps_suppressions_only_as_hashes(engine):
     from clm_email.store import is_suppressed
 
-    from clm_engine import erasure_hash
-
     engine.ingest(event("signup", {"email": "ada@example.com"}))
     with engine.store.write() as tx:
         tx.tables["email_messages"].insert_many(
@@ -171,7 +171,7 @@ def test_forget_removes_the_contacts_rows_and_keeps_suppressions_only_as_hashes(
     # The address and the link to the contact are gone; the same address is still refused.
     assert list(db["email_suppressions"].rows) == [
         {
-            "address": erasure_hash(db, "ada@example.com"),
+            "address": engine.store.tables.erasure_hash("ada@example.com"),
             "contact_id": None,
             "reason": "hard_bounce",
             "at": T0,

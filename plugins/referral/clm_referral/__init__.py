@@ -17,14 +17,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from clm_engine import Contact, Erasure, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, Tables, hookimpl
 
-from . import actions, attribution, facts, reviews
+from . import actions, attribution, checks, facts, fraud, reviews
 from .schema import TABLES
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
 
 __all__ = ["TABLES"]
 
@@ -119,6 +118,16 @@ def register_facts(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def register_hookspecs(register: Callable[..., None]) -> None:
+    register(fraud.Specs)
+
+
+@hookimpl
+def register_fraud_checks(register: Callable[..., None]) -> None:
+    checks.register_builtin_checks(register)
+
+
+@hookimpl
 def register_commands(cli: click.Group) -> None:
     from .cli import referral
 
@@ -126,7 +135,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
     from .erasure import forget
 
-    return forget(db, contact_id, erasure)
+    return forget(tables, contact_id, erasure)

@@ -184,7 +184,7 @@ def reward(ctx: ActionContext, params: RewardParams) -> dict[str, Any]:
             existing.append(grant.id)
             continue
         if reasons is None:  # only for a reward that is really new
-            reasons = run_checks(claim, tables)
+            reasons = run_checks(claim, tables, ctx.registry)
         grant.held_reasons = list(reasons)
         if not ledger.grant(tables, grant, actor=f"rule {ctx.ruleset}/{ctx.rule}"):
             existing.append(grant.id)

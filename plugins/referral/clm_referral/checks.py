@@ -1,6 +1,6 @@
-"""The built-in fraud checks, registered through :func:`clm_referral.fraud.hookimpl` like any
-other plugin's. Each reads the plugin's tables (and the core's contact emails) and says why a
-reward should wait for a person, or nothing."""
+"""The built-in fraud checks, registered through the plugin's ``register_fraud_checks`` hook
+like any other plugin's. Each reads the plugin's tables (and the core's contact emails) and
+says why a reward should wait for a person, or nothing."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from clm_engine import utc_text
 
 from .emails import normalise_email
-from .fraud import Claim, hookimpl
+from .fraud import Claim
 
 if TYPE_CHECKING:
     from clm_engine import Tables
@@ -89,8 +89,7 @@ def burst(claim: Claim, tables: Tables) -> str | None:
     return None
 
 
-@hookimpl
-def register_fraud_checks(register: Callable[..., None]) -> None:
+def register_builtin_checks(register: Callable[..., None]) -> None:
     register("self-referral", self_referral, description=self_referral.__doc__)
     register("shared-fingerprint", shared_fingerprint, description=shared_fingerprint.__doc__)
     register("monthly-cap", monthly_cap, description=monthly_cap.__doc__)

@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from clm_engine import ClmError, Engine, Tables, utc_text
-from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
+from clm_engine.cli import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_json,
+    registry_of,
+    rulesets_option,
+)
 from clm_engine.money import format_minor
 
 from . import ledger
@@ -254,9 +262,10 @@ def report_command(top: int, db_path: Path, as_json: bool) -> None:
 
 @referral.command()
 @json_option
-def checks(as_json: bool) -> None:
+@click.pass_context
+def checks(ctx: click.Context, as_json: bool) -> None:
     """The fraud checks that hold rewards for review (built-in and from plugins)."""
-    found = get_fraud_checks()
+    found = get_fraud_checks(registry_of(ctx))
     if as_json:
         print_json(
             [

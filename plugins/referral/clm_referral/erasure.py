@@ -10,73 +10,40 @@ A referral is about two people, and the ledger is the books of a programme that 
   reward, every entry still sums to zero and every account still balances; nothing left
   names the contact.
 
-The ledger's rows refuse updates (triggers), so a row is rewritten by deleting it and
-inserting it again, in the same transaction. A reward's id is derived from its referred
-contact (``ledger.reward_id``): a reward *for referring* the erased contact gets the id its
-pseudonym derives, and the rename is handed to the core, which rewrites the old id where
-other contacts' events quote it.
+The ledger's tables are append-only; ``pseudonymise`` is the one change they take (the store
+deletes and inserts the row again, in the erasure's transaction). A reward's id is derived
+from its referred contact (``ledger.reward_id``): a reward *for referring* the erased contact
+gets the id its pseudonym derives, and the rename is handed to the core, which rewrites the
+old id where other contacts' events quote it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlite_utils import Database
-
-from clm_engine import Erasure
+from clm_engine import Erasure, Tables
 
 from . import ledger
 
-#: The ledger's tables, parents first (inserted in this order, deleted in the reverse).
+#: The ledger's tables.
 LEDGER = ("referral_rewards", "referral_entries", "referral_lines")
 
 
-def forget(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
+def forget(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
     removed: dict[str, int] = {}
-    if db["referral_codes"].exists():
-        for (code,) in db.execute(
-            "SELECT code FROM referral_codes WHERE contact_id = ?", [contact_id]
-        ).fetchall():
-            erasure.rename(code, erasure.pseudonym)
-        removed["referral_codes"] = db.execute(
-            "DELETE FROM referral_codes WHERE contact_id = ?", [contact_id]
-        ).rowcount
-    if db["referral_attributions"].exists():
-        erasure.rewrite_table(db, "referral_attributions")
-    if db["referral_rewards"].exists():
-        _rename_rewards(db, contact_id, erasure)
-        _rewrite_ledger(db, erasure)
-        removed["referral_fingerprints"] = db.execute(
-            "DELETE FROM referral_fingerprints WHERE contact_id = ?", [contact_id]
-        ).rowcount
-        erasure.rewrite_table(db, "referral_fingerprints")
+    codes = tables["referral_codes"]
+    for row in codes.rows({"contact_id": contact_id}, columns=["code"]):
+        erasure.rename(row["code"], erasure.pseudonym)
+    removed["referral_codes"] = codes.delete({"contact_id": contact_id})
+    tables["referral_attributions"].pseudonymise(erasure)
+    # Rewards for the referral *of* the contact: their id is made from the contact's id.
+    for reward in tables["referral_rewards"].rows(
+        {"referred_contact_id": contact_id}, columns=["id", "kind", "role"]
+    ):
+        erasure.rename(
+            reward["id"], ledger.reward_id(erasure.pseudonym, reward["kind"], reward["role"])
+        )
+    for table in LEDGER:  # append-only: rewritten by the store, the one change a ledger takes
+        tables[table].pseudonymise(erasure)
+    fingerprints = tables["referral_fingerprints"]
+    removed["referral_fingerprints"] = fingerprints.delete({"contact_id": contact_id})
+    fingerprints.pseudonymise(erasure)
     return removed
-
-
-def _rename_rewards(db: Database, contact_id: str, erasure: Erasure) -> None:
-    """Rewards for the referral *of* the contact: their id is made from the contact's id."""
-    for reward, kind, role in db.execute(
-        "SELECT id, kind, role FROM referral_rewards WHERE referred_contact_id = ?", [contact_id]
-    ).fetchall():
-        erasure.rename(reward, ledger.reward_id(erasure.pseudonym, kind, role))
-
-
-def _rewrite_ledger(db: Database, erasure: Erasure) -> None:
-    """Every ledger row that mentions the contact (or a renamed reward), deleted and inserted
-    again rewritten: children deleted first, parents inserted first."""
-    found: dict[str, tuple[list[str], list[tuple[Any, ...]]]] = {
-        table: erasure.rows_mentioning(db, table) for table in LEDGER
-    }
-    for table in reversed(LEDGER):
-        columns, rows = found[table]
-        for rowid, *_ in rows:
-            db.execute(f"DELETE FROM {table} WHERE rowid = ?", [rowid])
-    for table in LEDGER:
-        columns, rows = found[table]
-        marks = ", ".join("?" * len(columns))
-        for _, *values in rows:
-            db.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
-                [erasure.rewrite_text(v) if isinstance(v, str) else v for v in values],
-            )
-        erasure.pseudonymised(table, len(rows))

@@ -115,4 +115,4 @@ def _check_balance_args(args: dict[str, Any]) -> None:
         raise ValueError('"part" is one of "available", "pending", "total"')
 
 
-fact_balance.check_args = _check_balance_args  # type: ignore[attr-defined]
+fact_balance.check_args = _check_balance_args  # type: ignore[attr-defined]  # check_args: the documented optional attribute of a compute function

@@ -2,16 +2,17 @@
 
 Why a hook: what counts as farming differs by business (a fintech checks payment
 fingerprints, a marketplace checks shipping addresses), so checks are contributed the same
-way clm-engine's actions are. A distribution adds its own with an entry point in the group
-``clm_referral``::
+way clm-engine's actions are. The plugin adds the hook to each engine's plugin manager (the
+engine's ``register_hookspecs``), so a distribution adds its checks as an ordinary clm-engine
+plugin, and each engine has its own::
 
-    [project.entry-points.clm_referral]
+    [project.entry-points.clm_engine]
     my_checks = "my_package.checks"
 
     # my_package/checks.py
-    from clm_referral.fraud import hookimpl
+    from clm_engine import hookimpl
 
-    @hookimpl
+    @hookimpl(optionalhook=True)  # optional: an engine without clm-referral ignores it
     def register_fraud_checks(register):
         register("same-postcode", check_postcode, description="...")
 
@@ -32,20 +33,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-from clm_engine import Once, load_entry_points
+from clm_engine import hookspec
 
 if TYPE_CHECKING:
     from clm_engine import Tables
 
-hookspec = pluggy.HookspecMarker("clm_referral")
-hookimpl = pluggy.HookimplMarker("clm_referral")
 
-ENTRY_POINT_GROUP = "clm_referral"
+class Specs:
+    """The plugin's own hook, added to each engine's (``register_hookspecs``)."""
 
-
-class _Specs:
     @hookspec
     def register_fraud_checks(self, register: Callable[..., None]) -> None:
         """Contribute fraud checks: call ``register(name, check, *, description="")`` once per
@@ -88,62 +84,33 @@ class FraudCheck:
     plugin: str
 
 
-pm = pluggy.PluginManager("clm_referral")
-pm.add_hookspecs(_Specs)
-
-
-def load_checks() -> None:
-    """Register the built-in checks and the installed ones (entry points), once.
-
-    ``CLM_LOAD_PLUGINS``, when set, is honoured as for clm-engine: only the entry points named
-    in it are loaded (the built-ins always are). Safe from many threads (the engine's
-    ``Once``: a second thread waits until loading has finished).
-    """
-    _checks_once()
-
-
-def _load_checks() -> None:
-    from . import checks
-
-    if pm.get_plugin("referral.builtin") is None:
-        pm.register(checks, name="referral.builtin")
-    load_entry_points(pm, ENTRY_POINT_GROUP, what="fraud check plugin")
-    pm.check_pending()
-
-
-_checks_once = Once(_load_checks)
-
-
-def get_fraud_checks() -> dict[str, FraudCheck]:
-    """Every registered fraud check, by name, in registration order (built-ins first)."""
-    load_checks()
+def get_fraud_checks(registry: Any) -> dict[str, FraudCheck]:
+    """Every fraud check the engine's plugins register, by name, in the plugins' order
+    (the built-ins first)."""
     found: dict[str, FraudCheck] = {}
-    for impl in pm.hook.register_fraud_checks.get_hookimpls():
-
-        def register(
-            name: str,
-            check: Callable[..., Any],
-            *,
-            description: str = "",
-            _plugin: str = impl.plugin_name,
-        ) -> None:
-            if name in found:
-                raise ValueError(
-                    f"fraud check {name!r} is registered by both {found[name].plugin!r} "
-                    f"and {_plugin!r}"
-                )
-            if not callable(check):
-                raise ValueError(f"plugin {_plugin!r} registered fraud check {name!r} badly")
-            found[name] = FraudCheck(name, check, description, _plugin)
-
-        impl.function(register=register)
+    for plugin, args, kwargs in registry.registrations("register_fraud_checks"):
+        check = _check_of(plugin, *args, **kwargs)
+        if check.name in found:
+            raise ValueError(
+                f"fraud check {check.name!r} is registered by both {found[check.name].plugin!r} "
+                f"and {plugin!r}"
+            )
+        found[check.name] = check
     return found
 
 
-def run_checks(claim: Claim, tables: Tables) -> list[str]:
+def _check_of(
+    plugin: str, name: str, check: Callable[..., Any], *, description: str = ""
+) -> FraudCheck:
+    if not isinstance(name, str) or not name or not callable(check):
+        raise ValueError(f"plugin {plugin!r} registered fraud check {name!r} badly")
+    return FraudCheck(name, check, description, plugin)
+
+
+def run_checks(claim: Claim, tables: Tables, registry: Any) -> list[str]:
     """The reasons to hold this reward, from every check; empty when none objects."""
     reasons: list[str] = []
-    for spec in get_fraud_checks().values():
+    for spec in get_fraud_checks(registry).values():
         try:
             found = spec.check(claim, tables)
         except Exception as error:

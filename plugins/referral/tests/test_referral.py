@@ -37,6 +37,8 @@ def test_discovered_through_its_entry_point():
         "register_facts",
         "register_commands",
         "register_event_handlers",
+        "register_hookspecs",  # its own hook, register_fraud_checks, which it implements
+        "register_fraud_checks",
     }
     assert set(loaded[NAME]["hooks"]) == hooks
     # CLM_LOAD_PLUGINS is an allow-list: the other installed plugins stay out.

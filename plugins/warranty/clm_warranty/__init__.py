@@ -20,13 +20,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from clm_engine import Contact, Erasure, Event, hookimpl
+from clm_engine import Contact, Erasure, Event, Tables, hookimpl
 
 from . import actions, catalogue, facts, products
 
 if TYPE_CHECKING:
     import click
-    from sqlite_utils import Database
 
 
 def apply_registration(contact: Contact, event: Event) -> None:
@@ -107,5 +106,5 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookimpl
-def forget_contact(db: Database, contact_id: str, erasure: Erasure) -> dict[str, int]:
-    return products.forget(db, contact_id, erasure)
+def forget_contact(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
+    return products.forget(tables, contact_id, erasure)

@@ -28,7 +28,7 @@ from clm_engine import Column, Contact, Erasure, Event, Index, Table, Tables, mo
 from .dates import add_months, parse_moment, utc_text
 
 if TYPE_CHECKING:
-    from sqlite_utils import Database  # the forget_contact hook's (erasure rewrites through it)
+    pass  # the forget_contact hook's (erasure rewrites through it)
 
 #: Offer kinds, as recorded in ``warranty_offers.kind`` and reported.
 EXTENSION, SERVICE_AGREEMENT, UPGRADE = "extension", "service_agreement", "upgrade"
@@ -370,17 +370,11 @@ def _accept(
         )
 
 
-def forget(db: Database, contact_id: str, erasure: Erasure | None = None) -> dict[str, int]:
+def forget(tables: Tables, contact_id: str, erasure: Erasure) -> dict[str, int]:
     """GDPR erasure: the contact's registrations and offers are deleted; another contact's row
-    that mentions them (an offer's text naming them) is pseudonymised.
-
-    Still on the ``forget_contact`` hook's ``sqlite_utils.Database`` (the erasure's rewrite
-    works on it): the one place this plugin is tied to SQLite."""
+    that mentions them (an offer's text naming them) is pseudonymised."""
     removed = {}
     for table in ("warranty_products", "warranty_offers"):
-        if db[table].exists():
-            cursor = db.execute(f"DELETE FROM {table} WHERE contact_id = ?", [contact_id])
-            removed[table] = cursor.rowcount
-            if erasure is not None:
-                erasure.rewrite_table(db, table)
+        removed[table] = tables[table].delete({"contact_id": contact_id})
+        tables[table].pseudonymise(erasure)
     return removed
