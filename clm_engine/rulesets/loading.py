@@ -197,7 +197,7 @@ def validate_all(
     loaded, loaded_docs = [], []
     warnings: list[RulesetProblem] = []
     for document in plugin_docs:
-        warn = kinds[document.kind].warn  # type: ignore[index]
+        warn = kinds[document.kind].warn  # type: ignore[index]  # plugin documents always have a kind
         if warn is not None and not document.issues:
             found_warnings = _plugin_check(warn, document, context)
             if found_warnings:
@@ -282,7 +282,7 @@ def _references(
             if check is None:
                 continue
             try:
-                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]  # params exists: check_references was found on it
+                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]  # params exists: the check method was found on it
                 messages = list(check(params, documents) or ())
             except ValidationError:
                 continue  # reported by the semantic checks already
