@@ -32,7 +32,7 @@ from pydantic import ValidationError
 
 from .evaluation import EventCounter, escape_key_part, unescape_key_part
 from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
-from .store import OutboxRow, Store, StoreTransaction, Trace
+from .store import ActionStep, OutboxRow, Store, StoreTransaction, Trace
 from .types import ActionContext, Defer, FactContext, Veto
 
 if TYPE_CHECKING:
@@ -283,6 +283,7 @@ class Dispatcher:
             tx.reschedule_action(
                 row.seq, due_at=utc_text(verdict.until), note=verdict.note, attempts=row.attempts
             )
+            _history(tx, row, "deferred", now, row.attempts, verdict.note, verdict.until)
             return "deferred", verdict.note
         try:
             params = spec.params.model_validate(row.params)
@@ -433,6 +434,7 @@ class Dispatcher:
         if retry_at is None:
             return self._finish(tx, row, "dead", note, None, attempts, now)
         tx.reschedule_action(row.seq, due_at=utc_text(retry_at), note=note, attempts=attempts)
+        _history(tx, row, "retried", now, attempts, note, retry_at)
         return "retried", note
 
     def _outcome(
@@ -455,6 +457,7 @@ class Dispatcher:
         tx.finish_action(
             row.seq, status=status, note=note, result=result, at=utc_text(now), attempts=attempts
         )
+        _history(tx, row, status, now, attempts, note, None)
         return status, note
 
     def _apply_effects(
@@ -656,6 +659,32 @@ def outcome_of(result: Any) -> str | None:
             (status for status in ("skipped", "failed", "vetoed") if status in result), None
         )
     return None
+
+
+def _history(
+    tx: StoreTransaction,
+    row: OutboxRow,
+    kind: str,
+    now: datetime,
+    attempts: int,
+    note: str | None,
+    until: datetime | None,
+) -> None:
+    """Keep what was done with ``row`` (``ActionStep``): written with ``tx``'s commit."""
+    tx.add_action_history(
+        [
+            ActionStep(
+                seq=row.seq,
+                contact_id=row.contact_id,
+                kind=kind,
+                at=utc_text(now),
+                due_at=row.due_at,
+                attempts=attempts,
+                note=note,
+                until=utc_text(until) if until is not None else None,
+            )
+        ]
+    )
 
 
 def _count(report: DispatchReport, row: OutboxRow, outcome: str, note: str | None) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .action_history import timeline
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
 from .dispatch import Dispatcher, DispatchReport
@@ -43,7 +44,15 @@ from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, u
 from .registry import Plugins, Registry
 from .rules import RuleBook
 from .rulesets.loading import Validated
-from .store import IngestFailure, StageTransition, Store, StoreTransaction, Trace, open_store
+from .store import (
+    IngestFailure,
+    OutboxRow,
+    StageTransition,
+    Store,
+    StoreTransaction,
+    Trace,
+    open_store,
+)
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
 
@@ -527,6 +536,14 @@ class Engine:
 
     def contact(self, contact_id: str) -> Contact | None:
         return self.store.get_contact(contact_id)
+
+    def action_timelines(self, rows: Sequence[OutboxRow]) -> dict[int, list[dict[str, Any]]]:
+        """Each outbox row's history by ``seq``: queued, then what the dispatcher did (deferred
+        with reason and until when, retried, vetoed, sent...), oldest first; what ``clm
+        explain`` and ``clm email queue`` show."""
+        steps = self.store.action_history([row.seq for row in rows])
+        external = {name for name, spec in self.actions.items() if spec.external}
+        return {row.seq: timeline(row, steps.get(row.seq, []), external) for row in rows}
 
     def forget(
         self,

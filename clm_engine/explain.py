@@ -58,6 +58,7 @@ def explain(
     actions = engine.store.actions_by_key([k for t in traces for k in t.actions])
     # Follow-ups an action enqueued (a drip's next steps) have keys under their parent's.
     planned = [r for r in engine.store.actions_for(contact_id) if r.key not in actions]
+    timelines = engine.action_timelines([*actions.values(), *planned])
     rebuild = _Rebuilder(engine)
     pruned_before = engine.store.traces_pruned_before()
     by_rule: dict[tuple[str, str], dict[str, Any]] = {}
@@ -100,9 +101,11 @@ def explain(
                 "conditions": rebuild.conditions(trace),
                 "actions": [
                     {
-                        **_action(actions.get(key), key),
+                        **_action(actions.get(key), key, timelines),
                         "follow_ups": [
-                            _action(r, r.key) for r in planned if r.key.startswith(key + "/")
+                            _action(r, r.key, timelines)
+                            for r in planned
+                            if r.key.startswith(key + "/")
                         ],
                     }
                     for key in trace.actions
@@ -115,7 +118,7 @@ def explain(
     if ruleset is not None and not by_rule:
         raise ClmError(f"no ruleset {ruleset!r} is loaded")
     if pruned_before is not None:
-        _add_pruned(by_rule, planned, pruned_before, rule, ruleset, limit)
+        _add_pruned(by_rule, planned, pruned_before, rule, ruleset, limit, timelines)
     for (_, _), entry in by_rule.items():
         if not entry["decisions"] and "not_evaluated" not in entry:
             found = engine.rulebook.rules.get((entry["ruleset"], entry["rule"]))
@@ -200,6 +203,7 @@ def _add_pruned(
     rule: str | None,
     ruleset: str | None,
     limit: int,
+    timelines: dict[int, list[dict[str, Any]]],
 ) -> None:
     """The decisions whose trace was pruned, from their outbox rows (which stay: their keys
     make each decision happen once), newest first, after the rule's traced decisions.
@@ -243,7 +247,7 @@ def _add_pruned(
                 "content_hash": first.content_hash[:12],
                 "conditions": None,
                 "pruned": True,
-                "actions": [{**_action(r, r.key), "follow_ups": []} for r in group],
+                "actions": [{**_action(r, r.key, timelines), "follow_ups": []} for r in group],
             }
         )
 
@@ -276,17 +280,24 @@ def _rule_header(compiled: CompiledRule) -> dict[str, Any]:
     }
 
 
-def _action(row: Any, key: str) -> dict[str, Any]:
+def _action(row: Any, key: str, timelines: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """An outbox row as explain shows it: a finished row says when it finished (its
+    ``due_at`` is then the time it was due, not the end of a send's lease), and every row
+    carries its history (``Engine.action_timelines``)."""
     if row is None:
         return {"key": key, "status": "unknown (not in the outbox)"}
+    history = timelines.get(row.seq, [])
+    finished = row.status != "pending" and len(history) > 1
     return {
         "key": key,
         "action": row.action,
         "params": row.params,
         "status": row.status,
-        "due_at": row.due_at[:19] + "Z",
+        "due_at": history[-1]["due_at"] if finished else row.due_at[:19] + "Z",
+        "finished_at": row.finished_at[:19] + "Z" if row.finished_at else None,
         "attempts": row.attempts,
         "note": row.note,
+        "history": history,
     }
 
 

@@ -229,7 +229,9 @@ class DocumentKind:
     """A kind of JSON document a plugin reads from the ruleset paths (a sequence, a catalogue).
 
     A file whose top-level object has the key ``name`` is one; ``model`` (pydantic) validates
-    it, ``check(document, context)`` (optional) returns ``(pointer, message)`` pairs.
+    it, ``check(document, context)`` (optional) returns ``(pointer, message)`` pairs, the
+    document's problems; ``warn(document, context)`` (optional) returns the same pairs for
+    what is valid but probably not meant (``clm validate``'s warnings).
     """
 
     name: str
@@ -237,6 +239,7 @@ class DocumentKind:
     check: Callable[..., Any] | None
     description: str
     plugin: str
+    warn: Callable[..., Any] | None = None
 
 
 def document_kind_spec(
@@ -246,6 +249,7 @@ def document_kind_spec(
     *,
     check: Callable[..., Any] | None = None,
     description: str = "",
+    warn: Callable[..., Any] | None = None,
 ) -> DocumentKind:
     from pydantic import BaseModel
 
@@ -253,9 +257,9 @@ def document_kind_spec(
         raise PluginError(f"plugin {plugin!r} registered a document kind named {kind!r}")
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise PluginError(f"plugin {plugin!r} registered document kind {kind!r} without a model")
-    if check is not None and not callable(check):
+    if any(f is not None and not callable(f) for f in (check, warn)):
         raise PluginError(f"plugin {plugin!r} registered document kind {kind!r} badly")
-    return DocumentKind(kind, model, check, description, plugin)
+    return DocumentKind(kind, model, check, description, plugin, warn)
 
 
 def operator_spec(

@@ -22,7 +22,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -80,7 +80,9 @@ def install_jobs(
         IntervalTrigger(seconds=interval),
         id=PUMP_ID,
         replace_existing=True,
-        next_run_time=engine.clock.now(),
+        # The scheduler runs on the wall clock, whatever the engine's (a virtual clock of
+        # ``clm run --clock virtual`` may be days ahead): the first pump is now.
+        next_run_time=datetime.now(UTC),
     )
     for rule in engine.rulebook.scheduled:
         when: ScheduleTrigger = rule.rule.when  # type: ignore[assignment]  # all cron rules

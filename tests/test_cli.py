@@ -5,6 +5,7 @@ import json
 import pytest
 
 from clm_engine import ClmError
+from clm_engine.cli import print_tsv
 from tests.helpers import event
 
 
@@ -125,9 +126,9 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    # 12 core migrations, and the core's declared tables: survey_keys (1), channel_messages
+    # 13 core migrations, and the core's declared tables: survey_keys (1), channel_messages
     # (table, index) and experiment_exposures (table, index).
-    assert "applied 17 migration(s) to new.db" in migrated.output
+    assert "applied 18 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"
@@ -203,10 +204,10 @@ def test_prune_removes_old_traces_in_batches_and_explain_says_so(run, with_rules
     rules, events = with_rules
     run("ingest", str(events), "--rulesets", str(rules))
     dry = run("prune", "--older-than", "P30D", "--dry-run")
-    assert dry.exit_code == 0 and dry.output.startswith("would remove 1 traces of decisions before")
+    assert dry.exit_code == 0 and dry.output.startswith("would remove 1 traces of decisions and")
     assert "saw 1" in run("explain", "c1", "--rulesets", str(rules)).output  # still there
     done = json.loads(run("prune", "--older-than", "P30D", "--batch-size", "1", "--json").output)
-    assert (done["traces"], done["dry_run"]) == (1, False)
+    assert (done["traces"], done["action_history"], done["dry_run"]) == (1, 0, False)
     text = run("explain", "c1", "--rulesets", str(rules)).output
     assert "its trace was pruned" in text and "stage.set" in text and "saw 1" not in text
     assert run("prune", "--older-than", "P30D").output.startswith("removed 0 traces")
@@ -254,3 +255,113 @@ def test_the_late_action_limit_is_set_from_the_environment(monkeypatch, tmp_path
     monkeypatch.setenv("CLM_LATE_ACTION_LIMIT", "three days")
     with pytest.raises(ClmError, match="not an ISO 8601 duration"):
         open_engine(tmp_path / "clm.db", must_exist=False)
+
+
+def test_explain_and_check_text_show_brackets_as_written_and_segments_by_their_own_trace(
+    run, tmp_path
+):
+    rules = tmp_path / "brackets.json"
+    rules.write_text(
+        json.dumps(
+            {
+                "ruleset": "brackets",
+                "version": 1,
+                "trace": "all",
+                "segments": {
+                    "work": {"fact": "contact.email", "op": "ends_with", "value": "[b]x.com"}
+                },
+                "rules": [
+                    {
+                        "id": "work-address",
+                        "when": {"event": "signup"},
+                        "if": {
+                            "all": [
+                                {"fact": "contact.email", "op": "matches", "value": "^[a-z0-9.]+@"},
+                                {"op": "in_segment", "value": "work"},
+                            ]
+                        },
+                        "then": [{"action": "tag.add", "with": {"tag": "work"}}],
+                    }
+                ],
+            }
+        )
+    )
+    event = {
+        "id": "e1",
+        "contact_id": "c[1]",
+        "type": "signup",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "properties": {"email": "a.b@[bold]x.com"},
+    }
+    events = write_jsonl(tmp_path / "brackets.jsonl", [event])
+    assert run("ingest", str(events), "--rulesets", str(rules)).exit_code == 0
+    for command in ("explain", "check"):
+        args = ["c[1]"] if command == "explain" else ["--contact", "c[1]"]
+        text = run(command, *args, "--rulesets", str(rules)).output
+        assert 'contact.email matches "^[a-z0-9.]+@"  saw "a.b@[bold]x.com"' in text, text
+        assert text.startswith("c[1]")
+        # The segment shows what its own condition saw, not the null of a fact it lacks.
+        assert '✗ in segment "work"' in text and "saw null" not in text
+        assert 'contact.email ends_with "[b]x.com"  saw "a.b@[bold]x.com"' in text
+    shown = run("contacts", "show", "c[1]").output
+    assert shown.startswith("c[1]  a.b@[bold]x.com") and "email=a.b@[bold]x.com" in shown
+    assert "c[1]\ta.b@[bold]x.com" in run("contacts", "list", "--tsv").output
+    assert "a.b@[bold]x.com" in run("contacts", "list").output
+
+
+def test_contacts_list_knows_a_rulesets_own_stages_and_prints_whole_values_as_tsv(run, tmp_path):
+    rules = tmp_path / "service.json"
+    rules.write_text(
+        json.dumps(
+            {
+                "ruleset": "service-model",
+                "version": 1,
+                "stages": ["lead", "customer", "service"],
+                "rules": [
+                    {
+                        "id": "registered",
+                        "when": {"event": "signup"},
+                        "then": [{"action": "stage.set", "with": {"stage": "service"}}],
+                    }
+                ],
+            }
+        )
+    )
+    events = write_jsonl(
+        tmp_path / "service.jsonl",
+        [
+            {
+                "id": f"e{n}",
+                "contact_id": contact,
+                "type": "signup",
+                "occurred_at": "2026-05-14T10:00:00Z",
+                "properties": {"email": f"{contact}@a-rather-long-domain-name.example.com"},
+            }
+            for n, contact in enumerate(["c1", "c2"])
+        ],
+    )
+    ingested = run("ingest", str(events), "--rulesets", str(rules))
+    assert ingested.exit_code == 0, ingested.output
+    unknown = run("contacts", "list", "--stage", "servce", "--rulesets", str(rules))
+    assert unknown.exit_code == 1 and "the stages are: lead, customer, service" in unknown.output
+    listed = run("contacts", "list", "--stage", "service", "--rulesets", str(rules), "--tsv")
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.splitlines()
+    assert lines[0] == "id\temail\tstage\torders\tspent\tlast_event_at"
+    assert lines[1].split("\t") == [
+        "c1",
+        "c1@a-rather-long-domain-name.example.com",
+        "service",
+        "0",
+        "0",
+        "2026-05-14T10:00:00.000000Z",
+    ]
+    assert lines[2].split("\t")[:3] == ["c2", "c2@a-rather-long-domain-name.example.com", "service"]
+    assert len(lines) == 3
+    none = run("contacts", "list", "--stage", "lead", "--rulesets", str(rules), "--tsv")
+    assert none.output.splitlines() == ["id\temail\tstage\torders\tspent\tlast_event_at"]
+
+
+def test_tsv_keeps_one_line_and_the_same_fields_whatever_a_value_holds(capsys):
+    print_tsv(["a", "b"], [["x\ty\nz\\", None], [1.5, "[red]plain"]])
+    assert capsys.readouterr().out.splitlines() == ["a\tb", "x\\ty\\nz\\\\\t", "1.5\t[red]plain"]

@@ -13,7 +13,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from clm_engine import Column, Contact, Event, Index, StoreError, Table
-from clm_engine.store import IngestFailure, StageTransition, Store, StoreTransaction, Trace
+from clm_engine.store import (
+    ActionStep,
+    IngestFailure,
+    StageTransition,
+    Store,
+    StoreTransaction,
+    Trace,
+)
 from clm_engine.store.postgres import PostgresStore, PostgresTransaction
 from clm_engine.store.sqlite import SQLiteStore, SQLiteTransaction
 
@@ -232,6 +239,31 @@ def test_the_outbox_from_enqueue_to_done(store):
         ("skipped", "again", 1),
     ]
     assert store.outcome_counts("email.send") == []
+
+
+def test_action_history_is_written_at_commit_dropped_with_its_savepoint_and_pruned(store):
+    def step(seq: int, kind: str, at: str, until: str | None = None) -> ActionStep:
+        return ActionStep(seq, "c1", kind, at, "2026-03-01T10:00:00Z", 1, f"{kind}!", until)
+
+    with store.write() as tx:
+        tx.enqueue([row("a"), row("b")])
+    a, b = (store.actions_by_key(["a", "b"])[key].seq for key in ("a", "b"))
+    with store.write() as tx:
+        tx.add_action_history([step(a, "deferred", "2026-03-01", until="2026-03-08")])
+        with pytest.raises(RuntimeError), tx.savepoint():
+            tx.add_action_history([step(b, "retried", "2026-03-01")])
+            raise RuntimeError("this step rolls back, and its history with it")
+        tx.add_action_history([step(a, "done", "2026-03-08")])
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.add_action_history([step(b, "vetoed", "2026-03-09")])
+        raise RuntimeError("a transaction that rolls back keeps nothing")
+    history = store.action_history([a, b])
+    assert [(s.kind, s.until) for s in history[a]] == [("deferred", "2026-03-08"), ("done", None)]
+    assert b not in history
+    assert history[a][0] == step(a, "deferred", "2026-03-01", until="2026-03-08")
+    assert store.prune_action_history("2026-03-05", dry_run=True) == 1
+    assert store.prune_action_history("2026-03-05", batch_size=1) == 1
+    assert [s.kind for s in store.action_history([a])[a]] == ["done"]
 
 
 def test_traces_are_kept_read_and_redone(store):

@@ -18,8 +18,10 @@ from .common import (
     json_option,
     open_engine,
     print_json,
+    print_tsv,
     registry_of,
     rulesets_option,
+    tsv_option,
 )
 
 #: What plugins' commands may use (``docs/plugin-hooks.md``, ``register_commands``).
@@ -30,8 +32,10 @@ __all__ = [
     "json_option",
     "open_engine",
     "print_json",
+    "print_tsv",
     "registry_of",
     "rulesets_option",
+    "tsv_option",
 ]
 
 

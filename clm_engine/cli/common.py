@@ -62,6 +62,27 @@ db_option = click.option(
     help="The SQLite database file or a postgresql:// URL (or $CLM_DB).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+tsv_option = click.option(
+    "--tsv",
+    "as_tsv",
+    is_flag=True,
+    help="Print tab-separated values: a header line, then one line per row (for cut, sort, awk).",
+)
+
+
+def print_tsv(headers: list[str], rows: list[list[Any]]) -> None:
+    """Rows as tab-separated values, whole and unstyled: a tab, newline or backslash in a
+    value is written ``\\t``, ``\\n``, ``\\\\`` so each row stays one line of the same
+    number of fields; None is empty."""
+    for values in [headers, *rows]:
+        sys.stdout.write("\t".join(_tsv_field(value) for value in values) + "\n")
+
+
+def _tsv_field(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 rulesets_option = click.option(
     "--rulesets",
     "ruleset_paths",

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from ..errors import ClmError
-from ..models import Contact
+from ..models import Contact, utc_text
 from ..scores import current_scores
 from . import cli
 from .common import (
@@ -22,7 +23,9 @@ from .common import (
     money,
     open_engine,
     print_json,
+    print_tsv,
     rulesets_option,
+    tsv_option,
 )
 
 
@@ -59,7 +62,8 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         )
         return
     tree = Tree(
-        f"[bold]{contact.id}[/]  {contact.email or '(no email)'}  stage: [bold]{contact.stage}[/]"
+        f"[bold]{esc(contact.id)}[/]  {esc(contact.email or '(no email)')}  "
+        f"stage: [bold]{esc(contact.stage)}[/]"
     )
     name = " ".join(str(contact.attributes.get(k, "")) for k in ("first_name", "last_name")).strip()
     facts = tree.add("contact")
@@ -74,18 +78,24 @@ def show(contact_id: str, db_path: Path, event_limit: int, as_json: bool) -> Non
         ("scores", _scores(contact, scores_now)),
     ):
         if value is not None:
-            facts.add(f"{label}: {value}")
+            facts.add(f"{label}: {esc(value)}")
     _add_mapping(tree.add("attributes"), contact.attributes)
     _add_mapping(tree.add("metrics"), contact.metrics)
     stages = tree.add("stage history")
     for t in history:
-        stages.add(f"{t.at[:19]}  {t.from_stage or '(new)'} -> {t.to_stage}  [dim]{t.cause}[/]")
+        change = f"{t.from_stage or '(new)'} -> {t.to_stage}"
+        stages.add(f"{t.at[:19]}  {esc(change)}  [dim]{esc(t.cause)}[/]")
     console.print(tree)
     table = Table("occurred at", "type", "properties", title="recent events", title_justify="left")
     for event in events:
         props = ", ".join(f"{k}={v}" for k, v in event.properties.items())
-        table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), event.type, props[:80])
+        table.add_row(event.occurred_at.strftime("%Y-%m-%d %H:%M"), esc(event.type), esc(props))
     console.print(table)
+
+
+def esc(value: Any) -> str:
+    """Text from data, shown as it is (rich markup in it escaped: ``[b]`` stays ``[b]``)."""
+    return escape("" if value is None else str(value))
 
 
 def _scores(contact: Contact, now: dict[str, float]) -> str | None:
@@ -107,9 +117,7 @@ def _scores(contact: Contact, now: dict[str, float]) -> str | None:
 
 def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
     for key, value in sorted(mapping.items()):
-        node.add(
-            f"{key}: {value}",
-        )
+        node.add(esc(f"{key}: {value}"))
 
 
 @contacts.command("list")
@@ -129,6 +137,7 @@ def _add_mapping(node: Tree, mapping: dict[str, Any]) -> None:
     type=click.Choice(["id", "spent", "orders", "recent", "created"]),
 )
 @json_option
+@tsv_option
 def list_(
     db_path: Path,
     ruleset_paths: tuple[Path, ...],
@@ -137,6 +146,7 @@ def list_(
     offset: int,
     order_by: str,
     as_json: bool,
+    as_tsv: bool,
 ) -> None:
     """List contacts, optionally in one stage.
 
@@ -154,6 +164,10 @@ def list_(
     if stage is not None and stage not in known_stages and not total:
         hint = "" if ruleset_paths else " (pass --rulesets for a custom stage model)"
         raise ClmError(f"unknown stage {stage!r}; the stages are: {', '.join(known_stages)}{hint}")
+    if as_tsv:
+        headers = ["id", "email", "stage", "orders", "spent", "last_event_at"]
+        print_tsv(headers, [_tsv_row(contact) for contact in found])
+        return
     table = Table(
         "id",
         "email",
@@ -165,10 +179,24 @@ def list_(
         title_justify="left",
     )
     for contact in found:
-        table.add_row(*_row(contact))
+        table.add_row(*(esc(cell) for cell in _row(contact)))
     console.print(table)
     if total > offset + len(found):
         console.print(f"[dim]showing {offset + 1}-{offset + len(found)}; use --offset for more[/]")
+
+
+def _tsv_row(contact: Contact) -> list[Any]:
+    """A contact as TSV fields: exact values (the amount unformatted, the time in full)."""
+    metrics = contact.metrics
+    last = contact.last_event_at
+    return [
+        contact.id,
+        contact.email,
+        contact.stage,
+        metrics.get("orders_count", 0),
+        metrics.get("total_spent", 0),
+        utc_text(last) if last else None,
+    ]
 
 
 def _row(contact: Contact) -> tuple[str, ...]:

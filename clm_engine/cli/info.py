@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..engine import Engine
+from ..environment import mark_production
 from ..errors import ClmError
 from ..models import Contact
 from ..registry import Registry
@@ -179,18 +181,31 @@ def plugins_(as_json: bool) -> None:
 
 @cli.command()
 @db_option
+@click.option(
+    "--production/--not-production",
+    "production",
+    default=None,
+    help="Mark the database as production (test-only modes such as clm run --clock virtual "
+    "then refuse it), or remove the mark. Unchanged without either.",
+)
 @json_option
-def migrate(db_path: Path, as_json: bool) -> None:
+def migrate(db_path: Path, production: bool | None, as_json: bool) -> None:
     """Create the database or bring its schema up to date (the core's and every plugin's)."""
     store = open_store(str(db_path))
     try:
         applied = store.migrate(registry_of().tables)
+        if production is not None:
+            mark_production(store, production, datetime.now(UTC))
         state = store.applied_migrations()
     finally:
         store.close()
     if as_json:
-        print_json({"db": str(db_path), "applied_now": applied, "applied": state})
+        print_json(
+            {"db": str(db_path), "applied_now": applied, "applied": state, "production": production}
+        )
         return
+    if production is not None:
+        console.print(f"{db_path} is marked {'production' if production else 'not production'}")
     if applied:
         console.print(f"applied {len(applied)} migration(s) to {db_path}:")
         for name in applied:

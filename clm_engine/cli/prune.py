@@ -1,4 +1,5 @@
-"""``clm prune``: remove old traces, keeping what makes each decision happen once."""
+"""``clm prune``: remove old traces and action history, keeping what makes each decision
+happen once."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def prune(older_than: str, dry_run: bool, batch_size: int, db_path: Path, as_jso
 
     A trace is what `clm explain` shows for one decision (the values its conditions saw);
     traces are the one history that grows with every decision and that nothing else needs.
-    What makes each decision happen once stays: outbox rows (their keys), the fires limits
-    count, events. `clm explain` says a pruned decision's trace was pruned.
+    The action history (what the dispatcher did with each action: deferred, retried, sent)
+    goes by the same cutoff. What makes each decision happen once stays: outbox rows (their
+    keys), the fires limits count, events. `clm explain` says a pruned decision's trace was pruned.
     """
     try:
         age = parse_duration(older_than)
@@ -50,8 +52,14 @@ def prune(older_than: str, dry_run: bool, batch_size: int, db_path: Path, as_jso
         removed = engine.store.prune_traces(
             before, at=utc_text(now), batch_size=batch_size, dry_run=dry_run
         )
+        steps = engine.store.prune_action_history(before, batch_size=batch_size, dry_run=dry_run)
     if as_json:
-        print_json({"before": before, "traces": removed, "dry_run": dry_run})
+        print_json(
+            {"before": before, "traces": removed, "action_history": steps, "dry_run": dry_run}
+        )
         return
     verb = "would remove" if dry_run else "removed"
-    console.print(f"{verb} {removed:,} traces of decisions before {before[:19]}Z")
+    console.print(
+        f"{verb} {removed:,} traces of decisions and {steps:,} action-history steps before "
+        f"{before[:19]}Z"
+    )

@@ -95,9 +95,33 @@ def explain(
                 _conditions(item.add("conditions"), decision["conditions"])
             for action in decision["actions"]:
                 added = item.add(_action_text(action))
+                _history(added, action)
                 for follow_up in action.get("follow_ups", ()):
-                    added.add(f"then {_action_text(follow_up)} [dim]due {follow_up['due_at']}[/]")
+                    then = added.add(f"then {_action_text(follow_up)} [dim]{_when(follow_up)}[/]")
+                    _history(then, follow_up)
     console.print(root)
+
+
+def _when(action: dict[str, Any]) -> str:
+    """A finished action's finish time, else its due time."""
+    if action.get("finished_at"):
+        return f"finished {action['finished_at']}"
+    return f"due {action.get('due_at', '?')}"
+
+
+def _history(node: Tree, action: dict[str, Any]) -> None:
+    """An action's history (queued, deferred ... sent), one line a step, when there is more
+    to it than being queued."""
+    history = action.get("history") or []
+    if len(history) < 2 and action.get("status") == "pending":
+        return
+    for entry in history:
+        text = f"[dim]{esc(entry['at'] or '?')}[/] {esc(entry['event'])}"
+        if entry.get("until"):
+            text += f" until {esc(entry['until'])}"
+        if entry.get("note"):
+            text += f" [dim]({esc(entry['note'])})[/]"
+        node.add(text)
 
 
 def esc(value: Any) -> str:
@@ -131,6 +155,13 @@ def _conditions(node: Tree, trace: dict[str, Any]) -> None:
     if "error" in trace and "op" not in trace:
         node.add(f"[red]✗ {esc(trace['error'])}[/]")
         return
+    segment = trace.get("segment")
+    if trace.get("op") == "in_segment":
+        # A segment is a named condition: show what it saw, not the null of a fact it lacks.
+        child = node.add(f"{mark} in segment {esc(json.dumps(trace.get('value')))}")
+        if isinstance(segment, dict) and segment.get("trace"):
+            _conditions(child, segment["trace"])
+        return
     seen = "missing" if trace.get("missing") else json.dumps(trace.get("actual"), default=str)
     value = trace.get("value")
     shown = json.dumps(value, default=str)
@@ -142,10 +173,7 @@ def _conditions(node: Tree, trace: dict[str, Any]) -> None:
     )
     if trace.get("note"):
         text += f" [dim]({esc(trace['note'])})[/]"
-    leaf = node.add(text)
-    segment = trace.get("segment")
-    if isinstance(segment, dict) and segment.get("trace"):
-        _conditions(leaf.add(f"segment {esc(str(segment.get('name')))}"), segment["trace"])
+    node.add(text)
 
 
 @cli.command()
@@ -179,17 +207,18 @@ def check(
         print_json(answers if len(answers) > 1 else answers[0])
         return
     if len(answers) == 1:
-        root = Tree(f"[bold]{answers[0]['contact']}[/]  stage: {answers[0]['stage']}  (dry run)")
-        for result in answers[0]["rules"]:
+        first = answers[0]
+        root = Tree(f"[bold]{esc(first['contact'])}[/]  stage: {esc(first['stage'])}  (dry run)")
+        for result in first["rules"]:
             verdict = "[green]would fire[/]" if result["would_fire"] else "[yellow]would not[/]"
             node = root.add(
-                f"{verdict} [bold]{result['rule']}[/] [dim]({result['ruleset']})[/]: "
-                f"{result['why']}"
+                f"{verdict} [bold]{esc(result['rule'])}[/] [dim]({esc(result['ruleset'])})[/]: "
+                f"{esc(result['why'])}"
             )
             if result.get("conditions"):
                 _conditions(node, result["conditions"])
             for action in result.get("actions", []):
-                node.add(f"-> {action}")
+                node.add(f"-> {esc(action)}")
         console.print(root)
         return
     counts: dict[str, int] = {}
@@ -199,7 +228,7 @@ def check(
             counts[result["rule"]] += bool(result["would_fire"])
     console.print(f"dry run over {len(answers):,} contacts:")
     for name, count in counts.items():
-        console.print(f"  {name}: would fire for {count:,}")
+        console.print(f"  {esc(name)}: would fire for {count:,}")
 
 
 @cli.command()

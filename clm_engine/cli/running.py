@@ -10,6 +10,7 @@ from rich.progress import Progress
 
 from ..engine import Engine
 from ..errors import RulesetError
+from ..models import utc_text
 from ..scheduling import run_forever
 from ..timed import TimeReport
 from . import cli
@@ -23,6 +24,7 @@ from .common import (
     print_json,
     rulesets_option,
 )
+from .virtual_time import record_virtual_time, use_virtual_clock, virtual_clock_options
 
 
 def print_time_report(report: TimeReport) -> None:
@@ -88,27 +90,45 @@ def tick(db_path: Path, ruleset_paths: tuple[Path, ...], as_json: bool) -> None:
     help="Write external actions' outcomes every N sends (or $CLM_RECORD_EVERY): the most "
     "sends a crash can repeat. 1 writes each send on its own (slower).",
 )
+@virtual_clock_options
 def run(
     db_path: Path,
     ruleset_paths: tuple[Path, ...],
     interval: float,
     lease: float,
     record_every: int,
+    clock: str,
+    speed: float | None,
+    start: datetime | None,
+    allow_production: bool,
 ) -> None:
     """Run the engine until stopped (SIGTERM or Ctrl-C): pumps due work every few seconds.
 
     Schedules run on their slots; delayed actions and dates that come up run as they fall due;
     changed ruleset files are reloaded (an invalid change keeps the last valid rulesets and
     says so). Safe to run twice on one database: nothing is done twice.
+
+    For test environments, --clock virtual --speed N runs it on a clock N times as fast as
+    the wall clock (real sends: a week of drips in seconds); it refuses a production database
+    (docs/operations.md, "Live testing on a virtual clock").
     """
     engine = _start(db_path, ruleset_paths)
     engine.lease = timedelta(seconds=lease)
     engine.record_every = record_every
+    try:
+        virtual = use_virtual_clock(engine, clock, speed, start, allow_production)
+    except BaseException:
+        engine.close()
+        raise
 
     def on_tick(report: TimeReport) -> None:
+        if virtual is not None:
+            record_virtual_time(engine)
         busy = report.dispatched.total or report.anchors_fired or report.slots_run
         if busy:
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
+            if virtual is not None:
+                stamp += f" (virtual {utc_text(engine.clock.now())[:16].replace('T', ' ')})"
             outcomes = ", ".join(
                 f"{n:,} {k}" for k, n in sorted(report.dispatched.outcomes.items())
             )
@@ -124,6 +144,8 @@ def run(
 
     rules = len(engine.rulebook.rules)
     console.print(f"clm run: {db_path}, {rules} rules, pump every {interval:g}s (Ctrl-C stops)")
+    if virtual is not None:
+        console.print(virtual, markup=False)
     try:
         run_forever(engine, interval=interval, on_tick=on_tick, on_reload=on_reload)
     finally:

@@ -196,9 +196,18 @@ def validate_all(
             document.issues += _plugin_check(check, document, context)
     loaded, loaded_docs = [], []
     warnings: list[RulesetProblem] = []
+    for document in plugin_docs:
+        warn = kinds[document.kind].warn  # type: ignore[index]  # plugin documents always have a kind
+        if warn is not None and not document.issues:
+            found_warnings = _plugin_check(warn, document, context)
+            if found_warnings:
+                locator = Locator(document.text)
+                warnings += [document.problem(issue, locator) for issue in found_warnings]
     for document in parsed:
         assert document.ruleset is not None
         found_warnings = warnings_of(document.ruleset)
+        if not document.issues:
+            found_warnings += _references(document.ruleset, registries, by_kind, "warn")
         if found_warnings:
             locator = Locator(document.text)
             warnings += [document.problem(issue, locator) for issue in found_warnings]
@@ -257,18 +266,23 @@ def _plugin_check(check: Any, document: _Document, context: DocumentContext) -> 
 
 
 def _references(
-    ruleset: Ruleset, registries: Registries, documents: Mapping[str, Mapping[str, Any]]
+    ruleset: Ruleset,
+    registries: Registries,
+    documents: Mapping[str, Mapping[str, Any]],
+    kind: str = "check",
 ) -> list[Issue]:
-    """Ask each action's params model what its ``with`` names that no document defines."""
+    """Ask each action's params model what its ``with`` names that no document defines
+    (``check_references``: problems), or, with ``kind="warn"``, what is valid but will not
+    work as meant (``warn_references``: warnings, such as template data never passed)."""
     issues = []
     for index, rule in enumerate(ruleset.rules):
         for position, call in enumerate(rule.then):
             spec = registries.actions.get(call.action)
-            check = getattr(getattr(spec, "params", None), "check_references", None)
+            check = getattr(getattr(spec, "params", None), f"{kind}_references", None)
             if check is None:
                 continue
             try:
-                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]  # params exists: check_references was found on it
+                params = spec.params.model_validate(call.with_)  # type: ignore[union-attr]  # params exists: the check method was found on it
                 messages = list(check(params, documents) or ())
             except ValidationError:
                 continue  # reported by the semantic checks already

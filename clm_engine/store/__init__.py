@@ -68,6 +68,27 @@ class OutboxRow:
     #: Decided when a late event re-judged the contact's history: its external action is
     #: skipped if its occurrence is older than the engine's ``late_action_limit``.
     late: bool = False
+    finished_at: str | None = None  # when it reached its final status (None while pending)
+
+
+@dataclass  # not frozen: one is made per dispatched action, and a frozen one costs more
+class ActionStep:
+    """One thing the dispatcher did with an outbox row, kept after the row finished (the
+    ``action_history`` table): the row itself only holds its latest status and note.
+
+    ``kind`` is ``deferred`` (a policy said later: ``until``), ``retried`` (it failed and
+    runs again at ``until``), or the final status it reached (``done``, ``vetoed``,
+    ``skipped``, ``failed``, ``dead``, ``simulated``, ``lost_lease``). ``due_at`` is when the
+    row was due as the dispatcher took it up (a deferral moves the row's own due time)."""
+
+    seq: int
+    contact_id: str
+    kind: str
+    at: str
+    due_at: str
+    attempts: int
+    note: str | None = None
+    until: str | None = None
 
 
 @dataclass  # not frozen: one is made per decision, and a frozen one costs 4x to build
@@ -216,6 +237,12 @@ class StoreTransaction(Protocol):
 
     def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]:
         """A contact's rows held by a worker right now (external actions on their way)."""
+        ...
+
+    def add_action_history(self, steps: Sequence[ActionStep]) -> None:
+        """Keep what the dispatcher did with outbox rows (``action_history``). The steps are
+        held by the transaction and written in one batch when it commits (dropped with a
+        savepoint that rolls back), so recording them costs no transaction of its own."""
         ...
 
     def record_ruleset(
@@ -377,6 +404,17 @@ class Store(Protocol):
         """The latest cutoff a prune removed traces before, or None if none was ever pruned."""
         ...
 
+    def action_history(self, seqs: Sequence[int]) -> dict[int, list[ActionStep]]:
+        """What the dispatcher did with each of these outbox rows, oldest first."""
+        ...
+
+    def prune_action_history(
+        self, before: str, *, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        """Delete the action-history steps recorded before ``before`` (the rows' own status
+        stays), ``batch_size`` per write transaction; how many went (would go)."""
+        ...
+
     def actions_for(self, contact_id: str, *, rule: str | None = None) -> list[OutboxRow]: ...
 
     def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
@@ -463,6 +501,7 @@ def open_store(path: str, **options: Any) -> Store:
 
 
 __all__ = [
+    "ActionStep",
     "Column",
     "Index",
     "IngestFailure",

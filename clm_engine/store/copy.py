@@ -35,6 +35,7 @@ CORE_TABLES: dict[str, str] = {
     "rule_fires": "contact_id, ruleset, rule, entity, occurrence",
     "traces": "id",
     "trace_prunes": "id",
+    "action_history": "id",
     "anchors": "ruleset, rule, contact_id, entity",
     "anchor_rules": "ruleset, rule",
     "schedules": "ruleset, rule, timezone",

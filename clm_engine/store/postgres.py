@@ -40,7 +40,7 @@ from pydantic_core import to_json
 from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
-from . import IngestFailure, OutboxRow, StageTransition, Trace
+from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
 from .postgres_tables import PostgresTables, ensure_tables, plan_tables
 from .tables import Table, Tables, check_tables, erase_declared_core_tables
@@ -80,7 +80,7 @@ def _redact(url: str) -> str:
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
 _OUTBOX_COLUMNS = (
     "seq, key, ruleset, version, rule, contact_id, action, params, priority, depth, status, "
-    "due_at, attempts, note, result, entity, content_hash, created_at, late"
+    "due_at, attempts, note, result, entity, content_hash, created_at, late, finished_at"
 )
 _TRACE_COLUMNS = (
     "contact_id, ruleset, version, content_hash, rule, occurrence, trigger, decision, detail, "
@@ -162,6 +162,7 @@ _ERASED_BY_CONTACT = (
     "ingest_failures",
     "outbox",
     "traces",
+    "action_history",
     "contacts",
     "rule_fires",
     "anchors",
@@ -350,7 +351,9 @@ class PostgresStore(_Queries):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
             self._local.conn = conn
             try:
-                yield PostgresTransaction(conn, declared=self.declared)
+                tx = PostgresTransaction(conn, declared=self.declared)
+                yield tx
+                tx.write_action_history()
             finally:
                 self._local.conn = None
 
@@ -585,6 +588,40 @@ class PostgresStore(_Queries):
         )
         return [_outbox_row(row) for row in rows]
 
+    def action_history(self, seqs: Sequence[int]) -> dict[int, list[ActionStep]]:
+        found: dict[int, list[ActionStep]] = {}
+        rows = self._all(
+            "SELECT seq, contact_id, kind, at, due_at, attempts, note, until FROM action_history "
+            "WHERE seq = ANY(%s) ORDER BY id",
+            [list(seqs)],
+        )
+        for row in rows:
+            found.setdefault(row[0], []).append(ActionStep(*row))
+        return found
+
+    def prune_action_history(
+        self, before: str, *, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        if dry_run:
+            query = "SELECT count(*) FROM action_history WHERE at < %s"
+            return int(self._one(query, [before])[0])
+        removed, last = 0, 0
+        while True:
+            with self.write() as tx:
+                ids = [
+                    row[0]
+                    for row in tx._all(
+                        "SELECT id FROM action_history WHERE id > %s AND at < %s ORDER BY id "
+                        "LIMIT %s",
+                        [last, before, batch_size],
+                    )
+                ]
+                if not ids:
+                    return removed
+                tx._run("DELETE FROM action_history WHERE id = ANY(%s)", [ids])
+                removed += len(ids)
+                last = ids[-1]
+
     def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
         rows = self._all(
             "SELECT status, note, count(*) FROM outbox WHERE action = %s "
@@ -812,6 +849,7 @@ class PostgresTransaction(_Queries):
         self.conn = conn
         self._borrow = connection
         self._db = _NoSQLiteDatabase("this store")
+        self._history: list[ActionStep] = []  # written as the transaction commits
         self._tables = PostgresTables(
             self._connection, declared if declared is not None else {}, writable=conn is not None
         )
@@ -840,8 +878,13 @@ class PostgresTransaction(_Queries):
         """A nested step that rolls back alone if it raises (one action of a dispatch batch)."""
         if self.conn is None:
             raise StoreError("a savepoint needs a write transaction")
-        with self.conn.transaction():  # nested: a SAVEPOINT, rolled back alone on an error
-            yield
+        history = len(self._history)
+        try:
+            with self.conn.transaction():  # nested: a SAVEPOINT, rolled back alone on an error
+                yield
+        except BaseException:
+            del self._history[history:]
+            raise
 
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -1145,6 +1188,22 @@ class PostgresTransaction(_Queries):
             "WHERE seq = %s",
             [lease_until, lease_until, note, attempts, seq],
         )
+
+    def add_action_history(self, steps: Sequence[ActionStep]) -> None:
+        self._history.extend(steps)
+
+    def write_action_history(self) -> None:
+        """Write the steps ``add_action_history`` held, in one batch (at commit)."""
+        if self._history:
+            self._many(
+                "INSERT INTO action_history (seq, contact_id, kind, at, due_at, attempts, "
+                "note, until) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (s.seq, s.contact_id, s.kind, s.at, s.due_at, s.attempts, s.note, s.until)
+                    for s in self._history
+                ],
+            )
+            self._history.clear()
 
     def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]:
         """A contact's rows held by a worker right now (external actions on their way)."""

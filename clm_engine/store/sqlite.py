@@ -31,7 +31,7 @@ from pydantic_core import to_json
 from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
-from . import IngestFailure, OutboxRow, StageTransition, Trace
+from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace
 from .sqlite_schema import migrations as core_migrations
 from .sqlite_tables import SQLiteTables, ensure_tables, plan_tables
 from .tables import Table, Tables, check_tables, erase_declared_core_tables, quote, read_erasure_key
@@ -49,6 +49,7 @@ _ERASED_BY_CONTACT = (
     "ingest_failures",
     "outbox",
     "traces",
+    "action_history",
     "contacts",
     "rule_fires",
     "anchors",
@@ -119,8 +120,24 @@ def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
 _OUTBOX_COLUMNS = (
     "seq, key, ruleset, version, rule, contact_id, action, params, priority, depth, status, "
-    "due_at, attempts, note, result, entity, content_hash, created_at, late"
+    "due_at, attempts, note, result, entity, content_hash, created_at, late, finished_at"
 )
+
+
+_HISTORY_COLUMNS = "seq, contact_id, kind, at, due_at, attempts, note, until"
+
+
+def _history_values(step: ActionStep) -> tuple[Any, ...]:
+    return (
+        step.seq,
+        step.contact_id,
+        step.kind,
+        step.at,
+        step.due_at,
+        step.attempts,
+        step.note,
+        step.until,
+    )
 
 
 def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
@@ -224,7 +241,9 @@ class SQLiteStore:
             except sqlite3.OperationalError as error:
                 raise StoreError(f"{self.path}: cannot begin a write ({error})") from None
             try:
-                yield SQLiteTransaction(self.conn, self.db, tables=self._writable)
+                tx = SQLiteTransaction(self.conn, self.db, tables=self._writable)
+                yield tx
+                tx.write_action_history()
             except BaseException:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
@@ -460,6 +479,42 @@ class SQLiteStore:
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE {where} ORDER BY due_at, seq", params
         )
         return [_outbox_row(row) for row in rows]
+
+    def action_history(self, seqs: Sequence[int]) -> dict[int, list[ActionStep]]:
+        found: dict[int, list[ActionStep]] = {}
+        rows = self.conn.execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM action_history WHERE seq IN "
+            "(SELECT value FROM json_each(?)) ORDER BY id",
+            [_dumps(list(seqs))],
+        )
+        for row in rows:
+            found.setdefault(row[0], []).append(ActionStep(*row))
+        return found
+
+    def prune_action_history(
+        self, before: str, *, batch_size: int = 1000, dry_run: bool = False
+    ) -> int:
+        if dry_run:
+            query = "SELECT count(*) FROM action_history WHERE at < ?"
+            return int(self.conn.execute(query, [before]).fetchone()[0])
+        removed, last = 0, 0
+        while True:
+            with self.write() as tx:
+                ids = [
+                    row[0]
+                    for row in tx.conn.execute(
+                        "SELECT id FROM action_history WHERE id > ? AND at < ? ORDER BY id LIMIT ?",
+                        [last, before, batch_size],
+                    )
+                ]
+                if not ids:
+                    return removed
+                tx.conn.execute(
+                    "DELETE FROM action_history WHERE id IN (SELECT value FROM json_each(?))",
+                    [_dumps(ids)],
+                )
+                removed += len(ids)
+                last = ids[-1]
 
     def outcome_counts(self, action: str) -> list[tuple[str, str | None, int]]:
         rows = self.conn.execute(
@@ -709,6 +764,7 @@ class SQLiteTransaction:
         self._db = db
         self._savepoints = 0
         self._tables = tables or SQLiteTables(conn, {}, writable=False)
+        self._history: list[ActionStep] = []  # written as the transaction commits
 
     @property
     def tables(self) -> SQLiteTables:
@@ -728,9 +784,11 @@ class SQLiteTransaction:
         self._savepoints += 1
         name = f"clm_step_{self._savepoints}"
         self.conn.execute(f"SAVEPOINT {name}")
+        history = len(self._history)
         try:
             yield
         except BaseException:
+            del self._history[history:]
             self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
             self.conn.execute(f"RELEASE SAVEPOINT {name}")
             raise
@@ -1051,6 +1109,19 @@ class SQLiteTransaction:
             "UPDATE outbox SET due_at = ?, lease_until = ?, note = ?, attempts = ? WHERE seq = ?",
             [lease_until, lease_until, note, attempts, seq],
         )
+
+    def add_action_history(self, steps: Sequence[ActionStep]) -> None:
+        self._history.extend(steps)
+
+    def write_action_history(self) -> None:
+        """Write the steps ``add_action_history`` held, in one statement (at commit)."""
+        if self._history:
+            self.conn.executemany(
+                "INSERT INTO action_history (seq, contact_id, kind, at, due_at, attempts, note, "
+                "until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_history_values(step) for step in self._history],
+            )
+            self._history.clear()
 
     def claimed_actions(self, contact_id: str, now: str) -> list[OutboxRow]:
         """A contact's rows held by a worker right now (external actions on their way)."""

@@ -415,3 +415,28 @@ _M012 = """
         );
         CREATE INDEX analytics_rfm_by_segment ON analytics_rfm (segment)
 """
+
+
+@migrations()
+def m013_ops_action_history(db: Database) -> None:
+    # What the dispatcher did with each outbox row (deferred, retried, vetoed, done...), kept
+    # after the row finished, for ``clm explain`` and ``clm email queue``. Append-only; pruned
+    # with the traces (``clm prune``); erased with the contact (by ``contact_id``, unindexed:
+    # an erasure reads every table anyway, and each index costs every dispatched action).
+    _run(db, _M013)
+
+
+_M013 = """
+        CREATE TABLE action_history (
+            id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL,               -- the outbox row
+            contact_id TEXT NOT NULL,
+            kind TEXT NOT NULL,                 -- deferred / retried / done / vetoed / ...
+            at TEXT NOT NULL,                   -- when the dispatcher acted
+            due_at TEXT NOT NULL,               -- when the row was due as it was taken up
+            attempts INTEGER NOT NULL,
+            note TEXT,
+            until TEXT                          -- deferred or retried: due again then
+        );
+        CREATE INDEX action_history_by_seq ON action_history (seq)
+"""

@@ -122,6 +122,7 @@ def register_documents(register: Callable[..., None]) -> None:
         sequences.KIND,
         sequences.Sequence,
         check=sequences.check_sequence,
+        warn=sequences.warn_sequence,
         description="an email drip sequence: steps with delays, exit conditions",
     )
 

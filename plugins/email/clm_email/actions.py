@@ -67,6 +67,13 @@ class SendParams(BaseModel):
     def check_references(cls, params: SendParams, documents: dict[str, Any]) -> list[str]:
         return _missing("template", params.template, documents.get(templates.KIND, {}))
 
+    @classmethod
+    def warn_references(cls, params: SendParams, documents: dict[str, Any]) -> list[str]:
+        """A ``data`` key the template needs and this action never passes (see
+        ``template_data``): valid, but every send would fail to render."""
+        template = documents.get(templates.KIND, {}).get(params.template)
+        return templates.missing_data(template, params.template, params.data)
+
 
 def send(ctx: Any, params: SendParams, *, transport: Transport | None = None) -> dict[str, Any]:
     """Render ``params.template`` for the contact and deliver it through the transport."""

@@ -6,10 +6,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from clm_engine import ClmError
-from clm_engine.cli import console, db_option, json_option, open_engine, print_json, rulesets_option
+from clm_engine.cli import (
+    console,
+    db_option,
+    json_option,
+    open_engine,
+    print_json,
+    print_tsv,
+    rulesets_option,
+    tsv_option,
+)
 
 from . import templates
 from .message import build_message, message_id
@@ -122,7 +132,8 @@ def preview(
 @click.option("--contact", "contact_id", help="Only this contact's messages.")
 @click.option("--limit", default=20, show_default=True, help="How many, newest first.")
 @json_option
-def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> None:
+@tsv_option
+def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool, as_tsv: bool) -> None:
     """Messages sent, failed and bounced, newest first."""
     where = {"contact_id": contact_id} if contact_id else {}
     with open_engine(db_path) as engine:
@@ -145,16 +156,19 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> Non
     if as_json:
         print_json({"messages": rows})
         return
+    if as_tsv:
+        print_tsv(list(rows[0]) if rows else ["contact"], [list(row.values()) for row in rows])
+        return
     table = Table("at", "contact", "status", "template", "sequence/step", "subject or error")
     for row in rows:
         where_in = f"{row['sequence']}/{row['step']}" if row["sequence"] else ""
         table.add_row(
             (row["at"] or "")[:16],
-            row["contact"],
+            escape(row["contact"] or ""),
             row["status"],
-            row["template"] or "",
-            where_in,
-            (row["error"] or row["subject"] or "")[:70],
+            escape(row["template"] or ""),
+            escape(where_in),
+            escape(row["error"] or row["subject"] or ""),
         )
     console.print(table)
 
@@ -163,7 +177,8 @@ def log(db_path: Path, contact_id: str | None, limit: int, as_json: bool) -> Non
 @click.argument("contact_id")
 @db_option
 @json_option
-def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
+@tsv_option
+def queue(contact_id: str, db_path: Path, as_json: bool, as_tsv: bool) -> None:
     """CONTACT_ID's email actions in the outbox: sends and sequence steps, with why each waits.
 
     `clm explain` shows the actions a rule queued; a drip's later steps and messages are
@@ -171,37 +186,86 @@ def queue(contact_id: str, db_path: Path, as_json: bool) -> None:
     """
     with open_engine(db_path) as engine:
         rows = [r for r in engine.store.actions_for(contact_id) if r.action.startswith("email.")]
-    items: list[dict[str, Any]] = [
-        {
-            "action": r.action,
-            "what": r.params.get("template") or r.params.get("step") or r.params.get("sequence"),
-            "sequence": r.params.get("sequence"),
-            "status": r.status,
-            "due_at": r.due_at,
-            "note": r.note,
-        }
-        for r in sorted(rows, key=lambda r: r.seq)
-    ]
+        rows.sort(key=lambda r: r.seq)
+        timelines = engine.action_timelines(rows)
+    items: list[dict[str, Any]] = []
+    for r in rows:
+        history = timelines.get(r.seq, [])
+        finished = r.status != "pending" and r.finished_at is not None
+        items.append(
+            {
+                "action": r.action,
+                "what": r.params.get("template")
+                or r.params.get("step")
+                or r.params.get("sequence"),
+                "sequence": r.params.get("sequence"),
+                "status": r.status,
+                # A finished row's due time is the one it had when it was taken up (not the
+                # end of a send's lease); when it finished is ``finished_at``.
+                "due_at": history[-1]["due_at"] if finished and len(history) > 1 else r.due_at,
+                "finished_at": r.finished_at if finished else None,
+                "note": r.note,
+                "history": history,
+            }
+        )
     if as_json:
         print_json({"contact": contact_id, "actions": items})
         return
-    table = Table("due", "action", "sequence", "template / step", "status", "why")
+    if as_tsv:
+        headers = ["due_at", "finished_at", "action", "sequence", "template_or_step", "status"]
+        print_tsv(
+            [*headers, "note", "history"],
+            [
+                [
+                    item["due_at"],
+                    item["finished_at"],
+                    item["action"],
+                    item["sequence"],
+                    item["what"],
+                    item["status"],
+                    item["note"],
+                    _history_line(item["history"]),
+                ]
+                for item in items
+            ],
+        )
+        return
+    table = Table("when", "action", "sequence", "template / step", "status", "why", "history")
     for item in items:
+        when = (
+            f"{item['finished_at'][:16]} (finished)"
+            if item["finished_at"]
+            else f"{item['due_at'][:16]} (due)"
+        )
         table.add_row(
-            item["due_at"][:16],
+            when,
             item["action"].removeprefix("email."),
-            item["sequence"] or "",
-            item["what"] or "",
+            escape(item["sequence"] or ""),
+            escape(item["what"] or ""),
             item["status"],
-            item["note"] or "",
+            escape(item["note"] or ""),
+            escape(_history_line(item["history"])),
         )
     console.print(table)
+
+
+def _history_line(history: list[dict[str, Any]]) -> str:
+    """A row's history in one cell: ``queued 05-01 10:00 → deferred 05-01 10:00 (until
+    05-08 09:00) → sent 05-08 09:00``."""
+    parts = []
+    for entry in history:
+        text = f"{entry['event']} {(entry['at'] or '')[5:16].replace('T', ' ')}".rstrip()
+        if entry.get("until"):
+            text += f" (until {entry['until'][5:16].replace('T', ' ')})"
+        parts.append(text)
+    return " → ".join(parts)
 
 
 @email.command()
 @db_option
 @json_option
-def suppressions(db_path: Path, as_json: bool) -> None:
+@tsv_option
+def suppressions(db_path: Path, as_json: bool, as_tsv: bool) -> None:
     """Addresses that get no email (hard bounces), or no marketing email (unsubscribed)."""
     with open_engine(db_path) as engine:
         rows = [
@@ -216,8 +280,13 @@ def suppressions(db_path: Path, as_json: bool) -> None:
     if as_json:
         print_json({"suppressions": rows})
         return
+    if as_tsv:
+        print_tsv(["address", "contact", "reason", "at"], [list(r.values()) for r in rows])
+        return
     table = Table("address", "contact", "reason", "since")
     for row in rows:
-        table.add_row(row["address"], row["contact"] or "", row["reason"], row["at"][:16])
+        table.add_row(
+            escape(row["address"]), escape(row["contact"] or ""), row["reason"], row["at"][:16]
+        )
     console.print(table)
     console.print(f"{len(rows):,} suppressed addresses")

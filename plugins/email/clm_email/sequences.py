@@ -226,6 +226,19 @@ def _experiment_problems(experiment: Experiment, at: str, context: Any) -> list[
     return problems
 
 
+def warn_sequence(document: Sequence, context: Any) -> list[tuple[str, str]]:
+    """Warnings, as ``(json pointer, message)``: a step whose template needs a ``data`` key
+    the step never passes (``template_data``)."""
+    documents = getattr(context, "documents", None) or {}
+    known = documents.get(templates.KIND, {})
+    warnings: list[tuple[str, str]] = []
+    for index, step in enumerate(document.steps):
+        template = known.get(step.template)
+        for message in templates.missing_data(template, step.template, step.data):
+            warnings.append((f"/steps/{index}", message))
+    return warnings
+
+
 def unknown_name(kind: str, name: str, known: Any) -> str:
     """``no template 'x'; did you mean 'y'?`` (or the known names): one wording everywhere."""
     close = closest(name, known)

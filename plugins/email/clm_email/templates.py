@@ -48,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from clm_engine import Contact, Name, closest
 
 from .settings import TemplateLimits, resolve_settings
+from .template_data import missing_message, needed_keys
 
 #: The document kind (and key) of templates.
 KIND = "email_template"
@@ -585,6 +586,28 @@ def _parts(template: EmailTemplate) -> list[tuple[str, str]]:
     if template.html_source is not None:
         parts.append(("html", template.html_source))
     return parts
+
+
+def data_needs(template: EmailTemplate) -> dict[str, str]:
+    """The ``data`` keys the template reads with no default, each with the part that reads
+    it (``template_data``); none for a template that does not parse (that is an error)."""
+    try:
+        parsed = [(part, _TEXT_ENV.parse(source)) for part, source in _parts(template)]
+    except TemplateSyntaxError:
+        return {}
+    return needed_keys(parsed)
+
+
+def missing_data(template: EmailTemplate | None, name: str, passed: dict[str, Any]) -> list[str]:
+    """Warnings for a sender (a rule's ``email.send``, a drip step) of ``template`` that passes
+    ``passed`` as its data: one per key the template needs that it does not pass."""
+    if template is None:
+        return []  # an unknown template is an error reported elsewhere
+    return [
+        missing_message(name, key, part, list(passed))
+        for key, part in sorted(data_needs(template).items())
+        if key not in passed
+    ]
 
 
 def unsubscribe_token(contact_id: str, secret: bytes) -> str:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from click.testing import CliRunner
+
+from clm_engine.cli import cli
 from clm_engine.explain import explain
 from conftest import send_rule, signup
 
@@ -115,3 +120,56 @@ def test_a_simulation_sends_nothing_but_caps_what_it_would_have_sent(mail, monke
     assert (logged["status"], logged["template"]) == ("sent", "onboarding-welcome")
     [simulated] = [r for r in mail.sends() if r.status == "simulated"]
     assert simulated.result["location"] == "simulated: not sent"
+
+
+def test_explain_and_the_queue_keep_each_actions_history_after_it_was_sent(mail, monkeypatch):
+    mail.settings(monkeypatch, frequency_caps=[{"max": 1, "per": "P7D"}])
+    mail.ruleset(send_rule("onboarding-tips", event="page.viewed"))
+    engine = mail.open()
+    engine.ingest(signup())
+    for at in ("2026-11-02T12:00:00Z", "2026-11-03T12:00:00Z"):
+        engine.ingest(page_view(at))
+        mail.clock.set(mail.clock.now().fromisoformat(at))
+        engine.dispatch()
+    mail.clock.set(mail.clock.now().fromisoformat("2026-11-09T12:00:00+00:00"))
+    assert engine.dispatch().outcomes["done"] == 1
+    why = explain(engine, "c1", rule="send-onboarding-tips")
+    capped = why["rules"][0]["decisions"][0]["actions"][0]  # newest first: the 11-03 one
+    assert capped["status"] == "done"
+    assert [(e["event"], e["at"], e["until"]) for e in capped["history"]] == [
+        ("queued", capped["history"][0]["at"], None),
+        ("deferred", "2026-11-03T12:00:00Z", "2026-11-09T12:00:00Z"),
+        ("sent", "2026-11-09T12:00:00Z", None),
+    ]
+    assert "frequency cap: 1 marketing emails per 7 days" in capped["history"][1]["note"]
+    # A finished row says when it finished, and its due time is not the end of the lease.
+    assert capped["finished_at"] == "2026-11-09T12:00:00Z"
+    assert capped["due_at"] == "2026-11-09T12:00:00Z"
+    engine.close()
+    mail.engine = None
+    runner = CliRunner()
+    db = ["--db", str(mail.root / "clm.db")]
+    queued = json.loads(runner.invoke(cli, ["email", "queue", "c1", *db, "--json"]).output)
+    [second] = [a for a in queued["actions"] if a["action"] == "email.send"][1:]
+    assert [e["event"] for e in second["history"]] == ["queued", "deferred", "sent"]
+    assert second["finished_at"].startswith("2026-11-09T12:00:00")
+    text = runner.invoke(
+        cli, ["email", "queue", "c1", *db], env={"COLUMNS": "250"}, terminal_width=250
+    ).output
+    assert "2026-11-09T12:00 (finished)" in text
+    assert "deferred 11-03 12:00 (until 11-09 12:00) → sent 11-09 12:00" in text
+    tsv = runner.invoke(cli, ["email", "queue", "c1", *db, "--tsv"]).output.splitlines()
+    assert tsv[0].split("\t") == [
+        "due_at",
+        "finished_at",
+        "action",
+        "sequence",
+        "template_or_step",
+        "status",
+        "note",
+        "history",
+    ]
+    sent = [line.split("\t") for line in tsv[1:] if "deferred" in line]
+    assert sent and sent[0][1].startswith("2026-11-09T12:00:00") and sent[0][5] == "done"
+    shown = runner.invoke(cli, ["explain", "c1", *db, "--rulesets", str(mail.rules)]).output
+    assert "deferred until 2026-11-09T12:00:00Z" in shown and "sent" in shown
