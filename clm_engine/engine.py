@@ -22,11 +22,14 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import secrets
+import socket
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ from pydantic import ValidationError
 
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
-from .dispatch import Dispatcher, DispatchReport
+from .dispatch import Claim, Dispatcher, DispatchReport
 from .erasure import ErasureReport
 from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
@@ -43,7 +46,16 @@ from .models import DEFAULT_STAGES, Contact, Event, describe_validation_error, u
 from .registry import Plugins, Registry
 from .rules import RuleBook
 from .rulesets.loading import Validated
-from .store import IngestFailure, StageTransition, Store, StoreTransaction, Trace, open_store
+from .store import (
+    IngestFailure,
+    OutboxRow,
+    StageTransition,
+    Store,
+    StoreTransaction,
+    Trace,
+    open_store,
+    retry_conflicts,
+)
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
 
@@ -176,6 +188,12 @@ class Engine:
         self.record_every = record_every
         #: ... or as soon as the oldest unwritten outcome is this many seconds old.
         self.record_within = 0.25
+        #: Who this engine is when it claims outbox rows on a store many processes share
+        #: (``outbox.worker``): host, process and a random part, unique per engine.
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: How many claimed rows one dispatch transaction runs (concurrent stores): a few
+        #: dozen, so that the contacts it holds are held briefly.
+        self.dispatch_group = 50
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
@@ -232,18 +250,19 @@ class Engine:
         return result
 
     def _ingest_events(self, events: list[Event]) -> IngestResult:
-        result = IngestResult()
         unique: dict[str, Event] = {}
         for event in events:
-            if event.id in unique:
-                result.duplicates += 1
-            else:
-                unique[event.id] = event  # type: ignore[index]
-        if not unique:
+            unique.setdefault(event.id, event)  # type: ignore[arg-type]
+        repeated = len(events) - len(unique)
+
+        def attempt() -> IngestResult:  # afresh each time: a conflict rolled it all back
+            result = IngestResult(duplicates=repeated)
+            if unique:
+                with self.store.write(concurrent=True) as tx:
+                    self._apply(tx, list(unique.values()), self.clock.now(), 0, result)
             return result
-        with self.store.write() as tx:
-            self._apply(tx, list(unique.values()), self.clock.now(), 0, result)
-        return result
+
+        return retry_conflicts(attempt)
 
     def _apply(
         self,
@@ -262,6 +281,9 @@ class Engine:
         about another contact). Each contact is folded by ``folding.fold_contact``: its
         events in time order, each judged on the state it met, internal effects inline.
         """
+        # Hold the contacts first (concurrent writers): a contact's events are then checked
+        # for duplicates, folded and written by one transaction at a time.
+        tx.lock_contacts({event.contact_id for event in events})
         existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]
         result.duplicates += len(existing)
         result.duplicate_ids.update(existing)
@@ -480,6 +502,8 @@ class Engine:
             record_within=self.record_within,
             rules=self.rulebook.rules,
         )
+        if self.store.concurrent_writers:
+            return self._dispatch_claimed(dispatcher, report, limit=limit, batch=batch)
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
             if not self.store.read().due_actions(utc_text(self.clock.now()), 1):
@@ -491,6 +515,63 @@ class Engine:
             if not taken:
                 break
         return report
+
+    def _dispatch_claimed(
+        self, dispatcher: Dispatcher, report: DispatchReport, *, limit: int | None, batch: int
+    ) -> DispatchReport:
+        """Dispatch on a store many workers share, with no leader and no long transaction.
+
+        1. Claim up to ``batch`` due rows in one short transaction: each gets this worker's
+           id and a lease (``FOR UPDATE SKIP LOCKED``: workers claiming at once pass over each
+           other's rows, never wait). A worker that dies leaves its rows to come back when
+           the lease ends.
+        2. Run them ``dispatch_group`` at a time, each group in a transaction of its own that
+           holds the rows' contacts and re-takes only the rows still this worker's (a lease
+           that ran out gave them to another). Internal effects commit with the row marked
+           done, as on SQLite: exactly once.
+        3. External actions claimed in step 2 run after it, with nothing held, as on SQLite.
+        """
+        while limit is None or report.total < limit:
+            take = batch if limit is None else min(batch, limit - report.total)
+            now = self.clock.now()
+            if not self.store.read().due_actions(utc_text(now), 1):
+                break  # nothing due: a read, no write (an idle pump)
+            lease_until = utc_text(now + self.lease)
+
+            rows = retry_conflicts(partial(self._claim, now, take, lease_until))
+            if not rows:
+                break  # all due rows are claimed by other workers
+            claims: list[Claim] = []
+            for start in range(0, len(rows), self.dispatch_group):
+                group = rows[start : start + self.dispatch_group]
+                done, claimed = retry_conflicts(
+                    partial(self._run_held, dispatcher, group, lease_until)
+                )
+                report.add(done)
+                claims.extend(claimed)
+            if claims:  # external actions: run with nothing held, each recorded after
+                dispatcher.run_claims(self.store, claims, self.clock.now, report)
+        return report
+
+    def _claim(self, now: datetime, take: int, lease_until: str) -> list[OutboxRow]:
+        """Claim up to ``take`` due rows for this worker, in one short concurrent write."""
+        with self.store.write(concurrent=True) as tx:
+            return tx.claim_due_actions(
+                utc_text(now), take, lease_until=lease_until, worker=self.worker
+            )
+
+    def _run_held(
+        self, dispatcher: Dispatcher, group: list[OutboxRow], lease_until: str
+    ) -> tuple[DispatchReport, list[Claim]]:
+        """Run claimed rows still held by this worker, in one concurrent write."""
+        report = DispatchReport()  # afresh per attempt: a conflict rolled the last one back
+        with self.store.write(concurrent=True) as tx:
+            tx.lock_contacts({row.contact_id for row in group})
+            held = tx.held_actions(
+                [row.seq for row in group], worker=self.worker, lease_until=lease_until
+            )
+            claims = dispatcher.run_rows(tx, held, self.clock.now(), report)
+        return report, claims
 
     def tick(
         self, *, progress: Callable[[int], None] | None = None, schedules: bool = True

@@ -125,7 +125,7 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    assert "applied 12 migration(s) to new.db" in migrated.output
+    assert "applied 13 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"
