@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .rules import CompiledRule
 
+#: Why a claimed external action was not run: its lease had run out before its turn.
+_LEASE_GONE = "the lease ran out before its turn: not run here"
+
 #: Actions that lead to actions that lead to ... : past this depth, a loop is assumed.
 MAX_CHAIN_DEPTH = 10
 
@@ -183,6 +186,11 @@ class Dispatcher:
         oldest = 0.0
         for claim in claims:
             row = claim.row
+            if utc_text(now()) >= claim.lease_until:
+                # Its lease ran out before its turn (a slow batch): another worker may hold
+                # the row now. Not sent here; whoever holds it sends it.
+                done.append(_Outcome(claim, None, None, None, _LEASE_GONE, now()))
+                continue
             contact, veto = self._ask_again(store, claim, now())
             if veto is not None:
                 done.append(_Outcome(claim, None, None, None, veto, now()))
@@ -216,7 +224,7 @@ class Dispatcher:
                 tx.lock_contacts({done.claim.row.contact_id for done in outcomes})
                 for done in outcomes:
                     claim, row = done.claim, done.claim.row
-                    if not _still_ours(tx, claim):
+                    if done.veto is _LEASE_GONE or not _still_ours(tx, claim):
                         # The lease ran out and another worker took the row: it records it.
                         lost = "the lease ran out before the outcome"
                         counted.append((row, "lost_lease", lost))

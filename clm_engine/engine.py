@@ -521,36 +521,41 @@ class Engine:
     ) -> DispatchReport:
         """Dispatch on a store many workers share, with no leader and no long transaction.
 
-        1. Claim up to ``batch`` due rows in one short transaction: each gets this worker's
-           id and a lease (``FOR UPDATE SKIP LOCKED``: workers claiming at once pass over each
-           other's rows, never wait). A worker that dies leaves its rows to come back when
-           the lease ends.
-        2. Run them ``dispatch_group`` at a time, each group in a transaction of its own that
-           holds the rows' contacts and re-takes only the rows still this worker's (a lease
-           that ran out gave them to another). Internal effects commit with the row marked
-           done, as on SQLite: exactly once.
-        3. External actions claimed in step 2 run after it, with nothing held, as on SQLite.
+        In rounds of ``dispatch_group`` rows (at most ``batch`` between two looks at what is
+        due), each round:
+
+        1. claims the due rows in one short transaction: each gets this worker's id and a
+           lease (``FOR UPDATE SKIP LOCKED``: workers claiming at once pass over each other's
+           rows, never wait). A worker that dies leaves its rows to come back when the lease
+           ends;
+        2. runs them in a transaction of its own that holds their contacts and re-takes only
+           the rows still this worker's (a lease that ran out gave them to another). Internal
+           effects commit with the row marked done, as on SQLite: exactly once;
+        3. runs the external actions step 2 claimed with nothing held, as on SQLite, at once:
+           a send never waits behind other rounds while its lease runs down.
         """
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
             now = self.clock.now()
             if not self.store.read().due_actions(utc_text(now), 1):
                 break  # nothing due: a read, no write (an idle pump)
-            lease_until = utc_text(now + self.lease)
-
-            rows = retry_conflicts(partial(self._claim, now, take, lease_until))
-            if not rows:
-                break  # all due rows are claimed by other workers
-            claims: list[Claim] = []
-            for start in range(0, len(rows), self.dispatch_group):
-                group = rows[start : start + self.dispatch_group]
-                done, claimed = retry_conflicts(
-                    partial(self._run_held, dispatcher, group, lease_until)
+            taken = 0
+            while taken < take:
+                now = self.clock.now()
+                lease_until = utc_text(now + self.lease)
+                size = min(self.dispatch_group, take - taken)
+                rows = retry_conflicts(partial(self._claim, now, size, lease_until))
+                if not rows:
+                    break  # nothing left due, or all of it claimed by other workers
+                taken += len(rows)
+                done, claims = retry_conflicts(
+                    partial(self._run_held, dispatcher, rows, lease_until)
                 )
                 report.add(done)
-                claims.extend(claimed)
-            if claims:  # external actions: run with nothing held, each recorded after
-                dispatcher.run_claims(self.store, claims, self.clock.now, report)
+                if claims:  # external actions: run with nothing held, each recorded after
+                    dispatcher.run_claims(self.store, claims, self.clock.now, report)
+            if not taken:
+                break
         return report
 
     def _claim(self, now: datetime, take: int, lease_until: str) -> list[OutboxRow]:

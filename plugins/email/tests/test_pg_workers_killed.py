@@ -94,7 +94,7 @@ def test_three_workers_one_killed_again_and_again_lose_and_double_nothing(
     assert statuses(postgres_url) == {"pending": CONTACTS * 3}
 
     run = ["run", "--db", postgres_url, "--rulesets", str(mail.rules), "--interval", "0.05"]
-    run += ["--lease", "2"]
+    run += ["--lease", "5"]
     workers = [clm(*run) for _ in range(3)]
     rng = random.Random(20261204)
     kills = 0
