@@ -290,3 +290,55 @@ def test_a_cron_slot_runs_once_over_every_contact_however_many_workers_tick(
     finally:
         for one in engines:
             one.close()
+
+
+def test_the_pool_size_comes_from_the_environment_and_is_checked(postgres_url, monkeypatch):
+    from clm_engine import StoreError
+    from clm_engine.store.postgres import DEFAULT_POOL_SIZE, pool_size_from_env
+
+    monkeypatch.delenv("CLM_PG_POOL_SIZE", raising=False)
+    assert pool_size_from_env() == DEFAULT_POOL_SIZE
+    monkeypatch.setenv("CLM_PG_POOL_SIZE", "2")
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.pool.max_size == 2
+    finally:
+        store.close()
+    for wrong in ("0", "-3", "two", "1e3", "1001", "4 workers"):
+        monkeypatch.setenv("CLM_PG_POOL_SIZE", wrong)
+        with pytest.raises(StoreError, match="CLM_PG_POOL_SIZE must be a whole number"):
+            pool_size_from_env()
+
+
+def test_a_large_batch_locks_buckets_of_contacts_not_each_one(postgres_url):
+    big = [f"c{n:05d}" for n in range(5000)]  # an ingest batch of 5,000 contacts
+    holder, other = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with holder.write(concurrent=True) as tx:
+            assert tx.lock_contacts(big) == set(big)
+            slots = tx._one(  # type: ignore[attr-defined]
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )[0]
+            assert slots <= 1024 + 1  # its buckets, and the shared write lock
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(20)
+        with other.write(concurrent=True) as tx:  # a contact in the batch, one not in it
+            assert tx.lock_contacts(["c00007", "zz-not-in-the-batch"], wait=False) <= {
+                "zz-not-in-the-batch"
+            }
+            assert "c00007" not in tx.lock_contacts(["c00007"], wait=False)
+    finally:
+        release.set()
+        thread.join()
+    with other.write(concurrent=True) as tx:
+        assert tx.lock_contacts(big, wait=False) == set(big)  # all free again
+    holder.close()
+    other.close()

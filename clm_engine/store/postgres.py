@@ -14,7 +14,9 @@ Why it is built this way:
   only what it touches:
 
   - the contacts it folds or dispatches for, by a transaction-level advisory lock per contact
-    (``pg_advisory_xact_lock(CONTACT_LOCKS, hashtext(id))``, taken in key order). That is
+    (``pg_advisory_xact_lock(CONTACT_LOCKS, hashtext(id))``, under its bucket's lock taken
+    shared; a call naming many contacts takes their buckets exclusively instead, so that no
+    transaction needs more than ~1,000 lock slots: ``lock_contacts``), in key order. That is
     what still serialises: one contact's events are folded, and its actions run, one
     transaction after another, so its history has one order. Different contacts never wait
     on each other. A lock is a key, not a row, so it also holds a contact that does not
@@ -26,9 +28,9 @@ Why it is built this way:
   Two concurrent writes that lock contacts in different orders (an action about one contact
   emitting an event about another) can deadlock; PostgreSQL then rolls one back, and it is
   raised as ``WriteConflict`` for the caller to run again (``retry_conflicts``).
-  Each contact lock takes a slot of the server's lock table
-  (``max_locks_per_transaction`` x ``max_connections``): an ingest batch of N contacts holds
-  N of them until it commits (docs/operations.md, "Scaling out").
+  Each lock takes a slot of the server's lock table (``max_locks_per_transaction`` x
+  ``max_connections``, 6,400 by default): a transaction holds at most about 1,024 of them
+  (docs/operations.md, "Scaling out").
 * Bulk writes go through ``executemany``, which psycopg runs in pipeline mode (one round trip
   per batch, not per row); duplicates are ``ON CONFLICT DO NOTHING`` on the same unique keys
   as SQLite's.
@@ -66,6 +68,13 @@ WRITE_LOCK = 0x636C6D
 #: The first key of contacts' advisory locks (the second is ``hashtext(contact id)``): a
 #: two-key lock never meets ``WRITE_LOCK``'s one-key space.
 CONTACT_LOCKS = 0x636C63
+#: The first key of contacts' buckets' advisory locks (the second: ``hashtext(id) & 1023``).
+BUCKET_LOCKS = 0x636C62
+#: How many buckets contacts hash into: the most locks one large transaction takes.
+BUCKETS = 1024
+#: Up to this many contacts, a call locks each contact (and its bucket, shared); more lock
+#: their buckets exclusively (``lock_contacts``).
+FEW_CONTACTS = 256
 #: What PostgreSQL says when it rolled a transaction back so another could go on.
 _CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 #: The name of the core's migration set, as on SQLite.
@@ -118,6 +127,23 @@ def _event_from_row(row: Sequence[Any]) -> Event:
         occurred_at=datetime.fromisoformat(occurred_at),
         properties=properties,
     )
+
+
+#: The pool's size when neither ``pool_size`` nor ``$CLM_PG_POOL_SIZE`` says otherwise.
+DEFAULT_POOL_SIZE = 4
+
+
+def pool_size_from_env() -> int:
+    """``$CLM_PG_POOL_SIZE`` (a whole number from 1 to 1000), or ``DEFAULT_POOL_SIZE``: how
+    many connections each engine process may open (docs/operations.md, "Scaling out")."""
+    text = os.environ.get("CLM_PG_POOL_SIZE", "").strip()
+    if not text:
+        return DEFAULT_POOL_SIZE
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise StoreError(
+            f"CLM_PG_POOL_SIZE must be a whole number from 1 to 1000, not {text[:40]!r}"
+        )
+    return int(text)
 
 
 def _qualified(table: str, columns: str) -> str:
@@ -317,11 +343,15 @@ class _Queries:
 class PostgresStore(_Queries):
     """A clm-engine store in a PostgreSQL database, given by its URL (``postgresql://...``).
 
-    The database must exist; ``migrate`` creates the tables. ``pool_size`` bounds the
-    connections this process opens (reads borrow one per query, a write one per transaction).
+    The database must exist; ``migrate`` creates the tables. ``pool_size`` (default
+    ``$CLM_PG_POOL_SIZE``, else 4) bounds the connections this process opens (reads borrow
+    one per query, a write one per transaction).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int | None = None, connect_timeout: float = 10.0
+    ) -> None:
+        pool_size = pool_size if pool_size is not None else pool_size_from_env()
         self.url = url
         self.path = _redact(url)  # what messages call the store (SQLiteStore.path is its file)
         self._local = threading.local()
@@ -899,23 +929,54 @@ class PostgresTransaction(_Queries):
             yield
 
     def lock_contacts(self, ids: Iterable[str], *, wait: bool = True) -> set[str]:
-        """Hold contacts for this transaction (see the module's docstring); those held."""
+        """Hold contacts for this transaction (see the module's docstring); those held.
+
+        Two levels, so that a transaction never needs more than about a thousand slots of
+        the server's lock table: a contact's bucket (``hashtext(id) & 1023``) and the contact.
+        A few contacts (up to ``FEW_CONTACTS`` in one call) take their buckets *shared* and
+        themselves exclusively: two such transactions exclude each other only on a contact
+        they share. More (an ingest batch of 10,000 contacts) take their buckets exclusively
+        instead (at most 1,024 locks), which excludes everyone on those buckets. Every lock
+        is taken in (bucket, contact) key order, so two first calls never wait in a ring."""
         wanted = set(ids)
         if self._holds_all or self.conn is None:
             return wanted  # an exclusive write holds them all; a read view locks nothing
         new = sorted(wanted - self._locked)
-        if new and wait:  # in key order, so that two batches never wait on each other in a ring
+        if not new:
+            return wanted & self._locked
+        few = len(new) <= FEW_CONTACTS
+        keys = (
+            "SELECT DISTINCT hashtext(c) & %s AS b, hashtext(c) AS k, c "
+            "FROM unnest(%s::text[]) AS c ORDER BY b, k"
+        )
+        params: list[Any] = [BUCKETS - 1, new]
+        if wait and few:
             self._run(
-                "SELECT pg_advisory_xact_lock(%s, k) FROM (SELECT DISTINCT hashtext(c) AS k "
-                "FROM unnest(%s::text[]) AS c ORDER BY k) AS keys",
-                [CONTACT_LOCKS, new],
+                "SELECT pg_advisory_xact_lock_shared(%s, b), pg_advisory_xact_lock(%s, k) "
+                f"FROM ({keys}) AS keys",
+                [BUCKET_LOCKS, CONTACT_LOCKS, *params],
             )
             self._locked.update(new)
-        elif new:
+        elif wait:
+            self._run(
+                "SELECT pg_advisory_xact_lock(%s, b) FROM "
+                f"(SELECT DISTINCT b FROM ({keys}) AS keys ORDER BY b) AS buckets",
+                [BUCKET_LOCKS, *params],
+            )
+            self._locked.update(new)
+        elif few:
             free = self._all(
-                "SELECT c FROM unnest(%s::text[]) AS c "
-                "WHERE pg_try_advisory_xact_lock(%s, hashtext(c))",
-                [new, CONTACT_LOCKS],
+                f"SELECT c FROM ({keys}) AS keys WHERE pg_try_advisory_xact_lock_shared(%s, b) "
+                "AND pg_try_advisory_xact_lock(%s, k)",
+                [*params, BUCKET_LOCKS, CONTACT_LOCKS],
+            )
+            self._locked.update(row[0] for row in free)
+        else:
+            free = self._all(
+                f"SELECT c FROM ({keys}) AS keys WHERE b IN (SELECT b FROM (SELECT DISTINCT b "
+                f"FROM ({keys}) AS keys2 ORDER BY b) AS buckets "
+                "WHERE pg_try_advisory_xact_lock(%s, b))",
+                [*params, *params, BUCKET_LOCKS],
             )
             self._locked.update(row[0] for row in free)
         return wanted & self._locked
