@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from tests.postgres import running_cluster
+
+    # Stopped from outside: still stop the cluster (running_cluster's finally) on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     cores = os.cpu_count()
     load = ", ".join(f"{n:.1f}" for n in os.getloadavg())

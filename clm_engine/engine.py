@@ -192,8 +192,10 @@ class Engine:
         #: (``outbox.worker``): host, process and a random part, unique per engine.
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         #: How many claimed rows one dispatch transaction runs (concurrent stores): a few
-        #: dozen, so that the contacts it holds are held briefly.
-        self.dispatch_group = 50
+        #: dozen, so that the contacts it holds are held briefly, and under PostgreSQL's 64
+        #: subtransactions per transaction (each row is one or two savepoints) past which
+        #: every other session's snapshots get slower.
+        self.dispatch_group = 25
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
