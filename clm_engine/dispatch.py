@@ -32,13 +32,16 @@ from pydantic import ValidationError
 
 from .evaluation import EventCounter, escape_key_part, unescape_key_part
 from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
-from .store import ActionStep, OutboxRow, Store, StoreTransaction, Trace
+from .store import ActionStep, OutboxRow, Store, StoreTransaction, Trace, retry_conflicts
 from .types import ActionContext, Defer, FactContext, Veto
 
 if TYPE_CHECKING:
     from .plugins import ActionSpec
     from .registry import Registry
     from .rules import CompiledRule
+
+#: Why a claimed external action was not run: its lease had run out before its turn.
+_LEASE_GONE = "the lease ran out before its turn: not run here"
 
 #: Actions that lead to actions that lead to ... : past this depth, a loop is assumed.
 MAX_CHAIN_DEPTH = 10
@@ -143,13 +146,20 @@ class Dispatcher:
         """Dispatch up to ``limit`` due rows in ``tx``: how many were taken, and the external
         actions claimed, for ``run_claims`` to run once ``tx`` has committed."""
         rows = tx.due_actions(utc_text(now), limit)
+        return len(rows), self.run_rows(tx, rows, now, report)
+
+    def run_rows(
+        self, tx: StoreTransaction, rows: list[OutboxRow], now: datetime, report: DispatchReport
+    ) -> list[Claim]:
+        """Dispatch these rows (due, and held by this transaction) in ``tx``: the external
+        actions claimed, for ``run_claims`` to run once ``tx`` has committed."""
         claims: list[Claim] = []
         for row in rows:
             with tx.savepoint():
                 outcome, note = self._one(tx, row, now, claims)
             if outcome != "claimed":
                 _count(report, row, outcome, note)
-        return len(rows), claims
+        return claims
 
     def run_claims(
         self,
@@ -176,6 +186,11 @@ class Dispatcher:
         oldest = 0.0
         for claim in claims:
             row = claim.row
+            if utc_text(now()) >= claim.lease_until:
+                # Its lease ran out before its turn (a slow batch): another worker may hold
+                # the row now. Not sent here; whoever holds it sends it.
+                done.append(_Outcome(claim, None, None, None, _LEASE_GONE, now()))
+                continue
             contact, veto = self._ask_again(store, claim, now())
             if veto is not None:
                 done.append(_Outcome(claim, None, None, None, veto, now()))
@@ -200,25 +215,33 @@ class Dispatcher:
     def _write_outcomes(
         self, store: Store, outcomes: list[_Outcome], report: DispatchReport
     ) -> None:
-        """Record what the sends of a batch came to, in one write transaction."""
-        counted: list[tuple[OutboxRow, str, str | None]] = []
-        with store.write() as tx:
-            for done in outcomes:
-                claim, row = done.claim, done.claim.row
-                if not _still_ours(tx, claim):
-                    # The lease ran out and another worker took the row: it records it.
-                    counted.append((row, "lost_lease", "the lease ran out before the outcome"))
-                    continue
-                if done.ctx is None:  # vetoed right before the send
-                    outcome, note = self._finish(
-                        tx, row, "vetoed", done.veto, None, claim.attempts, done.at
-                    )
-                else:
-                    with tx.savepoint():
-                        outcome, note = self._record(
-                            tx, row, claim.contact, done.ctx, done.result, done.error, done.at
+        """Record what the sends of a batch came to, in one write transaction (run again
+        whole if it met another worker's in a deadlock: ``retry_conflicts``)."""
+
+        def record() -> list[tuple[OutboxRow, str, str | None]]:
+            counted: list[tuple[OutboxRow, str, str | None]] = []
+            with store.write(concurrent=True) as tx:
+                tx.lock_contacts({done.claim.row.contact_id for done in outcomes})
+                for done in outcomes:
+                    claim, row = done.claim, done.claim.row
+                    if done.veto is _LEASE_GONE or not _still_ours(tx, claim):
+                        # The lease ran out and another worker took the row: it records it.
+                        lost = "the lease ran out before the outcome"
+                        counted.append((row, "lost_lease", lost))
+                        continue
+                    if done.ctx is None:  # vetoed right before the send
+                        outcome, note = self._finish(
+                            tx, row, "vetoed", done.veto, None, claim.attempts, done.at
                         )
-                counted.append((row, outcome, note))
+                    else:
+                        with tx.savepoint():
+                            outcome, note = self._record(
+                                tx, row, claim.contact, done.ctx, done.result, done.error, done.at
+                            )
+                    counted.append((row, outcome, note))
+            return counted
+
+        counted = retry_conflicts(record)
         for row, outcome, note in counted:  # counted once the batch has committed
             _count(report, row, outcome, note)
 

@@ -22,11 +22,14 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import secrets
+import socket
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ from pydantic import ValidationError
 from .action_history import timeline
 from .clock import Clock, SystemClock
 from .conditions.checker import Conditions
-from .dispatch import Dispatcher, DispatchReport
+from .dispatch import Claim, Dispatcher, DispatchReport
 from .erasure import ErasureReport
 from .errors import EventError, ReducerError, RulesetError
 from .evaluation import Evaluator, FireLog
@@ -52,6 +55,7 @@ from .store import (
     StoreTransaction,
     Trace,
     open_store,
+    retry_conflicts,
 )
 from .timed import TimeReport, rebuild_anchors, refresh_anchors, run_schedules, sweep_anchors
 
@@ -185,6 +189,14 @@ class Engine:
         self.record_every = record_every
         #: ... or as soon as the oldest unwritten outcome is this many seconds old.
         self.record_within = 0.25
+        #: Who this engine is when it claims outbox rows on a store many processes share
+        #: (``outbox.worker``): host, process and a random part, unique per engine.
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        #: How many claimed rows one dispatch transaction runs (concurrent stores): a few
+        #: dozen, so that the contacts it holds are held briefly, and under PostgreSQL's 64
+        #: subtransactions per transaction (each row is one or two savepoints) past which
+        #: every other session's snapshots get slower.
+        self.dispatch_group = 25
         self.rulebook = RuleBook(stages=self.stages)
         #: Plugins' own conditions (a sequence's exit), judged with this engine's registries.
         self.conditions = Conditions(self.operators, self.facts, self.stages)
@@ -241,18 +253,19 @@ class Engine:
         return result
 
     def _ingest_events(self, events: list[Event]) -> IngestResult:
-        result = IngestResult()
         unique: dict[str, Event] = {}
         for event in events:
-            if event.id in unique:
-                result.duplicates += 1
-            else:
-                unique[event.id] = event  # type: ignore[index]  # Event.id is set by its validator when missing
-        if not unique:
+            unique.setdefault(event.id, event)  # type: ignore[arg-type]  # Event.id is set by its validator when missing
+        repeated = len(events) - len(unique)
+
+        def attempt() -> IngestResult:  # afresh each time: a conflict rolled it all back
+            result = IngestResult(duplicates=repeated)
+            if unique:
+                with self.store.write(concurrent=True) as tx:
+                    self._apply(tx, list(unique.values()), self.clock.now(), 0, result)
             return result
-        with self.store.write() as tx:
-            self._apply(tx, list(unique.values()), self.clock.now(), 0, result)
-        return result
+
+        return retry_conflicts(attempt)
 
     def _apply(
         self,
@@ -271,6 +284,9 @@ class Engine:
         about another contact). Each contact is folded by ``folding.fold_contact``: its
         events in time order, each judged on the state it met, internal effects inline.
         """
+        # Hold the contacts first (concurrent writers): a contact's events are then checked
+        # for duplicates, folded and written by one transaction at a time.
+        tx.lock_contacts({event.contact_id for event in events})
         existing = tx.existing_event_ids([event.id for event in events])  # type: ignore[misc]  # Event.id is set by its validator when missing
         result.duplicates += len(existing)
         result.duplicate_ids.update(existing)
@@ -489,6 +505,8 @@ class Engine:
             record_within=self.record_within,
             rules=self.rulebook.rules,
         )
+        if self.store.concurrent_writers:
+            return self._dispatch_claimed(dispatcher, report, limit=limit, batch=batch)
         while limit is None or report.total < limit:
             take = batch if limit is None else min(batch, limit - report.total)
             if not self.store.read().due_actions(utc_text(self.clock.now()), 1):
@@ -500,6 +518,68 @@ class Engine:
             if not taken:
                 break
         return report
+
+    def _dispatch_claimed(
+        self, dispatcher: Dispatcher, report: DispatchReport, *, limit: int | None, batch: int
+    ) -> DispatchReport:
+        """Dispatch on a store many workers share, with no leader and no long transaction.
+
+        In rounds of ``dispatch_group`` rows (at most ``batch`` between two looks at what is
+        due), each round:
+
+        1. claims the due rows in one short transaction: each gets this worker's id and a
+           lease (``FOR UPDATE SKIP LOCKED``: workers claiming at once pass over each other's
+           rows, never wait). A worker that dies leaves its rows to come back when the lease
+           ends;
+        2. runs them in a transaction of its own that holds their contacts and re-takes only
+           the rows still this worker's (a lease that ran out gave them to another). Internal
+           effects commit with the row marked done, as on SQLite: exactly once;
+        3. runs the external actions step 2 claimed with nothing held, as on SQLite, at once:
+           a send never waits behind other rounds while its lease runs down.
+        """
+        while limit is None or report.total < limit:
+            take = batch if limit is None else min(batch, limit - report.total)
+            now = self.clock.now()
+            if not self.store.read().due_actions(utc_text(now), 1):
+                break  # nothing due: a read, no write (an idle pump)
+            taken = 0
+            while taken < take:
+                now = self.clock.now()
+                lease_until = utc_text(now + self.lease)
+                size = min(self.dispatch_group, take - taken)
+                rows = retry_conflicts(partial(self._claim, now, size, lease_until))
+                if not rows:
+                    break  # nothing left due, or all of it claimed by other workers
+                taken += len(rows)
+                done, claims = retry_conflicts(
+                    partial(self._run_held, dispatcher, rows, lease_until)
+                )
+                report.add(done)
+                if claims:  # external actions: run with nothing held, each recorded after
+                    dispatcher.run_claims(self.store, claims, self.clock.now, report)
+            if not taken:
+                break
+        return report
+
+    def _claim(self, now: datetime, take: int, lease_until: str) -> list[OutboxRow]:
+        """Claim up to ``take`` due rows for this worker, in one short concurrent write."""
+        with self.store.write(concurrent=True) as tx:
+            return tx.claim_due_actions(
+                utc_text(now), take, lease_until=lease_until, worker=self.worker
+            )
+
+    def _run_held(
+        self, dispatcher: Dispatcher, group: list[OutboxRow], lease_until: str
+    ) -> tuple[DispatchReport, list[Claim]]:
+        """Run claimed rows still held by this worker, in one concurrent write."""
+        report = DispatchReport()  # afresh per attempt: a conflict rolled the last one back
+        with self.store.write(concurrent=True) as tx:
+            tx.lock_contacts({row.contact_id for row in group})
+            held = tx.held_actions(
+                [row.seq for row in group], worker=self.worker, lease_until=lease_until
+            )
+            claims = dispatcher.run_rows(tx, held, self.clock.now(), report)
+        return report, claims
 
     def tick(
         self, *, progress: Callable[[int], None] | None = None, schedules: bool = True

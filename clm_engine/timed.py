@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,7 +46,7 @@ from .models import (
 )
 from .recurring import Moment, Period, base_date, parse_time_of_day
 from .rules import CompiledRule, RuleBook
-from .store import Store, StoreTransaction
+from .store import Store, StoreTransaction, retry_conflicts
 from .types import MISSING, FactContext
 
 #: Contacts evaluated per write transaction by a schedule, and anchors per sweep step.
@@ -64,6 +64,18 @@ class TimeReport:
     enqueued: int = 0
     notes: list[str] = field(default_factory=list)
     dispatched: DispatchReport = field(default_factory=DispatchReport)
+
+    def add(self, other: TimeReport) -> None:
+        """Count in what a chunk did (once its write committed)."""
+        self.anchors_fired += other.anchors_fired
+        self.anchors_skipped += other.anchors_skipped
+        self.anchors_not_matched += other.anchors_not_matched
+        self.slots_run += other.slots_run
+        self.slots_skipped += other.slots_skipped
+        self.contacts_evaluated += other.contacts_evaluated
+        self.enqueued += other.enqueued
+        self.notes.extend(other.notes)
+        self.dispatched.add(other.dispatched)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -327,63 +339,84 @@ def rebuild_anchors(store: Store, book: RuleBook, now: datetime | None = None) -
 
 
 def sweep_anchors(store: Store, book: RuleBook, now: datetime, report: TimeReport) -> None:
-    """Fire every pending anchor whose time has come, once, in fire-time order."""
+    """Fire every pending anchor whose time has come, once, in fire-time order.
+
+    Each chunk is one concurrent write: on a store many workers share, the anchors it takes
+    are held by it (others pass over them) and fired with their decisions in one commit; an
+    anchor whose contact another transaction holds right now is left for the next pump."""
     rules = {(r.ruleset, r.id): r for r in book.relative}
     now_text = utc_text(now)
     if not store.read().due_anchors(now_text, 1):
         return  # a read, not the write lock, when nothing is due (most pumps)
     while True:
-        with store.write() as tx:
-            due = tx.due_anchors(now_text, CHUNK)
-            if not due:
-                return
-            contacts = {
-                cid: Contact.model_validate_json(data)
-                for cid, data in tx.load_contacts({row[2] for row in due}).items()
-            }
-            fires: list[Fire] = []
-            for ruleset, rule_id, contact_id, entity, anchor_at, fire_at in due:
-                key = (ruleset, rule_id, contact_id, entity)
-                rule, contact = rules.get((ruleset, rule_id)), contacts.get(contact_id)
-                if rule is None or contact is None:
-                    gone = "rule" if rule is None else "contact"
-                    tx.close_anchor(key, status="skipped", note=f"the {gone} no longer exists")
-                    report.anchors_skipped += 1
-                    continue
-                fire_time = datetime.fromisoformat(fire_at)
-                stale = _stale_after(rule)
-                if stale is not None and now - fire_time > stale:
-                    note: str | None = (
-                        f"due {fire_at[:19]}Z, more than {stale} ago (stale_after): skipped"
-                    )
-                    tx.close_anchor(key, status="skipped", note=note)
-                    report.anchors_skipped += 1
-                    report.notes.append(f"{ruleset}/{rule_id}/{contact_id}: {note}")
-                    if isinstance(rule.rule.when, RecurringTrigger):
-                        _advance_recurring(
-                            tx, rule, contact, key, anchor_at, fire_time, book.documents
-                        )
-                    continue
-                hit = _judge(
-                    rule,
-                    contact,
-                    fire_time,
-                    tx,
-                    fires,
-                    f"anchor:{entity}:{anchor_at[:19]}Z",
-                    f"{rule.trigger_text()} ({(entity + ' ') if entity else ''}{anchor_at[:10]})",
-                    book.documents,
-                    entity or None,
+        fired, chunk = retry_conflicts(partial(_sweep_chunk, store, rules, book, now))
+        report.add(chunk)
+        if not fired:
+            return
+
+
+def _sweep_chunk(
+    store: Store,
+    rules: Mapping[tuple[str, str], CompiledRule],
+    book: RuleBook,
+    now: datetime,
+) -> tuple[int, TimeReport]:
+    """Fire one chunk of due anchors in one write: how many anchors it closed, and what it
+    did (counted afresh by each attempt: a conflict rolled the last one back)."""
+    now_text = utc_text(now)
+    chunk = TimeReport()
+    with store.write(concurrent=True) as tx:
+        due = tx.due_anchors(now_text, CHUNK)
+        free = tx.lock_contacts({row[2] for row in due}, wait=False)
+        due = [row for row in due if row[2] in free]
+        if not due:
+            return 0, chunk
+        contacts = {
+            cid: Contact.model_validate_json(data)
+            for cid, data in tx.load_contacts({row[2] for row in due}).items()
+        }
+        fires: list[Fire] = []
+        for ruleset, rule_id, contact_id, entity, anchor_at, fire_at in due:
+            key = (ruleset, rule_id, contact_id, entity)
+            rule, contact = rules.get((ruleset, rule_id)), contacts.get(contact_id)
+            if rule is None or contact is None:
+                gone = "rule" if rule is None else "contact"
+                tx.close_anchor(key, status="skipped", note=f"the {gone} no longer exists")
+                chunk.anchors_skipped += 1
+                continue
+            fire_time = datetime.fromisoformat(fire_at)
+            stale = _stale_after(rule)
+            if stale is not None and now - fire_time > stale:
+                note: str | None = (
+                    f"due {fire_at[:19]}Z, more than {stale} ago (stale_after): skipped"
                 )
-                note = _FIRED_NOTES[hit]
-                tx.close_anchor(key, status="fired", note=note)
+                tx.close_anchor(key, status="skipped", note=note)
+                chunk.anchors_skipped += 1
+                chunk.notes.append(f"{ruleset}/{rule_id}/{contact_id}: {note}")
                 if isinstance(rule.rule.when, RecurringTrigger):
                     _advance_recurring(tx, rule, contact, key, anchor_at, fire_time, book.documents)
-                if hit:
-                    report.anchors_fired += 1
-                else:
-                    report.anchors_not_matched += 1
-            report.enqueued += settle(tx, fires, recorded_at=now_text)
+                continue
+            hit = _judge(
+                rule,
+                contact,
+                fire_time,
+                tx,
+                fires,
+                f"anchor:{entity}:{anchor_at[:19]}Z",
+                f"{rule.trigger_text()} ({(entity + ' ') if entity else ''}{anchor_at[:10]})",
+                book.documents,
+                entity or None,
+            )
+            note = _FIRED_NOTES[hit]
+            tx.close_anchor(key, status="fired", note=note)
+            if isinstance(rule.rule.when, RecurringTrigger):
+                _advance_recurring(tx, rule, contact, key, anchor_at, fire_time, book.documents)
+            if hit:
+                chunk.anchors_fired += 1
+            else:
+                chunk.anchors_not_matched += 1
+        chunk.enqueued += settle(tx, fires, recorded_at=now_text)
+    return len(due), chunk
 
 
 #: A fired anchor's note, by what judging its rule gave (``None``: the evaluation failed).
@@ -419,56 +452,92 @@ def _run_slot(
     progress: Callable[[int], None] | None,
     documents: Mapping[str, Mapping[str, Any]],
 ) -> None:
-    contact_zone = zone if when.timezone == "contact" else None
-    seen = store.read().schedule_slot(rule.ruleset, rule.id, zone)
-    if seen is not None:
-        first = _first_slot_after(when.schedule, zone, datetime.fromisoformat(seen))
+    """Run the slot of ``rule`` in ``zone`` that came due, or carry on with one under way.
+
+    A run goes chunk by chunk, each chunk one write that judges its contacts and moves the
+    schedule's cursor past them: so a run cut short (a crash, a killed worker) carries on
+    where it stopped at the next pump, by whichever worker gets there, and judges every
+    contact once. While a worker runs a chunk it holds the schedule; others pass it by."""
+    seen = store.read().take_schedule(rule.ruleset, rule.id, zone)
+    if seen is not None and seen[0] is not None and seen[1] is None:
+        first = _first_slot_after(when.schedule, zone, datetime.fromisoformat(seen[0]))
         if first is None or first > now:
-            return  # no slot since the last run: a read, not the write lock (most pumps)
-    with store.write() as tx:
-        last = tx.schedule_slot(rule.ruleset, rule.id, zone)
+            return  # no slot since the last run, none under way: a read (most pumps)
+    with store.write(concurrent=True) as tx:
+        taken = tx.take_schedule(rule.ruleset, rule.id, zone)
+        if taken is None:
+            return  # another worker is running a chunk of it
+        last, cursor = taken
         if last is None:  # first sight: the clock starts now, past slots are not replayed
             tx.set_schedule_slot(rule.ruleset, rule.id, zone, utc_text(now))
             return
-        slots = due_slots(when.schedule, zone, datetime.fromisoformat(last), now)
-        if not slots:
-            return
-        slot = slots[-1]
-        tx.set_schedule_slot(rule.ruleset, rule.id, zone, utc_text(slot))
-        stale = _stale_after(rule)
-        if stale is not None and now - slot > stale:
-            report.slots_skipped += len(slots)
-            report.notes.append(
-                f"{rule.ruleset}/{rule.id} ({zone}): slot {utc_text(slot)[:16]}Z is more than "
-                f"{stale} old (stale_after): skipped"
-            )
-            return
-    report.slots_run += 1
-    report.slots_skipped += len(slots) - 1  # coalesced into the latest
-    occurrence = f"schedule:{utc_text(slot)[:16]}Z"
-    last_id = ""
-    while True:
-        with store.write() as tx:
-            rows = tx.contacts_after(last_id, CHUNK, contact_zone)
-            if not rows:
+        if cursor is None:  # no run under way: start the latest slot that came due
+            slots = due_slots(when.schedule, zone, datetime.fromisoformat(last), now)
+            if not slots:
                 return
-            fires: list[Fire] = []
-            for _, data in rows:
-                _judge(
-                    rule,
-                    Contact.model_validate_json(data),
-                    slot,
-                    tx,
-                    fires,
-                    occurrence,
-                    f"schedule {when.schedule} ({zone})",
-                    documents,
+            slot = slots[-1]
+            stale = _stale_after(rule)
+            if stale is not None and now - slot > stale:
+                tx.set_schedule_slot(rule.ruleset, rule.id, zone, utc_text(slot))
+                report.slots_skipped += len(slots)
+                report.notes.append(
+                    f"{rule.ruleset}/{rule.id} ({zone}): slot {utc_text(slot)[:16]}Z is more "
+                    f"than {stale} old (stale_after): skipped"
                 )
-            report.enqueued += settle(tx, fires, recorded_at=utc_text(now))
-            report.contacts_evaluated += len(rows)
-            last_id = rows[-1][0]
-        if progress is not None:
-            progress(len(rows))
+                return
+            tx.start_schedule_run(rule.ruleset, rule.id, zone, utc_text(slot))
+            report.slots_run += 1
+            report.slots_skipped += len(slots) - 1  # coalesced into the latest
+        else:
+            slot = datetime.fromisoformat(last)  # a run cut short: carry on from the cursor
+    more = True
+    while more:
+        judged, more, chunk = retry_conflicts(
+            partial(_slot_chunk, store, rule, when, zone, slot, now, documents)
+        )
+        report.add(chunk)
+        if judged and progress is not None:
+            progress(judged)
+
+
+def _slot_chunk(
+    store: Store,
+    rule: CompiledRule,
+    when: ScheduleTrigger,
+    zone: str,
+    slot: datetime,
+    now: datetime,
+    documents: Mapping[str, Mapping[str, Any]],
+) -> tuple[int, bool, TimeReport]:
+    """Judge the next chunk of a slot's run and move its cursor, in one write: how many
+    contacts it judged, whether more remain for this worker (not when the run is over, or
+    another worker holds it), and what it did (afresh per attempt)."""
+    report = TimeReport()
+    slot_text = utc_text(slot)
+    with store.write(concurrent=True) as tx:
+        taken = tx.take_schedule(rule.ruleset, rule.id, zone)
+        if taken is None or taken[1] is None or taken[0] != slot_text:
+            return 0, False, report  # held by another worker, or finished (by it) already
+        contact_zone = zone if when.timezone == "contact" else None
+        rows = tx.contacts_after(taken[1], CHUNK, contact_zone)
+        done = len(rows) < CHUNK
+        tx.set_schedule_cursor(rule.ruleset, rule.id, zone, None if done else rows[-1][0])
+        fires: list[Fire] = []
+        occurrence = f"schedule:{slot_text[:16]}Z"
+        for _, data in rows:
+            _judge(
+                rule,
+                Contact.model_validate_json(data),
+                slot,
+                tx,
+                fires,
+                occurrence,
+                f"schedule {when.schedule} ({zone})",
+                documents,
+            )
+        report.enqueued += settle(tx, fires, recorded_at=utc_text(now))
+    report.contacts_evaluated += len(rows)
+    return len(rows), not done, report
 
 
 @lru_cache(maxsize=1024)

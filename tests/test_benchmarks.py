@@ -26,6 +26,12 @@ PRINTS = {
     "tables.py": ["api insert", "table API overhead"],
     "serve.py": ["engine alone", "events/s", "p99", "every event stored -> OK"],
     "report.py": ["plain SQL", "peak Python memory", "peak memory ratio 4x/1x"],
+    "postgres_workers.py": [
+        "ratio PostgreSQL/SQLite ingest",
+        "ratio 2 workers/1",
+        "time per 100k, ratio 4x/1x",
+        "all counts checked -> OK",
+    ],
 }
 
 SMALL = {
@@ -37,6 +43,9 @@ SMALL = {
     "tables.py": ["--rows", "300", "--repeat", "1"],
     "serve.py": ["--events", "200", "--clients", "4", "--workers", "1"],
     "report.py": ["--contacts", "200"],
+    "postgres_workers.py": [
+        *("--events", "1000", "--actions", "60", "--contacts", "600", "--factors", "1,2,4")
+    ],
 }
 
 

@@ -126,9 +126,9 @@ def test_errors_are_one_line_never_a_traceback(run, tmp_path):
 
 def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
-    # 13 core migrations, and the core's declared tables: survey_keys (1), channel_messages
+    # 14 core migrations, and the core's declared tables: survey_keys (1), channel_messages
     # (table, index) and experiment_exposures (table, index).
-    assert "applied 18 migration(s) to new.db" in migrated.output
+    assert "applied 19 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"

@@ -511,9 +511,9 @@ def test_external_outcomes_are_written_one_transaction_per_batch(
     opened = []
     real_write = engine.store.write
 
-    def counted_write():
+    def counted_write(**options):
         opened.append(1)
-        return real_write()
+        return real_write(**options)
 
     monkeypatch.setattr(engine.store, "write", counted_write)  # the real store, writes counted
     assert engine.dispatch(batch=200).outcomes == {"done": 40}

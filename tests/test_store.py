@@ -43,6 +43,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m011_api_keys",
         "m012_analytics",
         "m013_ops_action_history",
+        "m014_pgworkers_claims",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
 

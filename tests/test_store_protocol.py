@@ -326,6 +326,65 @@ def test_anchors_and_schedule_slots(store):
     assert store.anchors_of("c1", "rs", "r")[0][3] == "fired"
 
 
+def test_workers_claim_due_rows_under_a_lease_and_only_the_holder_takes_them(store):
+    now, later = "2026-03-01T10:00:00.000000Z", "2026-03-01T10:05:00.000000Z"
+    with store.write() as tx:
+        tx.enqueue([row("a"), row("b", priority=5), row("c", due="2026-03-02T00:00:00Z")])
+    with store.write(concurrent=True) as tx:
+        claimed = tx.claim_due_actions(now, 10, lease_until=later, worker="w1")
+    assert [r.key for r in claimed] == ["b", "a"]  # dispatch order; c is not due
+    assert store.read().due_actions(now, 10) == []  # held: nobody else's until the lease ends
+    with store.write(concurrent=True) as tx:
+        assert tx.claim_due_actions(now, 10, lease_until=later, worker="w2") == []
+    seqs = [r.seq for r in claimed]
+    with store.write(concurrent=True) as tx:  # another worker, or an older lease: not theirs
+        assert tx.held_actions(seqs, worker="w2", lease_until=later) == []
+        assert tx.held_actions(seqs, worker="w1", lease_until=now) == []
+    with store.write(concurrent=True) as tx:
+        held = tx.held_actions(seqs, worker="w1", lease_until=later)
+        assert [r.key for r in held] == ["b", "a"]
+        tx.finish_action(held[0].seq, status="done", note=None, result=None, at=now, attempts=1)
+    # "a" was taken (its lease released) but not finished: due again at once, for anyone
+    assert [r.key for r in store.read().due_actions(now, 10)] == ["a"]
+    with store.write(concurrent=True) as tx:
+        again = tx.claim_due_actions(now, 10, lease_until=later, worker="w2")
+    assert [r.key for r in again] == ["a"]
+    # a worker that died: its lease runs out and the row is due, and claimable, again
+    after = "2026-03-01T10:06:00.000000Z"
+    assert [r.key for r in store.read().due_actions(after, 10)] == ["a"]
+    with store.write(concurrent=True) as tx:
+        assert [r.key for r in tx.claim_due_actions(after, 10, lease_until="z", worker="w3")] == [
+            "a"
+        ]
+        assert tx.held_actions(seqs, worker="w2", lease_until=later) == []  # w2's lease is gone
+
+
+def test_a_cron_slot_runs_chunk_by_chunk_from_a_cursor(store):
+    reader = store.read()
+    assert reader.take_schedule("rs", "daily", "UTC") == (None, None)  # never seen
+    with store.write(concurrent=True) as tx:
+        tx.set_schedule_slot("rs", "daily", "UTC", "2026-03-01T09:00:00Z")
+        assert tx.take_schedule("rs", "daily", "UTC") == ("2026-03-01T09:00:00Z", None)
+        tx.start_schedule_run("rs", "daily", "UTC", "2026-03-02T09:00:00Z")
+    assert reader.take_schedule("rs", "daily", "UTC") == ("2026-03-02T09:00:00Z", "")
+    assert reader.schedule_slot("rs", "daily", "UTC") == "2026-03-02T09:00:00Z"
+    with store.write(concurrent=True) as tx:
+        tx.set_schedule_cursor("rs", "daily", "UTC", "c500")
+    assert reader.take_schedule("rs", "daily", "UTC") == ("2026-03-02T09:00:00Z", "c500")
+    with store.write(concurrent=True) as tx:
+        tx.set_schedule_cursor("rs", "daily", "UTC", None)  # the run is over
+    assert reader.take_schedule("rs", "daily", "UTC") == ("2026-03-02T09:00:00Z", None)
+
+
+def test_a_write_holds_the_contacts_it_names(store):
+    with store.write() as tx:
+        assert tx.lock_contacts(["c1", "c2"]) == {"c1", "c2"}
+    with store.write(concurrent=True) as tx:
+        assert tx.lock_contacts(["c1", "c2", "c1"]) == {"c1", "c2"}
+        assert tx.lock_contacts(["c3"], wait=False) == {"c3"}
+        assert tx.lock_contacts([]) == set()
+
+
 def test_forget_erases_the_contact_everywhere_and_records_the_erasure(store):
     with store.write() as tx:
         tx.insert_events([event(1)], received_at="now")

@@ -10,11 +10,14 @@ events is checked for duplicates, folded and written as one atomic step.
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from ..errors import StoreError
 from ..models import Contact, Event
 from .tables import Column, Index, Table, TableAccess, Tables
 
@@ -24,6 +27,32 @@ if TYPE_CHECKING:
     import sqlite_utils
 
     from ..erasure import Erasure, ErasureReport
+
+T = TypeVar("T")
+
+
+class WriteConflict(StoreError):
+    """A concurrent write transaction was rolled back because it met another in a way that
+    cannot be serialised (a deadlock between two workers' contact locks): nothing of it was
+    written, and running it again is correct (``retry_conflicts``). Only a store with
+    ``concurrent_writers`` raises it."""
+
+
+#: How often a write that met a ``WriteConflict`` is tried, in all.
+CONFLICT_ATTEMPTS = 8
+
+
+def retry_conflicts(work: Callable[[], T]) -> T:
+    """Run ``work`` (a whole write transaction and what it decides) again when it met a
+    ``WriteConflict``; it must start afresh each time (its results are rebuilt, not added)."""
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return work()
+        except WriteConflict:
+            if attempt == CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, 0.01 * attempt))  # let the other one through first
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -136,6 +165,16 @@ class StoreTransaction(Protocol):
         """A nested step that rolls back alone if it raises (one action of a dispatch batch)."""
         ...
 
+    def lock_contacts(self, ids: Iterable[str], *, wait: bool = True) -> set[str]:
+        """Hold these contacts for the rest of the transaction, against other concurrent
+        writes (``Store.write(concurrent=True)``) that fold, dispatch for or sweep the same
+        contacts; which ones are held. ``wait=False`` takes only those free right now.
+
+        What serialises one contact's work when many workers write at once: a contact's
+        events are folded, and its actions run, one transaction after another. A store with
+        one writer (SQLite) holds every contact already and returns them all."""
+        ...
+
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]: ...
 
     def load_contacts(self, ids: Iterable[str]) -> dict[str, str]: ...
@@ -221,7 +260,26 @@ class StoreTransaction(Protocol):
 
     def add_traces(self, traces: Sequence[Trace], *, recorded_at: str) -> None: ...
 
-    def due_actions(self, now: str, limit: int) -> list[OutboxRow]: ...
+    def due_actions(self, now: str, limit: int) -> list[OutboxRow]:
+        """Pending rows due by ``now`` and held by no worker's claim, in dispatch order."""
+        ...
+
+    def claim_due_actions(
+        self, now: str, limit: int, *, lease_until: str, worker: str
+    ) -> list[OutboxRow]:
+        """Claim up to ``limit`` due rows for ``worker`` until ``lease_until``, in dispatch
+        order: other workers pass over them (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so no
+        claim waits on another) until the lease ends. The first step of a worker's batch;
+        ``held_actions`` is the second."""
+        ...
+
+    def held_actions(
+        self, seqs: Sequence[int], *, worker: str, lease_until: str
+    ) -> list[OutboxRow]:
+        """Of the rows ``worker`` claimed until ``lease_until``, those still its own (the
+        lease did not run out and pass them to another worker), taken for this transaction
+        and no longer leased (what runs them now decides what comes of them)."""
+        ...
 
     def action(self, seq: int) -> OutboxRow | None: ...
 
@@ -287,6 +345,26 @@ class StoreTransaction(Protocol):
 
     def schedule_slot(self, ruleset: str, rule: str, timezone: str) -> str | None: ...
 
+    def take_schedule(
+        self, ruleset: str, rule: str, timezone: str
+    ) -> tuple[str | None, str | None] | None:
+        """A cron rule's last slot and, while a run of that slot is under way, the id of the
+        last contact it judged (``""`` before the first): ``(last_slot, cursor)``, with
+        ``(None, None)`` for a rule never seen. In a concurrent write, the schedule is held
+        for the transaction, and None means another worker holds it now (it is running a
+        chunk of that slot). What makes each slot run once, chunk by chunk."""
+        ...
+
+    def start_schedule_run(self, ruleset: str, rule: str, timezone: str, slot: str) -> None:
+        """Record ``slot`` as the rule's last and start its run at the first contact."""
+        ...
+
+    def set_schedule_cursor(
+        self, ruleset: str, rule: str, timezone: str, cursor: str | None
+    ) -> None:
+        """The last contact a slot's run judged, committed with its chunk (None: done)."""
+        ...
+
     def set_schedule_slot(self, ruleset: str, rule: str, timezone: str, slot: str) -> None: ...
 
     def ruleset_source(self, name: str, content_hash: str) -> str | None:
@@ -342,8 +420,21 @@ class Store(Protocol):
         """The plugins' declared tables, read only, outside any write (commands, reports)."""
         ...
 
-    def write(self) -> AbstractContextManager[StoreTransaction]:
-        """A write transaction, begun at once with the write lock; commits or rolls back whole."""
+    @property
+    def concurrent_writers(self) -> bool:
+        """Whether several processes write at once (PostgreSQL), so that dispatch claims rows
+        under a lease first and runs them in transactions of their own; False for a store
+        with one writer at a time (SQLite), which dispatches inside one write transaction."""
+        ...
+
+    def write(self, *, concurrent: bool = False) -> AbstractContextManager[StoreTransaction]:
+        """A write transaction; commits or rolls back whole.
+
+        By default it excludes every other write (a ruleset load, a migration, an erasure).
+        ``concurrent=True``: it runs beside other concurrent writes, holding only the contacts
+        it names (``lock_contacts``) and the rows it claims; it may then raise
+        ``WriteConflict``, to be run again (``retry_conflicts``). On SQLite every write
+        excludes the others (``BEGIN IMMEDIATE``)."""
         ...
 
     def read(self) -> StoreTransaction:
@@ -513,6 +604,8 @@ __all__ = [
     "TableAccess",
     "Tables",
     "Trace",
+    "WriteConflict",
     "is_url",
     "open_store",
+    "retry_conflicts",
 ]

@@ -6,14 +6,31 @@ Why it is built this way:
   (autocommit: it sees everything committed), a write borrows one for its transaction. A
   thread inside a write reads through the write's own connection, so it sees what it wrote,
   as it does on SQLite's one shared connection.
-* Every write transaction first takes one transaction-level advisory lock
-  (``pg_advisory_xact_lock``), the same for all writers: writes are serialised as SQLite's
-  ``BEGIN IMMEDIATE`` serialises them. The engine relies on that lock: a batch checks which
-  events are new, loads and folds their contacts and writes them back, and a dispatch reads
-  what is due and claims it; two processes doing either at once on the same contact or row
-  must not both succeed. One lock is the first correct version, and costs little while one
-  transaction is short (a batch of events, a batch of claims). Finer locks (per contact, and
-  ``FOR UPDATE SKIP LOCKED`` claims) come with workers that scale out. Reads never take it.
+* Writes come in two kinds (``write(concurrent=...)``). An *exclusive* write (a migration, a
+  ruleset load, an erasure, a prune) takes one transaction-level advisory lock
+  (``pg_advisory_xact_lock(WRITE_LOCK)``) and so excludes every other writer, as SQLite's
+  ``BEGIN IMMEDIATE`` does. A *concurrent* write (ingestion, dispatch, sweeps, cron chunks:
+  the work workers share) takes the same lock *shared*, so any number run at once, and holds
+  only what it touches:
+
+  - the contacts it folds or dispatches for, by a transaction-level advisory lock per contact
+    (``pg_advisory_xact_lock(CONTACT_LOCKS, hashtext(id))``, under its bucket's lock taken
+    shared; a call naming many contacts takes their buckets exclusively instead, so that no
+    transaction needs more than ~1,000 lock slots: ``lock_contacts``), in key order. That is
+    what still serialises: one contact's events are folded, and its actions run, one
+    transaction after another, so its history has one order. Different contacts never wait
+    on each other. A lock is a key, not a row, so it also holds a contact that does not
+    exist yet (two first events of a new contact at once). Sweeps take contacts without
+    waiting (``pg_try_advisory_xact_lock``) and leave a busy one for the next pump.
+  - the outbox rows, anchors and schedules it claims, by row locks taken with
+    ``FOR UPDATE SKIP LOCKED``: a second worker passes over them instead of waiting.
+
+  Two concurrent writes that lock contacts in different orders (an action about one contact
+  emitting an event about another) can deadlock; PostgreSQL then rolls one back, and it is
+  raised as ``WriteConflict`` for the caller to run again (``retry_conflicts``).
+  Each lock takes a slot of the server's lock table (``max_locks_per_transaction`` x
+  ``max_connections``, 6,400 by default): a transaction holds at most about 1,024 of them
+  (docs/operations.md, "Scaling out").
 * Bulk writes go through ``executemany``, which psycopg runs in pipeline mode (one round trip
   per batch, not per row); duplicates are ``ON CONFLICT DO NOTHING`` on the same unique keys
   as SQLite's.
@@ -40,13 +57,26 @@ from pydantic_core import to_json
 from ..erasure import PROFILE_EVENTS, Erasure, ErasureReport, names_in
 from ..errors import StoreError
 from ..models import Contact, Event, utc_text
-from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace
+from . import ActionStep, IngestFailure, OutboxRow, StageTransition, Trace, WriteConflict
 from .postgres_schema import CORE_MIGRATIONS, MIGRATIONS_TABLE
 from .postgres_tables import PostgresTables, ensure_tables, plan_tables
 from .tables import Table, Tables, check_tables, erase_declared_core_tables
 
-#: The one advisory lock every write transaction takes ("clm" in ASCII).
+#: The advisory lock every write transaction takes: exclusive, or shared when concurrent
+#: ("clm" in ASCII).
 WRITE_LOCK = 0x636C6D
+#: The first key of contacts' advisory locks (the second is ``hashtext(contact id)``): a
+#: two-key lock never meets ``WRITE_LOCK``'s one-key space.
+CONTACT_LOCKS = 0x636C63
+#: The first key of contacts' buckets' advisory locks (the second: ``hashtext(id) & 1023``).
+BUCKET_LOCKS = 0x636C62
+#: How many buckets contacts hash into: the most locks one large transaction takes.
+BUCKETS = 1024
+#: Up to this many contacts, a call locks each contact (and its bucket, shared); more lock
+#: their buckets exclusively (``lock_contacts``).
+FEW_CONTACTS = 256
+#: What PostgreSQL says when it rolled a transaction back so another could go on.
+_CONFLICTS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 #: The name of the core's migration set, as on SQLite.
 CORE_SET = "clm_engine"
 
@@ -97,6 +127,33 @@ def _event_from_row(row: Sequence[Any]) -> Event:
         occurred_at=datetime.fromisoformat(occurred_at),
         properties=properties,
     )
+
+
+#: The pool's size when neither ``pool_size`` nor ``$CLM_PG_POOL_SIZE`` says otherwise.
+DEFAULT_POOL_SIZE = 4
+
+
+def pool_size_from_env() -> int:
+    """``$CLM_PG_POOL_SIZE`` (a whole number from 1 to 1000), or ``DEFAULT_POOL_SIZE``: how
+    many connections each engine process may open (docs/operations.md, "Scaling out")."""
+    text = os.environ.get("CLM_PG_POOL_SIZE", "").strip()
+    if not text:
+        return DEFAULT_POOL_SIZE
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise StoreError(
+            f"CLM_PG_POOL_SIZE must be a whole number from 1 to 1000, not {text[:40]!r}"
+        )
+    return int(text)
+
+
+def _qualified(table: str, columns: str) -> str:
+    """``a, b`` as ``table.a, table.b`` (a RETURNING beside a CTE of the same names)."""
+    return ", ".join(f"{table}.{c.strip()}" for c in columns.split(","))
+
+
+def _in_dispatch_order(rows: Iterable[OutboxRow]) -> list[OutboxRow]:
+    """Rows in the order dispatch takes them (an UPDATE ... RETURNING keeps none)."""
+    return sorted(rows, key=lambda r: (r.due_at, -r.priority, r.seq))
 
 
 def _outbox_row(row: Sequence[Any]) -> OutboxRow:
@@ -272,9 +329,12 @@ class _Queries:
         rows = list(rows)
         if not rows:
             return 0
-        with self._connection() as conn, conn.cursor() as cursor:
-            cursor.executemany(sql, rows)
-            return cursor.rowcount
+        with self._connection() as conn:
+            if len(rows) == 1:  # one round trip; a pipeline's sync would cost a second
+                return conn.execute(sql, rows[0]).rowcount
+            with conn.cursor() as cursor:
+                cursor.executemany(sql, rows)
+                return cursor.rowcount
 
     def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
         with self._connection() as conn, conn.cursor() as cursor:
@@ -284,11 +344,15 @@ class _Queries:
 class PostgresStore(_Queries):
     """A clm-engine store in a PostgreSQL database, given by its URL (``postgresql://...``).
 
-    The database must exist; ``migrate`` creates the tables. ``pool_size`` bounds the
-    connections this process opens (reads borrow one per query, a write one per transaction).
+    The database must exist; ``migrate`` creates the tables. ``pool_size`` (default
+    ``$CLM_PG_POOL_SIZE``, else 4) bounds the connections this process opens (reads borrow
+    one per query, a write one per transaction).
     """
 
-    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int | None = None, connect_timeout: float = 10.0
+    ) -> None:
+        pool_size = pool_size if pool_size is not None else pool_size_from_env()
         self.url = url
         self.path = _redact(url)  # what messages call the store (SQLiteStore.path is its file)
         self._local = threading.local()
@@ -343,19 +407,30 @@ class PostgresStore(_Queries):
 
     # -- writing -----------------------------------------------------------------------------
 
+    @property
+    def concurrent_writers(self) -> bool:
+        """True: many processes write here at once (dispatch claims under a lease first)."""
+        return True
+
     @contextmanager
-    def write(self) -> Iterator[PostgresTransaction]:
+    def write(self, *, concurrent: bool = False) -> Iterator[PostgresTransaction]:
+        """A write transaction: exclusive, or ``concurrent`` (see the module's docstring)."""
         if getattr(self._local, "conn", None) is not None:
             raise StoreError(f"{self.path}: cannot begin a write inside a write")
-        with self.pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [WRITE_LOCK])
-            self._local.conn = conn
-            try:
-                tx = PostgresTransaction(conn, declared=self.declared)
-                yield tx
-                tx.write_action_history()
-            finally:
-                self._local.conn = None
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                lock = "pg_advisory_xact_lock_shared" if concurrent else "pg_advisory_xact_lock"
+                conn.execute(f"SELECT {lock}(%s)", [WRITE_LOCK])
+                self._local.conn = conn
+                try:
+                    tx = PostgresTransaction(conn, declared=self.declared, holds_all=not concurrent)
+                    yield tx
+                    tx.write_action_history()
+                finally:
+                    self._local.conn = None
+        except _CONFLICTS as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise WriteConflict(f"{self.path}: rolled back, run it again ({reason})") from error
 
     def read(self) -> PostgresTransaction:
         """The transaction's read methods, without taking the write lock (dry runs, reports)."""
@@ -845,9 +920,14 @@ class PostgresTransaction(_Queries):
         connection: Callable[[], AbstractContextManager[Connection]] | None = None,
         *,
         declared: Mapping[str, Table] | None = None,
+        holds_all: bool = False,
     ) -> None:
         self.conn = conn
         self._borrow = connection
+        #: An exclusive write holds every contact; a concurrent one those it locked.
+        self._holds_all = holds_all
+        self._savepoints = 0
+        self._locked: set[str] = set()
         self._db = _NoSQLiteDatabase("this store")
         self._history: list[ActionStep] = []  # written as the transaction commits
         self._tables = PostgresTables(
@@ -875,16 +955,76 @@ class PostgresTransaction(_Queries):
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested step that rolls back alone if it raises (one action of a dispatch batch)."""
+        """A nested step that rolls back alone if it raises (one action of a dispatch batch).
+
+        One round trip, not two: a step that succeeds is not released (``RELEASE SAVEPOINT``
+        would cost a second trip to the server, and dispatch takes two steps per action);
+        the transaction's commit ends them all."""
         if self.conn is None:
             raise StoreError("a savepoint needs a write transaction")
+        self._savepoints += 1
+        name = f"clm_step_{self._savepoints}"  # a fixed name and a number: safe in SQL text
         history = len(self._history)
+        self.conn.execute(f"SAVEPOINT {name}")
         try:
-            with self.conn.transaction():  # nested: a SAVEPOINT, rolled back alone on an error
-                yield
+            yield
         except BaseException:
+            self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
             del self._history[history:]
             raise
+
+    def lock_contacts(self, ids: Iterable[str], *, wait: bool = True) -> set[str]:
+        """Hold contacts for this transaction (see the module's docstring); those held.
+
+        Two levels, so that a transaction never needs more than about a thousand slots of
+        the server's lock table: a contact's bucket (``hashtext(id) & 1023``) and the contact.
+        A few contacts (up to ``FEW_CONTACTS`` in one call) take their buckets *shared* and
+        themselves exclusively: two such transactions exclude each other only on a contact
+        they share. More (an ingest batch of 10,000 contacts) take their buckets exclusively
+        instead (at most 1,024 locks), which excludes everyone on those buckets. Every lock
+        is taken in (bucket, contact) key order, so two first calls never wait in a ring."""
+        wanted = set(ids)
+        if self._holds_all or self.conn is None:
+            return wanted  # an exclusive write holds them all; a read view locks nothing
+        new = sorted(wanted - self._locked)
+        if not new:
+            return wanted & self._locked
+        few = len(new) <= FEW_CONTACTS
+        keys = (
+            "SELECT DISTINCT hashtext(c) & %s AS b, hashtext(c) AS k, c "
+            "FROM unnest(%s::text[]) AS c ORDER BY b, k"
+        )
+        params: list[Any] = [BUCKETS - 1, new]
+        if wait and few:
+            self._run(
+                "SELECT pg_advisory_xact_lock_shared(%s, b), pg_advisory_xact_lock(%s, k) "
+                f"FROM ({keys}) AS keys",
+                [BUCKET_LOCKS, CONTACT_LOCKS, *params],
+            )
+            self._locked.update(new)
+        elif wait:
+            self._run(
+                "SELECT pg_advisory_xact_lock(%s, b) FROM "
+                f"(SELECT DISTINCT b FROM ({keys}) AS keys ORDER BY b) AS buckets",
+                [BUCKET_LOCKS, *params],
+            )
+            self._locked.update(new)
+        elif few:
+            free = self._all(
+                f"SELECT c FROM ({keys}) AS keys WHERE pg_try_advisory_xact_lock_shared(%s, b) "
+                "AND pg_try_advisory_xact_lock(%s, k)",
+                [*params, BUCKET_LOCKS, CONTACT_LOCKS],
+            )
+            self._locked.update(row[0] for row in free)
+        else:
+            free = self._all(
+                f"SELECT c FROM ({keys}) AS keys WHERE b IN (SELECT b FROM (SELECT DISTINCT b "
+                f"FROM ({keys}) AS keys2 ORDER BY b) AS buckets "
+                "WHERE pg_try_advisory_xact_lock(%s, b))",
+                [*params, *params, BUCKET_LOCKS],
+            )
+            self._locked.update(row[0] for row in free)
+        return wanted & self._locked
 
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -1156,13 +1296,45 @@ class PostgresTransaction(_Queries):
     def due_actions(self, now: str, limit: int) -> list[OutboxRow]:
         rows = self._all(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND due_at <= %s "
+            "AND (lease_until IS NULL OR lease_until <= %s) "
             "ORDER BY due_at, priority DESC, seq LIMIT %s",
-            [now, limit],
+            [now, now, limit],
         )
         return [_outbox_row(row) for row in rows]
 
+    def claim_due_actions(
+        self, now: str, limit: int, *, lease_until: str, worker: str
+    ) -> list[OutboxRow]:
+        """Claim due rows for ``worker``: ``FOR UPDATE SKIP LOCKED`` passes over the rows
+        another worker is claiming this instant, so claims never wait on each other."""
+        rows = self._all(
+            "WITH due AS (SELECT seq FROM outbox WHERE status = 'pending' AND due_at <= %s "
+            "AND (lease_until IS NULL OR lease_until <= %s) "
+            "ORDER BY due_at, priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) "
+            "UPDATE outbox SET lease_until = %s, worker = %s FROM due WHERE outbox.seq = due.seq "
+            f"RETURNING {_qualified('outbox', _OUTBOX_COLUMNS)}",
+            [now, now, limit, lease_until, worker],
+        )
+        return _in_dispatch_order(_outbox_row(row) for row in rows)
+
+    def held_actions(
+        self, seqs: Sequence[int], *, worker: str, lease_until: str
+    ) -> list[OutboxRow]:
+        """The rows ``worker`` still holds under this lease, row-locked here, lease released."""
+        rows = self._all(
+            "WITH held AS (SELECT seq FROM outbox WHERE seq = ANY(%s) AND status = 'pending' "
+            "AND worker = %s AND lease_until = %s FOR UPDATE SKIP LOCKED) "
+            "UPDATE outbox SET lease_until = NULL FROM held WHERE outbox.seq = held.seq "
+            f"RETURNING {_qualified('outbox', _OUTBOX_COLUMNS)}",
+            [list(seqs), worker, lease_until],
+        )
+        return _in_dispatch_order(_outbox_row(row) for row in rows)
+
     def action(self, seq: int) -> OutboxRow | None:
-        row = self._one(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE seq = %s", [seq])
+        # In a concurrent write, the row is held from this read to the commit: what a worker
+        # checks before recording an outcome (still its claim?) stays true until it is written.
+        lock = " FOR UPDATE" if self.conn is not None and not self._holds_all else ""
+        row = self._one(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE seq = %s{lock}", [seq])
         return _outbox_row(row) if row else None
 
     def finish_action(
@@ -1325,10 +1497,12 @@ class PostgresTransaction(_Queries):
         )
 
     def due_anchors(self, now: str, limit: int) -> list[tuple[str, str, str, str, str, str]]:
-        """Pending anchors whose fire time has come, oldest first (an index range scan)."""
+        """Pending anchors whose fire time has come, oldest first (an index range scan); in a
+        concurrent write, held for it, passing over those another worker is firing."""
+        skip = " FOR UPDATE SKIP LOCKED" if self.conn is not None and not self._holds_all else ""
         return self._all(
             "SELECT ruleset, rule, contact_id, entity, anchor_at, fire_at FROM anchors "
-            "WHERE status = 'pending' AND fire_at <= %s ORDER BY fire_at LIMIT %s",
+            f"WHERE status = 'pending' AND fire_at <= %s ORDER BY fire_at LIMIT %s{skip}",
             [now, limit],
         )
 
@@ -1395,4 +1569,39 @@ class PostgresTransaction(_Queries):
             "INSERT INTO schedules (ruleset, rule, timezone, last_slot) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (ruleset, rule, timezone) DO UPDATE SET last_slot = excluded.last_slot",
             [ruleset, rule, timezone, slot],
+        )
+
+    def take_schedule(
+        self, ruleset: str, rule: str, timezone: str
+    ) -> tuple[str | None, str | None] | None:
+        """(last_slot, cursor); in a concurrent write the row is held for the transaction
+        (``FOR UPDATE SKIP LOCKED``), and None says another worker holds it right now."""
+        key = [ruleset, rule, timezone]
+        sql = "SELECT last_slot, run_cursor FROM schedules WHERE ruleset = %s AND rule = %s "
+        sql += "AND timezone = %s"
+        if self.conn is None or self._holds_all:
+            row = self._one(sql, key)
+            return (row[0], row[1]) if row else (None, None)
+        row = self._one(sql + " FOR UPDATE SKIP LOCKED", key)
+        if row is not None:
+            return row[0], row[1]
+        if self._one(sql, key) is not None:
+            return None  # there, but held by another worker's transaction
+        return None, None
+
+    def start_schedule_run(self, ruleset: str, rule: str, timezone: str, slot: str) -> None:
+        self._run(
+            "INSERT INTO schedules (ruleset, rule, timezone, last_slot, run_cursor) "
+            "VALUES (%s, %s, %s, %s, '') ON CONFLICT (ruleset, rule, timezone) "
+            "DO UPDATE SET last_slot = excluded.last_slot, run_cursor = ''",
+            [ruleset, rule, timezone, slot],
+        )
+
+    def set_schedule_cursor(
+        self, ruleset: str, rule: str, timezone: str, cursor: str | None
+    ) -> None:
+        self._run(
+            "UPDATE schedules SET run_cursor = %s WHERE ruleset = %s AND rule = %s "
+            "AND timezone = %s",
+            [cursor, ruleset, rule, timezone],
         )

@@ -313,6 +313,21 @@ CORE_MIGRATIONS.append(
     )
 )
 
+CORE_MIGRATIONS.append(
+    (
+        "m005_pgworkers_claims",
+        # Workers sharing one database: which worker claimed an outbox row (with its
+        # ``lease_until``), and how far a cron slot's run has got, so that another worker
+        # carries on from there if the one running it dies (SQLite's m014_pgworkers_claims).
+        _collated(
+            """
+    ALTER TABLE outbox ADD COLUMN worker TEXT;
+    ALTER TABLE schedules ADD COLUMN run_cursor TEXT
+"""
+        ),
+    )
+)
+
 #: Which migrations ran, per set (the core's is ``clm_engine``, as on SQLite).
 MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS clm_migrations (

@@ -233,8 +233,15 @@ class SQLiteStore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @property
+    def concurrent_writers(self) -> bool:
+        """False: one writer at a time (``BEGIN IMMEDIATE``); dispatch claims inside it."""
+        return False
+
     @contextmanager
-    def write(self) -> Iterator[SQLiteTransaction]:
+    def write(self, *, concurrent: bool = False) -> Iterator[SQLiteTransaction]:
+        """A ``BEGIN IMMEDIATE`` transaction; ``concurrent`` changes nothing: every write here
+        excludes the others (the Store protocol's contract for a one-writer store)."""
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -795,6 +802,10 @@ class SQLiteTransaction:
         else:
             self.conn.execute(f"RELEASE SAVEPOINT {name}")
 
+    def lock_contacts(self, ids: Iterable[str], *, wait: bool = True) -> set[str]:
+        """Every contact is held already: a write here excludes every other."""
+        return set(ids)
+
     def existing_event_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
@@ -1076,10 +1087,42 @@ class SQLiteTransaction:
     def due_actions(self, now: str, limit: int) -> list[OutboxRow]:
         rows = self.conn.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND due_at <= ? "
+            "AND (lease_until IS NULL OR lease_until <= ?) "
             "ORDER BY due_at, priority DESC, seq LIMIT ?",
-            [now, limit],
+            [now, now, limit],
         )
         return [_outbox_row(row) for row in rows]
+
+    def claim_due_actions(
+        self, now: str, limit: int, *, lease_until: str, worker: str
+    ) -> list[OutboxRow]:
+        """Claim due rows for ``worker`` until ``lease_until`` (the write lock keeps any other
+        worker out while this runs)."""
+        rows = self.due_actions(now, limit)
+        self.conn.executemany(
+            "UPDATE outbox SET lease_until = ?, worker = ? WHERE seq = ?",
+            [(lease_until, worker, row.seq) for row in rows],
+        )
+        return rows
+
+    def held_actions(
+        self, seqs: Sequence[int], *, worker: str, lease_until: str
+    ) -> list[OutboxRow]:
+        """The rows ``worker`` still holds under this lease, their lease released."""
+        marks = ", ".join("?" * len(seqs))
+        rows = [
+            _outbox_row(row)
+            for row in self.conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE seq IN ({marks}) "
+                "AND status = 'pending' AND worker = ? AND lease_until = ? "
+                "ORDER BY due_at, priority DESC, seq",
+                [*seqs, worker, lease_until],
+            )
+        ]
+        self.conn.executemany(
+            "UPDATE outbox SET lease_until = NULL WHERE seq = ?", [(row.seq,) for row in rows]
+        )
+        return rows
 
     def action(self, seq: int) -> OutboxRow | None:
         row = self.conn.execute(
@@ -1317,4 +1360,31 @@ class SQLiteTransaction:
             "INSERT INTO schedules (ruleset, rule, timezone, last_slot) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (ruleset, rule, timezone) DO UPDATE SET last_slot = excluded.last_slot",
             [ruleset, rule, timezone, slot],
+        )
+
+    def take_schedule(
+        self, ruleset: str, rule: str, timezone: str
+    ) -> tuple[str | None, str | None] | None:
+        """(last_slot, cursor); never held by another here: one writer at a time."""
+        row = self.conn.execute(
+            "SELECT last_slot, run_cursor FROM schedules WHERE ruleset = ? AND rule = ? "
+            "AND timezone = ?",
+            [ruleset, rule, timezone],
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def start_schedule_run(self, ruleset: str, rule: str, timezone: str, slot: str) -> None:
+        self.conn.execute(
+            "INSERT INTO schedules (ruleset, rule, timezone, last_slot, run_cursor) "
+            "VALUES (?, ?, ?, ?, '') ON CONFLICT (ruleset, rule, timezone) "
+            "DO UPDATE SET last_slot = excluded.last_slot, run_cursor = ''",
+            [ruleset, rule, timezone, slot],
+        )
+
+    def set_schedule_cursor(
+        self, ruleset: str, rule: str, timezone: str, cursor: str | None
+    ) -> None:
+        self.conn.execute(
+            "UPDATE schedules SET run_cursor = ? WHERE ruleset = ? AND rule = ? AND timezone = ?",
+            [cursor, ruleset, rule, timezone],
         )

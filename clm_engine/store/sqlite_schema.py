@@ -440,3 +440,12 @@ _M013 = """
         );
         CREATE INDEX action_history_by_seq ON action_history (seq)
 """
+
+
+@migrations()
+def m014_pgworkers_claims(db: Database) -> None:
+    # Which worker claimed an outbox row (with its lease_until), and how far a cron slot's
+    # run has got (the last contact id it judged; NULL when no run is under way), so that a
+    # run cut short by a crash carries on from there instead of losing the rest.
+    db.execute("ALTER TABLE outbox ADD COLUMN worker TEXT")
+    db.execute("ALTER TABLE schedules ADD COLUMN run_cursor TEXT")
