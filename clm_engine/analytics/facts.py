@@ -16,6 +16,7 @@ from typing import Any
 from ..conditions.values import parse_duration
 from ..hooks import hookimpl
 from ..store import analytics as sql
+from ..store.analytics_dialect import fact_db
 from ..types import MISSING, FactContext
 
 #: The CLV discount when the store does not say (kept in step with ``sweep.MONTHLY_DISCOUNT``,
@@ -28,18 +29,23 @@ _HISTORY = "analytics.history"
 _RFM = "analytics.rfm"
 
 
+def _db(ctx: FactContext) -> Any:
+    """The analytics tables of ``ctx``'s store (either kind)."""
+    return fact_db(ctx.db, ctx.tables)
+
+
 def _models(ctx: FactContext) -> Any:
     if _MODELS not in ctx.cache:
         from .sweep import models
 
-        ctx.cache[_MODELS] = models(ctx.db)
+        ctx.cache[_MODELS] = models(_db(ctx))
     return ctx.cache[_MODELS]
 
 
 def _history(ctx: FactContext) -> tuple[float, float, float, float] | None:
     """(x, t_x, T, repeat mean) of the contact, T in weeks up to ``ctx.now``."""
     if _HISTORY not in ctx.cache:
-        row = sql.customer(ctx.db, ctx.contact.id)
+        row = sql.customer(_db(ctx), ctx.contact.id)
         if row is None:
             ctx.cache[_HISTORY] = None
         else:
@@ -113,7 +119,7 @@ def _rfm(ctx: FactContext, index: int) -> Any:
     if ctx.db is None:
         return MISSING
     if _RFM not in ctx.cache:
-        ctx.cache[_RFM] = sql.rfm_of(ctx.db, ctx.contact.id)
+        ctx.cache[_RFM] = sql.rfm_of(_db(ctx), ctx.contact.id)
     row = ctx.cache[_RFM]
     return MISSING if row is None else row[index]
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..models import utc_text
 from ..store import analytics as sql
+
+if TYPE_CHECKING:
+    from .spend import SpendFile
 
 
 def _rate(part: float, whole: float, digits: int = 4) -> float | None:
@@ -25,8 +28,11 @@ def kpis(
     stages: Sequence[str],
     activation_event: str = "purchase",
     activation_days: float = 30,
+    spend: SpendFile | None = None,
 ) -> dict[str, Any]:
-    """Every KPI as of ``now`` (events before it), for the stage model ``stages``."""
+    """Every KPI as of ``now`` (events before it), for the stage model ``stages``, on the
+    store ``db`` (``clm_engine.store.analytics_dialect.analytics_db``: SQLite or PostgreSQL).
+    ``spend``: acquisition spend from a file, added to the ``marketing.spend`` events."""
     until = utc_text(now.astimezone(UTC))
     year_ago = utc_text(now.astimezone(UTC) - timedelta(days=365))
     two_years_ago = utc_text(now.astimezone(UTC) - timedelta(days=730))
@@ -87,17 +93,7 @@ def kpis(
         )
         | {"event": activation_event, "within_days": activation_days},
         "referral": _share(sql.referred(db, until=until), "signed_up", "referred", "referral_rate"),
-        "acquisition": [
-            {
-                "channel": channel,
-                "spend": round(spend, 2),
-                "customers": customers,
-                "revenue": round(revenue, 2),
-                "cac": _rate(spend, customers, 2),
-                "romi": _rate(revenue - spend, spend),
-            }
-            for channel, spend, customers, revenue in sql.acquisition(db, until=until)
-        ],
+        "acquisition": acquisition(db, until=until, spend=spend),
         "predictive": predictive_summary(db),
         "rfm": {
             "segments": sql.rfm_segments(db),
@@ -106,6 +102,35 @@ def kpis(
         "rule_fires_by_week": [
             {"week": week, "rule": rule, "fires": n} for week, rule, n in sql.rule_fires_by_week(db)
         ],
+    }
+
+
+def acquisition(db: Any, *, until: str, spend: SpendFile | None) -> dict[str, Any]:
+    """CAC and ROMI per channel and over all channels."""
+    rows = sql.acquisition(db, until=until, spend=spend.rows if spend is not None else ())
+    channels = [_channel(channel, *figures) for channel, *figures in rows]
+    total = _channel(
+        None,
+        sum(r[1] for r in rows),
+        sum(r[2] for r in rows),
+        sum(r[3] for r in rows),
+    )
+    return {
+        "channels": channels,
+        "total": total,
+        "spend_file": None if spend is None else spend.path,
+        "currency": None if spend is None else spend.currency,
+    }
+
+
+def _channel(channel: str | None, spent: float, customers: int, revenue: float) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "spend": round(spent, 2),
+        "customers": customers,
+        "revenue": round(revenue, 2),
+        "cac": _rate(spent, customers, 2),
+        "romi": _rate(revenue - spent, spent),
     }
 
 

@@ -11,8 +11,10 @@ from rich.table import Table
 
 from ..analytics.definitions import load_definitions
 from ..analytics.figures import kpis
+from ..analytics.spend import load_spend
 from ..engine import Engine
 from ..errors import ClmError
+from ..store.analytics_dialect import analytics_db
 from . import cli
 from .common import console, db_option, json_option, open_engine, print_json, rulesets_option
 
@@ -91,13 +93,22 @@ def validate_(path: Path) -> None:
 # -- the analytics part of ``clm report`` ------------------------------------------------------
 
 
-def report_figures(engine: Engine, ruleset_paths: tuple[Path, ...]) -> dict[str, Any]:
+def report_figures(
+    engine: Engine, ruleset_paths: tuple[Path, ...], *, spend: Path | None = None
+) -> dict[str, Any]:
     """The KPIs for ``clm report``, for the stage model of ``ruleset_paths`` (the default
-    model without them); rulesets are only read, not loaded."""
+    model without them), on either store; rulesets are only read, not loaded. ``spend``: an
+    acquisition spend file (CSV) besides the ``marketing.spend`` events."""
     stages = engine.stages
     if ruleset_paths:
         stages = engine.prepare_rulesets(list(ruleset_paths)).book.stages
-    return kpis(engine.store.db, now=engine.clock.now(), stages=stages)
+    spent = load_spend(spend) if spend is not None else None
+    return kpis(
+        analytics_db(engine.store),
+        now=engine.clock.now(),
+        stages=stages,
+        spend=spent,
+    )
 
 
 def write_html(path: Path, figures: dict[str, Any], *, title: str) -> None:
@@ -146,7 +157,7 @@ def print_figures(figures: dict[str, Any]) -> None:
         for m in figures["nps_by_month"][-12:]:
             nps.add_row(m["month"], f"{m['answers']:,}", f"{m['nps']:.1f}")
         console.print(nps)
-    if figures["acquisition"]:
+    if figures["acquisition"]["channels"]:
         acq = Table(
             "channel",
             "spend",
@@ -156,9 +167,9 @@ def print_figures(figures: dict[str, Any]) -> None:
             title="acquisition",
             title_justify="left",
         )
-        for a in figures["acquisition"]:
+        for a in [*figures["acquisition"]["channels"], figures["acquisition"]["total"]]:
             acq.add_row(
-                a["channel"],
+                a["channel"] or "all channels",
                 _num(a["spend"]),
                 f"{a['customers']:,}",
                 _num(a["cac"]),

@@ -1,10 +1,12 @@
 """The SQL of lifecycle analytics (``clm_engine.analytics``): set-based aggregate queries over
 the events and contacts, with parameters only.
 
-Written in standard SQL (CTEs, window functions, ``CASE``) wherever a standard form exists;
-what is SQLite's own is kept to the few date and JSON functions marked ``-- dialect``, so a
-PostgreSQL store needs those lines and nothing else. Days are UTC dates as text
-(``YYYY-MM-DD``), the first ten characters of the stored fixed-width times.
+Written once, in standard SQL (CTEs, window functions, ``CASE``), for SQLite and PostgreSQL
+alike: the few fragments that differ (JSON fields, day arithmetic, array parameters) come from
+the connection's :class:`~clm_engine.store.analytics_dialect.Dialect`, and every function takes
+what :func:`~clm_engine.store.analytics_dialect.analytics_db` gives for a store or a write
+transaction. Days are UTC dates as text (``YYYY-MM-DD``), the first ten characters of the
+stored fixed-width times.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+from .analytics_dialect import Dialect, dialect_of
 
 
 class Executes(Protocol):
@@ -21,12 +25,13 @@ class Executes(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
-#: One row per customer and purchase day: that day's purchases are one transaction (the
-#: convention of the BG/NBD and Gamma-Gamma papers' CDNOW data).
-_PURCHASE_DAYS = """
+def _purchase_days(d: Dialect) -> str:
+    """One row per customer and purchase day: that day's purchases are one transaction (the
+    convention of the BG/NBD and Gamma-Gamma papers' CDNOW data)."""
+    return f"""
     purchase_days AS (
         SELECT contact_id, substr(occurred_at, 1, 10) AS day,
-               sum(json_extract(properties, '$.amount')) AS amount     -- dialect
+               sum({d.number("properties", "amount")}) AS amount
         FROM events
         WHERE type = 'purchase' AND occurred_at < :until
         GROUP BY contact_id, substr(occurred_at, 1, 10)
@@ -38,16 +43,17 @@ def purchase_summary(conn: Executes, *, until: str, end_day: str) -> list[tuple[
     ``(contact_id, first_day, last_day, x, t_x, T, repeat_mean)`` with ``x`` the repeat
     purchase days, ``t_x`` and ``T`` in weeks (``T`` up to ``end_day``) and ``repeat_mean`` the
     mean value of the repeat purchase days (0 without any), in contact id order."""
+    d = dialect_of(conn)
     sql = f"""
-        WITH {_PURCHASE_DAYS},
+        WITH {_purchase_days(d)},
         numbered AS (
             SELECT contact_id, day, amount,
                    row_number() OVER (PARTITION BY contact_id ORDER BY day) AS nth
             FROM purchase_days
         )
         SELECT contact_id, min(day), max(day), count(*) - 1,
-               (julianday(max(day)) - julianday(min(day))) / 7.0,          -- dialect
-               (julianday(:end_day) - julianday(min(day))) / 7.0,          -- dialect
+               {d.days("max(day)", "min(day)")} / 7.0,
+               {d.days(":end_day", "min(day)")} / 7.0,
                coalesce(sum(CASE WHEN nth > 1 THEN amount END) / nullif(count(*) - 1, 0), 0)
         FROM numbered
         GROUP BY contact_id
@@ -68,7 +74,8 @@ def save_model(
 ) -> None:
     conn.execute(
         "INSERT INTO analytics_models (name, params, calibration_end, customers, log_likelihood, "
-        "fitted_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+        f"fitted_at) VALUES (?, {dialect_of(conn).json_parameter('?')}, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET "
         "params = excluded.params, calibration_end = excluded.calibration_end, "
         "customers = excluded.customers, log_likelihood = excluded.log_likelihood, "
         "fitted_at = excluded.fitted_at",
@@ -84,7 +91,7 @@ def load_models(conn: Executes) -> dict[str, dict[str, Any]]:
     ).fetchall()
     return {
         name: {
-            "params": json.loads(params),
+            "params": params if isinstance(params, dict) else json.loads(params),
             "calibration_end": end,
             "customers": customers,
             "log_likelihood": ll,
@@ -98,13 +105,24 @@ def replace_customers(conn: Executes, rows: Iterable[Sequence[Any]]) -> None:
     """Replace every customer's summary and predictions: ``(contact_id, first_day, last_day,
     x, repeat_mean, p_alive, expected_purchases, expected_value, predicted_clv, as_of)``."""
     conn.execute("DELETE FROM analytics_customers")
+    columns = (
+        "contact_id, first_day, last_day, x, repeat_mean, p_alive, expected_purchases, "
+        "expected_value, predicted_clv, as_of"
+    )
+    if dialect_of(conn).postgres:  # psycopg pipelines the rows
+        for chunk in _chunks(rows, 5000):
+            conn.executemany(
+                f"INSERT INTO analytics_customers ({columns}) VALUES ({', '.join('?' * 10)})",
+                chunk,
+            )
+        return
     for chunk in _chunks(rows, 5000):
         conn.execute(
             "INSERT INTO analytics_customers (contact_id, first_day, last_day, x, repeat_mean, "
             "p_alive, expected_purchases, expected_value, predicted_clv, as_of) "
-            "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "  # dialect
+            "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
             "value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 "
-            "FROM json_each(?)",  # dialect: one parameter however many rows
+            "FROM json_each(?)",  # SQLite: one parameter however many rows
             [json.dumps(chunk)],
         )
 
@@ -140,7 +158,8 @@ def predicted_clv_total(conn: Executes) -> tuple[int, float]:
 def predicted_clv_histogram(conn: Executes, *, bins: int) -> list[tuple[float, float, int]]:
     """The predicted CLV distribution: ``(from, to, customers)`` for ``bins`` equal bins from
     0 to the 99th percentile, the last bin open-ended (it holds the top percent too)."""
-    sql = """
+    d = dialect_of(conn)
+    sql = f"""
         WITH ranked AS (
             SELECT predicted_clv AS v,
                    row_number() OVER (ORDER BY predicted_clv) AS nth, count(*) OVER () AS n
@@ -149,7 +168,8 @@ def predicted_clv_histogram(conn: Executes, *, bins: int) -> list[tuple[float, f
         top AS (SELECT max(v) AS high FROM ranked WHERE nth <= (99 * n + 99) / 100),
         binned AS (
             SELECT CASE WHEN top.high <= 0 THEN 0
-                        ELSE min(:bins - 1, CAST(ranked.v * :bins / top.high AS INTEGER)) END
+                        ELSE {d.smaller(":bins - 1", d.floor_int("ranked.v * :bins / top.high"))}
+                   END
                    AS bin
             FROM ranked, top
         )
@@ -199,19 +219,24 @@ def refresh_rfm(
     case_params: list[Any] = []
     for name, r_min, r_max, f_min, f_max, m_min, m_max in segments:
         case_params += [r_min, r_max, f_min, f_max, m_min, m_max, name]
-    conn.execute("DROP TABLE IF EXISTS temp.rfm_next")
+    d = dialect_of(conn)
+    scratch = d.temporary("rfm_next")
+    conn.execute(f"DROP TABLE IF EXISTS {scratch}")
+    conn.execute(
+        f"CREATE TEMP TABLE rfm_next (contact_id {d.text_type}, recency_days INTEGER, "
+        "frequency INTEGER, monetary double precision, r INTEGER, f INTEGER, m INTEGER, "
+        f"segment {d.text_type})"
+    )
     conn.execute(
         f"""
-        CREATE TEMP TABLE rfm_next AS
         WITH purchases AS (
-            SELECT contact_id, occurred_at,
-                   json_extract(properties, '$.amount') AS amount          -- dialect
+            SELECT contact_id, occurred_at, {d.number("properties", "amount")} AS amount
             FROM events WHERE type = 'purchase' AND occurred_at < ?
         ),
         per_customer AS (
             SELECT contact_id,
-                   CAST(julianday(?) - julianday(substr(max(occurred_at), 1, 10))  -- dialect
-                        AS INTEGER) AS recency_days,
+                   CAST({d.days("?", "substr(max(occurred_at), 1, 10)")} AS INTEGER)
+                       AS recency_days,
                    count(CASE WHEN occurred_at >= ? THEN 1 END) AS frequency,
                    coalesce(sum(CASE WHEN occurred_at >= ? THEN amount END), 0) AS monetary
             FROM purchases GROUP BY contact_id
@@ -223,6 +248,7 @@ def refresh_rfm(
                    {_score("monetary", "ASC")} AS m
             FROM per_customer
         )
+        INSERT INTO {scratch} (contact_id, recency_days, frequency, monetary, r, f, m, segment)
         SELECT contact_id, recency_days, frequency, monetary, r, f, m,
                CASE {cases} ELSE ? END AS segment
         FROM scored
@@ -230,7 +256,7 @@ def refresh_rfm(
         [until, as_of, window_start, window_start, *case_params, otherwise],
     )
     changes = conn.execute(
-        "SELECT n.contact_id, o.segment, n.segment, n.r, n.f, n.m FROM temp.rfm_next AS n "
+        f"SELECT n.contact_id, o.segment, n.segment, n.r, n.f, n.m FROM {scratch} AS n "
         "LEFT JOIN analytics_rfm AS o ON o.contact_id = n.contact_id "
         "WHERE o.segment IS NULL OR o.segment <> n.segment ORDER BY n.contact_id"
     ).fetchall()
@@ -238,10 +264,10 @@ def refresh_rfm(
     conn.execute(
         "INSERT INTO analytics_rfm (contact_id, recency_days, frequency, monetary, r, f, m, "
         "segment, as_of) SELECT contact_id, recency_days, frequency, monetary, r, f, m, "
-        "segment, ? FROM temp.rfm_next",
+        f"segment, ? FROM {scratch}",
         [as_of],
     )
-    conn.execute("DROP TABLE temp.rfm_next")
+    conn.execute(f"DROP TABLE {scratch}")
     return [tuple(row) for row in changes]
 
 
@@ -287,10 +313,9 @@ def funnel(conn: Executes, stages: Sequence[str]) -> list[tuple[Any, ...]]:
     backward_moves_into)``. ``reached``: contacts with a transition into it; ``went_on``: of
     those, contacts who later reached the next stage of the model; ``median_days``: median
     length of completed stays in it (entry to the contact's next transition)."""
-    sql = """
-        WITH model AS (
-            SELECT value AS stage, CAST(key AS INTEGER) AS pos FROM json_each(?)   -- dialect
-        ),
+    d = dialect_of(conn)
+    sql = f"""
+        WITH model AS (SELECT value AS stage, pos FROM {d.array_rows("?")} AS elements),
         moves AS (
             SELECT t.contact_id, t.from_stage, t.to_stage, t.at,
                    lead(t.at) OVER (PARTITION BY t.contact_id ORDER BY t.at, t.id) AS left_at
@@ -298,9 +323,9 @@ def funnel(conn: Executes, stages: Sequence[str]) -> list[tuple[Any, ...]]:
         ),
         stays AS (
             SELECT to_stage AS stage,
-                   julianday(left_at) - julianday(at) AS days,                    -- dialect
+                   {d.days("left_at", "at")} AS days,
                    row_number() OVER (PARTITION BY to_stage
-                                      ORDER BY julianday(left_at) - julianday(at)) AS nth,
+                                      ORDER BY {d.days("left_at", "at")}) AS nth,
                    count(*) OVER (PARTITION BY to_stage) AS n
             FROM moves WHERE left_at IS NOT NULL
         ),
@@ -343,7 +368,7 @@ def cohorts(conn: Executes, *, until: str) -> list[tuple[str, int, int, int]]:
     """``(signup month 'YYYY-MM', months since signup, cohort size, active contacts)``: a
     contact is active in a month with an event from outside the engine in it. The cohorts are
     the contacts with a signup (``metrics.signed_up_at``), by its month."""
-    signup = "json_extract(data, '$.metrics.signed_up_at')"  # dialect
+    signup = dialect_of(conn).text("data", "metrics.signed_up_at")
     sql = f"""
         WITH members AS (
             SELECT id, {_MONTH.format(signup)} AS cohort FROM contacts
@@ -388,10 +413,10 @@ def churned(conn: Executes, *, until: str) -> list[tuple[str, int, int]]:
 
 def purchases(conn: Executes, *, since: str, until: str) -> tuple[int, int, int, float]:
     """``(customers, repeat customers (2+ purchases), purchases, revenue)`` in [since, until)."""
-    sql = """
+    amount = dialect_of(conn).number("properties", "amount")
+    sql = f"""
         WITH per_customer AS (
-            SELECT contact_id, count(*) AS n,
-                   sum(json_extract(properties, '$.amount')) AS revenue          -- dialect
+            SELECT contact_id, count(*) AS n, sum({amount}) AS revenue
             FROM events WHERE type = 'purchase' AND occurred_at >= ? AND occurred_at < ?
             GROUP BY contact_id
         )
@@ -423,9 +448,9 @@ def retained(conn: Executes, *, before: tuple[str, str], after: tuple[str, str])
 
 def monthly_orders(conn: Executes, *, until: str) -> list[tuple[str, int, float]]:
     """``(month, purchases, revenue)`` per month."""
-    sql = """
-        SELECT substr(occurred_at, 1, 7), count(*),
-               coalesce(sum(json_extract(properties, '$.amount')), 0)             -- dialect
+    amount = dialect_of(conn).number("properties", "amount")
+    sql = f"""
+        SELECT substr(occurred_at, 1, 7), count(*), coalesce(sum({amount}), 0)
         FROM events WHERE type = 'purchase' AND occurred_at < ?
         GROUP BY substr(occurred_at, 1, 7) ORDER BY 1
     """
@@ -446,7 +471,7 @@ def survey_scores(
     sql = f"""
         WITH answers AS (
             SELECT substr(occurred_at, 1, 7) AS month,
-                   json_extract(properties, '$.score') AS score,                   -- dialect
+                   {dialect_of(conn).number("properties", "score")} AS score,
                    row_number() OVER (PARTITION BY contact_id, substr(occurred_at, 1, 7)
                                       ORDER BY occurred_at DESC, seq DESC) AS nth
             FROM events WHERE type = ? AND occurred_at < ?
@@ -461,9 +486,10 @@ def survey_scores(
 def email_engagement(conn: Executes, *, until: str) -> list[tuple[Any, ...]]:
     """Per template: ``(template, sent, opened, clicked, unsubscribed, bounced)``, each the
     number of distinct contacts with such an event naming the template."""
-    sql = """
+    template = dialect_of(conn).text("properties", "template")
+    sql = f"""
         WITH mail AS (
-            SELECT json_extract(properties, '$.template') AS template, type, contact_id -- dialect
+            SELECT {template} AS template, type, contact_id
             FROM events
             WHERE type IN ('email.sent', 'email.opened', 'email.clicked', 'unsubscribed',
                            'email.bounced') AND occurred_at < ?
@@ -483,16 +509,17 @@ def activation(
     conn: Executes, *, event_type: str, within_days: float, until: str
 ) -> tuple[int, int]:
     """``(signed up contacts, of them with an event_type within within_days of signup)``."""
-    signup = "coalesce(json_extract(c.data, '$.metrics.signed_up_at'), c.created_at)"  # dialect
+    d = dialect_of(conn)
+    signed_up = d.text("c.data", "metrics.signed_up_at")
     sql = f"""
         WITH signed AS (
-            SELECT c.id, {signup} AS at FROM contacts AS c
-            WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL AND {signup} < :until
+            SELECT c.id, {signed_up} AS at FROM contacts AS c
+            WHERE {signed_up} IS NOT NULL AND {signed_up} < :until
         ),
         activated AS (
             SELECT DISTINCT s.id FROM signed AS s JOIN events AS e ON e.contact_id = s.id
             WHERE e.type = :type AND e.occurred_at >= s.at AND e.occurred_at < :until
-              AND julianday(e.occurred_at) - julianday(s.at) <= :days             -- dialect
+              AND {d.days("e.occurred_at", "s.at")} <= :days
         )
         SELECT (SELECT count(*) FROM signed), (SELECT count(*) FROM activated)
     """
@@ -504,39 +531,51 @@ def activation(
 
 def referred(conn: Executes, *, until: str) -> tuple[int, int]:
     """``(signed up contacts, of them with a referral.signup event)``."""
-    sql = """
+    signed_up = dialect_of(conn).text("c.data", "metrics.signed_up_at")
+    sql = f"""
         SELECT count(*),
                count(CASE WHEN EXISTS (SELECT 1 FROM events AS e WHERE e.contact_id = c.id
                                        AND e.type = 'referral.signup' AND e.occurred_at < ?)
                           THEN 1 END)
         FROM contacts AS c
-        WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL            -- dialect
-          AND json_extract(c.data, '$.metrics.signed_up_at') < ?
+        WHERE {signed_up} IS NOT NULL AND {signed_up} < ?
     """
     signed, with_referral = conn.execute(sql, [until, until]).fetchone()
     return int(signed), int(with_referral)
 
 
-def acquisition(conn: Executes, *, until: str) -> list[tuple[str, float, int, float]]:
+def acquisition(
+    conn: Executes, *, until: str, spend: Sequence[tuple[str, str, float]] = ()
+) -> list[tuple[str, float, int, float]]:
     """Per channel: ``(channel, spend, customers acquired, their revenue)``. Spend is the sum of
-    ``marketing.spend`` events' ``amount`` by ``properties.channel``; a customer is acquired by
-    the ``channel`` attribute of the contact (``signup`` property) when their first purchase is
-    before ``until``; revenue is all their purchases before ``until``."""
-    sql = """
-        WITH spend AS (
-            SELECT json_extract(properties, '$.channel') AS channel,               -- dialect
-                   sum(json_extract(properties, '$.amount')) AS amount
-            FROM events WHERE type = 'marketing.spend' AND occurred_at < :until
-            GROUP BY json_extract(properties, '$.channel')
+    ``marketing.spend`` events' ``amount`` before ``until`` by ``properties.channel``, plus
+    ``spend`` rows ``(day 'YYYY-MM-DD', channel, amount)`` (a spend file) dated before
+    ``until``'s day; a customer is acquired by the ``channel`` attribute of the contact
+    (``signup`` property) when their first purchase is before ``until``; revenue is all their
+    purchases."""
+    d = dialect_of(conn)
+    channel_of = d.text("properties", "channel")
+    contact_channel = d.text("c.data", "attributes.channel")
+    sql = f"""
+        WITH spend_file AS (
+            SELECT {d.json_item("value", 0)} AS day, {d.json_item("value", 1)} AS channel,
+                   CAST({d.json_item("value", 2)} AS double precision) AS amount
+            FROM {d.json_rows(":spend")} AS items
         ),
+        spent AS (
+            SELECT {channel_of} AS channel, {d.number("properties", "amount")} AS amount
+            FROM events WHERE type = 'marketing.spend' AND occurred_at < :until
+            UNION ALL
+            SELECT channel, amount FROM spend_file WHERE day < substr(:until, 1, 10)
+        ),
+        spend AS (SELECT channel, sum(amount) AS amount FROM spent GROUP BY channel),
         customers AS (
-            SELECT json_extract(c.data, '$.attributes.channel') AS channel,        -- dialect
-                   count(*) AS acquired,
-                   sum(json_extract(c.data, '$.metrics.total_spent')) AS revenue
+            SELECT {contact_channel} AS channel, count(*) AS acquired,
+                   sum({d.number("c.data", "metrics.total_spent")}) AS revenue
             FROM contacts AS c
-            WHERE json_extract(c.data, '$.metrics.first_order_at') < :until
-              AND json_extract(c.data, '$.attributes.channel') IS NOT NULL
-            GROUP BY json_extract(c.data, '$.attributes.channel')
+            WHERE {d.text("c.data", "metrics.first_order_at")} < :until
+              AND {contact_channel} IS NOT NULL
+            GROUP BY {contact_channel}
         ),
         channels AS (SELECT channel FROM spend UNION SELECT channel FROM customers)
         SELECT ch.channel, coalesce(s.amount, 0), coalesce(cu.acquired, 0),
@@ -546,15 +585,14 @@ def acquisition(conn: Executes, *, until: str) -> list[tuple[str, float, int, fl
         LEFT JOIN customers AS cu ON cu.channel = ch.channel
         WHERE ch.channel IS NOT NULL ORDER BY ch.channel
     """
-    return [tuple(row) for row in conn.execute(sql, {"until": until}).fetchall()]
+    rows = json.dumps([list(row) for row in spend])
+    return [tuple(row) for row in conn.execute(sql, {"until": until, "spend": rows}).fetchall()]
 
 
 def rule_fires_by_week(conn: Executes) -> list[tuple[str, str, int]]:
     """``(week's Monday 'YYYY-MM-DD', rule, fires)`` from the decision traces."""
-    sql = """
-        SELECT date(substr(at, 1, 10), '-' || ((CAST(strftime('%w', at) AS INTEGER) + 6) % 7)
-                    || ' days') AS week,                                            -- dialect
-               ruleset || '/' || rule, count(*)
+    sql = f"""
+        SELECT {dialect_of(conn).week_start("at")} AS week, ruleset || '/' || rule, count(*)
         FROM traces WHERE decision = 'fired' GROUP BY week, ruleset, rule ORDER BY week, 2
     """
     return [tuple(row) for row in conn.execute(sql).fetchall()]
