@@ -19,6 +19,8 @@ from ..errors import ClmError
 from ..money import minor_digits, to_minor
 
 COLUMNS = ("date", "channel", "amount", "currency")
+#: The largest amount taken, in minor units: beyond it a float (how the store sums) loses cents.
+MAX_MINOR = 2**53
 #: Problems shown at most (a file of a million bad lines says so in a few lines).
 SHOWN = 20
 
@@ -82,6 +84,7 @@ def load_spend(path: str | Path) -> SpendFile:
                 f"{file}:{line}: currency: expected an ISO 4217 code like EUR, got {currency!r}"
             )
             continue
+        currencies.setdefault(currency, line)
         try:
             minor = to_minor(amount, currency)
         except ValueError as error:
@@ -90,7 +93,11 @@ def load_spend(path: str | Path) -> SpendFile:
         if minor < 0:
             problems.append(f"{file}:{line}: amount: expected zero or more, got {amount!r}")
             continue
-        currencies.setdefault(currency, line)
+        if minor > MAX_MINOR:
+            problems.append(
+                f"{file}:{line}: amount: expected at most {MAX_MINOR:,} minor units, got {amount!r}"
+            )
+            continue
         result.rows.append((day, channel, minor / 10 ** minor_digits(currency)))
     if len(currencies) > 1:
         first, *others = currencies.items()
