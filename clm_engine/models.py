@@ -667,6 +667,21 @@ class Limit(BaseModel):
     cooldown: DurationSpec | None = None
 
 
+class Goal(BaseModel):
+    """A conversion goal: an event of type ``event`` (meeting ``where``, a condition on
+    ``event.properties.*``) at most ``within`` after a contact's first exposure; ``revenue``
+    names the goal event's property summed as revenue. Rules declare one to have conversions
+    and revenue attributed to them (``docs/metrics.md``); experiments measure arms by the same
+    shape. ``clm_engine.rulesets.goals`` reads it for the store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event: EventType
+    where: Condition | None = None
+    within: DurationSpec = "P30D"
+    revenue: FactPath | None = None
+
+
 class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -678,6 +693,7 @@ class Rule(BaseModel):
     limit: Limit | None = None
     priority: int = 0
     enabled: bool = True
+    goal: Goal | None = None
 
 
 class Ruleset(BaseModel):

@@ -14,6 +14,7 @@ from ..models import utc_text
 from ..store import analytics as sql
 
 if TYPE_CHECKING:
+    from ..models import Ruleset
     from .spend import SpendFile
 
 
@@ -29,10 +30,12 @@ def kpis(
     activation_event: str = "purchase",
     activation_days: float = 30,
     spend: SpendFile | None = None,
+    rulesets: Sequence[Ruleset] = (),
 ) -> dict[str, Any]:
     """Every KPI as of ``now`` (events before it), for the stage model ``stages``, on the
     store ``db`` (``clm_engine.store.analytics_dialect.analytics_db``: SQLite or PostgreSQL).
-    ``spend``: acquisition spend from a file, added to the ``marketing.spend`` events."""
+    ``spend``: acquisition spend from a file, added to the ``marketing.spend`` events.
+    ``rulesets``: the rules whose goals are attributed and which the journey map draws."""
     until = utc_text(now.astimezone(UTC))
     year_ago = utc_text(now.astimezone(UTC) - timedelta(days=365))
     two_years_ago = utc_text(now.astimezone(UTC) - timedelta(days=730))
@@ -99,6 +102,8 @@ def kpis(
             "segments": sql.rfm_segments(db),
             "grid": [{"r": r, "f": f, "customers": n} for r, f, n in sql.rfm_grid(db)],
         },
+        "goals": goals(db, rulesets, until=until),
+        "journey": journey(db, rulesets, stages, until=until),
         "rule_fires_by_week": [
             {"week": week, "rule": rule, "fires": n} for week, rule, n in sql.rule_fires_by_week(db)
         ],
@@ -132,6 +137,45 @@ def _channel(channel: str | None, spent: float, customers: int, revenue: float) 
         "cac": _rate(spent, customers, 2),
         "romi": _rate(revenue - spent, spent),
     }
+
+
+def goals(db: Any, rulesets: Sequence[Ruleset], *, until: str) -> list[dict[str, Any]]:
+    """Conversions and revenue attributed to each rule that declares a goal."""
+    from ..rulesets.goals import goal_query
+
+    result = []
+    for ruleset in rulesets:
+        for rule in ruleset.rules:
+            if rule.goal is None:
+                continue
+            query = goal_query(rule.goal)
+            exposed, converted, conversions, revenue = sql.goal_attribution(
+                db, ruleset=ruleset.ruleset, rule=rule.id, goal=query, until=until
+            )
+            result.append(
+                {
+                    "ruleset": ruleset.ruleset,
+                    "rule": rule.id,
+                    "goal": query.description,
+                    "exposed": exposed,
+                    "converted": converted,
+                    "conversion_rate": _rate(converted, exposed),
+                    "conversions": conversions,
+                    "revenue": round(revenue, 2),
+                    "revenue_per_exposed": _rate(revenue, exposed, 2),
+                }
+            )
+    return result
+
+
+def journey(
+    db: Any, rulesets: Sequence[Ruleset], stages: Sequence[str], *, until: str
+) -> dict[str, Any]:
+    """The journey map's data: the rules that move contacts between stages and the
+    touchpoints at each stage, with their counts (``clm_engine.analytics.journey``)."""
+    from .journey import journey_map
+
+    return journey_map(db, rulesets, stages, until=until)
 
 
 def _share(pair: tuple[int, int], whole: str, part: str, rate: str) -> dict[str, Any]:

@@ -99,15 +99,17 @@ def report_figures(
     """The KPIs for ``clm report``, for the stage model of ``ruleset_paths`` (the default
     model without them), on either store; rulesets are only read, not loaded. ``spend``: an
     acquisition spend file (CSV) besides the ``marketing.spend`` events."""
-    stages = engine.stages
+    stages, book = engine.stages, engine.rulebook
     if ruleset_paths:
-        stages = engine.prepare_rulesets(list(ruleset_paths)).book.stages
+        book = engine.prepare_rulesets(list(ruleset_paths)).book
+        stages = book.stages
     spent = load_spend(spend) if spend is not None else None
     return kpis(
         analytics_db(engine.store),
         now=engine.clock.now(),
         stages=stages,
         spend=spent,
+        rulesets=[loaded.ruleset for loaded in book.rulesets],
     )
 
 

@@ -58,6 +58,10 @@ DEF_DESCRIPTIONS: dict[str, str] = {
     ),
     "ActionCall": 'One action to run: {"action": "tag.add", "with": {"tag": "vip"}}.',
     "Limit": "How often the rule may fire for one contact.",
+    "Goal": (
+        'A conversion goal: {"event": "purchase", "within": "P14D", "revenue": "amount"}. '
+        "Conversions and revenue after a contact's first exposure are counted per rule."
+    ),
     "Duration": 'A length of time: {"days": 30}, {"hours": 12}, {"weeks": 1, "days": 2}.',
 }
 
@@ -100,6 +104,19 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
         "its actions are queued first (default 0)."
     ),
     ("Rule", "enabled"): "false: the rule is validated but never fires (default true).",
+    ("Rule", "goal"): (
+        "The conversion goal of the rule: clm report attributes the goal events that follow a "
+        "contact's first fire of the rule (and their revenue) to it."
+    ),
+    ("Goal", "event"): 'The event type that counts as a conversion, e.g. "purchase".',
+    ("Goal", "where"): (
+        "A condition the goal event must meet, on event.properties.* (eq, ne, lt, lte, gt, "
+        "gte, in, not_in, exists)."
+    ),
+    ("Goal", "within"): 'How long after the first exposure a goal event counts (default "P30D").',
+    ("Goal", "revenue"): (
+        'The goal event\'s property summed as revenue, e.g. "amount" (dotted for nested).'
+    ),
     ("EventTrigger", "event"): 'The event type, e.g. "purchase" or "email.opened".',
     ("EventTrigger", "where"): (
         "A condition the event (and contact) must meet, e.g. on event.properties.amount."

@@ -15,6 +15,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from ..rulesets.goals import Filter, GoalQuery, Group
 from .analytics_dialect import Dialect, dialect_of
 
 
@@ -603,5 +604,122 @@ def stage_flows(conn: Executes) -> list[tuple[str, str, int]]:
     rows = conn.execute(
         "SELECT from_stage, to_stage, count(*) FROM stage_transitions "
         "WHERE from_stage IS NOT NULL GROUP BY from_stage, to_stage ORDER BY 1, 2"
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+# -- conversion goals ---------------------------------------------------------------------------
+
+
+def goal_attribution(
+    conn: Executes, *, ruleset: str, rule: str, goal: GoalQuery, until: str
+) -> tuple[int, int, int, float]:
+    """``(exposed contacts, converted contacts, conversions, revenue)`` of one rule's goal.
+
+    Exposed: contacts the rule fired for (its ``fired`` traces) before ``until``, from their
+    first fire; a conversion is a goal event of the contact at or after that first fire, at
+    most ``goal.within_days`` later and before ``until``, meeting ``goal.where``; revenue sums
+    the goal events' ``goal.revenue`` property (numbers only)."""
+    d = dialect_of(conn)
+    params: dict[str, Any] = {
+        "ruleset": ruleset,
+        "rule": rule,
+        "until": until,
+        "event": goal.event,
+        "within": goal.within_days,
+    }
+    where = "TRUE" if goal.where is None else goal_filter(d, goal.where, "e.properties", params)
+    revenue = "0" if goal.revenue is None else d.typed("e.properties", goal.revenue, "number")
+    sql = f"""
+        WITH exposed AS (
+            SELECT contact_id, min(at) AS first_at FROM traces
+            WHERE ruleset = :ruleset AND rule = :rule AND decision = 'fired' AND at < :until
+            GROUP BY contact_id
+        ),
+        conversions AS (
+            SELECT x.contact_id, {revenue} AS revenue
+            FROM exposed AS x JOIN events AS e ON e.contact_id = x.contact_id
+            WHERE e.type = :event AND e.occurred_at >= x.first_at AND e.occurred_at < :until
+              AND {d.days("e.occurred_at", "x.first_at")} <= :within AND {where}
+        )
+        SELECT (SELECT count(*) FROM exposed), count(DISTINCT contact_id), count(*),
+               coalesce(sum(revenue), 0)
+        FROM conversions
+    """
+    exposed, converted, conversions, total = conn.execute(sql, params).fetchone()
+    return int(exposed), int(converted), int(conversions), float(total)
+
+
+def goal_filter(d: Dialect, node: Filter, column: str, params: dict[str, Any]) -> str:
+    """A goal's ``where`` as a SQL boolean over the JSON ``column`` (never NULL, so ``NOT``
+    means what the rule language's ``not`` means), its values added to ``params``. As strict
+    as the rule language: a text never equals a number, true is not 1, a missing property
+    fails every test but ``exists: false`` (a null one is there: it is ``ne`` anything)."""
+    if isinstance(node, Group):
+        parts = [goal_filter(d, part, column, params) for part in node.parts]
+        if node.kind == "not":
+            return f"(NOT {parts[0]})"
+        return "(" + (" AND " if node.kind == "all" else " OR ").join(parts) + ")"
+
+    def value(item: Any) -> str:
+        name = f"g{len(params)}"
+        params[name] = item
+        return f":{name}"
+
+    op, wanted, path = node.op, node.value, node.path
+    if op == "exists":
+        present = d.present(column, path)
+        return present if wanted is not False else f"(NOT {present})"
+    if op in ("in", "not_in"):
+        kind = "string" if isinstance(wanted[0], str) else "number"
+        members = ", ".join(value(item) for item in wanted)
+        test = f"coalesce({d.typed(column, path, kind)} IN ({members}), FALSE)"
+        return test if op == "in" else f"({d.present(column, path)} AND NOT {test})"
+    if op in ("eq", "ne"):
+        if isinstance(wanted, bool):
+            test = d.is_boolean(column, path, wanted)
+        else:
+            kind = "string" if isinstance(wanted, str) else "number"
+            test = f"coalesce({d.typed(column, path, kind)} = {value(wanted)}, FALSE)"
+        return test if op == "eq" else f"({d.present(column, path)} AND NOT {test})"
+    symbol = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[op]
+    return f"coalesce({d.typed(column, path, 'number')} {symbol} {value(wanted)}, FALSE)"
+
+
+# -- the journey map ----------------------------------------------------------------------------
+
+
+def stage_counts(conn: Executes) -> list[tuple[str, int, int]]:
+    """``(stage, contacts in it now, contacts who ever reached it)`` per stage seen."""
+    sql = """
+        WITH now_in AS (SELECT stage, count(*) AS n FROM contacts WHERE stage IS NOT NULL
+                        GROUP BY stage),
+        reached AS (SELECT to_stage AS stage, count(DISTINCT contact_id) AS n
+                    FROM stage_transitions GROUP BY to_stage),
+        stages AS (SELECT stage FROM now_in UNION SELECT stage FROM reached)
+        SELECT s.stage, coalesce(n.n, 0), coalesce(r.n, 0) FROM stages AS s
+        LEFT JOIN now_in AS n ON n.stage = s.stage LEFT JOIN reached AS r ON r.stage = s.stage
+        ORDER BY s.stage
+    """
+    return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+
+def transitions_by_cause(conn: Executes, *, until: str) -> list[tuple[str, str | None, str, int]]:
+    """``(cause, from stage, to stage, transitions)`` before ``until``: a rule's stage.set
+    records its cause as ``rule <id> of ruleset <name>`` (and a reason after a colon)."""
+    rows = conn.execute(
+        "SELECT cause, from_stage, to_stage, count(*) FROM stage_transitions WHERE at < ? "
+        "GROUP BY cause, from_stage, to_stage ORDER BY 1, 2, 3",
+        [until],
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def fires_by_rule(conn: Executes, *, until: str) -> list[tuple[str, str, int, int]]:
+    """``(ruleset, rule, fires, contacts)``: decisions ``fired`` in the traces before ``until``."""
+    rows = conn.execute(
+        "SELECT ruleset, rule, count(*), count(DISTINCT contact_id) FROM traces "
+        "WHERE decision = 'fired' AND at < ? GROUP BY ruleset, rule ORDER BY 1, 2",
+        [until],
     ).fetchall()
     return [tuple(row) for row in rows]

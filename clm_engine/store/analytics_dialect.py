@@ -42,13 +42,43 @@ class Dialect:
                 f"(CASE WHEN jsonb_typeof({column} #> '{keys}') = 'number' "
                 f"THEN CAST({column} #>> '{keys}' AS double precision) END)"
             )
-        return f"json_extract({column}, '$.{path}')"
+        return f"json_extract({column}, '{_sqlite_path(path)}')"
+
+    def typed(self, column: str, path: str, kind: str) -> str:
+        """The value at ``path`` if it is a JSON ``kind`` ("number" or "string"; never a
+        boolean for a number), else NULL: comparisons as strict as the rule language's."""
+        if self.postgres:
+            keys = _pg_path(path)
+            cast = " AS double precision" if kind == "number" else " AS text"
+            return (
+                f"(CASE WHEN jsonb_typeof({column} #> '{keys}') = '{kind}' "
+                f"THEN CAST({column} #>> '{keys}'{cast}) END)"
+            )
+        kinds = "'integer', 'real'" if kind == "number" else "'text'"
+        where = _sqlite_path(path)
+        return (
+            f"(CASE WHEN json_type({column}, '{where}') IN ({kinds}) "
+            f"THEN json_extract({column}, '{where}') END)"
+        )
+
+    def is_boolean(self, column: str, path: str, value: bool) -> str:
+        """Whether the value at ``path`` is JSON ``true`` (or ``false``); never NULL."""
+        word = "true" if value else "false"
+        if self.postgres:
+            return f"coalesce(({column} #> '{_pg_path(path)}') = CAST('{word}' AS jsonb), FALSE)"
+        return f"coalesce(json_type({column}, '{_sqlite_path(path)}') = '{word}', FALSE)"
+
+    def present(self, column: str, path: str) -> str:
+        """Whether ``path`` is in the JSON (its value may be null); never NULL."""
+        if self.postgres:
+            return f"(({column} #> '{_pg_path(path)}') IS NOT NULL)"
+        return f"(json_type({column}, '{_sqlite_path(path)}') IS NOT NULL)"
 
     def text(self, column: str, path: str) -> str:
         """The value at ``path`` in a JSON column, as text (the time and name fields)."""
         if self.postgres:
             return f"({column} #>> '{_pg_path(path)}')"
-        return f"json_extract({column}, '$.{path}')"
+        return f"json_extract({column}, '{_sqlite_path(path)}')"
 
     def days(self, later: str, earlier: str) -> str:
         """Days (fractional) from ``earlier`` to ``later``: UTC time texts or dates."""
@@ -122,11 +152,20 @@ SQLITE = Dialect("sqlite")
 POSTGRES = Dialect("postgresql")
 
 
-def _pg_path(path: str) -> str:
+def _keys(path: str) -> list[str]:
+    """The keys of a dotted path: fact-path characters only (they are written into SQL)."""
     keys = path.split(".")
-    if not all(re.fullmatch(r"[A-Za-z0-9_]+", key) for key in keys):
-        raise ValueError(f"not a plain JSON path: {path!r}")  # never data: the code's own paths
-    return "{" + ",".join(keys) + "}"
+    if not all(re.fullmatch(r"[A-Za-z0-9_-]+", key) for key in keys):
+        raise ValueError(f"not a plain JSON path: {path!r}")
+    return keys
+
+
+def _pg_path(path: str) -> str:
+    return "{" + ",".join(f'"{key}"' if "-" in key else key for key in _keys(path)) + "}"
+
+
+def _sqlite_path(path: str) -> str:
+    return "$" + "".join(f'."{key}"' if "-" in key else f".{key}" for key in _keys(path))
 
 
 class _Rows:
