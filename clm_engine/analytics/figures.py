@@ -15,6 +15,7 @@ from ..store import analytics as sql
 
 if TYPE_CHECKING:
     from ..models import Ruleset
+    from .health import HealthDefinition
     from .spend import SpendFile
 
 
@@ -31,11 +32,15 @@ def kpis(
     activation_days: float = 30,
     spend: SpendFile | None = None,
     rulesets: Sequence[Ruleset] = (),
+    health: HealthDefinition | None = None,
 ) -> dict[str, Any]:
     """Every KPI as of ``now`` (events before it), for the stage model ``stages``, on the
     store ``db`` (``clm_engine.store.analytics_dialect.analytics_db``: SQLite or PostgreSQL).
     ``spend``: acquisition spend from a file, added to the ``marketing.spend`` events.
-    ``rulesets``: the rules whose goals are attributed and which the journey map draws."""
+    ``rulesets``: the rules whose goals are attributed and which the journey map draws;
+    ``health``: the health score's definition (the shipped default without it)."""
+    from .health import definition_in, health_summary
+
     until = utc_text(now.astimezone(UTC))
     year_ago = utc_text(now.astimezone(UTC) - timedelta(days=365))
     two_years_ago = utc_text(now.astimezone(UTC) - timedelta(days=730))
@@ -102,6 +107,7 @@ def kpis(
             "segments": sql.rfm_segments(db),
             "grid": [{"r": r, "f": f, "customers": n} for r, f, n in sql.rfm_grid(db)],
         },
+        "health": health_summary(db, health or definition_in({}), now.astimezone(UTC)),
         "goals": goals(db, rulesets, until=until),
         "journey": journey(db, rulesets, stages, until=until),
         "rule_fires_by_week": [

@@ -46,7 +46,8 @@ def journey_chart(figures: dict[str, Any]) -> Any:
     if anywhere:
         nodes.append({"x": 0, "y": 0, "label": f"{ANY_STAGE}\n(rules naming\nno stage)"})
     arcs, arc_labels = _arcs(moves, x_of, goals)
-    lines = _touchpoint_lines(touchpoints, x_of, goals)
+    top = min([-0.9, *(p["y"] for p in arcs)]) - 0.45  # the first line, under the arcs
+    lines = _touchpoint_lines(touchpoints, x_of, goals, top)
     low = min([-2.0, *(p["y"] for p in arcs), *(t["y"] - _ROW for t in lines)])
     high = max([1.0, *(p["y"] for p in arcs)]) + 0.4
     x = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.6, max(x_of.values()) + 0.6]))
@@ -142,7 +143,10 @@ def _arcs(
 
 
 def _touchpoint_lines(
-    touchpoints: list[dict[str, Any]], x_of: dict[str, int], goals: dict[tuple[str, str], Any]
+    touchpoints: list[dict[str, Any]],
+    x_of: dict[str, int],
+    goals: dict[tuple[str, str], Any],
+    top: float,
 ) -> list[dict[str, Any]]:
     """One line of text per touchpoint and stage, stacked under the stage's box."""
     rows: dict[int, int] = {}
@@ -155,9 +159,9 @@ def _touchpoint_lines(
             row = rows.get(x, 0)
             rows[x] = row + 1
             what = f" {point['what']}" if point["what"] else ""
-            text = f"{point['action']}{what}: {point['fires']:,} sent"
+            text = f"{point['rule']}: {point['action']}{what}, {point['fires']:,} sent"
             goal = goals.get((point["ruleset"], point["rule"]))
             if goal is not None:
                 text += f", {goal['converted']:,} conv."
-            lines.append({"x": x, "y": -2.1 - _ROW * row, "label": text})
+            lines.append({"x": x, "y": top - _ROW * row, "label": text})
     return lines

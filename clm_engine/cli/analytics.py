@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from rich.table import Table
 
 from ..analytics.definitions import load_definitions
 from ..analytics.figures import kpis
+from ..analytics.health import KIND as HEALTH
+from ..analytics.health import definition_in, load_health
 from ..analytics.spend import load_spend
 from ..engine import Engine
 from ..errors import ClmError
@@ -83,11 +86,25 @@ def refresh_(
 @analytics.command("validate")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def validate_(path: Path) -> None:
-    """Check an RFM segment definitions file: every problem with its line and JSON pointer."""
+    """Check an RFM segment definitions file or a health score definition (a document with
+    a "health" key): every problem with its line and JSON pointer."""
+    if _is_health(path):
+        health = load_health(path)
+        parts = ", ".join(f"{p.name} x {p.weight:g}" for p in health.parts)
+        console.print(f"{path}: health {health.health!r}, window {health.window}: {parts}")
+        return
     definitions = load_definitions(path)
     console.print(
         f"{path}: {len(definitions.segments)} segment rule(s), window {definitions.window}"
     )
+
+
+def _is_health(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, ValueError):
+        return False  # the RFM loader reports what is wrong with it
+    return isinstance(data, dict) and HEALTH in data
 
 
 # -- the analytics part of ``clm report`` ------------------------------------------------------
@@ -110,6 +127,7 @@ def report_figures(
         stages=stages,
         spend=spent,
         rulesets=[loaded.ruleset for loaded in book.rulesets],
+        health=definition_in(book.documents),
     )
 
 
@@ -178,6 +196,19 @@ def print_figures(figures: dict[str, Any]) -> None:
                 _pct(a["romi"]),
             )
         console.print(acq)
+    health = figures["health"]
+    if health["contacts"]:
+        parts = ", ".join(f"{p['name']} {_num(p['mean'])}" for p in health["parts"])
+        console.print(
+            f"health score ({health['definition']}, {health['window']}): mean "
+            f"{_num(health['mean'])} over {health['contacts']:,} contacts; parts: {parts}"
+        )
+    for goal in figures["goals"]:
+        console.print(
+            f"goal of {goal['ruleset']}/{goal['rule']} ({goal['goal']}): "
+            f"{goal['converted']:,} of {goal['exposed']:,} converted "
+            f"({_pct(goal['conversion_rate'])}), revenue {_num(goal['revenue'])}"
+        )
     if figures["rfm"]["segments"]:
         console.print(
             "RFM segments: "

@@ -95,7 +95,24 @@ def explain(
                 added = item.add(_action_text(action))
                 for follow_up in action.get("follow_ups", ()):
                     added.add(f"then {_action_text(follow_up)} [dim]due {follow_up['due_at']}[/]")
+    if answer.get("health"):
+        _health(root, answer["health"])
     console.print(root)
+
+
+def _health(root: Tree, health: dict[str, Any]) -> None:
+    """The health score and its parts (``contact.health.score``)."""
+    score = "-" if health["score"] is None else f"{health['score']:g}"
+    node = root.add(
+        f"[bold]health score {score}[/] [dim](contact.health.score, definition "
+        f"{esc(health['definition'])}, events from {health['window']['from'][:10]})[/]"
+    )
+    for part in health["parts"]:
+        shown = "no data: left out" if part["score"] is None else f"{part['score']:g}"
+        node.add(
+            f"{esc(part['name'])}: {shown} [dim](weight {part['weight']:g}; "
+            f"{esc(part['measure'])} {esc(part['value'])})[/]"
+        )
 
 
 def esc(value: Any) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..rulesets.goals import Filter, GoalQuery, Group
@@ -723,3 +725,146 @@ def fires_by_rule(conn: Executes, *, until: str) -> list[tuple[str, str, int, in
         [until],
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+# -- customer health ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthPartQuery:
+    """One part of the health score as the store computes it
+    (``clm_engine.analytics.health``): ``count`` events of ``events`` (score 100 at
+    ``target``, or 0 at ``target`` when ``lower_is_better``), or the ``value`` at ``fact``
+    in the contact's state (its time at ``at`` in the window), scaled from ``[low, high]``."""
+
+    measure: str
+    events: tuple[str, ...]
+    weight: float
+    target: float
+    lower_is_better: bool
+    fact: str | None
+    at: str | None
+    low: float
+    high: float
+
+
+def _health(d: Dialect, parts: Sequence[HealthPartQuery], params: dict[str, Any], one: bool) -> str:
+    """The CTEs ending in ``health (contact_id, v0, s0, v1, s1, ..., score)``: each part's
+    value and score, and the weighted mean of the scores there are, per contact (only
+    ``:contact`` when ``one``)."""
+
+    def listed(values: Sequence[Any], prefix: str) -> str:
+        names = []
+        for n, value in enumerate(values):
+            params[f"{prefix}{n}"] = value
+            names.append(f":{prefix}{n}")
+        return ", ".join(names)
+
+    only = " AND contact_id = :contact" if one else ""
+    every_type = sorted({t for p in parts for t in p.events})
+    ctes = [
+        f"""windowed AS (
+            SELECT contact_id, type FROM events
+            WHERE type IN ({listed(every_type or [""], "t")}) AND occurred_at >= :since
+              AND occurred_at < :until{only})"""
+    ]
+    columns, joins, weighted, present = [], [], [], []
+    for i, part in enumerate(parts):
+        types = listed(part.events, f"p{i}t")
+        params[f"w{i}"] = part.weight
+        if part.measure == "count":
+            params[f"target{i}"] = part.target
+            ctes.append(
+                f"part{i} AS (SELECT contact_id, count(*) AS v FROM windowed "
+                f"WHERE type IN ({types}) GROUP BY contact_id)"
+            )
+            share = d.smaller("1.0", f"coalesce(p{i}.v, 0) * 1.0 / :target{i}")
+            score = f"100.0 * (1.0 - {share})" if part.lower_is_better else f"100.0 * {share}"
+            columns.append(f"coalesce(p{i}.v, 0) AS v{i}, {score} AS s{i}")
+        else:
+            assert part.fact is not None
+            params[f"low{i}"], params[f"high{i}"] = part.low, part.high
+            value = d.typed("c.data", part.fact, "number")
+            if part.at is not None:
+                at = d.text("c.data", part.at)
+                params["first_second"] = params["since"][:19]
+                params["last_second"] = last_second(params["until"])
+                second = f"substr({at}, 1, 19)"
+                value = (
+                    f"CASE WHEN {second} >= :first_second AND {second} <= :last_second "
+                    f"THEN {value} END"
+                )
+            ctes.append(
+                f"part{i} AS (SELECT c.id AS contact_id, {value} AS v FROM contacts AS c"
+                f"{' WHERE c.id = :contact' if one else ''})"
+            )
+            scaled = f"(p{i}.v - :low{i}) * 1.0 / (:high{i} - :low{i})"
+            clamped = d.larger("0.0", d.smaller("1.0", scaled))
+            columns.append(
+                f"p{i}.v AS v{i}, CASE WHEN p{i}.v IS NULL THEN NULL ELSE 100.0 * {clamped} END "
+                f"AS s{i}"
+            )
+        joins.append(f"LEFT JOIN part{i} AS p{i} ON p{i}.contact_id = c.id")
+        weighted.append(f"coalesce(s{i}, 0) * :w{i}")
+        present.append(f"CASE WHEN s{i} IS NULL THEN 0 ELSE :w{i} END")
+    ctes.append(
+        f"parts AS (SELECT c.id AS contact_id, {', '.join(columns)} FROM contacts AS c "
+        f"{' '.join(joins)}{' WHERE c.id = :contact' if one else ''})"
+    )
+    values = ", ".join(f"v{i}, s{i}" for i in range(len(parts)))
+    ctes.append(
+        f"health AS (SELECT contact_id, {values}, "
+        f"({' + '.join(weighted)}) / nullif({' + '.join(present)}, 0) AS score FROM parts)"
+    )
+    return "WITH " + ",\n".join(ctes)
+
+
+def last_second(until: str) -> str:
+    """The last whole second before ``until`` (UTC time text), as the first 19 characters of
+    a time: times kept to the second (``metrics.nps_answered_at``) compare with it."""
+    moment = datetime.fromisoformat(until.replace("Z", "+00:00")) - timedelta(microseconds=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def health_scores(
+    conn: Executes,
+    parts: Sequence[HealthPartQuery],
+    *,
+    since: str,
+    until: str,
+    contact_id: str,
+) -> list[tuple[Any, ...]]:
+    """``(contact_id, v0, s0, v1, s1, ..., score)`` of one contact: its events in
+    [``since``, ``until``)."""
+    params: dict[str, Any] = {"since": since, "until": until, "contact": contact_id}
+    sql = _health(dialect_of(conn), parts, params, one=True) + " SELECT * FROM health"
+    return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def health_bins(
+    conn: Executes, parts: Sequence[HealthPartQuery], *, since: str, until: str
+) -> list[tuple[int, int, float, list[tuple[float, int]]]]:
+    """Every contact's score by bins of ten points (the last holds 100): ``(bin, contacts,
+    sum of their scores, [(sum of part i's scores, contacts with part i)])``."""
+    d = dialect_of(conn)
+    params: dict[str, Any] = {"since": since, "until": until}
+    sums = ", ".join(f"coalesce(sum(s{i}), 0), count(s{i})" for i in range(len(parts)))
+    sql = (
+        _health(d, parts, params, one=False)
+        + f"""
+        SELECT {d.smaller("9", d.floor_int("score / 10"))} AS bin, count(*), sum(score), {sums}
+        FROM health WHERE score IS NOT NULL GROUP BY 1 ORDER BY 1
+        """
+    )
+    result = []
+    for row in conn.execute(sql, params).fetchall():
+        rest = row[3:]
+        result.append(
+            (
+                int(row[0]),
+                int(row[1]),
+                float(row[2]),
+                [(float(rest[2 * i]), int(rest[2 * i + 1])) for i in range(len(parts))],
+            )
+        )
+    return result

@@ -96,7 +96,18 @@ class Dialect:
         return f"CAST({expression} AS INTEGER)"
 
     def smaller(self, a: str, b: str) -> str:
-        return f"least({a}, {b})" if self.postgres else f"min({a}, {b})"
+        """The smaller of two values (NULL if either is)."""
+        if self.postgres:  # least() skips a NULL: keep SQLite's min()'s NULL
+            return f"(CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL ELSE least({a}, {b}) END)"
+        return f"min({a}, {b})"
+
+    def larger(self, a: str, b: str) -> str:
+        """The larger of two values (NULL if either is)."""
+        if self.postgres:
+            return (
+                f"(CASE WHEN ({a}) IS NULL OR ({b}) IS NULL THEN NULL ELSE greatest({a}, {b}) END)"
+            )
+        return f"max({a}, {b})"
 
     def array_rows(self, parameter: str) -> str:
         """A FROM item with one row per element of a JSON array parameter: ``value`` (text)
