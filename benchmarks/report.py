@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import tempfile
 import time
 import tracemalloc
@@ -68,13 +69,33 @@ PLAIN = {
     "clv": "SELECT count(*), sum(predicted_clv) FROM analytics_customers",
     "rule fires": "SELECT substr(at, 1, 10), rule, count(*) FROM traces "
     "WHERE decision = 'fired' GROUP BY 1, 2",
+    "acquisition": "SELECT json_extract(data, '$.attributes.channel'), count(*), "
+    "sum(json_extract(data, '$.metrics.total_spent')) FROM contacts "
+    "WHERE json_extract(data, '$.metrics.first_order_at') IS NOT NULL GROUP BY 1",
+    "spend": "SELECT json_extract(properties, '$.channel'), sum(json_extract(properties, "
+    "'$.amount')) FROM events WHERE type IN ('marketing.spend', 'spend') GROUP BY 1",
+    "health": "SELECT c.id, count(e.contact_id), json_extract(c.data, '$.metrics.nps_score') "
+    "FROM contacts c LEFT JOIN events e ON e.contact_id = c.id AND e.occurred_at >= "
+    "'2026-06-03' AND e.type IN ('login', 'feature.used', 'page.viewed', 'support.ticket') "
+    "GROUP BY c.id",
+    "journey moves": "SELECT cause, from_stage, to_stage, count(*) FROM stage_transitions "
+    "GROUP BY 1, 2, 3",
+    "journey touchpoints": "SELECT ruleset, rule, count(*), count(DISTINCT contact_id) "
+    "FROM traces WHERE decision = 'fired' GROUP BY 1, 2",
+    "contacts by stage": "SELECT stage, count(*) FROM contacts GROUP BY stage",
 }
 
+#: The index whose worth the benchmark measures (``--index``): the type-filtered scans of
+#: ``events`` (purchases, surveys, email, spend, health's usage) become range scans.
+INDEX = "CREATE INDEX IF NOT EXISTS events_by_type_time ON events (type, occurred_at)"
 
-def build(folder: Path, contacts: int, months: int) -> tuple[Path, int]:
-    path = folder / f"report-{contacts}.db"
+
+def build(folder: Path, contacts: int, months: int, *, index: bool = False) -> tuple[Path, int]:
+    path = folder / f"report-{contacts}{'-indexed' if index else ''}.db"
     events = 0
     with Engine(path, clock=VirtualClock(NOW), rulesets=[RULESET]) as engine:
+        if index:
+            engine.store.db.execute(INDEX)
         batch: list[dict[str, Any]] = []
         for event in generate_events(contacts, months=months, seed=11):
             batch.append(event)
@@ -98,10 +119,11 @@ def best_of(runs: int, work: Callable[[], Any]) -> float:
 def measure(path: Path) -> tuple[float, float, int]:
     with Engine(path, clock=VirtualClock(NOW)) as engine:
         db = engine.store.db
-        stages = engine.prepare_rulesets([RULESET]).book.stages
+        book = engine.prepare_rulesets([RULESET]).book
+        rulesets = [loaded.ruleset for loaded in book.rulesets]
 
         def report() -> Any:
-            return kpis(db, now=NOW, stages=stages)
+            return kpis(db, now=NOW, stages=book.stages, rulesets=rulesets)
 
         def plain() -> Any:
             return [db.execute(sql).fetchall() for sql in PLAIN.values()]
@@ -115,26 +137,56 @@ def measure(path: Path) -> tuple[float, float, int]:
     return report_time, plain_time, peak
 
 
+def add_index(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute(INDEX)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--months", type=int, default=3)
+    parser.add_argument(
+        "--index",
+        action="store_true",
+        help="Also measure with an index on events (type, occurred_at): the report's times "
+        "and the ingestion's (the quarter-size history built again with the index).",
+    )
     args = parser.parse_args()
+    sizes = (max(1, args.contacts // 4), args.contacts)
     with tempfile.TemporaryDirectory() as folder:
-        results = {}
-        for contacts in (max(1, args.contacts // 4), args.contacts):
+        peaks, paths, built = {}, {}, {}
+        for contacts in sizes:
             started = time.perf_counter()
             path, events = build(Path(folder), contacts, args.months)
-            built = time.perf_counter() - started
+            built[contacts] = time.perf_counter() - started
+            paths[contacts] = path
             report_time, plain_time, peak = measure(path)
-            results[contacts] = peak
+            peaks[contacts] = peak
             print(
-                f"{contacts:,} contacts, {events:,} events (built in {built:.0f} s): "
+                f"{contacts:,} contacts, {events:,} events (built in {built[contacts]:.0f} s): "
                 f"report {report_time:.2f} s, plain SQL {plain_time:.2f} s, "
-                f"ratio {report_time / plain_time:.2f}x, peak Python memory {peak / 1e3:,.0f} KB"
+                f"ratio {report_time / plain_time:.2f}x, peak Python memory {peak / 1e3:,.0f} KB",
+                flush=True,
             )
-        small, full = results[max(1, args.contacts // 4)], results[args.contacts]
-        print(f"peak memory ratio 4x/1x contacts: {full / small:.2f}")
+        print(f"peak memory ratio 4x/1x contacts: {peaks[sizes[1]] / peaks[sizes[0]]:.2f}")
+        if not args.index:
+            return
+        for contacts in sizes:
+            add_index(paths[contacts])
+            report_time, plain_time, _ = measure(paths[contacts])
+            print(
+                f"with the index, {contacts:,} contacts: report {report_time:.2f} s, "
+                f"plain SQL {plain_time:.2f} s, ratio {report_time / plain_time:.2f}x",
+                flush=True,
+            )
+        started = time.perf_counter()
+        build(Path(folder), sizes[0], args.months, index=True)
+        indexed = time.perf_counter() - started
+        print(
+            f"building {sizes[0]:,} contacts with the index: {indexed:.0f} s "
+            f"(without: {built[sizes[0]]:.0f} s)"
+        )
 
 
 if __name__ == "__main__":

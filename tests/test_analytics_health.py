@@ -25,7 +25,7 @@ from .helpers import event, store_in
 from .test_analytics_kpis import HISTORY, NOW, STAGES
 
 #: b opened two support tickets in March.
-TICKETS = [event("b", "support.ticket_opened", day) for day in ("2026-03-02", "2026-03-20")]
+TICKETS = [event("b", "support.ticket", day, status="open") for day in ("2026-03-02", "2026-03-20")]
 
 #: Scores as of NOW (window 2026-01-01 to 04-01), default definition: usage = page views,
 #: 20 for full marks; tickets: 5 is 0; nps: the latest answer x 10. Weights .5 / .2 / .3.
@@ -133,7 +133,7 @@ def test_an_edited_definition_beside_the_rulesets(tmp_path, on_store):
             "name": "tickets",
             "weight": 1,
             "measure": "count",
-            "events": ["support.ticket_opened"],
+            "events": ["support.ticket"],
             "target": 4,
             "better": "lower",
         },
@@ -181,7 +181,7 @@ def test_a_wrong_definition_names_file_line_and_pointer(run, tmp_path):
 day = st.integers(0, 200)
 history_events = st.lists(
     st.tuples(
-        st.sampled_from(["page.viewed", "login", "support.ticket_opened", "nps.answered"]),
+        st.sampled_from(["page.viewed", "login", "support.ticket", "nps.answered"]),
         day,
         st.integers(0, 10),
     ),
@@ -197,7 +197,7 @@ def test_the_fact_and_the_store_agree(history, at):
     start = datetime(2026, 1, 1, tzinfo=UTC)
     now = start + timedelta(days=at, hours=12)
     events = [
-        event("c", kind, (start + timedelta(days=d)).date().isoformat(), score=score)
+        event("c", kind, (start + timedelta(days=d)).date().isoformat(), score=score, status="open")
         for kind, d, score in history
         if start + timedelta(days=d) <= now
     ]

@@ -304,7 +304,7 @@ def rfm_segments(conn: Executes) -> dict[str, int]:
 #: Events from outside the engine: not its own ``clm.*`` events, nor what its actions emitted
 #: (ids ``a-`` and 32 hex digits, ``clm_engine.builtins.reducers.is_emitted``).
 _OUTSIDE = (
-    "type NOT LIKE 'clm.%' AND type <> 'marketing.spend' "
+    "type NOT LIKE 'clm.%' AND type NOT IN ('marketing.spend', 'spend') "
     "AND NOT (id LIKE 'a-%' AND length(id) = 34)"
 )
 #: A month as a number (year * 12 + month - 1) from a UTC time text: month arithmetic.
@@ -551,11 +551,11 @@ def acquisition(
     conn: Executes, *, until: str, spend: Sequence[tuple[str, str, float]] = ()
 ) -> list[tuple[str, float, int, float]]:
     """Per channel: ``(channel, spend, customers acquired, their revenue)``. Spend is the sum of
-    ``marketing.spend`` events' ``amount`` before ``until`` by ``properties.channel``, plus
-    ``spend`` rows ``(day 'YYYY-MM-DD', channel, amount)`` (a spend file) dated before
-    ``until``'s day; a customer is acquired by the ``channel`` attribute of the contact
-    (``signup`` property) when their first purchase is before ``until``; revenue is all their
-    purchases."""
+    ``marketing.spend`` (or ``spend``, as the synthetic history has it) events' ``amount``
+    before ``until`` by ``properties.channel``, plus ``spend`` rows ``(day 'YYYY-MM-DD',
+    channel, amount)`` (a spend file) dated before ``until``'s day; a customer is acquired by
+    the ``channel`` attribute of the contact (``signup`` property) when their first purchase is
+    before ``until``; revenue is all their purchases."""
     d = dialect_of(conn)
     channel_of = d.text("properties", "channel")
     contact_channel = d.text("c.data", "attributes.channel")
@@ -567,7 +567,7 @@ def acquisition(
         ),
         spent AS (
             SELECT {channel_of} AS channel, {d.number("properties", "amount")} AS amount
-            FROM events WHERE type = 'marketing.spend' AND occurred_at < :until
+            FROM events WHERE type IN ('marketing.spend', 'spend') AND occurred_at < :until
             UNION ALL
             SELECT channel, amount FROM spend_file WHERE day < substr(:until, 1, 10)
         ),

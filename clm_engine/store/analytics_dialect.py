@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -84,7 +85,8 @@ class Dialect:
         """Days (fractional) from ``earlier`` to ``later``: UTC time texts or dates."""
         if self.postgres:
             return (
-                f"(extract(epoch FROM CAST({later} AS timestamp) - CAST({earlier} AS timestamp))"
+                "(CAST(extract(epoch FROM CAST("
+                f"{later} AS timestamp) - CAST({earlier} AS timestamp)) AS double precision)"
                 " / 86400.0)"
             )
         return f"(julianday({later}) - julianday({earlier}))"
@@ -180,16 +182,28 @@ def _sqlite_path(path: str) -> str:
 
 
 class _Rows:
-    """A query's rows, fetched at once (the connection goes back to the pool)."""
+    """A query's rows, fetched at once (the connection goes back to the pool), with
+    PostgreSQL's ``numeric`` (what ``sum`` of integers gives) as the int or float SQLite
+    gives, so both stores answer with the same Python (and JSON) values."""
 
     def __init__(self, rows: list[Any]) -> None:
-        self._rows = rows
+        self._rows = [tuple(_plain(value) for value in row) for row in rows]
 
     def fetchall(self) -> list[Any]:
         return self._rows
 
     def fetchone(self) -> Any:
         return self._rows[0] if self._rows else None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return (
+            int(value)
+            if value == value.to_integral_value() and value.as_tuple().exponent == 0
+            else float(value)
+        )
+    return value
 
 
 class PostgresAnalytics:
