@@ -119,7 +119,7 @@ def kpis(
 def acquisition(db: Any, *, until: str, spend: SpendFile | None) -> dict[str, Any]:
     """CAC and ROMI per channel and over all channels."""
     rows = sql.acquisition(db, until=until, spend=spend.rows if spend is not None else ())
-    channels = [_channel(channel, *figures) for channel, *figures in rows]
+    channels = [_channel(channel, spent, n, revenue) for channel, spent, n, revenue in rows]
     total = _channel(
         None,
         sum(r[1] for r in rows),

@@ -244,7 +244,9 @@ def report(
             name: _distribution(values) for name, values in engine.store.score_summary().items()
         }
     if html_path is not None:
-        where = engine.store.path if is_url(str(db_path)) else Path(db_path).name
+        where = (
+            getattr(engine.store, "path", db_path) if is_url(str(db_path)) else Path(db_path).name
+        )
         analytics.write_html(html_path, figures, title=f"clm-engine report: {where}")
         errors.print(f"wrote {html_path}")
     if as_json:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from ..rulesets.goals import Filter, GoalQuery, Group
-from .analytics_dialect import Dialect, dialect_of
+from .analytics_dialect import Dialect, PostgresAnalytics, dialect_of
 
 
 class Executes(Protocol):
@@ -112,7 +112,7 @@ def replace_customers(conn: Executes, rows: Iterable[Sequence[Any]]) -> None:
         "contact_id, first_day, last_day, x, repeat_mean, p_alive, expected_purchases, "
         "expected_value, predicted_clv, as_of"
     )
-    if dialect_of(conn).postgres:  # psycopg pipelines the rows
+    if isinstance(conn, PostgresAnalytics):  # psycopg pipelines the rows
         for chunk in _chunks(rows, 5000):
             conn.executemany(
                 f"INSERT INTO analytics_customers ({columns}) VALUES ({', '.join('?' * 10)})",
@@ -519,10 +519,13 @@ def activation(
             SELECT c.id, {signed_up} AS at FROM contacts AS c
             WHERE {signed_up} IS NOT NULL AND {signed_up} < :until
         ),
+        typed AS MATERIALIZED (  -- one pass over the type's events, then a join on contact
+            SELECT contact_id, occurred_at FROM events
+            WHERE type = :type AND occurred_at < :until
+        ),
         activated AS (
-            SELECT DISTINCT s.id FROM signed AS s JOIN events AS e ON e.contact_id = s.id
-            WHERE e.type = :type AND e.occurred_at >= s.at AND e.occurred_at < :until
-              AND {d.days("e.occurred_at", "s.at")} <= :days
+            SELECT DISTINCT s.id FROM signed AS s JOIN typed AS e ON e.contact_id = s.id
+            WHERE e.occurred_at >= s.at AND {d.days("e.occurred_at", "s.at")} <= :days
         )
         SELECT (SELECT count(*) FROM signed), (SELECT count(*) FROM activated)
     """
@@ -536,11 +539,12 @@ def referred(conn: Executes, *, until: str) -> tuple[int, int]:
     """``(signed up contacts, of them with a referral.signup event)``."""
     signed_up = dialect_of(conn).text("c.data", "metrics.signed_up_at")
     sql = f"""
-        SELECT count(*),
-               count(CASE WHEN EXISTS (SELECT 1 FROM events AS e WHERE e.contact_id = c.id
-                                       AND e.type = 'referral.signup' AND e.occurred_at < ?)
-                          THEN 1 END)
-        FROM contacts AS c
+        WITH referrals AS MATERIALIZED (
+            SELECT DISTINCT contact_id FROM events
+            WHERE type = 'referral.signup' AND occurred_at < ?
+        )
+        SELECT count(*), count(r.contact_id)
+        FROM contacts AS c LEFT JOIN referrals AS r ON r.contact_id = c.id
         WHERE {signed_up} IS NOT NULL AND {signed_up} < ?
     """
     signed, with_referral = conn.execute(sql, [until, until]).fetchone()
@@ -638,10 +642,14 @@ def goal_attribution(
             WHERE ruleset = :ruleset AND rule = :rule AND decision = 'fired' AND at < :until
             GROUP BY contact_id
         ),
+        goal_events AS MATERIALIZED (
+            SELECT contact_id, occurred_at, properties FROM events
+            WHERE type = :event AND occurred_at < :until
+        ),
         conversions AS (
             SELECT x.contact_id, {revenue} AS revenue
-            FROM exposed AS x JOIN events AS e ON e.contact_id = x.contact_id
-            WHERE e.type = :event AND e.occurred_at >= x.first_at AND e.occurred_at < :until
+            FROM exposed AS x JOIN goal_events AS e ON e.contact_id = x.contact_id
+            WHERE e.occurred_at >= x.first_at
               AND {d.days("e.occurred_at", "x.first_at")} <= :within AND {where}
         )
         SELECT (SELECT count(*) FROM exposed), count(DISTINCT contact_id), count(*),
