@@ -1,8 +1,9 @@
 """The journey map drawn with Altair (Vega-Lite, rendered to SVG by vl-convert like every chart
 of the report): the stages in model order as boxes, each ``stage.set`` rule an arc from the
-stage it acts in to the stage it sets (forward above, backward below, "any stage" on the left),
-its width the transitions it made, and under each stage its touchpoints with their fires (and
-conversions, for a rule with a goal).
+stage it acts in to the stage it sets (forward above, backward below), its width the
+transitions it made; a rule that names no stage it acts in drops into the stage it sets from
+above; under each stage its touchpoints with their fires (and conversions, for a rule with a
+goal), those of rules naming no stage in an "any stage" column on the left.
 
 Layout is computed here, as data (positions of boxes, points of arcs, lines of text); drawing
 is Vega-Lite's: no hand-written SVG.
@@ -29,9 +30,7 @@ def journey_chart(figures: dict[str, Any]) -> Any:
     goals = {(g["ruleset"], g["rule"]): g for g in figures.get("goals", [])}
     moves = journey.get("moves", [])
     touchpoints = journey.get("touchpoints", [])
-    anywhere = any(ANY_STAGE in m["from"] for m in moves) or any(
-        ANY_STAGE in t["stages"] for t in touchpoints
-    )
+    anywhere = any(ANY_STAGE in t["stages"] for t in touchpoints)
     x_of = {s["stage"]: s["position"] + 1 for s in stages}
     if anywhere:
         x_of[ANY_STAGE] = 0
@@ -46,10 +45,14 @@ def journey_chart(figures: dict[str, Any]) -> Any:
     if anywhere:
         nodes.append({"x": 0, "y": 0, "label": f"{ANY_STAGE}\n(rules naming\nno stage)"})
     arcs, arc_labels = _arcs(moves, x_of, goals)
+    arc_top = max([1.0, *(p["y"] for p in arcs)])
+    drops, drop_labels = _drops(moves, x_of, goals, arc_top + 0.35)
+    arcs += drops
+    arc_labels += drop_labels
     top = min([-0.9, *(p["y"] for p in arcs)]) - 0.45  # the first line, under the arcs
     lines = _touchpoint_lines(touchpoints, x_of, goals, top)
     low = min([-2.0, *(p["y"] for p in arcs), *(t["y"] - _ROW for t in lines)])
-    high = max([1.0, *(p["y"] for p in arcs)]) + 0.4
+    high = max([1.0, *(p["y"] for p in arcs), *(t["y"] for t in arc_labels)]) + 0.4
     x = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.6, max(x_of.values()) + 0.6]))
     y = alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[low, high]))
     layers = [
@@ -70,7 +73,10 @@ def journey_chart(figures: dict[str, Any]) -> Any:
                 order="step:Q",
                 color=alt.Color(
                     "direction:N",
-                    scale=alt.Scale(domain=["forward", "backward"], range=["#4c78a8", "#e45756"]),
+                    scale=alt.Scale(
+                        domain=["forward", "backward", "from any stage"],
+                        range=["#4c78a8", "#e45756", "#9ecae9"],
+                    ),
                     title="stage moves",
                 ),
                 strokeWidth=alt.StrokeWidth(
@@ -114,7 +120,9 @@ def _arcs(
     stacked: dict[tuple[int, int], int] = {}
     for move in moves:
         for source in move["from"]:
-            if source not in x_of or move["to"] not in x_of or source == move["to"]:
+            if source == ANY_STAGE or source not in x_of or move["to"] not in x_of:
+                continue  # (moves from any stage drop in from above: ``_drops``)
+            if source == move["to"]:
                 continue
             start, end = x_of[source], x_of[move["to"]]
             backward = end < start
@@ -139,6 +147,45 @@ def _arcs(
             if goal is not None:
                 label += f"\n{goal['converted']:,} converted"
             labels.append({"x": (start + end) / 2, "y": apex * 0.62, "label": label})
+    return points, labels
+
+
+def _drops(
+    moves: list[dict[str, Any]], x_of: dict[str, int], goals: dict[tuple[str, str], Any], top: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The moves of rules that name no stage they act in: a line dropping into the stage they
+    set, its rules' labels stacked above it."""
+    points: list[dict[str, Any]] = []
+    labels: list[dict[str, Any]] = []
+    stacked: dict[int, int] = {}
+    for move in moves:
+        if ANY_STAGE not in move["from"] or move["to"] not in x_of:
+            continue
+        x = x_of[move["to"]]
+        row = stacked.get(x, 0)
+        stacked[x] = row + 1
+        label = f"{move['rule']}: {move['transitions']:,} moved"
+        goal = goals.get((move["ruleset"], move["rule"]))
+        if goal is not None:
+            label += f", {goal['converted']:,} converted"
+        labels.append({"x": x, "y": top + _ROW * row, "label": label})
+        if row == 0:
+            name = f"{move['ruleset']}/{move['rule']}/drop"
+            for step, y in enumerate((top - 0.15, 0.3)):
+                points.append(
+                    {
+                        "arc": name,
+                        "step": step,
+                        "x": x,
+                        "y": y,
+                        "direction": "from any stage",
+                        "transitions": sum(
+                            m["transitions"]
+                            for m in moves
+                            if m["to"] == move["to"] and ANY_STAGE in m["from"]
+                        ),
+                    }
+                )
     return points, labels
 
 
