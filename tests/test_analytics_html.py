@@ -165,7 +165,7 @@ def test_html_report_in_a_browser(chromium, tmp_path, run):
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
     taken = _browse(
-        chromium, page, tmp_path / "profile-2", "--window-size=1200,2400", f"--screenshot={shot}"
+        chromium, page, tmp_path / "profile-2", "--window-size=1200,3600", f"--screenshot={shot}"
     )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.stat().st_size > 20_000
