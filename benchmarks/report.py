@@ -50,6 +50,10 @@ def plain_queries(d: Dialect) -> dict[str, str]:
     (a JSON field read with the store's own function: ``d.number`` / ``d.text``)."""
     amount, score = d.number("properties", "amount"), d.number("properties", "score")
     signed_up = d.text("c.data", "metrics.signed_up_at")
+    month = (
+        "(CAST(substr(occurred_at, 1, 4) AS INTEGER) * 12 "
+        "+ CAST(substr(occurred_at, 6, 2) AS INTEGER))"
+    )
     return {
         "purchases": f"SELECT count(DISTINCT contact_id), count(*), sum({amount}) FROM events "
         "WHERE type = 'purchase'",
@@ -89,6 +93,23 @@ def plain_queries(d: Dialect) -> dict[str, str]:
         "journey touchpoints": "SELECT ruleset, rule, count(*), count(DISTINCT contact_id) "
         "FROM traces WHERE decision = 'fired' GROUP BY 1, 2",
         "contacts by stage": "SELECT stage, count(*) FROM contacts GROUP BY stage",
+        "csat by month": f"SELECT substr(occurred_at, 1, 7), count(*), "
+        f"count(CASE WHEN {score} >= 4 THEN 1 END) FROM events "
+        "WHERE type = 'csat.answered' GROUP BY 1",
+        "churn": f"WITH active AS (SELECT DISTINCT contact_id, {month} AS m FROM events "
+        "WHERE type NOT LIKE 'clm.%') SELECT a.m, count(*), count(b.contact_id) "
+        "FROM active a LEFT JOIN active b ON b.contact_id = a.contact_id AND b.m = a.m + 1 "
+        "GROUP BY a.m",
+        "yearly retention": "SELECT count(*), count(b.contact_id) FROM (SELECT DISTINCT "
+        "contact_id FROM events WHERE type = 'purchase' AND occurred_at < '2026-07-01') a "
+        "LEFT JOIN (SELECT DISTINCT contact_id FROM events WHERE type = 'purchase' "
+        "AND occurred_at >= '2026-07-01') b ON b.contact_id = a.contact_id",
+        "time in stage": f"SELECT to_stage, avg({d.days('left_at', 'at')}) FROM (SELECT "
+        "to_stage, at, lead(at) OVER (PARTITION BY contact_id ORDER BY at) AS left_at "
+        "FROM stage_transitions) AS stays GROUP BY to_stage",
+        "activated": f"SELECT count(DISTINCT c.id) FROM events e JOIN contacts c "
+        f"ON c.id = e.contact_id WHERE e.type = 'purchase' AND {signed_up} IS NOT NULL "
+        f"AND e.occurred_at >= {signed_up} AND {d.days('e.occurred_at', signed_up)} <= 30",
     }
 
 
