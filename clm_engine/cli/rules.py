@@ -111,7 +111,7 @@ def _health(root: Tree, health: dict[str, Any]) -> None:
         shown = "no data: left out" if part["score"] is None else f"{part['score']:g}"
         node.add(
             f"{esc(part['name'])}: {shown} [dim](weight {part['weight']:g}; "
-            f"{esc(part['measure'])} {esc(part['value'])})[/]"
+            f"{esc(part['measure'])} {esc('none' if part['value'] is None else part['value'])})[/]"
         )
 
 

@@ -565,7 +565,12 @@ def acquisition(
     before ``until``; revenue is all their purchases."""
     d = dialect_of(conn)
     channel_of = d.text("properties", "channel")
-    contact_channel = d.text("c.data", "attributes.channel")
+    # The contact's acquisition channel: its ``channel`` attribute (a signup's ``channel``
+    # property), or ``source`` where the CRM calls it so (the synthetic history does).
+    contact_channel = (
+        f"coalesce({d.text('c.data', 'attributes.channel')}, "
+        f"{d.text('c.data', 'attributes.source')})"
+    )
     sql = f"""
         WITH spend_file AS (
             SELECT {d.json_item("value", 0)} AS day, {d.json_item("value", 1)} AS channel,
