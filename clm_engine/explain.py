@@ -133,7 +133,12 @@ def explain(
                 entry["not_evaluated"] += (
                     f" (traces of decisions before {pruned_before[:10]} were pruned)"
                 )
-    return {"contact": contact.id, "stage": contact.stage, "rules": list(by_rule.values())}
+    return {
+        "contact": contact.id,
+        "stage": contact.stage,
+        "rules": list(by_rule.values()),
+        "health": health_parts(engine, contact.id),
+    }
 
 
 class _Rebuilder:
@@ -408,3 +413,15 @@ def check(engine: Engine, contact_id: str, *, ruleset: str | None = None) -> dic
     if ruleset is not None and not results:
         raise ClmError(f"no ruleset {ruleset!r} is loaded")
     return {"contact": contact.id, "stage": contact.stage, "rules": results}
+
+
+def health_parts(engine: Engine, contact_id: str) -> dict[str, Any]:
+    """The contact's health score now (``contact.health.score``) and the parts it is made of:
+    each part's value, score and weight, by the health definition loaded beside the rulesets
+    (the shipped default without one)."""
+    from .analytics.health import definition_in, health_of
+    from .store.analytics_dialect import analytics_db
+
+    definition = definition_in(engine.rulebook.documents)
+    health = health_of(analytics_db(engine.store), contact_id, definition, engine.clock.now())
+    return {"definition": definition.health, **health.as_dict()}

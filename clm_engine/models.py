@@ -725,9 +725,12 @@ class ExperimentArm(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
 
 
-class ExperimentGoal(BaseModel):
-    """What counts as a conversion: an event of ``event`` type (meeting ``where``) within
-    ``within`` after the contact's first exposure; ``revenue`` names the property summed."""
+class Goal(BaseModel):
+    """A conversion goal: an event of type ``event`` (meeting ``where``, a condition on
+    ``event.properties.*``) at most ``within`` after a contact's first exposure; ``revenue``
+    names the goal event's property summed as revenue. Rules declare one to have conversions
+    and revenue attributed to them (``docs/metrics.md``); experiments measure arms by the same
+    shape. ``clm_engine.rulesets.goals`` reads it for the store."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -746,7 +749,7 @@ class Experiment(BaseModel):
     description: str = ""
     arms: Annotated[list[ExperimentArm], Field(min_length=2, max_length=20)]
     control: Name | None = None
-    goal: ExperimentGoal
+    goal: Goal
     level: Annotated[float, Field(gt=0, le=0.2)] = 0.05
     method: Literal["sequential", "fixed"] = "sequential"
     minimum_effect: Annotated[float, Field(gt=0, lt=1)] = 0.02
@@ -765,6 +768,7 @@ class Rule(BaseModel):
     priority: int = 0
     enabled: bool = True
     experiment: Experiment | None = None
+    goal: Goal | None = None
 
 
 class Ruleset(BaseModel):

@@ -7,6 +7,7 @@ import json
 from clm_engine.analytics import DefinitionsError, load_definitions
 from clm_engine.analytics.definitions import DEFAULT_PATH
 
+from .helpers import store_in
 from .test_analytics_clv import cdnow_events
 
 
@@ -56,22 +57,26 @@ def test_validate_shows_file_line_and_pointer(run, tmp_path):
     assert good.exit_code == 0 and "9 segment rule(s)" in good.output
 
 
-def test_refresh_and_report_from_the_command_line(run, tmp_path):
+def test_refresh_and_report_from_the_command_line(run, tmp_path, on_store):
+    """The same commands on either store (``--db`` a file or a postgresql:// URL)."""
+    db = str(store_in(tmp_path))
     events = tmp_path / "cdnow.jsonl"
     events.write_text("\n".join(json.dumps(e) for e in cdnow_events()[:3000]) + "\n")
-    assert run("ingest", str(events)).exit_code == 0
-    done = run("analytics", "refresh", "--as-of", "1997-10-01", "--json")
+    assert run("ingest", "--db", db, str(events)).exit_code == 0
+    done = run("analytics", "refresh", "--db", db, "--as-of", "1997-10-01", "--json")
     assert done.exit_code == 0, done.output
     result = json.loads(done.output)
     assert result["calibration_end"] == "1997-09-30"
     assert result["bgnbd"] and result["gamma_gamma"] and result["segment_changes"] > 0
-    report = json.loads(run("report", "--json").output)
+    report = json.loads(run("report", "--db", db, "--json").output)
     analytics = report["analytics"]
     assert analytics["predictive"]["customers"] == result["customers"]
     assert sum(analytics["rfm"]["segments"].values()) == result["customers"]
     assert analytics["purchases"]["orders"] == 3000
-    people = run("report")
+    page = tmp_path / "report.html"
+    people = run("report", "--db", db, "--html", str(page))
     assert "stage funnel" in people.output and "RFM segments" in people.output
+    assert 'id="rfm"><svg' in page.read_text()
 
 
 def test_scipy_and_altair_load_only_when_needed():

@@ -17,8 +17,11 @@ import pytest
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics import refresh
 from clm_engine.analytics.html import CHARTS
+from clm_engine.registry import Registry
 from clm_engine.synthetic import generate_events
 
+from .plugins.notify_plugin import installed
+from .test_analytics_goals import NUDGES
 from .test_analytics_kpis import STAGES
 
 pytestmark = pytest.mark.slow
@@ -96,8 +99,12 @@ def test_the_checks_see_a_request_and_a_console_error(chromium, tmp_path):
 def test_html_report_in_a_browser(chromium, tmp_path, run):
     rules = tmp_path / "stages.json"
     rules.write_text(json.dumps(STAGES))
+    nudges = tmp_path / "nudges.json"  # touchpoints with goals, for the journey map
+    nudges.write_text(json.dumps(NUDGES))
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    with Engine(tmp_path / "clm.db", clock=VirtualClock(now), rulesets=[rules]) as engine:
+    with Engine(
+        tmp_path / "clm.db", clock=VirtualClock(now), rulesets=[rules, nudges], plugins=installed()
+    ) as engine:
         engine.ingest_many(generate_events(400, months=6, seed=3))
         engine.ingest_many(
             [
@@ -113,12 +120,22 @@ def test_html_report_in_a_browser(chromium, tmp_path, run):
         assert result.problems == []
     page = tmp_path / "report.html"
     done = run(
-        "report", "--db", str(tmp_path / "clm.db"), "--rulesets", str(rules), "--html", str(page)
+        "report",
+        "--db",
+        str(tmp_path / "clm.db"),
+        "--rulesets",
+        str(rules),
+        "--rulesets",
+        str(nudges),
+        "--html",
+        str(page),
+        registry=Registry(installed()),
     )
     assert done.exit_code == 0, done.output
     text = page.read_text()
     assert "<script" not in text and 'src="http' not in text
     assert "no data yet" not in text  # every chart had data to draw
+    assert 'id="goals"' in text and "welcome-note" in text  # the goal attribution table
 
     # The DOM after load, the console, and every network event.
     net_log = tmp_path / "net.json"
@@ -135,7 +152,7 @@ def test_html_report_in_a_browser(chromium, tmp_path, run):
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert console == []
     assert _page_requests(net_log) == []
-    for name, _ in CHARTS:
+    for name in [*(name for name, _ in CHARTS), "journey"]:
         figure = re.search(rf'<figure class="chart" id="{name}">(.*?)</figure>', dom.stdout, re.S)
         assert figure is not None, name
         assert re.search(r"<svg[^>]*>", figure.group(1)), name
@@ -148,7 +165,7 @@ def test_html_report_in_a_browser(chromium, tmp_path, run):
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
     taken = _browse(
-        chromium, page, tmp_path / "profile-2", "--window-size=1200,2400", f"--screenshot={shot}"
+        chromium, page, tmp_path / "profile-2", "--window-size=1200,3600", f"--screenshot={shot}"
     )
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.stat().st_size > 20_000

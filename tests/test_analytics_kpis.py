@@ -10,8 +10,9 @@ import pytest
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics.figures import kpis
+from clm_engine.store.analytics_dialect import analytics_db
 
-from .helpers import event
+from .helpers import event, store_in
 
 NOW = datetime(2026, 4, 1, tzinfo=UTC)
 
@@ -97,15 +98,15 @@ HISTORY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def figures(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("kpis")
-    rules = folder / "stages.json"
+@pytest.fixture
+def figures(tmp_path, on_store):
+    """The KPIs of the history, on each store (``on_store``): the same hand-worked answers."""
+    rules = tmp_path / "stages.json"
     rules.write_text(json.dumps(STAGES))
-    with Engine(folder / "clm.db", clock=VirtualClock(NOW), rulesets=[rules]) as engine:
+    with Engine(store_in(tmp_path), clock=VirtualClock(NOW), rulesets=[rules]) as engine:
         for item in sorted(HISTORY, key=lambda e: e["occurred_at"]):
             engine.ingest(item)
-        yield kpis(engine.store.db, now=NOW, stages=engine.stages)
+        yield kpis(analytics_db(engine.store), now=NOW, stages=engine.stages)
 
 
 def test_funnel(figures):
@@ -191,7 +192,7 @@ def test_engagement_activation_referral_acquisition(figures):
     # a bought 5 days after signup; b 40 days after; c and d never.
     assert figures["activation"]["activation_rate"] == 0.25
     assert figures["referral"] == {"signed_up": 4, "referred": 1, "referral_rate": 0.25}
-    assert figures["acquisition"] == [
+    assert figures["acquisition"]["channels"] == [
         {
             "channel": "ads",
             "spend": 200,

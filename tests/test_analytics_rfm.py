@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.analytics import refresh
 from clm_engine.store import analytics as sql
+from clm_engine.store.analytics_dialect import analytics_db
 
-from .helpers import event
+from .helpers import event, store_in
 
 NOW = datetime(2026, 4, 1, 6, 0, tzinfo=UTC)  # calibration end 2026-03-31, window from 2025-04-01
 
@@ -21,8 +23,25 @@ PURCHASES = {
 }
 
 
-def test_scores_segments_and_changes(tmp_path):
-    with Engine(tmp_path / "clm.db", clock=VirtualClock(NOW)) as engine:
+#: A rule on the change event and the fact: both stores give the facts to conditions.
+RULES = {
+    "ruleset": "rfm-rules",
+    "version": 1,
+    "rules": [
+        {
+            "id": "loyal-again",
+            "when": {"event": "rfm.segment_changed"},
+            "if": {"fact": "contact.rfm.segment", "op": "eq", "value": "loyal"},
+            "then": [{"action": "tag.add", "with": {"tag": "loyal"}}],
+        }
+    ],
+}
+
+
+def test_scores_segments_and_changes(tmp_path, on_store):
+    rules = tmp_path / "rfm-rules.json"
+    rules.write_text(json.dumps(RULES))
+    with Engine(store_in(tmp_path), clock=VirtualClock(NOW), rulesets=[rules]) as engine:
         engine.ingest_many(
             [
                 event(who, "purchase", day, amount=amount)
@@ -31,7 +50,7 @@ def test_scores_segments_and_changes(tmp_path):
             ]
         )
         result = refresh(engine)
-        db = engine.store.db
+        db = analytics_db(engine.store)
         scores = {
             who: sql.rfm_of(db, who) for who in PURCHASES
         }  # (r, f, m, segment, recency_days, frequency, monetary)
@@ -52,3 +71,4 @@ def test_scores_segments_and_changes(tmp_path):
         contact = engine.store.get_contact("c3")
         assert contact is not None
         assert contact.metrics["last_active_at"] == "2026-02-01T10:00:00Z"
+        assert [c.id for c in engine.store.iter_contacts() if "loyal" in c.tags] == ["c3"]

@@ -88,6 +88,7 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
         "sequence": "email",
         "email_template": "email",
         "catalogue": "warranty",
+        "health": "clm_engine.analytics.facts",
     }
     assert {c["name"]: c["plugin"] for c in listing["commands"]} == {
         "email": "email",

@@ -16,7 +16,10 @@ from typing import Any
 from ..conditions.values import parse_duration
 from ..hooks import hookimpl
 from ..store import analytics as sql
+from ..store.analytics_dialect import fact_db
 from ..types import MISSING, FactContext
+from .health import KIND as HEALTH
+from .health import HealthDefinition, definition_in, health_in_context, health_of
 
 #: The CLV discount when the store does not say (kept in step with ``sweep.MONTHLY_DISCOUNT``,
 #: which is not imported here: numpy and scipy load only when a prediction is made).
@@ -28,18 +31,23 @@ _HISTORY = "analytics.history"
 _RFM = "analytics.rfm"
 
 
+def _db(ctx: FactContext) -> Any:
+    """The analytics tables of ``ctx``'s store (either kind)."""
+    return fact_db(ctx.db, ctx.tables)
+
+
 def _models(ctx: FactContext) -> Any:
     if _MODELS not in ctx.cache:
         from .sweep import models
 
-        ctx.cache[_MODELS] = models(ctx.db)
+        ctx.cache[_MODELS] = models(_db(ctx))
     return ctx.cache[_MODELS]
 
 
 def _history(ctx: FactContext) -> tuple[float, float, float, float] | None:
     """(x, t_x, T, repeat mean) of the contact, T in weeks up to ``ctx.now``."""
     if _HISTORY not in ctx.cache:
-        row = sql.customer(ctx.db, ctx.contact.id)
+        row = sql.customer(_db(ctx), ctx.contact.id)
         if row is None:
             ctx.cache[_HISTORY] = None
         else:
@@ -113,7 +121,7 @@ def _rfm(ctx: FactContext, index: int) -> Any:
     if ctx.db is None:
         return MISSING
     if _RFM not in ctx.cache:
-        ctx.cache[_RFM] = sql.rfm_of(ctx.db, ctx.contact.id)
+        ctx.cache[_RFM] = sql.rfm_of(_db(ctx), ctx.contact.id)
     row = ctx.cache[_RFM]
     return MISSING if row is None else row[index]
 
@@ -134,8 +142,53 @@ def rfm_segment(ctx: FactContext) -> Any:
     return _rfm(ctx, 3)
 
 
+def health_score(ctx: FactContext, definition: Any = "default") -> Any:
+    """The contact's health score (0-100) as of ``now``: the weighted mean of its parts."""
+    if ctx.db is None and ctx.tables is None:
+        return MISSING
+    key = ("analytics.health", definition)
+    if key not in ctx.cache:
+        found = definition_in(ctx.documents, str(definition))
+        if ctx.count_events is not None:  # the history folded so far, as rules see it
+            ctx.cache[key] = health_in_context(ctx, found)
+        else:
+            ctx.cache[key] = health_of(_db(ctx), ctx.contact.id, found, ctx.now)
+    score = ctx.cache[key].score
+    return MISSING if score is None else score
+
+
+def _check_definition(args: dict[str, Any]) -> None:
+    if not isinstance(args.get("definition", "default"), str):
+        raise ValueError('"definition" names a health definition, e.g. "default"')
+
+
+health_score.check_args = _check_definition  # type: ignore[attr-defined]
+
+
+@hookimpl
+def register_documents(register: Callable[..., None]) -> None:
+    register(
+        HEALTH,
+        HealthDefinition,
+        description=(
+            "Customer health score: weighted parts (usage, support tickets, NPS) over a "
+            "window (docs/metrics.md)."
+        ),
+    )
+
+
 @hookimpl
 def register_facts(register: Callable[..., None]) -> None:
+    register(
+        "contact.health.score",
+        health_score,
+        type="number",
+        description=(
+            "Customer health, 0-100: the weighted mean of the parts of the health definition "
+            '(usage, support tickets, NPS by default); args {"definition": "name"} for '
+            "another one loaded beside the rulesets"
+        ),
+    )
     register(
         "contact.p_alive",
         p_alive,

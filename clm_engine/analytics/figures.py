@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..models import utc_text
 from ..store import analytics as sql
+
+if TYPE_CHECKING:
+    from ..models import Ruleset
+    from .health import HealthDefinition
+    from .spend import SpendFile
 
 
 def _rate(part: float, whole: float, digits: int = 4) -> float | None:
@@ -25,8 +30,17 @@ def kpis(
     stages: Sequence[str],
     activation_event: str = "purchase",
     activation_days: float = 30,
+    spend: SpendFile | None = None,
+    rulesets: Sequence[Ruleset] = (),
+    health: HealthDefinition | None = None,
 ) -> dict[str, Any]:
-    """Every KPI as of ``now`` (events before it), for the stage model ``stages``."""
+    """Every KPI as of ``now`` (events before it), for the stage model ``stages``, on the
+    store ``db`` (``clm_engine.store.analytics_dialect.analytics_db``: SQLite or PostgreSQL).
+    ``spend``: acquisition spend from a file, added to the ``marketing.spend`` events.
+    ``rulesets``: the rules whose goals are attributed and which the journey map draws;
+    ``health``: the health score's definition (the shipped default without it)."""
+    from .health import definition_in, health_summary
+
     until = utc_text(now.astimezone(UTC))
     year_ago = utc_text(now.astimezone(UTC) - timedelta(days=365))
     two_years_ago = utc_text(now.astimezone(UTC) - timedelta(days=730))
@@ -87,26 +101,87 @@ def kpis(
         )
         | {"event": activation_event, "within_days": activation_days},
         "referral": _share(sql.referred(db, until=until), "signed_up", "referred", "referral_rate"),
-        "acquisition": [
-            {
-                "channel": channel,
-                "spend": round(spend, 2),
-                "customers": customers,
-                "revenue": round(revenue, 2),
-                "cac": _rate(spend, customers, 2),
-                "romi": _rate(revenue - spend, spend),
-            }
-            for channel, spend, customers, revenue in sql.acquisition(db, until=until)
-        ],
+        "acquisition": acquisition(db, until=until, spend=spend),
         "predictive": predictive_summary(db),
         "rfm": {
             "segments": sql.rfm_segments(db),
             "grid": [{"r": r, "f": f, "customers": n} for r, f, n in sql.rfm_grid(db)],
         },
+        "health": health_summary(db, health or definition_in({}), now.astimezone(UTC)),
+        "goals": goals(db, rulesets, until=until),
+        "journey": journey(db, rulesets, stages, until=until),
         "rule_fires_by_week": [
             {"week": week, "rule": rule, "fires": n} for week, rule, n in sql.rule_fires_by_week(db)
         ],
     }
+
+
+def acquisition(db: Any, *, until: str, spend: SpendFile | None) -> dict[str, Any]:
+    """CAC and ROMI per channel and over all channels."""
+    rows = sql.acquisition(db, until=until, spend=spend.rows if spend is not None else ())
+    channels = [_channel(channel, spent, n, revenue) for channel, spent, n, revenue in rows]
+    total = _channel(
+        None,
+        sum(r[1] for r in rows),
+        sum(r[2] for r in rows),
+        sum(r[3] for r in rows),
+    )
+    return {
+        "channels": channels,
+        "total": total,
+        "spend_file": None if spend is None else spend.path,
+        "currency": None if spend is None else spend.currency,
+    }
+
+
+def _channel(channel: str | None, spent: float, customers: int, revenue: float) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "spend": round(spent, 2),
+        "customers": customers,
+        "revenue": round(revenue, 2),
+        "cac": _rate(spent, customers, 2),
+        "romi": _rate(revenue - spent, spent),
+    }
+
+
+def goals(db: Any, rulesets: Sequence[Ruleset], *, until: str) -> list[dict[str, Any]]:
+    """Conversions and revenue attributed to each rule that declares a goal."""
+    from ..rulesets.goals import goal_query
+
+    result = []
+    for ruleset in rulesets:
+        for rule in ruleset.rules:
+            if rule.goal is None:
+                continue
+            query = goal_query(rule.goal)
+            exposed, converted, conversions, revenue = sql.goal_attribution(
+                db, ruleset=ruleset.ruleset, rule=rule.id, goal=query, until=until
+            )
+            result.append(
+                {
+                    "ruleset": ruleset.ruleset,
+                    "rule": rule.id,
+                    "goal": query.description,
+                    "exposed": exposed,
+                    "converted": converted,
+                    "conversion_rate": _rate(converted, exposed),
+                    "conversions": conversions,
+                    "revenue": round(revenue, 2),
+                    "revenue_per_exposed": _rate(revenue, exposed, 2),
+                }
+            )
+    return result
+
+
+def journey(
+    db: Any, rulesets: Sequence[Ruleset], stages: Sequence[str], *, until: str
+) -> dict[str, Any]:
+    """The journey map's data: the rules that move contacts between stages and the
+    touchpoints at each stage, with their counts (``clm_engine.analytics.journey``)."""
+    from .journey import journey_map
+
+    return journey_map(db, rulesets, stages, until=until)
 
 
 def _share(pair: tuple[int, int], whole: str, part: str, rate: str) -> dict[str, Any]:

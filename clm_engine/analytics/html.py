@@ -197,9 +197,49 @@ def render(figures: dict[str, Any], *, title: str) -> str:
         svg = vl_convert.vegalite_to_svg(chart.to_dict())
         parts.append(f'<figure class="chart" id="{name}">{svg}</figure>')
     parts.append("</div>")
+    parts.append(journey_section(figures))
     parts.append(experiments_section(figures))  # clm_engine/experiments/html.py
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def journey_section(figures: dict[str, Any]) -> str:
+    """The journey map (``clm_engine.analytics.journey_chart``) and the conversions and
+    revenue attributed to each rule with a goal."""
+    from .journey_chart import journey_chart
+
+    chart = journey_chart(figures)
+    if chart is None:
+        drawn = (
+            '<figure class="chart empty" id="journey"><figcaption>journey: no stages'
+            "</figcaption></figure>"
+        )
+    else:
+        svg = vl_convert.vegalite_to_svg(chart.to_dict())
+        drawn = f'<figure class="chart" id="journey">{svg}</figure>'
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(cell))}</td>"
+            for cell in (
+                f"{g['ruleset']}/{g['rule']}",
+                g["goal"],
+                f"{g['exposed']:,}",
+                f"{g['converted']:,}",
+                _percent(g["conversion_rate"]),
+                _number(g["revenue"]),
+            )
+        )
+        + "</tr>"
+        for g in figures.get("goals", [])
+    )
+    table = (
+        '<table id="goals"><tr><th>rule</th><th>goal</th><th>exposed</th><th>converted</th>'
+        f"<th>conversion</th><th>revenue</th></tr>{rows}</table>"
+        if rows
+        else ""
+    )
+    return f'<section class="journey"><h2>Journey</h2>{drawn}{table}</section>'
 
 
 def _headline(figures: dict[str, Any]) -> str:

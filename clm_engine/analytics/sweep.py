@@ -19,6 +19,7 @@ import numpy as np
 
 from ..models import utc_text
 from ..store import analytics as sql
+from ..store.analytics_dialect import analytics_db
 from .definitions import Definitions, load_definitions
 from .predictive import (
     BGNBD,
@@ -119,7 +120,7 @@ def refresh(
     result = RefreshResult(calibration_end=end.isoformat())
     at = utc_text(engine.clock.now())
     with engine.store.write() as tx:
-        db = tx.db
+        db = analytics_db(tx)
         try:
             data, bgnbd, gamma_gamma = fit_models(db, end)
         except FitError as error:

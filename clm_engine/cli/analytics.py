@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,12 @@ from rich.table import Table
 
 from ..analytics.definitions import load_definitions
 from ..analytics.figures import kpis
+from ..analytics.health import KIND as HEALTH
+from ..analytics.health import definition_in, load_health
+from ..analytics.spend import load_spend
 from ..engine import Engine
 from ..errors import ClmError
+from ..store.analytics_dialect import analytics_db
 from . import cli
 from .common import console, db_option, json_option, open_engine, print_json, rulesets_option
 
@@ -81,26 +86,50 @@ def refresh_(
 @analytics.command("validate")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def validate_(path: Path) -> None:
-    """Check an RFM segment definitions file: every problem with its line and JSON pointer."""
+    """Check an RFM segment definitions file or a health score definition (a document with
+    a "health" key): every problem with its line and JSON pointer."""
+    if _is_health(path):
+        health = load_health(path)
+        parts = ", ".join(f"{p.name} x {p.weight:g}" for p in health.parts)
+        console.print(f"{path}: health {health.health!r}, window {health.window}: {parts}")
+        return
     definitions = load_definitions(path)
     console.print(
         f"{path}: {len(definitions.segments)} segment rule(s), window {definitions.window}"
     )
 
 
+def _is_health(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (OSError, ValueError):
+        return False  # the RFM loader reports what is wrong with it
+    return isinstance(data, dict) and HEALTH in data
+
+
 # -- the analytics part of ``clm report`` ------------------------------------------------------
 
 
-def report_figures(engine: Engine, ruleset_paths: tuple[Path, ...]) -> dict[str, Any]:
+def report_figures(
+    engine: Engine, ruleset_paths: tuple[Path, ...], *, spend: Path | None = None
+) -> dict[str, Any]:
     """The KPIs for ``clm report``, for the stage model of ``ruleset_paths`` (the default
-    model without them); rulesets are only read, not loaded."""
-    stages = engine.stages
-    book = None
+    model without them), on either store; rulesets are only read, not loaded. ``spend``: an
+    acquisition spend file (CSV) besides the ``marketing.spend`` events."""
+    stages, book = engine.stages, engine.rulebook
     if ruleset_paths:
         book = engine.prepare_rulesets(list(ruleset_paths)).book
         stages = book.stages
-    figures = kpis(engine.store.db, now=engine.clock.now(), stages=stages)
-    if book is not None:  # the experiments they declare, counted from the store
+    spent = load_spend(spend) if spend is not None else None
+    figures = kpis(
+        analytics_db(engine.store),
+        now=engine.clock.now(),
+        stages=stages,
+        spend=spent,
+        rulesets=[loaded.ruleset for loaded in book.rulesets],
+        health=definition_in(book.documents),
+    )
+    if ruleset_paths:  # the experiments they declare, counted from the store
         from ..experiments import KIND
         from ..experiments.report import reports
 
@@ -161,7 +190,7 @@ def print_figures(figures: dict[str, Any]) -> None:
         for m in figures["csat_by_month"][-12:]:
             csat.add_row(m["month"], f"{m['answers']:,}", f"{m['satisfied']:,}", f"{m['csat']:.1f}")
         console.print(csat)
-    if figures["acquisition"]:
+    if figures["acquisition"]["channels"]:
         acq = Table(
             "channel",
             "spend",
@@ -171,15 +200,28 @@ def print_figures(figures: dict[str, Any]) -> None:
             title="acquisition",
             title_justify="left",
         )
-        for a in figures["acquisition"]:
+        for a in [*figures["acquisition"]["channels"], figures["acquisition"]["total"]]:
             acq.add_row(
-                a["channel"],
+                a["channel"] or "all channels",
                 _num(a["spend"]),
                 f"{a['customers']:,}",
                 _num(a["cac"]),
                 _pct(a["romi"]),
             )
         console.print(acq)
+    health = figures["health"]
+    if health["contacts"]:
+        parts = ", ".join(f"{p['name']} {_num(p['mean'])}" for p in health["parts"])
+        console.print(
+            f"health score ({health['definition']}, {health['window']}): mean "
+            f"{_num(health['mean'])} over {health['contacts']:,} contacts; parts: {parts}"
+        )
+    for goal in figures["goals"]:
+        console.print(
+            f"goal of {goal['ruleset']}/{goal['rule']} ({goal['goal']}): "
+            f"{goal['converted']:,} of {goal['exposed']:,} converted "
+            f"({_pct(goal['conversion_rate'])}), revenue {_num(goal['revenue'])}"
+        )
     if figures["rfm"]["segments"]:
         console.print(
             "RFM segments: "

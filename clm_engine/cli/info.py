@@ -226,30 +226,36 @@ def migrate(db_path: Path, production: bool | None, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the report as one self-contained page of charts.",
 )
+@click.option(
+    "--spend",
+    "spend_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Acquisition spend (CSV: date,channel,amount,currency) for CAC and ROMI.",
+)
 @json_option
 def report(
     db_path: Path,
     examples: int,
     ruleset_paths: tuple[Path, ...],
     html_path: Path | None,
+    spend_path: Path | None,
     as_json: bool,
 ) -> None:
     """What the engine knows: contacts, stages, events by type, orders and revenue, and the
     lifecycle KPIs (docs/metrics.md) for the stage model of --rulesets."""
-    # The KPIs' SQL (store/analytics.py) is SQLite's so far: on PostgreSQL, the report without.
-    on_postgres = is_url(str(db_path))
-    if on_postgres and html_path is not None:
-        raise ClmError("clm report --html: the lifecycle KPIs are not on PostgreSQL yet")
     with open_engine(db_path) as engine:
-        figures = None if on_postgres else analytics.report_figures(engine, ruleset_paths)
+        figures = analytics.report_figures(engine, ruleset_paths, spend=spend_path)
         summary = engine.store.summary()
         sample = _example_contacts(engine, examples)
         rules = engine.store.rules_summary()
         scores = {
             name: _distribution(values) for name, values in engine.store.score_summary().items()
         }
-    if html_path is not None and figures is not None:
-        analytics.write_html(html_path, figures, title=f"clm-engine report: {db_path.name}")
+    if html_path is not None:
+        where = (
+            getattr(engine.store, "path", db_path) if is_url(str(db_path)) else Path(db_path).name
+        )
+        analytics.write_html(html_path, figures, title=f"clm-engine report: {where}")
         errors.print(f"wrote {html_path}")
     if as_json:
         print_json(
@@ -286,10 +292,7 @@ def report(
     for name, count in summary["contacts_by_stage"].items():
         by_stage.add_row(name, f"{count:,}")
     console.print(by_stage)
-    if figures is not None:
-        analytics.print_figures(figures)
-    else:
-        errors.print("note: the lifecycle KPIs are not computed on PostgreSQL yet", markup=False)
+    analytics.print_figures(figures)
     if rules:
         table = Table(
             "ruleset",

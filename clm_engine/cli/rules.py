@@ -99,6 +99,8 @@ def explain(
                 for follow_up in action.get("follow_ups", ()):
                     then = added.add(f"then {_action_text(follow_up)} [dim]{_when(follow_up)}[/]")
                     _history(then, follow_up)
+    if answer.get("health"):
+        _health(root, answer["health"])
     console.print(root)
 
 
@@ -122,6 +124,21 @@ def _history(node: Tree, action: dict[str, Any]) -> None:
         if entry.get("note"):
             text += f" [dim]({esc(entry['note'])})[/]"
         node.add(text)
+
+
+def _health(root: Tree, health: dict[str, Any]) -> None:
+    """The health score and its parts (``contact.health.score``)."""
+    score = "-" if health["score"] is None else f"{health['score']:g}"
+    node = root.add(
+        f"[bold]health score {score}[/] [dim](contact.health.score, definition "
+        f"{esc(health['definition'])}, events from {health['window']['from'][:10]})[/]"
+    )
+    for part in health["parts"]:
+        shown = "no data: left out" if part["score"] is None else f"{part['score']:g}"
+        node.add(
+            f"{esc(part['name'])}: {shown} [dim](weight {part['weight']:g}; "
+            f"{esc(part['measure'])} {esc('none' if part['value'] is None else part['value'])})[/]"
+        )
 
 
 def esc(value: Any) -> str:

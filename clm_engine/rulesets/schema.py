@@ -70,8 +70,9 @@ DEF_DESCRIPTIONS: dict[str, str] = {
         'One arm: {"name": "b", "weight": 45, "with": {"template": "welcome-b"}}; '
         '{"name": "holdout", "weight": 10, "holdout": true} gets no action.'
     ),
-    "ExperimentGoal": (
-        'What counts as a conversion: {"event": "purchase", "within": "P14D", "revenue": "amount"}.'
+    "Goal": (
+        'A conversion goal: {"event": "purchase", "within": "P14D", "revenue": "amount"}. '
+        "Conversions and revenue after a contact's first exposure are counted per rule."
     ),
     "Duration": 'A length of time: {"days": 30}, {"hours": 12}, {"weeks": 1, "days": 2}.',
 }
@@ -115,6 +116,19 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
         "its actions are queued first (default 0)."
     ),
     ("Rule", "enabled"): "false: the rule is validated but never fires (default true).",
+    ("Rule", "goal"): (
+        "The conversion goal of the rule: clm report attributes the goal events that follow a "
+        "contact's first fire of the rule (and their revenue) to it."
+    ),
+    ("Goal", "event"): 'The event type that counts as a conversion, e.g. "purchase".',
+    ("Goal", "where"): (
+        "A condition the goal event must meet, on event.properties.* (eq, ne, lt, lte, gt, "
+        "gte, in, not_in, exists)."
+    ),
+    ("Goal", "within"): 'How long after the first exposure a goal event counts (default "P30D").',
+    ("Goal", "revenue"): (
+        'The goal event\'s property summed as revenue, e.g. "amount" (dotted for nested).'
+    ),
     ("EventTrigger", "event"): 'The event type, e.g. "purchase" or "email.opened".',
     ("EventTrigger", "where"): (
         "A condition the event (and contact) must meet, e.g. on event.properties.amount."
@@ -237,16 +251,6 @@ DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ExperimentArm", "with"): (
         "Parameters merged over each action's with for contacts in this arm, e.g. "
         '{"template": "welcome-b"}.'
-    ),
-    ("ExperimentGoal", "event"): 'The event type that counts as a conversion, e.g. "purchase".',
-    ("ExperimentGoal", "where"): (
-        "A condition the goal event must meet (event.properties.*, as in a rule's where)."
-    ),
-    ("ExperimentGoal", "within"): (
-        'How long after the first exposure a goal event counts (default "P30D").'
-    ),
-    ("ExperimentGoal", "revenue"): (
-        'The goal event\'s property summed as revenue, e.g. "amount" (dotted for nested).'
     ),
     ("Duration", "weeks"): "Weeks (default 0).",
     ("Duration", "days"): "Days (default 0).",

@@ -34,6 +34,7 @@ from ..models import (
     StageTrigger,
 )
 from .fact_paths import SEGMENT, FactPaths, Scope, stage_names_in
+from .goals import goal_issues
 from .problems import Issue, did_you_mean, join, pointer, quoted_list
 from .pydantic_errors import pydantic_issues
 
@@ -76,10 +77,16 @@ def check_ruleset(ruleset: Ruleset, registries: Registries, stages: Sequence[str
             issues += paths.check_once_per(
                 rule.limit.once_per, scope_of(rule), base + "/limit/once_per"
             )
+        if rule.goal is not None:
+            issues += goal_issues(rule.goal, base + "/goal")
     checker = _ConditionChecker(ruleset, registries, stages)
     for condition, where, scope in conditions_of(ruleset):
         issues += checker.check(condition, where, scope)
     return issues
+
+
+#: What a goal's ``where`` sees: the goal event (``clm_engine.rulesets.goals``).
+GOAL = Scope("a goal's where", event=True)
 
 
 def scope_of(rule: Rule) -> Scope:
@@ -109,7 +116,9 @@ def conditions_of(ruleset: Ruleset) -> Iterator[tuple[Condition, str, Scope]]:
                 yield call.unless, pointer("rules", index, "then", position, "unless"), scope
         if rule.experiment is not None and rule.experiment.goal.where is not None:
             where = pointer("rules", index, "experiment", "goal", "where")
-            yield rule.experiment.goal.where, where, Scope("a goal", event=True)
+            yield rule.experiment.goal.where, where, GOAL
+        if rule.goal is not None and rule.goal.where is not None:
+            yield rule.goal.where, pointer("rules", index, "goal", "where"), GOAL
 
 
 # -- the ruleset's own lists -------------------------------------------------------------------

@@ -1,17 +1,24 @@
 """The SQL of lifecycle analytics (``clm_engine.analytics``): set-based aggregate queries over
 the events and contacts, with parameters only.
 
-Written in standard SQL (CTEs, window functions, ``CASE``) wherever a standard form exists;
-what is SQLite's own is kept to the few date and JSON functions marked ``-- dialect``, so a
-PostgreSQL store needs those lines and nothing else. Days are UTC dates as text
-(``YYYY-MM-DD``), the first ten characters of the stored fixed-width times.
+Written once, in standard SQL (CTEs, window functions, ``CASE``), for SQLite and PostgreSQL
+alike: the few fragments that differ (JSON fields, day arithmetic, array parameters) come from
+the connection's :class:`~clm_engine.store.analytics_dialect.Dialect`, and every function takes
+what :func:`~clm_engine.store.analytics_dialect.analytics_db` gives for a store or a write
+transaction. Days are UTC dates as text (``YYYY-MM-DD``), the first ten characters of the
+stored fixed-width times.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Protocol
+
+from ..rulesets.goals import Filter, GoalQuery, Group
+from .analytics_dialect import Dialect, PostgresAnalytics, dialect_of
 
 
 class Executes(Protocol):
@@ -21,12 +28,13 @@ class Executes(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
 
 
-#: One row per customer and purchase day: that day's purchases are one transaction (the
-#: convention of the BG/NBD and Gamma-Gamma papers' CDNOW data).
-_PURCHASE_DAYS = """
+def _purchase_days(d: Dialect) -> str:
+    """One row per customer and purchase day: that day's purchases are one transaction (the
+    convention of the BG/NBD and Gamma-Gamma papers' CDNOW data)."""
+    return f"""
     purchase_days AS (
         SELECT contact_id, substr(occurred_at, 1, 10) AS day,
-               sum(json_extract(properties, '$.amount')) AS amount     -- dialect
+               sum({d.number("properties", "amount")}) AS amount
         FROM events
         WHERE type = 'purchase' AND occurred_at < :until
         GROUP BY contact_id, substr(occurred_at, 1, 10)
@@ -38,16 +46,17 @@ def purchase_summary(conn: Executes, *, until: str, end_day: str) -> list[tuple[
     ``(contact_id, first_day, last_day, x, t_x, T, repeat_mean)`` with ``x`` the repeat
     purchase days, ``t_x`` and ``T`` in weeks (``T`` up to ``end_day``) and ``repeat_mean`` the
     mean value of the repeat purchase days (0 without any), in contact id order."""
+    d = dialect_of(conn)
     sql = f"""
-        WITH {_PURCHASE_DAYS},
+        WITH {_purchase_days(d)},
         numbered AS (
             SELECT contact_id, day, amount,
                    row_number() OVER (PARTITION BY contact_id ORDER BY day) AS nth
             FROM purchase_days
         )
         SELECT contact_id, min(day), max(day), count(*) - 1,
-               (julianday(max(day)) - julianday(min(day))) / 7.0,          -- dialect
-               (julianday(:end_day) - julianday(min(day))) / 7.0,          -- dialect
+               {d.days("max(day)", "min(day)")} / 7.0,
+               {d.days(":end_day", "min(day)")} / 7.0,
                coalesce(sum(CASE WHEN nth > 1 THEN amount END) / nullif(count(*) - 1, 0), 0)
         FROM numbered
         GROUP BY contact_id
@@ -68,7 +77,8 @@ def save_model(
 ) -> None:
     conn.execute(
         "INSERT INTO analytics_models (name, params, calibration_end, customers, log_likelihood, "
-        "fitted_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+        f"fitted_at) VALUES (?, {dialect_of(conn).json_parameter('?')}, ?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET "
         "params = excluded.params, calibration_end = excluded.calibration_end, "
         "customers = excluded.customers, log_likelihood = excluded.log_likelihood, "
         "fitted_at = excluded.fitted_at",
@@ -84,7 +94,7 @@ def load_models(conn: Executes) -> dict[str, dict[str, Any]]:
     ).fetchall()
     return {
         name: {
-            "params": json.loads(params),
+            "params": params if isinstance(params, dict) else json.loads(params),
             "calibration_end": end,
             "customers": customers,
             "log_likelihood": ll,
@@ -98,13 +108,24 @@ def replace_customers(conn: Executes, rows: Iterable[Sequence[Any]]) -> None:
     """Replace every customer's summary and predictions: ``(contact_id, first_day, last_day,
     x, repeat_mean, p_alive, expected_purchases, expected_value, predicted_clv, as_of)``."""
     conn.execute("DELETE FROM analytics_customers")
+    columns = (
+        "contact_id, first_day, last_day, x, repeat_mean, p_alive, expected_purchases, "
+        "expected_value, predicted_clv, as_of"
+    )
+    if isinstance(conn, PostgresAnalytics):  # psycopg pipelines the rows
+        for chunk in _chunks(rows, 5000):
+            conn.executemany(
+                f"INSERT INTO analytics_customers ({columns}) VALUES ({', '.join('?' * 10)})",
+                chunk,
+            )
+        return
     for chunk in _chunks(rows, 5000):
         conn.execute(
             "INSERT INTO analytics_customers (contact_id, first_day, last_day, x, repeat_mean, "
             "p_alive, expected_purchases, expected_value, predicted_clv, as_of) "
-            "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "  # dialect
+            "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, "
             "value ->> 5, value ->> 6, value ->> 7, value ->> 8, value ->> 9 "
-            "FROM json_each(?)",  # dialect: one parameter however many rows
+            "FROM json_each(?)",  # SQLite: one parameter however many rows
             [json.dumps(chunk)],
         )
 
@@ -140,7 +161,8 @@ def predicted_clv_total(conn: Executes) -> tuple[int, float]:
 def predicted_clv_histogram(conn: Executes, *, bins: int) -> list[tuple[float, float, int]]:
     """The predicted CLV distribution: ``(from, to, customers)`` for ``bins`` equal bins from
     0 to the 99th percentile, the last bin open-ended (it holds the top percent too)."""
-    sql = """
+    d = dialect_of(conn)
+    sql = f"""
         WITH ranked AS (
             SELECT predicted_clv AS v,
                    row_number() OVER (ORDER BY predicted_clv) AS nth, count(*) OVER () AS n
@@ -149,7 +171,8 @@ def predicted_clv_histogram(conn: Executes, *, bins: int) -> list[tuple[float, f
         top AS (SELECT max(v) AS high FROM ranked WHERE nth <= (99 * n + 99) / 100),
         binned AS (
             SELECT CASE WHEN top.high <= 0 THEN 0
-                        ELSE min(:bins - 1, CAST(ranked.v * :bins / top.high AS INTEGER)) END
+                        ELSE {d.smaller(":bins - 1", d.floor_int("ranked.v * :bins / top.high"))}
+                   END
                    AS bin
             FROM ranked, top
         )
@@ -199,19 +222,24 @@ def refresh_rfm(
     case_params: list[Any] = []
     for name, r_min, r_max, f_min, f_max, m_min, m_max in segments:
         case_params += [r_min, r_max, f_min, f_max, m_min, m_max, name]
-    conn.execute("DROP TABLE IF EXISTS temp.rfm_next")
+    d = dialect_of(conn)
+    scratch = d.temporary("rfm_next")
+    conn.execute(f"DROP TABLE IF EXISTS {scratch}")
+    conn.execute(
+        f"CREATE TEMP TABLE rfm_next (contact_id {d.text_type}, recency_days INTEGER, "
+        "frequency INTEGER, monetary double precision, r INTEGER, f INTEGER, m INTEGER, "
+        f"segment {d.text_type})"
+    )
     conn.execute(
         f"""
-        CREATE TEMP TABLE rfm_next AS
         WITH purchases AS (
-            SELECT contact_id, occurred_at,
-                   json_extract(properties, '$.amount') AS amount          -- dialect
+            SELECT contact_id, occurred_at, {d.number("properties", "amount")} AS amount
             FROM events WHERE type = 'purchase' AND occurred_at < ?
         ),
         per_customer AS (
             SELECT contact_id,
-                   CAST(julianday(?) - julianday(substr(max(occurred_at), 1, 10))  -- dialect
-                        AS INTEGER) AS recency_days,
+                   CAST({d.days("?", "substr(max(occurred_at), 1, 10)")} AS INTEGER)
+                       AS recency_days,
                    count(CASE WHEN occurred_at >= ? THEN 1 END) AS frequency,
                    coalesce(sum(CASE WHEN occurred_at >= ? THEN amount END), 0) AS monetary
             FROM purchases GROUP BY contact_id
@@ -223,6 +251,7 @@ def refresh_rfm(
                    {_score("monetary", "ASC")} AS m
             FROM per_customer
         )
+        INSERT INTO {scratch} (contact_id, recency_days, frequency, monetary, r, f, m, segment)
         SELECT contact_id, recency_days, frequency, monetary, r, f, m,
                CASE {cases} ELSE ? END AS segment
         FROM scored
@@ -230,7 +259,7 @@ def refresh_rfm(
         [until, as_of, window_start, window_start, *case_params, otherwise],
     )
     changes = conn.execute(
-        "SELECT n.contact_id, o.segment, n.segment, n.r, n.f, n.m FROM temp.rfm_next AS n "
+        f"SELECT n.contact_id, o.segment, n.segment, n.r, n.f, n.m FROM {scratch} AS n "
         "LEFT JOIN analytics_rfm AS o ON o.contact_id = n.contact_id "
         "WHERE o.segment IS NULL OR o.segment <> n.segment ORDER BY n.contact_id"
     ).fetchall()
@@ -238,10 +267,10 @@ def refresh_rfm(
     conn.execute(
         "INSERT INTO analytics_rfm (contact_id, recency_days, frequency, monetary, r, f, m, "
         "segment, as_of) SELECT contact_id, recency_days, frequency, monetary, r, f, m, "
-        "segment, ? FROM temp.rfm_next",
+        f"segment, ? FROM {scratch}",
         [as_of],
     )
-    conn.execute("DROP TABLE temp.rfm_next")
+    conn.execute(f"DROP TABLE {scratch}")
     return [tuple(row) for row in changes]
 
 
@@ -275,7 +304,7 @@ def rfm_segments(conn: Executes) -> dict[str, int]:
 #: Events from outside the engine: not its own ``clm.*`` events, nor what its actions emitted
 #: (ids ``a-`` and 32 hex digits, ``clm_engine.builtins.reducers.is_emitted``).
 _OUTSIDE = (
-    "type NOT LIKE 'clm.%' AND type <> 'marketing.spend' "
+    "type NOT LIKE 'clm.%' AND type NOT IN ('marketing.spend', 'spend') "
     "AND NOT (id LIKE 'a-%' AND length(id) = 34)"
 )
 #: A month as a number (year * 12 + month - 1) from a UTC time text: month arithmetic.
@@ -287,10 +316,9 @@ def funnel(conn: Executes, stages: Sequence[str]) -> list[tuple[Any, ...]]:
     backward_moves_into)``. ``reached``: contacts with a transition into it; ``went_on``: of
     those, contacts who later reached the next stage of the model; ``median_days``: median
     length of completed stays in it (entry to the contact's next transition)."""
-    sql = """
-        WITH model AS (
-            SELECT value AS stage, CAST(key AS INTEGER) AS pos FROM json_each(?)   -- dialect
-        ),
+    d = dialect_of(conn)
+    sql = f"""
+        WITH model AS (SELECT value AS stage, pos FROM {d.array_rows("?")} AS elements),
         moves AS (
             SELECT t.contact_id, t.from_stage, t.to_stage, t.at,
                    lead(t.at) OVER (PARTITION BY t.contact_id ORDER BY t.at, t.id) AS left_at
@@ -298,9 +326,9 @@ def funnel(conn: Executes, stages: Sequence[str]) -> list[tuple[Any, ...]]:
         ),
         stays AS (
             SELECT to_stage AS stage,
-                   julianday(left_at) - julianday(at) AS days,                    -- dialect
+                   {d.days("left_at", "at")} AS days,
                    row_number() OVER (PARTITION BY to_stage
-                                      ORDER BY julianday(left_at) - julianday(at)) AS nth,
+                                      ORDER BY {d.days("left_at", "at")}) AS nth,
                    count(*) OVER (PARTITION BY to_stage) AS n
             FROM moves WHERE left_at IS NOT NULL
         ),
@@ -343,7 +371,7 @@ def cohorts(conn: Executes, *, until: str) -> list[tuple[str, int, int, int]]:
     """``(signup month 'YYYY-MM', months since signup, cohort size, active contacts)``: a
     contact is active in a month with an event from outside the engine in it. The cohorts are
     the contacts with a signup (``metrics.signed_up_at``), by its month."""
-    signup = "json_extract(data, '$.metrics.signed_up_at')"  # dialect
+    signup = dialect_of(conn).text("data", "metrics.signed_up_at")
     sql = f"""
         WITH members AS (
             SELECT id, {_MONTH.format(signup)} AS cohort FROM contacts
@@ -388,10 +416,10 @@ def churned(conn: Executes, *, until: str) -> list[tuple[str, int, int]]:
 
 def purchases(conn: Executes, *, since: str, until: str) -> tuple[int, int, int, float]:
     """``(customers, repeat customers (2+ purchases), purchases, revenue)`` in [since, until)."""
-    sql = """
+    amount = dialect_of(conn).number("properties", "amount")
+    sql = f"""
         WITH per_customer AS (
-            SELECT contact_id, count(*) AS n,
-                   sum(json_extract(properties, '$.amount')) AS revenue          -- dialect
+            SELECT contact_id, count(*) AS n, sum({amount}) AS revenue
             FROM events WHERE type = 'purchase' AND occurred_at >= ? AND occurred_at < ?
             GROUP BY contact_id
         )
@@ -423,9 +451,9 @@ def retained(conn: Executes, *, before: tuple[str, str], after: tuple[str, str])
 
 def monthly_orders(conn: Executes, *, until: str) -> list[tuple[str, int, float]]:
     """``(month, purchases, revenue)`` per month."""
-    sql = """
-        SELECT substr(occurred_at, 1, 7), count(*),
-               coalesce(sum(json_extract(properties, '$.amount')), 0)             -- dialect
+    amount = dialect_of(conn).number("properties", "amount")
+    sql = f"""
+        SELECT substr(occurred_at, 1, 7), count(*), coalesce(sum({amount}), 0)
         FROM events WHERE type = 'purchase' AND occurred_at < ?
         GROUP BY substr(occurred_at, 1, 7) ORDER BY 1
     """
@@ -446,7 +474,7 @@ def survey_scores(
     sql = f"""
         WITH answers AS (
             SELECT substr(occurred_at, 1, 7) AS month,
-                   json_extract(properties, '$.score') AS score,                   -- dialect
+                   {dialect_of(conn).number("properties", "score")} AS score,
                    row_number() OVER (PARTITION BY contact_id, substr(occurred_at, 1, 7)
                                       ORDER BY occurred_at DESC, seq DESC) AS nth
             FROM events WHERE type = ? AND occurred_at < ?
@@ -461,9 +489,10 @@ def survey_scores(
 def email_engagement(conn: Executes, *, until: str) -> list[tuple[Any, ...]]:
     """Per template: ``(template, sent, opened, clicked, unsubscribed, bounced)``, each the
     number of distinct contacts with such an event naming the template."""
-    sql = """
+    template = dialect_of(conn).text("properties", "template")
+    sql = f"""
         WITH mail AS (
-            SELECT json_extract(properties, '$.template') AS template, type, contact_id -- dialect
+            SELECT {template} AS template, type, contact_id
             FROM events
             WHERE type IN ('email.sent', 'email.opened', 'email.clicked', 'unsubscribed',
                            'email.bounced') AND occurred_at < ?
@@ -483,18 +512,24 @@ def activation(
     conn: Executes, *, event_type: str, within_days: float, until: str
 ) -> tuple[int, int]:
     """``(signed up contacts, of them with an event_type within within_days of signup)``."""
-    signup = "coalesce(json_extract(c.data, '$.metrics.signed_up_at'), c.created_at)"  # dialect
+    d = dialect_of(conn)
+    signed_up = d.text("c.data", "metrics.signed_up_at")
+    signed = f"{signed_up} IS NOT NULL AND {signed_up} < :until"
+    # From the type's events to their contacts by primary key: the plan stays one pass over
+    # those events whatever indexes events has (with one on (type, occurred_at) and no
+    # statistics, SQLite would otherwise scan the events once per signed-up contact).
     sql = f"""
-        WITH signed AS (
-            SELECT c.id, {signup} AS at FROM contacts AS c
-            WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL AND {signup} < :until
+        WITH typed AS MATERIALIZED (
+            SELECT contact_id, occurred_at FROM events
+            WHERE type = :type AND occurred_at < :until
         ),
         activated AS (
-            SELECT DISTINCT s.id FROM signed AS s JOIN events AS e ON e.contact_id = s.id
-            WHERE e.type = :type AND e.occurred_at >= s.at AND e.occurred_at < :until
-              AND julianday(e.occurred_at) - julianday(s.at) <= :days             -- dialect
+            SELECT DISTINCT c.id FROM typed AS e JOIN contacts AS c ON c.id = e.contact_id
+            WHERE {signed} AND e.occurred_at >= {signed_up}
+              AND {d.days("e.occurred_at", signed_up)} <= :days
         )
-        SELECT (SELECT count(*) FROM signed), (SELECT count(*) FROM activated)
+        SELECT (SELECT count(*) FROM contacts AS c WHERE {signed}),
+               (SELECT count(*) FROM activated)
     """
     signed, activated = conn.execute(
         sql, {"type": event_type, "days": within_days, "until": until}
@@ -504,39 +539,58 @@ def activation(
 
 def referred(conn: Executes, *, until: str) -> tuple[int, int]:
     """``(signed up contacts, of them with a referral.signup event)``."""
-    sql = """
-        SELECT count(*),
-               count(CASE WHEN EXISTS (SELECT 1 FROM events AS e WHERE e.contact_id = c.id
-                                       AND e.type = 'referral.signup' AND e.occurred_at < ?)
-                          THEN 1 END)
-        FROM contacts AS c
-        WHERE json_extract(c.data, '$.metrics.signed_up_at') IS NOT NULL            -- dialect
-          AND json_extract(c.data, '$.metrics.signed_up_at') < ?
+    signed_up = dialect_of(conn).text("c.data", "metrics.signed_up_at")
+    signed = f"{signed_up} IS NOT NULL AND {signed_up} < :until"
+    sql = f"""
+        WITH referrals AS MATERIALIZED (
+            SELECT DISTINCT contact_id FROM events
+            WHERE type = 'referral.signup' AND occurred_at < :until
+        )
+        SELECT (SELECT count(*) FROM contacts AS c WHERE {signed}),
+               (SELECT count(*) FROM referrals AS r JOIN contacts AS c ON c.id = r.contact_id
+                WHERE {signed})
     """
-    signed, with_referral = conn.execute(sql, [until, until]).fetchone()
+    signed, with_referral = conn.execute(sql, {"until": until}).fetchone()
     return int(signed), int(with_referral)
 
 
-def acquisition(conn: Executes, *, until: str) -> list[tuple[str, float, int, float]]:
+def acquisition(
+    conn: Executes, *, until: str, spend: Sequence[tuple[str, str, float]] = ()
+) -> list[tuple[str, float, int, float]]:
     """Per channel: ``(channel, spend, customers acquired, their revenue)``. Spend is the sum of
-    ``marketing.spend`` events' ``amount`` by ``properties.channel``; a customer is acquired by
+    ``marketing.spend`` (or ``spend``, as the synthetic history has it) events' ``amount``
+    before ``until`` by ``properties.channel``, plus ``spend`` rows ``(day 'YYYY-MM-DD',
+    channel, amount)`` (a spend file) dated before ``until``'s day; a customer is acquired by
     the ``channel`` attribute of the contact (``signup`` property) when their first purchase is
-    before ``until``; revenue is all their purchases before ``until``."""
-    sql = """
-        WITH spend AS (
-            SELECT json_extract(properties, '$.channel') AS channel,               -- dialect
-                   sum(json_extract(properties, '$.amount')) AS amount
-            FROM events WHERE type = 'marketing.spend' AND occurred_at < :until
-            GROUP BY json_extract(properties, '$.channel')
+    before ``until``; revenue is all their purchases."""
+    d = dialect_of(conn)
+    channel_of = d.text("properties", "channel")
+    # The contact's acquisition channel: its ``channel`` attribute (a signup's ``channel``
+    # property), or ``source`` where the CRM calls it so (the synthetic history does).
+    contact_channel = (
+        f"coalesce({d.text('c.data', 'attributes.channel')}, "
+        f"{d.text('c.data', 'attributes.source')})"
+    )
+    sql = f"""
+        WITH spend_file AS (
+            SELECT {d.json_item("value", 0)} AS day, {d.json_item("value", 1)} AS channel,
+                   CAST({d.json_item("value", 2)} AS double precision) AS amount
+            FROM {d.json_rows(":spend")} AS items
         ),
+        spent AS (
+            SELECT {channel_of} AS channel, {d.number("properties", "amount")} AS amount
+            FROM events WHERE type IN ('marketing.spend', 'spend') AND occurred_at < :until
+            UNION ALL
+            SELECT channel, amount FROM spend_file WHERE day < substr(:until, 1, 10)
+        ),
+        spend AS (SELECT channel, sum(amount) AS amount FROM spent GROUP BY channel),
         customers AS (
-            SELECT json_extract(c.data, '$.attributes.channel') AS channel,        -- dialect
-                   count(*) AS acquired,
-                   sum(json_extract(c.data, '$.metrics.total_spent')) AS revenue
+            SELECT {contact_channel} AS channel, count(*) AS acquired,
+                   sum({d.number("c.data", "metrics.total_spent")}) AS revenue
             FROM contacts AS c
-            WHERE json_extract(c.data, '$.metrics.first_order_at') < :until
-              AND json_extract(c.data, '$.attributes.channel') IS NOT NULL
-            GROUP BY json_extract(c.data, '$.attributes.channel')
+            WHERE {d.text("c.data", "metrics.first_order_at")} < :until
+              AND {contact_channel} IS NOT NULL
+            GROUP BY {contact_channel}
         ),
         channels AS (SELECT channel FROM spend UNION SELECT channel FROM customers)
         SELECT ch.channel, coalesce(s.amount, 0), coalesce(cu.acquired, 0),
@@ -546,15 +600,14 @@ def acquisition(conn: Executes, *, until: str) -> list[tuple[str, float, int, fl
         LEFT JOIN customers AS cu ON cu.channel = ch.channel
         WHERE ch.channel IS NOT NULL ORDER BY ch.channel
     """
-    return [tuple(row) for row in conn.execute(sql, {"until": until}).fetchall()]
+    rows = json.dumps([list(row) for row in spend])
+    return [tuple(row) for row in conn.execute(sql, {"until": until, "spend": rows}).fetchall()]
 
 
 def rule_fires_by_week(conn: Executes) -> list[tuple[str, str, int]]:
     """``(week's Monday 'YYYY-MM-DD', rule, fires)`` from the decision traces."""
-    sql = """
-        SELECT date(substr(at, 1, 10), '-' || ((CAST(strftime('%w', at) AS INTEGER) + 6) % 7)
-                    || ' days') AS week,                                            -- dialect
-               ruleset || '/' || rule, count(*)
+    sql = f"""
+        SELECT {dialect_of(conn).week_start("at")} AS week, ruleset || '/' || rule, count(*)
         FROM traces WHERE decision = 'fired' GROUP BY week, ruleset, rule ORDER BY week, 2
     """
     return [tuple(row) for row in conn.execute(sql).fetchall()]
@@ -567,3 +620,267 @@ def stage_flows(conn: Executes) -> list[tuple[str, str, int]]:
         "WHERE from_stage IS NOT NULL GROUP BY from_stage, to_stage ORDER BY 1, 2"
     ).fetchall()
     return [tuple(row) for row in rows]
+
+
+# -- conversion goals ---------------------------------------------------------------------------
+
+
+def goal_attribution(
+    conn: Executes, *, ruleset: str, rule: str, goal: GoalQuery, until: str
+) -> tuple[int, int, int, float]:
+    """``(exposed contacts, converted contacts, conversions, revenue)`` of one rule's goal.
+
+    Exposed: contacts the rule fired for (its ``fired`` traces) before ``until``, from their
+    first fire; a conversion is a goal event of the contact at or after that first fire, at
+    most ``goal.within_days`` later and before ``until``, meeting ``goal.where``; revenue sums
+    the goal events' ``goal.revenue`` property (numbers only)."""
+    d = dialect_of(conn)
+    params: dict[str, Any] = {
+        "ruleset": ruleset,
+        "rule": rule,
+        "until": until,
+        "event": goal.event,
+        "within": goal.within_days,
+    }
+    where = "TRUE" if goal.where is None else goal_filter(d, goal.where, "e.properties", params)
+    revenue = "0" if goal.revenue is None else d.typed("e.properties", goal.revenue, "number")
+    sql = f"""
+        WITH exposed AS (
+            SELECT contact_id, min(at) AS first_at FROM traces
+            WHERE ruleset = :ruleset AND rule = :rule AND decision = 'fired' AND at < :until
+            GROUP BY contact_id
+        ),
+        goal_events AS MATERIALIZED (
+            SELECT contact_id, occurred_at, properties FROM events
+            WHERE type = :event AND occurred_at < :until
+        ),
+        conversions AS (
+            SELECT x.contact_id, {revenue} AS revenue
+            FROM exposed AS x JOIN goal_events AS e ON e.contact_id = x.contact_id
+            WHERE e.occurred_at >= x.first_at
+              AND {d.days("e.occurred_at", "x.first_at")} <= :within AND {where}
+        )
+        SELECT (SELECT count(*) FROM exposed), count(DISTINCT contact_id), count(*),
+               coalesce(sum(revenue), 0)
+        FROM conversions
+    """
+    exposed, converted, conversions, total = conn.execute(sql, params).fetchone()
+    return int(exposed), int(converted), int(conversions), float(total)
+
+
+def goal_filter(d: Dialect, node: Filter, column: str, params: dict[str, Any]) -> str:
+    """A goal's ``where`` as a SQL boolean over the JSON ``column`` (never NULL, so ``NOT``
+    means what the rule language's ``not`` means), its values added to ``params``. As strict
+    as the rule language: a text never equals a number, true is not 1, a missing property
+    fails every test but ``exists: false`` (a null one is there: it is ``ne`` anything)."""
+    if isinstance(node, Group):
+        parts = [goal_filter(d, part, column, params) for part in node.parts]
+        if node.kind == "not":
+            return f"(NOT {parts[0]})"
+        return "(" + (" AND " if node.kind == "all" else " OR ").join(parts) + ")"
+
+    def value(item: Any) -> str:
+        name = f"g{len(params)}"
+        params[name] = item
+        return f":{name}"
+
+    op, wanted, path = node.op, node.value, node.path
+    if op == "exists":
+        present = d.present(column, path)
+        return present if wanted is not False else f"(NOT {present})"
+    if op in ("in", "not_in"):
+        kind = "string" if isinstance(wanted[0], str) else "number"
+        members = ", ".join(value(item) for item in wanted)
+        test = f"coalesce({d.typed(column, path, kind)} IN ({members}), FALSE)"
+        return test if op == "in" else f"({d.present(column, path)} AND NOT {test})"
+    if op in ("eq", "ne"):
+        if isinstance(wanted, bool):
+            test = d.is_boolean(column, path, wanted)
+        else:
+            kind = "string" if isinstance(wanted, str) else "number"
+            test = f"coalesce({d.typed(column, path, kind)} = {value(wanted)}, FALSE)"
+        return test if op == "eq" else f"({d.present(column, path)} AND NOT {test})"
+    symbol = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}[op]
+    return f"coalesce({d.typed(column, path, 'number')} {symbol} {value(wanted)}, FALSE)"
+
+
+# -- the journey map ----------------------------------------------------------------------------
+
+
+def stage_counts(conn: Executes) -> list[tuple[str, int, int]]:
+    """``(stage, contacts in it now, contacts who ever reached it)`` per stage seen."""
+    sql = """
+        WITH now_in AS (SELECT stage, count(*) AS n FROM contacts WHERE stage IS NOT NULL
+                        GROUP BY stage),
+        reached AS (SELECT to_stage AS stage, count(DISTINCT contact_id) AS n
+                    FROM stage_transitions GROUP BY to_stage),
+        stages AS (SELECT stage FROM now_in UNION SELECT stage FROM reached)
+        SELECT s.stage, coalesce(n.n, 0), coalesce(r.n, 0) FROM stages AS s
+        LEFT JOIN now_in AS n ON n.stage = s.stage LEFT JOIN reached AS r ON r.stage = s.stage
+        ORDER BY s.stage
+    """
+    return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+
+def transitions_by_cause(conn: Executes, *, until: str) -> list[tuple[str, str | None, str, int]]:
+    """``(cause, from stage, to stage, transitions)`` before ``until``: a rule's stage.set
+    records its cause as ``rule <id> of ruleset <name>`` (and a reason after a colon)."""
+    rows = conn.execute(
+        "SELECT cause, from_stage, to_stage, count(*) FROM stage_transitions WHERE at < ? "
+        "GROUP BY cause, from_stage, to_stage ORDER BY 1, 2, 3",
+        [until],
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+def fires_by_rule(conn: Executes, *, until: str) -> list[tuple[str, str, int, int]]:
+    """``(ruleset, rule, fires, contacts)``: decisions ``fired`` in the traces before ``until``."""
+    rows = conn.execute(
+        "SELECT ruleset, rule, count(*), count(DISTINCT contact_id) FROM traces "
+        "WHERE decision = 'fired' AND at < ? GROUP BY ruleset, rule ORDER BY 1, 2",
+        [until],
+    ).fetchall()
+    return [tuple(row) for row in rows]
+
+
+# -- customer health ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthPartQuery:
+    """One part of the health score as the store computes it
+    (``clm_engine.analytics.health``): ``count`` events of ``events`` (score 100 at
+    ``target``, or 0 at ``target`` when ``lower_is_better``), or the ``value`` at ``fact``
+    in the contact's state (its time at ``at`` in the window), scaled from ``[low, high]``."""
+
+    measure: str
+    events: tuple[str, ...]
+    weight: float
+    target: float
+    lower_is_better: bool
+    fact: str | None
+    at: str | None
+    low: float
+    high: float
+
+
+def _health(d: Dialect, parts: Sequence[HealthPartQuery], params: dict[str, Any], one: bool) -> str:
+    """The CTEs ending in ``health (contact_id, v0, s0, v1, s1, ..., score)``: each part's
+    value and score, and the weighted mean of the scores there are, per contact (only
+    ``:contact`` when ``one``)."""
+
+    def listed(values: Sequence[Any], prefix: str) -> str:
+        names = []
+        for n, value in enumerate(values):
+            params[f"{prefix}{n}"] = value
+            names.append(f":{prefix}{n}")
+        return ", ".join(names)
+
+    only = " AND contact_id = :contact" if one else ""
+    every_type = sorted({t for p in parts for t in p.events})
+    ctes = [
+        f"""windowed AS (
+            SELECT contact_id, type FROM events
+            WHERE type IN ({listed(every_type or [""], "t")}) AND occurred_at >= :since
+              AND occurred_at < :until{only})"""
+    ]
+    columns, joins, weighted, present = [], [], [], []
+    for i, part in enumerate(parts):
+        types = listed(part.events, f"p{i}t")
+        params[f"w{i}"] = part.weight
+        if part.measure == "count":
+            params[f"target{i}"] = part.target
+            ctes.append(
+                f"part{i} AS (SELECT contact_id, count(*) AS v FROM windowed "
+                f"WHERE type IN ({types}) GROUP BY contact_id)"
+            )
+            share = d.smaller("1.0", f"coalesce(p{i}.v, 0) * 1.0 / :target{i}")
+            score = f"100.0 * (1.0 - {share})" if part.lower_is_better else f"100.0 * {share}"
+            columns.append(f"coalesce(p{i}.v, 0) AS v{i}, {score} AS s{i}")
+        else:
+            assert part.fact is not None
+            params[f"low{i}"], params[f"high{i}"] = part.low, part.high
+            value = d.typed("c.data", part.fact, "number")
+            if part.at is not None:
+                at = d.text("c.data", part.at)
+                params["first_second"] = params["since"][:19]
+                params["last_second"] = last_second(params["until"])
+                second = f"substr({at}, 1, 19)"
+                value = (
+                    f"CASE WHEN {second} >= :first_second AND {second} <= :last_second "
+                    f"THEN {value} END"
+                )
+            ctes.append(
+                f"part{i} AS (SELECT c.id AS contact_id, {value} AS v FROM contacts AS c"
+                f"{' WHERE c.id = :contact' if one else ''})"
+            )
+            scaled = f"(p{i}.v - :low{i}) * 1.0 / (:high{i} - :low{i})"
+            clamped = d.larger("0.0", d.smaller("1.0", scaled))
+            columns.append(
+                f"p{i}.v AS v{i}, CASE WHEN p{i}.v IS NULL THEN NULL ELSE 100.0 * {clamped} END "
+                f"AS s{i}"
+            )
+        joins.append(f"LEFT JOIN part{i} AS p{i} ON p{i}.contact_id = c.id")
+        weighted.append(f"coalesce(s{i}, 0) * :w{i}")
+        present.append(f"CASE WHEN s{i} IS NULL THEN 0 ELSE :w{i} END")
+    ctes.append(
+        f"parts AS (SELECT c.id AS contact_id, {', '.join(columns)} FROM contacts AS c "
+        f"{' '.join(joins)}{' WHERE c.id = :contact' if one else ''})"
+    )
+    values = ", ".join(f"v{i}, s{i}" for i in range(len(parts)))
+    ctes.append(
+        f"health AS (SELECT contact_id, {values}, "
+        f"({' + '.join(weighted)}) / nullif({' + '.join(present)}, 0) AS score FROM parts)"
+    )
+    return "WITH " + ",\n".join(ctes)
+
+
+def last_second(until: str) -> str:
+    """The last whole second before ``until`` (UTC time text), as the first 19 characters of
+    a time: times kept to the second (``metrics.nps_answered_at``) compare with it."""
+    moment = datetime.fromisoformat(until.replace("Z", "+00:00")) - timedelta(microseconds=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def health_scores(
+    conn: Executes,
+    parts: Sequence[HealthPartQuery],
+    *,
+    since: str,
+    until: str,
+    contact_id: str,
+) -> list[tuple[Any, ...]]:
+    """``(contact_id, v0, s0, v1, s1, ..., score)`` of one contact: its events in
+    [``since``, ``until``)."""
+    params: dict[str, Any] = {"since": since, "until": until, "contact": contact_id}
+    sql = _health(dialect_of(conn), parts, params, one=True) + " SELECT * FROM health"
+    return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def health_bins(
+    conn: Executes, parts: Sequence[HealthPartQuery], *, since: str, until: str
+) -> list[tuple[int, int, float, list[tuple[float, int]]]]:
+    """Every contact's score by bins of ten points (the last holds 100): ``(bin, contacts,
+    sum of their scores, [(sum of part i's scores, contacts with part i)])``."""
+    d = dialect_of(conn)
+    params: dict[str, Any] = {"since": since, "until": until}
+    sums = ", ".join(f"coalesce(sum(s{i}), 0), count(s{i})" for i in range(len(parts)))
+    sql = (
+        _health(d, parts, params, one=False)
+        + f"""
+        SELECT {d.smaller("9", d.floor_int("score / 10"))} AS bin, count(*), sum(score), {sums}
+        FROM health WHERE score IS NOT NULL GROUP BY 1 ORDER BY 1
+        """
+    )
+    result = []
+    for row in conn.execute(sql, params).fetchall():
+        rest = row[3:]
+        result.append(
+            (
+                int(row[0]),
+                int(row[1]),
+                float(row[2]),
+                [(float(rest[2 * i]), int(rest[2 * i + 1])) for i in range(len(parts))],
+            )
+        )
+    return result
