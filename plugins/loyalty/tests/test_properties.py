@@ -124,7 +124,7 @@ def test_balances_are_sums_never_negative_and_replays_change_nothing(rules, case
         # The same delivery into a fresh store: the same ledger, entry for entry.
         assert deliver(Path(folder) / "b.db", rules, batches, ticks) == first
         # Everything delivered again into the first store: nothing changes.
-        again = deliver(Path(folder) / "a.db", rules, [sum(batches, [])], [])
+        again = deliver(Path(folder) / "a.db", rules, [[e for b in batches for e in b]], [])
         assert again == first
         with Engine(Path(folder) / "a.db", plugins={"loyalty": clm_loyalty}) as engine:
             assert ledger.negative_balances(engine.store.tables) == []
