@@ -1,4 +1,5 @@
-"""``clm loyalty ...`` as a user runs it: the installed ``clm`` in a process of its own."""
+"""``clm loyalty ...`` as a user runs it: the installed ``clm`` in a process of its own, on a
+SQLite file and on a PostgreSQL database (``new_store``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from clm_engine.testing import make_event
 CLM = str(Path(sys.executable).parent / "clm")
 
 
-def clm(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess:
+def clm(*args: str, db: Path | str, ok: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "CLM_LOAD_PLUGINS": "loyalty", "CLM_DB": str(db)}
     done = subprocess.run([CLM, *args], env=env, capture_output=True, text=True, timeout=120)
     if ok:
@@ -25,7 +26,7 @@ def clm(*args: str, db: Path, ok: bool = True) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def db(tmp_path, rules) -> Path:
+def db(tmp_path, rules, new_store) -> Path | str:
     events = [
         make_event(
             "signup", {"email": "ada@example.com"}, contact_id="ada", at="2026-01-01T10:00:00Z"
@@ -60,7 +61,7 @@ def db(tmp_path, rules) -> Path:
     ]
     path = tmp_path / "events.jsonl"
     write_jsonl(events, path)
-    db = tmp_path / "clm.db"
+    db = new_store("clm.db")
     clm("ingest", str(path), "--rulesets", str(rules), "--dispatch", db=db)
     return db
 
