@@ -7,6 +7,7 @@ Shared by ``clm loyalty report`` and the demo, so both say the same thing.
 from __future__ import annotations
 
 from collections import Counter
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from clm_engine import utc_text
@@ -15,8 +16,6 @@ from . import ledger
 from .programme import Programme
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from clm_engine import Tables
 
 
@@ -46,7 +45,7 @@ def report(
     for row in tables["loyalty_milestones"].aggregate(group_by=["programme", "milestone"]):
         milestones.setdefault(row["programme"], {})[row["milestone"]] = row["count"]
     today = utc_text(now)
-    month = utc_text(now.replace(microsecond=0) + _days(30))
+    month = utc_text(now + timedelta(days=30))
     out = []
     for name in sorted(names):
         prog = programmes.get(name)
@@ -84,12 +83,6 @@ def report(
             }
         )
     return {"programmes": out, "negative_balances": ledger.negative_balances(tables)}
-
-
-def _days(n: int) -> Any:
-    from datetime import timedelta
-
-    return timedelta(days=n)
 
 
 def _points(kinds: dict[str, Any], kind: str) -> int:
