@@ -87,11 +87,13 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
         "sequence": "email",
         "email_template": "email",
         "catalogue": "warranty",
+        "loyalty": "loyalty",
     }
     assert {c["name"]: c["plugin"] for c in listing["commands"]} == {
         "email": "email",
         "referral": "referral",
         "warranty": "warranty",
+        "loyalty": "loyalty",
     }
     handlers = by_name(listing["event_handlers"])
     assert handlers["email.log_sent"]["event_type"] == "email.sent"

@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import loyalty_testing
 from clm_loyalty import ledger
 
 from clm_engine.testing import make_event
+
+# The shared fixtures this module uses (loyalty_testing.py says why not a conftest.py).
+clock = loyalty_testing.clock
+open_engine = loyalty_testing.open_engine
+rules = loyalty_testing.rules
+rules_with = loyalty_testing.rules_with
 
 
 def buy(engine, contact, amount, at, **extra):

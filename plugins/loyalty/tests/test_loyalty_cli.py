@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import loyalty_testing
 import pytest
 
 from clm_engine.synthetic import write_jsonl
 from clm_engine.testing import make_event
+
+# The shared fixtures this module uses (loyalty_testing.py says why not a conftest.py).
+rules = loyalty_testing.rules
+
 
 CLM = str(Path(sys.executable).parent / "clm")
 

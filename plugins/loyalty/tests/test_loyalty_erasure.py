@@ -3,12 +3,18 @@ up, and nothing left names the contact."""
 
 from __future__ import annotations
 
+import loyalty_testing
 import pytest
 from clm_loyalty import ledger
 from clm_loyalty.report import report
 
 from clm_engine import ClmError
 from clm_engine.testing import make_event
+
+# The shared fixtures this module uses (loyalty_testing.py says why not a conftest.py).
+clock = loyalty_testing.clock
+open_engine = loyalty_testing.open_engine
+rules = loyalty_testing.rules
 
 
 def history(engine):

@@ -15,12 +15,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import clm_loyalty
+import loyalty_testing
 from clm_loyalty import ledger
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clm_engine import Engine, VirtualClock
 from clm_engine.testing import make_event
+
+# The shared fixtures this module uses (loyalty_testing.py says why not a conftest.py).
+rules = loyalty_testing.rules
+
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CONTACTS = ("ada", "bob")

@@ -1,5 +1,8 @@
-"""Shared by the loyalty plugin's tests: a programme and a ruleset written where a test wants
-them, and engines with exactly this plugin."""
+"""What the loyalty plugin's tests share: a programme and a ruleset written where a test wants
+them, and engines with exactly this plugin (fixtures a test module imports).
+
+A module of its own rather than a ``conftest.py``: the plugins' test folders share one import
+namespace, and the email plugin's tests import their ``conftest`` by name."""
 
 from __future__ import annotations
 
