@@ -209,7 +209,7 @@ class ContactFold:
                 keys.append(row["key"])
                 spec = self.engine.actions.get(call.action)
                 if spec is not None and not spec.external and call.after is None:
-                    self.run_inline(row, spec, fire)
+                    self.run_inline(row, spec, fire, event)
                 if row["key"] in self.recomputable_keys:
                     self.recomputable_keys.discard(row["key"])
                     self.out.rejudged.redone.append(row)  # type: ignore[union-attr]  # rejudged is set whenever recomputable_keys is non-empty
@@ -217,8 +217,9 @@ class ContactFold:
                     self.out.rows.append(row)
         self.out.traces.append(trace_of(fire, decision, detail, keys))
 
-    def run_inline(self, row: dict[str, Any], spec: Any, fire: Fire) -> None:
+    def run_inline(self, row: dict[str, Any], spec: Any, fire: Fire, event: Event) -> None:
         """Run an internal action now, in the fold: its policies, its run, then its effects.
+        ``event`` is the event that triggered the decision (``ctx.event``, as at dispatch).
 
         The row is written finished (``inline``), or left pending when a policy defers it or
         it fails (dispatch retries it, as it would any action)."""
@@ -266,6 +267,7 @@ class ContactFold:
             folded=self.batch,
             conditions=self.engine.conditions,
         )
+        ctx.event = event
         try:
             with nullcontext() if spec.pure else tx.savepoint():
                 result = spec.run(ctx, params)

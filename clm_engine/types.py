@@ -131,8 +131,9 @@ class ActionContext:
     actions: frozenset[str] = frozenset()
     #: The engine's conditions (``clm_engine.conditions.checker.Conditions``): see ``holds``.
     conditions: Any = field(default=None, repr=False)
-    #: The event that triggered the decision (an event or stage-change rule's action, at
-    #: dispatch), or ``None``: what an email template shows as ``{{ event.properties.* }}``.
+    #: The event that triggered the decision (an event or stage-change rule's action, run
+    #: inline or at dispatch), or ``None``: what an email template shows as
+    #: ``{{ event.properties.* }}``, and what a loyalty earn reads an order's amount from.
     event: Event | None = None
     #: ``events.count`` for ``holds`` (set while the action runs in a transaction).
     count_events: Callable[[str, datetime | None], int] | None = field(default=None, repr=False)

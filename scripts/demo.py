@@ -72,6 +72,7 @@ WEEKLY_COLUMNS = {
     "day-3 nudges": "engagement-timers/day-3-nudge",
     "lapsing (Mon 9:00)": "engagement-timers/monday-lapsing-check",
     "churn risk": "churn-risk/detractor",
+    "tier ups": "loyalty-points/tier-upgrade-email",
 }
 
 
@@ -169,6 +170,11 @@ def main() -> None:
     clm("referral", "review", "--approve", picks["approve"], *note, "checked", *db, *rulesets)
     clm("referral", "redeem", picks["redeem"], "--reference", "DEMO-PAYOUT-1", *db)
     print(referral_summary(DB))
+
+    step("Loyalty: points on every purchase, tiers and milestones (clm loyalty)")
+    points = json.loads(clm("loyalty", "report", *db, *rulesets, "--json", capture=True))
+    clm("loyalty", "report", *db, *rulesets)
+    clm("loyalty", "balance", points["programmes"][0]["top_balances"][0]["contact"], *db, *rulesets)
 
     step("Email: drips sent through the file transport, deferrals and vetoes by reason")
     print(email_summary(str(DB), str(OUTBOX)))

@@ -89,12 +89,14 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
         "email_template": "email",
         "catalogue": "warranty",
         "health": "clm_engine.analytics.facts",
+        "loyalty": "loyalty",
     }
     assert {c["name"]: c["plugin"] for c in listing["commands"]} == {
         "email": "email",
         "referral": "referral",
         "warranty": "warranty",
         "sms": "sms",
+        "loyalty": "loyalty",
     }
     handlers = by_name(listing["event_handlers"])
     assert handlers["email.log_sent"]["event_type"] == "email.sent"

@@ -345,7 +345,9 @@ def test_the_cli_shows_products_upcoming_fires_and_offers(plugin, clock, tmp_pat
 def test_the_examples_are_valid_with_the_other_examples(monkeypatch):
     from clm_engine.rulesets.loading import validate_all
 
-    monkeypatch.setenv("CLM_LOAD_PLUGINS", "warranty,email,referral,sms")  # the other examples'
+    monkeypatch.setenv(
+        "CLM_LOAD_PLUGINS", "warranty,email,referral,sms,loyalty"
+    )  # the other examples'
     validated = validate_all([EXAMPLES])
     assert [str(p) for p in validated.problems] == []
     assert {d.name for d in validated.documents if d.kind == "catalogue"} == {"aurora"}
