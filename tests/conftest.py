@@ -10,7 +10,7 @@ from clm_engine.cli import cli
 from tests.helpers import STORE
 
 #: The plugins the example rulesets in rulesets/ use, by entry point name.
-EXAMPLE_PLUGINS = ("email", "referral", "warranty", "sms", "loyalty")
+EXAMPLE_PLUGINS = ("email", "referral", "warranty", "sms", "loyalty", "webhook")
 
 
 @pytest.fixture

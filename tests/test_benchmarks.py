@@ -56,7 +56,7 @@ def test_every_benchmark_has_a_small_run():
 @pytest.mark.parametrize("script", sorted(SMALL))
 def test_the_benchmark_runs_and_prints_its_figures(script, tmp_path):
     # The example rulesets (ingest, simulate) use the three plugins, as a user has them.
-    env = {**os.environ, "CLM_LOAD_PLUGINS": "email,referral,warranty,sms,loyalty"}
+    env = {**os.environ, "CLM_LOAD_PLUGINS": "email,referral,warranty,sms,loyalty,webhook"}
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *SMALL[script]],
         cwd=tmp_path,

@@ -83,6 +83,7 @@ def test_json_lists_everything_with_its_plugin_and_distribution():
     assert sorted((p["plugin"], p["distribution"]) for p in listing["policies"]) == [
         ("email", "clm-email"),
         ("sms", "clm-sms"),
+        ("webhook", "clm-webhook"),
     ]
     assert {d["name"]: d["plugin"] for d in listing["documents"]} == {
         "sequence": "email",

@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.slow
 def test_engines_opened_at_once_from_many_threads_all_get_every_plugin(tmp_path):
     db = tmp_path / "shared.db"
-    env = {**os.environ, "CLM_LOAD_PLUGINS": "email,referral,warranty,sms,loyalty"}
+    env = {**os.environ, "CLM_LOAD_PLUGINS": "email,referral,warranty,sms,loyalty,webhook"}
     done = subprocess.run(
         [
             sys.executable,

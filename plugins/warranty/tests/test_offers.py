@@ -346,7 +346,7 @@ def test_the_examples_are_valid_with_the_other_examples(monkeypatch):
     from clm_engine.rulesets.loading import validate_all
 
     monkeypatch.setenv(
-        "CLM_LOAD_PLUGINS", "warranty,email,referral,sms,loyalty"
+        "CLM_LOAD_PLUGINS", "warranty,email,referral,sms,loyalty,webhook"
     )  # the other examples'
     validated = validate_all([EXAMPLES])
     assert [str(p) for p in validated.problems] == []
