@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,6 +17,8 @@ from ..conditions.values import parse_duration
 from ..rulesets.problems import Issue, RulesetProblem, RulesetValidationError
 from ..rulesets.pydantic_errors import pydantic_issues
 from ..rulesets.source import Locator, duplicate_keys, parse, plain
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_PATH = Path(__file__).with_name("rfm_segments.json")
 
@@ -84,7 +86,13 @@ class DefinitionsError(RulesetValidationError):
 def load_definitions(path: str | Path | None = None) -> Definitions:
     """The definitions in ``path`` (the shipped default without one); a
     :class:`DefinitionsError` listing every problem if they are not valid."""
-    file = Path(path) if path is not None else DEFAULT_PATH
+    return load_document(Path(path) if path is not None else DEFAULT_PATH, Definitions)
+
+
+def load_document(file: Path, model_type: type[M]) -> M:
+    """A JSON document beside the rulesets (RFM definitions, a health score), validated
+    against ``model_type``; a :class:`DefinitionsError` listing every problem with its file,
+    pointer and line, as rulesets report theirs."""
     try:
         text = file.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -98,9 +106,9 @@ def load_definitions(path: str | Path | None = None) -> Definitions:
         )
     issues: list[Issue] = duplicate_keys(data)
     data = plain(data)
-    model: Definitions | None = None
+    model: M | None = None
     try:
-        model = Definitions.model_validate(data)
+        model = model_type.model_validate(data)
     except ValidationError as error:
         issues += pydantic_issues(error, data)
     if issues or model is None:

@@ -32,19 +32,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from ..conditions.values import parse_duration
 from ..models import EventType, Name, utc_text
-from ..rulesets.problems import Issue, RulesetProblem
-from ..rulesets.pydantic_errors import pydantic_issues
-from ..rulesets.source import Locator, duplicate_keys, parse, plain
 from ..store import analytics as sql
 from ..types import FactContext
-from .definitions import DefinitionsError
+from .definitions import load_document
 
 KIND = "health"
 DEFAULT_PATH = Path(__file__).with_name("health.json")
@@ -137,35 +133,7 @@ class HealthDefinition(BaseModel):
 def load_health(path: str | Path | None = None) -> HealthDefinition:
     """The definition in ``path`` (the shipped default without one); a
     :class:`DefinitionsError` listing every problem with its line if it is not valid."""
-    file = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        text = file.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DefinitionsError(
-            [RulesetProblem(str(file), "", None, None, f"cannot read: {error}")]
-        ) from None
-    data, syntax = parse(text)
-    if syntax is not None:
-        raise DefinitionsError(
-            [RulesetProblem(str(file), "", syntax.line, syntax.column, syntax.message)]
-        )
-    issues: list[Issue] = duplicate_keys(data)
-    data = plain(data)
-    model: HealthDefinition | None = None
-    try:
-        model = HealthDefinition.model_validate(data)
-    except ValidationError as error:
-        issues += pydantic_issues(error, data)
-    if issues or model is None:
-        locator = Locator(text)
-        problems = []
-        for issue in issues:
-            line, column = locator.position(issue.pointer, at_key=issue.at_key)
-            problems.append(
-                RulesetProblem(str(file), issue.pointer, line, column, issue.message, issue.hint)
-            )
-        raise DefinitionsError(problems)
-    return model
+    return load_document(Path(path) if path is not None else DEFAULT_PATH, HealthDefinition)
 
 
 _DEFAULT: list[HealthDefinition] = []

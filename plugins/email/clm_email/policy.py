@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from clm_engine import Defer, Veto, channels, utc_text
+from clm_engine.channels import FrequencyCap, QuietHours
 
-from .settings import EmailSettings, FrequencyCap, QuietHours, parse_clock
+from .settings import EmailSettings, parse_clock
 from .store import enrollment as enrollment_of
 from .store import is_suppressed
 

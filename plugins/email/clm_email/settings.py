@@ -21,7 +21,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from datetime import time, timedelta
+from datetime import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,10 +32,10 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
-from clm_engine import DurationSpec, Name, describe_validation_error, duration_to_timedelta
+from clm_engine import Name, describe_validation_error
+from clm_engine.channels import FrequencyCap, QuietHours  # the same shapes across channels
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -60,34 +60,6 @@ def check_address(value: str) -> str:
     if not _ADDRESS.match(address or ""):
         raise ValueError(f"{value!r} is not an email address")
     return value
-
-
-class QuietHours(BaseModel):
-    """No non-exempt email between ``start`` and ``end``, in each contact's own timezone."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    start: ClockTime
-    end: ClockTime
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> QuietHours:
-        if self.start == self.end:
-            raise ValueError("quiet hours need different 'start' and 'end' times")
-        return self
-
-
-class FrequencyCap(BaseModel):
-    """At most ``max`` non-exempt emails per contact in any window of ``per``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max: Annotated[int, Field(ge=1)]
-    per: DurationSpec
-
-    @property
-    def window(self) -> timedelta:
-        return duration_to_timedelta(self.per)
 
 
 class SmtpSettings(BaseModel):

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import clm_email
 import pytest
 from clm_email import policy, store
-from clm_email.settings import EmailSettings, FrequencyCap
+from clm_email.settings import EmailSettings
 
 from clm_engine import Contact, Engine, Event, VirtualClock
+from clm_engine.channels import FrequencyCap
 from clm_engine.store import open_store
 from clm_engine.testing import check_rejected, check_tables, discover
 from clm_engine.testing import make_event as event

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from clm_email.policy import cap_until, next_allowed, quiet_until
 from clm_email.sequences import Step, next_time
-from clm_email.settings import FrequencyCap, QuietHours
+
+from clm_engine.channels import FrequencyCap, QuietHours
 
 
 def utc(text: str) -> datetime:
