@@ -7,6 +7,10 @@ from); then it sets each identity column past the largest id, and compares the t
 table by table: the number of rows and a SHA-256 over every row in key order, JSON compared as
 values (``jsonb`` keeps no key order or spacing). The copy is one transaction on the target,
 under its write lock: a failure leaves it empty.
+
+The tables the plugins (and the core's built-ins) declare with the table API (a referral or
+loyalty ledger, the email log, experiment exposures) are copied the same way through that API,
+in key order and in chunks, with their numbered keys kept, and verified alike.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from ..errors import StoreError
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
+from .tables import Table, TableAccess, Tables
 
 #: The core's tables and the key each is read in (SQLite's ``rulesets`` has no id column:
 #: its ``rowid`` becomes PostgreSQL's ``seq``).
@@ -59,7 +64,7 @@ class CopyReport:
     rows: dict[str, int] = field(default_factory=dict)
     source: dict[str, tuple[int, str]] = field(default_factory=dict)
     target: dict[str, tuple[int, str]] = field(default_factory=dict)
-    not_copied: list[str] = field(default_factory=list)  # plugins' tables, left behind
+    not_copied: list[str] = field(default_factory=list)  # tables no loaded plugin declares
 
     @property
     def verified(self) -> bool:
@@ -134,9 +139,31 @@ def checksums_postgres(target: PostgresStore) -> dict[str, tuple[int, str]]:
     return found
 
 
-def copy_to_postgres(source_path: str, url: str) -> CopyReport:
-    """Copy the core's tables of the SQLite store at ``source_path`` into the PostgreSQL
-    database at ``url`` (created tables, no rows), and verify the copy."""
+def _declared_rows(table: TableAccess) -> Iterator[dict[str, Any]]:
+    """A declared table's rows in key order, a chunk at a time (bounded memory)."""
+    key = list(table.schema.primary_key)
+    offset = 0
+    while True:
+        chunk = table.rows({}, order_by=key, limit=CHUNK, offset=offset)
+        yield from chunk
+        if len(chunk) < CHUNK:
+            return
+        offset += CHUNK
+
+
+def _declared_digest(tables: Tables, table: Table) -> tuple[int, str]:
+    digest, count = hashlib.sha256(), 0
+    for row in _declared_rows(tables[table.name]):
+        digest.update(json.dumps(row, sort_keys=True, separators=(",", ":"), default=str).encode())
+        digest.update(b"\n")
+        count += 1
+    return count, digest.hexdigest()
+
+
+def copy_to_postgres(source_path: str, url: str, tables: Sequence[Table] = ()) -> CopyReport:
+    """Copy the core's tables of the SQLite store at ``source_path``, and the declared
+    ``tables`` it holds (the loaded plugins'), into the PostgreSQL database at ``url``
+    (created tables, no rows), and verify the copy."""
     from .sqlite_schema import migrations
 
     source = SQLiteStore(source_path)
@@ -147,7 +174,11 @@ def copy_to_postgres(source_path: str, url: str) -> CopyReport:
             raise StoreError(
                 f"{source_path} is not an up-to-date clm-engine database: run clm migrate"
             )
-        target.migrate()
+        present = set(source.db.table_names())
+        declared = [t for t in tables if t.name in present]
+        if declared and source.migrate(declared):  # declares them; a complete file needs nothing
+            raise StoreError(f"{source_path} needed changes to its tables: run clm migrate first")
+        target.migrate(tables)
         busy = [
             t for t in ("events", "contacts", "outbox") if target._one(f"SELECT 1 FROM {t} LIMIT 1")
         ]
@@ -155,11 +186,9 @@ def copy_to_postgres(source_path: str, url: str) -> CopyReport:
             raise StoreError(
                 f"{target.path} already holds data ({', '.join(busy)}): copy into an empty database"
             )
-        core = set(CORE_TABLES) | {"_sqlite_migrations"}
+        core = set(CORE_TABLES) | {"_sqlite_migrations"} | {t.name for t in declared}
         report.not_copied = sorted(
-            name
-            for name in source.db.table_names()
-            if name not in core and not name.startswith("sqlite_")
+            name for name in present if name not in core and not name.startswith("sqlite_")
         )
         with target.write() as tx:
             assert tx.conn is not None
@@ -174,19 +203,40 @@ def copy_to_postgres(source_path: str, url: str) -> CopyReport:
                         copy.write_row(row)
                         count += 1
                 report.rows[table] = count
-                identity = tx._all(
-                    "SELECT column_name FROM information_schema.columns WHERE table_schema = "
-                    "current_schema() AND table_name = %s AND is_identity = 'YES'",
-                    [table],
-                )
-                for (column,) in identity:
-                    tx._run(
-                        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
-                        f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
-                    )
+                _past_largest(tx, table)
+            for declared_table in declared:
+                name = declared_table.name
+                count = 0
+                batch: list[dict[str, Any]] = []
+                for row in _declared_rows(source.tables[name]):
+                    batch.append(row)
+                    if len(batch) == CHUNK:
+                        count += tx.tables[name].insert_many(batch)
+                        batch = []
+                count += tx.tables[name].insert_many(batch)
+                report.rows[name] = count
+                _past_largest(tx, name)
         report.source = checksums_sqlite(source, target)
         report.target = checksums_postgres(target)
+        for declared_table in declared:
+            report.source[declared_table.name] = _declared_digest(source.tables, declared_table)
+            report.target[declared_table.name] = _declared_digest(target.tables, declared_table)
     finally:
         source.close()
         target.close()
     return report
+
+
+def _past_largest(tx: Any, table: str) -> None:
+    """Each identity column of ``table`` set past its largest copied value: new rows on the
+    target take the next numbers, as they would have on the source."""
+    identity = tx._all(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+        "current_schema() AND table_name = %s AND is_identity = 'YES'",
+        [table],
+    )
+    for (column,) in identity:
+        tx._run(
+            f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+            f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
+        )
