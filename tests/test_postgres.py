@@ -182,6 +182,38 @@ def test_clm_copy_moves_the_plugins_ledgers_and_logs_too(postgres_url, run, tmp_
         assert {n: engine.store.tables[n].count() for n in held} == held
 
 
+def test_clm_simulate_starts_from_a_copy_of_a_postgresql_store(postgres_url, run, tmp_path):
+    """``--db postgresql://...``: the backtest starts from the store's contacts and history
+    (copied in one snapshot into its scratch file) and never writes to it."""
+    events = tmp_path / "events.jsonl"
+    run("sample-events", "--contacts", "30", "--months", "2", "-o", str(events))
+    rulesets = [arg for path in CORE_RULESETS for arg in ("--rulesets", str(path))]
+    assert run("ingest", str(events), "--db", postgres_url, *rulesets).exit_code == 0
+    with Engine(postgres_url) as engine:
+        before = engine.store.summary(), engine.store.read().high_water()
+    later = tmp_path / "later.jsonl"
+    later.write_text(
+        json.dumps(
+            {"contact_id": "late-1", "type": "signup", "occurred_at": "2026-09-02T10:00:00Z"}
+        )
+        + "\n"
+    )
+    window = ["--from", "2026-09-01", "--to", "2026-09-08", "--step", "1d"]
+    kept = tmp_path / "kept"
+    keep = ["--keep", str(kept), "--json"]
+    result = run(
+        "simulate", "--db", postgres_url, *rulesets, "--events", str(later), *window, *keep
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["events"]["ingested"] == 1
+    with Engine(kept / "simulation.db", migrate=False) as copy:
+        summary = copy.store.summary()
+    assert summary["contacts"] == before[0]["contacts"] + 1  # the copy's, and the new one
+    assert summary["events"] > before[0]["events"]
+    with Engine(postgres_url) as engine:
+        assert (engine.store.summary(), engine.store.read().high_water()) == before
+
+
 def test_the_postgresql_schema_is_the_sqlite_schema(postgres_url, tmp_path):
     """Every table and column the core's SQLite migrations leave, PostgreSQL's have (and only
     ``rulesets.seq`` more: SQLite's rowid made visible)."""

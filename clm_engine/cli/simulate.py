@@ -91,8 +91,11 @@ FILE_WIDTH = 240
 @click.option(
     "--db",
     "db_path",
-    metavar="PATH",
-    help="Start from a copy of this store (it is never changed); default: an empty store.",
+    metavar="PATH|URL",
+    help=(
+        "Start from a copy of this store, a SQLite file or a postgresql:// URL (it is never "
+        "changed); default: an empty store."
+    ),
 )
 @click.option(
     "--step",

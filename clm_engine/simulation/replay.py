@@ -28,9 +28,10 @@ from ..clock import VirtualClock
 from ..engine import Engine
 from ..experiments.backtest import summaries
 from ..registry import Registry
+from ..store import is_url
 from .history import EventHistory, Window, as_history
 from .report import SimulationResult, count_results, ruleset_list, step_notes, weeks_of
-from .scratch import Scratch, copy_store
+from .scratch import Scratch, copy_postgres_store, copy_store
 from .stops import TickPlan, timed_rules
 from .window import EPOCH, ONE_TICK, SimulationError, aware, check_step, check_window
 
@@ -153,7 +154,9 @@ class _Replay:
     ) -> None:
         self.paths, self.history = paths, history
         self.start, self.end, self.step = start, end, step
-        self.db = Path(db) if db is not None else None
+        self.db: str | Path | None = None
+        if db is not None:
+            self.db = str(db) if is_url(str(db)) else Path(db)
         self.scratch, self.progress = scratch, progress
         self.full_ticks = full_ticks
         self.notes: list[str] = []
@@ -161,7 +164,9 @@ class _Replay:
     def run(self, registry: Registry) -> SimulationResult:
         began = time.perf_counter()
         self.history.sort()  # read and checked before the scratch store is made
-        if self.db is not None and self.db.is_file():
+        if isinstance(self.db, str):  # a PostgreSQL store: copied into the scratch file
+            copy_postgres_store(self.db, self.scratch.path, registry)
+        elif self.db is not None and self.db.is_file():
             copy_store(self.db, self.scratch.path)
         elif self.db is not None:
             self.notes.append(f"no store at {self.db}: started from an empty store")

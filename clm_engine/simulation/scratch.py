@@ -11,10 +11,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import StoreError
 from ..store.sqlite_copy import copy_store_file
 from .window import SimulationError
+
+if TYPE_CHECKING:
+    from ..registry import Registry
 
 
 class Scratch:
@@ -54,3 +58,21 @@ def copy_store(source: Path, target: Path) -> None:
         copy_store_file(source, target)
     except StoreError as error:
         raise SimulationError(str(error)) from None
+
+
+def copy_postgres_store(url: str, target: Path, registry: Registry) -> None:
+    """A copy of a PostgreSQL store in the scratch file: its core's tables and the tables the
+    loaded plugins declare, read in one snapshot, never written (``PostgresStore.backup_to``)."""
+    from ..store import open_store
+
+    try:
+        store = open_store(url)
+    except StoreError as error:
+        raise SimulationError(str(error)) from None
+    try:
+        store.migrate(registry.tables)  # declares the plugins' tables (a migrated store: no change)
+        store.backup_to(target)
+    except StoreError as error:
+        raise SimulationError(str(error)) from None
+    finally:
+        store.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -240,3 +241,42 @@ def _past_largest(tx: Any, table: str) -> None:
             f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
             f"coalesce((SELECT max({column}) FROM {table}), 0) + 1, false)"
         )
+
+
+def copy_to_sqlite(source: PostgresStore, path: str | os.PathLike[str]) -> None:
+    """A new SQLite store at ``path`` holding what the PostgreSQL store ``source`` holds: the
+    core's tables read in one snapshot (``REPEATABLE READ``), then its declared tables (the
+    ones ``source.migrate(tables)`` declared), each in key order. What a simulation starts
+    from (``clm simulate --db postgresql://...``): the source is only read."""
+    target = SQLiteStore(os.fspath(path))
+    try:
+        target.migrate(list(source.declared.values()))
+        with source.pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            with target.write():
+                target.conn.execute("DELETE FROM erasure_key")  # the source's key, below
+                for table in CORE_TABLES:
+                    lite = [r[1] for r in target.conn.execute(f"PRAGMA table_info({table})")]
+                    columns, json_columns = _columns(source, table)
+                    shared = [c for c in columns if c in lite]
+                    select = ", ".join(f"{c}::text" if c in json_columns else c for c in shared)
+                    order = CORE_TABLES[table]
+                    insert = (
+                        f"INSERT INTO {table} ({', '.join(shared)}) "
+                        f"VALUES ({', '.join('?' * len(shared))})"
+                    )
+                    with conn.cursor(name=f"copy_{table}") as cursor:
+                        cursor.execute(f"SELECT {select} FROM {table} ORDER BY {order}")
+                        while found := cursor.fetchmany(CHUNK):
+                            target.conn.executemany(insert, found)
+            with target.write() as tx:
+                for declared in source.declared.values():
+                    batch: list[dict[str, Any]] = []
+                    for row in _declared_rows(source.tables[declared.name]):
+                        batch.append(row)
+                        if len(batch) == CHUNK:
+                            tx.tables[declared.name].insert_many(batch)
+                            batch = []
+                    tx.tables[declared.name].insert_many(batch)
+    finally:
+        target.close()

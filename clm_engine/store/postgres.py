@@ -390,11 +390,12 @@ class PostgresStore(_Queries):
         return self._readable
 
     def backup_to(self, path: str | os.PathLike[str]) -> None:
-        """Not on PostgreSQL: a simulation copies a SQLite store (``pg_dump`` copies this)."""
-        raise StoreError(
-            f"{self.path} is a PostgreSQL store: a simulation cannot start from a copy of it yet "
-            "(simulate from a SQLite copy, or without --db)"
-        )
+        """Copy the whole store, as committed now, into a new SQLite file at ``path`` (a
+        simulation's scratch store): the core's tables in one snapshot, then the declared
+        tables (``store.copy.copy_to_sqlite``). This store is only read."""
+        from .copy import copy_to_sqlite
+
+        copy_to_sqlite(self, path)
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
