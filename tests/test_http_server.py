@@ -4,6 +4,7 @@ httpx clients on 127.0.0.1, resends and invalid events; then SIGKILL mid-load.""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -142,3 +143,71 @@ def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
     with Engine(db) as engine:
         stored = engine.store.read().existing_event_ids(sorted(acknowledged))
     assert stored == acknowledged
+
+
+def _counter(text: str, name: str, outcome: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{outcome="{outcome}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _ruleset(version: int) -> str:
+    rule = {
+        "id": "tag",
+        "when": {"event": "signup"},
+        "then": [{"action": "tag.add", "with": {"tag": f"v{version}"}}],
+    }
+    return json.dumps({"ruleset": "live", "version": version, "rules": [rule]})
+
+
+def test_metrics_and_reloads_reach_every_worker(tmp_path):
+    """With --workers N: /metrics counts what every worker did, whichever answers; a reload
+    through one worker is followed by the others before their next request."""
+    db, rules = tmp_path / "clm.db", tmp_path / "rules"
+    rules.mkdir()
+    (rules / "live.json").write_text(_ruleset(1))
+    Engine(db).close()
+    ingest, read, admin = (make_key(db, scope) for scope in ("ingest", "read", "admin"))
+    events = [valid(n) for n in range(300)]
+    with running(db, 2, tmp_path / "server.log", "--rulesets", str(rules)) as server:
+        asyncio.run(send_all(server.url, ingest, [[e] for e in events], clients=8))
+
+        def health() -> dict:
+            answer = httpx.get(
+                f"{server.url}/v1/admin/health",
+                headers={"Authorization": f"Bearer {admin}", "Connection": "close"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()
+
+        for _ in range(5):  # whichever worker answers, the total is every worker's
+            text = httpx.get(
+                f"{server.url}/metrics",
+                headers={"Authorization": f"Bearer {read}", "Connection": "close"},
+                timeout=30,
+            ).text
+            assert _counter(text, "clm_events_total", "ingested") == 300
+        pids = set()
+        for _ in range(60):
+            pids.add(health()["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, "the kernel sent every connection to one worker"
+
+        (rules / "live.json").write_text(_ruleset(2))
+        reloaded = httpx.post(
+            f"{server.url}/v1/admin/reload",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=60,
+        )
+        assert reloaded.status_code == 200 and reloaded.json()["loaded"], reloaded.text
+        time.sleep(2.5)  # RELOAD_CHECK_SECONDS: the other worker looks before a request
+        seen: dict[int, int] = {}
+        for _ in range(80):
+            answer = health()
+            seen[answer["pid"]] = answer["rulesets"][0]["version"]
+            if len(seen) == 2 and set(seen.values()) == {2}:
+                break
+        assert seen == {pid: 2 for pid in pids}

@@ -20,7 +20,6 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,6 +38,10 @@ from .writer import Outcome, Unavailable, Writer
 
 access_log = logging.getLogger("clm.http.access")
 log = logging.getLogger("clm.http")
+
+#: The runtime status key a reload leaves for the other workers, and how often they look.
+RELOAD_KEY = "serve.rulesets_reloaded"
+RELOAD_CHECK_SECONDS = 2.0
 
 #: Defaults of the limits (``create_app`` arguments, ``clm serve`` options).
 MAX_BODY_BYTES = 1_048_576
@@ -133,6 +136,9 @@ class Service:
     writer: Writer | None = None
     reader: Engine | None = None
     started_at: float = field(default_factory=time.time)
+    #: The last reload this worker follows (``RELOAD_KEY``'s value), and when it last looked.
+    reload_seen: Any = None
+    reload_checked: float = 0.0
 
     def open(self) -> None:
         """Open the engines (in the worker process, after any fork) and start the writer."""
@@ -154,6 +160,7 @@ class Service:
             reading.close()
             raise
         self.reader = reading
+        self.reload_seen = reading.store.read().status().get(RELOAD_KEY, (None, ""))[0]
         self.writer = Writer(
             writing,
             pump_interval=self.pump_interval,
@@ -163,6 +170,7 @@ class Service:
         self.writer.start()
 
     def close(self) -> None:
+        self.metrics.worker_stopped()
         if self.writer is not None:
             self.writer.stop()
             self.writer.engine.close()
@@ -170,6 +178,30 @@ class Service:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+    async def follow_reloads(self) -> None:
+        """Load the rulesets again when another worker did (``/v1/admin/reload`` reaches the
+        worker that answered it; it leaves a mark in the store that every other worker reads
+        at most once every ``RELOAD_CHECK_SECONDS``, before the request it is serving)."""
+        if not self.rulesets or self.reader is None or self.writer is None:
+            return
+        now = time.monotonic()
+        if now - self.reload_checked < RELOAD_CHECK_SECONDS:
+            return
+        self.reload_checked = now
+        reader = self.reader
+        status = await run_in_threadpool(lambda: reader.store.read().status())
+        mark = status.get(RELOAD_KEY, (None, ""))[0]
+        if mark == self.reload_seen:
+            return
+        self.reload_seen = mark
+        try:
+            prepared = await run_in_threadpool(reader.prepare_rulesets, self.rulesets)
+        except ClmError as error:  # invalid now: keep the last valid ones, as reload does
+            log.warning("another worker reloaded the rulesets; here they are invalid: %s", error)
+            return
+        await asyncio.wrap_future(self.the_writer().call(lambda e: e.use_rulesets(prepared)))
+        await run_in_threadpool(reader.use_rulesets, prepared)
 
     def engine(self) -> Engine:
         if self.reader is None:
@@ -381,6 +413,7 @@ def create_app(
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return JSONResponse({"error": "internal error"}, 500)
 
+    app.add_middleware(FollowReloads, service=service)
     app.add_middleware(AccessLog, metrics=service.metrics)
     _health_routes(app, service)
     _ingest_routes(app, service)
@@ -729,9 +762,11 @@ def _read_routes(app: FastAPI, service: Service) -> None:
         responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
     )
     def metrics(request: Request) -> Response:
-        """Prometheus metrics of this worker (a key with the read scope, as a Bearer token)."""
+        """Prometheus metrics of the service: every worker's with ``--workers N`` (a key with the
+        read scope, as a Bearer token)."""
         reader(request)
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = service.metrics.exposition()
+        return Response(body, media_type=media_type)
 
 
 def _admin_routes(app: FastAPI, service: Service) -> None:
@@ -740,8 +775,10 @@ def _admin_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/v1/admin/reload", tags=["admin"], response_model=ReloadResponse)
     async def reload(request: Request) -> ReloadResponse:
-        """Load the ruleset folder again (this worker). An invalid folder changes nothing: the
-        last valid rulesets keep running and the problems are returned."""
+        """Load the ruleset folder again: this worker at once, every other worker (``clm serve
+        --workers N``, or other servers on the same database) before its next request, within
+        a few seconds. An invalid folder changes nothing: the last valid rulesets keep running
+        and the problems are returned."""
         admin(request)
         writer = service.the_writer()
         reading = service.engine()
@@ -752,7 +789,15 @@ def _admin_routes(app: FastAPI, service: Service) -> None:
                 loaded=False,
                 message=f"kept the last valid rulesets; the new ones are invalid:\n{error}",
             )
-        warnings = await asyncio.wrap_future(writer.call(lambda e: e.use_rulesets(prepared)))
+        mark = {"pid": os.getpid(), "at": time.time()}
+
+        def use(engine: Engine) -> list[str]:
+            found = engine.use_rulesets(prepared)
+            engine.record_status(RELOAD_KEY, mark)  # tell the other workers (follow_reloads)
+            return found
+
+        warnings = await asyncio.wrap_future(writer.call(use))
+        service.reload_seen = mark
         await run_in_threadpool(reading.use_rulesets, prepared)
         names = ", ".join(
             f"{r.ruleset.ruleset} v{r.ruleset.version}" for r in prepared.validated.rulesets
@@ -848,6 +893,23 @@ def _unsubscribe_routes(app: FastAPI, service: Service) -> None:
                 text=f"{html.escape(contact)} will receive no more marketing email from us.",
             )
         )
+
+
+class FollowReloads:
+    """Pure ASGI middleware: before a request, catch up with a reload another worker did
+    (``Service.follow_reloads``; a failure to is logged, never the request's)."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            try:
+                await self.service.follow_reloads()
+            except Exception:  # the database is down, say: the request says so itself
+                log.exception("could not follow another worker's reload")
+        await self.app(scope, receive, send)
 
 
 class AccessLog:

@@ -1,11 +1,25 @@
 """Prometheus metrics of one app (its own registry, so that two apps in a process, or a test's,
-never share counters). With several workers each process counts its own: see docs/http.md."""
+never share counters).
+
+With several worker processes (``clm serve --workers N``) each process counts its own, in
+prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, which ``clm serve`` sets
+to a fresh folder): ``/metrics`` then answers for all the workers together, whichever one
+serves the request."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from ..engine import IngestResult
 
@@ -39,7 +53,10 @@ class Metrics:
             registry=self.registry,
         )
         self.queue = Gauge(
-            "clm_write_queue", "Requests waiting for the writer.", registry=self.registry
+            "clm_write_queue",
+            "Requests waiting for the writer.",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # the workers' queues added up (multiprocess mode)
         )
         for outcome in ("ingested", "duplicate", "rejected", "failed"):
             self.events.labels(outcome)
@@ -57,3 +74,18 @@ class Metrics:
     def ticked(self, report: Any) -> None:
         for outcome, count in report.dispatched.outcomes.items():
             self.actions.labels(outcome).inc(count)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """What ``/metrics`` answers: every worker's counts in multiprocess mode, else this
+        process's."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            together = CollectorRegistry()
+            multiprocess.MultiProcessCollector(together)  # type: ignore[no-untyped-call]  # prometheus-client leaves it unannotated
+            return generate_latest(together), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    @staticmethod
+    def worker_stopped() -> None:
+        """A worker is gone: its live gauges no longer count (multiprocess mode)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # unannotated upstream
