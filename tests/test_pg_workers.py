@@ -214,7 +214,7 @@ def test_engines_dispatching_at_once_run_every_action_once(postgres_url, tmp_pat
         go.wait(10)
         done: Counter[str] = Counter()
         for _ in range(3):  # the pongs' scores fall due once the pings' emits ran
-            one.clock.advance(timedelta(minutes=2))  # type: ignore[attr-defined]
+            one.clock.advance(timedelta(minutes=2))  # type: ignore[attr-defined]  # a VirtualClock here
             done.update(one.dispatch(batch=40).outcomes)
         return done
 
@@ -222,7 +222,7 @@ def test_engines_dispatching_at_once_run_every_action_once(postgres_url, tmp_pat
         outcomes = list(pool.map(run, engines))
     try:
         total = sum(outcomes, Counter())
-        left = engines[0].store._all(  # type: ignore[attr-defined]
+        left = engines[0].store._all(  # type: ignore[attr-defined]  # PostgresStore's own query helper, in a test
             "SELECT key, status, due_at, lease_until, worker FROM outbox WHERE status <> 'done'"
         )
         assert left == []
@@ -230,9 +230,9 @@ def test_engines_dispatching_at_once_run_every_action_once(postgres_url, tmp_pat
         assert sum(1 for o in outcomes if o) >= 2  # shared between the engines
         store = engines[0].store
         for c in range(contacts):
-            scores = store.get_contact(f"c{c:02d}").scores  # type: ignore[union-attr]
+            scores = store.get_contact(f"c{c:02d}").scores  # type: ignore[union-attr]  # the contact exists: it was just ingested
             assert (scores["pings"], scores["pongs"]) == (pings, pings)
-        workers = dict(store._all("SELECT worker, count(*) FROM outbox GROUP BY worker"))  # type: ignore[attr-defined]
+        workers = dict(store._all("SELECT worker, count(*) FROM outbox GROUP BY worker"))  # type: ignore[attr-defined]  # PostgresStore's own query helper, in a test
         assert set(workers) <= {e.worker for e in engines} | {None}
     finally:
         for one in engines:
@@ -279,7 +279,7 @@ def test_a_cron_slot_runs_once_over_every_contact_however_many_workers_tick(
             evaluated = list(pool.map(tick, engines))
         assert sum(evaluated) == contacts  # each contact judged once, by one worker or another
         store = engines[0].store
-        traces = store._all(  # type: ignore[attr-defined]
+        traces = store._all(  # type: ignore[attr-defined]  # PostgresStore's own query helper, in a test
             "SELECT contact_id, count(*) FROM traces WHERE rule = 'digest' GROUP BY contact_id"
         )
         assert len(traces) == contacts and {n for _, n in traces} == {1}
@@ -318,7 +318,7 @@ def test_a_large_batch_locks_buckets_of_contacts_not_each_one(postgres_url):
     def hold() -> None:
         with holder.write(concurrent=True) as tx:
             assert tx.lock_contacts(big) == set(big)
-            slots = tx._one(  # type: ignore[attr-defined]
+            slots = tx._one(  # type: ignore[attr-defined]  # PostgresTransaction's own query helper, in a test
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
                 "AND pid = pg_backend_pid()"
             )[0]

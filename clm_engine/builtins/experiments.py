@@ -31,7 +31,7 @@ def _check_arm_args(args: dict[str, Any]) -> None:
         raise ValueError(f"takes only 'experiment', not {sorted(set(args) - {'experiment'})}")
 
 
-experiment_arm.check_args = _check_arm_args  # type: ignore[attr-defined]
+experiment_arm.check_args = _check_arm_args  # type: ignore[attr-defined]  # check_args: the documented optional attribute of a compute function
 
 
 @hookimpl
