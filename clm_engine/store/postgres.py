@@ -1321,10 +1321,14 @@ class PostgresTransaction(_Queries):
     def held_actions(
         self, seqs: Sequence[int], *, worker: str, lease_until: str
     ) -> list[OutboxRow]:
-        """The rows ``worker`` still holds under this lease, row-locked here, lease released."""
+        """The rows ``worker`` still holds under this lease, row-locked here, lease released.
+
+        ``FOR UPDATE``, not ``SKIP LOCKED``: the rows are this worker's by their lease, so a
+        moment's row lock elsewhere is waited for; skipping would leave a claimed row unrun
+        and out of every other worker's reach until its lease ran out."""
         rows = self._all(
             "WITH held AS (SELECT seq FROM outbox WHERE seq = ANY(%s) AND status = 'pending' "
-            "AND worker = %s AND lease_until = %s FOR UPDATE SKIP LOCKED) "
+            "AND worker = %s AND lease_until = %s ORDER BY seq FOR UPDATE) "
             "UPDATE outbox SET lease_until = NULL FROM held WHERE outbox.seq = held.seq "
             f"RETURNING {_qualified('outbox', _OUTBOX_COLUMNS)}",
             [list(seqs), worker, lease_until],
