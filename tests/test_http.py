@@ -322,6 +322,26 @@ def test_contact_ids_with_slashes_reach_their_contact(client):
     assert client.get("/v1/contacts/org/42/stages", headers=read).json()[0]["to_stage"]
 
 
+def test_an_encoded_slash_keeps_an_id_that_ends_like_a_route_whole(client):
+    """``x/events`` is a contact of its own when the slash is sent encoded: the path the
+    server decodes would read as contact ``x``'s events."""
+    ingest = ingest_headers(client)
+    client.post(
+        "/v1/events", json=[evt(1, contact="x/events"), evt(2, contact="x")], headers=ingest
+    )
+    read = bearer(client.keys["read"])
+    assert client.get("/v1/contacts/x%2Fevents", headers=read).json()["id"] == "x/events"
+    assert client.get("/v1/contacts/x%2fevents", headers=read).json()["id"] == "x/events"
+    own = client.get("/v1/contacts/x%2Fevents/events", headers=read).json()
+    assert [e["contact_id"] for e in own] == ["x/events"]
+    assert client.get("/v1/contacts/x%2Fevents/outbox", headers=read).status_code == 200
+    assert [e["contact_id"] for e in client.get("/v1/contacts/x/events", headers=read).json()] == [
+        "x"
+    ]  # unencoded, the suffix is the route, as before
+    assert client.get("/v1/contacts/no%2Fone", headers=read).status_code == 404
+    assert client.get("/v1/contacts/%FF%2F", headers=read).status_code == 404  # not UTF-8
+
+
 def test_admin_reloads_rulesets_and_keeps_the_last_valid_ones(db_path, tmp_path):
     folder = tmp_path / "rules"
     folder.mkdir()

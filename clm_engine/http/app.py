@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -413,6 +414,7 @@ def create_app(
         log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return JSONResponse({"error": "internal error"}, 500)
 
+    app.add_middleware(EncodedContactIds)
     app.add_middleware(FollowReloads, service=service)
     app.add_middleware(AccessLog, metrics=service.metrics)
     _health_routes(app, service)
@@ -679,6 +681,7 @@ def _read_routes(app: FastAPI, service: Service) -> None:
     )
     def stages(contact_id: str, request: Request) -> list[StageChange]:
         """A contact's stage history, oldest first."""
+        contact_id = as_sent(request, contact_id)
         engine = reader(request)
         contact_or_404(engine, contact_id)
         return [
@@ -695,6 +698,7 @@ def _read_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/contacts/{contact_id:path}/events", tags=["read"], response_model=list[Event])
     def events(contact_id: str, request: Request, limit: int = limit_query) -> Response:
         """A contact's most recent events, newest first."""
+        contact_id = as_sent(request, contact_id)
         engine = reader(request)
         contact_or_404(engine, contact_id)
         found = engine.store.recent_events(contact_id, limit=limit)
@@ -713,6 +717,7 @@ def _read_routes(app: FastAPI, service: Service) -> None:
         """Why each rule did or did not fire for a contact (as `clm explain --json`)."""
         from ..explain import explain as explain_contact
 
+        contact_id = as_sent(request, contact_id)
         engine = reader(request)
         contact_or_404(engine, contact_id)
         try:
@@ -726,6 +731,7 @@ def _read_routes(app: FastAPI, service: Service) -> None:
     )
     def outbox(contact_id: str, request: Request, rule: str | None = None) -> list[OutboxItem]:
         """A contact's actions: pending, done, failed, vetoed ..."""
+        contact_id = as_sent(request, contact_id)
         engine = reader(request)
         contact_or_404(engine, contact_id)
         return [
@@ -749,7 +755,11 @@ def _read_routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/v1/contacts/{contact_id:path}", tags=["read"], response_model=Contact)
     def contact(contact_id: str, request: Request) -> Response:
-        """A contact as the engine knows it now: stage, scores, metrics, attributes, consent."""
+        """A contact as the engine knows it now: stage, scores, metrics, attributes, consent.
+
+        An id with a slash may be sent as is (``/v1/contacts/org/42``) or percent-encoded
+        (``org%2F42``); encode it when it ends like a route (``x%2Fevents``)."""
+        contact_id = as_sent(request, contact_id)
         engine = reader(request)
         return Response(
             contact_or_404(engine, contact_id).model_dump_json(), media_type="application/json"
@@ -893,6 +903,40 @@ def _unsubscribe_routes(app: FastAPI, service: Service) -> None:
                 text=f"{html.escape(contact)} will receive no more marketing email from us.",
             )
         )
+
+
+#: Where ``EncodedContactIds`` leaves the id a client percent-encoded, and what stands for it
+#: in the path the routes see (no slash in it, so it never reads as a route's suffix).
+ENCODED_ID = "clm.contact_id"
+_ENCODED_PLACEHOLDER = "~id~"
+_CONTACTS = b"/v1/contacts/"
+
+
+def as_sent(request: Request, contact_id: str) -> str:
+    """The contact id as the client sent it: the percent-encoded one if it was encoded."""
+    found = request.scope.get(ENCODED_ID)
+    return found if isinstance(found, str) else contact_id
+
+
+class EncodedContactIds:
+    """Pure ASGI middleware: a contact id sent with an encoded slash (``x%2Fevents``) is one
+    id, whatever it ends with. The server decodes the path before routing, so ``x%2Fevents``
+    would read as contact ``x``'s events; the raw path still says which slash was encoded."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if isinstance(raw, bytes) and raw.startswith(_CONTACTS):
+            first, _, rest = raw[len(_CONTACTS) :].partition(b"/")
+            if b"%2f" in first.lower():
+                sent = unquote(first.decode("ascii", "replace"))  # bad UTF-8: an id no one has
+                path = "/v1/contacts/" + _ENCODED_PLACEHOLDER
+                if rest:
+                    path += "/" + unquote(rest.decode("ascii", "replace"))
+                scope = {**scope, "path": path, ENCODED_ID: sent}
+        await self.app(scope, receive, send)
 
 
 class FollowReloads:
