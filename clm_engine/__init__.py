@@ -38,6 +38,7 @@ from .models import (
 )
 from .registry import Registry
 from .rulesets.problems import closest, did_you_mean
+from .settings_files import settings_from_file
 from .store import Column, Index, OutboxRow, StageTransition, Table, TableAccess, Tables, Trace
 from .timed import TimeReport
 from .types import MISSING, ActionContext, Defer, FactContext, Veto
@@ -95,5 +96,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "money",
+    "settings_from_file",
     "utc_text",
 ]

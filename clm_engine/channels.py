@@ -35,19 +35,18 @@ settings alone apply.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .consent import CHANNELS
-from .models import DurationSpec, Name, describe_validation_error, duration_to_timedelta, utc_text
+from .models import DurationSpec, Name, duration_to_timedelta, utc_text
+from .settings_files import settings_from_file
 from .types import Defer
 
 if TYPE_CHECKING:
@@ -63,10 +62,12 @@ __all__ = [
     "ChannelPolicy",
     "FrequencyCap",
     "QuietHours",
+    "cap_until",
     "category_of",
     "channel_of",
     "decide",
     "next_allowed",
+    "quiet_until",
     "resolve_policies",
 ]
 
@@ -157,9 +158,6 @@ class ChannelPolicies(BaseModel):
     policies: list[ChannelPolicy] = Field(default_factory=list)
 
 
-_cache: dict[tuple[Any, ...], ChannelPolicies] = {}
-
-
 def resolve_policies(environ: Mapping[str, str] | None = None) -> ChannelPolicies:
     """The policies in force: the ``$CLM_CHANNEL_POLICY`` file's, or none.
 
@@ -171,23 +169,7 @@ def resolve_policies(environ: Mapping[str, str] | None = None) -> ChannelPolicie
     path = environ.get(POLICY_ENV) or ""
     if not path:
         return ChannelPolicies()
-    try:
-        info = os.stat(path)
-    except OSError:
-        raise ValueError(f"${POLICY_ENV} names {path!r}, which cannot be read") from None
-    key = (path, info.st_mtime_ns, info.st_size)
-    found = _cache.get(key)
-    if found is None:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"channel policy file {path}: {error}") from None
-        try:
-            found = _cache[key] = ChannelPolicies.model_validate(data)
-        except ValidationError as error:
-            reason = describe_validation_error(error)
-            raise ValueError(f"channel policy file {path} is not valid: {reason}") from None
-    return found
+    return settings_from_file(POLICY_ENV, path, ChannelPolicies, "channel policy file")
 
 
 def channel_of(action: str) -> str:

@@ -6,21 +6,20 @@ bounce stops messages already queued. A capped message or one due in quiet hours
 to the next allowed time (the engine reschedules it and ``clm explain`` shows the reason);
 nothing is dropped silently.
 
-:func:`next_allowed` knows nothing of email: give it the times of a contact's recent sends on
-any channel and it answers with the deferral, so another channel's plugin can reuse it.
+:func:`next_allowed` words the email plugin's own caps and quiet hours; the arithmetic under it
+(``cap_until``, ``quiet_until``) is the cross-channel policies' (``clm_engine.channels``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 from clm_engine import Defer, Veto, channels, utc_text
-from clm_engine.channels import FrequencyCap, QuietHours
+from clm_engine.channels import FrequencyCap, QuietHours, cap_until, quiet_until
 
-from .settings import EmailSettings, parse_clock
+from .settings import EmailSettings
 from .store import enrollment as enrollment_of
 from .store import is_suppressed
 
@@ -29,29 +28,6 @@ if TYPE_CHECKING:
 
 #: Suppression reasons that stop every message, exempt categories included.
 HARD_REASONS = ("hard_bounce", "complaint", "manual")
-
-
-def quiet_until(now: datetime, quiet: QuietHours, timezone: str) -> datetime | None:
-    """The end of the quiet hours ``now`` falls in (in ``timezone``), or ``None``."""
-    zone = ZoneInfo(timezone)
-    local = now.astimezone(zone)
-    start, end = parse_clock(quiet.start), parse_clock(quiet.end)
-    clock = local.time().replace(tzinfo=None)
-    # Across midnight (21:00-08:00) the quiet span is "after start or before end".
-    inside = start <= clock < end if start < end else (clock >= start or clock < end)
-    if not inside:
-        return None
-    day = local.date() if clock < end else local.date() + timedelta(days=1)
-    return datetime.combine(day, end, tzinfo=zone).astimezone(UTC)
-
-
-def cap_until(now: datetime, sends: Sequence[datetime], cap: FrequencyCap) -> datetime | None:
-    """When another send fits under ``cap``, given earlier send times; ``None``: it fits now."""
-    window = cap.window
-    recent = sorted((s for s in sends if s > now - window), reverse=True)
-    if len(recent) < cap.max:
-        return None
-    return recent[cap.max - 1] + window
 
 
 def next_allowed(

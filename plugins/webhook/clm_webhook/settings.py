@@ -13,17 +13,15 @@ otherwise non-global address reached (see ``clm_webhook.network``), 10 seconds p
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from clm_email.settings import TemplateLimits
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clm_engine import Name, describe_validation_error
+from clm_engine import Name, settings_from_file
 
 SETTINGS_ENV = "CLM_WEBHOOK_SETTINGS"
 #: The environment variable holding the signing secret of URLs given in rules, and of
@@ -171,9 +169,6 @@ class WebhookSettings(BaseModel):
         return [ipaddress.ip_network(text, strict=False) for text in self.allowed_networks]
 
 
-_cache: dict[tuple[Any, ...], WebhookSettings] = {}
-
-
 def resolve_settings(environ: Mapping[str, str] | None = None) -> WebhookSettings:
     """The settings in force (cached until the file changes); ``ValueError`` naming the file
     and the field when they are unusable."""
@@ -181,23 +176,7 @@ def resolve_settings(environ: Mapping[str, str] | None = None) -> WebhookSetting
     path = environ.get(SETTINGS_ENV) or ""
     if not path:
         return WebhookSettings()
-    try:
-        info = os.stat(path)
-    except OSError:
-        raise ValueError(f"${SETTINGS_ENV} names {path!r}, which cannot be read") from None
-    key = (path, info.st_mtime_ns, info.st_size)
-    found = _cache.get(key)
-    if found is None:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise ValueError(f"webhook settings file {path}: {error}") from None
-        try:
-            found = _cache[key] = WebhookSettings.model_validate(data)
-        except ValidationError as error:
-            reason = describe_validation_error(error)
-            raise ValueError(f"webhook settings file {path} is not valid: {reason}") from None
-    return found
+    return settings_from_file(SETTINGS_ENV, path, WebhookSettings, "webhook settings file")
 
 
 def secret_from(variable: str, environ: Mapping[str, str] | None = None) -> bytes:
