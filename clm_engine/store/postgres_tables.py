@@ -41,10 +41,10 @@ from .tables import (
     check_writable,
     index_steps,
     key_of,
+    mention_search,
+    pseudonymise_rows,
     quote,
     read_erasure_key,
-    rewritten,
-    searched_columns,
     to_store,
 )
 
@@ -401,36 +401,28 @@ class PostgresTableAccess:
     def pseudonymise(self, erasure: Erasure) -> int:
         self._writing()
         table = self._table
-        searched = searched_columns(table)
-        if not searched:
+        condition, args = mention_search(
+            table,
+            erasure,
+            lambda c, folded: (
+                f"strpos(lower({c}::text), %s) > 0" if folded else f"strpos({c}::text, %s) > 0"
+            ),
+        )
+        if not condition:
             return 0
-        tests, args = [], []
-        for column in searched:
-            text = f"{quote(column.name)}::text"
-            for term, folded in erasure.search_terms():
-                tests.append(
-                    f"strpos(lower({text}), %s) > 0" if folded else f"strpos({text}, %s) > 0"
-                )
-                args.append(term)
         names = [column.name for column in table.columns]
         found = self._fetch(
-            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {' OR '.join(tests)}",
-            args,
+            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {condition}", args
         )
-        changed = 0
-        for values in found:
-            row = dict(zip(names, values, strict=True))
-            new = rewritten(table, row, erasure)
-            if new is None:
-                continue
-            # Delete and insert, as on SQLite: the rewrite may change the key itself.
-            clause, params = self._where(key_of(table, row))
+        rows = [dict(zip(names, values, strict=True)) for values in found]
+
+        def replace(old: dict[str, Any], new: dict[str, Any]) -> None:
+            clause, params = self._where(key_of(table, old))
             self._execute(f"DELETE FROM {self._name}{clause}", params)
             columns, encoded = self._values(new)
             self._execute(self._insert_sql(columns, "error"), encoded, guard=True)
-            changed += 1
-        erasure.pseudonymised(table.name, changed)
-        return changed
+
+        return pseudonymise_rows(table, rows, erasure, replace)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -35,10 +35,10 @@ from .tables import (
     encoder,
     index_steps,
     key_of,
+    mention_search,
+    pseudonymise_rows,
     quote,
     read_erasure_key,
-    rewritten,
-    searched_columns,
     to_store,
 )
 
@@ -395,40 +395,34 @@ class SQLiteTableAccess:
     def pseudonymise(self, erasure: Erasure) -> int:
         self._writing()
         table = self._table
-        searched = searched_columns(table)
-        if not searched:
+        condition, args = mention_search(
+            table,
+            erasure,
+            lambda c, folded: f"instr(lower({c}), ?)" if folded else f"instr({c}, ?)",
+        )
+        if not condition:
             return 0
-        tests, args = [], []
-        for column in searched:
-            for term, folded in erasure.search_terms():
-                name = quote(column.name)
-                tests.append(f"instr(lower({name}), ?)" if folded else f"instr({name}, ?)")
-                args.append(term)
         names = [column.name for column in table.columns]
         found = self.conn.execute(
-            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {' OR '.join(tests)}",
-            args,
+            f"SELECT {', '.join(map(quote, names))} FROM {self._name} WHERE {condition}", args
         ).fetchall()
-        changed = 0
-        for values in found:
-            row = {
+        rows = [
+            {
                 name: self._decode[name](value)
                 if value is not None and name in self._decode
                 else value
                 for name, value in zip(names, values, strict=True)
             }
-            new = rewritten(table, row, erasure)
-            if new is None:
-                continue
-            # Delete and insert, not update: a ledger's rows may refuse updates (triggers),
-            # and the rewrite may change the key itself (a renamed reward id).
-            clause, params = self._where(key_of(table, row))
+            for values in found
+        ]
+
+        def replace(old: dict[str, Any], new: dict[str, Any]) -> None:
+            clause, params = self._where(key_of(table, old))
             self.conn.execute(f"DELETE FROM {self._name}{clause}", params)
             columns, encoded = self._values(new)
             self.conn.execute(self._insert_sql(columns, "error"), encoded)
-            changed += 1
-        erasure.pseudonymised(table.name, changed)
-        return changed
+
+        return pseudonymise_rows(table, rows, erasure, replace)
 
     # -- reading ---------------------------------------------------------------------------
 

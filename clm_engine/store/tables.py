@@ -553,6 +553,40 @@ def rewritten(table: Table, row: Mapping[str, Any], erasure: Erasure) -> dict[st
     return result if changed else None
 
 
+def mention_search(
+    table: Table, erasure: Erasure, test: Callable[[str, bool], str]
+) -> tuple[str, list[Any]]:
+    """A ``WHERE`` condition finding the rows whose text or JSON columns may mention the
+    erased contact, and its parameters; ``test(quoted column, folded)`` is the dialect's
+    "contains" (``instr``, ``strpos``). Empty when the table has no such column."""
+    tests, args = [], []
+    for column in searched_columns(table):
+        for term, folded in erasure.search_terms():
+            tests.append(test(quote(column.name), folded))
+            args.append(term)
+    return " OR ".join(tests), args
+
+
+def pseudonymise_rows(
+    table: Table,
+    rows: Iterable[dict[str, Any]],
+    erasure: Erasure,
+    replace: Callable[[dict[str, Any], dict[str, Any]], None],
+) -> int:
+    """Rewrite the ``rows`` found by :func:`mention_search` that do mention the contact:
+    ``replace(old, new)`` deletes the old row by its key and inserts the new one (not an
+    update: a ledger's rows may refuse updates, and a renamed key changes). How many changed,
+    reported to ``erasure.pseudonymised``."""
+    changed = 0
+    for row in rows:
+        new = rewritten(table, row, erasure)
+        if new is not None:
+            replace(row, new)
+            changed += 1
+    erasure.pseudonymised(table.name, changed)
+    return changed
+
+
 def key_of(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
     """The row's primary key values, as a ``where``."""
     return {name: row[name] for name in table.primary_key}
