@@ -11,13 +11,14 @@ from fastapi.testclient import TestClient
 
 from clm_engine.http import create_app
 from clm_engine.http.auth import hash_token, new_token
-from clm_engine.store.sqlite import SQLiteStore
+from clm_engine.store import open_store
 
 
-def make_key(db: Path, scope: str, name: str = "") -> str:
-    """A new key of ``scope`` in ``db`` (which must exist), as ``clm keys create`` makes it."""
+def make_key(db: Path | str, scope: str, name: str = "") -> str:
+    """A new key of ``scope`` in ``db`` (a SQLite file, which must exist, or a PostgreSQL
+    URL), as ``clm keys create`` makes it."""
     key_id, token = new_token()
-    store = SQLiteStore(db)
+    store = open_store(str(db))
     try:
         store.create_api_key(
             key_id, name=name, scope=scope, token_hash=hash_token(token), created_at="2026-01-01"

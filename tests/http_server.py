@@ -24,7 +24,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db: Path, workers: int, log: Path, *extra: str) -> None:
+    def __init__(self, db: Path | str, workers: int, log: Path, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -78,8 +78,9 @@ class Server:
 
 
 @contextmanager
-def running(db: Path, workers: int, log: Path, *extra: str) -> Iterator[Server]:
-    if not db.exists():
+def running(db: Path | str, workers: int, log: Path, *extra: str) -> Iterator[Server]:
+    """``clm serve`` over ``db``: a SQLite file (created if missing) or a PostgreSQL URL."""
+    if isinstance(db, Path) and not db.exists():
         Engine(db).close()  # created and migrated, so that keys can be added first
     server = Server(db, workers, log, *extra)
     try:

@@ -24,7 +24,13 @@ PRINTS = {
     "email_send.py": ["engine    file", "engine    smtp", "messages/s"],
     "idle_pump.py": ["idle pump", "ratio 1,000 / 100 contacts"],
     "tables.py": ["api insert", "table API overhead"],
-    "serve.py": ["engine alone", "events/s", "p99", "every event stored -> OK"],
+    "serve.py": [
+        "engine alone",
+        "events/s",
+        "p99",
+        "postgresql workers=1",
+        "every event stored -> OK",
+    ],
     "report.py": ["plain SQL", "peak Python memory", "peak memory ratio 4x/1x"],
     "postgres_workers.py": [
         "ratio PostgreSQL/SQLite ingest",
@@ -41,7 +47,7 @@ SMALL = {
     "email_send.py": ["--messages", "30"],
     "idle_pump.py": ["--contacts", "100", "--factor", "10", "--repeat", "5"],
     "tables.py": ["--rows", "300", "--repeat", "1"],
-    "serve.py": ["--events", "200", "--clients", "4", "--workers", "1"],
+    "serve.py": ["--events", "200", "--clients", "4", "--workers", "1", "--postgres"],
     "report.py": ["--contacts", "200"],
     "postgres_workers.py": [
         *("--events", "1000", "--actions", "60", "--contacts", "600", "--factors", "1,2,4")

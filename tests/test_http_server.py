@@ -53,8 +53,20 @@ async def send_all(url: str, token: str, requests: list[list[dict]], clients: in
     return answers
 
 
-def test_workers_on_one_sqlite_file_store_every_valid_event_exactly_once(tmp_path):
+@pytest.fixture(params=["sqlite", "postgres"])
+def target(request, tmp_path):
+    """Where the server keeps its state: one SQLite file, or a PostgreSQL database."""
+    if request.param == "postgres":
+        return request.getfixturevalue("postgres_url")
     db = tmp_path / "clm.db"
+    Engine(db).close()
+    return db
+
+
+def test_workers_store_every_valid_event_exactly_once(target, tmp_path):
+    """Three workers on one SQLite file (one writer at a time, never 'database is locked'),
+    or on one PostgreSQL database (writing side by side)."""
+    db = target
     rng = random.Random(16)
     events = [valid(n) for n in range(3000)]
     resent = rng.sample(events, 400)
@@ -66,7 +78,6 @@ def test_workers_on_one_sqlite_file_store_every_valid_event_exactly_once(tmp_pat
         size = rng.choice([1, 1, 1, 5, 20, 100])
         requests.append(items[:size])
         items = items[size:]
-    Engine(db).close()
     token = make_key(db, "ingest")
     with running(db, 3, tmp_path / "server.log") as server:
         answers = asyncio.run(send_all(server.url, token, requests, clients=24))
@@ -98,9 +109,8 @@ def test_workers_on_one_sqlite_file_store_every_valid_event_exactly_once(tmp_pat
     assert "Traceback" not in log
 
 
-def test_killing_the_server_mid_load_loses_no_acknowledged_event(tmp_path):
-    db = tmp_path / "clm.db"
-    Engine(db).close()
+def test_killing_the_server_mid_load_loses_no_acknowledged_event(target, tmp_path):
+    db = target
     token = make_key(db, "ingest")
     acknowledged: set[str] = set()
     with running(db, 2, tmp_path / "server.log") as server:

@@ -9,6 +9,12 @@ queues the writers; should a writer still find the database locked (a very long 
 elsewhere), the batch is retried with backoff for ``retry_for`` seconds before its requests
 are answered 503 (and may be resent: every event id is an idempotency key).
 
+On a store with concurrent writers (PostgreSQL) the workers' transactions run side by side,
+each holding only its contacts: there a group commit stops at ``CONCURRENT_GROUP`` events, so
+that a transaction locks its contacts one by one instead of whole buckets of them (which a
+transaction naming many contacts takes, ``PostgresTransaction.lock_contacts``) and does not
+make the other workers wait.
+
 A batch that fails for any other reason is retried one request at a time, so that one bad
 request cannot fail the requests that happened to share its transaction.
 """
@@ -29,6 +35,14 @@ from ..errors import StoreError
 from ..models import Event
 
 log = logging.getLogger("clm.http")
+
+
+#: Events per group commit on a store with one writer at a time (SQLite): many, since the
+#: writers queue anyway and a commit's cost is shared by more requests.
+SERIAL_GROUP = 5000
+#: ... and on a store with concurrent writers (PostgreSQL): at most this many contacts, so
+#: that they are locked one by one (``FEW_CONTACTS`` of ``clm_engine.store.postgres``).
+CONCURRENT_GROUP = 256
 
 
 @dataclass
@@ -57,13 +71,15 @@ class Writer:
         self,
         engine: Engine,
         *,
-        max_events: int = 5000,
+        max_events: int | None = None,
         retry_for: float = 60.0,
         pump_interval: float | None = None,
         on_result: Callable[[IngestResult], None] | None = None,
         on_tick: Callable[[Any], None] | None = None,
     ) -> None:
         self.engine = engine
+        if max_events is None:
+            max_events = CONCURRENT_GROUP if engine.store.concurrent_writers else SERIAL_GROUP
         self.max_events = max_events
         self.retry_for = retry_for
         self.pump_interval = pump_interval
@@ -139,6 +155,9 @@ class Writer:
                     size = 0
                     self._settle(more, more.call)
                     continue
+                if jobs and size + len(more.events or ()) > self.max_events:
+                    self._ingest(jobs)  # full: ``more`` starts the next group
+                    jobs, size = [], 0
                 jobs.append(more)
                 size += len(more.events or ())
             if jobs:
