@@ -18,6 +18,7 @@ from .errors import (
     EventError,
     PluginError,
     ReducerError,
+    RetryLater,
     RulesetError,
     StoreError,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "ReducerError",
     "Registry",
     "Rejection",
+    "RetryLater",
     "RulesetError",
     "StageTransition",
     "StoreError",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from .errors import MAX_RETRY_AFTER, RetryLater
 from .evaluation import EventCounter, escape_key_part, unescape_key_part
 from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
 from .store import ActionStep, OutboxRow, Store, StoreTransaction, Trace, retry_conflicts
@@ -663,6 +664,8 @@ def failure_of(
     if attempts >= max_attempts:
         return None, f"failed {attempts} times; last: {reason}"
     retry_at = now + retry_delay(attempts, backoff, max_backoff)
+    if isinstance(error, RetryLater) and error.after is not None:
+        retry_at = max(retry_at, now + min(error.after, MAX_RETRY_AFTER))
     return retry_at, f"attempt {attempts} failed ({reason}); retrying at {utc_text(retry_at)[:19]}Z"
 
 

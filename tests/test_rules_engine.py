@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clm_engine import Engine, RulesetError, VirtualClock, hookimpl
+from clm_engine import Engine, RetryLater, RulesetError, VirtualClock, hookimpl
+from clm_engine.errors import retry_after_time
 from clm_engine.explain import check, explain
 from clm_engine.types import Defer, Veto
 from tests.helpers import event, store_in
@@ -258,6 +259,72 @@ def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(
     assert "failed 1 times; last: ConnectionError: CRM is down" in row.note
     clock.advance(days=1)
     assert engine.dispatch().total == 0 and Flaky.calls == 1  # not run again
+
+
+class Throttled:
+    """An action told to come back in an hour (an API's 429 with ``Retry-After: 3600``)."""
+
+    calls = 0
+
+    @hookimpl
+    def register_actions(self, register):
+        from pydantic import BaseModel, ConfigDict
+
+        class Params(BaseModel):
+            model_config = ConfigDict(extra="forbid")
+
+        def run(ctx, params):
+            Throttled.calls += 1
+            if Throttled.calls == 1:
+                raise RetryLater.from_header("HTTP 429: slow down", "3600", ctx.now)
+            return {"synced": True}
+
+        register("crm.sync", run, Params)
+
+
+def test_an_action_told_when_to_retry_is_not_retried_before(tmp_path, clock):
+    Throttled.calls = 0
+    engine = make(
+        tmp_path,
+        clock,
+        rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]),
+        plugins={"throttled": Throttled()},
+    )
+    engine.ingest(event("c1", "signup", "2026-11-01"))
+    [row] = engine.store.actions_for("c1")
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert "RetryLater: HTTP 429: slow down" in row.note
+    clock.advance(seconds=3599)
+    assert engine.dispatch().total == 0  # the backoff (30 s) is past, the hour is not
+    clock.advance(seconds=1)
+    assert engine.dispatch().outcomes == {"done": 1}
+    assert Throttled.calls == 2
+
+
+NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("120", NOW + timedelta(minutes=2)),
+        (" 0 ", NOW),
+        ("Mon, 02 Nov 2026 13:30:00 GMT", NOW + timedelta(minutes=90)),
+        ("Mon, 02 Nov 2026 13:30:00 -0000", NOW + timedelta(minutes=90)),  # parsed naive
+        ("Sun, 01 Nov 2026 00:00:00 GMT", NOW),  # past: now
+        ("Fri, 31 Dec 9999 23:59:59 GMT", NOW + timedelta(days=1)),  # far: a day at most
+        ("9" * 5000, NOW + timedelta(days=1)),  # more digits than int() takes
+        ("-5", None),
+        ("1.5", None),
+        ("١٢٣", None),  # digits, but not ASCII ones
+        ("tomorrow", None),
+        ("", None),
+        (None, None),
+        ("\x00\n", None),
+    ],
+)
+def test_retry_after_values_at_their_edges(header, expected):
+    assert retry_after_time(header, NOW) == expected
 
 
 class Policy:

@@ -19,12 +19,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
-from clm_engine import PluginError, did_you_mean, hookspec
+from clm_engine import PluginError, RetryLater, did_you_mean, hookspec
 
 from .settings import HttpProviderSettings, SmsSettings
 
@@ -93,7 +94,8 @@ class HttpProvider:
     """The common shape of SMS APIs: ``POST`` the message as a form (or JSON) with ``to``,
     ``from`` and ``body`` fields, HTTP basic auth, and a JSON answer holding the message id.
 
-    2xx with an id: sent. 429, 5xx, a timeout or a refused connection: temporary (retried).
+    2xx with an id: sent. 429, 5xx, a timeout or a refused connection: temporary (retried;
+    not before the time a ``Retry-After`` header gives, ``clm_engine.RetryLater``).
     Any other 4xx: permanent (the provider's message is kept in the failure). The outbox
     key goes in an ``Idempotency-Key`` header, for providers that deduplicate retries.
     """
@@ -125,7 +127,13 @@ class HttpProvider:
         said = response.text[:300].strip()
         status = response.status_code
         if status == 429 or status >= 500:
-            raise TemporarySmsError(f"provider answered HTTP {status}: {said}")
+            answered = f"provider answered HTTP {status}: {said}"
+            retry_after = response.headers.get("retry-after")
+            if retry_after:  # the provider said when: not before then
+                raise RetryLater.from_header(
+                    f"{answered} (Retry-After: {retry_after})", retry_after, datetime.now(UTC)
+                )
+            raise TemporarySmsError(answered)
         if not 200 <= status < 300:
             raise PermanentSmsError(f"provider refused the message: HTTP {status}: {said}")
         try:

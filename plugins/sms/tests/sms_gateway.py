@@ -17,6 +17,8 @@ class Gateway:
     password: str = "tok3n"
     #: Statuses to answer before accepting (503, 429, 400 ...).
     failures: list[int] = field(default_factory=list)
+    #: A ``Retry-After`` header sent with each failure, if any.
+    retry_after: str | None = None
     received: list[dict] = field(default_factory=list)
     headers: list[dict] = field(default_factory=list)
 
@@ -39,15 +41,18 @@ class Gateway:
                 gateway.headers.append(dict(self.headers))
                 if gateway.failures:
                     status = gateway.failures.pop(0)
-                    return self.answer(status, {"error": f"status {status}"})
+                    extra = {"Retry-After": gateway.retry_after} if gateway.retry_after else {}
+                    return self.answer(status, {"error": f"status {status}"}, extra)
                 if not str(fields.get("to", "")).startswith("+"):
                     return self.answer(400, {"error": "'to' is not E.164"})
                 gateway.received.append(fields)
                 self.answer(201, {"id": f"SM{len(gateway.received):04d}", "status": "queued"})
 
-            def answer(self, status: int, payload: dict) -> None:
+            def answer(self, status: int, payload: dict, extra: dict | None = None) -> None:
                 body = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -188,6 +188,25 @@ def test_a_provider_outage_is_retried_and_a_refusal_is_not(texts, gateway):
     assert failed.note.startswith("provider refused the message: HTTP 400")
 
 
+def test_a_provider_that_says_when_to_come_back_is_not_asked_before(texts, gateway):
+    use_gateway(texts, gateway)
+    texts.ruleset(sms_rule(category="transactional"))
+    gateway.failures = [429]
+    gateway.retry_after = "600"
+    engine = texts.open()
+    engine.ingest(contact())
+    engine.ingest(booked())
+    now = texts.clock.now()
+    assert engine.dispatch().outcomes["retried"] == 1
+    [row] = texts.rows()
+    assert "provider answered HTTP 429" in row.note and "(Retry-After: 600)" in row.note
+    due = datetime.fromisoformat(row.due_at)
+    assert abs((due - now).total_seconds() - 600) < 2  # not the 30 s backoff
+    texts.clock.set(due)
+    assert engine.dispatch().outcomes["done"] == 1
+    assert len(gateway.received) == 1
+
+
 def test_quiet_hours_defer_to_the_morning_in_the_contacts_timezone(texts, gateway):
     use_gateway(texts, gateway, quiet_hours={"start": "21:00", "end": "08:00"})
     texts.ruleset(sms_rule(category="marketing"))

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from clm_engine import ActionContext, Name, did_you_mean, utc_text
+from clm_engine import ActionContext, Name, RetryLater, did_you_mean, utc_text
 
 from . import network, rendering, signing
 from .settings import (
@@ -171,7 +171,10 @@ def post(ctx: ActionContext, params: PostParams, *, simulate: bool = False) -> d
         return {"posted": status, "host": host, "bytes": len(raw)}
     if status in RETRIED or status >= 500:
         wait = f" (Retry-After: {response.retry_after})" if response.retry_after else ""
-        raise network.TransientFailure(f"HTTP {status} from {host}{wait}{said}")
+        message = f"HTTP {status} from {host}{wait}{said}"
+        if response.retry_after:  # the endpoint said when: not before then
+            raise RetryLater.from_header(message, response.retry_after, ctx.now)
+        raise network.TransientFailure(message)
     reason = f"HTTP {status} from {host}, not retried{said}"
     ctx.emit("webhook.failed", {**log, "status": status, "reason": reason})
     return {"failed": reason}

@@ -173,6 +173,35 @@ def test_a_5xx_is_retried_with_backoff_and_the_retry_carries_the_same_key_and_bo
     assert [r.headers["x-clm-attempt"] for r in receiver.received] == ["1", "2", "3"]
 
 
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("3600", timedelta(hours=1)),  # seconds, longer than the first backoff (30 s)
+        ("Mon, 02 Nov 2026 14:00:00 GMT", timedelta(hours=2)),  # an HTTP date: that moment
+        ("Thu, 05 Mar 2026 12:00:00 GMT", timedelta(seconds=30)),  # past: the usual backoff
+        ("99999999999999999999", timedelta(days=1)),  # absurd: capped at a day
+        ("soon, please", timedelta(seconds=30)),  # unreadable: the usual backoff
+    ],
+)
+def test_a_retry_after_longer_than_the_backoff_is_honoured(hooks, receiver, header, wait):
+    hooks.settings(allowed_networks=["127.0.0.0/8"])
+    hooks.rule(url=f"{receiver.url}/hooks", body=BODY, fallbacks=FALLBACKS)
+    receiver.replies = [Reply(429, b"slow down", {"Retry-After": header})]
+    engine = hooks.open()
+    engine.ingest(signup())
+    assert engine.dispatch().outcomes["retried"] == 1
+    [row] = hooks.posts()
+    assert row.status == "pending"
+    assert f"(Retry-After: {header})" in row.note
+    due = datetime.fromisoformat(row.due_at)
+    assert due == START + wait
+    hooks.clock.set(due - timedelta(seconds=1))
+    assert not engine.dispatch().outcomes  # not before the time the endpoint gave
+    hooks.clock.set(due)
+    assert engine.dispatch().outcomes["done"] == 1
+    assert len(receiver.received) == 2
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
 def test_other_4xx_fail_at_once_and_are_not_retried(hooks, receiver, status):
     hooks.settings(allowed_networks=["127.0.0.1/32"])
