@@ -9,8 +9,11 @@ is written as JSON Lines (``synthetic.generate_events`` for ``--contacts`` conta
 realistic disorder: late events and resent duplicates), and ``simulate()`` replays the whole
 of it from the file, as ``clm simulate --events FILE`` does, against the core's example
 rulesets in ``rulesets/`` (the ones that need no plugin: the figures stay comparable run to
-run): a scratch store in a temporary directory, an ingest batch and a tick per step, external
-actions recorded and not run. Core only (``CLM_LOAD_PLUGINS=""``).
+run), or with ``--all-rulesets`` every example ruleset with the example plugins: a scratch
+store in a temporary directory, an ingest batch and a tick per step, external actions
+recorded and not run. Core only (``CLM_LOAD_PLUGINS=""``) unless ``--all-rulesets``.
+The first length is also ingested by ``clm ingest FILE --rulesets ... --dispatch`` into a new
+store, and the ratio printed: a simulation may cost at most 1.5x that.
 
 Each history is generated, and each simulation runs, in a process of its own, so that the
 peak resident memory printed for a run (the kernel's high-water mark, ``VmHWM``, or
@@ -43,14 +46,19 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-# Core only: must be set before the engine loads its plugins (once per process).
-os.environ["CLM_LOAD_PLUGINS"] = ""
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "rulesets"
 CORE_EXAMPLES = ("churn-risk", "engagement-timers", "lead-scoring", "lifecycle-stages")
-#: The example rulesets that use the core alone (the others need the email, referral and
-#: warranty plugins, which this benchmark does not load).
-RULESETS = [EXAMPLES / f"{name}.json" for name in CORE_EXAMPLES]
+#: The example plugins every example ruleset needs between them (``--all-rulesets``).
+EXAMPLE_PLUGINS = "email,referral,warranty,sms,loyalty,webhook"
+#: ``--all-rulesets`` (or its environment, for the children): every example ruleset, with the
+#: example plugins; else the example rulesets that use the core alone, with no plugin.
+ALL = "--all-rulesets" in sys.argv or os.environ.get("CLM_BENCH_ALL_RULESETS") == "1"
+# Must be set before the engine loads its plugins (once per process).
+os.environ["CLM_LOAD_PLUGINS"] = EXAMPLE_PLUGINS if ALL else ""
+os.environ["CLM_BENCH_ALL_RULESETS"] = "1" if ALL else "0"
+#: The folder as a whole with ``--all-rulesets``: its plugin documents (sequences, templates,
+#: catalogues) load with the rulesets, as ``clm simulate --rulesets rulesets/`` does.
+RULESETS = [EXAMPLES] if ALL else [EXAMPLES / f"{name}.json" for name in CORE_EXAMPLES]
 TARGET_SECONDS = 60.0
 
 
@@ -149,6 +157,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--lengths", default="1,4", help="history lengths, in --days (1,4)")
     parser.add_argument("--profile", action="store_true", help="profile the first run")
+    parser.add_argument(
+        "--all-rulesets",
+        action="store_true",
+        help=f"every example ruleset in {EXAMPLES.name}/, with the plugins they need",
+    )
     parser.add_argument("--generate", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--replay", metavar="PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -163,7 +176,7 @@ def main() -> int:
     print(
         f"clm simulate benchmark: {args.contacts:,} contacts, {args.days} days x "
         f"{', '.join(map(str, lengths))}, step {args.step}, rulesets {EXAMPLES.name}/ "
-        f"({', '.join(CORE_EXAMPLES)})"
+        f"({', '.join(r.stem for r in RULESETS)})"
     )
     print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs")
     peaks: list[tuple[int, float, int]] = []
@@ -217,8 +230,11 @@ def main() -> int:
         + ", ".join(f"{k}x {mb:,.1f} MB ({lines:,} events)" for k, mb, lines in peaks)
         + f"; ratio {last}x/{first}x = {high / low:.2f}"
     )
-    verdict = "meets" if first_seconds < TARGET_SECONDS else "MISSES"
-    print(f"speed: {first_seconds:.1f} s per {args.days} days; {verdict} the 60 s target")
+    if ALL:  # the 60 s target is the core rulesets' figure; this run is measured by the ratio
+        print(f"speed: {first_seconds:.1f} s per {args.days} days, every example ruleset")
+    else:
+        verdict = "meets" if first_seconds < TARGET_SECONDS else "MISSES"
+        print(f"speed: {first_seconds:.1f} s per {args.days} days; {verdict} the 60 s target")
     return 0
 
 
