@@ -195,8 +195,13 @@ def test_backward_without_a_reason_is_a_validation_error(on_store, tmp_path, clo
         make(tmp_path, clock, bad)
 
 
-class Flaky:
-    calls = 0
+class CrmSync:
+    """A ``crm.sync`` action that does what ``behaviour(ctx, call_number)`` does; ``calls``
+    counts its runs."""
+
+    def __init__(self, behaviour):
+        self.behaviour = behaviour
+        self.calls = 0
 
     @hookimpl
     def register_actions(self, register):
@@ -206,16 +211,19 @@ class Flaky:
             model_config = ConfigDict(extra="forbid")
 
         def run(ctx, params):
-            Flaky.calls += 1
-            raise ConnectionError("CRM is down")
+            self.calls += 1
+            return self.behaviour(ctx, self.calls)
 
         register("crm.sync", run, Params)
 
 
+def crm_down(ctx, call):
+    raise ConnectionError("CRM is down")
+
+
 @pytest.fixture
 def flaky():
-    Flaky.calls = 0
-    return {"flaky": Flaky()}
+    return CrmSync(crm_down)
 
 
 def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run(
@@ -226,7 +234,7 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
         clock,
         rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]),
         rule("tag", {"event": "signup"}, [{"action": "tag.add", "with": {"tag": "new"}}]),
-        plugins=flaky,
+        plugins={"flaky": flaky},
     )
     engine.max_attempts = 3
     engine.ingest(event("c1", "signup", "2026-11-01"))  # both run inline: one fails
@@ -244,51 +252,37 @@ def test_a_failing_action_is_retried_with_backoff_then_dead_and_others_still_run
     [row] = [r for r in engine.store.actions_for("c1") if r.rule == "sync"]
     assert (row.status, row.attempts) == ("dead", 3)
     assert "ConnectionError: CRM is down" in row.note
-    assert Flaky.calls == 3
+    assert flaky.calls == 3
 
 
 def test_an_inline_action_that_fails_with_no_attempt_left_is_dead_at_once(
     on_store, flaky, tmp_path, clock
 ):
     sync = rule("sync", {"event": "signup"}, [{"action": "crm.sync"}])
-    engine = make(tmp_path, clock, sync, plugins=flaky)
+    engine = make(tmp_path, clock, sync, plugins={"flaky": flaky})
     engine.max_attempts = 1
     engine.ingest(event("c1", "signup", "2026-11-01"))
     [row] = engine.store.actions_for("c1")
     assert (row.status, row.attempts) == ("dead", 1)
     assert "failed 1 times; last: ConnectionError: CRM is down" in row.note
     clock.advance(days=1)
-    assert engine.dispatch().total == 0 and Flaky.calls == 1  # not run again
+    assert engine.dispatch().total == 0 and flaky.calls == 1  # not run again
 
 
-class Throttled:
-    """An action told to come back in an hour (an API's 429 with ``Retry-After: 3600``)."""
-
-    calls = 0
-
-    @hookimpl
-    def register_actions(self, register):
-        from pydantic import BaseModel, ConfigDict
-
-        class Params(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-
-        def run(ctx, params):
-            Throttled.calls += 1
-            if Throttled.calls == 1:
-                raise RetryLater.from_header("HTTP 429: slow down", "3600", ctx.now)
-            return {"synced": True}
-
-        register("crm.sync", run, Params)
+def throttled_once(ctx, call):
+    """Told to come back in an hour the first time (an API's 429 with ``Retry-After: 3600``)."""
+    if call == 1:
+        raise RetryLater.from_header("HTTP 429: slow down", "3600", ctx.now)
+    return {"synced": True}
 
 
 def test_an_action_told_when_to_retry_is_not_retried_before(tmp_path, clock):
-    Throttled.calls = 0
+    throttled = CrmSync(throttled_once)
     engine = make(
         tmp_path,
         clock,
         rule("sync", {"event": "signup"}, [{"action": "crm.sync"}]),
-        plugins={"throttled": Throttled()},
+        plugins={"throttled": throttled},
     )
     engine.ingest(event("c1", "signup", "2026-11-01"))
     [row] = engine.store.actions_for("c1")
@@ -298,7 +292,7 @@ def test_an_action_told_when_to_retry_is_not_retried_before(tmp_path, clock):
     assert engine.dispatch().total == 0  # the backoff (30 s) is past, the hour is not
     clock.advance(seconds=1)
     assert engine.dispatch().outcomes == {"done": 1}
-    assert Throttled.calls == 2
+    assert throttled.calls == 2
 
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
