@@ -221,3 +221,20 @@ def test_metrics_and_reloads_reach_every_worker(tmp_path):
             if len(seen) == 2 and set(seen.values()) == {2}:
                 break
         assert seen == {pid: 2 for pid in pids}
+
+
+def test_every_worker_writes_its_access_lines(tmp_path):
+    """A worker is a fresh process: logging set up in the parent does not reach it, so the
+    set-up goes to uvicorn, which applies it in each worker. One JSON line per request."""
+    db, log = tmp_path / "clm.db", tmp_path / "server.log"
+    with running(db, 2, log, "--log-level", "info") as server:
+        for _ in range(60):
+            answer = httpx.get(f"{server.url}/healthz", headers={"Connection": "close"})
+            assert answer.status_code == 200
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lines = [line for line in lines if line["path"] == "/healthz"]  # not the start's /readyz
+    assert len(lines) == 60
+    assert {(line["method"], line["route"], line["status"]) for line in lines} == {
+        ("GET", "/healthz", 200)
+    }
+    assert len({line["pid"] for line in lines}) == 2, "both workers' lines are there"

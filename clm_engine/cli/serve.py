@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
-import logging
 import os
 import shutil
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,9 +96,6 @@ def serve(
             "pump_interval": pump_interval,
         }
     )
-    logging.basicConfig(
-        level=log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
-    )
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its counts here; /metrics adds them up (http/metrics.py).
@@ -121,8 +117,29 @@ def _run_uvicorn(uvicorn: Any, host: str, port: int, workers: int, log_level: st
         workers=workers,
         access_log=False,  # clm.http.access writes one JSON line per request instead
         log_level=log_level,
+        log_config=log_config(log_level),
         timeout_graceful_shutdown=30,
     )
+
+
+def log_config(log_level: str) -> dict[str, Any]:
+    """uvicorn's own logging, plus one plain handler on stderr for every other logger (the
+    ``clm.http.access`` JSON lines, the writer's errors), at ``log_level``.
+
+    Given to uvicorn rather than set here: uvicorn applies it in every worker process, and a
+    worker is a fresh process (spawned), which logging set up in this one never reaches; with
+    ``--workers 2`` the access lines were silently dropped."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["plain"] = {"format": "%(message)s"}
+    config["handlers"]["plain"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "stream": "ext://sys.stderr",
+    }
+    config["root"] = {"handlers": ["plain"], "level": log_level.upper()}
+    return config
 
 
 @cli.group()
