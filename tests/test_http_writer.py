@@ -5,7 +5,8 @@ enough contacts that they are locked one by one), and each answered with its own
 from __future__ import annotations
 
 from clm_engine.engine import parse_event
-from clm_engine.http.writer import CONCURRENT_GROUP, SERIAL_GROUP, Writer
+from clm_engine.http.writer import SERIAL_GROUP, Writer
+from clm_engine.store.postgres import FEW_CONTACTS
 
 
 def request(n: int, size: int) -> list:
@@ -24,10 +25,10 @@ def request(n: int, size: int) -> list:
 
 def test_requests_waiting_together_commit_in_groups_the_store_can_take(engine):
     writer = Writer(engine)
-    expected = CONCURRENT_GROUP if engine.store.concurrent_writers else SERIAL_GROUP
+    expected = FEW_CONTACTS if engine.store.concurrent_writers else SERIAL_GROUP
     assert writer.max_events == expected
     # Submitted before the thread starts: all of them wait together.
-    requests = [request(n, 100) for n in range(10)] + [request(10, CONCURRENT_GROUP + 50)]
+    requests = [request(n, 100) for n in range(10)] + [request(10, FEW_CONTACTS + 50)]
     futures = [writer.submit(events) for events in requests]
     writer.start()
     try:

@@ -10,7 +10,7 @@ elsewhere), the batch is retried with backoff for ``retry_for`` seconds before i
 are answered 503 (and may be resent: every event id is an idempotency key).
 
 On a store with concurrent writers (PostgreSQL) the workers' transactions run side by side,
-each holding only its contacts: there a group commit stops at ``CONCURRENT_GROUP`` events, so
+each holding only its contacts: there a group commit stops at ``group_size`` events, so
 that a transaction locks its contacts one by one instead of whole buckets of them (which a
 transaction naming many contacts takes, ``PostgresTransaction.lock_contacts``) and does not
 make the other workers wait.
@@ -38,11 +38,19 @@ log = logging.getLogger("clm.http")
 
 
 #: Events per group commit on a store with one writer at a time (SQLite): many, since the
-#: writers queue anyway and a commit's cost is shared by more requests.
+#: writers queue anyway and a commit's cost is shared by more requests. On a store with
+#: concurrent writers (PostgreSQL) a group holds at most the contacts that store locks one by
+#: one (``clm_engine.store.postgres.FEW_CONTACTS``): see ``group_size``.
 SERIAL_GROUP = 5000
-#: ... and on a store with concurrent writers (PostgreSQL): at most this many contacts, so
-#: that they are locked one by one (``FEW_CONTACTS`` of ``clm_engine.store.postgres``).
-CONCURRENT_GROUP = 256
+
+
+def group_size(engine: Engine) -> int:
+    """The most events one group commit of ``engine``'s writer takes."""
+    if not engine.store.concurrent_writers:
+        return SERIAL_GROUP
+    from ..store.postgres import FEW_CONTACTS  # the only store with concurrent writers
+
+    return FEW_CONTACTS
 
 
 @dataclass
@@ -78,9 +86,7 @@ class Writer:
         on_tick: Callable[[Any], None] | None = None,
     ) -> None:
         self.engine = engine
-        if max_events is None:
-            max_events = CONCURRENT_GROUP if engine.store.concurrent_writers else SERIAL_GROUP
-        self.max_events = max_events
+        self.max_events = group_size(engine) if max_events is None else max_events
         self.retry_for = retry_for
         self.pump_interval = pump_interval
         self.on_result = on_result
