@@ -26,10 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,18 +35,15 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/postgres.py
+# The tests' helpers: a real ``clm serve`` (tests/http_server.py), keys, a PostgreSQL cluster.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ["CLM_LOAD_PLUGINS"] = ""  # core only, in this process and the servers it starts
 
 from clm_engine import Engine
-from clm_engine.http.auth import hash_token, new_token
+from tests.http_helpers import make_key
+from tests.http_server import running
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 #: Contacts the events are spread over: live traffic comes from many contacts, and sixteen
@@ -110,12 +104,14 @@ def process_tree_cpu(root: int) -> float:
         ].split()  # after the command name, which may hold spaces
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
     tree, frontier = {root}, [root]
     while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        tree.update(children)
-        frontier.extend(children)
+        found = children.get(frontier.pop(), [])
+        tree.update(found)
+        frontier.extend(found)
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
@@ -134,50 +130,18 @@ def run(
     for single events and for batches of 100. Where the CPUs went is printed beside: this
     process (the load generator), the server's processes, and ``database_pid``'s tree (the
     PostgreSQL server), in CPUs busy on average over the run."""
-    Engine(db).close()
-    key_id, token = new_token()
-    with Engine(db) as engine:
-        engine.store.create_api_key(
-            key_id,
-            name="bench",
-            scope="ingest",
-            token_hash=hash_token(token),
-            created_at="2026-01-01",
-        )
-    port = free_port()
-    log = (folder / f"server-{workers}-{store_name(db)}.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "clm_engine",
-            "serve",
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-        env={**os.environ, "CLM_LOAD_PLUGINS": ""},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("clm serve did not start")
-            time.sleep(0.1)
+    Engine(db).close()  # created and migrated, so that the key can be added first
+    token = make_key(db, "ingest", name="bench")
+    log = folder / f"server-{workers}-{store_name(db)}.log"
+    with running(db, workers, log) as server:
+
+        def cpu_seconds() -> list[float]:
+            return [
+                time.process_time(),
+                process_tree_cpu(server.process.pid),
+                process_tree_cpu(database_pid) if database_pid else 0.0,
+            ]
+
         rates: dict[str, float] = {}
         for label, size in (("single", 1), ("batch of 100", 100)):
             tag = f"w{workers}-{size}"
@@ -186,26 +150,12 @@ def run(
                 items[0 + i] if size == 1 else items[i : i + size]
                 for i in range(0, len(items), size)
             ]
-            before = (
-                time.process_time(),
-                process_tree_cpu(server.pid),
-                process_tree_cpu(database_pid) if database_pid else 0.0,
-            )
+            before = cpu_seconds()
             start = time.perf_counter()
-            latencies = asyncio.run(load(url, token, bodies, clients))
+            latencies = asyncio.run(load(server.url, token, bodies, clients))
             elapsed = time.perf_counter() - start
-            busy = [
-                (after - was) / elapsed
-                for after, was in zip(
-                    (
-                        time.process_time(),
-                        process_tree_cpu(server.pid),
-                        process_tree_cpu(database_pid) if database_pid else 0.0,
-                    ),
-                    before,
-                    strict=True,
-                )
-            ]
+            after = cpu_seconds()
+            busy = [(now - was) / elapsed for now, was in zip(after, before, strict=True)]
             rates[label] = events / elapsed
             print(
                 f"{store_name(db):<10} workers={workers}  {label:<13} "
@@ -216,16 +166,12 @@ def run(
                 f"CPUs busy: load {busy[0]:.2f} server {busy[1]:.2f}"
                 + (f" postgres {busy[2]:.2f}" if database_pid else "")
             )
-        with Engine(db) as engine:
-            stored = engine.store.read().existing_event_ids(
-                [f"w{workers}-{size}-{n}" for size in (1, 100) for n in range(events)]
-            )
-        assert len(stored) == 2 * events, (len(stored), 2 * events)
-        return rates
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
-        log.close()
+    with Engine(db) as engine:
+        stored = engine.store.read().existing_event_ids(
+            [f"w{workers}-{size}-{n}" for size in (1, 100) for n in range(events)]
+        )
+    assert len(stored) == 2 * events, (len(stored), 2 * events)
+    return rates
 
 
 def store_name(db: Path | str) -> str:
