@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,7 +32,14 @@ from pydantic import ValidationError
 
 from .errors import MAX_RETRY_AFTER, RetryLater
 from .evaluation import EventCounter, escape_key_part, unescape_key_part
-from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
+from .models import (
+    Contact,
+    Event,
+    describe_validation_error,
+    duration_to_timedelta,
+    made_event,
+    utc_text,
+)
 from .store import ActionStep, OutboxRow, Store, StoreTransaction, Trace, retry_conflicts
 from .types import ActionContext, Defer, FactContext, Veto
 
@@ -87,6 +94,10 @@ class Claim:
     lease_until: str
     attempts: int
     event: Event | None = None  # what triggered the decision
+
+
+class _OneByOne(Exception):
+    """An effect of a batch of sends failed: apply each send's effects alone."""
 
 
 @dataclass
@@ -223,16 +234,32 @@ class Dispatcher:
             counted: list[tuple[OutboxRow, str, str | None]] = []
             with store.write(concurrent=True) as tx:
                 tx.lock_contacts({done.claim.row.contact_id for done in outcomes})
+                # The lease ran out and another worker took the row: it records it.
+                lost = {
+                    id(done)
+                    for done in outcomes
+                    if done.veto is _LEASE_GONE or not _still_ours(tx, done.claim)
+                }
+                applied = self._apply_together(
+                    tx,
+                    [
+                        done
+                        for done in outcomes
+                        if id(done) not in lost and done.ctx is not None and done.error is None
+                    ],
+                )
                 for done in outcomes:
                     claim, row = done.claim, done.claim.row
-                    if done.veto is _LEASE_GONE or not _still_ours(tx, claim):
-                        # The lease ran out and another worker took the row: it records it.
-                        lost = "the lease ran out before the outcome"
-                        counted.append((row, "lost_lease", lost))
+                    if id(done) in lost:
+                        counted.append((row, "lost_lease", "the lease ran out before the outcome"))
                         continue
                     if done.ctx is None:  # vetoed right before the send
                         outcome, note = self._finish(
                             tx, row, "vetoed", done.veto, None, claim.attempts, done.at
+                        )
+                    elif id(done) in applied:
+                        outcome, note = self._outcome(
+                            tx, row, done.result, done.ctx.attempt, done.at
                         )
                     else:
                         with tx.savepoint():
@@ -448,6 +475,26 @@ class Dispatcher:
             return self._finish(tx, row, "done", note, result, ctx.attempt, now)
         return self._outcome(tx, row, result, ctx.attempt, now)
 
+    def _apply_together(self, tx: StoreTransaction, outcomes: list[_Outcome]) -> set[int]:
+        """Apply what a batch's sends emitted in one pass: one fold per contact and one write
+        of each kind, not a whole ingestion per send. Returns the outcomes applied (by
+        ``id``): all, or none when anything failed (nothing of it kept); ``_record`` then
+        applies each alone, so that a failure is charged to its own row."""
+        if len(outcomes) < 2:
+            return set()
+        by_depth: dict[int, list[Event]] = defaultdict(list)
+        try:
+            with tx.savepoint():
+                for done in outcomes:
+                    row = done.claim.row
+                    by_depth[row.depth + 1] += self._effects(tx, row, done.claim.contact, done.ctx)  # type: ignore[arg-type]  # the caller passes outcomes with a ctx
+                for depth, events in sorted(by_depth.items()):
+                    if self.apply_events(tx, events, depth):
+                        raise _OneByOne
+        except Exception:  # a plugin's failure, or _OneByOne: each on its own, then
+            return set()
+        return {id(done) for done in outcomes}
+
     def _failed(
         self, tx: StoreTransaction, row: OutboxRow, attempts: int, error: Exception, now: datetime
     ) -> tuple[str, str | None]:
@@ -488,24 +535,32 @@ class Dispatcher:
         self, tx: StoreTransaction, row: OutboxRow, contact: Contact, ctx: ActionContext
     ) -> None:
         """Apply the events the action emitted and enqueue its follow-ups; raise on failure."""
-        if ctx.enqueued:
-            tx.enqueue([follow_up_row(vars(row), item, utc_text(ctx.now)) for item in ctx.enqueued])
-        if not ctx.emitted:
+        events = self._effects(tx, row, contact, ctx)
+        if not events:
             return
-        effective = _effect_time(row, contact)
-        events = [
-            Event(
-                id=emitted_event_id(row.key, n),
-                contact_id=contact_id or row.contact_id,
-                type=type_,
-                occurred_at=effective,
-                properties=properties,
-            )
-            for n, (type_, properties, contact_id) in enumerate(ctx.emitted)
-        ]
         failures = self.apply_events(tx, events, row.depth + 1)
         if failures:
             raise RuntimeError("; ".join(failures))
+
+    def _effects(
+        self, tx: StoreTransaction, row: OutboxRow, contact: Contact, ctx: ActionContext
+    ) -> list[Event]:
+        """Enqueue the action's follow-ups; the events it emitted, dated and with their ids."""
+        if ctx.enqueued:
+            tx.enqueue([follow_up_row(vars(row), item, utc_text(ctx.now)) for item in ctx.enqueued])
+        if not ctx.emitted:
+            return []
+        effective = _effect_time(row, contact)
+        return [
+            made_event(
+                emitted_event_id(row.key, n),
+                contact_id or row.contact_id,
+                type_,
+                effective,
+                properties,
+            )
+            for n, (type_, properties, contact_id) in enumerate(ctx.emitted)
+        ]
 
 
 def action_context(

@@ -301,6 +301,8 @@ class Engine:
         order = sorted(by_contact, key=lambda c: min(e.occurred_at for e in by_contact[c]))
         stored = tx.load_contacts(by_contact)
         log = FireLog(tx)
+        if self.rulebook.limited:
+            log.load(order)  # one read for the batch, before the folds ask contact by contact
         now_text = utc_text(now)
         applied: list[Event] = []
         all_origins: dict[str, str] = dict(origins or {})

@@ -60,7 +60,14 @@ from .evaluation import (
     trace_of,
     unescape_key_part,
 )
-from .models import Contact, Event, describe_validation_error, duration_to_timedelta, utc_text
+from .models import (
+    Contact,
+    Event,
+    describe_validation_error,
+    duration_to_timedelta,
+    made_event,
+    utc_text,
+)
 from .store import IngestFailure, StageTransition, StoreTransaction, Trace
 
 if TYPE_CHECKING:
@@ -311,12 +318,12 @@ class ContactFold:
             if spec.pure and contact_id not in (None, self.contact.id):
                 raise ValueError(f"pure action {spec.name!r} emitted about another contact")
             events.append(
-                Event(
-                    id=emitted_event_id(row["key"], n),
-                    contact_id=contact_id or self.contact.id,
-                    type=type_,
-                    occurred_at=at,
-                    properties=properties,
+                made_event(
+                    emitted_event_id(row["key"], n),
+                    contact_id or self.contact.id,
+                    type_,
+                    at,
+                    properties,
                 )
             )
         return events

@@ -310,10 +310,14 @@ class Event(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        """UTC, and within the supported range (``0001-01-01T00:00:00+14:00`` has no UTC)."""
-        if value.utcoffset():
+        """UTC, and within the supported range (``0001-01-01T00:00:00+14:00`` has no UTC).
+
+        Always Python's own ``UTC`` object, never pydantic's equal ``TzInfo``: comparing and
+        formatting times is then several times cheaper, and event times are compared and
+        formatted all along the way in."""
+        if value.tzinfo is not UTC:
             try:
-                value = value.astimezone(UTC)
+                value = value.astimezone(UTC) if value.utcoffset() else value.replace(tzinfo=UTC)
             except OverflowError:
                 raise ValueError(_OUTSIDE_TIMES) from None
         # In UTC now, so the year says it: several times cheaper than comparing with the bounds
@@ -343,6 +347,111 @@ class Event(BaseModel):
     def to_json(self) -> str:
         """The event in its fixed JSON shape, with its id."""
         return self.model_dump_json()
+
+    @classmethod
+    def stored(
+        cls,
+        event_id: str,
+        contact_id: str,
+        type_: str,
+        occurred_at_text: str,
+        properties: dict[str, Any],
+    ) -> Event:
+        """An event as a store holds it: validated when it came in, so built without a second
+        pass (several times faster than ``model_construct``, which re-reads every field), with
+        its stored time text kept as ``occurred_at_text``."""
+        return _unchecked_event(
+            event_id,
+            contact_id,
+            type_,
+            datetime.fromisoformat(occurred_at_text),
+            occurred_at_text,
+            properties,
+        )
+
+
+_ALL_FIELDS = frozenset(Event.model_fields)
+
+
+def _unchecked_event(
+    event_id: str,
+    contact_id: str,
+    type_: str,
+    occurred_at: datetime,
+    occurred_at_text: str,
+    properties: dict[str, Any],
+) -> Event:
+    """An ``Event`` of values already known to be valid, as ``model_construct`` makes one."""
+    event = Event.__new__(Event)
+    object.__setattr__(
+        event,
+        "__dict__",
+        {
+            "id": event_id,
+            "contact_id": contact_id,
+            "type": type_,
+            "occurred_at": occurred_at,
+            "properties": properties,
+            "occurred_at_text": occurred_at_text,  # the cached property, known already
+        },
+    )
+    object.__setattr__(event, "__pydantic_fields_set__", set(_ALL_FIELDS))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event
+
+
+#: The shapes :func:`made_event` takes without pydantic: the plain characters of a type, and
+#: of an id (printable ASCII, no space at either end: every such text is an ``Identifier``).
+_PLAIN_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
+
+
+def _plain_id(value: object) -> bool:
+    return (
+        type(value) is str
+        and 0 < len(value) <= 200
+        and value.isascii()
+        and value.isprintable()
+        and value[0] != " "
+        and value[-1] != " "
+    )
+
+
+def made_event(
+    event_id: str, contact_id: str, type_: str, occurred_at: datetime, properties: Any
+) -> Event:
+    """An event the engine makes (an action's effect, dated by its decision).
+
+    Its parts come from plugins and rulesets, so they are checked; in the common shape (plain
+    ids and type, a UTC time, text keys, properties within limits) without pydantic's second
+    look at every field, else by pydantic, which raises naming what is wrong. A property test
+    holds the two to the same events."""
+    if (
+        occurred_at.tzinfo is UTC
+        and EARLIEST_TIME.year <= occurred_at.year < LATEST_TIME.year
+        and _plain_id(event_id)
+        and _plain_id(contact_id)
+        and type(type_) is str
+        and _PLAIN_TYPE.fullmatch(type_) is not None
+        and type(properties) is dict
+        and all(type(key) is str for key in properties)
+    ):
+        try:
+            if properties:
+                check_properties(properties)
+        except PydanticCustomError:
+            pass  # pydantic raises it below, with the field's name
+        else:
+            return _unchecked_event(
+                event_id, contact_id, type_, occurred_at, utc_text(occurred_at), dict(properties)
+            )
+    return Event(
+        id=event_id,
+        contact_id=contact_id,
+        type=type_,
+        occurred_at=occurred_at,
+        properties=properties,
+    )
 
 
 class Contact(BaseModel):

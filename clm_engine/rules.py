@@ -116,6 +116,9 @@ class RuleBook:
     #: Some rule has an internal action that is not pure (it writes a plugin's tables), so a
     #: fold that fails must be able to take its writes back (a savepoint per contact).
     writes_inline: bool = False
+    #: Some rule has a limit (``once_per``, ``cooldown``): ingestion reads the batch's
+    #: contacts' recorded fires in one query, not one per contact.
+    limited: bool = False
 
     @property
     def empty(self) -> bool:
@@ -187,6 +190,7 @@ class RuleBook:
                         compiled.experiment
                     )
                 book.rules[(ruleset.ruleset, rule.id)] = compiled
+                book.limited = book.limited or bool(compiled.once_per or compiled.cooldown)
                 book.writes_inline = book.writes_inline or any(
                     _writes(call, actions) for call in rule.then
                 )

@@ -558,7 +558,7 @@ def test_counts_from_the_store_agree_with_counting_by_hand(tmp_path_factory, sig
         arm = assign("greeting", f"c{i}", spec.arms).name
         amounts = [
             amount
-            for j, day, amount in bought
+            for j, day, amount in dict.fromkeys(bought)  # a purchase sent twice is one event
             if j == i
             and amount > 0
             and 0

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from clm_engine import Contact, Event, EventError
 from clm_engine.engine import parse_event
+from clm_engine.models import made_event
 
 
 def test_event_shape_round_trips_and_normalises_to_utc():
@@ -83,3 +91,94 @@ def test_tags_behave_as_a_sorted_set():
         contact.add_tag(tag)
     contact.remove_tag("absent")
     assert contact.tags == ["churn-risk", "vip"]
+
+
+# -- The fast constructors agree with pydantic ---------------------------------------------------
+
+_ids = st.one_of(
+    st.text(min_size=0, max_size=210),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12),
+    st.sampled_from(["c1", " c1", "c1 ", "a-" + "0" * 32, "x" * 200, "x" * 201, "é", "c\x00"]),
+)
+_types = st.one_of(
+    st.from_regex(r"[A-Za-z][A-Za-z0-9_.:-]{0,12}", fullmatch=True),
+    st.text(max_size=110),
+    st.sampled_from(["email.sent", "x" * 100, "x" * 101, "1abc", "a b", "a\n"]),
+)
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+    | st.sampled_from(["\ud800", 2**53 - 1, 2**53, -(2**53)]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_properties = st.one_of(
+    st.dictionaries(st.text(max_size=6), _values, max_size=4),
+    st.sampled_from([{1: "x"}, {"\ud800": 1}, [], {"deep": [[[[]]]]}]),
+)
+_times = st.one_of(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ),
+    st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=2)), ZoneInfo("Asia/Tokyo")])),
+)
+
+
+def _same(fast: object, slow: object) -> None:
+    assert isinstance(fast, Event) and isinstance(slow, Event)
+    assert fast.model_dump() == slow.model_dump()
+    assert fast.model_dump_json() == slow.model_dump_json()
+    assert fast.occurred_at_text == slow.occurred_at_text
+    assert fast.model_fields_set == slow.model_fields_set
+
+
+@given(_ids, _ids, _types, _times, _properties)
+@settings(max_examples=600, deadline=None)
+def test_made_event_is_the_event_pydantic_makes_or_the_same_error(
+    event_id, contact_id, type_, occurred_at, properties
+):
+    """Engine-made events skip pydantic in the common shape: never a different event, and
+    never an event pydantic would refuse (the property tests the fast path's checks)."""
+    try:
+        slow = Event(
+            id=event_id,
+            contact_id=contact_id,
+            type=type_,
+            occurred_at=occurred_at,
+            properties=properties,
+        )
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            made_event(event_id, contact_id, type_, occurred_at, properties)
+        return
+    _same(made_event(event_id, contact_id, type_, occurred_at, properties), slow)
+
+
+@given(_ids, _types, _times, st.dictionaries(st.text(max_size=6), _values, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_a_stored_event_reads_back_as_the_event_that_came_in(contact_id, type_, when, properties):
+    try:
+        sent = Event(contact_id=contact_id, type=type_, occurred_at=when, properties=properties)
+    except ValidationError:
+        return
+    dumped = json.loads(sent.model_dump_json())
+    stored = Event.stored(
+        sent.id, sent.contact_id, sent.type, sent.occurred_at_text, dumped["properties"]
+    )
+    _same(stored, Event.model_validate(dumped))
+    assert stored.occurred_at == sent.occurred_at
+
+
+def test_the_common_shape_takes_the_fast_path():
+    """What the property tests compare is the fast path, not pydantic twice."""
+    when = datetime(2026, 11, 2, 10, 15, tzinfo=UTC)
+    made = made_event("a-" + "0" * 32, "c1", "score.add", when, {"points": 5, "tags": ["x"]})
+    assert made.__dict__["occurred_at_text"] == "2026-11-02T10:15:00.000000Z"
+    stored = Event.stored("e1", "c1", "purchase", "2026-11-02T10:15:00.000000Z", {})
+    assert stored.__dict__["occurred_at_text"] == "2026-11-02T10:15:00.000000Z"
+    assert stored.occurred_at == when

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
 from clm_engine import Engine, RetryLater, RulesetError, VirtualClock, hookimpl
 from clm_engine.errors import retry_after_time
@@ -581,3 +582,57 @@ def test_external_outcomes_are_written_one_transaction_per_batch(
     assert len(notify_plugin.SENT) == 40
     assert len(opened) == 1 + batches  # the claims' transaction, then one per batch of outcomes
     assert {r.status for c in range(40) for r in engine.store.actions_for(f"c{c:02d}")} == {"done"}
+
+
+class Announcer:
+    """An external action that emits an event, whose reducer fails for one contact."""
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    @staticmethod
+    def announce(ctx, params):
+        ctx.emit("note.sent", {"to": ctx.contact.id})
+        return {"sent": True}
+
+    @staticmethod
+    def count(contact, event):
+        if contact.id == "c07":
+            raise ValueError("c07's reducer is broken")
+        contact.metrics["notes"] = contact.metrics.get("notes", 0) + 1
+
+    @hookimpl
+    def register_actions(self, register):
+        register("test.announce", self.announce, self.Params, external=True)
+
+    @hookimpl
+    def register_reducers(self, register):
+        register("note.sent", self.count, name="test.count_notes")
+
+
+@pytest.mark.parametrize("record_every", [16, 1])
+def test_a_batch_of_sends_applies_its_effects_together_and_charges_a_failure_to_its_row(
+    on_store, tmp_path, clock, record_every
+):
+    """Effects of a batch of sends fold in one pass (the first 16 here: c07's fails, so each
+    is applied alone; the last 4 together); the failing row alone says so, as one at a time."""
+    send = rule("announce", {"event": "signup"}, [{"action": "test.announce"}])
+    engine = make(tmp_path, clock, send, plugins={"announcer": Announcer()})
+    engine.record_every, engine.record_within = record_every, 3600.0
+    engine.ingest_many([event(f"c{n:02d}", "signup", "2026-11-01") for n in range(20)])
+    assert engine.dispatch(batch=200).outcomes == {"done": 20}
+    for n in range(20):
+        [row] = engine.store.actions_for(f"c{n:02d}")
+        assert row.status == "done"
+        notes = engine.contact(f"c{n:02d}").metrics.get("notes")
+        if n == 7:
+            assert notes is None
+            assert "ran, but applying what it emitted failed" in row.note
+            assert "c07's reducer is broken" in row.note
+        else:
+            assert notes == 1, n
+            assert not row.note
+    sent = [e for n in range(20) for e in engine.store.recent_events(f"c{n:02d}", limit=9)]
+    assert sorted(e.contact_id for e in sent if e.type == "note.sent") == [
+        f"c{n:02d}" for n in range(20) if n != 7
+    ]

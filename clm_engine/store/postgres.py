@@ -46,7 +46,6 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -120,13 +119,7 @@ _TRACE_COLUMNS = (
 
 def _event_from_row(row: Sequence[Any]) -> Event:
     event_id, contact_id, type_, occurred_at, properties = row
-    return Event.model_construct(
-        id=event_id,
-        contact_id=contact_id,
-        type=type_,
-        occurred_at=datetime.fromisoformat(occurred_at),
-        properties=properties,
-    )
+    return Event.stored(event_id, contact_id, type_, occurred_at, properties)
 
 
 #: The pool's size when neither ``pool_size`` nor ``$CLM_PG_POOL_SIZE`` says otherwise.

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,13 +107,7 @@ def _rewrite_table(conn: sqlite3.Connection, erasure: Erasure, table: str) -> in
 
 def _event_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     event_id, contact_id, type_, occurred_at, properties = row
-    return Event.model_construct(
-        id=event_id,
-        contact_id=contact_id,
-        type=type_,
-        occurred_at=datetime.fromisoformat(occurred_at),
-        properties=json.loads(properties),
-    )
+    return Event.stored(event_id, contact_id, type_, occurred_at, json.loads(properties))
 
 
 _EVENT_COLUMNS = "id, contact_id, type, occurred_at, properties"
