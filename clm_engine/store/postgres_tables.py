@@ -222,13 +222,18 @@ class PostgresTables(DeclaredTables):
     ) -> None:
         super().__init__(declared, writable=writable)
         self._connection = connection
+        #: The store's erasure key once read (made once, never changed): not a round trip
+        #: per suppression check.
+        self._erasure_key: bytes | None = None
 
     def _access(self, table: Table) -> PostgresTableAccess:
         return PostgresTableAccess(self._connection, table, self.writable)
 
     def erasure_hash(self, value: str) -> str | None:
-        with self._connection() as conn:
-            key = read_erasure_key(conn)
+        if self._erasure_key is None:
+            with self._connection() as conn:
+                self._erasure_key = read_erasure_key(conn)
+        key = self._erasure_key
         return keyed_hash(key, value) if key is not None else None
 
 
