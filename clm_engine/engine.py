@@ -301,7 +301,7 @@ class Engine:
         order = sorted(by_contact, key=lambda c: min(e.occurred_at for e in by_contact[c]))
         stored = tx.load_contacts(by_contact)
         log = FireLog(tx)
-        if self.rulebook.limited:
+        if self.rulebook.limited and len(order) > 1:
             log.load(order)  # one read for the batch, before the folds ask contact by contact
         now_text = utc_text(now)
         applied: list[Event] = []

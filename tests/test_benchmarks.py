@@ -41,7 +41,7 @@ PRINTS = {
 }
 
 SMALL = {
-    "ingest.py": ["--events", "2000"],
+    "ingest.py": ["--events", "2000", "--repeat", "1"],
     "evaluate.py": ["--contacts", "200", "--rules", "5", "--repeat", "1"],
     "simulate.py": ["--contacts", "50", "--days", "3", "--step", "1d"],
     "email_send.py": ["--messages", "30"],
