@@ -80,7 +80,9 @@ class DispatchReport:
         return {"outcomes": dict(self.outcomes), "by_rule": rules, "notes": self.notes[:100]}
 
 
-ApplyEvents = Callable[[StoreTransaction, list[Event], int], list[str]]
+#: Applies an action's emitted events in a transaction at a depth; the last argument holds
+#: contacts' stored JSON the caller read in that same transaction (not read again).
+ApplyEvents = Callable[[StoreTransaction, list[Event], int, Mapping[str, str]], list[str]]
 
 
 @dataclass
@@ -167,8 +169,9 @@ class Dispatcher:
         actions claimed, for ``run_claims`` to run once ``tx`` has committed."""
         claims: list[Claim] = []
         for row in rows:
-            with tx.savepoint():
-                outcome, note = self._one(tx, row, now, claims)
+            # No savepoint of its own: what may fail in a row (the action, its effects) has
+            # one inside ``_one``; anything else aborts the whole transaction anyway.
+            outcome, note = self._one(tx, row, now, claims)
             if outcome != "claimed":
                 _count(report, row, outcome, note)
         return claims
@@ -360,7 +363,9 @@ class Dispatcher:
         try:
             with tx.savepoint():  # the action's writes and effects roll back together
                 result = run(ctx, params)
-                self._apply_effects(tx, row, contact, ctx)
+                # The contact as read above is still what is stored: only ``_apply`` writes
+                # contacts, and nothing has run it since in this transaction.
+                self._apply_effects(tx, row, contact, ctx, loaded={row.contact_id: stored})
         except Exception as error:  # a plugin's failure is retried, never fatal
             return self._failed(tx, row, attempts, error, now)
         if spec.external and not outcome_of(result):
@@ -489,7 +494,7 @@ class Dispatcher:
                     row = done.claim.row
                     by_depth[row.depth + 1] += self._effects(tx, row, done.claim.contact, done.ctx)  # type: ignore[arg-type]  # the caller passes outcomes with a ctx
                 for depth, events in sorted(by_depth.items()):
-                    if self.apply_events(tx, events, depth):
+                    if self.apply_events(tx, events, depth, {}):
                         raise _OneByOne
         except Exception:  # a plugin's failure, or _OneByOne: each on its own, then
             return set()
@@ -532,13 +537,19 @@ class Dispatcher:
         return status, note
 
     def _apply_effects(
-        self, tx: StoreTransaction, row: OutboxRow, contact: Contact, ctx: ActionContext
+        self,
+        tx: StoreTransaction,
+        row: OutboxRow,
+        contact: Contact,
+        ctx: ActionContext,
+        loaded: Mapping[str, str] | None = None,
     ) -> None:
-        """Apply the events the action emitted and enqueue its follow-ups; raise on failure."""
+        """Apply the events the action emitted and enqueue its follow-ups; raise on failure.
+        ``loaded``: contacts' stored JSON read in ``tx`` since the last write to them."""
         events = self._effects(tx, row, contact, ctx)
         if not events:
             return
-        failures = self.apply_events(tx, events, row.depth + 1)
+        failures = self.apply_events(tx, events, row.depth + 1, loaded or {})
         if failures:
             raise RuntimeError("; ".join(failures))
 

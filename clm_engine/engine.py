@@ -275,6 +275,7 @@ class Engine:
         depth: int,
         result: IngestResult,
         origins: Mapping[str, str] | None = None,
+        loaded: Mapping[str, str] | None = None,
     ) -> None:
         """Deduplicate, fold, decide and write, inside ``tx``: the heart of ingestion.
 
@@ -299,7 +300,10 @@ class Engine:
         # Contacts in the order their first new event happened, so that an action reading
         # another contact of the batch (a referrer) finds it folded if it came first.
         order = sorted(by_contact, key=lambda c: min(e.occurred_at for e in by_contact[c]))
-        stored = tx.load_contacts(by_contact)
+        # ``loaded``: contacts the caller read in this transaction since the last write to
+        # them (the dispatcher's row's contact): one read fewer per dispatched action.
+        known = {c: loaded[c] for c in by_contact if c in loaded} if loaded else {}
+        stored = known | tx.load_contacts([c for c in by_contact if c not in known])
         log = FireLog(tx)
         if self.rulebook.limited and len(order) > 1:
             log.load(order)  # one read for the batch, before the folds ask contact by contact
@@ -608,10 +612,13 @@ class Engine:
                 break
         return report
 
-    def _apply_emitted(self, tx: StoreTransaction, events: list[Event], depth: int) -> list[str]:
-        """Apply events an action emitted, in the dispatch transaction; failures as text."""
+    def _apply_emitted(
+        self, tx: StoreTransaction, events: list[Event], depth: int, loaded: Mapping[str, str]
+    ) -> list[str]:
+        """Apply events an action emitted, in the dispatch transaction; failures as text.
+        ``loaded``: contacts' stored JSON the dispatcher read in ``tx`` (not read again)."""
         result = IngestResult()
-        self._apply(tx, events, self.clock.now(), depth, result)
+        self._apply(tx, events, self.clock.now(), depth, result, loaded=loaded)
         return [f"{f.event.type}: {f.reducer} failed with {f.error}" for f in result.failed]
 
     # -- reading and erasing -----------------------------------------------------------------

@@ -636,3 +636,24 @@ def test_a_batch_of_sends_applies_its_effects_together_and_charges_a_failure_to_
     assert sorted(e.contact_id for e in sent if e.type == "note.sent") == [
         f"c{n:02d}" for n in range(20) if n != 7
     ]
+
+
+def test_a_dispatched_action_reads_its_contact_once_and_takes_one_savepoint(tmp_path, clock):
+    """Its effects are folded into the contact the dispatcher read (nothing wrote it since, in
+    that transaction), and the row has one savepoint, around the action and its effects."""
+    later = rule(
+        "later",
+        {"event": "email.opened"},
+        [{"action": "score.add", "with": {"score": "lead", "points": 1}, "after": {"hours": 1}}],
+    )
+    engine = make(tmp_path, clock, later)
+    engine.ingest_many(
+        [event(f"c{n % 5}", "email.opened", f"2026-10-0{1 + n // 5}T10:00:00Z") for n in range(20)]
+    )
+    statements: list[str] = []
+    engine.store.conn.set_trace_callback(statements.append)
+    assert engine.dispatch().outcomes == {"done": 20}
+    engine.store.conn.set_trace_callback(None)
+    assert sum(s.startswith("SELECT id, data FROM contacts") for s in statements) == 20
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 20
+    assert engine.contact("c0").scores["lead"] == pytest.approx(4, abs=0.1)
