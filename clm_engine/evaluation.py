@@ -230,7 +230,9 @@ class FireLog:
 
     def __init__(self, tx: StoreTransaction) -> None:
         self.tx = tx
-        self.fires: dict[LimitKey, list[tuple[str, str]]] = defaultdict(list)  # (at, occurrence)
+        self.fires: dict[LimitKey, list[tuple[str, str]]] = {}  # (at, occurrence)
+        #: Each contact's keys in ``fires``: ``forget`` reads one contact's, not the batch's.
+        self.keys_of: dict[str, list[LimitKey]] = defaultdict(list)
         self.loaded: set[str] = set()
         self.added: list[tuple[str, str, str, str, str, str]] = []
 
@@ -240,15 +242,23 @@ class FireLog:
             return
         self.loaded.update(wanted)
         for contact_id, ruleset, rule, entity, occurrence, at in self.tx.fires_of(wanted):
-            self.fires[(ruleset, rule, contact_id, entity)].append((at, occurrence))
+            self._fires((ruleset, rule, contact_id, entity)).append((at, occurrence))
+
+    def _fires(self, key: LimitKey) -> list[tuple[str, str]]:
+        fires = self.fires.get(key)
+        if fires is None:
+            fires = self.fires[key] = []
+            self.keys_of[key[2]].append(key)
+        return fires
 
     def forget(self, contact_id: str, rules: set[tuple[str, str]], since: str) -> None:
         """Drop a contact's fires of ``rules`` at or after ``since``, in memory: the caller
         deletes them from the store (``delete_fires``) once the contact's fold succeeded,
         before ``flush`` writes the fires taken again."""
         self.load([contact_id])
-        for key, fires in self.fires.items():
-            if key[2] == contact_id and key[:2] in rules:
+        for key in self.keys_of.get(contact_id, ()):
+            if key[:2] in rules:
+                fires = self.fires[key]
                 fires[:] = [f for f in fires if f[0] < since]
         self.added = [
             f for f in self.added if not (f[0] == contact_id and f[1:3] in rules and f[5] >= since)
@@ -275,7 +285,7 @@ class FireLog:
     def record(self, fire: Fire) -> None:
         at = utc_text(fire.at)
         key = limit_key(fire)
-        self.fires[key].append((at, fire.occurrence))
+        self._fires(key).append((at, fire.occurrence))
         self.added.append((fire.contact_id, key[0], key[1], key[3], fire.occurrence, at))
 
     def mark(self) -> int:
