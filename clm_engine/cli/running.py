@@ -149,8 +149,12 @@ def run(
     try:
         run_forever(engine, interval=interval, on_tick=on_tick, on_reload=on_reload)
     finally:
-        engine.close()
-        console.print("clm run: stopped")
+        try:
+            if virtual is not None:  # where it stopped, not where the last pump ended:
+                record_virtual_time(engine)  # a send may have gone out since
+        finally:
+            engine.close()
+            console.print("clm run: stopped")
 
 
 def _start(db_path: Path, ruleset_paths: tuple[Path, ...]) -> Engine:
