@@ -895,3 +895,19 @@ def test_pseudonymise_is_a_write(open_store):
 
     with store_error():
         store.tables["test_mentions"].pseudonymise(Erasure("c1", emails=(), names=()))
+
+
+def test_the_erasure_key_is_read_once_per_view_of_the_store(items, monkeypatch):
+    """It is made once with the schema and never changes; every suppression check asks for it
+    (an email each), so a view of the store reads it once, not once per hash."""
+    reads = []
+    real = type(items.tables)._read_erasure_key
+
+    def counted(self):
+        reads.append(1)
+        return real(self)
+
+    monkeypatch.setattr(type(items.tables), "_read_erasure_key", counted)
+    first = items.tables.erasure_hash("ada@example.com")
+    assert all(items.tables.erasure_hash("ada@example.com") == first for _ in range(5))
+    assert first is not None and len(reads) <= 1  # here, or before by the view's first hash

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from pydantic_core import to_json
 
-from ..erasure import Erasure, keyed_hash
+from ..erasure import Erasure
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -222,19 +222,13 @@ class PostgresTables(DeclaredTables):
     ) -> None:
         super().__init__(declared, writable=writable)
         self._connection = connection
-        #: The store's erasure key once read (made once, never changed): not a round trip
-        #: per suppression check.
-        self._erasure_key: bytes | None = None
 
     def _access(self, table: Table) -> PostgresTableAccess:
         return PostgresTableAccess(self._connection, table, self.writable)
 
-    def erasure_hash(self, value: str) -> str | None:
-        if self._erasure_key is None:
-            with self._connection() as conn:
-                self._erasure_key = read_erasure_key(conn)
-        key = self._erasure_key
-        return keyed_hash(key, value) if key is not None else None
+    def _read_erasure_key(self) -> bytes | None:
+        with self._connection() as conn:
+            return read_erasure_key(conn)
 
 
 class PostgresTableAccess:

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from ..erasure import Erasure, keyed_hash
+from ..erasure import Erasure
 from ..errors import StoreError
 from .tables import (
     Column,
@@ -218,21 +218,15 @@ class SQLiteTables(DeclaredTables):
     ) -> None:
         super().__init__(declared, writable=writable)
         self.conn = conn
-        #: The store's erasure key once read: it is made once and never changes, and it is
-        #: asked for on every suppression check (one read per email otherwise).
-        self._erasure_key: bytes | None = None
 
     def _access(self, table: Table) -> SQLiteTableAccess:
         return SQLiteTableAccess(self.conn, table, self.writable)
 
-    def erasure_hash(self, value: str) -> str | None:
-        if self._erasure_key is None:
-            try:
-                self._erasure_key = read_erasure_key(self.conn)
-            except sqlite3.OperationalError:  # a file without the core's schema: no hashes
-                return None
-        key = self._erasure_key
-        return keyed_hash(key, value) if key is not None else None
+    def _read_erasure_key(self) -> bytes | None:
+        try:
+            return read_erasure_key(self.conn)
+        except sqlite3.OperationalError:  # a file without the core's schema: nothing hashed
+            return None
 
 
 class SQLiteTableAccess:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from ..erasure import keyed_hash
 from ..errors import StoreError
 
 if TYPE_CHECKING:
@@ -703,9 +704,22 @@ class DeclaredTables:
         self.declared = declared
         self.writable = writable
         self._open: dict[str, TableAccess] = {}
+        #: The store's erasure key once read: made once with the schema and never changed,
+        #: and asked for on every suppression check (a read per email otherwise).
+        self._erasure_key: bytes | None = None
 
     def _access(self, table: Table) -> TableAccess:
         raise NotImplementedError
+
+    def _read_erasure_key(self) -> bytes | None:
+        """The store's erasure key, read from it (``read_erasure_key`` on its connection)."""
+        raise NotImplementedError
+
+    def erasure_hash(self, value: str) -> str | None:
+        if self._erasure_key is None:
+            self._erasure_key = self._read_erasure_key()
+        key = self._erasure_key
+        return keyed_hash(key, value) if key is not None else None
 
     def __getitem__(self, name: str) -> TableAccess:
         access = self._open.get(name)
