@@ -620,7 +620,19 @@ def test_a_batch_of_sends_applies_its_effects_together_and_charges_a_failure_to_
     engine = make(tmp_path, clock, send, plugins={"announcer": Announcer()})
     engine.record_every, engine.record_within = record_every, 3600.0
     engine.ingest_many([event(f"c{n:02d}", "signup", "2026-11-01") for n in range(20)])
+    passes = []
+    apply_emitted = engine._apply_emitted
+
+    def counted(tx, events, depth, loaded):
+        passes.append(len(events))
+        return apply_emitted(tx, events, depth, loaded)
+
+    engine._apply_emitted = counted  # the dispatcher applies effects through it
     assert engine.dispatch(batch=200).outcomes == {"done": 20}
+    if record_every == 16:  # c00-c15 together (c07's fails), then each alone; c16-c19 together
+        assert passes == [16, *[1] * 16, 4]
+    else:
+        assert passes == [1] * 20
     for n in range(20):
         [row] = engine.store.actions_for(f"c{n:02d}")
         assert row.status == "done"
