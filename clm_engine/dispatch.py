@@ -491,8 +491,11 @@ class Dispatcher:
         try:
             with tx.savepoint():
                 for done in outcomes:
-                    row = done.claim.row
-                    by_depth[row.depth + 1] += self._effects(tx, row, done.claim.contact, done.ctx)  # type: ignore[arg-type]  # the caller passes outcomes with a ctx
+                    if done.ctx is not None:  # (the caller passes only sends that ran)
+                        row = done.claim.row
+                        by_depth[row.depth + 1] += self._effects(
+                            tx, row, done.claim.contact, done.ctx
+                        )
                 for depth, events in sorted(by_depth.items()):
                     if self.apply_events(tx, events, depth, {}):
                         raise _OneByOne
