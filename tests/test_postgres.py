@@ -33,6 +33,14 @@ def test_a_postgresql_url_opens_the_postgresql_store(postgres_url):
         try:
             assert isinstance(store, PostgresStore)
             assert store.applied_migrations() == {"clm_engine": CORE}
+            indexes = store._all(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'events' ORDER BY 1"
+            )
+            assert [name for (name,) in indexes] == [
+                "events_by_contact",
+                "events_id_key",
+                "events_pkey",
+            ]
         finally:
             store.close()
 

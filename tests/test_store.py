@@ -44,8 +44,14 @@ def test_core_migrations_on_an_in_memory_database():
         "m012_analytics",
         "m013_ops_action_history",
         "m014_pgworkers_claims",
+        "m015_no_origin_index",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
+    # Effects' origins are read with a contact's history (by contact_id), never by origin.
+    assert {index.name for index in db["events"].indexes} == {
+        "events_by_contact",
+        "sqlite_autoindex_events_1",
+    }
 
 
 def test_store_uses_wal_and_a_busy_timeout(db_path):
