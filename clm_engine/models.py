@@ -32,6 +32,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -256,6 +257,28 @@ def utc_text(moment: datetime) -> str:
     return text
 
 
+#: A time in the store's own form but for the fraction, as clients usually send one:
+#: ``2026-05-01T03:18:19Z`` or ``2026-05-01T03:18:19.250000Z`` (ASCII digits only).
+_UTC_AS_SENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
+
+
+def _text_as_sent(sent: str, moment: datetime) -> None:
+    """Remember ``sent`` as ``moment``'s ``utc_text`` when it is already in that form
+    (``.000000`` added for whole seconds). It is checked by reading it back, which costs a
+    fifth of formatting the time, a cost every event otherwise pays once."""
+    if _UTC_AS_SENT.fullmatch(sent) is None:
+        return
+    text = sent if len(sent) == 27 else sent[:19] + ".000000Z"
+    try:
+        same = datetime.fromisoformat(text) == moment
+    except ValueError:  # a second of 60, an hour of 24 ...: formatted as usual
+        return
+    if same:
+        if len(_UTC_TEXTS) >= 65_536:
+            _UTC_TEXTS.clear()
+        _UTC_TEXTS[moment] = text
+
+
 def _format_utc(moment: datetime) -> str:
     # isoformat() is several times faster than strftime() on this hot path, and the engine's
     # times are UTC already, so the offset is almost always "+00:00".
@@ -274,11 +297,13 @@ def utc_seconds(moment: datetime) -> str:
 
 
 def derive_event_id(
-    contact_id: str, type: str, occurred_at: datetime, properties: dict[str, Any]
+    contact_id: str, type: str, occurred_at: datetime | str, properties: dict[str, Any]
 ) -> str:
-    """The id of an event that came without one: a hash of everything else it says."""
+    """The id of an event that came without one: a hash of everything else it says
+    (``occurred_at`` as a time, or as its ``utc_text``)."""
+    when = occurred_at if isinstance(occurred_at, str) else utc_text(occurred_at)
     canonical = json.dumps(
-        [contact_id, type, utc_text(occurred_at), properties],
+        [contact_id, type, when, properties],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -307,24 +332,30 @@ class Event(BaseModel):
     occurred_at: AwareDatetime
     properties: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("occurred_at")
+    @field_validator("occurred_at", mode="wrap")
     @classmethod
-    def _to_utc(cls, value: datetime) -> datetime:
+    def _to_utc(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> datetime:
         """UTC, and within the supported range (``0001-01-01T00:00:00+14:00`` has no UTC).
 
         Always Python's own ``UTC`` object, never pydantic's equal ``TzInfo``: comparing and
         formatting times is then several times cheaper, and event times are compared and
-        formatted all along the way in."""
-        if value.tzinfo is not UTC:
+        formatted all along the way in. A time sent in the store's own UTC form (``...Z``,
+        whole seconds or microseconds) gives its text too (:func:`_text_as_sent`)."""
+        moment: datetime = handler(value)
+        if moment.tzinfo is not UTC:
             try:
-                value = value.astimezone(UTC) if value.utcoffset() else value.replace(tzinfo=UTC)
+                moment = (
+                    moment.astimezone(UTC) if moment.utcoffset() else moment.replace(tzinfo=UTC)
+                )
             except OverflowError:
                 raise ValueError(_OUTSIDE_TIMES) from None
         # In UTC now, so the year says it: several times cheaper than comparing with the bounds
         # (which calls utcoffset() on both sides), and this runs for every event.
-        if EARLIEST_TIME.year <= value.year < LATEST_TIME.year:
-            return value
-        raise ValueError(_OUTSIDE_TIMES)
+        if not EARLIEST_TIME.year <= moment.year < LATEST_TIME.year:
+            raise ValueError(_OUTSIDE_TIMES)
+        if type(value) is str:
+            _text_as_sent(value, moment)
+        return moment
 
     @field_validator("properties")
     @classmethod
@@ -334,9 +365,12 @@ class Event(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _derive_id(self) -> Event:
+    def _complete(self) -> Event:
+        """The time's text, now (every event is written with it, and the cached property's
+        first read costs more than this), and the id of an event that came without one."""
+        text = self.__dict__["occurred_at_text"] = utc_text(self.occurred_at)
         if self.id is None:
-            self.id = derive_event_id(self.contact_id, self.type, self.occurred_at, self.properties)
+            self.id = derive_event_id(self.contact_id, self.type, text, self.properties)
         return self
 
     @cached_property
