@@ -128,7 +128,7 @@ def test_migrate_and_plugins(run):
     migrated = run("migrate", "--db", "new.db")
     # 14 core migrations, and the core's declared tables: survey_keys (1), channel_messages
     # (table, index) and experiment_exposures (table, index).
-    assert "applied 20 migration(s) to new.db" in migrated.output
+    assert "applied 21 migration(s) to new.db" in migrated.output
     assert "is up to date" in run("migrate", "--db", "new.db").output
     plugins = json.loads(run("plugins", "--json").output)["plugins"]
     assert {p["name"]: p["source"] for p in plugins}["clm_engine.builtins.reducers"] == "built-in"

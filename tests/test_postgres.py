@@ -41,6 +41,8 @@ def test_a_postgresql_url_opens_the_postgresql_store(postgres_url):
                 "events_id_key",
                 "events_pkey",
             ]
+            (due,) = store._one("SELECT indexdef FROM pg_indexes WHERE indexname = 'outbox_due'")
+            assert due.endswith("WHERE (status = 'pending'::text)")
         finally:
             store.close()
 

@@ -45,6 +45,7 @@ def test_core_migrations_on_an_in_memory_database():
         "m013_ops_action_history",
         "m014_pgworkers_claims",
         "m015_no_origin_index",
+        "m016_due_index_of_pending_rows",
     ]
     assert "contacts_by_stage" in {index.name for index in db["contacts"].indexes}
     # Effects' origins are read with a contact's history (by contact_id), never by origin.
@@ -52,6 +53,9 @@ def test_core_migrations_on_an_in_memory_database():
         "events_by_contact",
         "sqlite_autoindex_events_1",
     }
+    # The due query's index holds pending rows only: a row written finished costs no entry.
+    (due,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'outbox_due'").fetchone()
+    assert due.endswith("WHERE status = 'pending'")
 
 
 def test_store_uses_wal_and_a_busy_timeout(db_path):

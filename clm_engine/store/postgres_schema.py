@@ -336,6 +336,17 @@ CORE_MIGRATIONS.append(
     )
 )
 
+CORE_MIGRATIONS.append(
+    (
+        # SQLite's m016_due_index_of_pending_rows: the due query reads pending rows only.
+        "m007_due_index_of_pending_rows",
+        """
+    DROP INDEX IF EXISTS outbox_due;
+    CREATE INDEX outbox_due ON outbox (due_at) WHERE status = 'pending'
+""",
+    )
+)
+
 #: Which migrations ran, per set (the core's is ``clm_engine``, as on SQLite).
 MIGRATIONS_TABLE = """
     CREATE TABLE IF NOT EXISTS clm_migrations (
