@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 #: What each prints when it ran to the end: its figures, and its own checks passing.
 PRINTS = {
-    "ingest.py": ["-> OK", "events/s", "database size:"],
+    "ingest.py": ["-> OK", "events/s", "database size:", "floor: validating", "the rulesets added"],
     "evaluate.py": [
         "clm-engine (prebuilt contexts)",
         "zen-engine",
