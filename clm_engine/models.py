@@ -322,12 +322,12 @@ def _known_timezone(name: str) -> bool:
 
 
 class Event(BaseModel):
-    """Something that happened to a contact, at a time, with free-form properties.
+    """Something that happened to a contact, at a time, with free-form properties."""
 
-    Treat an event as immutable once made: its time text (``occurred_at_text``) is fixed as
-    it is validated, so an event at another time is a new event (``Event(...)`` or
-    ``model_validate``), never ``model_copy(update=...)`` or an assignment.
-    """
+    # (Not in the docstring, which is the HTTP API's description of an event.) Treat an event
+    # as immutable once made: its time text (``occurred_at_text``) is fixed as it is
+    # validated, so an event at another time is a new event (``Event(...)``,
+    # ``model_validate``), never ``model_copy(update=...)`` or an assignment.
 
     model_config = ConfigDict(extra="forbid")
 
