@@ -440,6 +440,8 @@ def _unchecked_event(
     return event
 
 
+_NO_OFFSET = timedelta(0)
+
 #: The shapes :func:`made_event` takes without pydantic: the plain characters of a type, and
 #: of an id (printable ASCII, no space at either end: every such text is an ``Identifier``).
 _PLAIN_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
@@ -465,6 +467,10 @@ def made_event(
     ids and type, a UTC time, text keys, properties within limits) without pydantic's second
     look at every field, else by pydantic, which raises naming what is wrong. A property test
     holds the two to the same events."""
+    if occurred_at.tzinfo is not UTC and occurred_at.utcoffset() == _NO_OFFSET:
+        # What pydantic does to it too (``Event._to_utc``); such a time is common: a contact's
+        # parsed ``last_event_at`` has pydantic's own zero-offset tzinfo.
+        occurred_at = occurred_at.replace(tzinfo=UTC)
     if (
         occurred_at.tzinfo is UTC
         and EARLIEST_TIME.year <= occurred_at.year < LATEST_TIME.year

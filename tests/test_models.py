@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from pydantic_core import TzInfo
 
 from clm_engine import Contact, Event, EventError
 from clm_engine.engine import parse_event
@@ -125,7 +126,17 @@ _times = st.one_of(
     st.datetimes(
         min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
     ),
-    st.datetimes(timezones=st.sampled_from([timezone(timedelta(hours=2)), ZoneInfo("Asia/Tokyo")])),
+    st.datetimes(
+        timezones=st.sampled_from(
+            [
+                timezone(timedelta(hours=2)),
+                ZoneInfo("Asia/Tokyo"),
+                ZoneInfo("Europe/London"),  # no offset half the year
+                ZoneInfo("Etc/UTC"),
+                TzInfo(0),  # what pydantic gives a parsed contact's times
+            ]
+        )
+    ),
 )
 
 
@@ -174,11 +185,28 @@ def test_a_stored_event_reads_back_as_the_event_that_came_in(contact_id, type_, 
     assert stored.occurred_at == sent.occurred_at
 
 
-def test_the_common_shape_takes_the_fast_path():
-    """What the property tests compare is the fast path, not pydantic twice."""
+def test_the_common_shape_takes_the_fast_path(monkeypatch):
+    """What the property tests compare is the fast path, not pydantic twice: the fast path is
+    the one that builds the model itself (``_unchecked_event``), and pydantic never does."""
+    from clm_engine import models
+
+    built: list[str] = []
+    unchecked = models._unchecked_event
+    monkeypatch.setattr(
+        models, "_unchecked_event", lambda *args: built.append(args[2]) or unchecked(*args)
+    )
     when = datetime(2026, 11, 2, 10, 15, tzinfo=UTC)
     made = made_event("a-" + "0" * 32, "c1", "score.add", when, {"points": 5, "tags": ["x"]})
-    assert made.__dict__["occurred_at_text"] == "2026-11-02T10:15:00.000000Z"
+    assert made.occurred_at_text == "2026-11-02T10:15:00.000000Z"
+    # A time with another zero-offset tzinfo (a parsed contact's) takes it too, as UTC.
+    parsed = Contact.model_validate_json('{"id": "c1", "last_event_at": "2026-11-02T10:15:00Z"}')
+    assert parsed.last_event_at is not None and parsed.last_event_at.tzinfo is not UTC
+    made = made_event("a-" + "1" * 32, "c1", "email.sent", parsed.last_event_at, {})
+    assert made.occurred_at_text == "2026-11-02T10:15:00.000000Z"
+    assert made.occurred_at.tzinfo is UTC
+    # Not the common shape (an id beyond ASCII): pydantic builds it.
+    assert made_event("a-" + "2" * 32, "café", "email.sent", when, {}).contact_id == "café"
+    assert built == ["score.add", "email.sent"]
     stored = Event.stored("e1", "c1", "purchase", "2026-11-02T10:15:00.000000Z", {})
     assert stored.__dict__["occurred_at_text"] == "2026-11-02T10:15:00.000000Z"
     assert stored.occurred_at == when
