@@ -262,6 +262,21 @@ def utc_text(moment: datetime) -> str:
 _UTC_AS_SENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z")
 
 
+def _in_utc(moment: datetime) -> datetime:
+    """An aware time in Python's own ``UTC`` (never pydantic's equal ``TzInfo``), within the
+    supported range; ``ValueError`` outside it (``0001-01-01T00:00:00+14:00`` has no UTC)."""
+    if moment.tzinfo is not UTC:
+        try:
+            moment = moment.astimezone(UTC) if moment.utcoffset() else moment.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValueError(_OUTSIDE_TIMES) from None
+    # In UTC now, so the year says it: several times cheaper than comparing with the bounds
+    # (which calls utcoffset() on both sides), and this runs for every event.
+    if not EARLIEST_TIME.year <= moment.year < LATEST_TIME.year:
+        raise ValueError(_OUTSIDE_TIMES)
+    return moment
+
+
 def _text_as_sent(sent: str, moment: datetime) -> None:
     """Remember ``sent`` as ``moment``'s ``utc_text`` when it is already in that form
     (``.000000`` added for whole seconds). It is checked by reading it back, which costs a
@@ -346,18 +361,7 @@ class Event(BaseModel):
         formatting times is then several times cheaper, and event times are compared and
         formatted all along the way in. A time sent in the store's own UTC form (``...Z``,
         whole seconds or microseconds) gives its text too (:func:`_text_as_sent`)."""
-        moment: datetime = handler(value)
-        if moment.tzinfo is not UTC:
-            try:
-                moment = (
-                    moment.astimezone(UTC) if moment.utcoffset() else moment.replace(tzinfo=UTC)
-                )
-            except OverflowError:
-                raise ValueError(_OUTSIDE_TIMES) from None
-        # In UTC now, so the year says it: several times cheaper than comparing with the bounds
-        # (which calls utcoffset() on both sides), and this runs for every event.
-        if not EARLIEST_TIME.year <= moment.year < LATEST_TIME.year:
-            raise ValueError(_OUTSIDE_TIMES)
+        moment = _in_utc(handler(value))
         if type(value) is str:
             _text_as_sent(value, moment)
         return moment
@@ -440,8 +444,6 @@ def _unchecked_event(
     return event
 
 
-_NO_OFFSET = timedelta(0)
-
 #: The shapes :func:`made_event` takes without pydantic: the plain characters of a type, and
 #: of an id (printable ASCII, no space at either end: every such text is an ``Identifier``).
 _PLAIN_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,99}")
@@ -464,16 +466,15 @@ def made_event(
     """An event the engine makes (an action's effect, dated by its decision).
 
     Its parts come from plugins and rulesets, so they are checked; in the common shape (plain
-    ids and type, a UTC time, text keys, properties within limits) without pydantic's second
+    ids and type, an aware time, text keys, properties within limits) without pydantic's second
     look at every field, else by pydantic, which raises naming what is wrong. A property test
     holds the two to the same events."""
-    if occurred_at.tzinfo is not UTC and occurred_at.utcoffset() == _NO_OFFSET:
-        # What pydantic does to it too (``Event._to_utc``); such a time is common: a contact's
-        # parsed ``last_event_at`` has pydantic's own zero-offset tzinfo.
-        occurred_at = occurred_at.replace(tzinfo=UTC)
+    try:  # what the model's validator does to an aware time (a parsed contact's, an offset)
+        moment = _in_utc(occurred_at) if occurred_at.utcoffset() is not None else None
+    except ValueError:
+        moment = None  # outside the supported range: pydantic raises below, naming the field
     if (
-        occurred_at.tzinfo is UTC
-        and EARLIEST_TIME.year <= occurred_at.year < LATEST_TIME.year
+        moment is not None
         and _plain_id(event_id)
         and _plain_id(contact_id)
         and type(type_) is str
@@ -488,7 +489,7 @@ def made_event(
             pass  # pydantic raises it below, with the field's name
         else:
             return _unchecked_event(
-                event_id, contact_id, type_, occurred_at, utc_text(occurred_at), dict(properties)
+                event_id, contact_id, type_, moment, utc_text(moment), dict(properties)
             )
     return Event(
         id=event_id,

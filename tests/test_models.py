@@ -204,9 +204,13 @@ def test_the_common_shape_takes_the_fast_path(monkeypatch):
     made = made_event("a-" + "1" * 32, "c1", "email.sent", parsed.last_event_at, {})
     assert made.occurred_at_text == "2026-11-02T10:15:00.000000Z"
     assert made.occurred_at.tzinfo is UTC
+    # And a time with an offset, brought to UTC as the model's validator would.
+    paris = when.astimezone(timezone(timedelta(hours=1)))
+    made = made_event("a-" + "3" * 32, "c1", "tag.add", paris, {})
+    assert made.occurred_at == when and made.occurred_at.tzinfo is UTC
     # Not the common shape (an id beyond ASCII): pydantic builds it.
     assert made_event("a-" + "2" * 32, "café", "email.sent", when, {}).contact_id == "café"
-    assert built == ["score.add", "email.sent"]
+    assert built == ["score.add", "email.sent", "tag.add"]
     stored = Event.stored("e1", "c1", "purchase", "2026-11-02T10:15:00.000000Z", {})
     assert stored.__dict__["occurred_at_text"] == "2026-11-02T10:15:00.000000Z"
     assert stored.occurred_at == when
