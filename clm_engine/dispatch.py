@@ -246,7 +246,7 @@ class Dispatcher:
                 applied = self._apply_together(
                     tx,
                     [
-                        done
+                        (done, done.ctx)
                         for done in outcomes
                         if id(done) not in lost and done.ctx is not None and done.error is None
                     ],
@@ -480,28 +480,27 @@ class Dispatcher:
             return self._finish(tx, row, "done", note, result, ctx.attempt, now)
         return self._outcome(tx, row, result, ctx.attempt, now)
 
-    def _apply_together(self, tx: StoreTransaction, outcomes: list[_Outcome]) -> set[int]:
-        """Apply what a batch's sends emitted in one pass: one fold per contact and one write
-        of each kind, not a whole ingestion per send. Returns the outcomes applied (by
-        ``id``): all, or none when anything failed (nothing of it kept); ``_record`` then
-        applies each alone, so that a failure is charged to its own row."""
-        if len(outcomes) < 2:
+    def _apply_together(
+        self, tx: StoreTransaction, sends: list[tuple[_Outcome, ActionContext]]
+    ) -> set[int]:
+        """Apply what a batch's sends (each with the context it ran in) emitted in one pass:
+        one fold per contact and one write of each kind, not a whole ingestion per send.
+        Returns the outcomes applied (by ``id``): all, or none when anything failed (nothing
+        of it kept); ``_record`` then applies each alone, so a failure is charged to its row."""
+        if len(sends) < 2:
             return set()
         by_depth: dict[int, list[Event]] = defaultdict(list)
         try:
             with tx.savepoint():
-                for done in outcomes:
-                    if done.ctx is not None:  # (the caller passes only sends that ran)
-                        row = done.claim.row
-                        by_depth[row.depth + 1] += self._effects(
-                            tx, row, done.claim.contact, done.ctx
-                        )
+                for done, ctx in sends:
+                    row = done.claim.row
+                    by_depth[row.depth + 1] += self._effects(tx, row, done.claim.contact, ctx)
                 for depth, events in sorted(by_depth.items()):
                     if self.apply_events(tx, events, depth, {}):
                         raise _OneByOne
         except Exception:  # a plugin's failure, or _OneByOne: each on its own, then
             return set()
-        return {id(done) for done in outcomes}
+        return {id(done) for done, _ in sends}
 
     def _failed(
         self, tx: StoreTransaction, row: OutboxRow, attempts: int, error: Exception, now: datetime
