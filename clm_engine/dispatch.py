@@ -563,17 +563,7 @@ class Dispatcher:
             tx.enqueue([follow_up_row(vars(row), item, utc_text(ctx.now)) for item in ctx.enqueued])
         if not ctx.emitted:
             return []
-        effective = _effect_time(row, contact)
-        return [
-            made_event(
-                emitted_event_id(row.key, n),
-                contact_id or row.contact_id,
-                type_,
-                effective,
-                properties,
-            )
-            for n, (type_, properties, contact_id) in enumerate(ctx.emitted)
-        ]
+        return emitted_events(row.key, ctx.emitted, row.contact_id, _effect_time(row, contact))
 
 
 def action_context(
@@ -824,6 +814,21 @@ def _effect_time(row: OutboxRow, contact: Contact) -> datetime:
     if contact.last_event_at is not None and contact.last_event_at > due:
         return contact.last_event_at
     return due
+
+
+def emitted_events(
+    key: str,
+    emitted: list[tuple[str, dict[str, Any], str | None]],
+    contact_id: str,
+    at: datetime,
+) -> list[Event]:
+    """The events an action (outbox ``key``) emitted about ``contact_id`` unless it named
+    another, all dated ``at``, with ids derived from the key: the same events whether the
+    action ran inline in a fold or at dispatch."""
+    return [
+        made_event(emitted_event_id(key, n), about or contact_id, type_, at, properties)
+        for n, (type_, properties, about) in enumerate(emitted)
+    ]
 
 
 def emitted_event_id(key: str, n: int) -> str:

@@ -42,7 +42,7 @@ from .dispatch import (
     MAX_CHAIN_DEPTH,
     action_context,
     ask_policies,
-    emitted_event_id,
+    emitted_events,
     failure_of,
     follow_up_row,
     result_outcome,
@@ -65,7 +65,6 @@ from .models import (
     Event,
     describe_validation_error,
     duration_to_timedelta,
-    made_event,
     utc_text,
 )
 from .store import IngestFailure, StageTransition, StoreTransaction, Trace
@@ -312,21 +311,11 @@ class ContactFold:
         emitted: list[tuple[str, dict[str, Any], str | None]],
         at: datetime,
     ) -> list[Event]:
-        """The events an action emitted, dated by its decision (ids from its key)."""
-        events = []
-        for n, (type_, properties, contact_id) in enumerate(emitted):
-            if spec.pure and contact_id not in (None, self.contact.id):
-                raise ValueError(f"pure action {spec.name!r} emitted about another contact")
-            events.append(
-                made_event(
-                    emitted_event_id(row["key"], n),
-                    contact_id or self.contact.id,
-                    type_,
-                    at,
-                    properties,
-                )
-            )
-        return events
+        """The events an action emitted, dated by its decision (ids from its key); a pure
+        action may emit only about its own contact."""
+        if spec.pure and any(about not in (None, self.contact.id) for _, _, about in emitted):
+            raise ValueError(f"pure action {spec.name!r} emitted about another contact")
+        return emitted_events(row["key"], emitted, self.contact.id, at)
 
 
 def fold_contact(
