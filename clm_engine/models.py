@@ -312,13 +312,12 @@ def utc_seconds(moment: datetime) -> str:
 
 
 def derive_event_id(
-    contact_id: str, type: str, occurred_at: datetime | str, properties: dict[str, Any]
+    contact_id: str, type: str, occurred_at_text: str, properties: dict[str, Any]
 ) -> str:
-    """The id of an event that came without one: a hash of everything else it says
-    (``occurred_at`` as a time, or as its ``utc_text``)."""
-    when = occurred_at if isinstance(occurred_at, str) else utc_text(occurred_at)
+    """The id of an event that came without one: a hash of everything else it says (its
+    time as its ``utc_text``, so every notation of one moment gives one id)."""
     canonical = json.dumps(
-        [contact_id, type, when, properties],
+        [contact_id, type, occurred_at_text, properties],
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
